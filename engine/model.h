@@ -1,0 +1,84 @@
+/* Model loaded from GGUF: hyper-parameters, weights (zero-copy views into the mapping),
+ * tokenizer, backend; the KV cache and the forward pass. */
+#ifndef SPECDEC_ENGINE_MODEL_H
+#define SPECDEC_ENGINE_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "gguf.h"
+#include "kernels/backend.h"
+#include "tokenizer.h"
+
+typedef enum sd_arch { SD_ARCH_LLAMA = 0, SD_ARCH_QWEN2 = 1 } sd_arch_t;
+
+typedef struct sd_hparams {
+    sd_arch_t arch;
+    int n_vocab, n_embd, n_layer, n_head, n_head_kv, head_dim, n_ff, n_ctx_train;
+    float norm_eps;
+    sd_rope_params_t rope;
+} sd_hparams_t;
+
+typedef struct sd_layer {
+    const float *attn_norm;            /* [n_embd] */
+    sd_weight_t wq, wk, wv, wo;        /* [n_head*hd, n_embd] [n_kv*hd, n_embd] x2, [n_embd, n_head*hd] */
+    const float *bq, *bk, *bv;         /* qwen2 biases or NULL */
+    const float *ffn_norm;             /* [n_embd] */
+    sd_weight_t w_gate, w_up, w_down;  /* [n_ff, n_embd] x2, [n_embd, n_ff] */
+} sd_layer_t;
+
+struct sd_model {
+    gguf_file_t *gguf;
+    sd_hparams_t hp;
+    char arch_name[16];
+    char *name;                /* general.name or "" */
+    sd_weight_t tok_embd;      /* [n_vocab, n_embd] */
+    const float *output_norm;  /* [n_embd] */
+    sd_weight_t output;        /* [n_vocab, n_embd]; == tok_embd when tied */
+    sd_layer_t *layers;        /* [n_layer] */
+    float *f32_copies;         /* norms/biases stored as F16/BF16 in the file, converted */
+    sd_tokenizer_t *tokenizer; /* NULL when the file has none */
+    sd_backend_t *backend;
+    int n_ctx;                 /* KV-cache length for sequences of this model */
+    int n_threads;
+};
+
+/* KV cache of one sequence: per layer K and V [n_ctx, n_head_kv, head_dim] f32. */
+typedef struct sd_kv_cache {
+    int n_layer, n_ctx, n_head_kv, head_dim;
+    int len;                   /* positions 0 .. len-1 are valid */
+    float *k, *v;              /* [n_layer, n_ctx, n_head_kv, head_dim] backend memory */
+} sd_kv_cache_t;
+
+sd_status_t sd_kv_cache_init(sd_kv_cache_t *kv, const sd_model_t *m, int n_ctx);
+void sd_kv_cache_free(sd_kv_cache_t *kv, const sd_model_t *m);
+/* Roll back to `len` positions (len <= kv->len); SD_ERR_INVALID_ARG otherwise. */
+sd_status_t sd_kv_cache_truncate(sd_kv_cache_t *kv, int len);
+
+/* Per-sequence forward state: the KV cache plus activation scratch sized for up to
+ * max_tokens tokens per forward call. Owned by one request; never shared. */
+typedef struct sd_seq {
+    const sd_model_t *model;
+    sd_kv_cache_t kv;
+    int max_tokens;
+    float *x, *xb, *q, *k, *v, *att, *hb, *hb2; /* scratch, backend memory */
+    float *logits;                              /* [max_tokens, n_vocab] host */
+    int32_t *pos;                               /* [max_tokens] */
+} sd_seq_t;
+
+sd_status_t sd_seq_init(sd_seq_t *s, const sd_model_t *m, int n_ctx, int max_tokens);
+void sd_seq_free(sd_seq_t *s);
+
+/* Forward tokens[n] at positions kv.len .. kv.len+n-1, appending them to the cache.
+ * Leaves logits for all n tokens in s->logits [n, n_vocab] (row i = next-token logits
+ * after tokens[0..i]). n_layers_used = 0 runs every layer (a smaller value runs the
+ * first layers then the final norm and head: the layer-skip drafter).
+ * SD_ERR_CONTEXT_FULL if kv.len + n > n_ctx; SD_ERR_INVALID_ARG for n > max_tokens
+ * or a token id outside the vocabulary (naming it). Prefill of a long prompt is the
+ * caller's job to chunk by max_tokens. */
+sd_status_t sd_forward(sd_seq_t *s, const int32_t *tokens, int n, int n_layers_used);
+
+/* Load with an explicit backend choice (the public sd_model_load uses the CPU). */
+sd_status_t sd_model_load_gguf(gguf_file_t *f, const sd_model_params_t *p, sd_model_t **out);
+
+#endif

@@ -1,0 +1,159 @@
+/* specdec — speculative-decoding inference runtime. Public C API.
+ *
+ * Every fallible call returns sd_status_t; sd_last_error() (thread-local) holds a
+ * message naming the value that was wrong. No CUDA types appear here. */
+#ifndef SPECDEC_SPECDEC_H
+#define SPECDEC_SPECDEC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- status ------------------------------------------------------------- */
+
+typedef enum sd_status {
+    SD_OK = 0,
+    SD_ERR_INVALID_ARG,      /* a parameter out of range or NULL */
+    SD_ERR_OUT_OF_MEMORY,
+    SD_ERR_IO,               /* open/read/mmap/write failed */
+    SD_ERR_BAD_MODEL,        /* corrupt or inconsistent GGUF file */
+    SD_ERR_UNSUPPORTED_ARCH, /* general.architecture not llama/qwen2 */
+    SD_ERR_UNSUPPORTED_TYPE, /* tensor type this build cannot compute with */
+    SD_ERR_NO_TOKENIZER,     /* the model file carries no tokenizer */
+    SD_ERR_BUFFER_TOO_SMALL, /* caller's buffer too small; the needed size is reported */
+    SD_ERR_CONTEXT_FULL,     /* prompt (+ generation) longer than the context */
+    SD_ERR_VOCAB_MISMATCH,
+    SD_ERR_TP_PLAN,
+    SD_ERR_BATCH_TOO_LARGE,
+    SD_ERR_COMM_TIMEOUT,
+    SD_ERR_RANK_DIVERGENCE,
+    SD_ERR_NOT_BUILT,        /* feature not compiled into this build */
+    SD_ERR_DEVICE,           /* CUDA / cuBLAS / cuRAND / NCCL failure */
+    SD_ERR_CANCELLED,
+    SD_ERR_INTERNAL,
+    SD_STATUS_COUNT
+} sd_status_t;
+
+/* Stable name of a status code, e.g. "SD_ERR_BAD_MODEL". Never NULL. */
+const char *sd_status_string(sd_status_t status);
+/* Detail of the last error on this thread ("" when none). Valid until the next
+ * failing call on the same thread. */
+const char *sd_last_error(void);
+
+/* ---- model -------------------------------------------------------------- */
+
+typedef struct sd_model sd_model_t;
+
+typedef struct sd_model_params {
+    const char *path; /* GGUF file */
+    int n_threads;    /* CPU threads; 0 = number of online cores */
+    int n_ctx;        /* KV-cache length; 0 = min(model context, 4096) */
+} sd_model_params_t;
+
+void sd_model_params_default(sd_model_params_t *params);
+sd_status_t sd_model_load(const sd_model_params_t *params, sd_model_t **out);
+void sd_model_free(sd_model_t *model);
+
+typedef struct sd_model_info {
+    const char *arch; /* "llama" | "qwen2" */
+    const char *name; /* general.name, "" when absent */
+    int n_vocab, n_layer, n_embd, n_head, n_head_kv, n_ff, n_ctx;
+    int32_t bos, eos; /* -1 when absent */
+} sd_model_info_t;
+
+sd_status_t sd_model_get_info(const sd_model_t *model, sd_model_info_t *out);
+
+/* ---- tokenizer ---------------------------------------------------------- */
+
+enum {
+    SD_TOKENIZE_ADD_BOS = 1 << 0,       /* prepend BOS if the model asks for it */
+    SD_TOKENIZE_PARSE_SPECIAL = 1 << 1, /* "<|im_start|>" in text becomes its control token */
+};
+
+/* Encode text[len] into tokens[cap]. *n_tokens gets the count; when cap is too
+ * small returns SD_ERR_BUFFER_TOO_SMALL with *n_tokens = the count needed. */
+sd_status_t sd_tokenize(const sd_model_t *model, const char *text, size_t len, int flags,
+                        int32_t *tokens, size_t cap, size_t *n_tokens);
+/* Bytes of tokens[n] concatenated (may end inside a UTF-8 sequence). Same
+ * SD_ERR_BUFFER_TOO_SMALL convention with *len = bytes needed. */
+sd_status_t sd_detokenize(const sd_model_t *model, const int32_t *tokens, size_t n, char *buf,
+                          size_t cap, size_t *len);
+
+/* Streaming decode: push tokens one at a time, get only complete UTF-8 text back;
+ * an incomplete trailing sequence is held until the next push or the flush. */
+typedef struct sd_text_stream sd_text_stream_t;
+sd_status_t sd_text_stream_new(const sd_model_t *model, sd_text_stream_t **out);
+sd_status_t sd_text_stream_push(sd_text_stream_t *s, int32_t token, char *buf, size_t cap,
+                                size_t *len);
+sd_status_t sd_text_stream_flush(sd_text_stream_t *s, char *buf, size_t cap, size_t *len);
+void sd_text_stream_free(sd_text_stream_t *s);
+
+/* ---- chat template ------------------------------------------------------ */
+
+typedef struct sd_chat_message {
+    const char *role; /* "system" | "user" | "assistant" */
+    const char *content;
+} sd_chat_message_t;
+
+/* Render messages with the model's chat template (recognised from
+ * tokenizer.chat_template; ChatML and Llama-2/3 styles). Output NUL-terminated;
+ * SD_ERR_BUFFER_TOO_SMALL convention with *len = bytes needed (without NUL). */
+sd_status_t sd_chat_apply(const sd_model_t *model, const sd_chat_message_t *messages, size_t n,
+                          int add_generation_prompt, char *buf, size_t cap, size_t *len);
+
+/* ---- generation --------------------------------------------------------- */
+
+typedef struct sd_gen_config {
+    int max_tokens;     /* > 0 */
+    float temperature;  /* 0 = greedy */
+    int top_k;          /* 0 = off */
+    float top_p;        /* 1 = off */
+    float min_p;        /* 0 = off */
+    uint64_t seed;
+    const char *const *stop_strings; /* generation ends before the first match */
+    size_t n_stop_strings;
+    const int32_t *stop_tokens;      /* in addition to the model's end-of-generation tokens */
+    size_t n_stop_tokens;
+    int ignore_eos;                  /* 1: do not stop at EOS */
+} sd_gen_config_t;
+
+void sd_gen_config_default(sd_gen_config_t *config);
+
+typedef enum sd_stop_reason {
+    SD_STOP_NONE = 0,
+    SD_STOP_MAX_TOKENS,
+    SD_STOP_EOS,
+    SD_STOP_TOKEN,
+    SD_STOP_STRING,
+    SD_STOP_CALLBACK,
+} sd_stop_reason_t;
+
+/* Called for each generated token with the text it completes (possibly empty
+ * while a UTF-8 sequence or a possible stop string is pending). Return non-zero
+ * to stop generation. */
+typedef int (*sd_token_callback)(void *user, int32_t token, const char *text, size_t text_len);
+
+typedef struct sd_gen_result {
+    int32_t *tokens;   /* generated tokens, owned */
+    size_t n_tokens;
+    char *text;        /* generated text, NUL-terminated, stop string removed, owned */
+    size_t text_len;
+    sd_stop_reason_t stop_reason;
+    size_t n_prompt;
+    double prefill_seconds, decode_seconds;
+} sd_gen_result_t;
+
+/* Generate from prompt[n_prompt] (token ids). *out is filled on SD_OK and must
+ * be released with sd_gen_result_free. Deterministic for a given seed. */
+sd_status_t sd_generate(sd_model_t *model, const int32_t *prompt, size_t n_prompt,
+                        const sd_gen_config_t *config, sd_token_callback callback, void *user,
+                        sd_gen_result_t *out);
+void sd_gen_result_free(sd_gen_result_t *result);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,87 @@
+/* The backend ops table: every op the model forward needs, one implementation per
+ * device (kernels/cpu always; kernels/cuda when built). Pointers passed to ops are
+ * backend memory (host memory for the CPU backend) obtained from ops->alloc.
+ *
+ * Batch invariance: for every op, row i of the output depends only on row i of the
+ * inputs (and for attention, on the cache contents it attends to), never on n. */
+#ifndef SPECDEC_KERNELS_BACKEND_H
+#define SPECDEC_KERNELS_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "dtype.h"
+
+#define SD_BACKEND_OPS_VERSION 1
+
+/* A weight matrix as stored in GGUF: `rows` output features, each row `cols`
+ * input features encoded in `type` (GGUF ne[0] = cols, ne[1] = rows). */
+typedef struct sd_weight {
+    sd_dtype_t type;
+    int64_t rows, cols;
+    size_t row_bytes;
+    const void *data;
+} sd_weight_t;
+
+typedef enum sd_rope_style {
+    SD_ROPE_NORM = 0, /* llama (GGUF q/k are permuted): rotate pairs (2i, 2i+1) */
+    SD_ROPE_NEOX = 1, /* qwen2: rotate pairs (i, i + rot_dim/2) */
+} sd_rope_style_t;
+
+typedef struct sd_rope_params {
+    sd_rope_style_t style;
+    int rot_dim;     /* dimensions rotated per head (<= head_dim, even) */
+    float freq_base; /* theta_i = pos * freq_base^(-2i/rot_dim) */
+} sd_rope_params_t;
+
+typedef struct sd_backend sd_backend_t;
+
+typedef struct sd_backend_ops {
+    int version; /* SD_BACKEND_OPS_VERSION */
+    const char *name;
+    void (*destroy)(sd_backend_t *be);
+
+    void *(*alloc)(sd_backend_t *be, size_t bytes); /* NULL on failure */
+    void (*release)(sd_backend_t *be, void *ptr);
+    void (*upload)(sd_backend_t *be, void *dst, const void *host_src, size_t bytes);
+    void (*download)(sd_backend_t *be, void *host_dst, const void *src, size_t bytes);
+
+    /* out[n, dim] = dequantize(table row tokens[i]) ; dim = table->cols */
+    void (*embed)(sd_backend_t *be, const sd_weight_t *table, const int32_t *tokens, int n,
+                  float *out);
+    /* out[n, dim] = x / sqrt(mean(x^2) + eps) * w[dim]   (out may alias x) */
+    void (*rmsnorm)(sd_backend_t *be, const float *x, const float *w, int n, int dim, float eps,
+                    float *out);
+    /* y[n, w->rows] = x[n, w->cols] . W^T (+ bias[w->rows] when not NULL) */
+    void (*matmul)(sd_backend_t *be, const sd_weight_t *w, const float *x, int n,
+                   const float *bias, float *y);
+    /* x[n, n_head, head_dim] rotated in place; token i is at position pos[i] */
+    void (*rope)(sd_backend_t *be, float *x, const int32_t *pos, int n, int n_head, int head_dim,
+                 const sd_rope_params_t *p);
+    /* Causal grouped-query attention for n new queries at positions pos0 .. pos0+n-1.
+     * q[n, n_head, head_dim]; k_cache, v_cache [n_ctx, n_head_kv, head_dim] already hold
+     * positions 0 .. pos0+n-1; query i attends to positions 0 .. pos0+i; query head h
+     * uses kv head h / (n_head / n_head_kv); scale 1/sqrt(head_dim).
+     * out[n, n_head, head_dim]. */
+    void (*attention)(sd_backend_t *be, const float *q, const float *k_cache, const float *v_cache,
+                      int pos0, int n, int n_head, int n_head_kv, int head_dim, float *out);
+    /* out[len] = silu(gate) * up   (out may alias gate) */
+    void (*swiglu)(sd_backend_t *be, const float *gate, const float *up, size_t len, float *out);
+    /* y[len] += x[len] */
+    void (*add)(sd_backend_t *be, float *y, const float *x, size_t len);
+} sd_backend_ops_t;
+
+struct sd_backend {
+    const sd_backend_ops_t *ops;
+    void *ctx;
+};
+
+/* CPU backend with a thread pool of n_threads (0 = online cores). */
+sd_status_t sd_backend_cpu_create(int n_threads, sd_backend_t **out);
+
+static inline void sd_backend_destroy(sd_backend_t *be)
+{
+    if (be) be->ops->destroy(be);
+}
+
+#endif

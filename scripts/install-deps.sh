@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs what specdec needs to build and test on Debian: compilers, CMake, Criterion,
+# and the Python packages used by the reference checks. Idempotent; skips what is there.
+set -euo pipefail
+
+need_apt=()
+command -v cmake >/dev/null || need_apt+=(cmake)
+command -v cc >/dev/null || need_apt+=(build-essential)
+command -v pkg-config >/dev/null || need_apt+=(pkg-config)
+pkg-config --exists criterion 2>/dev/null || need_apt+=(libcriterion-dev)
+command -v python3 >/dev/null || need_apt+=(python3)
+python3 -m pip --version >/dev/null 2>&1 || need_apt+=(python3-pip)
+command -v unzip >/dev/null || need_apt+=(unzip)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+# Reference checks: NumPy forward over the GGUF file, HF tokenizers as the reference tokenizer.
+py_missing=$(python3 - <<'PY'
+import importlib.util
+need = {"numpy": "numpy", "gguf": "gguf==0.19.0", "tokenizers": "tokenizers"}
+print(" ".join(v for k, v in need.items() if importlib.util.find_spec(k) is None))
+PY
+)
+if [ -n "$py_missing" ]; then
+  # shellcheck disable=SC2086
+  python3 -m pip install -q $py_missing 2>/dev/null ||
+    python3 -m pip install -q --break-system-packages $py_missing
+fi

@@ -1,0 +1,33 @@
+#include "test_util.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+void sd_test_tmp_path(char *buf, size_t cap, const char *stem)
+{
+    static int counter;
+    const char *dir = getenv("SPECDEC_TEST_TMP");
+    if (dir == NULL || dir[0] == '\0') dir = "/tmp";
+    mkdir(dir, 0755);
+    snprintf(buf, cap, "%s/%s-%d-%d.gguf", dir, stem, (int)getpid(), counter++);
+}
+
+const char *sd_test_real_model(void)
+{
+    static char path[4096];
+    const char *env = getenv("SPECDEC_MODEL");
+    if (env && env[0]) {
+        snprintf(path, sizeof path, "%s", env);
+    } else {
+        const char *cache = getenv("XDG_CACHE_HOME");
+        const char *home = getenv("HOME");
+        if (cache && cache[0])
+            snprintf(path, sizeof path, "%s/specdec/SmolLM2-135M-Instruct.Q4_1.gguf", cache);
+        else
+            snprintf(path, sizeof path, "%s/.cache/specdec/SmolLM2-135M-Instruct.Q4_1.gguf",
+                     home ? home : "/root");
+    }
+    return access(path, R_OK) == 0 ? path : NULL;
+}

@@ -1,0 +1,13 @@
+/* Shared test helpers: temp paths and the default real model. */
+#ifndef SPECDEC_TESTS_TEST_UTIL_H
+#define SPECDEC_TESTS_TEST_UTIL_H
+
+#include <stddef.h>
+
+/* A unique path under the test tmp dir ($SPECDEC_TEST_TMP or /tmp), e.g. for GGUF files. */
+void sd_test_tmp_path(char *buf, size_t cap, const char *stem);
+/* Path of the default real model (SmolLM2-135M-Instruct Q4_1): $SPECDEC_MODEL, else the
+ * cache file that scripts/fetch-model.sh writes. NULL if it is not there. */
+const char *sd_test_real_model(void);
+
+#endif
