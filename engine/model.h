@@ -50,22 +50,30 @@ typedef struct sd_kv_cache {
     float *k, *v;              /* [n_layer, n_ctx, n_head_kv, head_dim] backend memory */
 } sd_kv_cache_t;
 
+/* n_ctx >= 1 positions; SD_ERR_OUT_OF_MEMORY naming the size. */
 sd_status_t sd_kv_cache_init(sd_kv_cache_t *kv, const sd_model_t *m, int n_ctx);
 void sd_kv_cache_free(sd_kv_cache_t *kv, const sd_model_t *m);
 /* Roll back to `len` positions (len <= kv->len); SD_ERR_INVALID_ARG otherwise. */
 sd_status_t sd_kv_cache_truncate(sd_kv_cache_t *kv, int len);
 
 /* Per-sequence forward state: the KV cache plus activation scratch sized for up to
- * max_tokens tokens per forward call. Owned by one request; never shared. */
+ * max_tokens tokens per forward call. Owned by one request; never shared. K and V
+ * are written by the projections straight into the cache rows they belong to. */
 typedef struct sd_seq {
     const sd_model_t *model;
     sd_kv_cache_t kv;
     int max_tokens;
-    float *x, *xb, *q, *k, *v, *att, *hb, *hb2; /* scratch, backend memory */
-    float *logits;                              /* [max_tokens, n_vocab] host */
-    int32_t *pos;                               /* [max_tokens] */
+    /* scratch, backend memory (T = max_tokens, qd = n_head*head_dim) */
+    float *x, *xb;        /* [T, n_embd] residual stream, normed / projected rows */
+    float *q, *att;       /* [T, qd] queries, attention output */
+    float *hb, *hb2;      /* [T, n_ff] gate, up */
+    float *logits_dev;    /* [T, n_vocab] */
+    int32_t *ids_dev;     /* [2, T] token ids then positions */
+    int32_t *ids;         /* [2, T] host staging of ids_dev */
+    float *logits;        /* [T, n_vocab] host: the result of the last sd_forward */
 } sd_seq_t;
 
+/* n_ctx 0 = the model's n_ctx; max_tokens >= 1. */
 sd_status_t sd_seq_init(sd_seq_t *s, const sd_model_t *m, int n_ctx, int max_tokens);
 void sd_seq_free(sd_seq_t *s);
 
@@ -78,7 +86,8 @@ void sd_seq_free(sd_seq_t *s);
  * caller's job to chunk by max_tokens. */
 sd_status_t sd_forward(sd_seq_t *s, const int32_t *tokens, int n, int n_layers_used);
 
-/* Load with an explicit backend choice (the public sd_model_load uses the CPU). */
+/* Build a model over an open GGUF file (p->path is ignored). On SD_OK the model owns
+ * `f` (sd_model_free closes it); on failure the caller still owns it. */
 sd_status_t sd_model_load_gguf(gguf_file_t *f, const sd_model_params_t *p, sd_model_t **out);
 
 #endif

@@ -8,7 +8,7 @@ bash scripts/install-deps.sh
 bash scripts/fetch-model.sh >/dev/null
 jobs=$(nproc)
 
-cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSPECDEC_TESTS=ON >/dev/null
 cmake --build build -j "$jobs"
 (cd build && ctest --output-on-failure -j "$jobs" -LE slow)
 

@@ -1,0 +1,31 @@
+/* Shared pieces of the `specdec` command: option parsing helpers and model loading. */
+#ifndef SPECDEC_APPS_CLI_H
+#define SPECDEC_APPS_CLI_H
+
+#include "specdec/specdec.h"
+
+/* Options common to `run` and `chat`. */
+typedef struct cli_gen_opts {
+    const char *model_path; /* NULL = default model */
+    const char *prompt;
+    int n_threads, n_ctx;
+    int parse_special;
+    const char *stops[16];
+    sd_gen_config_t gen;
+} cli_gen_opts_t;
+
+/* Print "specdec: error: ..." for a failed call; returns 1 (the exit code). */
+int cli_fail(const char *what, sd_status_t s);
+/* Parse argv[first..] into opts; prints a one-line error and returns 0 on bad input. */
+int cli_parse_gen_opts(int argc, char **argv, int first, cli_gen_opts_t *opts);
+/* Load opts->model_path or the default model (fetched by scripts/fetch-model.sh);
+ * prints the error line itself on failure. */
+sd_status_t cli_load_model(const cli_gen_opts_t *opts, sd_model_t **out);
+/* Generate from text, streaming to stdout; statistics to stderr. */
+int cli_generate_text(sd_model_t *m, const char *text, int flags, const cli_gen_opts_t *opts,
+                      char **reply);
+
+int cmd_run(int argc, char **argv);
+int cmd_chat(int argc, char **argv);
+
+#endif

@@ -1,0 +1,174 @@
+/* Option parsing, default model lookup and streamed generation shared by run and chat. */
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli.h"
+
+int cli_fail(const char *what, sd_status_t s)
+{
+    const char *detail = sd_last_error();
+    fprintf(stderr, "specdec: error: %s: %s%s%s\n", what, sd_status_string(s),
+            detail[0] ? ": " : "", detail);
+    return 1;
+}
+
+static int parse_int(const char *flag, const char *v, long lo, long hi, int *out)
+{
+    char *end;
+    errno = 0;
+    long x = strtol(v, &end, 10);
+    if (errno || end == v || *end || x < lo || x > hi) {
+        fprintf(stderr, "specdec: error: %s expects an integer in [%ld, %ld], got '%s'\n", flag,
+                lo, hi, v);
+        return 0;
+    }
+    *out = (int)x;
+    return 1;
+}
+
+static int parse_float(const char *flag, const char *v, float lo, float hi, float *out)
+{
+    char *end;
+    float x = strtof(v, &end);
+    if (end == v || *end || isnan(x) || x < lo || x > hi) {
+        fprintf(stderr, "specdec: error: %s expects a number in [%g, %g], got '%s'\n", flag, lo,
+                hi, v);
+        return 0;
+    }
+    *out = x;
+    return 1;
+}
+
+static int parse_seed(const char *v, uint64_t *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long long x = strtoull(v, &end, 10);
+    if (errno || end == v || *end || v[0] == '-') {
+        fprintf(stderr, "specdec: error: --seed expects a non-negative integer, got '%s'\n", v);
+        return 0;
+    }
+    *out = x;
+    return 1;
+}
+
+/* One option with its value; returns 0 on error, 1 on success. */
+static int parse_one(const char *flag, const char *v, cli_gen_opts_t *o)
+{
+    sd_gen_config_t *g = &o->gen;
+    if (!strcmp(flag, "-m") || !strcmp(flag, "--model")) return o->model_path = v, 1;
+    if (!strcmp(flag, "-p") || !strcmp(flag, "--prompt")) return o->prompt = v, 1;
+    if (!strcmp(flag, "-n") || !strcmp(flag, "--n-predict"))
+        return parse_int(flag, v, 1, INT_MAX, &g->max_tokens);
+    if (!strcmp(flag, "-t") || !strcmp(flag, "--threads"))
+        return parse_int(flag, v, 0, 1024, &o->n_threads);
+    if (!strcmp(flag, "-c") || !strcmp(flag, "--ctx")) return parse_int(flag, v, 0, 1 << 20, &o->n_ctx);
+    if (!strcmp(flag, "--temp")) return parse_float(flag, v, 0.0f, 100.0f, &g->temperature);
+    if (!strcmp(flag, "--top-k")) return parse_int(flag, v, 0, INT_MAX, &g->top_k);
+    if (!strcmp(flag, "--top-p")) return parse_float(flag, v, 0.0f, 1.0f, &g->top_p);
+    if (!strcmp(flag, "--min-p")) return parse_float(flag, v, 0.0f, 1.0f, &g->min_p);
+    if (!strcmp(flag, "--seed")) return parse_seed(v, &g->seed);
+    if (!strcmp(flag, "--stop")) {
+        if (g->n_stop_strings == sizeof o->stops / sizeof o->stops[0]) {
+            fprintf(stderr, "specdec: error: at most %zu --stop strings\n", g->n_stop_strings);
+            return 0;
+        }
+        o->stops[g->n_stop_strings++] = v;
+        return 1;
+    }
+    fprintf(stderr, "specdec: error: unknown option '%s' (see specdec --help)\n", flag);
+    return 0;
+}
+
+int cli_parse_gen_opts(int argc, char **argv, int first, cli_gen_opts_t *o)
+{
+    memset(o, 0, sizeof *o);
+    sd_gen_config_default(&o->gen);
+    o->gen.max_tokens = 128;
+    o->gen.stop_strings = o->stops;
+    for (int i = first; i < argc; i++) {
+        const char *flag = argv[i];
+        if (!strcmp(flag, "--special")) { o->parse_special = 1; continue; }
+        if (!strcmp(flag, "--ignore-eos")) { o->gen.ignore_eos = 1; continue; }
+        if (i + 1 >= argc) {
+            fprintf(stderr, "specdec: error: option '%s' needs a value\n", flag);
+            return 0;
+        }
+        if (!parse_one(flag, argv[++i], o)) return 0;
+    }
+    return 1;
+}
+
+sd_status_t cli_load_model(const cli_gen_opts_t *o, sd_model_t **out)
+{
+    char path[4096];
+    if (o->model_path) {
+        snprintf(path, sizeof path, "%s", o->model_path);
+    } else {
+        const char *cache = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
+        if (cache && cache[0]) snprintf(path, sizeof path, "%s/specdec", cache);
+        else snprintf(path, sizeof path, "%s/.cache/specdec", home ? home : ".");
+        strncat(path, "/SmolLM2-135M-Instruct.Q4_1.gguf", sizeof path - strlen(path) - 1);
+        if (access(path, R_OK) != 0) {
+            fprintf(stderr, "specdec: error: no -m given and the default model %s is missing; "
+                            "fetch it with scripts/fetch-model.sh\n", path);
+            return SD_ERR_IO;
+        }
+    }
+    sd_model_params_t p;
+    sd_model_params_default(&p);
+    p.path = path;
+    p.n_threads = o->n_threads;
+    p.n_ctx = o->n_ctx;
+    sd_status_t s = sd_model_load(&p, out);
+    if (s != SD_OK) cli_fail("load model", s);
+    return s;
+}
+
+static int stream_to_stdout(void *user, int32_t token, const char *text, size_t len)
+{
+    (void)user, (void)token;
+    if (len) {
+        fwrite(text, 1, len, stdout);
+        fflush(stdout);
+    }
+    return 0;
+}
+
+static void print_stats(const sd_gen_result_t *r)
+{
+    static const char *const reasons[] = {"none", "max tokens", "end of text", "stop token",
+                                          "stop string", "callback"};
+    double pre = r->prefill_seconds > 0 ? r->n_prompt / r->prefill_seconds : 0;
+    double dec = r->decode_seconds > 0 ? r->n_tokens / r->decode_seconds : 0;
+    fprintf(stderr, "\nspecdec: prefill %zu tokens in %.3f s (%.1f tok/s); decode %zu tokens in "
+                    "%.3f s (%.1f tok/s); stop: %s\n",
+            r->n_prompt, r->prefill_seconds, pre, r->n_tokens, r->decode_seconds, dec,
+            reasons[r->stop_reason]);
+}
+
+int cli_generate_text(sd_model_t *m, const char *text, int flags, const cli_gen_opts_t *o,
+                      char **reply)
+{
+    size_t len = strlen(text), n = 0;
+    size_t cap = len + 8;
+    int32_t *ids = malloc(cap * sizeof *ids);
+    if (!ids) return fprintf(stderr, "specdec: error: out of memory\n"), 1;
+    sd_status_t s = sd_tokenize(m, text, len, flags, ids, cap, &n);
+    if (s != SD_OK) return free(ids), cli_fail("tokenize", s);
+    sd_gen_result_t r;
+    s = sd_generate(m, ids, n, &o->gen, stream_to_stdout, NULL, &r);
+    free(ids);
+    if (s != SD_OK) return cli_fail("generate", s);
+    if (isatty(STDOUT_FILENO)) putchar('\n');
+    fflush(stdout);
+    print_stats(&r);
+    if (reply) *reply = strdup(r.text);
+    sd_gen_result_free(&r);
+    return 0;
+}

@@ -1,0 +1,158 @@
+/* The llama/qwen2 forward pass over n tokens at once, through the backend ops table.
+ * Scratch lives in sd_seq_t, so a forward call allocates nothing. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "check.h"
+#include "model.h"
+
+static void *seq_alloc(const sd_model_t *m, size_t bytes, sd_status_t *st, const char *what)
+{
+    void *p = m->backend->ops->alloc(m->backend, bytes);
+    if (p == NULL && *st == SD_OK)
+        *st = sd_set_error(SD_ERR_OUT_OF_MEMORY, "out of memory allocating %zu bytes for %s",
+                           bytes, what);
+    return p;
+}
+
+sd_status_t sd_seq_init(sd_seq_t *s, const sd_model_t *m, int n_ctx, int max_tokens)
+{
+    if (s == NULL) return sd_set_error(SD_ERR_INVALID_ARG, "sd_seq_init: seq is NULL");
+    memset(s, 0, sizeof *s);
+    if (m == NULL) return sd_set_error(SD_ERR_INVALID_ARG, "sd_seq_init: model is NULL");
+    if (max_tokens < 1 || max_tokens > (1 << 16))
+        return sd_set_error(SD_ERR_INVALID_ARG, "max_tokens = %d must be in [1, 65536]",
+                            max_tokens);
+    if (n_ctx < 0) return sd_set_error(SD_ERR_INVALID_ARG, "n_ctx = %d must be >= 0", n_ctx);
+    s->model = m;
+    s->max_tokens = max_tokens;
+    SD_CHECK(sd_kv_cache_init(&s->kv, m, n_ctx > 0 ? n_ctx : m->n_ctx));
+
+    const sd_hparams_t *hp = &m->hp;
+    size_t T = (size_t)max_tokens, f = sizeof(float);
+    size_t qd = (size_t)hp->n_head * hp->head_dim;
+    sd_status_t st = SD_OK;
+    s->x = seq_alloc(m, T * hp->n_embd * f, &st, "activations x");
+    s->xb = seq_alloc(m, T * hp->n_embd * f, &st, "activations xb");
+    s->q = seq_alloc(m, T * qd * f, &st, "queries");
+    s->att = seq_alloc(m, T * qd * f, &st, "attention output");
+    s->hb = seq_alloc(m, T * hp->n_ff * f, &st, "MLP gate");
+    s->hb2 = seq_alloc(m, T * hp->n_ff * f, &st, "MLP up");
+    s->logits_dev = seq_alloc(m, T * hp->n_vocab * f, &st, "logits");
+    s->ids_dev = seq_alloc(m, 2 * T * sizeof(int32_t), &st, "token ids");
+    s->ids = malloc(2 * T * sizeof(int32_t));
+    s->logits = malloc(T * hp->n_vocab * f);
+    if (st == SD_OK && (s->ids == NULL || s->logits == NULL))
+        st = sd_set_error(SD_ERR_OUT_OF_MEMORY, "out of memory allocating %zu bytes for logits",
+                          T * hp->n_vocab * f);
+    if (st != SD_OK) sd_seq_free(s);
+    return st;
+}
+
+void sd_seq_free(sd_seq_t *s)
+{
+    if (s == NULL || s->model == NULL) return;
+    sd_backend_t *be = s->model->backend;
+    float *bufs[] = {s->x, s->xb, s->q, s->att, s->hb, s->hb2, s->logits_dev};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+        if (bufs[i]) be->ops->release(be, bufs[i]);
+    if (s->ids_dev) be->ops->release(be, s->ids_dev);
+    sd_kv_cache_free(&s->kv, s->model);
+    free(s->ids);
+    free(s->logits);
+    memset(s, 0, sizeof *s);
+}
+
+static sd_status_t check_forward_args(const sd_seq_t *s, const int32_t *tokens, int n,
+                                      int n_layers_used)
+{
+    if (s == NULL || s->model == NULL)
+        return sd_set_error(SD_ERR_INVALID_ARG, "sd_forward: seq is NULL or not initialised");
+    if (tokens == NULL) return sd_set_error(SD_ERR_INVALID_ARG, "sd_forward: tokens is NULL");
+    if (n < 1 || n > s->max_tokens)
+        return sd_set_error(SD_ERR_INVALID_ARG, "sd_forward: n = %d tokens outside [1, %d]", n,
+                            s->max_tokens);
+    const sd_hparams_t *hp = &s->model->hp;
+    if (n_layers_used < 0 || n_layers_used > hp->n_layer)
+        return sd_set_error(SD_ERR_INVALID_ARG, "sd_forward: n_layers_used = %d outside [0, %d]",
+                            n_layers_used, hp->n_layer);
+    for (int i = 0; i < n; i++)
+        if (tokens[i] < 0 || tokens[i] >= hp->n_vocab)
+            return sd_set_error(SD_ERR_INVALID_ARG,
+                                "sd_forward: token %d (at %d) outside the vocabulary [0, %d)",
+                                tokens[i], i, hp->n_vocab);
+    if (s->kv.len + n > s->kv.n_ctx)
+        return sd_set_error(SD_ERR_CONTEXT_FULL,
+                            "context full: %d cached + %d new tokens exceed n_ctx = %d", s->kv.len,
+                            n, s->kv.n_ctx);
+    return SD_OK;
+}
+
+/* Attention block of layer il: x[n, n_embd] += attention(rmsnorm(x)) . Wo^T */
+static void attention_block(sd_seq_t *s, int il, int n, const int32_t *pos)
+{
+    const sd_model_t *m = s->model;
+    const sd_hparams_t *hp = &m->hp;
+    const sd_layer_t *L = &m->layers[il];
+    const sd_backend_ops_t *ops = m->backend->ops;
+    sd_backend_t *be = m->backend;
+    size_t kvd = (size_t)hp->n_head_kv * hp->head_dim;
+    size_t layer_off = (size_t)il * s->kv.n_ctx * kvd;
+    float *k_cache = s->kv.k + layer_off, *v_cache = s->kv.v + layer_off; /* [n_ctx, kvd] */
+    float *k_new = k_cache + (size_t)s->kv.len * kvd;                      /* [n, kvd] */
+    float *v_new = v_cache + (size_t)s->kv.len * kvd;
+
+    ops->rmsnorm(be, s->x, L->attn_norm, n, hp->n_embd, hp->norm_eps, s->xb); /* xb[n, E] */
+    ops->matmul(be, &L->wq, s->xb, n, L->bq, s->q);                          /* q[n, qd] */
+    ops->matmul(be, &L->wk, s->xb, n, L->bk, k_new);
+    ops->matmul(be, &L->wv, s->xb, n, L->bv, v_new);
+    ops->rope(be, s->q, pos, n, hp->n_head, hp->head_dim, &hp->rope);
+    ops->rope(be, k_new, pos, n, hp->n_head_kv, hp->head_dim, &hp->rope);
+    ops->attention(be, s->q, k_cache, v_cache, s->kv.len, n, hp->n_head, hp->n_head_kv,
+                   hp->head_dim, s->att);                                     /* att[n, qd] */
+    ops->matmul(be, &L->wo, s->att, n, NULL, s->xb);                         /* xb[n, E] */
+    ops->add(be, s->x, s->xb, (size_t)n * hp->n_embd);
+}
+
+/* MLP block of layer il: x[n, n_embd] += (silu(xb . Wg^T) * (xb . Wu^T)) . Wd^T */
+static void mlp_block(sd_seq_t *s, int il, int n)
+{
+    const sd_model_t *m = s->model;
+    const sd_hparams_t *hp = &m->hp;
+    const sd_layer_t *L = &m->layers[il];
+    const sd_backend_ops_t *ops = m->backend->ops;
+    sd_backend_t *be = m->backend;
+
+    ops->rmsnorm(be, s->x, L->ffn_norm, n, hp->n_embd, hp->norm_eps, s->xb);
+    ops->matmul(be, &L->w_gate, s->xb, n, NULL, s->hb); /* hb[n, n_ff] */
+    ops->matmul(be, &L->w_up, s->xb, n, NULL, s->hb2);  /* hb2[n, n_ff] */
+    ops->swiglu(be, s->hb, s->hb2, (size_t)n * hp->n_ff, s->hb);
+    ops->matmul(be, &L->w_down, s->hb, n, NULL, s->xb); /* xb[n, E] */
+    ops->add(be, s->x, s->xb, (size_t)n * hp->n_embd);
+}
+
+sd_status_t sd_forward(sd_seq_t *s, const int32_t *tokens, int n, int n_layers_used)
+{
+    SD_CHECK(check_forward_args(s, tokens, n, n_layers_used));
+    const sd_model_t *m = s->model;
+    const sd_hparams_t *hp = &m->hp;
+    const sd_backend_ops_t *ops = m->backend->ops;
+    sd_backend_t *be = m->backend;
+    int n_layers = n_layers_used > 0 ? n_layers_used : hp->n_layer;
+
+    memcpy(s->ids, tokens, (size_t)n * sizeof(int32_t));
+    for (int i = 0; i < n; i++) s->ids[n + i] = s->kv.len + i;
+    ops->upload(be, s->ids_dev, s->ids, 2 * (size_t)n * sizeof(int32_t));
+    const int32_t *pos = s->ids_dev + n; /* [n] */
+
+    ops->embed(be, &m->tok_embd, s->ids_dev, n, s->x); /* x[n, E] */
+    for (int il = 0; il < n_layers; il++) {
+        attention_block(s, il, n, pos);
+        mlp_block(s, il, n);
+    }
+    ops->rmsnorm(be, s->x, m->output_norm, n, hp->n_embd, hp->norm_eps, s->xb);
+    ops->matmul(be, &m->output, s->xb, n, NULL, s->logits_dev); /* logits[n, n_vocab] */
+    ops->download(be, s->logits, s->logits_dev, (size_t)n * hp->n_vocab * sizeof(float));
+    s->kv.len += n;
+    return SD_OK;
+}

@@ -1,0 +1,412 @@
+/* Target-only generation: prefill the prompt, then one token per forward, with streaming
+ * text, stop tokens and stop strings.
+ *
+ * Defaults (sd_gen_config_default), llama.cpp-like: max_tokens 128, temperature 0.8,
+ * top_k 40, top_p 0.95, min_p 0.05, seed 0, no stop strings or tokens, ignore_eos 0.
+ *
+ * Sampling: greedy when temperature <= 0; otherwise the token at absolute position p
+ * (prompt tokens are positions 0 .. n_prompt-1) is drawn with the uniform
+ * sd_rng_uniform(seed, p, SD_RNG_SAMPLE), so it depends only on (seed, p), never on
+ * chunking, thread count or timing.
+ *
+ * Stops, checked per token in this order:
+ *   - an end-of-generation token (unless ignore_eos) -> SD_STOP_EOS, and a token of
+ *     config->stop_tokens -> SD_STOP_TOKEN: the token appears neither in tokens nor text;
+ *   - the first occurrence of any stop string in the generated text (also across token
+ *     boundaries) -> SD_STOP_STRING: text ends before the match, tokens keep every token
+ *     generated (including those that spelled the match);
+ *   - the callback returning non-zero -> SD_STOP_CALLBACK (the token it saw is kept);
+ *   - max_tokens generated, or prompt + generated reaching the context length
+ *     -> SD_STOP_MAX_TOKENS.
+ *
+ * Streaming: the callback gets every kept token with the text it releases. Text is held
+ * while it ends inside an incomplete UTF-8 sequence or while its tail could be the start
+ * of a stop string; it is released as soon as it cannot, and the last kept token's call
+ * carries everything still held when generation reaches max_tokens. After an EOS, stop
+ * token or callback stop, text still held (if any) comes in one final call with token -1,
+ * whose return value is ignored. Text of a matched stop string is never delivered. The
+ * callback texts concatenate to exactly out->text.
+ *
+ * A model without a tokenizer still generates tokens; its text is "" (stop strings then
+ * give SD_ERR_NO_TOKENIZER). All state lives in this call: concurrent calls on one model
+ * share nothing but the read-only weights. */
+#include <limits.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "engine/check.h"
+#include "engine/generate_text.h"
+#include "engine/model.h"
+#include "verify/philox.h"
+#include "verify/sampler.h"
+
+#define GEN_PREFILL_CHUNK 64
+
+void sd_gen_config_default(sd_gen_config_t *config)
+{
+    if (config == NULL)
+        return;
+    memset(config, 0, sizeof *config);
+    config->max_tokens = 128;
+    config->temperature = 0.8f;
+    config->top_k = 40;
+    config->top_p = 0.95f;
+    config->min_p = 0.05f;
+}
+
+void sd_gen_result_free(sd_gen_result_t *result)
+{
+    if (result == NULL)
+        return;
+    free(result->tokens);
+    free(result->text);
+    memset(result, 0, sizeof *result);
+}
+
+/* Per-call generation state. */
+typedef struct gen {
+    const sd_model_t *model;
+    const sd_gen_config_t *cfg;
+    sd_sampler_params_t sp;
+    int n_vocab;
+    int n_ctx;                      /* prompt + generated never exceed this */
+    sd_seq_t seq;
+    int seq_ready;
+    sd_sampler_scratch_t scratch;
+    float *probs;                   /* [n_vocab] */
+    sd_text_stream_t *stream;       /* NULL without a tokenizer */
+    sd_token_callback callback;
+    void *user;
+    size_t n_prompt;
+    int32_t *tokens;                /* [cap_tokens] generated */
+    size_t n_tokens, cap_tokens;
+    char *text;                     /* [text_cap] generated text, text_len valid bytes */
+    size_t text_len, text_cap;
+    size_t released;                /* text[0..released) has gone to the callback */
+    int matched;                    /* a stop string matched; text ends before it */
+    sd_stop_reason_t reason;
+} gen_t;
+
+static double now_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* ---- validation -------------------------------------------------------------------- */
+
+static sd_status_t check_config(const sd_model_t *m, const sd_gen_config_t *c)
+{
+    if (c->max_tokens <= 0)
+        return sd_set_error(SD_ERR_INVALID_ARG, "config max_tokens = %d, must be > 0",
+                            c->max_tokens);
+    sd_sampler_params_t sp = {c->temperature, c->top_k, c->top_p, c->min_p};
+    SD_CHECK(sd_sampler_params_check(&sp));
+    if (c->n_stop_strings > 0 && c->stop_strings == NULL)
+        return sd_set_error(SD_ERR_INVALID_ARG, "config stop_strings is NULL with n_stop_strings = %zu",
+                            c->n_stop_strings);
+    for (size_t i = 0; i < c->n_stop_strings; i++)
+        if (c->stop_strings[i] == NULL || c->stop_strings[i][0] == '\0')
+            return sd_set_error(SD_ERR_INVALID_ARG, "config stop_strings[%zu] is %s", i,
+                                c->stop_strings[i] == NULL ? "NULL" : "empty");
+    if (c->n_stop_strings > 0 && m->tokenizer == NULL)
+        return sd_set_error(SD_ERR_NO_TOKENIZER,
+                            "config has %zu stop strings but the model has no tokenizer",
+                            c->n_stop_strings);
+    if (c->n_stop_tokens > 0 && c->stop_tokens == NULL)
+        return sd_set_error(SD_ERR_INVALID_ARG, "config stop_tokens is NULL with n_stop_tokens = %zu",
+                            c->n_stop_tokens);
+    for (size_t i = 0; i < c->n_stop_tokens; i++)
+        if (c->stop_tokens[i] < 0 || c->stop_tokens[i] >= m->hp.n_vocab)
+            return sd_set_error(SD_ERR_INVALID_ARG,
+                                "config stop_tokens[%zu] = %d outside the vocabulary [0, %d)", i,
+                                (int)c->stop_tokens[i], m->hp.n_vocab);
+    return SD_OK;
+}
+
+static sd_status_t check_prompt(const sd_model_t *m, const int32_t *prompt, size_t n_prompt)
+{
+    if (n_prompt == 0 || prompt == NULL)
+        return sd_set_error(SD_ERR_INVALID_ARG, "prompt is empty (n_prompt = %zu%s)", n_prompt,
+                            prompt == NULL ? ", prompt NULL" : "");
+    if (n_prompt > (size_t)m->n_ctx - 1)
+        return sd_set_error(SD_ERR_CONTEXT_FULL,
+                            "prompt of %zu tokens leaves no room to generate in a context of %d",
+                            n_prompt, m->n_ctx);
+    for (size_t i = 0; i < n_prompt; i++)
+        if (prompt[i] < 0 || prompt[i] >= m->hp.n_vocab)
+            return sd_set_error(SD_ERR_INVALID_ARG, "prompt[%zu] = %d outside the vocabulary [0, %d)",
+                                i, (int)prompt[i], m->hp.n_vocab);
+    return SD_OK;
+}
+
+/* ---- state ------------------------------------------------------------------------- */
+
+static sd_status_t gen_init(gen_t *g, const sd_model_t *m, const sd_gen_config_t *c,
+                            size_t n_prompt)
+{
+    g->model = m;
+    g->cfg = c;
+    g->sp = (sd_sampler_params_t){c->temperature, c->top_k, c->top_p, c->min_p};
+    g->n_vocab = m->hp.n_vocab;
+    g->n_prompt = n_prompt;
+    /* the last token is sampled, never forwarded: the cache needs one position less */
+    size_t want = n_prompt + (size_t)c->max_tokens;
+    g->n_ctx = want < (size_t)m->n_ctx ? (int)want : m->n_ctx;
+    int chunk = n_prompt < GEN_PREFILL_CHUNK ? (int)n_prompt : GEN_PREFILL_CHUNK;
+    SD_CHECK(sd_seq_init(&g->seq, m, g->n_ctx - 1, chunk));
+    g->seq_ready = 1;
+    SD_CHECK(sd_sampler_scratch_init(&g->scratch, g->n_vocab));
+    g->probs = malloc((size_t)g->n_vocab * sizeof *g->probs);
+    SD_ALLOC_CHECK(g->probs, (size_t)g->n_vocab * sizeof *g->probs, "sampler probabilities");
+    size_t max_gen = (size_t)(g->n_ctx) - n_prompt;
+    g->cap_tokens = max_gen < 256 ? max_gen : 256;
+    g->tokens = malloc(g->cap_tokens * sizeof *g->tokens);
+    SD_ALLOC_CHECK(g->tokens, g->cap_tokens * sizeof *g->tokens, "generated tokens");
+    g->text_cap = 256;
+    g->text = malloc(g->text_cap);
+    SD_ALLOC_CHECK(g->text, g->text_cap, "generated text");
+    g->text[0] = '\0';
+    if (m->tokenizer != NULL)
+        SD_CHECK(sd_text_stream_new(m, &g->stream));
+    return SD_OK;
+}
+
+static void gen_release(gen_t *g)
+{
+    if (g->seq_ready)
+        sd_seq_free(&g->seq);
+    sd_sampler_scratch_free(&g->scratch);
+    free(g->probs);
+    sd_text_stream_free(g->stream);
+    free(g->tokens);
+    free(g->text);
+}
+
+static sd_status_t push_token(gen_t *g, int32_t token)
+{
+    if (g->n_tokens == g->cap_tokens) {
+        size_t cap = g->cap_tokens * 2;
+        int32_t *grown = realloc(g->tokens, cap * sizeof *grown);
+        SD_ALLOC_CHECK(grown, cap * sizeof *grown, "generated tokens");
+        g->tokens = grown;
+        g->cap_tokens = cap;
+    }
+    g->tokens[g->n_tokens++] = token;
+    return SD_OK;
+}
+
+/* Append bytes to the text, keeping it NUL-terminated. */
+static sd_status_t append_text(gen_t *g, const char *bytes, size_t n)
+{
+    if (g->text_len + n + 1 > g->text_cap) {
+        size_t cap = g->text_cap * 2;
+        while (cap < g->text_len + n + 1)
+            cap *= 2;
+        char *grown = realloc(g->text, cap);
+        SD_ALLOC_CHECK(grown, cap, "generated text");
+        g->text = grown;
+        g->text_cap = cap;
+    }
+    memcpy(g->text + g->text_len, bytes, n);
+    g->text_len += n;
+    g->text[g->text_len] = '\0';
+    return SD_OK;
+}
+
+/* ---- text and stops ---------------------------------------------------------------- */
+
+/* Truncate the text at the first stop-string match in its unreleased part (no earlier
+ * match is possible: released text was never the start of a stop string). */
+static void match_stop(gen_t *g)
+{
+    const sd_gen_config_t *c = g->cfg;
+    size_t at = sd_stop_find(c->stop_strings, c->n_stop_strings, g->text, g->released,
+                             g->text_len);
+    if (at == SIZE_MAX)
+        return;
+    g->text_len = at;
+    g->text[at] = '\0';
+    g->matched = 1;
+}
+
+/* Decode a kept token into the text and find a stop-string match it completes. */
+static sd_status_t add_token_text(gen_t *g, int32_t token)
+{
+    if (g->stream == NULL)
+        return SD_OK;
+    const char *piece;
+    size_t len;
+    SD_CHECK(sd_text_stream_next(g->stream, token, &piece, &len));
+    SD_CHECK(append_text(g, piece, len));
+    match_stop(g);
+    return SD_OK;
+}
+
+/* Generation ends: bytes the stream still holds join the text (raw), which may complete
+ * a stop string. */
+static sd_status_t flush_text(gen_t *g)
+{
+    if (g->stream == NULL || g->matched)
+        return SD_OK;
+    const char *rest;
+    size_t len;
+    sd_text_stream_take_rest(g->stream, &rest, &len);
+    SD_CHECK(append_text(g, rest, len));
+    match_stop(g);
+    return SD_OK;
+}
+
+/* Release text up to `upto` to the callback with `token`; the callback's answer. */
+static int release(gen_t *g, int32_t token, size_t upto)
+{
+    size_t from = g->released;
+    g->released = upto;
+    if (g->callback == NULL)
+        return 0;
+    return g->callback(g->user, token, g->text + from, upto - from);
+}
+
+/* Everything that can no longer be part of a stop string. */
+static size_t releasable(const gen_t *g)
+{
+    if (g->matched)
+        return g->text_len;
+    const sd_gen_config_t *c = g->cfg;
+    return sd_stop_hold(c->stop_strings, c->n_stop_strings, g->text, g->released, g->text_len);
+}
+
+static int is_stop_token(const gen_t *g, int32_t token)
+{
+    for (size_t i = 0; i < g->cfg->n_stop_tokens; i++)
+        if (g->cfg->stop_tokens[i] == token)
+            return 1;
+    return 0;
+}
+
+/* ---- the loop ---------------------------------------------------------------------- */
+
+/* logits[n_vocab] -> the token at absolute position pos. */
+static int32_t choose(gen_t *g, const float *logits, size_t pos)
+{
+    if (g->sp.temperature <= 0.0f)
+        return sd_sample_greedy(logits, g->n_vocab);
+    float u = sd_rng_uniform(g->cfg->seed, (uint64_t)pos, SD_RNG_SAMPLE);
+    return sd_sample(&g->sp, logits, g->n_vocab, u, &g->scratch, g->probs);
+}
+
+/* Forward the prompt in chunks; leaves the last prompt token's logits in row *row. */
+static sd_status_t prefill(gen_t *g, const int32_t *prompt, int *row)
+{
+    size_t done = 0;
+    while (done < g->n_prompt) {
+        size_t left = g->n_prompt - done;
+        int n = left < (size_t)g->seq.max_tokens ? (int)left : g->seq.max_tokens;
+        SD_CHECK(sd_forward(&g->seq, prompt + done, n, 0));
+        done += (size_t)n;
+        *row = n - 1;
+    }
+    return SD_OK;
+}
+
+/* One sampled token: returns 1 in *stop when generation ends with it (g->reason set). */
+static sd_status_t step(gen_t *g, const float *logits, int *stop)
+{
+    size_t pos = g->n_prompt + g->n_tokens;
+    int32_t token = choose(g, logits, pos);
+    *stop = 1;
+    if (!g->cfg->ignore_eos && g->model->tokenizer != NULL &&
+        sd_tokenizer_is_eog(g->model->tokenizer, token)) {
+        g->reason = SD_STOP_EOS;
+        return SD_OK;
+    }
+    if (is_stop_token(g, token)) {
+        g->reason = SD_STOP_TOKEN;
+        return SD_OK;
+    }
+    SD_CHECK(push_token(g, token));
+    SD_CHECK(add_token_text(g, token));
+    int last = g->n_tokens == (size_t)g->cfg->max_tokens || pos + 1 >= (size_t)g->n_ctx;
+    if (last)
+        SD_CHECK(flush_text(g));
+    int answer = release(g, token, last ? g->text_len : releasable(g));
+    if (g->matched)
+        g->reason = SD_STOP_STRING;
+    else if (answer != 0)
+        g->reason = SD_STOP_CALLBACK;
+    else if (last)
+        g->reason = SD_STOP_MAX_TOKENS;
+    else
+        *stop = 0;
+    if (*stop == 0)
+        SD_CHECK(sd_forward(&g->seq, &token, 1, 0));
+    return SD_OK;
+}
+
+/* Held text after an EOS, stop token or callback stop goes out with token -1. */
+static sd_status_t finish_text(gen_t *g)
+{
+    SD_CHECK(flush_text(g));
+    if (g->text_len > g->released)
+        (void)release(g, -1, g->text_len);
+    if (g->matched)
+        g->reason = SD_STOP_STRING;
+    return SD_OK;
+}
+
+static sd_status_t run(gen_t *g, const int32_t *prompt, sd_gen_result_t *out)
+{
+    double t0 = now_seconds();
+    int row = 0;
+    SD_CHECK(prefill(g, prompt, &row));
+    double t1 = now_seconds();
+    int stop = 0;
+    const float *logits = g->seq.logits + (size_t)row * (size_t)g->n_vocab;
+    SD_CHECK(step(g, logits, &stop));
+    while (!stop)
+        SD_CHECK(step(g, g->seq.logits, &stop));
+    if (g->reason != SD_STOP_STRING && g->reason != SD_STOP_MAX_TOKENS)
+        SD_CHECK(finish_text(g));
+    out->prefill_seconds = t1 - t0;
+    out->decode_seconds = now_seconds() - t1;
+    return SD_OK;
+}
+
+static void hand_over(gen_t *g, sd_gen_result_t *out)
+{
+    out->tokens = g->tokens;
+    out->n_tokens = g->n_tokens;
+    out->text = g->text;
+    out->text_len = g->text_len;
+    out->stop_reason = g->reason;
+    out->n_prompt = g->n_prompt;
+    g->tokens = NULL;
+    g->text = NULL;
+}
+
+sd_status_t sd_generate(sd_model_t *model, const int32_t *prompt, size_t n_prompt,
+                        const sd_gen_config_t *config, sd_token_callback callback, void *user,
+                        sd_gen_result_t *out)
+{
+    if (out == NULL)
+        return sd_set_error(SD_ERR_INVALID_ARG, "sd_generate: out is NULL");
+    memset(out, 0, sizeof *out);
+    if (model == NULL || config == NULL)
+        return sd_set_error(SD_ERR_INVALID_ARG, "sd_generate: %s is NULL",
+                            model == NULL ? "model" : "config");
+    SD_CHECK(check_config(model, config));
+    SD_CHECK(check_prompt(model, prompt, n_prompt));
+    gen_t g = {.callback = callback, .user = user};
+    sd_status_t st;
+    SD_CHECK_GOTO(gen_init(&g, model, config, n_prompt), st, done);
+    SD_CHECK_GOTO(run(&g, prompt, out), st, done);
+    hand_over(&g, out);
+done:
+    gen_release(&g);
+    if (st != SD_OK)
+        memset(out, 0, sizeof *out);
+    return st;
+}

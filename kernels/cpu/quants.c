@@ -1,0 +1,140 @@
+/* Row codecs: GGML-exact dequantization and GGML's reference quantizers for the
+ * 32-element formats (F32, F16, BF16, Q8_0, Q4_0, Q4_1). K-quants live in quants_k.c. */
+#include <math.h>
+#include <string.h>
+
+#include "kernels/cpu/quants.h"
+
+/* ---- dequantize: y = d * q (+ m), products rounded before the add as GGML and gguf-py ---- */
+
+static void dequant_q8_0(const sd_block_q8_0 *b, float *y, int64_t nb)
+{
+    for (int64_t i = 0; i < nb; i++) {
+        float d = sd_f16_to_f32(b[i].d);
+        for (int j = 0; j < SD_QK; j++) y[i * SD_QK + j] = (float)b[i].qs[j] * d;
+    }
+}
+
+static void dequant_q4_0(const sd_block_q4_0 *b, float *y, int64_t nb)
+{
+    for (int64_t i = 0; i < nb; i++) {
+        float d = sd_f16_to_f32(b[i].d);
+        float *yb = y + i * SD_QK;
+        for (int j = 0; j < SD_QK / 2; j++) {
+            yb[j] = (float)((b[i].qs[j] & 0xF) - 8) * d;
+            yb[j + SD_QK / 2] = (float)((b[i].qs[j] >> 4) - 8) * d;
+        }
+    }
+}
+
+static void dequant_q4_1(const sd_block_q4_1 *b, float *y, int64_t nb)
+{
+    for (int64_t i = 0; i < nb; i++) {
+        float d = sd_f16_to_f32(b[i].d), m = sd_f16_to_f32(b[i].m);
+        float *yb = y + i * SD_QK;
+        for (int j = 0; j < SD_QK / 2; j++) {
+            yb[j] = (float)(b[i].qs[j] & 0xF) * d + m;
+            yb[j + SD_QK / 2] = (float)(b[i].qs[j] >> 4) * d + m;
+        }
+    }
+}
+
+void sd_dequantize_row(sd_dtype_t type, const void *src, float *dst, int64_t n)
+{
+    switch (type) {
+    case SD_DTYPE_F32:
+        memcpy(dst, src, (size_t)n * sizeof(float));
+        break;
+    case SD_DTYPE_F16:
+        for (int64_t i = 0; i < n; i++) dst[i] = sd_f16_to_f32(((const uint16_t *)src)[i]);
+        break;
+    case SD_DTYPE_BF16:
+        for (int64_t i = 0; i < n; i++) dst[i] = sd_bf16_to_f32(((const uint16_t *)src)[i]);
+        break;
+    case SD_DTYPE_Q8_0: dequant_q8_0(src, dst, n / SD_QK); break;
+    case SD_DTYPE_Q4_0: dequant_q4_0(src, dst, n / SD_QK); break;
+    case SD_DTYPE_Q4_1: dequant_q4_1(src, dst, n / SD_QK); break;
+    case SD_DTYPE_Q4_K: sd_dequant_q4_k(src, dst, n / SD_QK_K); break;
+    case SD_DTYPE_Q6_K: sd_dequant_q6_k(src, dst, n / SD_QK_K); break;
+    }
+}
+
+/* ---- quantize: GGML's quantize_row_*_ref ------------------------------------------------- */
+
+static void quant_q8_0(const float *x, sd_block_q8_0 *b, int64_t nb)
+{
+    for (int64_t i = 0; i < nb; i++) {
+        const float *xb = x + i * SD_QK;
+        float amax = 0.0f;
+        for (int j = 0; j < SD_QK; j++) amax = fmaxf(amax, fabsf(xb[j]));
+        float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+        b[i].d = sd_f32_to_f16(d);
+        for (int j = 0; j < SD_QK; j++) b[i].qs[j] = (int8_t)roundf(xb[j] * id);
+    }
+}
+
+static uint8_t nibble(float v)
+{
+    int q = (int)(int8_t)v; /* truncation, as GGML's (int8_t) cast */
+    return (uint8_t)(q > 15 ? 15 : q);
+}
+
+static void quant_q4_0(const float *x, sd_block_q4_0 *b, int64_t nb)
+{
+    for (int64_t i = 0; i < nb; i++) {
+        const float *xb = x + i * SD_QK;
+        float amax = 0.0f, max = 0.0f;
+        for (int j = 0; j < SD_QK; j++) {
+            if (amax < fabsf(xb[j])) {
+                amax = fabsf(xb[j]);
+                max = xb[j];
+            }
+        }
+        float d = max / -8.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+        b[i].d = sd_f32_to_f16(d);
+        for (int j = 0; j < SD_QK / 2; j++) {
+            uint8_t lo = nibble(xb[j] * id + 8.5f), hi = nibble(xb[j + SD_QK / 2] * id + 8.5f);
+            b[i].qs[j] = (uint8_t)(lo | (hi << 4));
+        }
+    }
+}
+
+static void quant_q4_1(const float *x, sd_block_q4_1 *b, int64_t nb)
+{
+    for (int64_t i = 0; i < nb; i++) {
+        const float *xb = x + i * SD_QK;
+        float min = INFINITY, max = -INFINITY;
+        for (int j = 0; j < SD_QK; j++) {
+            if (xb[j] < min) min = xb[j];
+            if (xb[j] > max) max = xb[j];
+        }
+        float d = (max - min) / 15.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+        b[i].d = sd_f32_to_f16(d);
+        b[i].m = sd_f32_to_f16(min);
+        for (int j = 0; j < SD_QK / 2; j++) {
+            uint8_t lo = nibble((xb[j] - min) * id + 0.5f);
+            uint8_t hi = nibble((xb[j + SD_QK / 2] - min) * id + 0.5f);
+            b[i].qs[j] = (uint8_t)(lo | (hi << 4));
+        }
+    }
+}
+
+void sd_quantize_row(sd_dtype_t type, const float *src, void *dst, int64_t n)
+{
+    switch (type) {
+    case SD_DTYPE_F32:
+        memcpy(dst, src, (size_t)n * sizeof(float));
+        break;
+    case SD_DTYPE_F16:
+        for (int64_t i = 0; i < n; i++) ((uint16_t *)dst)[i] = sd_f32_to_f16(src[i]);
+        break;
+    case SD_DTYPE_BF16:
+        for (int64_t i = 0; i < n; i++) ((uint16_t *)dst)[i] = sd_f32_to_bf16(src[i]);
+        break;
+    case SD_DTYPE_Q8_0: quant_q8_0(src, dst, n / SD_QK); break;
+    case SD_DTYPE_Q4_0: quant_q4_0(src, dst, n / SD_QK); break;
+    case SD_DTYPE_Q4_1: quant_q4_1(src, dst, n / SD_QK); break;
+    case SD_DTYPE_Q4_K: sd_quant_q4_k(src, dst, n / SD_QK_K); break;
+    case SD_DTYPE_Q6_K: sd_quant_q6_k(src, dst, n / SD_QK_K); break;
+    }
+}

@@ -1,0 +1,74 @@
+/* GGML block layouts and the CPU dot-product kernels (internal to kernels/cpu). */
+#ifndef SPECDEC_KERNELS_CPU_QUANTS_H
+#define SPECDEC_KERNELS_CPU_QUANTS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kernels/dtype.h"
+
+#define SD_QK 32    /* elements per Q4_0 / Q4_1 / Q8_0 block */
+#define SD_QK_K 256 /* elements per K-quant super-block */
+#define SD_K_SCALE_SIZE 12
+
+typedef struct {
+    uint16_t d; /* f16 scale */
+    uint8_t qs[SD_QK / 2];
+} sd_block_q4_0; /* w = d * (nibble - 8); element j in the low nibble of qs[j], j+16 in the high */
+
+typedef struct {
+    uint16_t d, m; /* f16 scale, f16 min */
+    uint8_t qs[SD_QK / 2];
+} sd_block_q4_1; /* w = d * nibble + m; nibble order as Q4_0 */
+
+typedef struct {
+    uint16_t d;
+    int8_t qs[SD_QK];
+} sd_block_q8_0; /* w = d * q */
+
+typedef struct {
+    uint16_t d, dmin;                  /* f16 super-block scale for scales / mins */
+    uint8_t scales[SD_K_SCALE_SIZE];   /* 8 x (6-bit scale, 6-bit min) */
+    uint8_t qs[SD_QK_K / 2];           /* 4 chunks of 32 bytes: low nibbles sub-block 2c, high 2c+1 */
+} sd_block_q4_k; /* w = d * sc[j] * q - dmin * m[j] for sub-block j of 32 */
+
+typedef struct {
+    uint8_t ql[SD_QK_K / 2];     /* low 4 bits */
+    uint8_t qh[SD_QK_K / 4];     /* high 2 bits */
+    int8_t scales[SD_QK_K / 16]; /* one per 16 elements */
+    uint16_t d;                  /* f16 */
+} sd_block_q6_k; /* w = d * scales[j] * (q - 32) */
+
+_Static_assert(sizeof(sd_block_q4_0) == 18, "Q4_0 block is 18 bytes");
+_Static_assert(sizeof(sd_block_q4_1) == 20, "Q4_1 block is 20 bytes");
+_Static_assert(sizeof(sd_block_q8_0) == 34, "Q8_0 block is 34 bytes");
+_Static_assert(sizeof(sd_block_q4_k) == 144, "Q4_K block is 144 bytes");
+_Static_assert(sizeof(sd_block_q6_k) == 210, "Q6_K block is 210 bytes");
+
+/* Q4_K: 6-bit scale and min of sub-block j (0..7), as GGML's get_scale_min_k4. */
+static inline void sd_q4_k_scale_min(int j, const uint8_t *q, uint8_t *sc, uint8_t *m)
+{
+    if (j < 4) {
+        *sc = q[j] & 63;
+        *m = q[j + 4] & 63;
+    } else {
+        *sc = (uint8_t)((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4));
+        *m = (uint8_t)((q[j + 4] >> 4) | ((q[j] >> 6) << 4));
+    }
+}
+
+/* K-quant row codecs (quants_k.c); nb = number of 256-element super-blocks. */
+void sd_dequant_q4_k(const sd_block_q4_k *b, float *y, int64_t nb);
+void sd_dequant_q6_k(const sd_block_q6_k *b, float *y, int64_t nb);
+void sd_quant_q4_k(const float *x, sd_block_q4_k *b, int64_t nb);
+void sd_quant_q6_k(const float *x, sd_block_q6_k *b, int64_t nb);
+
+/* Most rows one sd_vec_dot_rows call computes against one weight row. */
+#define SD_DOT_MAX_ROWS 4
+
+/* out[r] = dot(dequantize(w_row), x[r*ldx .. r*ldx+n)) for r < nr (1 <= nr <= SD_DOT_MAX_ROWS).
+ * Each out[r] is bit-identical to sd_vec_dot(type, w_row, x + r*ldx, n). */
+void sd_vec_dot_rows(sd_dtype_t type, const void *w_row, const float *x, size_t ldx, int nr,
+                     int64_t n, float *out);
+
+#endif

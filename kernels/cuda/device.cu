@@ -1,0 +1,96 @@
+// Device discovery and the health check run before a model is placed on a GPU.
+#include <cstdio>
+#include <cstring>
+
+#include "check.cuh"
+
+extern "C" {
+#include "kernels/cuda.h"
+}
+
+extern "C" int sd_cuda_built(void) { return 1; }
+
+extern "C" sd_status_t sd_cuda_device_count(int *count)
+{
+    *count = 0;
+    cudaError_t e = cudaGetDeviceCount(count);
+    if (e == cudaErrorNoDevice || e == cudaErrorInsufficientDriver) {
+        cudaGetLastError(); // clear the sticky "no device" state
+        *count = 0;
+        return SD_OK;
+    }
+    SD_CUDA_CHECK(e);
+    return SD_OK;
+}
+
+extern "C" sd_status_t sd_cuda_device_info(int index, sd_cuda_device_info_t *out)
+{
+    int count = 0;
+    SD_CHECK(sd_cuda_device_count(&count));
+    if (index < 0 || index >= count)
+        return sd_set_error(SD_ERR_INVALID_ARG, "CUDA device %d does not exist (%d devices)",
+                            index, count);
+    cudaDeviceProp prop;
+    SD_CUDA_CHECK(cudaGetDeviceProperties(&prop, index));
+    SD_CUDA_CHECK(cudaSetDevice(index));
+    memset(out, 0, sizeof *out);
+    out->index = index;
+    snprintf(out->name, sizeof out->name, "%s", prop.name);
+    out->cc_major = prop.major;
+    out->cc_minor = prop.minor;
+    out->multiprocessors = prop.multiProcessorCount;
+    SD_CUDA_CHECK(cudaMemGetInfo(&out->free_memory, &out->total_memory));
+    return SD_OK;
+}
+
+// y[i] = a * x[i] + i, one thread per element.
+__global__ static void self_test_kernel(const float *x, float a, float *y, int n)
+{
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) y[i] = a * x[i] + (float)i;
+}
+
+static sd_status_t run_self_test_kernel(float *dx, float *dy, int n)
+{
+    float host[1000];
+    for (int i = 0; i < n; i++) host[i] = (float)(i % 7);
+    SD_CUDA_CHECK(cudaMemcpy(dx, host, n * sizeof(float), cudaMemcpyHostToDevice));
+    self_test_kernel<<<(n + 255) / 256, 256>>>(dx, 3.0f, dy, n);
+    SD_CUDA_CHECK(cudaGetLastError());
+    SD_CUDA_CHECK(cudaMemcpy(host, dy, n * sizeof(float), cudaMemcpyDeviceToHost));
+    for (int i = 0; i < n; i++)
+        if (host[i] != 3.0f * (float)(i % 7) + (float)i)
+            return sd_set_error(SD_ERR_DEVICE, "CUDA self-test: y[%d] = %g, expected %g", i,
+                                host[i], 3.0f * (float)(i % 7) + (float)i);
+    return SD_OK;
+}
+
+static sd_status_t check_library_handles(void)
+{
+    cublasHandle_t blas;
+    SD_CUDA_CHECK(cublasCreate(&blas));
+    cublasDestroy(blas);
+    curandGenerator_t gen;
+    SD_CUDA_CHECK(curandCreateGenerator(&gen, CURAND_RNG_PSEUDO_PHILOX4_32_10));
+    curandDestroyGenerator(gen);
+    return SD_OK;
+}
+
+extern "C" sd_status_t sd_cuda_self_test(int index)
+{
+    sd_cuda_device_info_t info;
+    SD_CHECK(sd_cuda_device_info(index, &info));
+    enum { N = 1000 };
+    float *dx = nullptr, *dy = nullptr;
+    SD_CUDA_CHECK(cudaMalloc(&dx, N * sizeof(float)));
+    if (cudaMalloc(&dy, N * sizeof(float)) != cudaSuccess) {
+        cudaFree(dx);
+        return sd_set_error(SD_ERR_DEVICE, "CUDA self-test: cudaMalloc of %zu bytes failed",
+                            N * sizeof(float));
+    }
+    sd_status_t s = run_self_test_kernel(dx, dy, N);
+    cudaFree(dx);
+    cudaFree(dy);
+    SD_CHECK(s);
+    return check_library_handles();
+}
