@@ -9,7 +9,7 @@
 #include "verify/philox.h"
 
 /* Known-answer vectors for philox4x32 with 10 rounds from Random123's
- * examples/kat_vectors (D. E. Shaw Research, Random123 1.09): counter, key -> output. */
+ * examples/kat_vectors (D. E. Shaw Research), lines "philox4x32 10 ctr[4] key[2] out[4]". */
 typedef struct kat {
     uint32_t ctr[4];
     uint32_t key[2];

@@ -64,8 +64,12 @@ static int cmd_tokenize(int argc, char **argv)
     while (rc == 0 && fscanf(f, "%zu", &len) == 1) {
         fgetc(f); /* '\n' */
         char *text = malloc(len + 1);
-        if (fread(text, 1, len, f) != len) rc = fprintf(stderr, "sd_ref_dump: short record\n"), 1;
-        else rc = dump_record(m, text, len, flags);
+        if (!text || fread(text, 1, len, f) != len) {
+            fprintf(stderr, "sd_ref_dump: short or oversized record (%zu bytes)\n", len);
+            rc = 1;
+        } else {
+            rc = dump_record(m, text, len, flags);
+        }
         fgetc(f); /* '\n' */
         free(text);
     }
