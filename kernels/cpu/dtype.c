@@ -120,7 +120,8 @@ float sd_f16_to_f32(uint16_t h)
 {
     uint32_t sign = (uint32_t)(h & 0x8000) << 16;
     uint32_t exp = (h >> 10) & 0x1f, mant = h & 0x3ff;
-    if (exp == 0x1f) return bits_f32(sign | 0x7f800000u | (mant << 13)); /* inf / nan */
+    if (exp == 0x1f && mant) return bits_f32(sign | 0x7fc00000u | (mant << 13)); /* quiet nan */
+    if (exp == 0x1f) return bits_f32(sign | 0x7f800000u);                         /* inf */
     if (exp != 0) return bits_f32(sign | ((exp + 112) << 23) | (mant << 13));
     /* zero or subnormal: mant * 2^-24, exact in f32 */
     float v = (float)mant * bits_f32(0x33800000u);
@@ -132,7 +133,7 @@ uint16_t sd_f32_to_f16(float f)
     uint32_t u = f32_bits(f);
     uint16_t sign = (uint16_t)((u >> 16) & 0x8000);
     uint32_t a = u & 0x7fffffffu;
-    if (a > 0x7f800000u) return (uint16_t)(sign | 0x7e00 | (a >> 13)); /* quiet nan, payload */
+    if (a > 0x7f800000u) return (uint16_t)(sign | 0x7e00 | ((a >> 13) & 0x3ff)); /* quiet nan */
     if (a >= 0x477ff000u) return (uint16_t)(sign | 0x7c00);             /* rounds to inf */
     if (a < 0x38800000u) {
         /* result is subnormal (or zero): scale by 2^24 and round to nearest even */

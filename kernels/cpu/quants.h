@@ -71,4 +71,14 @@ void sd_quant_q6_k(const float *x, sd_block_q6_k *b, int64_t nb);
 void sd_vec_dot_rows(sd_dtype_t type, const void *w_row, const float *x, size_t ldx, int nr,
                      int64_t n, float *out);
 
+/* Integer fast path for matmul (Q4_0, Q4_1, Q8_0 with AVX2): activations quantized per block
+ * of 32 to int16 (scale = max|x| / 32767, relative error <= 2^-16 of the block's largest
+ * value) and the dot taken with integer multiply-adds. */
+int sd_dot_i16_supported(sd_dtype_t type);
+/* x[n] -> q[n] int16, scale[n/32], sum[n/32] (f32 sum of each block of x). */
+void sd_quantize_act_i16(const float *x, int64_t n, int16_t *q, float *scale, float *sum);
+/* As sd_vec_dot_rows, against quantized activations: row r at q + r*n, scale/sum + r*n/32. */
+void sd_vec_dot_rows_i16(sd_dtype_t type, const void *w_row, const int16_t *q, const float *scale,
+                         const float *sum, int nr, int64_t n, float *out);
+
 #endif

@@ -1,6 +1,9 @@
 /* Persistent pthread pool. A job is published as one 64-bit ticket, (generation << 32) |
  * next task index; a thread claims a task with a compare-and-swap on the ticket, so a
- * worker that wakes late for an old generation can never take a task of a newer one. */
+ * worker that wakes late for an old generation can never take a task of a newer one.
+ * The job itself sits in slot gen % 2: the caller fills the slot of generation g + 1 only
+ * after every task of g has finished, and a successful claim of a g task proves g + 1
+ * was not published yet, so a claimed task always reads its own job. */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -22,10 +25,12 @@ struct sd_threadpool {
     _Atomic uint64_t ticket;
     atomic_int done;
     atomic_int stop;
-    /* the current job; written by the caller before it publishes the ticket */
-    int n_tasks;
-    sd_task_fn fn;
-    void *arg;
+    struct {
+        atomic_int n_tasks;
+        _Atomic(sd_task_fn) fn;
+        _Atomic(void *) arg;
+    } job[2];
+    int n_tasks; /* of the current job; read by the caller only */
 };
 
 static inline void cpu_relax(void)
@@ -44,13 +49,15 @@ static void run_tasks(sd_threadpool_t *pool, uint32_t gen, int is_caller)
     for (;;) {
         if (ticket_gen(t) != gen) return;
         uint32_t idx = (uint32_t)t;
-        if ((int)idx >= pool->n_tasks) return;
+        int n_tasks = atomic_load_explicit(&pool->job[gen & 1].n_tasks, memory_order_relaxed);
+        if ((int)idx >= n_tasks) return;
         if (!atomic_compare_exchange_weak_explicit(&pool->ticket, &t, t + 1, memory_order_acq_rel,
                                                    memory_order_acquire))
             continue;
-        pool->fn(pool->arg, (int)idx);
+        sd_task_fn fn = atomic_load_explicit(&pool->job[gen & 1].fn, memory_order_relaxed);
+        fn(atomic_load_explicit(&pool->job[gen & 1].arg, memory_order_relaxed), (int)idx);
         int done = atomic_fetch_add_explicit(&pool->done, 1, memory_order_acq_rel) + 1;
-        if (done == pool->n_tasks && !is_caller) {
+        if (done == n_tasks && !is_caller) {
             pthread_mutex_lock(&pool->mu);
             pthread_cond_signal(&pool->finished);
             pthread_mutex_unlock(&pool->mu);
@@ -105,11 +112,12 @@ void sd_threadpool_run(sd_threadpool_t *pool, int n_tasks, sd_task_fn fn, void *
         for (int t = 0; t < n_tasks; t++) fn(arg, t);
         return;
     }
-    pool->n_tasks = n_tasks;
-    pool->fn = fn;
-    pool->arg = arg;
-    atomic_store_explicit(&pool->done, 0, memory_order_relaxed);
     uint32_t gen = ticket_gen(atomic_load(&pool->ticket)) + 1;
+    pool->n_tasks = n_tasks;
+    atomic_store_explicit(&pool->job[gen & 1].n_tasks, n_tasks, memory_order_relaxed);
+    atomic_store_explicit(&pool->job[gen & 1].fn, fn, memory_order_relaxed);
+    atomic_store_explicit(&pool->job[gen & 1].arg, arg, memory_order_relaxed);
+    atomic_store_explicit(&pool->done, 0, memory_order_relaxed);
     pthread_mutex_lock(&pool->mu);
     atomic_store_explicit(&pool->ticket, (uint64_t)gen << 32, memory_order_release);
     pthread_cond_broadcast(&pool->wake);

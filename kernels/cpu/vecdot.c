@@ -15,6 +15,7 @@
 /* The kernels take nr as a compile-time constant (see DISPATCH_ROWS); force inlining so the
  * row loops unroll and the accumulators stay in registers. */
 #define KERNEL static inline __attribute__((always_inline))
+#define UNROLL _Pragma("GCC unroll 8")
 
 typedef struct {
     __m256 a[SD_DOT_MAX_ROWS][4];
@@ -22,7 +23,9 @@ typedef struct {
 
 KERNEL void accs_zero(accs_t *acc, int nr)
 {
+    UNROLL
     for (int r = 0; r < nr; r++)
+        UNROLL
         for (int k = 0; k < 4; k++) acc->a[r][k] = _mm256_setzero_ps();
 }
 
@@ -36,6 +39,7 @@ static inline float hsum8(__m256 v)
 
 KERNEL void accs_store(const accs_t *acc, int nr, float *out)
 {
+    UNROLL
     for (int r = 0; r < nr; r++) {
         __m256 s = _mm256_add_ps(_mm256_add_ps(acc->a[r][0], acc->a[r][1]),
                                  _mm256_add_ps(acc->a[r][2], acc->a[r][3]));
@@ -47,8 +51,10 @@ KERNEL void accs_store(const accs_t *acc, int nr, float *out)
 KERNEL void accs_fma4(accs_t *acc, const __m256 w[4], const float *x, size_t ldx, int nr,
                              int64_t off)
 {
+    UNROLL
     for (int r = 0; r < nr; r++) {
         const float *xr = x + (size_t)r * ldx + off;
+        UNROLL
         for (int k = 0; k < 4; k++)
             acc->a[r][k] = _mm256_fmadd_ps(w[k], _mm256_loadu_ps(xr + 8 * k), acc->a[r][k]);
     }
@@ -78,6 +84,7 @@ KERNEL void dot_q4_1(const sd_block_q4_1 *b, const float *x, size_t ldx, int nr,
     for (int64_t i = 0; i < nb; i++) {
         __m256 d = _mm256_set1_ps(f16s(b[i].d)), m = _mm256_set1_ps(f16s(b[i].m)), w[4];
         nibbles_to_ps(b[i].qs, w);
+        UNROLL
         for (int k = 0; k < 4; k++) w[k] = _mm256_fmadd_ps(w[k], d, m);
         accs_fma4(&acc, w, x, ldx, nr, i * SD_QK);
     }
@@ -93,6 +100,7 @@ KERNEL void dot_q4_0(const sd_block_q4_0 *b, const float *x, size_t ldx, int nr,
     for (int64_t i = 0; i < nb; i++) {
         __m256 d = _mm256_set1_ps(f16s(b[i].d)), w[4];
         nibbles_to_ps(b[i].qs, w);
+        UNROLL
         for (int k = 0; k < 4; k++) w[k] = _mm256_mul_ps(_mm256_sub_ps(w[k], eight), d);
         accs_fma4(&acc, w, x, ldx, nr, i * SD_QK);
     }
@@ -124,6 +132,7 @@ KERNEL void dot_q4_k(const sd_block_q4_k *b, const float *x, size_t ldx, int nr,
     accs_zero(&acc, nr);
     for (int64_t i = 0; i < nb; i++) {
         float d = f16s(b[i].d), dmin = f16s(b[i].dmin);
+        UNROLL
         for (int j = 0; j < 8; j++) {
             uint8_t sc, mn;
             sd_q4_k_scale_min(j, b[i].scales, &sc, &mn);
@@ -139,6 +148,7 @@ KERNEL void dot_q4_k(const sd_block_q4_k *b, const float *x, size_t ldx, int nr,
             raw2 = _mm_and_si128(raw2, mask);
             __m256 w[4] = {u8_to_ps(raw), u8_to_ps(_mm_srli_si128(raw, 8)), u8_to_ps(raw2),
                            u8_to_ps(_mm_srli_si128(raw2, 8))};
+            UNROLL
             for (int k = 0; k < 4; k++) w[k] = _mm256_fmadd_ps(w[k], dj, mj);
             accs_fma4(&acc, w, x, ldx, nr, i * SD_QK_K + 32 * j);
         }
@@ -169,6 +179,7 @@ KERNEL void dot_q6_k(const sd_block_q6_k *b, const float *x, size_t ldx, int nr,
         for (int h = 0; h < 2; h++) {
             const uint8_t *ql = b[i].ql + 64 * h, *qh = b[i].qh + 32 * h;
             const int8_t *sc = b[i].scales + 8 * h;
+            UNROLL
             for (int g = 0; g < 4; g++) {
                 __m256i q = q6_group(ql, qh, g);
                 __m128i q0 = _mm256_castsi256_si128(q), q1 = _mm256_extracti128_si256(q, 1);
@@ -189,11 +200,13 @@ KERNEL void dot_q6_k(const sd_block_q6_k *b, const float *x, size_t ldx, int nr,
  * added in element order. */
 static inline void load_f16x32(const uint16_t *p, __m256 w[4])
 {
+    UNROLL
     for (int k = 0; k < 4; k++) w[k] = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 8 * k)));
 }
 
 static inline void load_bf16x32(const uint16_t *p, __m256 w[4])
 {
+    UNROLL
     for (int k = 0; k < 4; k++) {
         __m256i v = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(p + 8 * k)));
         w[k] = _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
@@ -209,6 +222,7 @@ KERNEL void dot_float(sd_dtype_t type, const void *wr, const float *x, size_t ld
     for (int64_t i = 0; i < n32; i += 32) {
         __m256 w[4];
         if (type == SD_DTYPE_F32)
+            UNROLL
             for (int k = 0; k < 4; k++) w[k] = _mm256_loadu_ps((const float *)wr + i + 8 * k);
         else if (type == SD_DTYPE_F16)
             load_f16x32((const uint16_t *)wr + i, w);
@@ -217,6 +231,7 @@ KERNEL void dot_float(sd_dtype_t type, const void *wr, const float *x, size_t ld
         accs_fma4(&acc, w, x, ldx, nr, i);
     }
     accs_store(&acc, nr, out);
+    UNROLL
     for (int r = 0; r < nr; r++) {
         const float *xr = x + (size_t)r * ldx;
         for (int64_t i = n32; i < n; i++) {
@@ -269,6 +284,7 @@ void sd_vec_dot_rows(sd_dtype_t type, const void *w_row, const float *x, size_t 
     for (int64_t i = 0; i < n; i += step) {
         int64_t len = n - i < step ? n - i : step;
         sd_dequantize_row(type, (const char *)w_row + (size_t)(i / step) * bytes, w, len);
+        UNROLL
         for (int r = 0; r < nr; r++) {
             const float *xr = x + (size_t)r * ldx + i;
             float s = 0.0f;

@@ -1,0 +1,310 @@
+/* The CPU backend: every op of backend.h on host memory, parallel over a thread pool.
+ *
+ * Batch and thread-count invariance: every output element is computed by one task in a
+ * fixed order that depends only on its own inputs. matmul splits output rows (never the
+ * K dimension); attention splits (query, head) pairs; the rest are row- or element-wise. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/check.h"
+#include "kernels/backend.h"
+#include "kernels/cpu/quants.h"
+#include "kernels/cpu/threadpool.h"
+
+#define ALIGN 64
+#define MATMUL_X_TILE 64      /* activation rows per pass over a weight-row chunk */
+#define ATTN_SCORE_CACHE 2048 /* scores kept on the stack; beyond, q.k is recomputed */
+#define ELEMWISE_CHUNK 16384  /* elements per swiglu task */
+#define MATMUL_I16_MAX_COLS 16384 /* widest row the int16 path quantizes on the stack */
+
+typedef struct cpu_ctx {
+    sd_threadpool_t *pool;
+} cpu_ctx_t;
+
+static sd_threadpool_t *pool_of(sd_backend_t *be) { return ((cpu_ctx_t *)be->ctx)->pool; }
+
+/* ---- memory ------------------------------------------------------------------------- */
+
+static void *cpu_alloc(sd_backend_t *be, size_t bytes)
+{
+    size_t rounded = (bytes + ALIGN - 1) / ALIGN * ALIGN;
+    if (rounded < bytes) return NULL; /* overflow */
+    return aligned_alloc(ALIGN, rounded ? rounded : ALIGN);
+}
+
+static void cpu_release(sd_backend_t *be, void *ptr) { free(ptr); }
+
+static void cpu_copy(sd_backend_t *be, void *dst, const void *src, size_t bytes)
+{
+    if (bytes) memcpy(dst, src, bytes);
+}
+
+/* ---- embed / rmsnorm ---------------------------------------------------------------- */
+
+/* A token outside the table yields a zero row (the caller validates ids; we never read
+ * outside the table). */
+static void cpu_embed(sd_backend_t *be, const sd_weight_t *table, const int32_t *tokens, int n,
+                      float *out)
+{
+    int64_t dim = table->cols;
+    for (int i = 0; i < n; i++) {
+        float *row = out + (size_t)i * (size_t)dim; /* out[i, dim] */
+        if (tokens[i] < 0 || tokens[i] >= table->rows) {
+            memset(row, 0, (size_t)dim * sizeof(float));
+            continue;
+        }
+        const char *src = (const char *)table->data + (size_t)tokens[i] * table->row_bytes;
+        sd_dequantize_row(table->type, src, row, dim);
+    }
+}
+
+static void cpu_rmsnorm(sd_backend_t *be, const float *x, const float *w, int n, int dim,
+                        float eps, float *out)
+{
+    for (int i = 0; i < n; i++) {
+        const float *xr = x + (size_t)i * (size_t)dim; /* x[i, dim] */
+        float *yr = out + (size_t)i * (size_t)dim;
+        double ss = 0.0;
+        for (int j = 0; j < dim; j++) ss += (double)xr[j] * (double)xr[j];
+        float scale = 1.0f / sqrtf((float)(ss / dim) + eps);
+        for (int j = 0; j < dim; j++) yr[j] = (xr[j] * scale) * w[j];
+    }
+}
+
+/* ---- matmul ------------------------------------------------------------------------- */
+
+typedef struct {
+    const sd_weight_t *w;
+    const float *x; /* x[n, cols] */
+    const float *bias;
+    float *y; /* y[n, rows] */
+    int n;
+    int64_t rows_per_task;
+} matmul_job_t;
+static void store_dots(const matmul_job_t *job, int64_t r, int j, int nr, const float *dots)
+{
+    float b = job->bias ? job->bias[r] : 0.0f;
+    for (int q = 0; q < nr; q++) job->y[(size_t)(j + q) * (size_t)job->w->rows + (size_t)r] = dots[q] + b;
+}
+
+/* f32 activations: one chunk of weight rows against every activation row; weight rows are
+ * read from memory once and reused from cache for each tile of activations. */
+static void matmul_rows_f32(const matmul_job_t *job, int64_t r0, int64_t r1)
+{
+    const sd_weight_t *w = job->w;
+    size_t cols = (size_t)w->cols;
+    for (int t0 = 0; t0 < job->n; t0 += MATMUL_X_TILE) {
+        int t1 = t0 + MATMUL_X_TILE < job->n ? t0 + MATMUL_X_TILE : job->n;
+        for (int64_t r = r0; r < r1; r++) {
+            const void *wr = (const char *)w->data + (size_t)r * w->row_bytes;
+            for (int j = t0; j < t1; j += SD_DOT_MAX_ROWS) {
+                int nr = t1 - j < SD_DOT_MAX_ROWS ? t1 - j : SD_DOT_MAX_ROWS;
+                float dots[SD_DOT_MAX_ROWS];
+                sd_vec_dot_rows(w->type, wr, job->x + (size_t)j * cols, cols, nr, w->cols, dots);
+                store_dots(job, r, j, nr, dots);
+            }
+        }
+    }
+}
+
+/* int16 activations: each task quantizes up to SD_DOT_MAX_ROWS activation rows on its
+ * stack (the same values whichever task does it), then runs its weight rows against them. */
+static void matmul_rows_i16(const matmul_job_t *job, int64_t r0, int64_t r1)
+{
+    const sd_weight_t *w = job->w;
+    int64_t cols = w->cols, nb = cols / SD_QK;
+    int16_t xq[SD_DOT_MAX_ROWS * MATMUL_I16_MAX_COLS];                 /* xq[nr, cols] */
+    float xs[SD_DOT_MAX_ROWS * MATMUL_I16_MAX_COLS / SD_QK];           /* scale[nr, nb] */
+    float xsum[SD_DOT_MAX_ROWS * MATMUL_I16_MAX_COLS / SD_QK];         /* sum[nr, nb] */
+    for (int j = 0; j < job->n; j += SD_DOT_MAX_ROWS) {
+        int nr = job->n - j < SD_DOT_MAX_ROWS ? job->n - j : SD_DOT_MAX_ROWS;
+        for (int q = 0; q < nr; q++)
+            sd_quantize_act_i16(job->x + (size_t)(j + q) * (size_t)cols, cols, xq + q * cols,
+                                xs + q * nb, xsum + q * nb);
+        for (int64_t r = r0; r < r1; r++) {
+            float dots[SD_DOT_MAX_ROWS];
+            sd_vec_dot_rows_i16(w->type, (const char *)w->data + (size_t)r * w->row_bytes, xq, xs,
+                                xsum, nr, cols, dots);
+            store_dots(job, r, j, nr, dots);
+        }
+    }
+}
+
+static void matmul_task(void *arg, int task)
+{
+    const matmul_job_t *job = arg;
+    int64_t r0 = (int64_t)task * job->rows_per_task;
+    int64_t r1 = r0 + job->rows_per_task < job->w->rows ? r0 + job->rows_per_task : job->w->rows;
+    if (sd_dot_i16_supported(job->w->type) && job->w->cols <= MATMUL_I16_MAX_COLS)
+        matmul_rows_i16(job, r0, r1);
+    else
+        matmul_rows_f32(job, r0, r1);
+}
+
+static void cpu_matmul(sd_backend_t *be, const sd_weight_t *w, const float *x, int n,
+                       const float *bias, float *y)
+{
+    if (n <= 0 || w->rows <= 0) return;
+    int threads = sd_threadpool_size(pool_of(be));
+    /* about 8 tasks per thread for balance, at least 4 rows each */
+    int64_t per = w->rows / ((int64_t)threads * 8);
+    if (per < 4) per = 4;
+    matmul_job_t job = {.w = w, .x = x, .bias = bias, .y = y, .n = n, .rows_per_task = per};
+    sd_threadpool_run(pool_of(be), (int)((w->rows + per - 1) / per), matmul_task, &job);
+}
+
+/* ---- rope --------------------------------------------------------------------------- */
+
+static void cpu_rope(sd_backend_t *be, float *x, const int32_t *pos, int n, int n_head,
+                     int head_dim, const sd_rope_params_t *p)
+{
+    int half = p->rot_dim / 2;
+    /* NORM rotates (2i, 2i+1); NEOX rotates (i, i + rot_dim/2) */
+    int stride = p->style == SD_ROPE_NEOX ? 1 : 2, partner = p->style == SD_ROPE_NEOX ? half : 1;
+    for (int t = 0; t < n; t++) {
+        float *xt = x + (size_t)t * (size_t)n_head * (size_t)head_dim; /* x[t, n_head, head_dim] */
+        for (int i = 0; i < half; i++) {
+            double theta = (double)pos[t] * pow((double)p->freq_base, -2.0 * i / p->rot_dim);
+            float c = (float)cos(theta), s = (float)sin(theta);
+            for (int h = 0; h < n_head; h++) {
+                float *a = xt + (size_t)h * (size_t)head_dim + i * stride, *b = a + partner;
+                float x0 = *a, x1 = *b;
+                *a = x0 * c - x1 * s;
+                *b = x0 * s + x1 * c;
+            }
+        }
+    }
+}
+
+/* ---- attention ---------------------------------------------------------------------- */
+
+typedef struct {
+    const float *q, *k, *v; /* q[n, n_head, hd]; k, v [n_ctx, n_head_kv, hd] */
+    float *out;             /* out[n, n_head, hd] */
+    int pos0, n_head, n_head_kv, head_dim;
+} attn_job_t;
+
+static float attn_score(const attn_job_t *job, const float *qh, int kvh, int j, float scale)
+{
+    const float *kj = job->k + ((size_t)j * (size_t)job->n_head_kv + (size_t)kvh) * (size_t)job->head_dim;
+    return sd_vec_dot(SD_DTYPE_F32, kj, qh, job->head_dim) * scale;
+}
+
+/* Query i, head h: two passes (max, then exp-weighted sum of v) over positions 0..pos0+i. */
+static void attn_task(void *arg, int task)
+{
+    const attn_job_t *job = arg;
+    int i = task / job->n_head, h = task % job->n_head, hd = job->head_dim;
+    int kvh = h / (job->n_head / job->n_head_kv), n_keys = job->pos0 + i + 1;
+    size_t off = ((size_t)i * (size_t)job->n_head + (size_t)h) * (size_t)hd;
+    const float *qh = job->q + off;
+    float *oh = job->out + off;
+    float scale = 1.0f / sqrtf((float)hd), scores[ATTN_SCORE_CACHE], max = -INFINITY;
+    for (int j = 0; j < n_keys; j++) {
+        float s = attn_score(job, qh, kvh, j, scale);
+        if (j < ATTN_SCORE_CACHE) scores[j] = s;
+        max = fmaxf(max, s);
+    }
+    memset(oh, 0, (size_t)hd * sizeof(float));
+    float sum = 0.0f;
+    for (int j = 0; j < n_keys; j++) {
+        float s = j < ATTN_SCORE_CACHE ? scores[j] : attn_score(job, qh, kvh, j, scale);
+        float e = expf(s - max);
+        const float *vj = job->v + ((size_t)j * (size_t)job->n_head_kv + (size_t)kvh) * (size_t)hd;
+        sum += e;
+        for (int d = 0; d < hd; d++) oh[d] += e * vj[d];
+    }
+    float inv = 1.0f / sum;
+    for (int d = 0; d < hd; d++) oh[d] *= inv;
+}
+
+static void cpu_attention(sd_backend_t *be, const float *q, const float *k_cache,
+                          const float *v_cache, int pos0, int n, int n_head, int n_head_kv,
+                          int head_dim, float *out)
+{
+    attn_job_t job = {.q = q, .k = k_cache, .v = v_cache, .out = out, .pos0 = pos0,
+                      .n_head = n_head, .n_head_kv = n_head_kv, .head_dim = head_dim};
+    sd_threadpool_run(pool_of(be), n * n_head, attn_task, &job);
+}
+
+/* ---- element-wise ------------------------------------------------------------------- */
+
+typedef struct {
+    const float *gate, *up;
+    float *out;
+    size_t len;
+} swiglu_job_t;
+
+static void swiglu_task(void *arg, int task)
+{
+    const swiglu_job_t *job = arg;
+    size_t i0 = (size_t)task * ELEMWISE_CHUNK;
+    size_t i1 = i0 + ELEMWISE_CHUNK < job->len ? i0 + ELEMWISE_CHUNK : job->len;
+    for (size_t i = i0; i < i1; i++) {
+        float g = job->gate[i];
+        job->out[i] = g / (1.0f + expf(-g)) * job->up[i];
+    }
+}
+
+static void cpu_swiglu(sd_backend_t *be, const float *gate, const float *up, size_t len,
+                       float *out)
+{
+    swiglu_job_t job = {.gate = gate, .up = up, .out = out, .len = len};
+    sd_threadpool_run(pool_of(be), (int)((len + ELEMWISE_CHUNK - 1) / ELEMWISE_CHUNK), swiglu_task,
+                      &job);
+}
+
+static void cpu_add(sd_backend_t *be, float *y, const float *x, size_t len)
+{
+    for (size_t i = 0; i < len; i++) y[i] += x[i];
+}
+
+/* ---- lifetime ----------------------------------------------------------------------- */
+
+static void cpu_destroy(sd_backend_t *be)
+{
+    cpu_ctx_t *ctx = be->ctx;
+    sd_threadpool_destroy(ctx->pool);
+    free(ctx);
+    free(be);
+}
+
+static const sd_backend_ops_t cpu_ops = {
+    .version = SD_BACKEND_OPS_VERSION,
+    .name = "cpu",
+    .destroy = cpu_destroy,
+    .alloc = cpu_alloc,
+    .release = cpu_release,
+    .upload = cpu_copy,
+    .download = cpu_copy,
+    .embed = cpu_embed,
+    .rmsnorm = cpu_rmsnorm,
+    .matmul = cpu_matmul,
+    .rope = cpu_rope,
+    .attention = cpu_attention,
+    .swiglu = cpu_swiglu,
+    .add = cpu_add,
+};
+
+sd_status_t sd_backend_cpu_create(int n_threads, sd_backend_t **out)
+{
+    *out = NULL;
+    sd_backend_t *be = calloc(1, sizeof *be);
+    cpu_ctx_t *ctx = calloc(1, sizeof *ctx);
+    if (!be || !ctx) {
+        free(be);
+        free(ctx);
+        return sd_set_error(SD_ERR_OUT_OF_MEMORY, "out of memory creating the CPU backend");
+    }
+    sd_status_t st = sd_threadpool_create(n_threads, &ctx->pool);
+    if (st != SD_OK) {
+        free(be);
+        free(ctx);
+        return st;
+    }
+    be->ops = &cpu_ops;
+    be->ctx = ctx;
+    *out = be;
+    return SD_OK;
+}

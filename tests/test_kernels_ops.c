@@ -1,0 +1,401 @@
+/* CPU backend ops against naive double-precision references, plus batch invariance
+ * (n = 1 vs n = 5/7) and thread-count invariance (1 vs 2 vs 3 threads), bit for bit. */
+#include <criterion/criterion.h>
+#include <criterion/parameterized.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/backend.h"
+
+static void fill_random(float *x, size_t n, uint32_t seed, float scale)
+{
+    uint32_t s = seed * 2654435761u + 1;
+    for (size_t i = 0; i < n; i++) {
+        s ^= s << 13;
+        s ^= s >> 17;
+        s ^= s << 5;
+        x[i] = ((float)(s >> 8) / 16777216.0f * 2.0f - 1.0f) * scale;
+    }
+}
+
+static sd_backend_t *make_backend(int n_threads)
+{
+    sd_backend_t *be = NULL;
+    cr_assert_eq(sd_backend_cpu_create(n_threads, &be), SD_OK, "%s", sd_last_error());
+    cr_assert_eq(be->ops->version, SD_BACKEND_OPS_VERSION);
+    return be;
+}
+
+/* A weight with random values quantized to `type`; `deq` receives the dequantized matrix. */
+typedef struct {
+    sd_weight_t w;
+    float *deq; /* [rows, cols] */
+} test_weight_t;
+
+static test_weight_t make_weight(sd_dtype_t type, int64_t rows, int64_t cols, uint32_t seed)
+{
+    test_weight_t t = {.w = {.type = type, .rows = rows, .cols = cols}};
+    cr_assert_eq(sd_dtype_row_bytes(type, cols, &t.w.row_bytes), SD_OK);
+    uint8_t *data = malloc(t.w.row_bytes * (size_t)rows);
+    float *row = malloc(sizeof(float) * (size_t)cols);
+    t.deq = malloc(sizeof(float) * (size_t)(rows * cols));
+    for (int64_t r = 0; r < rows; r++) {
+        fill_random(row, (size_t)cols, seed + (uint32_t)r, 0.5f);
+        sd_quantize_row(type, row, data + (size_t)r * t.w.row_bytes, cols);
+        sd_dequantize_row(type, data + (size_t)r * t.w.row_bytes, t.deq + r * cols, cols);
+    }
+    t.w.data = data;
+    free(row);
+    return t;
+}
+
+static void free_weight(test_weight_t *t)
+{
+    free((void *)t->w.data);
+    free(t->deq);
+}
+
+/* ---- matmul ------------------------------------------------------------------------------ */
+
+typedef struct {
+    sd_dtype_t type;
+    int rows, cols;
+} mm_param_t;
+
+static mm_param_t mm_params[] = {
+    {SD_DTYPE_F32, 37, 19},   {SD_DTYPE_F16, 41, 67},   {SD_DTYPE_BF16, 13, 96},
+    {SD_DTYPE_Q8_0, 67, 96},  {SD_DTYPE_Q4_0, 33, 64},  {SD_DTYPE_Q4_1, 129, 576},
+    {SD_DTYPE_Q4_K, 29, 512}, {SD_DTYPE_Q6_K, 31, 768},
+};
+
+ParameterizedTestParameters(kernels_ops, matmul)
+{
+    return cr_make_param_array(mm_param_t, mm_params, sizeof mm_params / sizeof mm_params[0]);
+}
+
+/* Q4_0/Q4_1/Q8_0 matmuls quantize activations per block of 32 to int16 (step max|x|/32767):
+ * the extra error is at most sum |d*q_i| * max|x_block| / 65534 (d*q_i = w_i - m for Q4_1). */
+static double i16_bound(const test_weight_t *tw, int64_t r, const float *x)
+{
+    sd_dtype_t t = tw->w.type;
+    if (t != SD_DTYPE_Q4_0 && t != SD_DTYPE_Q4_1 && t != SD_DTYPE_Q8_0) return 0.0;
+    const uint8_t *raw = (const uint8_t *)tw->w.data + (size_t)r * tw->w.row_bytes;
+    const float *w = tw->deq + r * tw->w.cols;
+    double bound = 0.0;
+    for (int64_t b = 0; b < tw->w.cols / 32; b++) {
+        float m = 0.0f, amax = 0.0f;
+        if (t == SD_DTYPE_Q4_1) m = sd_f16_to_f32((uint16_t)(raw[20 * b + 2] | raw[20 * b + 3] << 8));
+        for (int j = 0; j < 32; j++) amax = fmaxf(amax, fabsf(x[32 * b + j]));
+        for (int j = 0; j < 32; j++) bound += fabs((double)w[32 * b + j] - m) * amax / 65534.0 * 1.001;
+    }
+    return bound;
+}
+
+/* y[n, rows] against the double reference; then each row alone (n = 1) and in batches of
+ * 5 and 7 must give the same bits; then 1, 2 and 3 threads must agree. */
+ParameterizedTest(mm_param_t *p, kernels_ops, matmul, .timeout = 60)
+{
+    enum { N = 7 };
+    test_weight_t tw = make_weight(p->type, p->rows, p->cols, 11);
+    size_t ny = (size_t)N * (size_t)p->rows;
+    float *x = malloc(sizeof(float) * (size_t)N * (size_t)p->cols), *bias = malloc(sizeof(float) * (size_t)p->rows);
+    float *y = malloc(sizeof(float) * ny), *y1 = malloc(sizeof(float) * ny), *y5 = malloc(sizeof(float) * ny);
+    fill_random(x, (size_t)N * (size_t)p->cols, 3, 2.0f);
+    fill_random(bias, (size_t)p->rows, 5, 1.0f);
+    sd_backend_t *be2 = make_backend(2);
+    be2->ops->matmul(be2, &tw.w, x, N, bias, y);
+    for (int i = 0; i < N; i++)
+        for (int r = 0; r < p->rows; r++) {
+            double ref = bias[r], mag = fabs(bias[r]);
+            for (int c = 0; c < p->cols; c++) {
+                double t = (double)tw.deq[(size_t)r * (size_t)p->cols + (size_t)c] * x[(size_t)i * (size_t)p->cols + (size_t)c];
+                ref += t;
+                mag += fabs(t);
+            }
+            float got = y[(size_t)i * (size_t)p->rows + (size_t)r];
+            double tol = 2e-6 * mag + i16_bound(&tw, r, x + (size_t)i * (size_t)p->cols);
+            cr_assert(fabs(got - ref) <= tol, "%s y[%d,%d] = %.9g, reference %.9g (tol %g)",
+                      sd_dtype_name(p->type), i, r, got, ref, tol);
+        }
+    /* batch invariance */
+    for (int i = 0; i < N; i++) be2->ops->matmul(be2, &tw.w, x + (size_t)i * (size_t)p->cols, 1, bias, y1 + (size_t)i * (size_t)p->rows);
+    be2->ops->matmul(be2, &tw.w, x, 5, bias, y5);
+    be2->ops->matmul(be2, &tw.w, x + 5 * (size_t)p->cols, 2, bias, y5 + 5 * (size_t)p->rows);
+    cr_assert(memcmp(y, y1, sizeof(float) * ny) == 0, "%s: n=1 rows differ from n=7", sd_dtype_name(p->type));
+    cr_assert(memcmp(y, y5, sizeof(float) * ny) == 0, "%s: n=5+2 rows differ from n=7", sd_dtype_name(p->type));
+    /* thread invariance */
+    for (int t = 1; t <= 3; t += 2) {
+        sd_backend_t *be = make_backend(t);
+        be->ops->matmul(be, &tw.w, x, N, bias, y1);
+        cr_assert(memcmp(y, y1, sizeof(float) * ny) == 0, "%s: %d threads differ from 2", sd_dtype_name(p->type), t);
+        sd_backend_destroy(be);
+    }
+    /* without bias: y - bias exactly as the bias was added last */
+    be2->ops->matmul(be2, &tw.w, x, 1, NULL, y1);
+    for (int r = 0; r < p->rows; r++) cr_assert_eq(y1[r] + bias[r], y[r]);
+    sd_backend_destroy(be2);
+    free(x);
+    free(bias);
+    free(y);
+    free(y1);
+    free(y5);
+    free_weight(&tw);
+}
+
+Test(kernels_ops, matmul_large_rows_thread_invariant, .timeout = 60)
+{
+    /* enough rows that several tasks run on every thread */
+    test_weight_t tw = make_weight(SD_DTYPE_Q8_0, 3001, 128, 21);
+    float x[3 * 128], *ya = malloc(sizeof(float) * 3 * 3001), *yb = malloc(sizeof(float) * 3 * 3001);
+    fill_random(x, 3 * 128, 9, 1.0f);
+    sd_backend_t *b1 = make_backend(1), *b3 = make_backend(3);
+    b1->ops->matmul(b1, &tw.w, x, 3, NULL, ya);
+    b3->ops->matmul(b3, &tw.w, x, 3, NULL, yb);
+    cr_assert(memcmp(ya, yb, sizeof(float) * 3 * 3001) == 0);
+    sd_backend_destroy(b1);
+    sd_backend_destroy(b3);
+    free(ya);
+    free(yb);
+    free_weight(&tw);
+}
+
+/* ---- attention ------------------------------------------------------------------------- */
+
+typedef struct {
+    int n_head, n_head_kv, head_dim, pos0, n;
+} attn_param_t;
+
+static attn_param_t attn_params[] = {
+    {4, 4, 16, 0, 7},  /* GQA ratio 1, prefill from 0 */
+    {6, 3, 20, 5, 7},  /* ratio 2, odd-ish head_dim, past context */
+    {9, 3, 64, 11, 7}, /* ratio 3 (SmolLM2 shape) */
+    {3, 1, 33, 2, 7},  /* ratio 3, odd head_dim */
+};
+
+ParameterizedTestParameters(kernels_ops, attention)
+{
+    return cr_make_param_array(attn_param_t, attn_params, sizeof attn_params / sizeof attn_params[0]);
+}
+
+static void attention_ref(const attn_param_t *p, const float *q, const float *k, const float *v,
+                          int i, int h, double *out)
+{
+    int hd = p->head_dim, kvh = h / (p->n_head / p->n_head_kv), n_keys = p->pos0 + i + 1;
+    const float *qh = q + ((size_t)i * (size_t)p->n_head + (size_t)h) * (size_t)hd;
+    double *s = malloc(sizeof(double) * (size_t)n_keys), max = -INFINITY, sum = 0.0;
+    for (int j = 0; j < n_keys; j++) {
+        const float *kj = k + ((size_t)j * (size_t)p->n_head_kv + (size_t)kvh) * (size_t)hd;
+        s[j] = 0.0;
+        for (int d = 0; d < hd; d++) s[j] += (double)qh[d] * kj[d];
+        s[j] /= sqrt((double)hd);
+        max = fmax(max, s[j]);
+    }
+    for (int d = 0; d < hd; d++) out[d] = 0.0;
+    for (int j = 0; j < n_keys; j++) {
+        double e = exp(s[j] - max);
+        sum += e;
+        const float *vj = v + ((size_t)j * (size_t)p->n_head_kv + (size_t)kvh) * (size_t)hd;
+        for (int d = 0; d < hd; d++) out[d] += e * vj[d];
+    }
+    for (int d = 0; d < hd; d++) out[d] /= sum;
+    free(s);
+}
+
+ParameterizedTest(attn_param_t *p, kernels_ops, attention, .timeout = 60)
+{
+    int n_ctx = p->pos0 + p->n, hd = p->head_dim;
+    size_t qn = (size_t)p->n * (size_t)p->n_head * (size_t)hd;
+    size_t kvn = (size_t)n_ctx * (size_t)p->n_head_kv * (size_t)hd;
+    float *q = malloc(sizeof(float) * qn), *k = malloc(sizeof(float) * kvn), *v = malloc(sizeof(float) * kvn);
+    float *out = malloc(sizeof(float) * qn), *o1 = malloc(sizeof(float) * qn);
+    fill_random(q, qn, 1, 2.0f);
+    fill_random(k, kvn, 2, 2.0f);
+    fill_random(v, kvn, 3, 1.0f);
+    sd_backend_t *be = make_backend(2);
+    be->ops->attention(be, q, k, v, p->pos0, p->n, p->n_head, p->n_head_kv, hd, out);
+    double *ref = malloc(sizeof(double) * (size_t)hd);
+    for (int i = 0; i < p->n; i++)
+        for (int h = 0; h < p->n_head; h++) {
+            attention_ref(p, q, k, v, i, h, ref);
+            for (int d = 0; d < hd; d++) {
+                float got = out[((size_t)i * (size_t)p->n_head + (size_t)h) * (size_t)hd + (size_t)d];
+                cr_assert(fabs(got - ref[d]) <= 1e-5, "query %d head %d dim %d: %g vs %g", i, h, d, got, ref[d]);
+            }
+        }
+    /* batch invariance: query i computed alone at position pos0 + i */
+    size_t row = (size_t)p->n_head * (size_t)hd;
+    for (int i = 0; i < p->n; i++)
+        be->ops->attention(be, q + (size_t)i * row, k, v, p->pos0 + i, 1, p->n_head, p->n_head_kv, hd, o1 + (size_t)i * row);
+    cr_assert(memcmp(out, o1, sizeof(float) * qn) == 0, "n=1 queries differ from the batch");
+    be->ops->attention(be, q + 2 * row, k, v, p->pos0 + 2, 5, p->n_head, p->n_head_kv, hd, o1);
+    cr_assert(memcmp(out + 2 * row, o1, sizeof(float) * 5 * row) == 0, "n=5 queries differ");
+    /* thread invariance */
+    for (int t = 1; t <= 3; t += 2) {
+        sd_backend_t *bt = make_backend(t);
+        bt->ops->attention(bt, q, k, v, p->pos0, p->n, p->n_head, p->n_head_kv, hd, o1);
+        cr_assert(memcmp(out, o1, sizeof(float) * qn) == 0, "%d threads differ from 2", t);
+        sd_backend_destroy(bt);
+    }
+    sd_backend_destroy(be);
+    free(ref);
+    free(q);
+    free(k);
+    free(v);
+    free(out);
+    free(o1);
+}
+
+Test(kernels_ops, attention_long_context, .timeout = 60)
+{
+    /* more keys than the kernel keeps on its stack: recomputed scores must agree */
+    attn_param_t p = {2, 1, 8, 2500, 2};
+    int n_ctx = p.pos0 + p.n;
+    size_t kvn = (size_t)n_ctx * 8;
+    float q[2 * 2 * 8], out[2 * 2 * 8], *k = malloc(sizeof(float) * kvn), *v = malloc(sizeof(float) * kvn);
+    fill_random(q, 32, 4, 1.0f);
+    fill_random(k, kvn, 5, 1.0f);
+    fill_random(v, kvn, 6, 1.0f);
+    sd_backend_t *be = make_backend(2);
+    be->ops->attention(be, q, k, v, p.pos0, p.n, p.n_head, p.n_head_kv, 8, out);
+    double ref[8];
+    for (int i = 0; i < 2; i++)
+        for (int h = 0; h < 2; h++) {
+            attention_ref(&p, q, k, v, i, h, ref);
+            for (int d = 0; d < 8; d++) cr_assert(fabs(out[(i * 2 + h) * 8 + d] - ref[d]) <= 1e-5);
+        }
+    sd_backend_destroy(be);
+    free(k);
+    free(v);
+}
+
+/* ---- rope -------------------------------------------------------------------------------- */
+
+static void rope_check(sd_rope_style_t style, int head_dim, int rot_dim)
+{
+    enum { N = 3, H = 2 };
+    const int32_t pos[N] = {0, 7, 1234};
+    size_t len = (size_t)N * H * (size_t)head_dim;
+    float *x = malloc(sizeof(float) * len), *orig = malloc(sizeof(float) * len);
+    fill_random(x, len, 8, 1.0f);
+    memcpy(orig, x, sizeof(float) * len);
+    sd_rope_params_t rp = {.style = style, .rot_dim = rot_dim, .freq_base = 10000.0f};
+    sd_backend_t *be = make_backend(1);
+    be->ops->rope(be, x, pos, N, H, head_dim, &rp);
+    for (int t = 0; t < N; t++)
+        for (int h = 0; h < H; h++) {
+            const float *o = orig + ((size_t)t * H + (size_t)h) * (size_t)head_dim;
+            const float *r = x + ((size_t)t * H + (size_t)h) * (size_t)head_dim;
+            for (int i = 0; i < rot_dim / 2; i++) {
+                int a = style == SD_ROPE_NEOX ? i : 2 * i, b = style == SD_ROPE_NEOX ? i + rot_dim / 2 : 2 * i + 1;
+                double theta = pos[t] * pow(10000.0, -2.0 * i / rot_dim);
+                double ra = o[a] * cos(theta) - o[b] * sin(theta), rb = o[a] * sin(theta) + o[b] * cos(theta);
+                cr_assert(fabs(r[a] - ra) <= 2e-6 && fabs(r[b] - rb) <= 2e-6,
+                          "style %d token %d head %d pair %d: (%g, %g) vs (%g, %g)", style, t, h, i, r[a], r[b], ra, rb);
+            }
+            for (int d = rot_dim; d < head_dim; d++) cr_assert_eq(r[d], o[d], "dim %d beyond rot_dim changed", d);
+        }
+    sd_backend_destroy(be);
+    free(x);
+    free(orig);
+}
+
+Test(kernels_ops, rope_norm) { rope_check(SD_ROPE_NORM, 64, 64); }
+Test(kernels_ops, rope_neox) { rope_check(SD_ROPE_NEOX, 64, 64); }
+Test(kernels_ops, rope_partial_rot_dim)
+{
+    rope_check(SD_ROPE_NORM, 24, 16);
+    rope_check(SD_ROPE_NEOX, 24, 16);
+}
+
+/* ---- element-wise and row-wise ops --------------------------------------------------------- */
+
+Test(kernels_ops, rmsnorm_matches_reference_and_aliases)
+{
+    enum { N = 3, D = 37 };
+    float x[N * D], w[D], out[N * D];
+    fill_random(x, N * D, 1, 3.0f);
+    fill_random(w, D, 2, 1.0f);
+    sd_backend_t *be = make_backend(2);
+    be->ops->rmsnorm(be, x, w, N, D, 1e-5f, out);
+    for (int i = 0; i < N; i++) {
+        double ss = 0.0;
+        for (int j = 0; j < D; j++) ss += (double)x[i * D + j] * x[i * D + j];
+        double scale = 1.0 / sqrt(ss / D + 1e-5);
+        for (int j = 0; j < D; j++) cr_assert(fabs(out[i * D + j] - x[i * D + j] * scale * w[j]) <= 1e-5);
+    }
+    be->ops->rmsnorm(be, x, w, N, D, 1e-5f, x); /* in place */
+    cr_assert(memcmp(x, out, sizeof out) == 0);
+    sd_backend_destroy(be);
+}
+
+Test(kernels_ops, swiglu_matches_reference_and_aliases)
+{
+    /* more than one task's worth of elements */
+    size_t len = 40000;
+    float *g = malloc(sizeof(float) * len), *u = malloc(sizeof(float) * len), *o = malloc(sizeof(float) * len);
+    fill_random(g, len, 3, 8.0f);
+    fill_random(u, len, 4, 2.0f);
+    sd_backend_t *be = make_backend(3);
+    be->ops->swiglu(be, g, u, len, o);
+    for (size_t i = 0; i < len; i++) {
+        double ref = g[i] / (1.0 + exp(-(double)g[i])) * u[i];
+        cr_assert(fabs(o[i] - ref) <= 1e-5 * (1.0 + fabs(ref)), "element %zu: %g vs %g", i, o[i], ref);
+    }
+    be->ops->swiglu(be, g, u, len, g); /* in place */
+    cr_assert(memcmp(g, o, sizeof(float) * len) == 0);
+    sd_backend_destroy(be);
+    free(g);
+    free(u);
+    free(o);
+}
+
+Test(kernels_ops, add)
+{
+    float y[5] = {1, 2, 3, 4, 5}, x[5] = {0.5f, -2, 1e-3f, 0, 10};
+    sd_backend_t *be = make_backend(1);
+    be->ops->add(be, y, x, 5);
+    const float want[5] = {1.5f, 0, 3.001f, 4, 15};
+    for (int i = 0; i < 5; i++) cr_assert_eq(y[i], want[i]);
+    sd_backend_destroy(be);
+}
+
+Test(kernels_ops, embed_dequantizes_rows_and_zeroes_bad_ids)
+{
+    test_weight_t tw = make_weight(SD_DTYPE_Q8_0, 10, 64, 30);
+    const int32_t tokens[4] = {3, 0, 9, 10};
+    float out[4 * 64];
+    memset(out, 0xff, sizeof out);
+    sd_backend_t *be = make_backend(2);
+    be->ops->embed(be, &tw.w, tokens, 4, out);
+    for (int i = 0; i < 3; i++)
+        cr_assert(memcmp(out + i * 64, tw.deq + tokens[i] * 64, 64 * sizeof(float)) == 0, "token %d", tokens[i]);
+    for (int d = 0; d < 64; d++) cr_assert_eq(out[3 * 64 + d], 0.0f, "out-of-range id must give zeros");
+    sd_backend_destroy(be);
+    free_weight(&tw);
+}
+
+Test(kernels_ops, memory_round_trip)
+{
+    sd_backend_t *be = make_backend(0);
+    cr_assert_str_eq(be->ops->name, "cpu");
+    float src[100], back[100];
+    fill_random(src, 100, 1, 1.0f);
+    float *dev = be->ops->alloc(be, sizeof src);
+    cr_assert_not_null(dev);
+    cr_assert_eq((uintptr_t)dev % 64, 0, "allocations are 64-byte aligned");
+    be->ops->upload(be, dev, src, sizeof src);
+    be->ops->download(be, back, dev, sizeof src);
+    cr_assert(memcmp(src, back, sizeof src) == 0);
+    be->ops->release(be, dev);
+    cr_assert_null(be->ops->alloc(be, SIZE_MAX - 8), "an impossible size fails cleanly");
+    sd_backend_destroy(be);
+}
+
+Test(kernels_ops, negative_thread_count_is_rejected)
+{
+    sd_backend_t *be = (sd_backend_t *)1;
+    cr_assert_eq(sd_backend_cpu_create(-1, &be), SD_ERR_INVALID_ARG);
+    cr_assert_null(be);
+    cr_assert(strstr(sd_last_error(), "-1"), "message: %s", sd_last_error());
+}
