@@ -90,6 +90,8 @@ const gguf_tensor_t *gguf_find_tensor(const gguf_file_t *f, const char *name);
 int gguf_str_eq(gguf_str_t a, const char *s);
 /* "UINT32", "STRING", ... for a value type id; "UNKNOWN" past GGUF_TYPE_COUNT. */
 const char *gguf_type_name(uint32_t type);
+/* Bytes of one value of a fixed-size type; 0 for STRING, ARRAY and unknown ids. */
+size_t gguf_type_size(uint32_t type);
 
 /* Typed getters. Missing key or incompatible type -> SD_ERR_BAD_MODEL naming the key.
  * Integer getters accept any integer type whose value fits. */

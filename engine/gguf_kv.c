@@ -8,10 +8,21 @@
 const char *gguf_type_name(uint32_t type)
 {
     static const char *const names[GGUF_TYPE_COUNT] = {
-        "UINT8", "INT8",  "UINT16", "INT16",  "UINT32", "INT32",   "FLOAT32",
-        "BOOL",  "STRING", "ARRAY", "UINT64", "INT64",  "FLOAT64",
+        "UINT8", "INT8",   "UINT16", "INT16",  "UINT32", "INT32",   "FLOAT32",
+        "BOOL",  "STRING", "ARRAY",  "UINT64", "INT64",  "FLOAT64",
     };
     return type < GGUF_TYPE_COUNT ? names[type] : "UNKNOWN";
+}
+
+size_t gguf_type_size(uint32_t type)
+{
+    static const uint8_t sizes[GGUF_TYPE_COUNT] = {
+        [GGUF_TYPE_UINT8] = 1,   [GGUF_TYPE_INT8] = 1,    [GGUF_TYPE_UINT16] = 2,
+        [GGUF_TYPE_INT16] = 2,   [GGUF_TYPE_UINT32] = 4,  [GGUF_TYPE_INT32] = 4,
+        [GGUF_TYPE_FLOAT32] = 4, [GGUF_TYPE_BOOL] = 1,    [GGUF_TYPE_UINT64] = 8,
+        [GGUF_TYPE_INT64] = 8,   [GGUF_TYPE_FLOAT64] = 8,
+    };
+    return type < GGUF_TYPE_COUNT ? sizes[type] : 0;
 }
 
 int gguf_str_eq(gguf_str_t a, const char *s)
@@ -62,7 +73,7 @@ static sd_status_t find_typed(const gguf_file_t *f, const char *key, gguf_type_t
 static sd_status_t get_int(const gguf_file_t *f, const char *key, int64_t lo, uint64_t hi,
                            const char *what, int64_t *out)
 {
-    const gguf_kv_t *kv;
+    const gguf_kv_t *kv = NULL;
     SD_CHECK(find_typed(f, key, GGUF_TYPE_COUNT, &kv));
     int fits;
     if (is_unsigned(kv->type)) {
@@ -102,7 +113,7 @@ sd_status_t gguf_get_i32(const gguf_file_t *f, const char *key, int32_t *out)
 
 sd_status_t gguf_get_f32(const gguf_file_t *f, const char *key, float *out)
 {
-    const gguf_kv_t *kv;
+    const gguf_kv_t *kv = NULL;
     SD_CHECK(find_typed(f, key, GGUF_TYPE_COUNT, &kv));
     if (kv->type != GGUF_TYPE_FLOAT32 && kv->type != GGUF_TYPE_FLOAT64)
         return sd_set_error(SD_ERR_BAD_MODEL, "GGUF: key '%s' has type %s, expected a float", key,
@@ -113,7 +124,7 @@ sd_status_t gguf_get_f32(const gguf_file_t *f, const char *key, float *out)
 
 sd_status_t gguf_get_bool(const gguf_file_t *f, const char *key, bool *out)
 {
-    const gguf_kv_t *kv;
+    const gguf_kv_t *kv = NULL;
     SD_CHECK(find_typed(f, key, GGUF_TYPE_BOOL, &kv));
     *out = kv->v.b;
     return SD_OK;
@@ -121,7 +132,7 @@ sd_status_t gguf_get_bool(const gguf_file_t *f, const char *key, bool *out)
 
 sd_status_t gguf_get_str(const gguf_file_t *f, const char *key, gguf_str_t *out)
 {
-    const gguf_kv_t *kv;
+    const gguf_kv_t *kv = NULL;
     SD_CHECK(find_typed(f, key, GGUF_TYPE_STRING, &kv));
     *out = kv->v.str;
     return SD_OK;
@@ -130,7 +141,7 @@ sd_status_t gguf_get_str(const gguf_file_t *f, const char *key, gguf_str_t *out)
 sd_status_t gguf_get_arr(const gguf_file_t *f, const char *key, gguf_type_t elem_type,
                          const gguf_kv_t **out)
 {
-    const gguf_kv_t *kv;
+    const gguf_kv_t *kv = NULL;
     SD_CHECK(find_typed(f, key, GGUF_TYPE_ARRAY, &kv));
     if (elem_type != GGUF_TYPE_COUNT && kv->arr_type != elem_type)
         return sd_set_error(SD_ERR_BAD_MODEL, "GGUF: key '%s' is an array of %s, expected %s", key,
@@ -139,55 +150,60 @@ sd_status_t gguf_get_arr(const gguf_file_t *f, const char *key, gguf_type_t elem
     return SD_OK;
 }
 
-/* Element i of a numeric array as raw bytes; 0 if out of range or not numeric. */
-static int arr_elem(const gguf_kv_t *kv, uint64_t i, uint8_t raw[8])
-{
-    static const uint8_t sizes[GGUF_TYPE_COUNT] = {1, 1, 2, 2, 4, 4, 4, 1, 0, 0, 8, 8, 8};
-    if (kv->type != GGUF_TYPE_ARRAY || kv->arr_data == NULL || i >= kv->arr_n ||
-        kv->arr_type >= GGUF_TYPE_COUNT || sizes[kv->arr_type] == 0)
-        return 0;
-    memcpy(raw, (const uint8_t *)kv->arr_data + i * sizes[kv->arr_type], sizes[kv->arr_type]);
-    return 1;
-}
+static int64_t float_to_int(double v) { return isfinite(v) && fabs(v) < 9.2e18 ? (int64_t)v : 0; }
 
-/* Converts element i (little-endian in the file) to double and int64. */
-static void arr_value(const gguf_kv_t *kv, uint64_t i, int64_t *iv, double *fv)
+/* Element i of a numeric array (little-endian in the file) as double, and as int64 in *iv;
+ * 0 when i is out of range or the elements are not numbers. */
+static double arr_value(const gguf_kv_t *kv, uint64_t i, int64_t *iv)
 {
-    uint8_t raw[8] = {0};
+    size_t size = gguf_type_size(kv->arr_type);
     *iv = 0;
-    *fv = 0;
-    if (!arr_elem(kv, i, raw)) return;
-    union { uint8_t u8; int8_t i8; uint16_t u16; int16_t i16; uint32_t u32; int32_t i32;
-            float f32; uint64_t u64; int64_t i64; double f64; } x;
-    memcpy(&x, raw, sizeof raw);
+    if (kv->type != GGUF_TYPE_ARRAY || kv->arr_data == NULL || i >= kv->arr_n || size == 0)
+        return 0;
+    const uint8_t *p = (const uint8_t *)kv->arr_data + i * size;
+#define INT_ELEM(T)                                                                                \
+    do {                                                                                           \
+        T x_;                                                                                      \
+        memcpy(&x_, p, sizeof x_);                                                                 \
+        *iv = (int64_t)x_;                                                                         \
+        return (double)x_;                                                                         \
+    } while (0)
     switch (kv->arr_type) {
-    case GGUF_TYPE_UINT8: *iv = x.u8; *fv = x.u8; break;
-    case GGUF_TYPE_INT8: *iv = x.i8; *fv = x.i8; break;
-    case GGUF_TYPE_UINT16: *iv = x.u16; *fv = x.u16; break;
-    case GGUF_TYPE_INT16: *iv = x.i16; *fv = x.i16; break;
-    case GGUF_TYPE_UINT32: *iv = x.u32; *fv = x.u32; break;
-    case GGUF_TYPE_INT32: *iv = x.i32; *fv = x.i32; break;
-    case GGUF_TYPE_BOOL: *iv = x.u8 != 0; *fv = x.u8 != 0; break;
-    case GGUF_TYPE_UINT64: *iv = (int64_t)x.u64; *fv = (double)x.u64; break;
-    case GGUF_TYPE_INT64: *iv = x.i64; *fv = (double)x.i64; break;
-    case GGUF_TYPE_FLOAT32: *fv = x.f32; *iv = isfinite(x.f32) && fabsf(x.f32) < 9.2e18f ? (int64_t)x.f32 : 0; break;
-    case GGUF_TYPE_FLOAT64: *fv = x.f64; *iv = isfinite(x.f64) && fabs(x.f64) < 9.2e18 ? (int64_t)x.f64 : 0; break;
-    default: break;
+    case GGUF_TYPE_UINT8: INT_ELEM(uint8_t);
+    case GGUF_TYPE_INT8: INT_ELEM(int8_t);
+    case GGUF_TYPE_UINT16: INT_ELEM(uint16_t);
+    case GGUF_TYPE_INT16: INT_ELEM(int16_t);
+    case GGUF_TYPE_UINT32: INT_ELEM(uint32_t);
+    case GGUF_TYPE_INT32: INT_ELEM(int32_t);
+    case GGUF_TYPE_UINT64: INT_ELEM(uint64_t);
+    case GGUF_TYPE_INT64: INT_ELEM(int64_t);
+    case GGUF_TYPE_BOOL: *iv = p[0] != 0; return (double)*iv;
+    case GGUF_TYPE_FLOAT32: {
+        float x;
+        memcpy(&x, p, sizeof x);
+        *iv = float_to_int(x);
+        return x;
     }
+    case GGUF_TYPE_FLOAT64: {
+        double x;
+        memcpy(&x, p, sizeof x);
+        *iv = float_to_int(x);
+        return x;
+    }
+    default: return 0;
+    }
+#undef INT_ELEM
 }
 
 int64_t gguf_arr_int(const gguf_kv_t *kv, uint64_t i)
 {
     int64_t iv;
-    double fv;
-    arr_value(kv, i, &iv, &fv);
+    arr_value(kv, i, &iv);
     return iv;
 }
 
 double gguf_arr_float(const gguf_kv_t *kv, uint64_t i)
 {
     int64_t iv;
-    double fv;
-    arr_value(kv, i, &iv, &fv);
-    return fv;
+    return arr_value(kv, i, &iv);
 }

@@ -67,23 +67,12 @@ static sd_status_t take_str(cursor_t *c, gguf_str_t *s, const char *what)
     return SD_OK;
 }
 
-static size_t scalar_size(gguf_type_t t)
-{
-    static const size_t sizes[GGUF_TYPE_COUNT] = {
-        [GGUF_TYPE_UINT8] = 1,   [GGUF_TYPE_INT8] = 1,   [GGUF_TYPE_UINT16] = 2,
-        [GGUF_TYPE_INT16] = 2,   [GGUF_TYPE_UINT32] = 4, [GGUF_TYPE_INT32] = 4,
-        [GGUF_TYPE_FLOAT32] = 4, [GGUF_TYPE_BOOL] = 1,   [GGUF_TYPE_UINT64] = 8,
-        [GGUF_TYPE_INT64] = 8,   [GGUF_TYPE_FLOAT64] = 8,
-    };
-    return sizes[t];
-}
-
 /* Smallest encoding of one value of type t (bounds array counts). */
 static size_t min_value_bytes(gguf_type_t t)
 {
     if (t == GGUF_TYPE_STRING) return 8;
     if (t == GGUF_TYPE_ARRAY) return GGUF_MIN_ARRAY_BYTES;
-    return scalar_size(t);
+    return gguf_type_size(t);
 }
 
 static sd_status_t take_type(cursor_t *c, gguf_type_t *t, const char *what)
@@ -120,8 +109,8 @@ static sd_status_t skip_value(cursor_t *c, gguf_type_t t, const char *what, int 
         return take_str(c, &s, what);
     }
     if (t != GGUF_TYPE_ARRAY) {
-        if (scalar_size(t) > left(c)) return truncated(c, "%s", what);
-        c->pos += scalar_size(t);
+        if (gguf_type_size(t) > left(c)) return truncated(c, "%s", what);
+        c->pos += gguf_type_size(t);
         return SD_OK;
     }
     if (depth >= GGUF_MAX_NESTING)
@@ -146,12 +135,11 @@ static sd_status_t parse_array(cursor_t *c, gguf_kv_t *kv, const char *what)
         return SD_OK;
     }
     if (kv->arr_type == GGUF_TYPE_ARRAY) {
-        for (uint64_t i = 0; i < kv->arr_n; i++)
-            SD_CHECK(skip_value(c, GGUF_TYPE_ARRAY, what, 1));
+        for (uint64_t i = 0; i < kv->arr_n; i++) SD_CHECK(skip_value(c, GGUF_TYPE_ARRAY, what, 1));
         return SD_OK;
     }
     kv->arr_data = c->base + c->pos;
-    c->pos += (size_t)(kv->arr_n * scalar_size(kv->arr_type)); /* bounded by take_array_header */
+    c->pos += (size_t)(kv->arr_n * gguf_type_size(kv->arr_type)); /* bounded by take_array_header */
     return SD_OK;
 }
 
@@ -159,15 +147,40 @@ static sd_status_t parse_array(cursor_t *c, gguf_kv_t *kv, const char *what)
 static sd_status_t parse_scalar(cursor_t *c, gguf_kv_t *kv, const char *what)
 {
     uint8_t raw[8] = {0};
-    if (!take(c, raw, scalar_size(kv->type))) return truncated(c, "%s value", what);
+    if (!take(c, raw, gguf_type_size(kv->type))) return truncated(c, "%s value", what);
     switch (kv->type) {
     case GGUF_TYPE_UINT8: kv->v.u = raw[0]; break;
     case GGUF_TYPE_INT8: kv->v.i = (int8_t)raw[0]; break;
-    case GGUF_TYPE_UINT16: { uint16_t x; memcpy(&x, raw, 2); kv->v.u = x; break; }
-    case GGUF_TYPE_INT16: { int16_t x; memcpy(&x, raw, 2); kv->v.i = x; break; }
-    case GGUF_TYPE_UINT32: { uint32_t x; memcpy(&x, raw, 4); kv->v.u = x; break; }
-    case GGUF_TYPE_INT32: { int32_t x; memcpy(&x, raw, 4); kv->v.i = x; break; }
-    case GGUF_TYPE_FLOAT32: { float x; memcpy(&x, raw, 4); kv->v.f = x; break; }
+    case GGUF_TYPE_UINT16: {
+        uint16_t x;
+        memcpy(&x, raw, 2);
+        kv->v.u = x;
+        break;
+    }
+    case GGUF_TYPE_INT16: {
+        int16_t x;
+        memcpy(&x, raw, 2);
+        kv->v.i = x;
+        break;
+    }
+    case GGUF_TYPE_UINT32: {
+        uint32_t x;
+        memcpy(&x, raw, 4);
+        kv->v.u = x;
+        break;
+    }
+    case GGUF_TYPE_INT32: {
+        int32_t x;
+        memcpy(&x, raw, 4);
+        kv->v.i = x;
+        break;
+    }
+    case GGUF_TYPE_FLOAT32: {
+        float x;
+        memcpy(&x, raw, 4);
+        kv->v.f = x;
+        break;
+    }
     case GGUF_TYPE_BOOL: kv->v.b = raw[0] != 0; break;
     case GGUF_TYPE_UINT64: memcpy(&kv->v.u, raw, 8); break;
     case GGUF_TYPE_INT64: memcpy(&kv->v.i, raw, 8); break;
@@ -191,7 +204,8 @@ static int str_same(gguf_str_t a, gguf_str_t b)
     return a.len == b.len && memcmp(a.data, b.data, (size_t)a.len) == 0;
 }
 
-/* Index of the first earlier string equal to strs[i] (by stride), or -1 if all distinct. */
+/* items[n] (stride bytes apart) each start with a gguf_str_t; *dup_a < *dup_b are the first
+ * two equal ones, or both -1 when all are distinct. */
 static sd_status_t find_duplicate(const void *items, size_t stride, uint64_t n, int64_t *dup_a,
                                   int64_t *dup_b)
 {
@@ -325,8 +339,8 @@ static sd_status_t tensor_nbytes(gguf_tensor_t *t)
     if (over || bytes > SIZE_MAX)
         return sd_set_error(SD_ERR_BAD_MODEL,
                             "GGUF: tensor '%.*s' size overflows (ne = {%lld, %lld, %lld, %lld})",
-                            TNAME(t), (long long)t->ne[0], (long long)t->ne[1],
-                            (long long)t->ne[2], (long long)t->ne[3]);
+                            TNAME(t), (long long)t->ne[0], (long long)t->ne[1], (long long)t->ne[2],
+                            (long long)t->ne[3]);
     t->nbytes = (size_t)bytes;
     return SD_OK;
 }
@@ -346,8 +360,9 @@ static sd_status_t parse_tensor_info(cursor_t *c, const gguf_file_t *f, gguf_ten
         uint64_t ne;
         if (!take_u64(c, &ne)) return truncated(c, "tensor '%.*s' ne[%u]", TNAME(t), d);
         if (ne == 0 || ne > INT64_MAX)
-            return sd_set_error(SD_ERR_BAD_MODEL, "GGUF: tensor '%.*s' ne[%u] = %llu is not in 1..2^63-1",
-                                TNAME(t), d, (unsigned long long)ne);
+            return sd_set_error(SD_ERR_BAD_MODEL,
+                                "GGUF: tensor '%.*s' ne[%u] = %llu is not in 1..2^63-1", TNAME(t),
+                                d, (unsigned long long)ne);
         t->ne[d] = (int64_t)ne;
     }
     uint32_t type_id;
@@ -356,9 +371,10 @@ static sd_status_t parse_tensor_info(cursor_t *c, const gguf_file_t *f, gguf_ten
     SD_CHECK(check_tensor_type(t, type_id));
     SD_CHECK(tensor_nbytes(t));
     if (t->offset % f->alignment != 0)
-        return sd_set_error(SD_ERR_BAD_MODEL,
-                            "GGUF: tensor '%.*s' offset %llu is not a multiple of the alignment %zu",
-                            TNAME(t), (unsigned long long)t->offset, f->alignment);
+        return sd_set_error(
+            SD_ERR_BAD_MODEL,
+            "GGUF: tensor '%.*s' offset %llu is not a multiple of the alignment %zu", TNAME(t),
+            (unsigned long long)t->offset, f->alignment);
     return SD_OK;
 }
 
@@ -393,7 +409,8 @@ static sd_status_t parse_tensors(cursor_t *c, gguf_file_t *f)
 {
     f->tensors = calloc(f->n_tensors ? f->n_tensors : 1, sizeof *f->tensors);
     SD_ALLOC_CHECK(f->tensors, f->n_tensors * sizeof *f->tensors, "GGUF tensor table");
-    for (uint64_t i = 0; i < f->n_tensors; i++) SD_CHECK(parse_tensor_info(c, f, &f->tensors[i], i));
+    for (uint64_t i = 0; i < f->n_tensors; i++)
+        SD_CHECK(parse_tensor_info(c, f, &f->tensors[i], i));
     int64_t a, b;
     SD_CHECK(find_duplicate(f->tensors, sizeof *f->tensors, f->n_tensors, &a, &b));
     if (a >= 0)
@@ -452,14 +469,16 @@ sd_status_t gguf_open(const char *path, gguf_file_t **out)
     }
     if (!S_ISREG(st.st_mode) || st.st_size == 0) {
         close(fd);
-        if (!S_ISREG(st.st_mode)) return sd_set_error(SD_ERR_IO, "'%s' is not a regular file", path);
+        if (!S_ISREG(st.st_mode))
+            return sd_set_error(SD_ERR_IO, "'%s' is not a regular file", path);
         return sd_set_error(SD_ERR_BAD_MODEL, "GGUF: '%s' is empty (magic truncated at offset 0)",
                             path);
     }
     void *map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
     int e = errno;
     close(fd);
-    if (map == MAP_FAILED) return sd_set_error(SD_ERR_IO, "cannot mmap '%s': %s", path, strerror(e));
+    if (map == MAP_FAILED)
+        return sd_set_error(SD_ERR_IO, "cannot mmap '%s': %s", path, strerror(e));
     gguf_file_t *f = calloc(1, sizeof *f);
     if (f == NULL) {
         munmap(map, (size_t)st.st_size);

@@ -76,12 +76,6 @@ static sd_status_t wbuf_zeros(wbuf_t *b, size_t n)
     return SD_OK;
 }
 
-static size_t value_size(gguf_type_t t)
-{
-    static const size_t sizes[GGUF_TYPE_COUNT] = {1, 1, 2, 2, 4, 4, 4, 1, 0, 0, 8, 8, 8};
-    return t < GGUF_TYPE_COUNT ? sizes[t] : 0;
-}
-
 sd_status_t gguf_writer_new(gguf_writer_t **out)
 {
     if (out == NULL) return sd_set_error(SD_ERR_INVALID_ARG, "gguf_writer_new: NULL out");
@@ -143,17 +137,18 @@ static sd_status_t kv_slot(gguf_writer_t *w, const char *key, wbuf_t **out)
 sd_status_t gguf_writer_set_raw(gguf_writer_t *w, const char *key, gguf_type_t type,
                                 const void *value)
 {
-    if (value_size(type) == 0)
-        return sd_set_error(SD_ERR_INVALID_ARG,
-                            "gguf_writer_set_raw: key '%s': type %s (%d) is not a fixed-size scalar",
-                            key ? key : "(null)", gguf_type_name(type), (int)type);
+    if (gguf_type_size(type) == 0)
+        return sd_set_error(
+            SD_ERR_INVALID_ARG,
+            "gguf_writer_set_raw: key '%s': type %s (%d) is not a fixed-size scalar",
+            key ? key : "(null)", gguf_type_name(type), (int)type);
     if (value == NULL)
         return sd_set_error(SD_ERR_INVALID_ARG, "gguf_writer_set_raw: key '%s': NULL value",
                             key ? key : "(null)");
     wbuf_t *b;
     SD_CHECK(kv_slot(w, key, &b));
     SD_CHECK(wbuf_u32(b, type));
-    return wbuf_put(b, value, value_size(type));
+    return wbuf_put(b, value, gguf_type_size(type));
 }
 
 sd_status_t gguf_writer_set_u32(gguf_writer_t *w, const char *key, uint32_t v)
@@ -191,7 +186,7 @@ sd_status_t gguf_writer_set_str(gguf_writer_t *w, const char *key, const char *v
 sd_status_t gguf_writer_set_arr(gguf_writer_t *w, const char *key, gguf_type_t elem_type,
                                 const void *elems, uint64_t n)
 {
-    size_t es = value_size(elem_type);
+    size_t es = gguf_type_size(elem_type);
     if (es == 0)
         return sd_set_error(SD_ERR_INVALID_ARG,
                             "gguf_writer_set_arr: key '%s': element type %s (%d) is not a "
@@ -201,7 +196,8 @@ sd_status_t gguf_writer_set_arr(gguf_writer_t *w, const char *key, gguf_type_t e
         return sd_set_error(SD_ERR_INVALID_ARG, "gguf_writer_set_arr: key '%s': NULL elements",
                             key ? key : "(null)");
     if (n > SIZE_MAX / es)
-        return sd_set_error(SD_ERR_INVALID_ARG, "gguf_writer_set_arr: key '%s': count %llu too large",
+        return sd_set_error(SD_ERR_INVALID_ARG,
+                            "gguf_writer_set_arr: key '%s': count %llu too large",
                             key ? key : "(null)", (unsigned long long)n);
     wbuf_t *b;
     SD_CHECK(kv_slot(w, key, &b));
@@ -237,7 +233,9 @@ static sd_status_t check_tensor(const gguf_writer_t *w, const char *name, sd_dty
 {
     if (w == NULL || name == NULL || ne == NULL)
         return sd_set_error(SD_ERR_INVALID_ARG, "gguf_writer_add_tensor: NULL %s",
-                            w == NULL ? "writer" : name == NULL ? "name" : "ne");
+                            w == NULL      ? "writer"
+                            : name == NULL ? "name"
+                                           : "ne");
     for (size_t i = 0; i < w->n_tensors; i++)
         if (strcmp(w->tensors[i].name, name) == 0)
             return sd_set_error(SD_ERR_INVALID_ARG, "gguf_writer: duplicate tensor '%s'", name);
@@ -245,16 +243,20 @@ static sd_status_t check_tensor(const gguf_writer_t *w, const char *name, sd_dty
         return sd_set_error(SD_ERR_INVALID_ARG, "gguf_writer: tensor '%s' n_dims %u not in 1..4",
                             name, n_dims);
     if (!sd_dtype_supported((uint32_t)type))
-        return sd_set_error(SD_ERR_UNSUPPORTED_TYPE, "gguf_writer: tensor '%s' type %s (id %d) "
-                            "is not supported", name, sd_dtype_name((uint32_t)type) ?
-                            sd_dtype_name((uint32_t)type) : "unknown", (int)type);
+        return sd_set_error(
+            SD_ERR_UNSUPPORTED_TYPE,
+            "gguf_writer: tensor '%s' type %s (id %d) "
+            "is not supported",
+            name, sd_dtype_name((uint32_t)type) ? sd_dtype_name((uint32_t)type) : "unknown",
+            (int)type);
     *rows = 1;
     for (uint32_t d = 0; d < n_dims; d++) {
         if (ne[d] < 1)
             return sd_set_error(SD_ERR_INVALID_ARG, "gguf_writer: tensor '%s' ne[%u] = %lld < 1",
                                 name, d, (long long)ne[d]);
         if (d > 0 && __builtin_mul_overflow(*rows, (uint64_t)ne[d], rows))
-            return sd_set_error(SD_ERR_INVALID_ARG, "gguf_writer: tensor '%s' size overflows", name);
+            return sd_set_error(SD_ERR_INVALID_ARG, "gguf_writer: tensor '%s' size overflows",
+                                name);
     }
     int64_t blk = sd_dtype_block_elems(type);
     if (ne[0] % blk != 0)
@@ -270,8 +272,8 @@ static sd_status_t check_tensor(const gguf_writer_t *w, const char *name, sd_dty
 }
 
 /* Appends a tensor that takes ownership of `data` (freed by the caller on failure). */
-static sd_status_t push_tensor(gguf_writer_t *w, const char *name, sd_dtype_t type,
-                               uint32_t n_dims, const int64_t *ne, void *data, size_t nbytes)
+static sd_status_t push_tensor(gguf_writer_t *w, const char *name, sd_dtype_t type, uint32_t n_dims,
+                               const int64_t *ne, void *data, size_t nbytes)
 {
     SD_CHECK(grow((void **)&w->tensors, &w->cap_tensors, w->n_tensors, sizeof *w->tensors,
                   "GGUF writer tensor table"));
@@ -299,7 +301,8 @@ sd_status_t gguf_writer_add_tensor(gguf_writer_t *w, const char *name, sd_dtype_
         return sd_set_error(SD_ERR_INVALID_ARG,
                             "gguf_writer: tensor '%s' has %zu bytes, its shape and type need %llu",
                             name, nbytes, (unsigned long long)(rows * row_bytes));
-    if (data == NULL) return sd_set_error(SD_ERR_INVALID_ARG, "gguf_writer: tensor '%s' NULL data", name);
+    if (data == NULL)
+        return sd_set_error(SD_ERR_INVALID_ARG, "gguf_writer: tensor '%s' NULL data", name);
     void *copy = malloc(nbytes);
     SD_ALLOC_CHECK(copy, nbytes, name);
     memcpy(copy, data, nbytes);
@@ -314,7 +317,8 @@ sd_status_t gguf_writer_add_tensor_f32(gguf_writer_t *w, const char *name, sd_dt
     uint64_t rows;
     size_t row_bytes;
     SD_CHECK(check_tensor(w, name, type, n_dims, ne, &rows, &row_bytes));
-    if (src == NULL) return sd_set_error(SD_ERR_INVALID_ARG, "gguf_writer: tensor '%s' NULL src", name);
+    if (src == NULL)
+        return sd_set_error(SD_ERR_INVALID_ARG, "gguf_writer: tensor '%s' NULL src", name);
     size_t nbytes = (size_t)(rows * row_bytes);
     uint8_t *enc = malloc(nbytes ? nbytes : 1);
     SD_ALLOC_CHECK(enc, nbytes, name);
@@ -338,12 +342,15 @@ static sd_status_t writer_alignment(const gguf_writer_t *w, size_t *out)
         uint32_t type, a;
         memcpy(&type, w->kv[i].value.data, 4);
         if (type != GGUF_TYPE_UINT32)
-            return sd_set_error(SD_ERR_INVALID_ARG, "gguf_writer: general.alignment has type %s, "
-                                "expected UINT32", gguf_type_name(type));
+            return sd_set_error(SD_ERR_INVALID_ARG,
+                                "gguf_writer: general.alignment has type %s, "
+                                "expected UINT32",
+                                gguf_type_name(type));
         memcpy(&a, w->kv[i].value.data + 4, 4);
         if (a == 0 || (a & (a - 1)) != 0)
             return sd_set_error(SD_ERR_INVALID_ARG,
-                                "gguf_writer: general.alignment %u is not a non-zero power of two", a);
+                                "gguf_writer: general.alignment %u is not a non-zero power of two",
+                                a);
         *out = a;
     }
     return SD_OK;
@@ -387,8 +394,8 @@ sd_status_t gguf_writer_write_buffer(gguf_writer_t *w, void **out, size_t *size)
     sd_status_t st = build_header(w, &h, &align, &total);
     uint8_t *buf = st == SD_OK ? malloc(total) : NULL;
     if (st == SD_OK && buf == NULL)
-        st = sd_set_error(SD_ERR_OUT_OF_MEMORY, "out of memory allocating %zu bytes for a GGUF file",
-                          total);
+        st = sd_set_error(SD_ERR_OUT_OF_MEMORY,
+                          "out of memory allocating %zu bytes for a GGUF file", total);
     if (st == SD_OK) {
         memcpy(buf, h.data, h.len);
         memset(buf + h.len, 0, total - h.len);
