@@ -3,6 +3,11 @@
 
 unsigned sd_unicode_flags(uint32_t cp)
 {
+    if (cp < 0x80) {
+        if ((cp | 0x20) >= 'a' && (cp | 0x20) <= 'z') return SD_UNI_L;
+        if (cp >= '0' && cp <= '9') return SD_UNI_N;
+        return cp == ' ' || (cp >= 0x09 && cp <= 0x0D) ? SD_UNI_WS : 0;
+    }
     size_t lo = 0, hi = sd_unicode_n_ranges;
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;

@@ -8,7 +8,9 @@ Classes (bit flags, see engine/unicode.h):
 
 The categories come from Python's unicodedata (its Unicode version is recorded in the output);
 White_Space is not exposed by unicodedata, so its (small, stable) list from PropList.txt is
-written out below. Usage: python3 scripts/gen_unicode_tables.py > engine/unicode_tables.c
+written out below. The HF `tokenizers` reference matches with Oniguruma's tables (Unicode 15
+in recent releases): code points first assigned after this Python's Unicode version are
+classed differently; nothing else differs. Usage: python3 scripts/gen_unicode_tables.py > engine/unicode_tables.c
 """
 import sys
 import unicodedata
