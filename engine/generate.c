@@ -30,7 +30,6 @@
  * A model without a tokenizer still generates tokens; its text is "" (stop strings then
  * give SD_ERR_NO_TOKENIZER). All state lives in this call: concurrent calls on one model
  * share nothing but the read-only weights. */
-#include <limits.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
