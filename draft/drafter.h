@@ -1,0 +1,135 @@
+/* Drafters behind one ops table: a cheap proposer of the next k tokens of one request.
+ *
+ * A drafter holds the request's context — the tokens already committed (prompt +
+ * accepted output), which stand at positions 0 .. n-1 — and nothing shared: one drafter
+ * per request, so requests never touch each other's state. One speculative step:
+ *
+ *   sd_drafter_propose(d, &req, &out)    d[0..out.n) for positions n .. n+out.n-1
+ *   (the target verifies them: sd_spec_verify)
+ *   sd_drafter_accept(d, n_accepted, next_token)
+ *                                       context += d[0..n_accepted) + next_token
+ *
+ * Distributions: when sampling, a drafter that samples its tokens fills out.q with its
+ * own distribution q_i (after the request's sampler settings, the same filters the
+ * target's p goes through) and draws d_i from q_i with sd_rng_uniform(seed, n + i,
+ * SD_RNG_DRAFT). A drafter whose proposals are deterministic (the n-gram drafter; a model
+ * drafting greedily) sets out.has_q = 0: its q is a one-hot at d_i, which
+ * sd_spec_verify takes as q = NULL — verification stays lossless (the acceptance test and
+ * residual are those of the one-hot q) and needs no [k, n_vocab] rows.
+ *
+ * Implementations embed sd_drafter_t as their first member and fill ops with designated
+ * initializers; callers use the static inline wrappers below. */
+#ifndef SPECDEC_DRAFT_DRAFTER_H
+#define SPECDEC_DRAFT_DRAFTER_H
+
+#include <stdint.h>
+
+#include "engine/check.h"
+#include "specdec/specdec.h"
+#include "verify/sampler.h"
+
+/* Version 1: every member below is present. A later version appends members; callers
+ * check ops->version before using one added after their own version. */
+#define SD_DRAFTER_OPS_VERSION 1
+
+typedef struct sd_drafter sd_drafter_t;
+
+typedef struct sd_draft_request {
+    int k;                             /* propose at most k tokens, k >= 1 */
+    const sd_sampler_params_t *params; /* the request's sampler settings */
+    uint64_t seed;                     /* the request's seed (SD_RNG_DRAFT uniforms) */
+    int64_t pos0;                      /* position of the first proposal = context length */
+    float min_confidence;              /* stop drafting once the drafter's top probability
+                                          falls below this (adaptive k); 0 = never */
+} sd_draft_request_t;
+
+typedef struct sd_draft_out {
+    int32_t *tokens; /* [k] caller-owned: the proposals */
+    float *q;        /* [k, n_vocab] caller-owned, or NULL when the caller verifies greedily */
+    int n_vocab;     /* row length of q */
+    int n;           /* set by propose: tokens proposed, 0..k (0: no idea; the step then
+                        decodes one token with the target alone) */
+    int has_q;       /* set by propose: 1 when q[0..n) holds the drafter's distributions;
+                        0 when the proposals are deterministic (verify with q = NULL) */
+} sd_draft_out_t;
+
+typedef struct sd_drafter_ops {
+    int version;      /* SD_DRAFTER_OPS_VERSION */
+    const char *name; /* "ngram", "model", "layerskip" */
+    /* Start a request: the context becomes tokens[n] (replacing any earlier one). */
+    sd_status_t (*begin)(sd_drafter_t *d, const int32_t *tokens, int n);
+    /* Propose up to req->k tokens continuing the context; fills out->tokens, out->n,
+     * out->has_q (and out->q rows when has_q). The context does not change. */
+    sd_status_t (*propose)(sd_drafter_t *d, const sd_draft_request_t *req, sd_draft_out_t *out);
+    /* Commit the step: the first n_accepted tokens of the last proposal, then next_token
+     * (the target's correction or bonus). Forgets the proposal. */
+    sd_status_t (*accept)(sd_drafter_t *d, int n_accepted, int32_t next_token);
+    /* Truncate the context to its first n tokens (0 <= n <= length). */
+    sd_status_t (*rollback)(sd_drafter_t *d, int n);
+    /* Forget the request (empty context), keeping allocations for the next one. */
+    void (*reset)(sd_drafter_t *d);
+    /* Free the drafter and everything it owns. */
+    void (*destroy)(sd_drafter_t *d);
+} sd_drafter_ops_t;
+
+struct sd_drafter {
+    const sd_drafter_ops_t *ops;
+};
+
+static inline const char *sd_drafter_name(const sd_drafter_t *d) { return d->ops->name; }
+
+static inline sd_status_t sd_drafter_begin(sd_drafter_t *d, const int32_t *tokens, int n)
+{
+    if (n < 0 || (tokens == NULL && n > 0))
+        return sd_set_error(SD_ERR_INVALID_ARG, "drafter %s: begin with %d tokens at %p",
+                            d->ops->name, n, (const void *)tokens);
+    return d->ops->begin(d, tokens, n);
+}
+
+static inline sd_status_t sd_drafter_propose(sd_drafter_t *d, const sd_draft_request_t *req,
+                                             sd_draft_out_t *out)
+{
+    if (req == NULL || out == NULL || out->tokens == NULL || req->k < 1)
+        return sd_set_error(SD_ERR_INVALID_ARG,
+                            "drafter %s: propose needs a request with k >= 1 (k = %d) and an "
+                            "output token buffer", d->ops->name, req ? req->k : 0);
+    return d->ops->propose(d, req, out);
+}
+
+static inline sd_status_t sd_drafter_accept(sd_drafter_t *d, int n_accepted, int32_t next_token)
+{
+    return d->ops->accept(d, n_accepted, next_token);
+}
+
+static inline sd_status_t sd_drafter_rollback(sd_drafter_t *d, int n)
+{
+    return d->ops->rollback(d, n);
+}
+
+static inline void sd_drafter_reset(sd_drafter_t *d) { d->ops->reset(d); }
+
+static inline void sd_drafter_free(sd_drafter_t *d)
+{
+    if (d != NULL)
+        d->ops->destroy(d);
+}
+
+/* ---- n-gram prompt lookup ---------------------------------------------------------- */
+
+#define SD_NGRAM_N_LIMIT 32 /* the longest n-gram n_max may ask for */
+
+typedef struct sd_ngram_params {
+    int n_min; /* shortest suffix tried, >= 1 (default 1) */
+    int n_max; /* longest suffix, tried first: n_min .. SD_NGRAM_N_LIMIT (default 3) */
+} sd_ngram_params_t;
+
+void sd_ngram_params_default(sd_ngram_params_t *p);
+
+/* Prompt-lookup drafter: finds the longest suffix of the context (n_max down to n_min
+ * tokens) that occurred earlier in it and proposes the tokens that followed its most
+ * recent earlier occurrence (at most k, and never past the end of the context).
+ * Deterministic (has_q = 0); ignores the sampler settings and seed. SD_ERR_INVALID_ARG
+ * naming the field for bad params. */
+sd_status_t sd_drafter_ngram_new(const sd_ngram_params_t *p, sd_drafter_t **out);
+
+#endif
