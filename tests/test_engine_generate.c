@@ -299,11 +299,11 @@ static void *job_run(void *arg)
     return NULL;
 }
 
-/* Requests share only the read-only model: concurrent calls equal sequential ones. The
- * model runs on one thread: the CPU backend's pool takes one caller at a time. */
+/* Requests share only the read-only model: concurrent calls equal sequential ones, also
+ * when the model's thread pool is shared by the callers (it serialises their jobs). */
 Test(engine_generate, concurrent_calls_on_one_model, .timeout = 60)
 {
-    sd_model_t *m = synth_model(0.02f, 1, 0);
+    sd_model_t *m = synth_model(0.02f, 2, 0);
     job_t jobs[3] = {{.m = m, .seed = 1}, {.m = m, .seed = 2}, {.m = m, .seed = 3}};
     pthread_t th[3];
     for (int i = 0; i < 3; i++)

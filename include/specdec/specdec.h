@@ -133,7 +133,9 @@ typedef enum sd_stop_reason {
 
 /* Called for each generated token with the text it completes (possibly empty
  * while a UTF-8 sequence or a possible stop string is pending). Return non-zero
- * to stop generation. */
+ * to stop generation. When generation ends on EOS, a stop token or a callback stop
+ * while text is still held back, one last call with token = -1 delivers it (its
+ * return value is ignored): the texts of all calls always join to result->text. */
 typedef int (*sd_token_callback)(void *user, int32_t token, const char *text, size_t text_len);
 
 typedef struct sd_gen_result {

@@ -21,6 +21,7 @@ struct sd_threadpool {
     int n_threads; /* including the caller */
     pthread_t *workers;
     pthread_mutex_t mu;
+    pthread_mutex_t run_lock; /* serialises concurrent callers (one job in flight) */
     pthread_cond_t wake, finished;
     _Atomic uint64_t ticket;
     atomic_int done;
@@ -112,6 +113,7 @@ void sd_threadpool_run(sd_threadpool_t *pool, int n_tasks, sd_task_fn fn, void *
         for (int t = 0; t < n_tasks; t++) fn(arg, t);
         return;
     }
+    pthread_mutex_lock(&pool->run_lock);
     uint32_t gen = ticket_gen(atomic_load(&pool->ticket)) + 1;
     pool->n_tasks = n_tasks;
     atomic_store_explicit(&pool->job[gen & 1].n_tasks, n_tasks, memory_order_relaxed);
@@ -124,6 +126,7 @@ void sd_threadpool_run(sd_threadpool_t *pool, int n_tasks, sd_task_fn fn, void *
     pthread_mutex_unlock(&pool->mu);
     run_tasks(pool, gen, 1);
     wait_done(pool);
+    pthread_mutex_unlock(&pool->run_lock);
 }
 
 int sd_threadpool_size(const sd_threadpool_t *pool) { return pool->n_threads; }
@@ -142,6 +145,7 @@ static void free_pool(sd_threadpool_t *pool)
     pthread_cond_destroy(&pool->finished);
     pthread_cond_destroy(&pool->wake);
     pthread_mutex_destroy(&pool->mu);
+    pthread_mutex_destroy(&pool->run_lock);
     free(pool->workers);
     free(pool);
 }
@@ -164,6 +168,7 @@ sd_status_t sd_threadpool_create(int n_threads, sd_threadpool_t **out)
         return sd_set_error(SD_ERR_OUT_OF_MEMORY, "out of memory for %d thread handles", n_threads);
     }
     pthread_mutex_init(&pool->mu, NULL);
+    pthread_mutex_init(&pool->run_lock, NULL);
     pthread_cond_init(&pool->wake, NULL);
     pthread_cond_init(&pool->finished, NULL);
     for (int i = 0; i < n_threads - 1; i++) {

@@ -4,7 +4,7 @@
  * index t in [0, n_tasks) and returns when all have finished. The caller's thread takes
  * part. Which thread runs a task varies; what a task computes must depend only on t, so
  * results never depend on the thread count. Idle workers spin briefly, then sleep on a
- * condition variable. One caller at a time per pool. */
+ * condition variable. Concurrent callers are serialised: one job runs at a time. */
 #ifndef SPECDEC_KERNELS_CPU_THREADPOOL_H
 #define SPECDEC_KERNELS_CPU_THREADPOOL_H
 
