@@ -16,7 +16,6 @@
 #define MATMUL_X_TILE 64      /* activation rows per pass over a weight-row chunk */
 #define ATTN_SCORE_CACHE 2048 /* scores kept on the stack; beyond, q.k is recomputed */
 #define ELEMWISE_CHUNK 16384  /* elements per swiglu task */
-#define MATMUL_I16_MAX_COLS 16384 /* widest row the int16 path quantizes on the stack */
 
 typedef struct cpu_ctx {
     sd_threadpool_t *pool;
@@ -81,6 +80,10 @@ typedef struct {
     float *y; /* y[n, rows] */
     int n;
     int64_t rows_per_task;
+    /* int16 path: activations quantized once per call */
+    const int16_t *xq; /* xq[n, cols] */
+    const float *xs;   /* block scales [n, cols / 32] */
+    const float *xsum; /* block sums [n, cols / 32] */
 } matmul_job_t;
 static void store_dots(const matmul_job_t *job, int64_t r, int j, int nr, const float *dots)
 {
@@ -108,24 +111,19 @@ static void matmul_rows_f32(const matmul_job_t *job, int64_t r0, int64_t r1)
     }
 }
 
-/* int16 activations: each task quantizes up to SD_DOT_MAX_ROWS activation rows on its
- * stack (the same values whichever task does it), then runs its weight rows against them. */
+/* int16 activations (quantized once per call): one chunk of weight rows against every
+ * activation row, SD_DOT_MAX_ROWS rows at a time. */
 static void matmul_rows_i16(const matmul_job_t *job, int64_t r0, int64_t r1)
 {
     const sd_weight_t *w = job->w;
     int64_t cols = w->cols, nb = cols / SD_QK;
-    int16_t xq[SD_DOT_MAX_ROWS * MATMUL_I16_MAX_COLS];                 /* xq[nr, cols] */
-    float xs[SD_DOT_MAX_ROWS * MATMUL_I16_MAX_COLS / SD_QK];           /* scale[nr, nb] */
-    float xsum[SD_DOT_MAX_ROWS * MATMUL_I16_MAX_COLS / SD_QK];         /* sum[nr, nb] */
     for (int j = 0; j < job->n; j += SD_DOT_MAX_ROWS) {
         int nr = job->n - j < SD_DOT_MAX_ROWS ? job->n - j : SD_DOT_MAX_ROWS;
-        for (int q = 0; q < nr; q++)
-            sd_quantize_act_i16(job->x + (size_t)(j + q) * (size_t)cols, cols, xq + q * cols,
-                                xs + q * nb, xsum + q * nb);
         for (int64_t r = r0; r < r1; r++) {
             float dots[SD_DOT_MAX_ROWS];
-            sd_vec_dot_rows_i16(w->type, (const char *)w->data + (size_t)r * w->row_bytes, xq, xs,
-                                xsum, nr, cols, dots);
+            sd_vec_dot_rows_i16(w->type, (const char *)w->data + (size_t)r * w->row_bytes,
+                                job->xq + (size_t)j * (size_t)cols, job->xs + (size_t)j * (size_t)nb,
+                                job->xsum + (size_t)j * (size_t)nb, nr, cols, dots);
             store_dots(job, r, j, nr, dots);
         }
     }
@@ -136,10 +134,28 @@ static void matmul_task(void *arg, int task)
     const matmul_job_t *job = arg;
     int64_t r0 = (int64_t)task * job->rows_per_task;
     int64_t r1 = r0 + job->rows_per_task < job->w->rows ? r0 + job->rows_per_task : job->w->rows;
-    if (sd_dot_i16_supported(job->w->type) && job->w->cols <= MATMUL_I16_MAX_COLS)
+    if (job->xq)
         matmul_rows_i16(job, r0, r1);
     else
         matmul_rows_f32(job, r0, r1);
+}
+
+/* Quantize x[n, cols] to int16 blocks once for the whole call (every task reads the same
+ * values). Returns the buffer to free; NULL only when out of memory, and then the exact f32
+ * path runs instead (its results differ in the last bits from the int16 path). */
+static void *quantize_activations(matmul_job_t *job)
+{
+    size_t n = (size_t)job->n, cols = (size_t)job->w->cols, nb = cols / SD_QK;
+    size_t q_bytes = n * cols * sizeof(int16_t), s_bytes = n * nb * sizeof(float);
+    char *buf = malloc(q_bytes + 2 * s_bytes);
+    if (!buf) return NULL;
+    int16_t *xq = (int16_t *)buf;
+    float *xs = (float *)(buf + q_bytes), *xsum = (float *)(buf + q_bytes + s_bytes);
+    for (size_t i = 0; i < n; i++)
+        sd_quantize_act_i16(job->x + i * cols, (int64_t)cols, xq + i * cols, xs + i * nb,
+                            xsum + i * nb);
+    job->xq = xq, job->xs = xs, job->xsum = xsum;
+    return buf;
 }
 
 static void cpu_matmul(sd_backend_t *be, const sd_weight_t *w, const float *x, int n,
@@ -151,7 +167,10 @@ static void cpu_matmul(sd_backend_t *be, const sd_weight_t *w, const float *x, i
     int64_t per = w->rows / ((int64_t)threads * 8);
     if (per < 4) per = 4;
     matmul_job_t job = {.w = w, .x = x, .bias = bias, .y = y, .n = n, .rows_per_task = per};
+    void *act = NULL;
+    if (sd_dot_i16_supported(w->type)) act = quantize_activations(&job);
     sd_threadpool_run(pool_of(be), (int)((w->rows + per - 1) / per), matmul_task, &job);
+    free(act);
 }
 
 /* ---- rope --------------------------------------------------------------------------- */

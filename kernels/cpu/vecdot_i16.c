@@ -14,20 +14,67 @@ int sd_dot_i16_supported(sd_dtype_t type)
     return type == SD_DTYPE_Q4_0 || type == SD_DTYPE_Q4_1 || type == SD_DTYPE_Q8_0;
 }
 
+#if defined(__AVX2__)
+#include <immintrin.h>
+
+/* Horizontal max / sum of 8 floats in a fixed lane order. */
+static inline float hmax8(__m256 v)
+{
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    m = _mm_max_ss(m, _mm_movehdup_ps(m));
+    return _mm_cvtss_f32(m);
+}
+
+static inline float hsum8(__m256 v)
+{
+    __m128 m = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    m = _mm_add_ps(m, _mm_movehl_ps(m, m));
+    m = _mm_add_ss(m, _mm_movehdup_ps(m));
+    return _mm_cvtss_f32(m);
+}
+
+/* One block of 32: scale = amax / 32767, q = round-half-even(x / scale). */
+static void quantize_block_i16(const float *xb, int16_t *q, float *scale, float *sum)
+{
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    __m256 v[4], amax = _mm256_setzero_ps(), s = _mm256_setzero_ps();
+    for (int k = 0; k < 4; k++) {
+        v[k] = _mm256_loadu_ps(xb + 8 * k);
+        amax = _mm256_max_ps(amax, _mm256_andnot_ps(sign, v[k]));
+        s = _mm256_add_ps(s, v[k]);
+    }
+    float m = hmax8(amax);
+    *scale = m / 32767.0f;
+    *sum = hsum8(s);
+    __m256 id = _mm256_set1_ps(m > 0.0f ? 32767.0f / m : 0.0f);
+    for (int k = 0; k < 4; k += 2) {
+        __m256i a = _mm256_cvtps_epi32(_mm256_mul_ps(v[k], id)); /* MXCSR: nearest-even */
+        __m256i b = _mm256_cvtps_epi32(_mm256_mul_ps(v[k + 1], id));
+        __m256i p = _mm256_permute4x64_epi64(_mm256_packs_epi32(a, b), 0xD8);
+        _mm256_storeu_si256((__m256i *)(q + 8 * k), p);
+    }
+}
+#else
+static void quantize_block_i16(const float *xb, int16_t *q, float *scale, float *sum)
+{
+    float amax = 0.0f, s = 0.0f;
+    for (int j = 0; j < SD_QK; j++) {
+        float a = fabsf(xb[j]);
+        amax = a > amax ? a : amax;
+        s += xb[j];
+    }
+    float id = amax > 0.0f ? 32767.0f / amax : 0.0f;
+    *scale = amax / 32767.0f;
+    *sum = s;
+    for (int j = 0; j < SD_QK; j++) q[j] = (int16_t)rintf(xb[j] * id);
+}
+#endif
+
 void sd_quantize_act_i16(const float *x, int64_t n, int16_t *q, float *scale, float *sum)
 {
-    for (int64_t b = 0; b < n / SD_QK; b++) {
-        const float *xb = x + b * SD_QK;
-        float amax = 0.0f, s = 0.0f;
-        for (int j = 0; j < SD_QK; j++) {
-            amax = fmaxf(amax, fabsf(xb[j]));
-            s += xb[j];
-        }
-        float id = amax > 0.0f ? 32767.0f / amax : 0.0f;
-        scale[b] = amax / 32767.0f;
-        sum[b] = s;
-        for (int j = 0; j < SD_QK; j++) q[b * SD_QK + j] = (int16_t)roundf(xb[j] * id);
-    }
+    for (int64_t b = 0; b < n / SD_QK; b++)
+        quantize_block_i16(x + b * SD_QK, q + b * SD_QK, scale + b, sum + b);
 }
 
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
@@ -63,14 +110,6 @@ KERNEL __m256 block_dot(const __m256i w[2], const int16_t *xq)
     __m256i p0 = _mm256_madd_epi16(w[0], _mm256_loadu_si256((const __m256i *)xq));
     __m256i p1 = _mm256_madd_epi16(w[1], _mm256_loadu_si256((const __m256i *)(xq + 16)));
     return _mm256_cvtepi32_ps(_mm256_add_epi32(p0, p1));
-}
-
-static inline float hsum8(__m256 v)
-{
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
 }
 
 /* One kernel for the three formats; `type` and nr are constants after inlining. */
