@@ -56,7 +56,11 @@ static int chat_turn(sd_model_t *m, const cli_gen_opts_t *o, sd_chat_message_t *
     char *reply = NULL;
     int rc = cli_generate_text(m, text, SD_TOKENIZE_ADD_BOS | SD_TOKENIZE_PARSE_SPECIAL, o, &reply);
     free(text);
-    if (rc == 0) msgs[(*n)++] = (sd_chat_message_t){"assistant", reply};
+    if (rc == 0) {
+        msgs[(*n)++] = (sd_chat_message_t){"assistant", reply};
+        if (!isatty(STDOUT_FILENO)) putchar('\n'); /* one reply per line */
+        fflush(stdout);
+    }
     return rc;
 }
 
