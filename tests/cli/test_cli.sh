@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# End-to-end checks of the `specdec` command on the default model: stdout carries only the
+# text (diff-able), runs are reproducible across repeats and thread counts, errors are one
+# line on stderr with a non-zero exit. Usage: test_cli.sh PATH/TO/specdec
+set -u
+bin="$1"
+model="${SPECDEC_MODEL:-${XDG_CACHE_HOME:-$HOME/.cache}/specdec/SmolLM2-135M-Instruct.Q4_1.gguf}"
+[ -r "$model" ] || { echo "SKIP: model $model not present"; exit 77; }
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+pass=0 fail=0
+check() { # name, condition...
+  local name="$1"; shift
+  if "$@"; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL: $name"; fi
+}
+one_error_line() { # file: exactly one line, starting with "specdec: error:"
+  [ "$(wc -l < "$1")" -eq 1 ] && grep -q '^specdec: error: ' "$1"
+}
+
+p="The capital of France is"
+"$bin" run -m "$model" -p "$p" -n 12 --temp 0 -t 1 >"$tmp/a1" 2>"$tmp/e1"; rc1=$?
+"$bin" run -m "$model" -p "$p" -n 12 --temp 0 -t 2 >"$tmp/a2" 2>"$tmp/e2"
+check "greedy run exits 0" [ "$rc1" -eq 0 ]
+check "greedy text mentions Paris" grep -q Paris "$tmp/a1"
+check "greedy identical for 1 and 2 threads" cmp -s "$tmp/a1" "$tmp/a2"
+check "stats go to stderr" grep -q 'decode .* tok/s' "$tmp/e1"
+check "stdout has no statistics" bash -c "! grep -q 'tok/s' '$tmp/a1'"
+
+"$bin" run -m "$model" -p "$p" -n 16 --temp 1 --seed 11 >"$tmp/s1" 2>/dev/null
+"$bin" run -m "$model" -p "$p" -n 16 --temp 1 --seed 11 >"$tmp/s2" 2>/dev/null
+"$bin" run -m "$model" -p "$p" -n 16 --temp 1 --seed 12 >"$tmp/s3" 2>/dev/null
+check "same seed, same text" cmp -s "$tmp/s1" "$tmp/s2"
+check "different seed, different text" bash -c "! cmp -s '$tmp/s1' '$tmp/s3'"
+
+"$bin" run -m "$model" -p "$p" -n 40 --temp 0 --stop "." >"$tmp/st" 2>/dev/null
+check "unstopped text has a period (so the stop check means something)" grep -q '[.]' "$tmp/a1"
+check "stop string removed" bash -c "! grep -q '[.]' '$tmp/st'"
+
+"$bin" chat -m "$model" -p "What is the capital of France?" -n 16 --temp 0 >"$tmp/c" 2>/dev/null
+check "chat answers" grep -q Paris "$tmp/c"
+
+"$bin" run -m "$tmp/missing.gguf" -p hi >"$tmp/o" 2>"$tmp/e"; rc=$?
+check "missing model: exit 1" [ "$rc" -eq 1 ]
+check "missing model: one error line naming the file" bash -c "grep -q missing.gguf '$tmp/e'"
+check "missing model: one line" one_error_line "$tmp/e"
+head -c 100 /dev/urandom > "$tmp/bad.gguf"
+"$bin" run -m "$tmp/bad.gguf" -p hi >"$tmp/o" 2>"$tmp/e"; rc=$?
+check "corrupt model: SD_ERR_BAD_MODEL" grep -q SD_ERR_BAD_MODEL "$tmp/e"
+check "corrupt model: one line" one_error_line "$tmp/e"
+"$bin" run -m "$model" -p hi --temp -1 >"$tmp/o" 2>"$tmp/e"; rc=$?
+check "bad --temp: exit 2 and one line" bash -c "[ $rc -eq 2 ] && [ \$(wc -l < '$tmp/e') -eq 1 ]"
+check "bad --temp: nothing on stdout" [ ! -s "$tmp/o" ]
+"$bin" frobnicate >"$tmp/o" 2>"$tmp/e"; rc=$?
+check "unknown command: exit 2, one line" bash -c "[ $rc -eq 2 ] && [ \$(wc -l < '$tmp/e') -eq 1 ]"
+
+echo "$pass passed, $fail failed"
+[ "$fail" -eq 0 ]
