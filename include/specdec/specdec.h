@@ -138,6 +138,21 @@ typedef enum sd_stop_reason {
  * return value is ignored): the texts of all calls always join to result->text. */
 typedef int (*sd_token_callback)(void *user, int32_t token, const char *text, size_t text_len);
 
+/* Statistics of one generation (speculative or not). */
+#define SD_SPEC_MAX_K 16
+typedef struct sd_gen_stats {
+    uint64_t tokens_generated;
+    uint64_t target_forwards;   /* target forward passes after the prompt (decode/verify) */
+    uint64_t draft_forwards;    /* drafter model passes (0 for n-gram) */
+    uint64_t drafted;           /* draft tokens proposed */
+    uint64_t accepted;          /* draft tokens accepted */
+    uint64_t steps;             /* speculative steps (= target_forwards) */
+    double acceptance_rate;     /* accepted / drafted (0 when nothing drafted) */
+    double mean_accepted_len;   /* tokens emitted per step: (accepted + steps) / steps */
+    uint64_t accepted_hist[SD_SPEC_MAX_K + 1]; /* steps by number of accepted draft tokens */
+    double draft_seconds, verify_seconds, other_seconds;
+} sd_gen_stats_t;
+
 typedef struct sd_gen_result {
     int32_t *tokens;   /* generated tokens, owned */
     size_t n_tokens;
@@ -146,6 +161,7 @@ typedef struct sd_gen_result {
     sd_stop_reason_t stop_reason;
     size_t n_prompt;
     double prefill_seconds, decode_seconds;
+    sd_gen_stats_t stats;
 } sd_gen_result_t;
 
 /* Generate from prompt[n_prompt] (token ids). *out is filled on SD_OK and must
@@ -154,6 +170,36 @@ sd_status_t sd_generate(sd_model_t *model, const int32_t *prompt, size_t n_promp
                         const sd_gen_config_t *config, sd_token_callback callback, void *user,
                         sd_gen_result_t *out);
 void sd_gen_result_free(sd_gen_result_t *result);
+
+/* ---- speculative decoding ------------------------------------------------ */
+
+typedef enum sd_drafter_kind {
+    SD_DRAFTER_NONE = 0,  /* target-only decoding */
+    SD_DRAFTER_MODEL,     /* a separate draft model (same vocabulary as the target) */
+    SD_DRAFTER_NGRAM,     /* prompt lookup: continue the longest recent n-gram match */
+    SD_DRAFTER_LAYERSKIP, /* self-speculative: the target's first L layers + its head */
+} sd_drafter_kind_t;
+
+typedef struct sd_spec_config {
+    sd_drafter_kind_t drafter;
+    sd_model_t *draft_model; /* SD_DRAFTER_MODEL; SD_ERR_VOCAB_MISMATCH if its vocabulary differs */
+    int ngram_min, ngram_max; /* SD_DRAFTER_NGRAM: n-gram lengths tried (default 1..3) */
+    int layerskip_layers;     /* SD_DRAFTER_LAYERSKIP: L, 1 <= L < n_layer */
+    int k;                    /* draft length (the maximum when adaptive), 1..SD_SPEC_MAX_K */
+    int adaptive;             /* 1 (default): adapt k from recent acceptance and stop drafting
+                                 early when the drafter's top probability is low */
+    float min_confidence;     /* adaptive early-stop threshold (default 0.3) */
+} sd_spec_config_t;
+
+void sd_spec_config_default(sd_spec_config_t *config);
+
+/* sd_generate with a drafter: the output is token for token what sd_generate gives for
+ * greedy configs, and distributed exactly as sd_generate's sampling otherwise (same seed
+ * semantics: a token's randomness depends on (seed, position) only). spec == NULL or
+ * drafter NONE is plain sd_generate. Statistics land in out->stats. */
+sd_status_t sd_generate_speculative(sd_model_t *model, const int32_t *prompt, size_t n_prompt,
+                                    const sd_gen_config_t *config, const sd_spec_config_t *spec,
+                                    sd_token_callback callback, void *user, sd_gen_result_t *out);
 
 #ifdef __cplusplus
 }
