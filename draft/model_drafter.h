@@ -1,0 +1,29 @@
+/* Draft-model drafter: a second, smaller model with the target's vocabulary proposes the
+ * next k tokens autoregressively from a KV cache of its own (one drafter per request).
+ * Greedy requests propose the argmax chain (has_q = 0); sampling requests draw d_i from
+ * q_i = sd_sampler_probs(request params, draft logits) with SD_RNG_DRAFT uniforms and
+ * return the q rows (has_q = 1). Early stop, context limits and the accept/rollback
+ * bookkeeping are those of draft/seq_drafter.h. */
+#ifndef SPECDEC_DRAFT_MODEL_DRAFTER_H
+#define SPECDEC_DRAFT_MODEL_DRAFTER_H
+
+#include <stdint.h>
+
+#include "draft/drafter.h"
+
+/* The drafter borrows `draft` (it must outlive the drafter; the drafter never frees it).
+ * Its sequence has the draft model's n_ctx. SD_ERR_VOCAB_MISMATCH when the vocabularies
+ * differ: different sizes (both named), or, when both models carry a tokenizer, the
+ * first token id whose texts differ (the id and both texts named). SD_ERR_INVALID_ARG
+ * for NULL arguments. */
+sd_status_t sd_drafter_model_new(sd_model_t *draft, const sd_model_t *target, sd_drafter_t **out);
+
+/* Forward passes the drafter has run (prefill chunks and one per fed token in propose);
+ * 0 for NULL or a drafter of another kind. */
+uint64_t sd_drafter_model_forwards(const sd_drafter_t *d);
+
+/* Generic: forward passes of any model-backed drafter (draft model or layer-skip);
+ * 0 for other drafters (n-gram: no model). */
+uint64_t sd_drafter_forwards(const sd_drafter_t *d);
+
+#endif

@@ -1,0 +1,385 @@
+/* The autoregressive drafter over an sd_seq_t (see seq_drafter.h for the bookkeeping).
+ *
+ * Layer-skip: the sequence runs over a shallow copy of the target's sd_model_t whose
+ * hp.n_layer is L. Every pointer in it (weights, layers, backend, tokenizer) is the
+ * target's, so no weight is copied, and sd_seq_init then sizes the KV cache for the L
+ * layers the drafter runs instead of all n_layer. The copy is never passed to
+ * sd_model_free.
+ *
+ * Shared KV (sd_seq_drafter_share_kv): the drafter's cache descriptor then points at the
+ * target sequence's K/V buffers, whose layers 0..L-1 at committed positions hold exactly
+ * what the drafter would compute (same weights, batch-invariant kernels). The target's
+ * committed prefix counts as fed: before feeding, kv.len = min(target kv.len, len - 1).
+ * The drafter writes only positions at or past that point, which the target's next
+ * forward overwrites (or which lie past its committed prefix). */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "draft/seq_drafter.h"
+#include "engine/check.h"
+#include "verify/philox.h"
+
+#define SEQ_DRAFTER_CHUNK 64 /* tokens per forward when feeding a context (prefill) */
+
+typedef struct sd_seq_drafter {
+    sd_drafter_t base;
+    sd_model_t view;     /* layer-skip: the target with hp.n_layer = L (see above) */
+    const sd_model_t *src; /* the model given: the draft model, or the target */
+    const sd_model_t *m; /* the model the sequence runs: src, or &view */
+    int n_layers_used;   /* passed to sd_forward: 0 = all of m's layers */
+    int n_vocab;
+    sd_seq_t seq;
+    const sd_seq_t *shared; /* the target sequence whose K/V seq.kv points into, or NULL */
+    const float *last;   /* [n_vocab] logits after the last token fed (in seq.logits) */
+    int32_t *ctx;        /* [cap] committed context, then the last proposal */
+    int len, cap;        /* committed tokens; capacity of ctx */
+    int prop_n;          /* tokens of the last proposal, in ctx[len .. len + prop_n) */
+    sd_sampler_scratch_t scratch;
+    uint64_t forwards;
+} sd_seq_drafter_t;
+
+static const sd_drafter_ops_t model_ops, layerskip_ops;
+
+static sd_seq_drafter_t *as_seq(const sd_drafter_t *d)
+{
+    if (d == NULL || (d->ops != &model_ops && d->ops != &layerskip_ops))
+        return NULL;
+    return (sd_seq_drafter_t *)d;
+}
+
+/* ---- context and cache --------------------------------------------------------------- */
+
+static int n_ctx_of(const sd_seq_drafter_t *g) { return g->seq.kv.n_ctx; }
+
+/* ctx capacity for `need` tokens; grows geometrically, so steady decoding never allocates. */
+static sd_status_t reserve_ctx(sd_seq_drafter_t *g, int64_t need)
+{
+    if (need <= g->cap)
+        return SD_OK;
+    if (need > INT32_MAX)
+        return sd_set_error(SD_ERR_CONTEXT_FULL, "%s drafter: context of %lld tokens",
+                            g->base.ops->name, (long long)need);
+    int64_t cap = g->cap ? g->cap : 256;
+    while (cap < need)
+        cap *= 2;
+    if (cap > INT32_MAX)
+        cap = INT32_MAX;
+    int32_t *ctx = realloc(g->ctx, (size_t)cap * sizeof *ctx);
+    SD_ALLOC_CHECK(ctx, (size_t)cap * sizeof *ctx, "drafter context");
+    g->ctx = ctx;
+    g->cap = (int)cap;
+    return SD_OK;
+}
+
+static sd_status_t check_token(const sd_seq_drafter_t *g, int32_t token, const char *what)
+{
+    if (token < 0 || token >= g->n_vocab)
+        return sd_set_error(SD_ERR_INVALID_ARG, "%s drafter: %s token %d outside the vocabulary [0, %d)",
+                            g->base.ops->name, what, token, g->n_vocab);
+    return SD_OK;
+}
+
+/* Keep the cache invariant between calls: at least the last committed token unfed. */
+static void drop_unfed_tail(sd_seq_drafter_t *g)
+{
+    int keep = g->len > 0 ? g->len - 1 : 0;
+    if (g->seq.kv.len > keep)
+        g->seq.kv.len = keep;
+}
+
+static sd_status_t forward(sd_seq_drafter_t *g, const int32_t *tokens, int n)
+{
+    g->forwards++;
+    SD_CHECK(sd_forward(&g->seq, tokens, n, g->n_layers_used));
+    g->last = g->seq.logits + (size_t)(n - 1) * g->n_vocab;
+    return SD_OK;
+}
+
+/* Feed ctx[kv.len .. end) in chunks of the sequence's max_tokens. */
+static sd_status_t feed(sd_seq_drafter_t *g, int end)
+{
+    if (end > n_ctx_of(g))
+        return sd_set_error(SD_ERR_CONTEXT_FULL,
+                            "%s drafter: context of %d tokens exceeds the draft n_ctx = %d",
+                            g->base.ops->name, end, n_ctx_of(g));
+    while (g->seq.kv.len < end) {
+        int n = end - g->seq.kv.len;
+        if (n > g->seq.max_tokens)
+            n = g->seq.max_tokens;
+        SD_CHECK(forward(g, g->ctx + g->seq.kv.len, n));
+    }
+    return SD_OK;
+}
+
+/* ---- proposing ----------------------------------------------------------------------- */
+
+/* max softmax(logits) = 1 / sum_j exp(l_j - max l). */
+static float top_softmax(const float *logits, int n_vocab)
+{
+    float mx = logits[0];
+    for (int j = 1; j < n_vocab; j++)
+        mx = logits[j] > mx ? logits[j] : mx;
+    double sum = 0.0;
+    for (int j = 0; j < n_vocab; j++)
+        sum += exp((double)(logits[j] - mx));
+    return (float)(1.0 / sum);
+}
+
+static float max_of(const float *p, int n)
+{
+    float mx = p[0];
+    for (int j = 1; j < n; j++)
+        mx = p[j] > mx ? p[j] : mx;
+    return mx;
+}
+
+/* Token at position pos (and q row when sampling) from logits[n_vocab]; *top = the
+ * drafter's top probability there. */
+static int32_t draft_one(sd_seq_drafter_t *g, const sd_draft_request_t *req, const float *logits,
+                         float *q, int64_t pos, float *top)
+{
+    const sd_sampler_params_t *p = req->params;
+    if (q == NULL) {
+        *top = req->min_confidence > 0.0f ? top_softmax(logits, g->n_vocab) : 1.0f;
+        return sd_sample_greedy(logits, g->n_vocab);
+    }
+    sd_sampler_probs(p, logits, g->n_vocab, &g->scratch, q);
+    *top = max_of(q, g->n_vocab);
+    return sd_sample_from_probs(q, g->n_vocab, sd_rng_uniform(req->seed, (uint64_t)pos, SD_RNG_DRAFT));
+}
+
+static sd_status_t check_request(const sd_seq_drafter_t *g, const sd_draft_request_t *req,
+                                 const sd_draft_out_t *out, int sampling)
+{
+    const char *name = g->base.ops->name;
+    if (req->params == NULL)
+        return sd_set_error(SD_ERR_INVALID_ARG, "%s drafter: request without sampler params", name);
+    SD_CHECK(sd_sampler_params_check(req->params));
+    if (req->pos0 != g->len)
+        return sd_set_error(SD_ERR_INVALID_ARG,
+                            "%s drafter: proposal position %lld differs from the context length %d",
+                            name, (long long)req->pos0, g->len);
+    if (sampling && (out->q == NULL || out->n_vocab != g->n_vocab))
+        return sd_set_error(SD_ERR_INVALID_ARG,
+                            "%s drafter: sampling needs q rows of n_vocab = %d (q %s, n_vocab %d)",
+                            name, g->n_vocab, out->q ? "set" : "NULL", out->n_vocab);
+    return SD_OK;
+}
+
+/* Draft up to req->k tokens into ctx[len ..), the pending context already fed; returns
+ * the count. Each token but the last is fed to get the next one's logits, so at most
+ * n_ctx - len + 1 tokens are drafted (all fed ones fit the cache). */
+static sd_status_t draft_loop(sd_seq_drafter_t *g, const sd_draft_request_t *req, float *q,
+                              int *n)
+{
+    int k = req->k < n_ctx_of(g) - g->len + 1 ? req->k : n_ctx_of(g) - g->len + 1;
+    *n = 0;
+    SD_CHECK(reserve_ctx(g, (int64_t)g->len + k));
+    int32_t *d = g->ctx + g->len; /* [k] */
+    for (int i = 0; i < k; i++) {
+        float *qi = q ? q + (size_t)i * g->n_vocab : NULL;
+        float top;
+        int32_t t = draft_one(g, req, g->last, qi, req->pos0 + i, &top);
+        if (i > 0 && req->min_confidence > 0.0f && top < req->min_confidence)
+            break;
+        d[i] = t;
+        *n = i + 1;
+        if (i + 1 < k)
+            SD_CHECK(forward(g, &d[i], 1));
+    }
+    return SD_OK;
+}
+
+static sd_status_t seq_propose(sd_drafter_t *dr, const sd_draft_request_t *req, sd_draft_out_t *out)
+{
+    sd_seq_drafter_t *g = (sd_seq_drafter_t *)dr;
+    int sampling = req->params != NULL && req->params->temperature > 0.0f;
+    g->prop_n = 0;
+    drop_unfed_tail(g);
+    SD_CHECK(check_request(g, req, out, sampling));
+    out->n = 0;
+    out->has_q = 0;
+    if (g->len == 0)
+        return SD_OK; /* nothing to continue */
+    int n = 0;
+    if (g->shared != NULL) /* the target's committed prefix is already there */
+        g->seq.kv.len = g->shared->kv.len < g->len - 1 ? g->shared->kv.len : g->len - 1;
+    sd_status_t st = feed(g, g->len);
+    if (st == SD_OK)
+        st = draft_loop(g, req, sampling ? out->q : NULL, &n);
+    if (st != SD_OK) {
+        drop_unfed_tail(g);
+        return st;
+    }
+    memcpy(out->tokens, g->ctx + g->len, (size_t)n * sizeof *out->tokens);
+    out->n = n;
+    out->has_q = sampling;
+    g->prop_n = n;
+    return SD_OK;
+}
+
+/* ---- committing ---------------------------------------------------------------------- */
+
+static void seq_reset(sd_drafter_t *dr)
+{
+    sd_seq_drafter_t *g = (sd_seq_drafter_t *)dr;
+    g->len = 0;
+    g->prop_n = 0;
+    g->seq.kv.len = 0;
+}
+
+/* The context becomes tokens[n]; all but the last are prefilled. */
+static sd_status_t seq_begin(sd_drafter_t *dr, const int32_t *tokens, int n)
+{
+    sd_seq_drafter_t *g = (sd_seq_drafter_t *)dr;
+    for (int i = 0; i < n; i++)
+        SD_CHECK(check_token(g, tokens[i], "context"));
+    if (n > n_ctx_of(g))
+        return sd_set_error(SD_ERR_CONTEXT_FULL,
+                            "%s drafter: context of %d tokens exceeds the draft n_ctx = %d",
+                            dr->ops->name, n, n_ctx_of(g));
+    seq_reset(dr);
+    SD_CHECK(reserve_ctx(g, n));
+    if (n > 0)
+        memcpy(g->ctx, tokens, (size_t)n * sizeof *tokens);
+    g->len = n;
+    if (g->shared != NULL)
+        return SD_OK; /* fed at propose, from what the target has by then */
+    sd_status_t st = feed(g, n > 0 ? n - 1 : 0);
+    if (st != SD_OK)
+        seq_reset(dr);
+    return st;
+}
+
+/* The cache holds ctx[0 .. len + prop_n - 1); of the proposal it keeps the accepted part. */
+static sd_status_t seq_accept(sd_drafter_t *dr, int n_accepted, int32_t next_token)
+{
+    sd_seq_drafter_t *g = (sd_seq_drafter_t *)dr;
+    if (n_accepted < 0 || n_accepted > g->prop_n)
+        return sd_set_error(SD_ERR_INVALID_ARG, "%s drafter: %d tokens accepted of a proposal of %d",
+                            dr->ops->name, n_accepted, g->prop_n);
+    SD_CHECK(check_token(g, next_token, "next"));
+    SD_CHECK(reserve_ctx(g, (int64_t)g->len + n_accepted + 1));
+    g->len += n_accepted;
+    g->ctx[g->len++] = next_token;
+    g->prop_n = 0;
+    drop_unfed_tail(g); /* a rejected fed proposal, and keeps next_token unfed */
+    return SD_OK;
+}
+
+static sd_status_t seq_rollback(sd_drafter_t *dr, int n)
+{
+    sd_seq_drafter_t *g = (sd_seq_drafter_t *)dr;
+    if (n < 0 || n > g->len)
+        return sd_set_error(SD_ERR_INVALID_ARG, "%s drafter: rollback to %d tokens, the context holds %d",
+                            dr->ops->name, n, g->len);
+    g->len = n;
+    g->prop_n = 0;
+    drop_unfed_tail(g);
+    return SD_OK;
+}
+
+static void seq_destroy(sd_drafter_t *dr)
+{
+    sd_seq_drafter_t *g = (sd_seq_drafter_t *)dr;
+    if (g->shared != NULL) /* the buffers are the target's */
+        g->seq.kv.k = g->seq.kv.v = NULL;
+    sd_seq_free(&g->seq);
+    sd_sampler_scratch_free(&g->scratch);
+    free(g->ctx);
+    free(g);
+}
+
+static const sd_drafter_ops_t model_ops = {
+    .version = SD_DRAFTER_OPS_VERSION,
+    .name = "model",
+    .begin = seq_begin,
+    .propose = seq_propose,
+    .accept = seq_accept,
+    .rollback = seq_rollback,
+    .reset = seq_reset,
+    .destroy = seq_destroy,
+};
+
+static const sd_drafter_ops_t layerskip_ops = {
+    .version = SD_DRAFTER_OPS_VERSION,
+    .name = "layerskip",
+    .begin = seq_begin,
+    .propose = seq_propose,
+    .accept = seq_accept,
+    .rollback = seq_rollback,
+    .reset = seq_reset,
+    .destroy = seq_destroy,
+};
+
+/* ---- construction -------------------------------------------------------------------- */
+
+sd_status_t sd_seq_drafter_new(sd_seq_drafter_kind_t kind, const sd_model_t *m,
+                               int n_layers_used, sd_drafter_t **out)
+{
+    if (m == NULL || out == NULL)
+        return sd_set_error(SD_ERR_INVALID_ARG, "drafter: model and out must be non-NULL");
+    if (n_layers_used < 0 || n_layers_used > m->hp.n_layer)
+        return sd_set_error(SD_ERR_INVALID_ARG, "drafter: n_layers_used = %d outside [0, %d]",
+                            n_layers_used, m->hp.n_layer);
+    sd_seq_drafter_t *g = calloc(1, sizeof *g);
+    SD_ALLOC_CHECK(g, sizeof *g, "drafter");
+    g->base.ops = kind == SD_SEQ_DRAFTER_LAYERSKIP ? &layerskip_ops : &model_ops;
+    g->src = g->m = m;
+    if (n_layers_used > 0 && n_layers_used < m->hp.n_layer) {
+        g->view = *m;
+        g->view.hp.n_layer = n_layers_used; /* the cache gets n_layers_used layers */
+        g->m = &g->view;
+    }
+    g->n_layers_used = n_layers_used;
+    g->n_vocab = m->hp.n_vocab;
+    int chunk = m->n_ctx < SEQ_DRAFTER_CHUNK ? m->n_ctx : SEQ_DRAFTER_CHUNK;
+    sd_status_t st = sd_seq_init(&g->seq, g->m, m->n_ctx, chunk > 0 ? chunk : 1);
+    if (st == SD_OK)
+        st = sd_sampler_scratch_init(&g->scratch, g->n_vocab);
+    if (st != SD_OK) {
+        seq_destroy(&g->base);
+        return st;
+    }
+    *out = &g->base;
+    return SD_OK;
+}
+
+sd_status_t sd_seq_drafter_share_kv(sd_drafter_t *d, sd_seq_t *target_seq)
+{
+    sd_seq_drafter_t *g = as_seq(d);
+    if (g == NULL || target_seq == NULL)
+        return sd_set_error(SD_ERR_INVALID_ARG, "share KV: needs a model-backed drafter and a sequence");
+    if (target_seq->model != g->src || target_seq->kv.k == NULL)
+        return sd_set_error(SD_ERR_INVALID_ARG,
+                            "share KV: the sequence is not an initialised one over the %s "
+                            "drafter's model", d->ops->name);
+    if (g->shared == NULL)
+        sd_kv_cache_free(&g->seq.kv, g->m);
+    g->seq.kv = (sd_kv_cache_t){.n_layer = g->m->hp.n_layer, .n_ctx = target_seq->kv.n_ctx,
+                                .n_head_kv = target_seq->kv.n_head_kv,
+                                .head_dim = target_seq->kv.head_dim,
+                                .k = target_seq->kv.k, .v = target_seq->kv.v};
+    g->shared = target_seq;
+    seq_reset(d);
+    return SD_OK;
+}
+
+int sd_seq_drafter_is(const sd_drafter_t *d, sd_seq_drafter_kind_t kind)
+{
+    const sd_drafter_ops_t *want = kind == SD_SEQ_DRAFTER_LAYERSKIP ? &layerskip_ops : &model_ops;
+    return d != NULL && d->ops == want;
+}
+
+uint64_t sd_seq_drafter_forwards(const sd_drafter_t *d)
+{
+    const sd_seq_drafter_t *g = as_seq(d);
+    return g ? g->forwards : 0;
+}
+
+const sd_seq_t *sd_seq_drafter_seq(const sd_drafter_t *d)
+{
+    const sd_seq_drafter_t *g = as_seq(d);
+    return g ? &g->seq : NULL;
+}
