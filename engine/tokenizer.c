@@ -206,3 +206,34 @@ sd_status_t sd_tokenizer_piece(const sd_tokenizer_t *t, int32_t token, char *buf
                             token, b.n, cap);
     return SD_OK;
 }
+
+static int cand_before(const sd_merge_cand_t *a, const sd_merge_cand_t *b)
+{
+    return a->key < b->key || (a->key == b->key && a->left < b->left);
+}
+
+void sd_merge_heap_push(sd_merge_cand_t *h, size_t *n, sd_merge_cand_t c)
+{
+    size_t i = (*n)++;
+    while (i > 0 && cand_before(&c, &h[(i - 1) / 2])) {
+        h[i] = h[(i - 1) / 2];
+        i = (i - 1) / 2;
+    }
+    h[i] = c;
+}
+
+sd_merge_cand_t sd_merge_heap_pop(sd_merge_cand_t *h, size_t *n)
+{
+    sd_merge_cand_t top = h[0], last = h[--(*n)];
+    size_t i = 0;
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= *n) break;
+        if (c + 1 < *n && cand_before(&h[c + 1], &h[c])) c++;
+        if (!cand_before(&h[c], &last)) break;
+        h[i] = h[c];
+        i = c;
+    }
+    h[i] = last;
+    return top;
+}

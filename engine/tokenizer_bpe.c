@@ -10,11 +10,6 @@ typedef struct bpe_sym {
     int32_t prev, next;
 } bpe_sym_t;
 
-typedef struct bpe_pair {
-    int32_t rank, left, right;
-    int32_t left_id, right_id, new_id; /* the pair is stale once either id changed */
-} bpe_pair_t;
-
 typedef struct bpe_ctx {
     const sd_tokenizer_t *t;
     sd_tok_scratch_t *s;
@@ -22,54 +17,25 @@ typedef struct bpe_ctx {
     sd_tok_out_t *out;
 } bpe_ctx_t;
 
-static int pair_before(const bpe_pair_t *a, const bpe_pair_t *b)
-{
-    return a->rank < b->rank || (a->rank == b->rank && a->left < b->left);
-}
-
-static void heap_push(bpe_pair_t *h, size_t *n, bpe_pair_t p)
-{
-    size_t i = (*n)++;
-    while (i > 0 && pair_before(&p, &h[(i - 1) / 2])) {
-        h[i] = h[(i - 1) / 2];
-        i = (i - 1) / 2;
-    }
-    h[i] = p;
-}
-
-static bpe_pair_t heap_pop(bpe_pair_t *h, size_t *n)
-{
-    bpe_pair_t top = h[0], last = h[--(*n)];
-    size_t i = 0;
-    for (;;) {
-        size_t c = 2 * i + 1;
-        if (c >= *n) break;
-        if (c + 1 < *n && pair_before(&h[c + 1], &h[c])) c++;
-        if (!pair_before(&h[c], &last)) break;
-        h[i] = h[c];
-        i = c;
-    }
-    h[i] = last;
-    return top;
-}
 
 static void push_pair(const sd_tokenizer_t *t, const bpe_sym_t *sy, int32_t l, int32_t r,
-                      bpe_pair_t *h, size_t *n)
+                      sd_merge_cand_t *h, size_t *n)
 {
     const sd_pair_slot_t *m = sd_pair_map_get(&t->merges, sy[l].id, sy[r].id);
     if (m == NULL) return;
-    heap_push(h, n, (bpe_pair_t){m->rank, l, r, sy[l].id, sy[r].id, m->id});
+    /* check = {left id, right id, merged id}: stale once either id changed */
+    sd_merge_heap_push(h, n, (sd_merge_cand_t){(float)m->rank, l, r, {sy[l].id, sy[r].id, m->id}});
 }
 
-static void merge_all(const sd_tokenizer_t *t, bpe_sym_t *sy, size_t n, bpe_pair_t *h)
+static void merge_all(const sd_tokenizer_t *t, bpe_sym_t *sy, size_t n, sd_merge_cand_t *h)
 {
     size_t nh = 0;
     for (size_t i = 0; i + 1 < n; i++) push_pair(t, sy, (int32_t)i, (int32_t)i + 1, h, &nh);
     while (nh > 0) {
-        bpe_pair_t p = heap_pop(h, &nh);
+        sd_merge_cand_t p = sd_merge_heap_pop(h, &nh);
         bpe_sym_t *l = &sy[p.left], *r = &sy[p.right];
-        if (l->id != p.left_id || l->next != p.right || r->id != p.right_id) continue;
-        l->id = p.new_id;
+        if (l->id != p.check[0] || l->next != p.right || r->id != p.check[1]) continue;
+        l->id = p.check[2];
         l->next = r->next;
         if (r->next >= 0) sy[r->next].prev = p.left;
         r->id = -1;
@@ -91,7 +57,7 @@ static sd_status_t encode_piece(const sd_tokenizer_t *t, sd_tok_scratch_t *s, co
     if (n > INT32_MAX / 4)
         return sd_set_error(SD_ERR_INVALID_ARG, "pre-token of %zu bytes is too long", n);
     SD_CHECK(sd_tok_reserve(&s->syms, &s->cap_syms, n, sizeof(bpe_sym_t), "BPE symbols"));
-    SD_CHECK(sd_tok_reserve(&s->heap, &s->cap_heap, 3 * n, sizeof(bpe_pair_t), "BPE pairs"));
+    SD_CHECK(sd_tok_reserve(&s->heap, &s->cap_heap, 3 * n, sizeof(sd_merge_cand_t), "BPE pairs"));
     bpe_sym_t *sy = s->syms; /* [m] */
     int32_t m = 0;
     for (size_t i = 0; i < n; i++) {

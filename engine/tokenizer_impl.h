@@ -120,4 +120,18 @@ sd_status_t sd_bpe_encode(const sd_tokenizer_t *t, sd_tok_scratch_t *s, const ui
 sd_status_t sd_spm_encode(const sd_tokenizer_t *t, sd_tok_scratch_t *s, const uint8_t *text,
                           size_t len, bool space_prefix, sd_tok_out_t *o);
 
+/* A candidate merge of the adjacent symbols left and right, for BPE and SPM alike: the
+ * smallest key merges first (BPE: merge rank; SPM: -score), the leftmost on ties. check[]
+ * holds what the algorithm re-checks on pop to skip candidates made stale by earlier
+ * merges (lazy invalidation). */
+typedef struct sd_merge_cand {
+    float key;
+    int32_t left, right;
+    int32_t check[3];
+} sd_merge_cand_t;
+
+/* Binary min-heap over h[0..*n) ordered by (key, left). */
+void sd_merge_heap_push(sd_merge_cand_t *h, size_t *n, sd_merge_cand_t c);
+sd_merge_cand_t sd_merge_heap_pop(sd_merge_cand_t *h, size_t *n);
+
 #endif

@@ -15,48 +15,12 @@ typedef struct spm_sym {
     int32_t prev, next;
 } spm_sym_t;
 
-typedef struct spm_pair {
-    float score;
-    int32_t left, right;
-    uint32_t size; /* bytes of both symbols when the pair was formed */
-} spm_pair_t;
-
-static int pair_before(const spm_pair_t *a, const spm_pair_t *b)
-{
-    return a->score > b->score || (a->score == b->score && a->left < b->left);
-}
-
-static void heap_push(spm_pair_t *h, size_t *n, spm_pair_t p)
-{
-    size_t i = (*n)++;
-    while (i > 0 && pair_before(&p, &h[(i - 1) / 2])) {
-        h[i] = h[(i - 1) / 2];
-        i = (i - 1) / 2;
-    }
-    h[i] = p;
-}
-
-static spm_pair_t heap_pop(spm_pair_t *h, size_t *n)
-{
-    spm_pair_t top = h[0], last = h[--(*n)];
-    size_t i = 0;
-    for (;;) {
-        size_t c = 2 * i + 1;
-        if (c >= *n) break;
-        if (c + 1 < *n && pair_before(&h[c + 1], &h[c])) c++;
-        if (!pair_before(&h[c], &last)) break;
-        h[i] = h[c];
-        i = c;
-    }
-    h[i] = last;
-    return top;
-}
 
 typedef struct spm_state {
     const sd_tokenizer_t *t;
     const char *text;
     spm_sym_t *sy;
-    spm_pair_t *heap;
+    sd_merge_cand_t *heap;
     size_t n_heap;
 } spm_state_t;
 
@@ -66,16 +30,18 @@ static void try_pair(spm_state_t *st, int32_t l, int32_t r)
     uint32_t size = st->sy[l].n + st->sy[r].n;
     int32_t id = sd_text_map_get(&st->t->vocab, st->t, st->text + st->sy[l].start, size);
     if (id < 0) return;
-    heap_push(st->heap, &st->n_heap, (spm_pair_t){st->t->score[id], l, r, size});
+    /* key = -score (highest score first); check[0] = bytes of both symbols when formed */
+    sd_merge_heap_push(st->heap, &st->n_heap,
+                       (sd_merge_cand_t){-st->t->score[id], l, r, {(int32_t)size, 0, 0}});
 }
 
 static void merge_all(spm_state_t *st, size_t n)
 {
     for (size_t i = 1; i < n; i++) try_pair(st, (int32_t)i - 1, (int32_t)i);
     while (st->n_heap > 0) {
-        spm_pair_t p = heap_pop(st->heap, &st->n_heap);
+        sd_merge_cand_t p = sd_merge_heap_pop(st->heap, &st->n_heap);
         spm_sym_t *l = &st->sy[p.left], *r = &st->sy[p.right];
-        if (l->n == 0 || r->n == 0 || l->n + r->n != p.size) continue;
+        if (l->n == 0 || r->n == 0 || l->n + r->n != (uint32_t)p.check[0]) continue;
         l->n += r->n;
         r->n = 0;
         l->next = r->next;
@@ -133,7 +99,7 @@ sd_status_t sd_spm_encode(const sd_tokenizer_t *t, sd_tok_scratch_t *s, const ui
     size_t n_text = 0;
     SD_CHECK(escape(s, text, len, space_prefix, &n_text));
     SD_CHECK(sd_tok_reserve(&s->syms, &s->cap_syms, n_text, sizeof(spm_sym_t), "SPM symbols"));
-    SD_CHECK(sd_tok_reserve(&s->heap, &s->cap_heap, 3 * n_text, sizeof(spm_pair_t), "SPM pairs"));
+    SD_CHECK(sd_tok_reserve(&s->heap, &s->cap_heap, 3 * n_text, sizeof(sd_merge_cand_t), "SPM pairs"));
     spm_sym_t *sy = s->syms; /* [n_text] at most */
     size_t n = 0;
     for (size_t pos = 0; pos < n_text; n++) {
