@@ -12,6 +12,9 @@ typedef struct cli_gen_opts {
     int parse_special;
     const char *stops[16];
     sd_gen_config_t gen;
+    sd_spec_config_t spec;  /* --draft, --k, --no-adaptive */
+    const char *draft_path; /* --draft PATH: a draft model, loaded by cli_load_draft */
+    int stats;              /* --stats: speculative statistics to stderr */
 } cli_gen_opts_t;
 
 /* Print "specdec: error: ..." for a failed call; returns 1 (the exit code). */
@@ -21,6 +24,10 @@ int cli_parse_gen_opts(int argc, char **argv, int first, cli_gen_opts_t *opts);
 /* Load opts->model_path or the default model (fetched by scripts/fetch-model.sh);
  * prints the error line itself on failure. */
 sd_status_t cli_load_model(const cli_gen_opts_t *opts, sd_model_t **out);
+/* --draft PATH: load the draft model into opts->spec.draft_model (nothing to do for other
+ * drafters); prints the error line itself on failure. Free it with cli_free_draft. */
+sd_status_t cli_load_draft(cli_gen_opts_t *opts);
+void cli_free_draft(cli_gen_opts_t *opts);
 /* Generate from text, streaming to stdout; statistics to stderr. */
 int cli_generate_text(sd_model_t *m, const char *text, int flags, const cli_gen_opts_t *opts,
                       char **reply);

@@ -57,6 +57,28 @@ static int parse_seed(const char *v, uint64_t *out)
     return 1;
 }
 
+/* --draft ngram[:N] | layerskip:L | PATH. */
+static int parse_draft(const char *v, cli_gen_opts_t *o)
+{
+    sd_spec_config_t *s = &o->spec;
+    if (!strcmp(v, "ngram")) return s->drafter = SD_DRAFTER_NGRAM, 1;
+    if (!strncmp(v, "ngram:", 6)) {
+        s->drafter = SD_DRAFTER_NGRAM;
+        return parse_int("--draft ngram:N", v + 6, 1, 32, &s->ngram_max);
+    }
+    if (!strncmp(v, "layerskip:", 10)) {
+        s->drafter = SD_DRAFTER_LAYERSKIP;
+        return parse_int("--draft layerskip:L", v + 10, 1, INT_MAX, &s->layerskip_layers);
+    }
+    if (!strcmp(v, "layerskip")) {
+        fprintf(stderr, "specdec: error: --draft layerskip needs a layer count: layerskip:L\n");
+        return 0;
+    }
+    s->drafter = SD_DRAFTER_MODEL;
+    o->draft_path = v;
+    return 1;
+}
+
 /* One option with its value; returns 0 on error, 1 on success. */
 static int parse_one(const char *flag, const char *v, cli_gen_opts_t *o)
 {
@@ -73,6 +95,8 @@ static int parse_one(const char *flag, const char *v, cli_gen_opts_t *o)
     if (!strcmp(flag, "--top-p")) return parse_float(flag, v, 0.0f, 1.0f, &g->top_p);
     if (!strcmp(flag, "--min-p")) return parse_float(flag, v, 0.0f, 1.0f, &g->min_p);
     if (!strcmp(flag, "--seed")) return parse_seed(v, &g->seed);
+    if (!strcmp(flag, "--draft")) return parse_draft(v, o);
+    if (!strcmp(flag, "--k")) return parse_int(flag, v, 1, SD_SPEC_MAX_K, &o->spec.k);
     if (!strcmp(flag, "--stop")) {
         if (g->n_stop_strings == sizeof o->stops / sizeof o->stops[0]) {
             fprintf(stderr, "specdec: error: at most %zu --stop strings\n", g->n_stop_strings);
@@ -91,10 +115,13 @@ int cli_parse_gen_opts(int argc, char **argv, int first, cli_gen_opts_t *o)
     sd_gen_config_default(&o->gen);
     o->gen.max_tokens = 128;
     o->gen.stop_strings = o->stops;
+    sd_spec_config_default(&o->spec);
     for (int i = first; i < argc; i++) {
         const char *flag = argv[i];
         if (!strcmp(flag, "--special")) { o->parse_special = 1; continue; }
         if (!strcmp(flag, "--ignore-eos")) { o->gen.ignore_eos = 1; continue; }
+        if (!strcmp(flag, "--no-adaptive")) { o->spec.adaptive = 0; continue; }
+        if (!strcmp(flag, "--stats")) { o->stats = 1; continue; }
         if (i + 1 >= argc) {
             fprintf(stderr, "specdec: error: option '%s' needs a value\n", flag);
             return 0;
@@ -130,6 +157,25 @@ sd_status_t cli_load_model(const cli_gen_opts_t *o, sd_model_t **out)
     return s;
 }
 
+sd_status_t cli_load_draft(cli_gen_opts_t *o)
+{
+    if (o->draft_path == NULL) return SD_OK;
+    sd_model_params_t p;
+    sd_model_params_default(&p);
+    p.path = o->draft_path;
+    p.n_threads = o->n_threads;
+    p.n_ctx = o->n_ctx;
+    sd_status_t s = sd_model_load(&p, &o->spec.draft_model);
+    if (s != SD_OK) cli_fail("load draft model", s);
+    return s;
+}
+
+void cli_free_draft(cli_gen_opts_t *o)
+{
+    sd_model_free(o->spec.draft_model);
+    o->spec.draft_model = NULL;
+}
+
 static int stream_to_stdout(void *user, int32_t token, const char *text, size_t len)
 {
     (void)user, (void)token;
@@ -152,6 +198,26 @@ static void print_stats(const sd_gen_result_t *r)
             reasons[r->stop_reason]);
 }
 
+static void print_spec_stats(const cli_gen_opts_t *o, const sd_gen_stats_t *s)
+{
+    static const char *const drafters[] = {"none", "draft model", "ngram", "layerskip"};
+    fprintf(stderr, "specdec: drafter %s, k %d%s: %llu steps, %llu tokens; drafted %llu, "
+                    "accepted %llu, acceptance %.1f%%, mean accepted length %.2f tokens/step\n",
+            drafters[o->spec.drafter], o->spec.drafter ? o->spec.k : 0,
+            o->spec.drafter && o->spec.adaptive ? " (adaptive)" : "",
+            (unsigned long long)s->steps, (unsigned long long)s->tokens_generated,
+            (unsigned long long)s->drafted, (unsigned long long)s->accepted,
+            100.0 * s->acceptance_rate, s->mean_accepted_len);
+    fprintf(stderr, "specdec: target forwards %llu, draft forwards %llu; accepted per step:",
+            (unsigned long long)s->target_forwards, (unsigned long long)s->draft_forwards);
+    int top = SD_SPEC_MAX_K;
+    while (top > 0 && s->accepted_hist[top] == 0) top--;
+    for (int i = 0; i <= top; i++)
+        fprintf(stderr, " %d:%llu", i, (unsigned long long)s->accepted_hist[i]);
+    fprintf(stderr, "\nspecdec: decode time: draft %.3f s, verify %.3f s, other %.3f s\n",
+            s->draft_seconds, s->verify_seconds, s->other_seconds);
+}
+
 int cli_generate_text(sd_model_t *m, const char *text, int flags, const cli_gen_opts_t *o,
                       char **reply)
 {
@@ -162,12 +228,13 @@ int cli_generate_text(sd_model_t *m, const char *text, int flags, const cli_gen_
     sd_status_t s = sd_tokenize(m, text, len, flags, ids, cap, &n);
     if (s != SD_OK) return free(ids), cli_fail("tokenize", s);
     sd_gen_result_t r;
-    s = sd_generate(m, ids, n, &o->gen, stream_to_stdout, NULL, &r);
+    s = sd_generate_speculative(m, ids, n, &o->gen, &o->spec, stream_to_stdout, NULL, &r);
     free(ids);
     if (s != SD_OK) return cli_fail("generate", s);
     if (isatty(STDOUT_FILENO)) putchar('\n');
     fflush(stdout);
     print_stats(&r);
+    if (o->stats) print_spec_stats(o, &r.stats);
     if (reply) *reply = strdup(r.text);
     sd_gen_result_free(&r);
     return 0;

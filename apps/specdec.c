@@ -23,6 +23,12 @@ static const char usage[] =
     "  --seed S           sampling seed (same seed -> same tokens)\n"
     "  --stop STR         stop before STR (repeatable)\n"
     "  --ignore-eos       do not stop at end-of-text tokens\n"
+    "  --draft PATH       speculative decoding with a draft model (same vocabulary)\n"
+    "  --draft ngram[:N]  ... with n-gram prompt lookup (n-grams up to N, default 3)\n"
+    "  --draft layerskip:L  ... with the target's first L layers (self-speculative)\n"
+    "  --k K              draft length (the maximum when adaptive; default 4, at most 16)\n"
+    "  --no-adaptive      draft exactly K tokens each step (default: adapt K to acceptance)\n"
+    "  --stats            print acceptance rate, accepted-length histogram and timings\n"
     "  --special          parse special tokens like <|im_start|> in the prompt (run)\n"
     "  -t, --threads N    CPU threads (default: all cores)\n"
     "  -c, --ctx N        context length (default: min(model, 4096))\n";
@@ -35,8 +41,10 @@ int cmd_run(int argc, char **argv)
     sd_model_t *m = NULL;
     sd_status_t s = cli_load_model(&o, &m);
     if (s != SD_OK) return 1;
+    if (cli_load_draft(&o) != SD_OK) return sd_model_free(m), 1;
     int flags = SD_TOKENIZE_ADD_BOS | (o.parse_special ? SD_TOKENIZE_PARSE_SPECIAL : 0);
     int rc = cli_generate_text(m, o.prompt, flags, &o, NULL);
+    cli_free_draft(&o);
     sd_model_free(m);
     return rc;
 }
@@ -81,6 +89,7 @@ int cmd_chat(int argc, char **argv)
     sd_model_t *m = NULL;
     sd_status_t s = cli_load_model(&o, &m);
     if (s != SD_OK) return 1;
+    if (cli_load_draft(&o) != SD_OK) return sd_model_free(m), 1;
     sd_chat_message_t msgs[MAX_TURNS];
     char *owned[MAX_TURNS];
     size_t n = 0, n_owned = 0;
@@ -98,6 +107,7 @@ int cmd_chat(int argc, char **argv)
         if (!interactive) break;
     }
     for (size_t i = 0; i < n_owned; i++) free(owned[i]);
+    cli_free_draft(&o);
     sd_model_free(m);
     return rc;
 }

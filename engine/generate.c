@@ -1,5 +1,8 @@
-/* Target-only generation: prefill the prompt, then one token per forward, with streaming
- * text, stop tokens and stop strings.
+/* The generation loop — target-only and speculative are one loop: prefill the prompt, then
+ * steps of "draft up to k tokens, verify them with one target forward, emit, roll back"
+ * (engine/speculative.h describes a step). Without a drafter every step drafts nothing and
+ * is one target-only decode step, so streaming, stops, max_tokens, seeds and statistics
+ * behave identically with and without speculation.
  *
  * Defaults (sd_gen_config_default), llama.cpp-like: max_tokens 128, temperature 0.8,
  * top_k 40, top_p 0.95, min_p 0.05, seed 0, no stop strings or tokens, ignore_eos 0.
@@ -7,9 +10,12 @@
  * Sampling: greedy when temperature <= 0; otherwise the token at absolute position p
  * (prompt tokens are positions 0 .. n_prompt-1) is drawn with the uniform
  * sd_rng_uniform(seed, p, SD_RNG_SAMPLE), so it depends only on (seed, p), never on
- * chunking, thread count or timing.
+ * chunking, thread count or timing. sd_spec_verify keeps this for the target's own tokens
+ * (a correction or bonus), so speculative output is distributed as target-only output,
+ * and with a deterministic drafter (n-gram) is the same tokens.
  *
- * Stops, checked per token in this order:
+ * Stops, checked per token in this order (also for each token of an accepted draft
+ * block; the rest of the block is discarded):
  *   - an end-of-generation token (unless ignore_eos) -> SD_STOP_EOS, and a token of
  *     config->stop_tokens -> SD_STOP_TOKEN: the token appears neither in tokens nor text;
  *   - the first occurrence of any stop string in the generated text (also across token
@@ -17,7 +23,7 @@
  *     generated (including those that spelled the match);
  *   - the callback returning non-zero -> SD_STOP_CALLBACK (the token it saw is kept);
  *   - max_tokens generated, or prompt + generated reaching the context length
- *     -> SD_STOP_MAX_TOKENS.
+ *     -> SD_STOP_MAX_TOKENS. Drafts are capped so a step never emits past either limit.
  *
  * Streaming: the callback gets every kept token with the text it releases. Text is held
  * while it ends inside an incomplete UTF-8 sequence or while its tail could be the start
@@ -27,6 +33,12 @@
  * whose return value is ignored. Text of a matched stop string is never delivered. The
  * callback texts concatenate to exactly out->text.
  *
+ * Statistics (out->stats) for every generation: one step = one target forward. Times:
+ * prefill_seconds covers the prompt and the drafter's begin; decode_seconds splits into
+ * draft (propose + accept), verify (target forward + sd_spec_verify) and other (emitting,
+ * text, rollback). A drafter whose propose fails with SD_ERR_CONTEXT_FULL (a draft model
+ * with a shorter context than the target's) stops drafting; the rest is target-only.
+ *
  * A model without a tokenizer still generates tokens; its text is "" (stop strings then
  * give SD_ERR_NO_TOKENIZER). All state lives in this call: concurrent calls on one model
  * share nothing but the read-only weights. */
@@ -35,11 +47,14 @@
 #include <string.h>
 #include <time.h>
 
+#include "draft/model_drafter.h"
 #include "engine/check.h"
 #include "engine/generate_text.h"
+#include "engine/log.h"
 #include "engine/model.h"
-#include "verify/philox.h"
+#include "engine/speculative.h"
 #include "verify/sampler.h"
+#include "verify/speculative.h"
 
 #define GEN_PREFILL_CHUNK 64
 
@@ -71,13 +86,13 @@ typedef struct gen {
     sd_sampler_params_t sp;
     int n_vocab;
     int n_ctx;                      /* prompt + generated never exceed this */
-    sd_seq_t seq;
+    sd_seq_t seq;                   /* the target: holds the context but its last token */
     int seq_ready;
-    sd_sampler_scratch_t scratch;
-    float *probs;                   /* [n_vocab] */
+    sd_spec_scratch_t vs;
     sd_text_stream_t *stream;       /* NULL without a tokenizer */
     sd_token_callback callback;
     void *user;
+    const int32_t *prompt;
     size_t n_prompt;
     int32_t *tokens;                /* [cap_tokens] generated */
     size_t n_tokens, cap_tokens;
@@ -86,6 +101,17 @@ typedef struct gen {
     size_t released;                /* text[0..released) has gone to the callback */
     int matched;                    /* a stop string matched; text ends before it */
     sd_stop_reason_t reason;
+    /* speculation */
+    sd_drafter_t *drafter;          /* NULL: target-only */
+    sd_drafter_t *owned_drafter;    /* built here from the spec, freed here */
+    int drafting;                   /* 0 once the drafter ran out of context */
+    sd_spec_k_t kc;
+    float min_confidence;
+    int32_t *batch;                 /* [k_max + 1] the verify forward: last token, drafts */
+    float *q;                       /* [k_max, n_vocab] drafter distributions, or NULL */
+    const sd_gen_options_t *opts;
+    sd_gen_stats_t stats;
+    uint64_t draft_forwards0;       /* drafter passes before decoding */
 } gen_t;
 
 static double now_seconds(void)
@@ -144,23 +170,48 @@ static sd_status_t check_prompt(const sd_model_t *m, const int32_t *prompt, size
 
 /* ---- state ------------------------------------------------------------------------- */
 
-static sd_status_t gen_init(gen_t *g, const sd_model_t *m, const sd_gen_config_t *c,
-                            size_t n_prompt)
+/* Drafter, draft length and buffers for spec (NULL or drafter NONE: none). */
+static sd_status_t spec_init(gen_t *g, sd_model_t *m, const sd_spec_config_t *spec)
+{
+    const sd_gen_options_t *o = g->opts;
+    if (o != NULL && o->drafter != NULL) {
+        g->drafter = o->drafter;
+    } else {
+        SD_CHECK(sd_spec_make_drafter(m, spec, &g->owned_drafter));
+        g->drafter = g->owned_drafter;
+    }
+    int k_max = g->drafter != NULL ? spec->k : 0;
+    g->drafting = g->drafter != NULL;
+    sd_spec_k_init(&g->kc, k_max, g->drafter != NULL && spec->adaptive);
+    g->min_confidence = g->kc.adaptive ? spec->min_confidence : 0.0f;
+    g->batch = malloc((size_t)(k_max + 1) * sizeof *g->batch);
+    SD_ALLOC_CHECK(g->batch, (size_t)(k_max + 1) * sizeof *g->batch, "verify batch");
+    if (g->drafter != NULL && g->sp.temperature > 0.0f) {
+        size_t bytes = (size_t)k_max * (size_t)g->n_vocab * sizeof *g->q;
+        g->q = malloc(bytes);
+        SD_ALLOC_CHECK(g->q, bytes, "draft distributions");
+    }
+    return SD_OK;
+}
+
+static sd_status_t gen_init(gen_t *g, sd_model_t *m, const sd_gen_config_t *c,
+                            const sd_spec_config_t *spec, const int32_t *prompt, size_t n_prompt)
 {
     g->model = m;
     g->cfg = c;
     g->sp = (sd_sampler_params_t){c->temperature, c->top_k, c->top_p, c->min_p};
     g->n_vocab = m->hp.n_vocab;
+    g->prompt = prompt;
     g->n_prompt = n_prompt;
+    SD_CHECK(spec_init(g, m, spec));
     /* the last token is sampled, never forwarded: the cache needs one position less */
     size_t want = n_prompt + (size_t)c->max_tokens;
     g->n_ctx = want < (size_t)m->n_ctx ? (int)want : m->n_ctx;
-    int chunk = n_prompt < GEN_PREFILL_CHUNK ? (int)n_prompt : GEN_PREFILL_CHUNK;
-    SD_CHECK(sd_seq_init(&g->seq, m, g->n_ctx - 1, chunk));
+    int chunk = n_prompt - 1 < GEN_PREFILL_CHUNK ? (int)n_prompt - 1 : GEN_PREFILL_CHUNK;
+    int rows = chunk > g->kc.k_max + 1 ? chunk : g->kc.k_max + 1;
+    SD_CHECK(sd_seq_init(&g->seq, m, g->n_ctx - 1, rows));
     g->seq_ready = 1;
-    SD_CHECK(sd_sampler_scratch_init(&g->scratch, g->n_vocab));
-    g->probs = malloc((size_t)g->n_vocab * sizeof *g->probs);
-    SD_ALLOC_CHECK(g->probs, (size_t)g->n_vocab * sizeof *g->probs, "sampler probabilities");
+    SD_CHECK(sd_spec_scratch_init(&g->vs, g->n_vocab));
     size_t max_gen = (size_t)(g->n_ctx) - n_prompt;
     g->cap_tokens = max_gen < 256 ? max_gen : 256;
     g->tokens = malloc(g->cap_tokens * sizeof *g->tokens);
@@ -178,9 +229,11 @@ static void gen_release(gen_t *g)
 {
     if (g->seq_ready)
         sd_seq_free(&g->seq);
-    sd_sampler_scratch_free(&g->scratch);
-    free(g->probs);
+    sd_spec_scratch_free(&g->vs);
     sd_text_stream_free(g->stream);
+    sd_drafter_free(g->owned_drafter);
+    free(g->batch);
+    free(g->q);
     free(g->tokens);
     free(g->text);
 }
@@ -288,34 +341,27 @@ static int is_stop_token(const gen_t *g, int32_t token)
 
 /* ---- the loop ---------------------------------------------------------------------- */
 
-/* logits[n_vocab] -> the token at absolute position pos. */
-static int32_t choose(gen_t *g, const float *logits, size_t pos)
+/* Forward prompt[0 .. n_prompt-1) in chunks: the last prompt token is fed by the first
+ * step, like every step feeds the token the previous one ended with. */
+static sd_status_t prefill(gen_t *g)
 {
-    if (g->sp.temperature <= 0.0f)
-        return sd_sample_greedy(logits, g->n_vocab);
-    float u = sd_rng_uniform(g->cfg->seed, (uint64_t)pos, SD_RNG_SAMPLE);
-    return sd_sample(&g->sp, logits, g->n_vocab, u, &g->scratch, g->probs);
-}
-
-/* Forward the prompt in chunks; leaves the last prompt token's logits in row *row. */
-static sd_status_t prefill(gen_t *g, const int32_t *prompt, int *row)
-{
-    size_t done = 0;
-    while (done < g->n_prompt) {
-        size_t left = g->n_prompt - done;
+    size_t done = 0, todo = g->n_prompt - 1;
+    while (done < todo) {
+        size_t left = todo - done;
         int n = left < (size_t)g->seq.max_tokens ? (int)left : g->seq.max_tokens;
-        SD_CHECK(sd_forward(&g->seq, prompt + done, n, 0));
+        SD_CHECK(sd_forward(&g->seq, g->prompt + done, n, 0));
         done += (size_t)n;
-        *row = n - 1;
+    }
+    if (g->drafter != NULL) {
+        SD_CHECK(sd_drafter_begin(g->drafter, g->prompt, (int)g->n_prompt));
+        g->draft_forwards0 = sd_drafter_forwards(g->drafter);
     }
     return SD_OK;
 }
 
-/* One sampled token: returns 1 in *stop when generation ends with it (g->reason set). */
-static sd_status_t step(gen_t *g, const float *logits, int *stop)
+/* Emit one token: returns 1 in *stop when generation ends with it (g->reason set). */
+static sd_status_t emit(gen_t *g, int32_t token, int *stop)
 {
-    size_t pos = g->n_prompt + g->n_tokens;
-    int32_t token = choose(g, logits, pos);
     *stop = 1;
     if (!g->cfg->ignore_eos && g->model->tokenizer != NULL &&
         sd_tokenizer_is_eog(g->model->tokenizer, token)) {
@@ -328,7 +374,8 @@ static sd_status_t step(gen_t *g, const float *logits, int *stop)
     }
     SD_CHECK(push_token(g, token));
     SD_CHECK(add_token_text(g, token));
-    int last = g->n_tokens == (size_t)g->cfg->max_tokens || pos + 1 >= (size_t)g->n_ctx;
+    int last = g->n_tokens == (size_t)g->cfg->max_tokens ||
+               g->n_prompt + g->n_tokens >= (size_t)g->n_ctx;
     if (last)
         SD_CHECK(flush_text(g));
     int answer = release(g, token, last ? g->text_len : releasable(g));
@@ -340,9 +387,92 @@ static sd_status_t step(gen_t *g, const float *logits, int *stop)
         g->reason = SD_STOP_MAX_TOKENS;
     else
         *stop = 0;
-    if (*stop == 0)
-        SD_CHECK(sd_forward(&g->seq, &token, 1, 0));
     return SD_OK;
+}
+
+/* Propose the step's drafts into batch[1 .. 1 + *n) for positions len ..; *has_q when
+ * q holds their distributions. A step never drafts past max_tokens or the context: it
+ * emits at most n + 1 tokens and its forward fills cache positions up to len + n - 1. */
+static sd_status_t draft(gen_t *g, size_t len, int *n, int *has_q)
+{
+    *n = 0;
+    *has_q = 0;
+    long room_tokens = (long)g->cfg->max_tokens - (long)g->n_tokens - 1;
+    long room_ctx = (long)g->n_ctx - (long)len - 1;
+    long k = g->kc.k;
+    k = k < room_tokens ? k : room_tokens;
+    k = k < room_ctx ? k : room_ctx;
+    if (!g->drafting || k < 1)
+        return SD_OK;
+    sd_draft_request_t req = {(int)k, &g->sp, g->cfg->seed, (int64_t)len, g->min_confidence};
+    sd_draft_out_t o = {.tokens = g->batch + 1, .q = g->q, .n_vocab = g->n_vocab};
+    sd_status_t st = sd_drafter_propose(g->drafter, &req, &o);
+    if (st == SD_ERR_CONTEXT_FULL) {
+        sd_log(SD_LOG_WARN, "drafter %s out of context at %zu tokens (%s); continuing without "
+                            "drafts", sd_drafter_name(g->drafter), len, sd_last_error());
+        sd_clear_error();
+        g->drafting = 0;
+        return SD_OK;
+    }
+    SD_CHECK(st);
+    if (o.n < 0 || o.n > k || (o.has_q && g->q == NULL))
+        return sd_set_error(SD_ERR_INTERNAL, "drafter %s proposed %d tokens (asked <= %ld)%s",
+                            sd_drafter_name(g->drafter), o.n, k,
+                            o.has_q && g->q == NULL ? " with distributions while greedy" : "");
+    *n = o.n;
+    *has_q = o.has_q;
+    return SD_OK;
+}
+
+/* Emit the verified block d[0..a) + next; *stop when a token of it ended generation
+ * (the rest of the block is dropped). */
+static sd_status_t emit_block(gen_t *g, const sd_spec_result_t *r, int *stop)
+{
+    for (int i = 0; i < r->n_accepted; i++) {
+        SD_CHECK(emit(g, g->batch[1 + i], stop));
+        if (*stop)
+            return SD_OK;
+    }
+    return emit(g, r->next_token, stop);
+}
+
+static sd_status_t call_hook(gen_t *g, int n, const sd_spec_result_t *r)
+{
+    if (g->opts == NULL || g->opts->hook == NULL)
+        return SD_OK;
+    sd_spec_step_view_t v = {&g->seq, g->drafting ? g->drafter : NULL, g->prompt, g->n_prompt,
+                             g->tokens, g->n_tokens, n, r->n_accepted, r->next_token, g->kc.k};
+    return g->opts->hook(g->opts->hook_user, &v);
+}
+
+/* One step: draft, verify in one target forward, emit, roll back, commit to the drafter. */
+static sd_status_t step(gen_t *g, int *stop)
+{
+    size_t len = g->n_prompt + g->n_tokens;
+    g->batch[0] = g->n_tokens ? g->tokens[g->n_tokens - 1] : g->prompt[g->n_prompt - 1];
+    double t0 = now_seconds();
+    int n = 0, has_q = 0;
+    SD_CHECK(draft(g, len, &n, &has_q));
+    double t1 = now_seconds();
+    SD_CHECK(sd_forward(&g->seq, g->batch, n + 1, 0)); /* logits[n + 1, n_vocab] */
+    sd_spec_result_t r;
+    SD_CHECK(sd_spec_verify(&g->sp, g->cfg->seed, (uint64_t)len, g->batch + 1,
+                            has_q ? g->q : NULL, n, g->seq.logits, g->n_vocab, &g->vs, &r));
+    double t2 = now_seconds();
+    sd_gen_stats_step(&g->stats, n, r.n_accepted);
+    sd_spec_k_update(&g->kc, n, r.n_accepted);
+    SD_CHECK(emit_block(g, &r, stop));
+    g->stats.draft_seconds += t1 - t0;
+    g->stats.verify_seconds += t2 - t1;
+    if (*stop)
+        return SD_OK;
+    SD_CHECK(sd_kv_cache_truncate(&g->seq.kv, (int)len + r.n_accepted));
+    if (g->drafting) {
+        double t3 = now_seconds();
+        SD_CHECK(sd_drafter_accept(g->drafter, r.n_accepted, r.next_token));
+        g->stats.draft_seconds += now_seconds() - t3;
+    }
+    return call_hook(g, n, &r);
 }
 
 /* Held text after an EOS, stop token or callback stop goes out with token -1. */
@@ -356,21 +486,24 @@ static sd_status_t finish_text(gen_t *g)
     return SD_OK;
 }
 
-static sd_status_t run(gen_t *g, const int32_t *prompt, sd_gen_result_t *out)
+static sd_status_t run(gen_t *g, sd_gen_result_t *out)
 {
     double t0 = now_seconds();
-    int row = 0;
-    SD_CHECK(prefill(g, prompt, &row));
+    SD_CHECK(prefill(g));
     double t1 = now_seconds();
     int stop = 0;
-    const float *logits = g->seq.logits + (size_t)row * (size_t)g->n_vocab;
-    SD_CHECK(step(g, logits, &stop));
     while (!stop)
-        SD_CHECK(step(g, g->seq.logits, &stop));
+        SD_CHECK(step(g, &stop));
     if (g->reason != SD_STOP_STRING && g->reason != SD_STOP_MAX_TOKENS)
         SD_CHECK(finish_text(g));
     out->prefill_seconds = t1 - t0;
     out->decode_seconds = now_seconds() - t1;
+    sd_gen_stats_t *s = &g->stats;
+    s->draft_forwards = sd_drafter_forwards(g->drafter) - g->draft_forwards0;
+    s->other_seconds = out->decode_seconds - s->draft_seconds - s->verify_seconds;
+    if (s->other_seconds < 0.0)
+        s->other_seconds = 0.0;
+    sd_gen_stats_finish(s, g->n_tokens);
     return SD_OK;
 }
 
@@ -382,13 +515,15 @@ static void hand_over(gen_t *g, sd_gen_result_t *out)
     out->text_len = g->text_len;
     out->stop_reason = g->reason;
     out->n_prompt = g->n_prompt;
+    out->stats = g->stats;
     g->tokens = NULL;
     g->text = NULL;
 }
 
-sd_status_t sd_generate(sd_model_t *model, const int32_t *prompt, size_t n_prompt,
-                        const sd_gen_config_t *config, sd_token_callback callback, void *user,
-                        sd_gen_result_t *out)
+sd_status_t sd_generate_ex(sd_model_t *model, const int32_t *prompt, size_t n_prompt,
+                           const sd_gen_config_t *config, const sd_spec_config_t *spec,
+                           const sd_gen_options_t *opts, sd_token_callback callback, void *user,
+                           sd_gen_result_t *out)
 {
     if (out == NULL)
         return sd_set_error(SD_ERR_INVALID_ARG, "sd_generate: out is NULL");
@@ -398,14 +533,34 @@ sd_status_t sd_generate(sd_model_t *model, const int32_t *prompt, size_t n_promp
                             model == NULL ? "model" : "config");
     SD_CHECK(check_config(model, config));
     SD_CHECK(check_prompt(model, prompt, n_prompt));
-    gen_t g = {.callback = callback, .user = user};
+    sd_spec_config_t none;
+    if (spec == NULL) {
+        sd_spec_config_default(&none);
+        spec = &none;
+    }
+    SD_CHECK(sd_spec_check(spec, opts != NULL && opts->drafter != NULL));
+    gen_t g = {.callback = callback, .user = user, .opts = opts};
     sd_status_t st;
-    SD_CHECK_GOTO(gen_init(&g, model, config, n_prompt), st, done);
-    SD_CHECK_GOTO(run(&g, prompt, out), st, done);
+    SD_CHECK_GOTO(gen_init(&g, model, config, spec, prompt, n_prompt), st, done);
+    SD_CHECK_GOTO(run(&g, out), st, done);
     hand_over(&g, out);
 done:
     gen_release(&g);
     if (st != SD_OK)
         memset(out, 0, sizeof *out);
     return st;
+}
+
+sd_status_t sd_generate_speculative(sd_model_t *model, const int32_t *prompt, size_t n_prompt,
+                                    const sd_gen_config_t *config, const sd_spec_config_t *spec,
+                                    sd_token_callback callback, void *user, sd_gen_result_t *out)
+{
+    return sd_generate_ex(model, prompt, n_prompt, config, spec, NULL, callback, user, out);
+}
+
+sd_status_t sd_generate(sd_model_t *model, const int32_t *prompt, size_t n_prompt,
+                        const sd_gen_config_t *config, sd_token_callback callback, void *user,
+                        sd_gen_result_t *out)
+{
+    return sd_generate_ex(model, prompt, n_prompt, config, NULL, NULL, callback, user, out);
 }

@@ -39,6 +39,21 @@ check "stop string removed" bash -c "! grep -q '[.]' '$tmp/st'"
 "$bin" chat -m "$model" -p "What is the capital of France?" -n 16 --temp 0 >"$tmp/c" 2>/dev/null
 check "chat answers" grep -q Paris "$tmp/c"
 
+# Speculative decoding: greedy output is the target-only output, byte for byte.
+q="Repeat this list twice: red, green, blue, yellow, purple."
+"$bin" chat -m "$model" -p "$q" -n 40 --temp 0 -t 2 >"$tmp/g0" 2>/dev/null
+"$bin" chat -m "$model" -p "$q" -n 40 --temp 0 -t 2 --draft ngram --k 4 --stats >"$tmp/g1" 2>"$tmp/ge1"; rc=$?
+"$bin" chat -m "$model" -p "$q" -n 40 --temp 0 -t 2 --draft layerskip:12 --k 3 --no-adaptive >"$tmp/g2" 2>/dev/null
+check "ngram run exits 0" [ "$rc" -eq 0 ]
+check "greedy output is non-empty" [ -s "$tmp/g0" ]
+check "--draft ngram greedy == plain greedy" cmp -s "$tmp/g0" "$tmp/g1"
+check "--draft layerskip greedy == plain greedy" cmp -s "$tmp/g0" "$tmp/g2"
+check "--stats prints the acceptance line to stderr" grep -q 'acceptance [0-9.]*%, mean accepted length' "$tmp/ge1"
+check "--stats leaves stdout text only" bash -c "! grep -q 'acceptance' '$tmp/g1'"
+"$bin" chat -m "$model" -p "$q" -n 40 --temp 0.8 --seed 5 >"$tmp/t0" 2>/dev/null
+"$bin" chat -m "$model" -p "$q" -n 40 --temp 0.8 --seed 5 --draft ngram:2 --k 6 >"$tmp/t1" 2>/dev/null
+check "--draft ngram sampling == plain sampling (same seed)" cmp -s "$tmp/t0" "$tmp/t1"
+
 "$bin" run -m "$tmp/missing.gguf" -p hi >"$tmp/o" 2>"$tmp/e"; rc=$?
 check "missing model: exit 1" [ "$rc" -eq 1 ]
 check "missing model: one error line naming the file" bash -c "grep -q missing.gguf '$tmp/e'"
@@ -50,6 +65,30 @@ check "corrupt model: one line" one_error_line "$tmp/e"
 "$bin" run -m "$model" -p hi --temp -1 >"$tmp/o" 2>"$tmp/e"; rc=$?
 check "bad --temp: exit 2 and one line" bash -c "[ $rc -eq 2 ] && [ \$(wc -l < '$tmp/e') -eq 1 ]"
 check "bad --temp: nothing on stdout" [ ! -s "$tmp/o" ]
+"$bin" run -m "$model" -p hi --draft ngram --k 0 >"$tmp/o" 2>"$tmp/e"; rc=$?
+check "--k 0: exit 2 and one line" bash -c "[ $rc -eq 2 ] && [ \$(wc -l < '$tmp/e') -eq 1 ]"
+"$bin" run -m "$model" -p hi --draft layerskip:30 >"$tmp/o" 2>"$tmp/e"; rc=$?
+check "layerskip:30 on 30 layers: exit 1, one line" bash -c "[ $rc -eq 1 ] && [ \$(wc -l < '$tmp/e') -eq 1 ]"
+python3 - "$tmp/v.gguf" <<'PY' 2>/dev/null
+import sys, numpy as np, gguf
+w = gguf.GGUFWriter(sys.argv[1], "llama")
+w.add_block_count(1); w.add_context_length(64); w.add_embedding_length(32)
+w.add_feed_forward_length(64); w.add_head_count(4); w.add_head_count_kv(4)
+w.add_layer_norm_rms_eps(1e-5); w.add_vocab_size(16)
+for n, s in [("token_embd.weight", (16, 32)), ("output_norm.weight", (32,)),
+             ("blk.0.attn_norm.weight", (32,)), ("blk.0.ffn_norm.weight", (32,)),
+             ("blk.0.attn_q.weight", (32, 32)), ("blk.0.attn_k.weight", (32, 32)),
+             ("blk.0.attn_v.weight", (32, 32)), ("blk.0.attn_output.weight", (32, 32)),
+             ("blk.0.ffn_gate.weight", (64, 32)), ("blk.0.ffn_up.weight", (64, 32)),
+             ("blk.0.ffn_down.weight", (32, 64))]:
+    w.add_tensor(n, np.full(s, 0.01, dtype=np.float32))
+w.write_header_to_file(); w.write_kv_data_to_file(); w.write_tensors_to_file(); w.close()
+PY
+if [ -s "$tmp/v.gguf" ]; then
+  "$bin" run -m "$model" -p hi --draft "$tmp/v.gguf" >"$tmp/o" 2>"$tmp/e"; rc=$?
+  check "draft with another vocabulary: exit 1" [ "$rc" -eq 1 ]
+  check "draft with another vocabulary: SD_ERR_VOCAB_MISMATCH, one line" bash -c "grep -q SD_ERR_VOCAB_MISMATCH '$tmp/e' && [ \$(wc -l < '$tmp/e') -eq 1 ]"
+fi
 "$bin" frobnicate >"$tmp/o" 2>"$tmp/e"; rc=$?
 check "unknown command: exit 2, one line" bash -c "[ $rc -eq 2 ] && [ \$(wc -l < '$tmp/e') -eq 1 ]"
 

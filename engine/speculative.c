@@ -1,0 +1,119 @@
+/* Speculative decoding set-up around the step loop in engine/generate.c: the default
+ * spec, its validation, drafter construction, adaptive draft length and statistics.
+ *
+ * Defaults (sd_spec_config_default): no drafter, n-gram lengths 1..3, k = 4, adaptive on
+ * with min_confidence 0.3, layerskip_layers 0 (a layer-skip drafter needs it set). */
+#include <string.h>
+
+#include "draft/layerskip.h"
+#include "draft/model_drafter.h"
+#include "engine/check.h"
+#include "engine/speculative.h"
+
+#define SPEC_DECAY 0.7        /* weight of the older evidence per step */
+#define SPEC_PRIOR_HITS 3.0   /* the estimate starts at alpha = 0.75 */
+#define SPEC_PRIOR_MISSES 1.0
+#define SPEC_ROW_COST 0.25    /* cost of one more verified row relative to a 1-row forward */
+
+void sd_spec_config_default(sd_spec_config_t *config)
+{
+    if (config == NULL)
+        return;
+    memset(config, 0, sizeof *config);
+    config->drafter = SD_DRAFTER_NONE;
+    config->ngram_min = 1;
+    config->ngram_max = 3;
+    config->k = 4;
+    config->adaptive = 1;
+    config->min_confidence = 0.3f;
+}
+
+sd_status_t sd_spec_check(const sd_spec_config_t *spec, int drafter_given)
+{
+    if (spec->drafter == SD_DRAFTER_NONE && !drafter_given)
+        return SD_OK;
+    if (spec->k < 1 || spec->k > SD_SPEC_MAX_K)
+        return sd_set_error(SD_ERR_INVALID_ARG, "spec k = %d, must be in [1, %d]", spec->k,
+                            SD_SPEC_MAX_K);
+    if (!(spec->min_confidence >= 0.0f && spec->min_confidence <= 1.0f))
+        return sd_set_error(SD_ERR_INVALID_ARG, "spec min_confidence = %g, must be in [0, 1]",
+                            (double)spec->min_confidence);
+    if (drafter_given)
+        return SD_OK;
+    if (spec->drafter != SD_DRAFTER_MODEL && spec->drafter != SD_DRAFTER_NGRAM &&
+        spec->drafter != SD_DRAFTER_LAYERSKIP)
+        return sd_set_error(SD_ERR_INVALID_ARG, "spec drafter = %d is not a drafter kind",
+                            (int)spec->drafter);
+    if (spec->drafter == SD_DRAFTER_MODEL && spec->draft_model == NULL)
+        return sd_set_error(SD_ERR_INVALID_ARG, "spec drafter is a draft model but draft_model is NULL");
+    return SD_OK;
+}
+
+sd_status_t sd_spec_make_drafter(sd_model_t *target, const sd_spec_config_t *spec,
+                                 sd_drafter_t **out)
+{
+    *out = NULL;
+    if (spec == NULL || spec->drafter == SD_DRAFTER_NONE)
+        return SD_OK;
+    if (spec->drafter == SD_DRAFTER_NGRAM) {
+        sd_ngram_params_t p = {spec->ngram_min, spec->ngram_max};
+        return sd_drafter_ngram_new(&p, out);
+    }
+    if (spec->drafter == SD_DRAFTER_MODEL)
+        return sd_drafter_model_new(spec->draft_model, target, out);
+    return sd_drafter_layerskip_new(target, spec->layerskip_layers, out);
+}
+
+/* ---- adaptive k ------------------------------------------------------------------------ */
+
+void sd_spec_k_init(sd_spec_k_t *c, int k_max, int adaptive)
+{
+    c->k = k_max;
+    c->k_max = k_max;
+    c->adaptive = adaptive;
+    c->hits = SPEC_PRIOR_HITS;
+    c->misses = SPEC_PRIOR_MISSES;
+}
+
+/* Expected tokens per unit of target cost for a draft of k tokens at acceptance alpha. */
+static double spec_gain(double alpha, int k)
+{
+    double tokens = 1.0, run = 1.0; /* 1 + alpha + ... + alpha^k */
+    for (int i = 0; i < k; i++) {
+        run *= alpha;
+        tokens += run;
+    }
+    return tokens / (1.0 + SPEC_ROW_COST * k);
+}
+
+void sd_spec_k_update(sd_spec_k_t *c, int n_drafted, int n_accepted)
+{
+    if (!c->adaptive || n_drafted <= 0)
+        return;
+    c->hits = SPEC_DECAY * c->hits + n_accepted;
+    c->misses = SPEC_DECAY * c->misses + (n_accepted < n_drafted);
+    double alpha = c->hits / (c->hits + c->misses);
+    int best = 1;
+    for (int k = 2; k <= c->k_max; k++)
+        if (spec_gain(alpha, k) > spec_gain(alpha, best))
+            best = k;
+    c->k = best;
+}
+
+/* ---- statistics -------------------------------------------------------------------------- */
+
+void sd_gen_stats_step(sd_gen_stats_t *s, int n_drafted, int n_accepted)
+{
+    s->steps++;
+    s->target_forwards++;
+    s->drafted += (uint64_t)n_drafted;
+    s->accepted += (uint64_t)n_accepted;
+    s->accepted_hist[n_accepted]++;
+}
+
+void sd_gen_stats_finish(sd_gen_stats_t *s, size_t n_tokens)
+{
+    s->tokens_generated = n_tokens;
+    s->acceptance_rate = s->drafted ? (double)s->accepted / (double)s->drafted : 0.0;
+    s->mean_accepted_len = s->steps ? (double)(s->accepted + s->steps) / (double)s->steps : 0.0;
+}

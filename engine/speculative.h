@@ -1,0 +1,90 @@
+/* The step loop's internals (engine/generate.c runs the loop, engine/speculative.c holds
+ * these pieces): drafter set-up from sd_spec_config_t, the adaptive draft length, the
+ * statistics, and an entry point that takes a caller-owned drafter and a per-step hook
+ * (tests use it to check the KV caches after every step).
+ *
+ * One step, with the context = prompt + generated tokens (length L) and the target's KV
+ * cache holding its first L - 1 tokens (the last token is fed by the next step):
+ *   drafter proposes d[0..n), n <= k  ->  target forwards [ctx[L-1], d0..d(n-1)] in one
+ *   call (cache: L + n)  ->  sd_spec_verify keeps a = n_accepted drafts + next_token  ->
+ *   the tokens are emitted one by one (stops checked per token)  ->  the target cache is
+ *   truncated to L + a (the new length minus one)  ->  sd_drafter_accept(a, next_token).
+ * With no drafter (or n = 0) a step is exactly one target-only decode step. */
+#ifndef SPECDEC_ENGINE_SPECULATIVE_H
+#define SPECDEC_ENGINE_SPECULATIVE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "draft/drafter.h"
+#include "engine/model.h"
+
+/* SD_ERR_INVALID_ARG naming the field for a bad spec (k outside 1..SD_SPEC_MAX_K,
+ * min_confidence outside [0, 1], unknown drafter kind, SD_DRAFTER_MODEL without a model).
+ * Drafter NONE without a caller-given drafter (drafter_given = 0) is always valid; with
+ * one, only k and min_confidence matter. */
+sd_status_t sd_spec_check(const sd_spec_config_t *spec, int drafter_given);
+
+/* The drafter spec asks for, begun on nothing (*out = NULL for SD_DRAFTER_NONE). The
+ * constructors report their own errors (SD_ERR_VOCAB_MISMATCH for a draft model whose
+ * vocabulary differs, SD_ERR_INVALID_ARG for layer-skip L >= n_layer, ...). */
+sd_status_t sd_spec_make_drafter(sd_model_t *target, const sd_spec_config_t *spec,
+                                 sd_drafter_t **out);
+
+/* Draft length control.
+ * Fixed (adaptive = 0): every step asks for k_max tokens.
+ * Adaptive: each draft token is taken as accepted with probability alpha, estimated from
+ * exponentially decayed counts: after a step that drafted n > 0 tokens of which a were
+ * accepted, hits <- 0.7 hits + a and misses <- 0.7 misses + (a < n), alpha = hits /
+ * (hits + misses) (prior 3 : 1, alpha = 0.75). The next k in [1, k_max] maximises the
+ * expected tokens per step over its cost, (1 + alpha + ... + alpha^k) / (1 + 0.25 k):
+ * a verify forward of k + 1 rows costs about 1 + 0.25 k single-row forwards on the CPU
+ * (SmolLM2, 2 threads: 1 row 30 ms, 5 rows 75 ms). So alpha 0.5 gives k = 1, alpha 0.8
+ * k = 3, alpha 0.9 k = 6. k depends only on acceptance counts, never on timing, so the
+ * output of a seeded run is reproducible. The drafter's own early stop (min_confidence)
+ * cuts a single draft short and is passed in the request. */
+typedef struct sd_spec_k {
+    int k, k_max, adaptive;
+    double hits, misses; /* decayed counts of accepted and rejected draft tokens */
+} sd_spec_k_t;
+
+void sd_spec_k_init(sd_spec_k_t *c, int k_max, int adaptive);
+void sd_spec_k_update(sd_spec_k_t *c, int n_drafted, int n_accepted);
+
+/* Statistics: one step drafted n tokens of which a were accepted; finish derives the
+ * rates once generation is over. */
+void sd_gen_stats_step(sd_gen_stats_t *s, int n_drafted, int n_accepted);
+void sd_gen_stats_finish(sd_gen_stats_t *s, size_t n_tokens);
+
+/* What the hook sees after a step that did not end generation. */
+typedef struct sd_spec_step_view {
+    sd_seq_t *target;          /* the target's sequence: kv.len == n_prompt + n_tokens - 1 */
+    sd_drafter_t *drafter;     /* NULL for target-only */
+    const int32_t *prompt;     /* [n_prompt] */
+    size_t n_prompt;
+    const int32_t *tokens;     /* [n_tokens] generated so far */
+    size_t n_tokens;
+    int n_drafted, n_accepted; /* this step */
+    int32_t next_token;        /* the target's token that ended the step */
+    int k_next;                /* draft length the next step asks for */
+} sd_spec_step_view_t;
+
+/* A non-SD_OK return ends generation with that status. The hook may run the target's
+ * sequence (forward, then truncate back to view->target->kv.len); s->logits is not reused. */
+typedef sd_status_t (*sd_spec_step_hook)(void *user, const sd_spec_step_view_t *view);
+
+typedef struct sd_gen_options {
+    sd_drafter_t *drafter;  /* caller-owned drafter used instead of building spec->drafter's
+                               (spec->k, adaptive and min_confidence still apply); it is
+                               begun on the prompt by the call */
+    sd_spec_step_hook hook; /* NULL = none */
+    void *hook_user;
+} sd_gen_options_t;
+
+/* sd_generate_speculative with options (opts may be NULL). */
+sd_status_t sd_generate_ex(sd_model_t *model, const int32_t *prompt, size_t n_prompt,
+                           const sd_gen_config_t *config, const sd_spec_config_t *spec,
+                           const sd_gen_options_t *opts, sd_token_callback callback, void *user,
+                           sd_gen_result_t *out);
+
+#endif
