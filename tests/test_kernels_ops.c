@@ -160,6 +160,41 @@ Test(kernels_ops, matmul_large_rows_thread_invariant, .timeout = 60)
     free_weight(&tw);
 }
 
+/* The int16 matmul computes weight rows in tiles of 4 (a partial last tile repeats its last
+ * row): a row's result must not depend on its position in a tile. Views of the same weight
+ * starting 1..3 rows later (and 1 or 2 threads, n = 3 so activation tiles are 2 + 1) must
+ * reproduce the full matmul's rows bit for bit. */
+Test(kernels_ops, matmul_rows_independent_of_tile_position, .timeout = 60)
+{
+    enum { N = 3, ROWS = 23, COLS = 96 };
+    sd_dtype_t types[] = {SD_DTYPE_Q4_0, SD_DTYPE_Q4_1, SD_DTYPE_Q8_0};
+    float x[N * COLS], y[N * ROWS], ys[N * ROWS];
+    fill_random(x, N * COLS, 17, 3.0f);
+    for (int ti = 0; ti < 3; ti++) {
+        test_weight_t tw = make_weight(types[ti], ROWS, COLS, 31);
+        sd_backend_t *be1 = make_backend(1);
+        be1->ops->matmul(be1, &tw.w, x, N, NULL, y);
+        for (int t = 1; t <= 2; t++) {
+            sd_backend_t *be = make_backend(t);
+            for (int k = 1; k <= 3; k++) {
+                sd_weight_t view = tw.w;
+                view.rows = ROWS - k;
+                view.data = (const char *)tw.w.data + (size_t)k * tw.w.row_bytes;
+                be->ops->matmul(be, &view, x, N, NULL, ys);
+                for (int i = 0; i < N; i++)
+                    for (int r = 0; r < ROWS - k; r++)
+                        cr_assert(memcmp(&ys[i * (ROWS - k) + r], &y[i * ROWS + r + k], sizeof(float)) == 0,
+                                  "%s, %d threads, offset %d: y[%d,%d] = %.9g, full matmul %.9g",
+                                  sd_dtype_name(types[ti]), t, k, i, r + k, ys[i * (ROWS - k) + r],
+                                  y[i * ROWS + r + k]);
+            }
+            sd_backend_destroy(be);
+        }
+        sd_backend_destroy(be1);
+        free_weight(&tw);
+    }
+}
+
 /* ---- attention ------------------------------------------------------------------------- */
 
 typedef struct {

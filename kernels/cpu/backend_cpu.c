@@ -11,6 +11,7 @@
 #include "kernels/backend.h"
 #include "kernels/cpu/quants.h"
 #include "kernels/cpu/threadpool.h"
+#include "kernels/cpu/vec_f32.h"
 
 #define ALIGN 64
 #define MATMUL_X_TILE 64      /* activation rows per pass over a weight-row chunk */
@@ -112,20 +113,21 @@ static void matmul_rows_f32(const matmul_job_t *job, int64_t r0, int64_t r1)
 }
 
 /* int16 activations (quantized once per call): one chunk of weight rows against every
- * activation row, SD_DOT_MAX_ROWS rows at a time. */
+ * activation row, SD_I16_TILE_X activation rows per pass; the bias is added last. */
 static void matmul_rows_i16(const matmul_job_t *job, int64_t r0, int64_t r1)
 {
     const sd_weight_t *w = job->w;
     int64_t cols = w->cols, nb = cols / SD_QK;
-    for (int j = 0; j < job->n; j += SD_DOT_MAX_ROWS) {
-        int nr = job->n - j < SD_DOT_MAX_ROWS ? job->n - j : SD_DOT_MAX_ROWS;
-        for (int64_t r = r0; r < r1; r++) {
-            float dots[SD_DOT_MAX_ROWS];
-            sd_vec_dot_rows_i16(w->type, (const char *)w->data + (size_t)r * w->row_bytes,
-                                job->xq + (size_t)j * (size_t)cols, job->xs + (size_t)j * (size_t)nb,
-                                job->xsum + (size_t)j * (size_t)nb, nr, cols, dots);
-            store_dots(job, r, j, nr, dots);
-        }
+    size_t ldy = (size_t)w->rows;
+    for (int j = 0; j < job->n; j += SD_I16_TILE_X) {
+        int nx = job->n - j < SD_I16_TILE_X ? job->n - j : SD_I16_TILE_X;
+        float *y = job->y + (size_t)j * ldy + (size_t)r0; /* y[nx, rows], columns r0 .. r1 */
+        sd_vec_dot_rows_i16(w->type, (const char *)w->data + (size_t)r0 * w->row_bytes, w->row_bytes,
+                            r1 - r0, job->xq + (size_t)j * (size_t)cols, job->xs + (size_t)j * (size_t)nb,
+                            job->xsum + (size_t)j * (size_t)nb, nx, cols, y, ldy);
+        if (job->bias)
+            for (int c = 0; c < nx; c++)
+                for (int64_t r = 0; r < r1 - r0; r++) y[(size_t)c * ldy + (size_t)r] += job->bias[r0 + r];
     }
 }
 
@@ -152,7 +154,7 @@ static void *quantize_activations(matmul_job_t *job)
     int16_t *xq = (int16_t *)buf;
     float *xs = (float *)(buf + q_bytes), *xsum = (float *)(buf + q_bytes + s_bytes);
     for (size_t i = 0; i < n; i++)
-        sd_quantize_act_i16(job->x + i * cols, (int64_t)cols, xq + i * cols, xs + i * nb,
+        sd_quantize_act_i16(job->w->type, job->x + i * cols, (int64_t)cols, xq + i * cols, xs + i * nb,
                             xsum + i * nb);
     job->xq = xq, job->xs = xs, job->xsum = xsum;
     return buf;
@@ -163,9 +165,9 @@ static void cpu_matmul(sd_backend_t *be, const sd_weight_t *w, const float *x, i
 {
     if (n <= 0 || w->rows <= 0) return;
     int threads = sd_threadpool_size(pool_of(be));
-    /* about 8 tasks per thread for balance, at least 4 rows each */
-    int64_t per = w->rows / ((int64_t)threads * 8);
-    if (per < 4) per = 4;
+    /* about 4 tasks per thread (dynamic balance, few claims per call), whole tiles each */
+    int64_t per = w->rows / ((int64_t)threads * 4);
+    per = per < SD_I16_TILE_W ? SD_I16_TILE_W : per / SD_I16_TILE_W * SD_I16_TILE_W;
     matmul_job_t job = {.w = w, .x = x, .bias = bias, .y = y, .n = n, .rows_per_task = per};
     void *act = NULL;
     if (sd_dot_i16_supported(w->type)) act = quantize_activations(&job);
@@ -207,7 +209,7 @@ typedef struct {
 static float attn_score(const attn_job_t *job, const float *qh, int kvh, int j, float scale)
 {
     const float *kj = job->k + ((size_t)j * (size_t)job->n_head_kv + (size_t)kvh) * (size_t)job->head_dim;
-    return sd_vec_dot(SD_DTYPE_F32, kj, qh, job->head_dim) * scale;
+    return sd_dot_f32(kj, qh, job->head_dim) * scale;
 }
 
 /* Query i, head h: two passes (max, then exp-weighted sum of v) over positions 0..pos0+i. */
@@ -223,16 +225,15 @@ static void attn_task(void *arg, int task)
     for (int j = 0; j < n_keys; j++) {
         float s = attn_score(job, qh, kvh, j, scale);
         if (j < ATTN_SCORE_CACHE) scores[j] = s;
-        max = fmaxf(max, s);
+        max = s > max ? s : max;
     }
     memset(oh, 0, (size_t)hd * sizeof(float));
     float sum = 0.0f;
     for (int j = 0; j < n_keys; j++) {
         float s = j < ATTN_SCORE_CACHE ? scores[j] : attn_score(job, qh, kvh, j, scale);
         float e = expf(s - max);
-        const float *vj = job->v + ((size_t)j * (size_t)job->n_head_kv + (size_t)kvh) * (size_t)hd;
         sum += e;
-        for (int d = 0; d < hd; d++) oh[d] += e * vj[d];
+        sd_axpy_f32(oh, e, job->v + ((size_t)j * (size_t)job->n_head_kv + (size_t)kvh) * (size_t)hd, hd);
     }
     float inv = 1.0f / sum;
     for (int d = 0; d < hd; d++) oh[d] *= inv;
