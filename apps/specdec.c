@@ -4,6 +4,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "bench.h"
 #include "cli.h"
 
 static const char usage[] =
@@ -13,6 +14,7 @@ static const char usage[] =
     "  run    generate a continuation of a prompt; only the generated text goes to stdout\n"
     "  chat   chat with the model using its chat template (-p for one turn, else stdin lines)\n"
     "  info   print the model's architecture and shape\n"
+    "  bench  speculative vs target-only decode speed over a prompt set (see bench/README.md)\n"
     "\n"
     "options (run, chat):\n"
     "  -m, --model PATH   GGUF model (default: SmolLM2-135M-Instruct Q4_1 from the cache)\n"
@@ -139,6 +141,7 @@ int main(int argc, char **argv)
     if (!strcmp(argv[1], "run")) return cmd_run(argc, argv);
     if (!strcmp(argv[1], "chat")) return cmd_chat(argc, argv);
     if (!strcmp(argv[1], "info")) return cmd_info(argc, argv);
-    fprintf(stderr, "specdec: error: unknown command '%s' (run, chat, info)\n", argv[1]);
+    if (!strcmp(argv[1], "bench")) return cmd_bench(argc, argv);
+    fprintf(stderr, "specdec: error: unknown command '%s' (run, chat, info, bench)\n", argv[1]);
     return 2;
 }
