@@ -2,7 +2,8 @@
 """CPU prefill/decode benchmark: specdec vs llama.cpp (llama-cpp-python) on the same GGUF.
 
 Runs each engine in its own subprocess (so peak RSS is per engine), greedy, a fixed prompt,
-N generated tokens with EOS ignored, T threads; repeats R times and reports the median.
+N generated tokens with EOS ignored, T threads; repeats R times, alternating the engines,
+and reports the median. specdec's RSS is measured before the first llama.cpp child runs.
 
     python3 bench/cpu_decode.py --specdec build/bin/specdec [--model M] [-n 128] [-t 2] [-r 3]
 
@@ -71,6 +72,17 @@ def run_llama_cpp(model, n, threads):
     return json.loads(p.stdout.strip().splitlines()[-1])
 
 
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.machine()
+
+
 def median_of(runs, key):
     return statistics.median(r[key] for r in runs)
 
@@ -85,17 +97,20 @@ def main():
     ap.add_argument("--no-llama-cpp", action="store_true")
     a = ap.parse_args()
 
-    sd_runs = []
+    # Alternate the engines run by run, so a change in machine load hits both alike.
+    sd_runs, lc = [], []
     for _ in range(a.repeats):
         sd_runs.append(run_specdec(a.specdec, a.model, a.n, a.threads))
-    sd_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0
-    result = {"date": time.strftime("%Y-%m-%d"), "machine": platform.processor() or platform.machine(),
+        if len(sd_runs) == 1:  # before any llama.cpp child: the max is specdec's own
+            sd_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0
+        if not a.no_llama_cpp:
+            lc.append(run_llama_cpp(a.model, a.n, a.threads))
+    result = {"date": time.strftime("%Y-%m-%d"), "machine": cpu_model(),
               "cpus": os.cpu_count(), "threads": a.threads, "model": os.path.basename(a.model),
               "n": a.n, "specdec": {"prefill_tok_s": median_of(sd_runs, "prefill_tok_s"),
                                     "decode_tok_s": median_of(sd_runs, "decode_tok_s"),
                                     "peak_rss_mb": sd_rss, "cmd": sd_runs[0]["cmd"]}}
-    if not a.no_llama_cpp:
-        lc = [run_llama_cpp(a.model, a.n, a.threads) for _ in range(a.repeats)]
+    if lc:
         if "error" in lc[0]:
             result["llama_cpp"] = lc[0]
         else:
