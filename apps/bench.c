@@ -497,6 +497,7 @@ static int run_one(bench_t *b, int p, int c, int r, int max_tokens)
     sd_status_t s = sd_generate_speculative(b->model, pr->ids, pr->n_ids, &gen, &spec, NULL, NULL,
                                             &res);
     if (s != SD_OK) {
+        sd_gen_result_free(&res);
         char label[NAME_LEN + 16], what[3 * NAME_LEN];
         config_label(b, c, label, sizeof label);
         snprintf(what, sizeof what, "generate (prompt %s, %s)", pr->name, label);

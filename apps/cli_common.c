@@ -188,8 +188,8 @@ static int stream_to_stdout(void *user, int32_t token, const char *text, size_t 
 
 static void print_stats(const sd_gen_result_t *r)
 {
-    static const char *const reasons[] = {"none", "max tokens", "end of text", "stop token",
-                                          "stop string", "callback"};
+    static const char *const reasons[] = {"none",        "max tokens", "end of text", "stop token",
+                                          "stop string", "callback",   "error"};
     double pre = r->prefill_seconds > 0 ? r->n_prompt / r->prefill_seconds : 0;
     double dec = r->decode_seconds > 0 ? r->n_tokens / r->decode_seconds : 0;
     fprintf(stderr, "\nspecdec: prefill %zu tokens in %.3f s (%.1f tok/s); decode %zu tokens in "
@@ -230,7 +230,11 @@ int cli_generate_text(sd_model_t *m, const char *text, int flags, const cli_gen_
     sd_gen_result_t r;
     s = sd_generate_speculative(m, ids, n, &o->gen, &o->spec, stream_to_stdout, NULL, &r);
     free(ids);
-    if (s != SD_OK) return cli_fail("generate", s);
+    if (s != SD_OK) {
+        if (r.n_tokens) fprintf(stderr, "\nspecdec: generation failed after %zu tokens\n", r.n_tokens);
+        sd_gen_result_free(&r);
+        return cli_fail("generate", s);
+    }
     if (isatty(STDOUT_FILENO)) putchar('\n');
     fflush(stdout);
     print_stats(&r);

@@ -542,12 +542,17 @@ sd_status_t sd_generate_ex(sd_model_t *model, const int32_t *prompt, size_t n_pr
     gen_t g = {.callback = callback, .user = user, .opts = opts};
     sd_status_t st;
     SD_CHECK_GOTO(gen_init(&g, model, config, spec, prompt, n_prompt), st, done);
-    SD_CHECK_GOTO(run(&g, out), st, done);
+    st = run(&g, out);
+    if (st != SD_OK) {
+        /* Generation had started: keep what was produced (text held back for a possible
+         * stop string included), timings aside. */
+        memset(out, 0, sizeof *out);
+        g.reason = SD_STOP_ERROR;
+        sd_gen_stats_finish(&g.stats, g.n_tokens);
+    }
     hand_over(&g, out);
 done:
     gen_release(&g);
-    if (st != SD_OK)
-        memset(out, 0, sizeof *out);
     return st;
 }
 

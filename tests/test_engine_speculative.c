@@ -828,3 +828,45 @@ Test(engine_speculative, adaptive_k_follows_acceptance)
         sd_spec_k_update(&c, 5, 0);
     cr_assert_eq(c.k, 5);
 }
+
+/* ---- a failure mid-generation keeps what was generated ------------------------------ */
+
+typedef struct {
+    int steps_left;
+} fail_after_t;
+
+static sd_status_t fail_after_hook(void *user, const sd_spec_step_view_t *v)
+{
+    (void)v;
+    fail_after_t *f = user;
+    if (--f->steps_left > 0) return SD_OK;
+    return sd_set_error(SD_ERR_CANCELLED, "injected failure");
+}
+
+/* The hook fails after 3 steps: the call returns that status, and the result holds the
+ * tokens of those steps — a prefix of the full run — with SD_STOP_ERROR. */
+Test(engine_speculative, failure_mid_generation_keeps_the_tokens, .timeout = 120)
+{
+    sd_synth_spec_t ts = small_spec(1, SMALL_SCALE);
+    sd_model_t *m = synth_load(&ts, 1, 0);
+    int32_t ids[64];
+    size_t n = byte_prompt(k_prompts[1], ids);
+    sd_gen_config_t c = config(0.0f, 40, 0);
+    sd_spec_config_t s = spec_of(SD_DRAFTER_NGRAM, 4, 0, NULL);
+    sd_gen_result_t full = gen_spec(m, ids, n, &c, &s);
+    fail_after_t f = {.steps_left = 3};
+    sd_gen_options_t o = {.hook = fail_after_hook, .hook_user = &f};
+    sd_gen_result_t part;
+    cr_assert_eq(sd_generate_ex(m, ids, n, &c, &s, &o, NULL, NULL, &part), SD_ERR_CANCELLED);
+    cr_assert_str_eq(sd_last_error(), "injected failure");
+    cr_assert_eq(part.stop_reason, SD_STOP_ERROR);
+    cr_assert(part.n_tokens >= 3 && part.n_tokens < full.n_tokens, "kept %zu of %zu tokens",
+              part.n_tokens, full.n_tokens);
+    cr_assert(memcmp(part.tokens, full.tokens, part.n_tokens * sizeof(int32_t)) == 0);
+    cr_assert_eq(part.stats.tokens_generated, part.n_tokens);
+    cr_assert_eq(part.stats.steps, 3);
+    cr_assert_not_null(part.text);
+    sd_gen_result_free(&part);
+    sd_gen_result_free(&full);
+    sd_model_free(m);
+}

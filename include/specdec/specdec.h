@@ -129,6 +129,7 @@ typedef enum sd_stop_reason {
     SD_STOP_TOKEN,
     SD_STOP_STRING,
     SD_STOP_CALLBACK,
+    SD_STOP_ERROR, /* a failure after generation started; the result keeps what was made */
 } sd_stop_reason_t;
 
 /* Called for each generated token with the text it completes (possibly empty
@@ -164,8 +165,12 @@ typedef struct sd_gen_result {
     sd_gen_stats_t stats;
 } sd_gen_result_t;
 
-/* Generate from prompt[n_prompt] (token ids). *out is filled on SD_OK and must
- * be released with sd_gen_result_free. Deterministic for a given seed. */
+/* Generate from prompt[n_prompt] (token ids). Deterministic for a given seed.
+ * On SD_OK *out holds the result. A failure before generation starts (bad config or
+ * prompt) leaves *out zeroed; a failure during generation returns its status with *out
+ * holding every token and all text generated until then (stop_reason SD_STOP_ERROR),
+ * so nothing already produced is lost. Release *out with sd_gen_result_free in every
+ * case (it is safe on a zeroed result). */
 sd_status_t sd_generate(sd_model_t *model, const int32_t *prompt, size_t n_prompt,
                         const sd_gen_config_t *config, sd_token_callback callback, void *user,
                         sd_gen_result_t *out);
