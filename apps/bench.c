@@ -107,44 +107,6 @@ static int bad_value(const char *flag, const char *want, const char *v)
     return 0;
 }
 
-static int parse_int(const char *flag, const char *v, long lo, long hi, int *out)
-{
-    char *end;
-    errno = 0;
-    long x = strtol(v, &end, 10);
-    if (errno || end == v || *end || x < lo || x > hi) {
-        fprintf(stderr, "specdec: error: %s expects an integer in [%ld, %ld], got '%s'\n", flag,
-                lo, hi, v);
-        return 0;
-    }
-    *out = (int)x;
-    return 1;
-}
-
-static int parse_float(const char *flag, const char *v, float lo, float hi, float *out)
-{
-    char *end;
-    float x = strtof(v, &end);
-    if (end == v || *end || isnan(x) || x < lo || x > hi) {
-        fprintf(stderr, "specdec: error: %s expects a number in [%g, %g], got '%s'\n", flag,
-                (double)lo, (double)hi, v);
-        return 0;
-    }
-    *out = x;
-    return 1;
-}
-
-static int parse_seed(const char *v, uint64_t *out)
-{
-    char *end;
-    errno = 0;
-    unsigned long long x = strtoull(v, &end, 10);
-    if (errno || end == v || *end || v[0] == '-')
-        return bad_value("--seed", "a non-negative integer", v);
-    *out = x;
-    return 1;
-}
-
 /* --k 1,2,4,8: distinct values in [1, SD_SPEC_MAX_K]. */
 static int parse_k_list(const char *v, bench_opts_t *o)
 {
@@ -182,13 +144,13 @@ static int parse_draft(const char *v, bench_opts_t *o)
         return d->spec.drafter = SD_DRAFTER_NGRAM, 1;
     if (!strncmp(v, "ngram:", 6)) {
         d->spec.drafter = SD_DRAFTER_NGRAM;
-        return parse_int("--draft ngram:N", v + 6, 1, 32, &d->spec.ngram_max);
+        return cli_parse_int("--draft ngram:N", v + 6, 1, 32, &d->spec.ngram_max);
     }
     if (!strcmp(v, "layerskip"))
         return d->spec.drafter = SD_DRAFTER_LAYERSKIP, d->layerskip_half = 1, 1;
     if (!strncmp(v, "layerskip:", 10)) {
         d->spec.drafter = SD_DRAFTER_LAYERSKIP;
-        return parse_int("--draft layerskip:L", v + 10, 1, INT_MAX, &d->spec.layerskip_layers);
+        return cli_parse_int("--draft layerskip:L", v + 10, 1, INT_MAX, &d->spec.layerskip_layers);
     }
     const char *base = strrchr(v, '/');
     snprintf(d->label, sizeof d->label, "model:%s", base ? base + 1 : v);
@@ -202,15 +164,15 @@ static int parse_one(const char *flag, const char *v, bench_opts_t *o)
     if (!strcmp(flag, "-m") || !strcmp(flag, "--model")) return o->model_path = v, 1;
     if (!strcmp(flag, "--draft")) return parse_draft(v, o);
     if (!strcmp(flag, "--k")) return parse_k_list(v, o);
-    if (!strcmp(flag, "-n")) return parse_int(flag, v, 1, 1 << 20, &o->gen.max_tokens);
+    if (!strcmp(flag, "-n")) return cli_parse_int(flag, v, 1, 1 << 20, &o->gen.max_tokens);
     if (!strcmp(flag, "-t") || !strcmp(flag, "--threads"))
-        return parse_int(flag, v, 0, 1024, &o->n_threads);
-    if (!strcmp(flag, "-c") || !strcmp(flag, "--ctx")) return parse_int(flag, v, 0, 1 << 20, &o->n_ctx);
+        return cli_parse_int(flag, v, 0, 1024, &o->n_threads);
+    if (!strcmp(flag, "-c") || !strcmp(flag, "--ctx")) return cli_parse_int(flag, v, 0, 1 << 20, &o->n_ctx);
     if (!strcmp(flag, "--prompts")) return o->prompts_dir = v, 1;
     if (!strcmp(flag, "--json")) return o->json_path = v, 1;
-    if (!strcmp(flag, "--repeats")) return parse_int(flag, v, 1, MAX_REPEATS, &o->repeats);
-    if (!strcmp(flag, "--temp")) return parse_float(flag, v, 0.0f, 100.0f, &o->gen.temperature);
-    if (!strcmp(flag, "--seed")) return parse_seed(v, &o->gen.seed);
+    if (!strcmp(flag, "--repeats")) return cli_parse_int(flag, v, 1, MAX_REPEATS, &o->repeats);
+    if (!strcmp(flag, "--temp")) return cli_parse_float(flag, v, 0.0f, 100.0f, &o->gen.temperature);
+    if (!strcmp(flag, "--seed")) return cli_parse_seed(v, &o->gen.seed);
     fprintf(stderr, "specdec: error: unknown bench option '%s' (see specdec bench --help)\n", flag);
     return 0;
 }

@@ -2,6 +2,8 @@
 #ifndef SPECDEC_APPS_CLI_H
 #define SPECDEC_APPS_CLI_H
 
+#include <stdint.h>
+
 #include "specdec/specdec.h"
 
 /* Options common to `run` and `chat`. */
@@ -16,6 +18,11 @@ typedef struct cli_gen_opts {
     const char *draft_path; /* --draft PATH: a draft model, loaded by cli_load_draft */
     int stats;              /* --stats: speculative statistics to stderr */
 } cli_gen_opts_t;
+
+/* Option values: on bad input print one "specdec: error: FLAG expects ..." line, return 0. */
+int cli_parse_int(const char *flag, const char *v, long lo, long hi, int *out);
+int cli_parse_float(const char *flag, const char *v, float lo, float hi, float *out);
+int cli_parse_seed(const char *v, uint64_t *out);
 
 /* Print "specdec: error: ..." for a failed call; returns 1 (the exit code). */
 int cli_fail(const char *what, sd_status_t s);

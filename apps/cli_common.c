@@ -17,7 +17,7 @@ int cli_fail(const char *what, sd_status_t s)
     return 1;
 }
 
-static int parse_int(const char *flag, const char *v, long lo, long hi, int *out)
+int cli_parse_int(const char *flag, const char *v, long lo, long hi, int *out)
 {
     char *end;
     errno = 0;
@@ -31,20 +31,20 @@ static int parse_int(const char *flag, const char *v, long lo, long hi, int *out
     return 1;
 }
 
-static int parse_float(const char *flag, const char *v, float lo, float hi, float *out)
+int cli_parse_float(const char *flag, const char *v, float lo, float hi, float *out)
 {
     char *end;
     float x = strtof(v, &end);
     if (end == v || *end || isnan(x) || x < lo || x > hi) {
-        fprintf(stderr, "specdec: error: %s expects a number in [%g, %g], got '%s'\n", flag, lo,
-                hi, v);
+        fprintf(stderr, "specdec: error: %s expects a number in [%g, %g], got '%s'\n", flag,
+                (double)lo, (double)hi, v);
         return 0;
     }
     *out = x;
     return 1;
 }
 
-static int parse_seed(const char *v, uint64_t *out)
+int cli_parse_seed(const char *v, uint64_t *out)
 {
     char *end;
     errno = 0;
@@ -64,11 +64,11 @@ static int parse_draft(const char *v, cli_gen_opts_t *o)
     if (!strcmp(v, "ngram")) return s->drafter = SD_DRAFTER_NGRAM, 1;
     if (!strncmp(v, "ngram:", 6)) {
         s->drafter = SD_DRAFTER_NGRAM;
-        return parse_int("--draft ngram:N", v + 6, 1, 32, &s->ngram_max);
+        return cli_parse_int("--draft ngram:N", v + 6, 1, 32, &s->ngram_max);
     }
     if (!strncmp(v, "layerskip:", 10)) {
         s->drafter = SD_DRAFTER_LAYERSKIP;
-        return parse_int("--draft layerskip:L", v + 10, 1, INT_MAX, &s->layerskip_layers);
+        return cli_parse_int("--draft layerskip:L", v + 10, 1, INT_MAX, &s->layerskip_layers);
     }
     if (!strcmp(v, "layerskip")) {
         fprintf(stderr, "specdec: error: --draft layerskip needs a layer count: layerskip:L\n");
@@ -86,17 +86,17 @@ static int parse_one(const char *flag, const char *v, cli_gen_opts_t *o)
     if (!strcmp(flag, "-m") || !strcmp(flag, "--model")) return o->model_path = v, 1;
     if (!strcmp(flag, "-p") || !strcmp(flag, "--prompt")) return o->prompt = v, 1;
     if (!strcmp(flag, "-n") || !strcmp(flag, "--n-predict"))
-        return parse_int(flag, v, 1, INT_MAX, &g->max_tokens);
+        return cli_parse_int(flag, v, 1, INT_MAX, &g->max_tokens);
     if (!strcmp(flag, "-t") || !strcmp(flag, "--threads"))
-        return parse_int(flag, v, 0, 1024, &o->n_threads);
-    if (!strcmp(flag, "-c") || !strcmp(flag, "--ctx")) return parse_int(flag, v, 0, 1 << 20, &o->n_ctx);
-    if (!strcmp(flag, "--temp")) return parse_float(flag, v, 0.0f, 100.0f, &g->temperature);
-    if (!strcmp(flag, "--top-k")) return parse_int(flag, v, 0, INT_MAX, &g->top_k);
-    if (!strcmp(flag, "--top-p")) return parse_float(flag, v, 0.0f, 1.0f, &g->top_p);
-    if (!strcmp(flag, "--min-p")) return parse_float(flag, v, 0.0f, 1.0f, &g->min_p);
-    if (!strcmp(flag, "--seed")) return parse_seed(v, &g->seed);
+        return cli_parse_int(flag, v, 0, 1024, &o->n_threads);
+    if (!strcmp(flag, "-c") || !strcmp(flag, "--ctx")) return cli_parse_int(flag, v, 0, 1 << 20, &o->n_ctx);
+    if (!strcmp(flag, "--temp")) return cli_parse_float(flag, v, 0.0f, 100.0f, &g->temperature);
+    if (!strcmp(flag, "--top-k")) return cli_parse_int(flag, v, 0, INT_MAX, &g->top_k);
+    if (!strcmp(flag, "--top-p")) return cli_parse_float(flag, v, 0.0f, 1.0f, &g->top_p);
+    if (!strcmp(flag, "--min-p")) return cli_parse_float(flag, v, 0.0f, 1.0f, &g->min_p);
+    if (!strcmp(flag, "--seed")) return cli_parse_seed(v, &g->seed);
     if (!strcmp(flag, "--draft")) return parse_draft(v, o);
-    if (!strcmp(flag, "--k")) return parse_int(flag, v, 1, SD_SPEC_MAX_K, &o->spec.k);
+    if (!strcmp(flag, "--k")) return cli_parse_int(flag, v, 1, SD_SPEC_MAX_K, &o->spec.k);
     if (!strcmp(flag, "--stop")) {
         if (g->n_stop_strings == sizeof o->stops / sizeof o->stops[0]) {
             fprintf(stderr, "specdec: error: at most %zu --stop strings\n", g->n_stop_strings);

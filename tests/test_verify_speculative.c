@@ -13,51 +13,10 @@
 
 #include "verify/philox.h"
 #include "verify/sampler.h"
+#include "support/chi2.h"
 #include "verify/speculative.h"
 
 /* ---- chi-square survival function -------------------------------------------------- */
-
-/* Regularized lower incomplete gamma P(a, x) by its series (x < a + 1). */
-static double gamma_p_series(double a, double x)
-{
-    double term = 1.0 / a, sum = term;
-    for (int n = 1; n < 10000 && fabs(term) > fabs(sum) * 1e-16; n++) {
-        term *= x / (a + n);
-        sum += term;
-    }
-    return sum * exp(-x + a * log(x) - lgamma(a));
-}
-
-/* Regularized upper incomplete gamma Q(a, x) by its continued fraction (x >= a + 1),
- * modified Lentz. */
-static double gamma_q_fraction(double a, double x)
-{
-    const double tiny = 1e-300;
-    double b = x + 1.0 - a, c = 1.0 / tiny, d = 1.0 / b, h = d;
-    for (int i = 1; i < 10000; i++) {
-        double an = -i * (i - a);
-        b += 2.0;
-        d = an * d + b;
-        d = fabs(d) < tiny ? tiny : d;
-        c = b + an / c;
-        c = fabs(c) < tiny ? tiny : c;
-        d = 1.0 / d;
-        double delta = d * c;
-        h *= delta;
-        if (fabs(delta - 1.0) < 1e-16)
-            break;
-    }
-    return exp(-x + a * log(x) - lgamma(a)) * h;
-}
-
-/* P(X > x) for X ~ chi-square(df) = Q(df / 2, x / 2). */
-static double chi2_sf(double x, int df)
-{
-    double a = df / 2.0, h = x / 2.0;
-    if (h <= 0.0)
-        return 1.0;
-    return h < a + 1.0 ? 1.0 - gamma_p_series(a, h) : gamma_q_fraction(a, h);
-}
 
 /* Closed forms: df 2m -> exp(-x/2) sum_{j<m} (x/2)^j / j!; df 1 -> erfc(sqrt(x/2)). */
 static double chi2_sf_even(double x, int df)
@@ -76,15 +35,15 @@ Test(verify_speculative, chi2_sf_matches_closed_forms, .timeout = 10)
     const double xs[] = {0.3, 1.0, 5.0, 18.3, 60.0, 124.3, 200.0, 400.0};
     for (size_t i = 0; i < sizeof dfs / sizeof dfs[0]; i++)
         for (size_t j = 0; j < sizeof xs / sizeof xs[0]; j++) {
-            double got = chi2_sf(xs[j], dfs[i]), want = chi2_sf_even(xs[j], dfs[i]);
+            double got = sd_test_chi2_sf(xs[j], dfs[i]), want = chi2_sf_even(xs[j], dfs[i]);
             cr_assert(fabs(got - want) <= 1e-9 * want + 1e-300, "df %d x %g: %.12g, want %.12g",
                       dfs[i], xs[j], got, want);
         }
     for (double x = 0.01; x < 80.0; x *= 1.7) {
         double want = erfc(sqrt(x / 2.0));
-        cr_assert(fabs(chi2_sf(x, 1) - want) <= 1e-9 * want, "df 1 x %g", x);
+        cr_assert(fabs(sd_test_chi2_sf(x, 1) - want) <= 1e-9 * want, "df 1 x %g", x);
     }
-    cr_assert(fabs(chi2_sf(29.588298, 10) - 0.001) < 1e-8); /* the textbook table value */
+    cr_assert(fabs(sd_test_chi2_sf(29.588298, 10) - 0.001) < 1e-8); /* the textbook table value */
 }
 
 /* ---- a tiny sequential "language": logits = f(previous token, position) -------------- */
@@ -251,7 +210,7 @@ static double chi2_pvalue(const long *counts, const double *expect, long n, int 
     }
     *df_out = bins - 1;
     *stat_out = stat;
-    return chi2_sf(stat, bins - 1);
+    return sd_test_chi2_sf(stat, bins - 1);
 }
 
 /* p-value of the speculative (or, with spec == 0, target-only) samples over N_SEEDS. */
