@@ -181,38 +181,6 @@ static void exact_joint(harness_t *h, double *expect)
 
 static int cell_of(const int32_t *t) { return (t[0] * V + t[1]) * V + t[2]; }
 
-/* Chi-square goodness of fit of counts[N_CELLS] (n samples) against probabilities
- * expect[N_CELLS]: cells expecting >= 5 stand alone, the rest are pooled into one bin.
- * A sample in a cell of probability 0 gives p = 0. */
-static double chi2_pvalue(const long *counts, const double *expect, long n, int *df_out,
-                          double *stat_out)
-{
-    double stat = 0.0, pool_e = 0.0, pool_o = 0.0;
-    int bins = 0;
-    for (int c = 0; c < N_CELLS; c++) {
-        double e = expect[c] * (double)n;
-        if (e == 0.0 && counts[c] > 0) {
-            *df_out = 0;
-            *stat_out = INFINITY;
-            return 0.0;
-        }
-        if (e >= 5.0) {
-            stat += (counts[c] - e) * (counts[c] - e) / e;
-            bins++;
-        } else {
-            pool_e += e;
-            pool_o += (double)counts[c];
-        }
-    }
-    if (pool_e > 0.0) {
-        stat += (pool_o - pool_e) * (pool_o - pool_e) / pool_e;
-        bins++;
-    }
-    *df_out = bins - 1;
-    *stat_out = stat;
-    return sd_test_chi2_sf(stat, bins - 1);
-}
-
 /* p-value of the speculative (or, with spec == 0, target-only) samples over N_SEEDS. */
 static double lossless_pvalue(harness_t *h, int spec, int *df, double *stat)
 {
@@ -228,7 +196,7 @@ static double lossless_pvalue(harness_t *h, int spec, int *df, double *stat)
             target_generate(h, seed, t);
         counts[cell_of(t)]++;
     }
-    return chi2_pvalue(counts, expect, N_SEEDS, df, stat);
+    return sd_test_chi2_gof(counts, expect, N_CELLS, N_SEEDS, df, stat);
 }
 
 /* ---- a test-local verifier, identical to the library's but for one planted bug ------- */

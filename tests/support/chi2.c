@@ -44,3 +44,32 @@ double sd_test_chi2_sf(double x, int df)
         return 1.0;
     return h < a + 1.0 ? 1.0 - gamma_p_series(a, h) : gamma_q_fraction(a, h);
 }
+
+double sd_test_chi2_gof(const long *counts, const double *expect, int n_cells, long n, int *df,
+                        double *stat)
+{
+    double x2 = 0.0, pool_e = 0.0, pool_o = 0.0;
+    int bins = 0;
+    for (int c = 0; c < n_cells; c++) {
+        double e = expect[c] * (double)n;
+        if (e == 0.0 && counts[c] > 0) {
+            *df = 0;
+            *stat = INFINITY;
+            return 0.0;
+        }
+        if (e >= 5.0) {
+            x2 += (counts[c] - e) * (counts[c] - e) / e;
+            bins++;
+        } else {
+            pool_e += e;
+            pool_o += (double)counts[c];
+        }
+    }
+    if (pool_e > 0.0) {
+        x2 += (pool_o - pool_e) * (pool_o - pool_e) / pool_e;
+        bins++;
+    }
+    *df = bins - 1;
+    *stat = x2;
+    return sd_test_chi2_sf(x2, bins - 1);
+}
