@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs what specdec needs to build and test on Debian: compilers, CMake, Criterion,
+# Installs what specdec needs to build and test on Debian: compilers, CMake, Criterion, Open MPI,
 # and the Python packages used by the reference checks. Idempotent; skips what is there.
 set -euo pipefail
 
@@ -11,6 +11,9 @@ pkg-config --exists criterion 2>/dev/null || need_apt+=(libcriterion-dev)
 command -v python3 >/dev/null || need_apt+=(python3)
 python3 -m pip --version >/dev/null 2>&1 || need_apt+=(python3-pip)
 command -v unzip >/dev/null || need_apt+=(unzip)
+# The `mpi` comm backend and mpirun for its tests (CPU ranks; the CPU counterpart of NCCL).
+command -v mpicc >/dev/null || need_apt+=(libopenmpi-dev)
+command -v mpirun >/dev/null || need_apt+=(openmpi-bin)
 if [ ${#need_apt[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq

@@ -34,6 +34,7 @@ typedef enum sd_status {
     SD_ERR_DEVICE,           /* CUDA / cuBLAS / cuRAND / NCCL failure */
     SD_ERR_CANCELLED,
     SD_ERR_INTERNAL,
+    SD_ERR_PEER_LOST,        /* a rank of the communicator died or left mid-collective */
     SD_STATUS_COUNT
 } sd_status_t;
 
@@ -43,6 +44,25 @@ const char *sd_status_string(sd_status_t status);
  * failing call on the same thread. */
 const char *sd_last_error(void);
 
+/* ---- communicators (tensor parallelism) --------------------------------------------- */
+
+/* A group of ranks that run collectives together. Opaque; see comm/comm.h. */
+typedef struct sd_comm sd_comm_t;
+
+/* The world communicator of this process. Ranks come from `specdec launch`
+ * (SPECDEC_RANK, SPECDEC_WORLD_SIZE, SPECDEC_JOB_ID), from mpirun (OMPI_COMM_WORLD_*),
+ * or a single rank when neither is set. The backend is chosen in one place
+ * (ENABLE_INTRA_NODE_COMM=1 -> intra; SPECDEC_COMM=<name> overrides; else mpi where built
+ * and launched by mpirun, else intra). Collective: every rank calls it. */
+sd_status_t sd_comm_init(sd_comm_t **world);
+/* The first n ranks of `parent` as a new communicator (collective over parent). Ranks
+ * >= n get *out = NULL and SD_OK. SD_ERR_INVALID_ARG for n outside [1, size]. */
+sd_status_t sd_comm_split_first(sd_comm_t *parent, int n, sd_comm_t **out);
+int sd_comm_rank(const sd_comm_t *comm); /* 0 for NULL (a single rank) */
+int sd_comm_size(const sd_comm_t *comm); /* 1 for NULL */
+const char *sd_comm_backend(const sd_comm_t *comm); /* "single", "intra", "mpi", "nccl" */
+void sd_comm_free(sd_comm_t *comm);
+
 /* ---- model -------------------------------------------------------------- */
 
 typedef struct sd_model sd_model_t;
@@ -51,6 +71,8 @@ typedef struct sd_model_params {
     const char *path; /* GGUF file */
     int n_threads;    /* CPU threads; 0 = number of online cores */
     int n_ctx;        /* KV-cache length; 0 = min(model context, 4096) */
+    sd_comm_t *comm;  /* tensor-parallel group the model is split over (every rank of it
+                         loads its shard); NULL = the whole model on this rank. Not owned. */
 } sd_model_params_t;
 
 void sd_model_params_default(sd_model_params_t *params);
@@ -194,6 +216,11 @@ typedef struct sd_spec_config {
     int adaptive;             /* 1 (default): adapt k from recent acceptance and stop drafting
                                  early when the drafter's top probability is low */
     float min_confidence;     /* adaptive early-stop threshold (default 0.3) */
+    int draft_ranks;          /* SD_DRAFTER_MODEL under tensor parallelism: the draft model is
+                                 loaded on the target group's first draft_ranks ranks (its own
+                                 comm, or none for 1); the other ranks pass draft_model = NULL
+                                 and receive the drafts by broadcast. 0 = every rank holds
+                                 the draft model (default). */
 } sd_spec_config_t;
 
 void sd_spec_config_default(sd_spec_config_t *config);
