@@ -1,9 +1,13 @@
 /* The llama/qwen2 forward pass over n tokens at once, through the backend ops table.
- * Scratch lives in sd_seq_t, so a forward call allocates nothing. */
+ * Scratch lives in sd_seq_t, so a forward call allocates nothing. Under tensor
+ * parallelism the attention and MLP blocks run on the rank's shard (m->tp: local heads
+ * and MLP features) and end with an allreduce of their partial outputs; everything
+ * else (embedding, norms, residual stream, head) is replicated. */
 #include <stdlib.h>
 #include <string.h>
 
 #include "check.h"
+#include "comm/comm.h"
 #include "model.h"
 
 static void *seq_alloc(const sd_model_t *m, size_t bytes, sd_status_t *st, const char *what)
@@ -30,14 +34,14 @@ sd_status_t sd_seq_init(sd_seq_t *s, const sd_model_t *m, int n_ctx, int max_tok
 
     const sd_hparams_t *hp = &m->hp;
     size_t T = (size_t)max_tokens, f = sizeof(float);
-    size_t qd = (size_t)hp->n_head * hp->head_dim;
+    size_t qd = (size_t)m->tp.n_head * hp->head_dim, ff = (size_t)m->tp.n_ff;
     sd_status_t st = SD_OK;
     s->x = seq_alloc(m, T * hp->n_embd * f, &st, "activations x");
     s->xb = seq_alloc(m, T * hp->n_embd * f, &st, "activations xb");
     s->q = seq_alloc(m, T * qd * f, &st, "queries");
     s->att = seq_alloc(m, T * qd * f, &st, "attention output");
-    s->hb = seq_alloc(m, T * hp->n_ff * f, &st, "MLP gate");
-    s->hb2 = seq_alloc(m, T * hp->n_ff * f, &st, "MLP up");
+    s->hb = seq_alloc(m, T * ff * f, &st, "MLP gate");
+    s->hb2 = seq_alloc(m, T * ff * f, &st, "MLP up");
     s->logits_dev = seq_alloc(m, T * hp->n_vocab * f, &st, "logits");
     s->ids_dev = seq_alloc(m, 2 * T * sizeof(int32_t), &st, "token ids");
     s->ids = malloc(2 * T * sizeof(int32_t));
@@ -88,15 +92,25 @@ static sd_status_t check_forward_args(const sd_seq_t *s, const int32_t *tokens, 
     return SD_OK;
 }
 
-/* Attention block of layer il: x[n, n_embd] += attention(rmsnorm(x)) . Wo^T */
-static void attention_block(sd_seq_t *s, int il, int n, const int32_t *pos)
+/* Sum the ranks' partial outputs xb[n, n_embd] of a row-parallel Wo or down (rank order:
+ * every rank gets the same bits). Nothing to do without TP. */
+static sd_status_t tp_allreduce(const sd_model_t *m, float *xb, int n)
+{
+    if (m->comm == NULL) return SD_OK;
+    return sd_comm_allreduce_sum(m->comm, xb, (size_t)n * (size_t)m->hp.n_embd, SD_COMM_F32);
+}
+
+/* Attention block of layer il: x[n, n_embd] += attention(rmsnorm(x)) . Wo^T, over the
+ * shard's nh query heads and nkv KV heads (qd = nh * hd, kvd = nkv * hd). */
+static sd_status_t attention_block(sd_seq_t *s, int il, int n, const int32_t *pos)
 {
     const sd_model_t *m = s->model;
     const sd_hparams_t *hp = &m->hp;
     const sd_layer_t *L = &m->layers[il];
     const sd_backend_ops_t *ops = m->backend->ops;
     sd_backend_t *be = m->backend;
-    size_t kvd = (size_t)hp->n_head_kv * hp->head_dim;
+    int nh = m->tp.n_head, nkv = m->tp.n_head_kv;
+    size_t kvd = (size_t)nkv * hp->head_dim;
     size_t layer_off = (size_t)il * s->kv.n_ctx * kvd;
     float *k_cache = s->kv.k + layer_off, *v_cache = s->kv.v + layer_off; /* [n_ctx, kvd] */
     float *k_new = k_cache + (size_t)s->kv.len * kvd;                      /* [n, kvd] */
@@ -106,16 +120,19 @@ static void attention_block(sd_seq_t *s, int il, int n, const int32_t *pos)
     ops->matmul(be, &L->wq, s->xb, n, L->bq, s->q);                          /* q[n, qd] */
     ops->matmul(be, &L->wk, s->xb, n, L->bk, k_new);
     ops->matmul(be, &L->wv, s->xb, n, L->bv, v_new);
-    ops->rope(be, s->q, pos, n, hp->n_head, hp->head_dim, &hp->rope);
-    ops->rope(be, k_new, pos, n, hp->n_head_kv, hp->head_dim, &hp->rope);
-    ops->attention(be, s->q, k_cache, v_cache, s->kv.len, n, hp->n_head, hp->n_head_kv,
-                   hp->head_dim, s->att);                                     /* att[n, qd] */
-    ops->matmul(be, &L->wo, s->att, n, NULL, s->xb);                         /* xb[n, E] */
+    ops->rope(be, s->q, pos, n, nh, hp->head_dim, &hp->rope);
+    ops->rope(be, k_new, pos, n, nkv, hp->head_dim, &hp->rope);
+    ops->attention(be, s->q, k_cache, v_cache, s->kv.len, n, nh, nkv, hp->head_dim,
+                   s->att);                                                   /* att[n, qd] */
+    ops->matmul(be, &L->wo, s->att, n, NULL, s->xb); /* xb[n, E], partial under TP */
+    SD_CHECK(tp_allreduce(m, s->xb, n));
     ops->add(be, s->x, s->xb, (size_t)n * hp->n_embd);
+    return SD_OK;
 }
 
-/* MLP block of layer il: x[n, n_embd] += (silu(xb . Wg^T) * (xb . Wu^T)) . Wd^T */
-static void mlp_block(sd_seq_t *s, int il, int n)
+/* MLP block of layer il: x[n, n_embd] += (silu(xb . Wg^T) * (xb . Wu^T)) . Wd^T, over the
+ * shard's ff features. */
+static sd_status_t mlp_block(sd_seq_t *s, int il, int n)
 {
     const sd_model_t *m = s->model;
     const sd_hparams_t *hp = &m->hp;
@@ -124,11 +141,13 @@ static void mlp_block(sd_seq_t *s, int il, int n)
     sd_backend_t *be = m->backend;
 
     ops->rmsnorm(be, s->x, L->ffn_norm, n, hp->n_embd, hp->norm_eps, s->xb);
-    ops->matmul(be, &L->w_gate, s->xb, n, NULL, s->hb); /* hb[n, n_ff] */
-    ops->matmul(be, &L->w_up, s->xb, n, NULL, s->hb2);  /* hb2[n, n_ff] */
-    ops->swiglu(be, s->hb, s->hb2, (size_t)n * hp->n_ff, s->hb);
-    ops->matmul(be, &L->w_down, s->hb, n, NULL, s->xb); /* xb[n, E] */
+    ops->matmul(be, &L->w_gate, s->xb, n, NULL, s->hb); /* hb[n, ff] */
+    ops->matmul(be, &L->w_up, s->xb, n, NULL, s->hb2);  /* hb2[n, ff] */
+    ops->swiglu(be, s->hb, s->hb2, (size_t)n * m->tp.n_ff, s->hb);
+    ops->matmul(be, &L->w_down, s->hb, n, NULL, s->xb); /* xb[n, E], partial under TP */
+    SD_CHECK(tp_allreduce(m, s->xb, n));
     ops->add(be, s->x, s->xb, (size_t)n * hp->n_embd);
+    return SD_OK;
 }
 
 sd_status_t sd_forward(sd_seq_t *s, const int32_t *tokens, int n, int n_layers_used)
@@ -147,8 +166,8 @@ sd_status_t sd_forward(sd_seq_t *s, const int32_t *tokens, int n, int n_layers_u
 
     ops->embed(be, &m->tok_embd, s->ids_dev, n, s->x); /* x[n, E] */
     for (int il = 0; il < n_layers; il++) {
-        attention_block(s, il, n, pos);
-        mlp_block(s, il, n);
+        SD_CHECK(attention_block(s, il, n, pos)); /* kv.len moves only on success */
+        SD_CHECK(mlp_block(s, il, n));
     }
     ops->rmsnorm(be, s->x, m->output_norm, n, hp->n_embd, hp->norm_eps, s->xb);
     ops->matmul(be, &m->output, s->xb, n, NULL, s->logits_dev); /* logits[n, n_vocab] */

@@ -1,5 +1,6 @@
 /* Per-sequence KV cache: f32 K and V [n_layer, n_ctx, n_head_kv, head_dim] in backend
- * memory. Rolling back only moves `len`; rows past it are overwritten by the next forward. */
+ * memory, n_head_kv the rank's local KV heads (all of them without TP). Rolling back only
+ * moves `len`; rows past it are overwritten by the next forward. */
 #include <stdint.h>
 #include <string.h>
 
@@ -13,7 +14,7 @@ sd_status_t sd_kv_cache_init(sd_kv_cache_t *kv, const sd_model_t *m, int n_ctx)
     memset(kv, 0, sizeof *kv);
     if (n_ctx < 1) return sd_set_error(SD_ERR_INVALID_ARG, "KV cache n_ctx = %d must be >= 1", n_ctx);
     const sd_hparams_t *hp = &m->hp;
-    size_t row = (size_t)hp->n_head_kv * hp->head_dim * sizeof(float);
+    size_t row = (size_t)m->tp.n_head_kv * hp->head_dim * sizeof(float);
     size_t per_layer = (size_t)n_ctx * row;
     if (per_layer / row != (size_t)n_ctx || SIZE_MAX / per_layer < (size_t)hp->n_layer)
         return sd_set_error(SD_ERR_OUT_OF_MEMORY, "KV cache of %d positions overflows size_t",
@@ -30,7 +31,7 @@ sd_status_t sd_kv_cache_init(sd_kv_cache_t *kv, const sd_model_t *m, int n_ctx)
     }
     kv->n_layer = hp->n_layer;
     kv->n_ctx = n_ctx;
-    kv->n_head_kv = hp->n_head_kv;
+    kv->n_head_kv = m->tp.n_head_kv;
     kv->head_dim = hp->head_dim;
     kv->len = 0;
     return SD_OK;

@@ -1,5 +1,6 @@
 /* Model loading: hyper-parameters from {arch}.* metadata, every tensor looked up by
- * name and shape-checked, matrices as zero-copy views into the GGUF mapping. */
+ * name and shape-checked, matrices as zero-copy views into the GGUF mapping; under
+ * tensor parallelism, then cut down to this rank's shard (engine/tp.c). */
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -7,7 +8,9 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "comm/comm.h"
 #include "model.h"
+#include "tp.h"
 
 #define MAX_CTX_DEFAULT 4096
 
@@ -239,6 +242,18 @@ static sd_status_t load_tensors(sd_model_t *m)
     m->layers = calloc((size_t)hp->n_layer, sizeof *m->layers);
     SD_ALLOC_CHECK(m->layers, (size_t)hp->n_layer * sizeof *m->layers, "layer table");
     for (int il = 0; il < hp->n_layer; il++) SD_CHECK(load_layer(m, il, &used));
+    return m->comm ? sd_tp_shard_layers(m) : SD_OK;
+}
+
+/* ---- tensor parallelism --------------------------------------------------- */
+
+/* This rank's plan over p->comm. Every rank computes the same plan from the same file, so
+ * a model that cannot be split fails alike on every rank, before any collective. */
+static sd_status_t setup_tp(sd_model_t *m, const sd_model_params_t *p)
+{
+    int size = sd_comm_size(p->comm);
+    SD_CHECK(sd_tp_plan(&m->hp, sd_comm_rank(p->comm), size, &m->tp));
+    m->comm = size > 1 ? p->comm : NULL;
     return SD_OK;
 }
 
@@ -288,6 +303,7 @@ sd_status_t sd_model_load_gguf(gguf_file_t *f, const sd_model_params_t *p, sd_mo
     sd_status_t st;
     SD_CHECK_GOTO(load_arch(m), st, fail);
     SD_CHECK_GOTO(load_hparams(m), st, fail);
+    SD_CHECK_GOTO(setup_tp(m, p), st, fail);
     SD_CHECK_GOTO(load_tensors(m), st, fail);
     SD_CHECK_GOTO(load_tokenizer(m), st, fail);
     SD_CHECK_GOTO(setup_runtime(m, p), st, fail);
@@ -306,6 +322,7 @@ void sd_model_free(sd_model_t *m)
     sd_tokenizer_free(m->tokenizer);
     free(m->layers);
     free(m->f32_copies);
+    free(m->tp_copies);
     free(m->name);
     gguf_close(m->gguf);
     free(m);

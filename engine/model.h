@@ -19,6 +19,17 @@ typedef struct sd_hparams {
     sd_rope_params_t rope;
 } sd_hparams_t;
 
+/* This rank's part of a tensor-parallel model (engine/tp.h has the plan). */
+typedef struct sd_tp_shard {
+    int rank, size;          /* position in the model's comm (0, 1 without one) */
+    int head0, n_head;       /* local query heads [head0, head0 + n_head) */
+    int kv_head0, n_head_kv; /* local KV heads [kv_head0, kv_head0 + n_head_kv) */
+    int ff0, n_ff;           /* local MLP features [ff0, ff0 + n_ff) */
+} sd_tp_shard_t;
+
+/* A layer's weights as this rank computes with them: with TP the local rows of
+ * Wq/Wk/Wv/gate/up (and of the biases) and the local columns of Wo/down (shapes below
+ * with n_head, n_kv, n_ff the shard's). */
 typedef struct sd_layer {
     const float *attn_norm;            /* [n_embd] */
     sd_weight_t wq, wk, wv, wo;        /* [n_head*hd, n_embd] [n_kv*hd, n_embd] x2, [n_embd, n_head*hd] */
@@ -29,7 +40,10 @@ typedef struct sd_layer {
 
 struct sd_model {
     gguf_file_t *gguf;
-    sd_hparams_t hp;
+    sd_hparams_t hp;           /* the full model's, whatever the TP size */
+    sd_tp_shard_t tp;          /* this rank's heads and MLP features (all of them at TP 1) */
+    sd_comm_t *comm;           /* TP group of size > 1, or NULL; not owned */
+    void *tp_copies;           /* the local columns of every Wo and down (TP > 1), owned */
     char arch_name[16];
     char *name;                /* general.name or "" */
     sd_weight_t tok_embd;      /* [n_vocab, n_embd] */
@@ -43,7 +57,8 @@ struct sd_model {
     int n_threads;
 };
 
-/* KV cache of one sequence: per layer K and V [n_ctx, n_head_kv, head_dim] f32. */
+/* KV cache of one sequence: per layer K and V [n_ctx, n_head_kv, head_dim] f32, with
+ * n_head_kv the shard's (a rank caches its own KV heads only). */
 typedef struct sd_kv_cache {
     int n_layer, n_ctx, n_head_kv, head_dim;
     int len;                   /* positions 0 .. len-1 are valid */
@@ -63,7 +78,7 @@ typedef struct sd_seq {
     const sd_model_t *model;
     sd_kv_cache_t kv;
     int max_tokens;
-    /* scratch, backend memory (T = max_tokens, qd = n_head*head_dim) */
+    /* scratch, backend memory (T = max_tokens, qd = shard n_head*head_dim, n_ff the shard's) */
     float *x, *xb;        /* [T, n_embd] residual stream, normed / projected rows */
     float *q, *att;       /* [T, qd] queries, attention output */
     float *hb, *hb2;      /* [T, n_ff] gate, up */
@@ -82,8 +97,11 @@ void sd_seq_free(sd_seq_t *s);
  * after tokens[0..i]). n_layers_used = 0 runs every layer (a smaller value runs the
  * first layers then the final norm and head: the layer-skip drafter).
  * SD_ERR_CONTEXT_FULL if kv.len + n > n_ctx; SD_ERR_INVALID_ARG for n > max_tokens
- * or a token id outside the vocabulary (naming it). Prefill of a long prompt is the
- * caller's job to chunk by max_tokens. */
+ * or a token id outside the vocabulary (naming it); these are checked before any
+ * collective, so under TP every rank refuses the same call. With TP each layer ends its
+ * attention and its MLP with an allreduce over m->comm; a failed one returns the comm's
+ * status (SD_ERR_COMM_TIMEOUT, SD_ERR_PEER_LOST, ...) with kv.len unchanged. Prefill of
+ * a long prompt is the caller's job to chunk by max_tokens. */
 sd_status_t sd_forward(sd_seq_t *s, const int32_t *tokens, int n, int n_layers_used);
 
 /* Build a model over an open GGUF file (p->path is ignored). On SD_OK the model owns

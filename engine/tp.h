@@ -22,14 +22,7 @@
 #ifndef SPECDEC_ENGINE_TP_H
 #define SPECDEC_ENGINE_TP_H
 
-#include "engine/model.h"
-
-typedef struct sd_tp_shard {
-    int rank, size;       /* position in the model's comm (0, 1 without one) */
-    int head0, n_head;    /* local query heads [head0, head0 + n_head) */
-    int kv_head0, n_head_kv; /* local KV heads */
-    int ff0, n_ff;        /* local MLP features [ff0, ff0 + n_ff) */
-} sd_tp_shard_t;
+#include "engine/model.h" /* sd_tp_shard_t lives there: struct sd_model holds one */
 
 /* The plan of rank `rank` of `size` for hyper-parameters hp (size 1: everything local).
  * SD_ERR_TP_PLAN naming the numbers when the model cannot be split that way;
@@ -41,5 +34,11 @@ sd_status_t sd_tp_plan(const sd_hparams_t *hp, int rank, int size, sd_tp_shard_t
  * SD_ERR_TP_PLAN naming `tensor`, the type, its block size, c0 and n otherwise. */
 sd_status_t sd_tp_check_col_split(const char *tensor, const sd_weight_t *w, int64_t c0,
                                   int64_t n);
+
+/* Turn the loaded full-model layers of m into m->tp's shard (called by the loader when
+ * m->tp.size > 1): row views for Wq/Wk/Wv/gate/up and the biases, copies of the local
+ * columns of Wo and down into m->tp_copies. SD_ERR_TP_PLAN (every rank alike) when a
+ * column split is off a block boundary; SD_ERR_OUT_OF_MEMORY naming the size. */
+sd_status_t sd_tp_shard_layers(sd_model_t *m);
 
 #endif
