@@ -47,6 +47,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "comm/comm.h"
 #include "draft/model_drafter.h"
 #include "engine/check.h"
 #include "engine/generate_text.h"
@@ -110,6 +111,9 @@ typedef struct gen {
     int32_t *batch;                 /* [k_max + 1] the verify forward: last token, drafts */
     float *q;                       /* [k_max, n_vocab] drafter distributions, or NULL */
     const sd_gen_options_t *opts;
+    sd_comm_t *comm;                /* the target's TP group, or NULL */
+    int check_consistency;          /* compare every step's tokens across the ranks */
+    uint64_t n_steps;
     sd_gen_stats_t stats;
     uint64_t draft_forwards0;       /* drafter passes before decoding */
 } gen_t;
@@ -170,6 +174,14 @@ static sd_status_t check_prompt(const sd_model_t *m, const int32_t *prompt, size
 
 /* ---- state ------------------------------------------------------------------------- */
 
+/* SPECDEC_CHECK_CONSISTENCY: "0" turns the per-step rank agreement check off; anything
+ * else (or unset) keeps it on. It costs one 8-byte allgather per step. */
+static int consistency_check_enabled(void)
+{
+    const char *v = getenv("SPECDEC_CHECK_CONSISTENCY");
+    return v == NULL || strcmp(v, "0") != 0;
+}
+
 /* Drafter, draft length and buffers for spec (NULL or drafter NONE: none). */
 static sd_status_t spec_init(gen_t *g, sd_model_t *m, const sd_spec_config_t *spec)
 {
@@ -203,6 +215,8 @@ static sd_status_t gen_init(gen_t *g, sd_model_t *m, const sd_gen_config_t *c,
     g->n_vocab = m->hp.n_vocab;
     g->prompt = prompt;
     g->n_prompt = n_prompt;
+    g->comm = sd_comm_size(m->comm) > 1 ? m->comm : NULL;
+    g->check_consistency = g->comm != NULL && consistency_check_enabled();
     SD_CHECK(spec_init(g, m, spec));
     /* the last token is sampled, never forwarded: the cache needs one position less */
     size_t want = n_prompt + (size_t)c->max_tokens;
@@ -399,7 +413,7 @@ static sd_status_t draft(gen_t *g, size_t len, int *n, int *has_q)
     *has_q = 0;
     long room_tokens = (long)g->cfg->max_tokens - (long)g->n_tokens - 1;
     long room_ctx = (long)g->n_ctx - (long)len - 1;
-    long k = g->kc.k;
+    long k = sd_spec_k_next(&g->kc);
     k = k < room_tokens ? k : room_tokens;
     k = k < room_ctx ? k : room_ctx;
     if (!g->drafting || k < 1)
@@ -445,6 +459,46 @@ static sd_status_t call_hook(gen_t *g, int n, const sd_spec_result_t *r)
     return g->opts->hook(g->opts->hook_user, &v);
 }
 
+/* FNV-1a over 64-bit words. */
+static uint64_t hash_words(uint64_t h, const uint64_t *w, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        for (int b = 0; b < 64; b += 8)
+            h = (h ^ ((w[i] >> b) & 0xff)) * 0x100000001b3ull;
+    return h;
+}
+
+/* Under TP every rank must accept the same tokens: compare a hash of this step's
+ * outcome (position, drafts accepted, their tokens, the next token) across the ranks
+ * (one 8-byte allgather). A disagreement is SD_ERR_RANK_DIVERGENCE naming the step on
+ * every rank, instead of mismatched collectives later. */
+static sd_status_t check_ranks_agree(gen_t *g, size_t len, const sd_spec_result_t *r)
+{
+    if (!g->check_consistency)
+        return SD_OK;
+    uint64_t w[3] = {len, (uint64_t)r->n_accepted, (uint64_t)(uint32_t)r->next_token};
+    uint64_t h = hash_words(0xcbf29ce484222325ull, w, 3);
+    for (int i = 0; i < r->n_accepted; i++) {
+        uint64_t t = (uint64_t)(uint32_t)g->batch[1 + i];
+        h = hash_words(h, &t, 1);
+    }
+    int size = sd_comm_size(g->comm);
+    uint64_t *all = malloc((size_t)size * sizeof *all);
+    SD_ALLOC_CHECK(all, (size_t)size * sizeof *all, "consistency hashes");
+    sd_status_t st = sd_comm_allgather(g->comm, &h, sizeof h, all);
+    int bad = -1;
+    for (int rk = 1; st == SD_OK && rk < size && bad < 0; rk++)
+        if (all[rk] != all[0]) bad = rk;
+    if (bad >= 0)
+        st = sd_set_error(SD_ERR_RANK_DIVERGENCE,
+                          "ranks disagree on the tokens of step %llu (position %zu): rank 0 "
+                          "hash %016llx, rank %d hash %016llx",
+                          (unsigned long long)g->n_steps, len, (unsigned long long)all[0], bad,
+                          (unsigned long long)all[bad]);
+    free(all);
+    return st;
+}
+
 /* One step: draft, verify in one target forward, emit, roll back, commit to the drafter. */
 static sd_status_t step(gen_t *g, int *stop)
 {
@@ -459,6 +513,10 @@ static sd_status_t step(gen_t *g, int *stop)
     SD_CHECK(sd_spec_verify(&g->sp, g->cfg->seed, (uint64_t)len, g->batch + 1,
                             has_q ? g->q : NULL, n, g->seq.logits, g->n_vocab, &g->vs, &r));
     double t2 = now_seconds();
+    g->n_steps++;
+    if (g->comm != NULL && sd_fault_corrupt_step(g->comm->world_rank, g->n_steps))
+        r.next_token = (r.next_token + 1) % g->n_vocab; /* test-only: SPECDEC_FAULT corrupt */
+    SD_CHECK(check_ranks_agree(g, len, &r));
     sd_gen_stats_step(&g->stats, n, r.n_accepted);
     sd_spec_k_update(&g->kc, n, r.n_accepted);
     SD_CHECK(emit_block(g, &r, stop));

@@ -5,6 +5,7 @@
  * with min_confidence 0.3, layerskip_layers 0 (a layer-skip drafter needs it set). */
 #include <string.h>
 
+#include "draft/group_drafter.h"
 #include "draft/layerskip.h"
 #include "draft/model_drafter.h"
 #include "engine/check.h"
@@ -44,9 +45,28 @@ sd_status_t sd_spec_check(const sd_spec_config_t *spec, int drafter_given)
         spec->drafter != SD_DRAFTER_LAYERSKIP)
         return sd_set_error(SD_ERR_INVALID_ARG, "spec drafter = %d is not a drafter kind",
                             (int)spec->drafter);
-    if (spec->drafter == SD_DRAFTER_MODEL && spec->draft_model == NULL)
+    if (spec->draft_ranks < 0)
+        return sd_set_error(SD_ERR_INVALID_ARG, "spec draft_ranks = %d, must be >= 0",
+                            spec->draft_ranks);
+    if (spec->drafter == SD_DRAFTER_MODEL && spec->draft_model == NULL && spec->draft_ranks == 0)
         return sd_set_error(SD_ERR_INVALID_ARG, "spec drafter is a draft model but draft_model is NULL");
     return SD_OK;
+}
+
+/* A draft model on the target group's first draft_ranks ranks, its drafts broadcast to
+ * all (draft/group_drafter.h). Collective over the target's comm. */
+static sd_status_t make_group_drafter(sd_model_t *target, const sd_spec_config_t *spec,
+                                      sd_drafter_t **out)
+{
+    sd_comm_t *world = target->comm;
+    sd_drafter_t *inner = NULL;
+    sd_status_t st = SD_OK;
+    if (sd_comm_rank(world) < spec->draft_ranks && spec->draft_model != NULL)
+        st = sd_drafter_model_new(spec->draft_model, target, &inner);
+    sd_status_t gs = sd_drafter_group_new(world, spec->draft_ranks, st, inner,
+                                          target->hp.n_vocab, out);
+    if (gs != SD_OK) sd_drafter_free(inner);
+    return gs;
 }
 
 sd_status_t sd_spec_make_drafter(sd_model_t *target, const sd_spec_config_t *spec,
@@ -59,6 +79,12 @@ sd_status_t sd_spec_make_drafter(sd_model_t *target, const sd_spec_config_t *spe
         sd_ngram_params_t p = {spec->ngram_min, spec->ngram_max};
         return sd_drafter_ngram_new(&p, out);
     }
+    if (spec->drafter == SD_DRAFTER_MODEL && spec->draft_ranks > 0 && sd_comm_size(target->comm) > 1)
+        return make_group_drafter(target, spec, out);
+    if (spec->drafter == SD_DRAFTER_MODEL && spec->draft_model == NULL)
+        return sd_set_error(SD_ERR_INVALID_ARG, "spec draft_ranks = %d needs tensor parallelism "
+                            "(a target with a comm of size > 1); without it draft_model must be set",
+                            spec->draft_ranks);
     if (spec->drafter == SD_DRAFTER_MODEL)
         return sd_drafter_model_new(spec->draft_model, target, out);
     return sd_drafter_layerskip_new(target, spec->layerskip_layers, out);
@@ -73,6 +99,7 @@ void sd_spec_k_init(sd_spec_k_t *c, int k_max, int adaptive)
     c->adaptive = adaptive;
     c->hits = SPEC_PRIOR_HITS;
     c->misses = SPEC_PRIOR_MISSES;
+    c->paused_steps = 0;
 }
 
 /* Expected tokens per unit of target cost for a draft of k tokens at acceptance alpha. */
@@ -97,7 +124,16 @@ void sd_spec_k_update(sd_spec_k_t *c, int n_drafted, int n_accepted)
     for (int k = 2; k <= c->k_max; k++)
         if (spec_gain(alpha, k) > spec_gain(alpha, best))
             best = k;
-    c->k = best;
+    /* drafting would cost more than it brings: pause (k = 0) and probe now and then */
+    c->k = spec_gain(alpha, best) < 1.0 ? 0 : best;
+    c->paused_steps = 0;
+}
+
+int sd_spec_k_next(sd_spec_k_t *c)
+{
+    if (c->k > 0 || c->k_max == 0)
+        return c->k;
+    return ++c->paused_steps % SD_SPEC_PROBE_INTERVAL == 0; /* a 1-token probe */
 }
 
 /* ---- statistics -------------------------------------------------------------------------- */

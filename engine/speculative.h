@@ -40,16 +40,26 @@ sd_status_t sd_spec_make_drafter(sd_model_t *target, const sd_spec_config_t *spe
  * expected tokens per step over its cost, (1 + alpha + ... + alpha^k) / (1 + 0.25 k):
  * a verify forward of k + 1 rows costs about 1 + 0.25 k single-row forwards on the CPU
  * (SmolLM2, 2 threads: 1 row 30 ms, 5 rows 75 ms). So alpha 0.5 gives k = 1, alpha 0.8
- * k = 3, alpha 0.9 k = 6. k depends only on acceptance counts, never on timing, so the
- * output of a seeded run is reproducible. The drafter's own early stop (min_confidence)
- * cuts a single draft short and is passed in the request. */
+ * k = 3, alpha 0.9 k = 6. When even the best k is expected to lose (gain < 1: alpha below
+ * 0.25), drafting pauses (k = 0: the step is a plain target decode) and every
+ * SD_SPEC_PROBE_INTERVAL-th paused step drafts one token to see whether acceptance came
+ * back. k depends only on acceptance counts and step counts, never on timing, so a seeded
+ * run is reproducible (and every rank of a tensor-parallel group picks the same k). The
+ * drafter's own early stop (min_confidence) cuts a single draft short and is passed in
+ * the request. */
+#define SD_SPEC_PROBE_INTERVAL 8
 typedef struct sd_spec_k {
     int k, k_max, adaptive;
     double hits, misses; /* decayed counts of accepted and rejected draft tokens */
+    int paused_steps;    /* steps since drafting paused (k = 0) */
 } sd_spec_k_t;
 
 void sd_spec_k_init(sd_spec_k_t *c, int k_max, int adaptive);
+/* After a step that drafted n_drafted tokens and had n_accepted accepted. */
 void sd_spec_k_update(sd_spec_k_t *c, int n_drafted, int n_accepted);
+/* The draft length of the next step (0: no drafting; a paused controller returns 1 on
+ * every SD_SPEC_PROBE_INTERVAL-th call). Call once per step. */
+int sd_spec_k_next(sd_spec_k_t *c);
 
 /* Statistics: one step drafted n tokens of which a were accepted; finish derives the
  * rates once generation is over. */

@@ -745,9 +745,22 @@ Test(engine_speculative, adaptive_k_follows_acceptance)
     sd_spec_k_t c;
     sd_spec_k_init(&c, 8, 1);
     cr_assert_eq(c.k, 8);
-    for (int i = 0; i < 10; i++)
-        sd_spec_k_update(&c, c.k, 0); /* everything rejected */
+    for (int i = 0; i < 3; i++)
+        sd_spec_k_update(&c, c.k, 0); /* everything rejected: k falls */
     cr_assert_eq(c.k, 1);
+    for (int i = 0; i < 10; i++)
+        sd_spec_k_update(&c, 1, 0); /* still everything: drafting pauses */
+    cr_assert_eq(c.k, 0);
+    for (int i = 1; i < SD_SPEC_PROBE_INTERVAL; i++) /* paused steps draft nothing ... */
+        cr_assert_eq(sd_spec_k_next(&c), 0, "paused step %d drafts", i);
+    cr_assert_eq(sd_spec_k_next(&c), 1, "... but every 8th probes with one token");
+    sd_spec_k_update(&c, 1, 0); /* probe rejected: stay paused, count again */
+    for (int i = 1; i < SD_SPEC_PROBE_INTERVAL; i++)
+        cr_assert_eq(sd_spec_k_next(&c), 0);
+    cr_assert_eq(sd_spec_k_next(&c), 1);
+    for (int i = 0; i < 3; i++) /* probes accepted: drafting resumes */
+        sd_spec_k_update(&c, 1, 1);
+    cr_assert_geq(sd_spec_k_next(&c), 1);
     int prev = c.k;
     for (int i = 0; i < 20; i++) { /* everything accepted: k grows back to the maximum */
         sd_spec_k_update(&c, c.k, c.k);

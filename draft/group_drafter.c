@@ -1,0 +1,163 @@
+/* The group drafter (draft/group_drafter.h): the real drafter on the draft group's ranks,
+ * its proposals broadcast from rank 0 to the whole target group. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "comm/comm.h"
+#include "draft/group_drafter.h"
+#include "draft/model_drafter.h"
+
+#define AGREE_MSG_LEN 512
+
+typedef struct group_drafter {
+    sd_drafter_t base;
+    sd_comm_t *world;
+    int rank, draft_ranks;
+    sd_drafter_t *inner; /* ranks < draft_ranks; NULL elsewhere */
+    int n_vocab;
+    uint64_t forwards;   /* rank 0's draft forward count, as last broadcast */
+} group_drafter_t;
+
+/* What rank 0 tells every rank about a begin or a proposal. */
+typedef struct draft_header {
+    int32_t status, n, has_q, pad;
+    uint64_t forwards;
+} draft_header_t;
+
+static const sd_drafter_ops_t group_ops;
+
+static group_drafter_t *as_group(sd_drafter_t *d) { return (group_drafter_t *)d; }
+
+sd_status_t sd_comm_agree(sd_comm_t *c, sd_status_t local)
+{
+    int size = sd_comm_size(c);
+    int32_t *all = malloc((size_t)size * sizeof *all);
+    SD_ALLOC_CHECK(all, (size_t)size * sizeof *all, "status agreement");
+    char keep[AGREE_MSG_LEN];
+    snprintf(keep, sizeof keep, "%s", sd_last_error());
+    int32_t mine = (int32_t)local;
+    sd_status_t st = sd_comm_allgather(c, &mine, sizeof mine, all);
+    int first = -1;
+    for (int r = 0; st == SD_OK && r < size && first < 0; r++)
+        if (all[r] != SD_OK) first = r;
+    free(all);
+    if (st != SD_OK || first < 0) return st;
+    char msg[AGREE_MSG_LEN];
+    snprintf(msg, sizeof msg, "%s", keep);
+    SD_CHECK(sd_comm_broadcast(c, msg, sizeof msg, first));
+    msg[AGREE_MSG_LEN - 1] = '\0';
+    SD_CHECK(sd_comm_broadcast(c, &mine, sizeof mine, first)); /* the first failure's code */
+    return sd_set_error((sd_status_t)mine, "rank %d: %s", first, msg);
+}
+
+sd_status_t sd_drafter_group_new(sd_comm_t *world, int draft_ranks, sd_status_t inner_status,
+                                 sd_drafter_t *inner, int n_vocab, sd_drafter_t **out)
+{
+    *out = NULL;
+    int rank = sd_comm_rank(world), size = sd_comm_size(world);
+    sd_status_t local = inner_status;
+    if (local == SD_OK && (draft_ranks < 1 || draft_ranks > size))
+        local = sd_set_error(SD_ERR_INVALID_ARG, "draft_ranks = %d outside [1, %d]", draft_ranks,
+                             size);
+    else if (local == SD_OK && (rank < draft_ranks) != (inner != NULL))
+        local = sd_set_error(SD_ERR_INVALID_ARG,
+                             "rank %d of %d with draft_ranks = %d %s a draft model", rank, size,
+                             draft_ranks, inner ? "must not hold" : "needs");
+    SD_CHECK(sd_comm_agree(world, local));
+    group_drafter_t *g = calloc(1, sizeof *g);
+    SD_ALLOC_CHECK(g, sizeof *g, "group drafter");
+    *g = (group_drafter_t){{&group_ops}, world, rank, draft_ranks, inner, n_vocab, 0};
+    *out = &g->base;
+    return SD_OK;
+}
+
+/* Rank 0's status of a draft-group call, with the message, on every rank. */
+static sd_status_t share_header(group_drafter_t *g, sd_status_t st, draft_header_t *h)
+{
+    char msg[AGREE_MSG_LEN];
+    h->status = (int32_t)st;
+    h->forwards = g->inner ? sd_drafter_forwards(g->inner) : 0;
+    SD_CHECK(sd_comm_broadcast(g->world, h, sizeof *h, 0));
+    g->forwards = h->forwards;
+    if (h->status == SD_OK) return SD_OK;
+    snprintf(msg, sizeof msg, "%s", sd_last_error());
+    SD_CHECK(sd_comm_broadcast(g->world, msg, sizeof msg, 0));
+    msg[AGREE_MSG_LEN - 1] = '\0';
+    return sd_set_error((sd_status_t)h->status, "%s", msg);
+}
+
+static sd_status_t group_begin(sd_drafter_t *d, const int32_t *tokens, int n)
+{
+    group_drafter_t *g = as_group(d);
+    sd_status_t st = g->inner ? sd_drafter_begin(g->inner, tokens, n) : SD_OK;
+    draft_header_t h = {0};
+    return share_header(g, st, &h);
+}
+
+/* Ranks < D propose; rank 0's proposal (tokens, and q rows when has_q) reaches all. */
+static sd_status_t group_propose(sd_drafter_t *d, const sd_draft_request_t *req,
+                                 sd_draft_out_t *out)
+{
+    group_drafter_t *g = as_group(d);
+    sd_status_t st = SD_OK;
+    out->n = 0;
+    out->has_q = 0;
+    if (g->inner) st = sd_drafter_propose(g->inner, req, out);
+    draft_header_t h = {.n = out->n, .has_q = out->has_q};
+    SD_CHECK(share_header(g, st, &h));
+    if (h.n < 0 || h.n > req->k || (h.has_q && out->q == NULL))
+        return sd_set_error(SD_ERR_INTERNAL, "group drafter: rank 0 proposed %d tokens (k = %d)%s",
+                            h.n, req->k, h.has_q && out->q == NULL ? " with q while greedy" : "");
+    out->n = h.n;
+    out->has_q = h.has_q;
+    if (h.n == 0) return SD_OK;
+    SD_CHECK(sd_comm_broadcast(g->world, out->tokens, (size_t)h.n * sizeof *out->tokens, 0));
+    if (h.has_q)
+        SD_CHECK(sd_comm_broadcast(g->world, out->q,
+                                   (size_t)h.n * (size_t)g->n_vocab * sizeof *out->q, 0));
+    return SD_OK;
+}
+
+static sd_status_t group_accept(sd_drafter_t *d, int n_accepted, int32_t next_token)
+{
+    group_drafter_t *g = as_group(d);
+    return g->inner ? sd_drafter_accept(g->inner, n_accepted, next_token) : SD_OK;
+}
+
+static sd_status_t group_rollback(sd_drafter_t *d, int n)
+{
+    group_drafter_t *g = as_group(d);
+    return g->inner ? sd_drafter_rollback(g->inner, n) : SD_OK;
+}
+
+static void group_reset(sd_drafter_t *d)
+{
+    group_drafter_t *g = as_group(d);
+    if (g->inner) sd_drafter_reset(g->inner);
+}
+
+static void group_destroy(sd_drafter_t *d)
+{
+    group_drafter_t *g = as_group(d);
+    sd_drafter_free(g->inner);
+    free(g);
+}
+
+static const sd_drafter_ops_t group_ops = {
+    .version = SD_DRAFTER_OPS_VERSION,
+    .name = "group",
+    .begin = group_begin,
+    .propose = group_propose,
+    .accept = group_accept,
+    .rollback = group_rollback,
+    .reset = group_reset,
+    .destroy = group_destroy,
+};
+
+int sd_drafter_is_group(const sd_drafter_t *d) { return d != NULL && d->ops == &group_ops; }
+
+uint64_t sd_drafter_group_forwards(const sd_drafter_t *d)
+{
+    return sd_drafter_is_group(d) ? ((const group_drafter_t *)d)->forwards : 0;
+}
