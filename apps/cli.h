@@ -17,24 +17,43 @@ typedef struct cli_gen_opts {
     sd_spec_config_t spec;  /* --draft, --k, --no-adaptive */
     const char *draft_path; /* --draft PATH: a draft model, loaded by cli_load_draft */
     int stats;              /* --stats: speculative statistics to stderr */
+    /* tensor parallelism: under `specdec launch -n N` or mpirun the target is split over
+     * the world; --draft-ranks D puts a draft model on the first D ranks only */
+    sd_comm_t *world;       /* NULL on a single rank */
+    sd_comm_t *draft_comm;  /* the draft group when D > 1 (NULL on ranks >= D) */
 } cli_gen_opts_t;
+
+/* Exit codes of the specdec command (documented in the README). */
+enum {
+    CLI_EXIT_OK = 0,
+    CLI_EXIT_ERROR = 1,      /* any other failure */
+    CLI_EXIT_USAGE = 2,      /* bad command line */
+    CLI_EXIT_TIMEOUT = 3,    /* SD_ERR_COMM_TIMEOUT: a collective passed its deadline */
+    CLI_EXIT_DIVERGENCE = 4, /* SD_ERR_RANK_DIVERGENCE: ranks disagreed on a token */
+    CLI_EXIT_PEER_LOST = 5,  /* SD_ERR_PEER_LOST: another rank died */
+};
+/* The exit code for a failed status. */
+int cli_exit_code(sd_status_t s);
 
 /* Option values: on bad input print one "specdec: error: FLAG expects ..." line, return 0. */
 int cli_parse_int(const char *flag, const char *v, long lo, long hi, int *out);
 int cli_parse_float(const char *flag, const char *v, float lo, float hi, float *out);
 int cli_parse_seed(const char *v, uint64_t *out);
 
-/* Print "specdec: error: ..." for a failed call; returns 1 (the exit code). */
+/* Print "specdec: error: ..." for a failed call; returns cli_exit_code(s). */
 int cli_fail(const char *what, sd_status_t s);
 /* Parse argv[first..] into opts; prints a one-line error and returns 0 on bad input. */
 int cli_parse_gen_opts(int argc, char **argv, int first, cli_gen_opts_t *opts);
-/* Load opts->model_path or the default model (fetched by scripts/fetch-model.sh);
- * prints the error line itself on failure. */
-sd_status_t cli_load_model(const cli_gen_opts_t *opts, sd_model_t **out);
+/* Load opts->model_path or the default model (fetched by scripts/fetch-model.sh); under
+ * `specdec launch` / mpirun first joins the world (opts->world) and loads this rank's
+ * shard. Prints the error line itself on failure. */
+sd_status_t cli_load_model(cli_gen_opts_t *opts, sd_model_t **out);
 /* --draft PATH: load the draft model into opts->spec.draft_model (nothing to do for other
- * drafters); prints the error line itself on failure. Free it with cli_free_draft. */
+ * drafters; with --draft-ranks D under TP only ranks < D load it, split over the first D
+ * ranks); prints the error line itself on failure. */
 sd_status_t cli_load_draft(cli_gen_opts_t *opts);
-void cli_free_draft(cli_gen_opts_t *opts);
+/* Free the draft model and the communicators (after the target model is freed). */
+void cli_release(cli_gen_opts_t *opts);
 /* Generate from text, streaming to stdout; statistics to stderr. */
 int cli_generate_text(sd_model_t *m, const char *text, int flags, const cli_gen_opts_t *opts,
                       char **reply);

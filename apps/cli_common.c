@@ -9,12 +9,30 @@
 
 #include "cli.h"
 
+/* Return s from a cli_* loader that has already printed its error line. */
+#define SD_CLI_CHECK(call)                                                                       \
+    do {                                                                                         \
+        sd_status_t cli_check_status_ = (call);                                                  \
+        if (cli_check_status_ != SD_OK) return cli_check_status_;                                \
+    } while (0)
+
+int cli_exit_code(sd_status_t s)
+{
+    switch (s) {
+    case SD_OK: return CLI_EXIT_OK;
+    case SD_ERR_COMM_TIMEOUT: return CLI_EXIT_TIMEOUT;
+    case SD_ERR_RANK_DIVERGENCE: return CLI_EXIT_DIVERGENCE;
+    case SD_ERR_PEER_LOST: return CLI_EXIT_PEER_LOST;
+    default: return CLI_EXIT_ERROR;
+    }
+}
+
 int cli_fail(const char *what, sd_status_t s)
 {
     const char *detail = sd_last_error();
     fprintf(stderr, "specdec: error: %s: %s%s%s\n", what, sd_status_string(s),
             detail[0] ? ": " : "", detail);
-    return 1;
+    return cli_exit_code(s);
 }
 
 int cli_parse_int(const char *flag, const char *v, long lo, long hi, int *out)
@@ -97,6 +115,8 @@ static int parse_one(const char *flag, const char *v, cli_gen_opts_t *o)
     if (!strcmp(flag, "--seed")) return cli_parse_seed(v, &g->seed);
     if (!strcmp(flag, "--draft")) return parse_draft(v, o);
     if (!strcmp(flag, "--k")) return cli_parse_int(flag, v, 1, SD_SPEC_MAX_K, &o->spec.k);
+    if (!strcmp(flag, "--draft-ranks"))
+        return cli_parse_int(flag, v, 1, 4096, &o->spec.draft_ranks);
     if (!strcmp(flag, "--stop")) {
         if (g->n_stop_strings == sizeof o->stops / sizeof o->stops[0]) {
             fprintf(stderr, "specdec: error: at most %zu --stop strings\n", g->n_stop_strings);
@@ -131,8 +151,25 @@ int cli_parse_gen_opts(int argc, char **argv, int first, cli_gen_opts_t *o)
     return 1;
 }
 
-sd_status_t cli_load_model(const cli_gen_opts_t *o, sd_model_t **out)
+/* Join the world when launched as one of several ranks (specdec launch / mpirun). */
+static sd_status_t join_world(cli_gen_opts_t *o)
 {
+    const char *ws = getenv("SPECDEC_WORLD_SIZE");
+    int launched = (ws && strcmp(ws, "1") != 0) || getenv("OMPI_COMM_WORLD_SIZE") ||
+                   getenv("PMI_SIZE");
+    if (!launched || o->world) return SD_OK;
+    sd_status_t s = sd_comm_init(&o->world);
+    if (s != SD_OK) return cli_fail("join the ranks", s), s;
+    if (sd_comm_size(o->world) == 1) {
+        sd_comm_free(o->world);
+        o->world = NULL;
+    }
+    return SD_OK;
+}
+
+sd_status_t cli_load_model(cli_gen_opts_t *o, sd_model_t **out)
+{
+    SD_CLI_CHECK(join_world(o));
     char path[4096];
     if (o->model_path) {
         snprintf(path, sizeof path, "%s", o->model_path);
@@ -152,6 +189,7 @@ sd_status_t cli_load_model(const cli_gen_opts_t *o, sd_model_t **out)
     p.path = path;
     p.n_threads = o->n_threads;
     p.n_ctx = o->n_ctx;
+    p.comm = o->world;
     sd_status_t s = sd_model_load(&p, out);
     if (s != SD_OK) cli_fail("load model", s);
     return s;
@@ -159,21 +197,43 @@ sd_status_t cli_load_model(const cli_gen_opts_t *o, sd_model_t **out)
 
 sd_status_t cli_load_draft(cli_gen_opts_t *o)
 {
-    if (o->draft_path == NULL) return SD_OK;
+    if (o->draft_path == NULL) {
+        if (o->spec.draft_ranks > 0) {
+            fprintf(stderr, "specdec: error: --draft-ranks needs --draft PATH (a draft model)\n");
+            return SD_ERR_INVALID_ARG;
+        }
+        return SD_OK;
+    }
+    int size = sd_comm_size(o->world), d = o->spec.draft_ranks;
+    if (d > size) {
+        fprintf(stderr, "specdec: error: --draft-ranks %d exceeds the %d ranks of this run\n", d,
+                size);
+        return SD_ERR_INVALID_ARG;
+    }
     sd_model_params_t p;
     sd_model_params_default(&p);
     p.path = o->draft_path;
     p.n_threads = o->n_threads;
     p.n_ctx = o->n_ctx;
+    p.comm = o->world; /* no --draft-ranks: the draft model is split like the target */
+    if (d > 0 && size > 1) {
+        sd_status_t s = d > 1 ? sd_comm_split_first(o->world, d, &o->draft_comm) : SD_OK;
+        if (s != SD_OK) return cli_fail("form the draft group", s), s;
+        if (sd_comm_rank(o->world) >= d) return SD_OK; /* drafts arrive by broadcast */
+        p.comm = o->draft_comm;
+    }
     sd_status_t s = sd_model_load(&p, &o->spec.draft_model);
     if (s != SD_OK) cli_fail("load draft model", s);
     return s;
 }
 
-void cli_free_draft(cli_gen_opts_t *o)
+void cli_release(cli_gen_opts_t *o)
 {
     sd_model_free(o->spec.draft_model);
     o->spec.draft_model = NULL;
+    sd_comm_free(o->draft_comm);
+    sd_comm_free(o->world);
+    o->draft_comm = o->world = NULL;
 }
 
 static int stream_to_stdout(void *user, int32_t token, const char *text, size_t len)
@@ -228,14 +288,16 @@ int cli_generate_text(sd_model_t *m, const char *text, int flags, const cli_gen_
     sd_status_t s = sd_tokenize(m, text, len, flags, ids, cap, &n);
     if (s != SD_OK) return free(ids), cli_fail("tokenize", s);
     sd_gen_result_t r;
-    s = sd_generate_speculative(m, ids, n, &o->gen, &o->spec, stream_to_stdout, NULL, &r);
+    /* every rank generates the same text; only rank 0 writes it (also under mpirun) */
+    sd_token_callback out = sd_comm_rank(o->world) == 0 ? stream_to_stdout : NULL;
+    s = sd_generate_speculative(m, ids, n, &o->gen, &o->spec, out, NULL, &r);
     free(ids);
     if (s != SD_OK) {
         if (r.n_tokens) fprintf(stderr, "\nspecdec: generation failed after %zu tokens\n", r.n_tokens);
         sd_gen_result_free(&r);
         return cli_fail("generate", s);
     }
-    if (isatty(STDOUT_FILENO)) putchar('\n');
+    if (out && isatty(STDOUT_FILENO)) putchar('\n');
     fflush(stdout);
     print_stats(&r);
     if (o->stats) print_spec_stats(o, &r.stats);

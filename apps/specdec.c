@@ -6,6 +6,8 @@
 
 #include "bench.h"
 #include "cli.h"
+#include "hangtest.h"
+#include "launch.h"
 
 static const char usage[] =
     "usage: specdec <command> [options]\n"
@@ -15,6 +17,9 @@ static const char usage[] =
     "  chat   chat with the model using its chat template (-p for one turn, else stdin lines)\n"
     "  info   print the model's architecture and shape\n"
     "  bench  speculative vs target-only decode speed over a prompt set (see bench/README.md)\n"
+    "  launch     run N ranks of a command on this node: launch -n N -- specdec run ... (--help)\n"
+    "  commbench  allreduce latency and bus bandwidth of the comm backend, under launch or mpirun\n"
+    "  hangtest   hang-regression harness: hangtest --ranks N --steps S [--draft-ranks D] [--comm C]\n"
     "\n"
     "options (run, chat):\n"
     "  -m, --model PATH   GGUF model (default: SmolLM2-135M-Instruct Q4_1 from the cache)\n"
@@ -42,12 +47,12 @@ int cmd_run(int argc, char **argv)
     if (!o.prompt) return fprintf(stderr, "specdec: error: run needs -p PROMPT\n"), 2;
     sd_model_t *m = NULL;
     sd_status_t s = cli_load_model(&o, &m);
-    if (s != SD_OK) return 1;
-    if (cli_load_draft(&o) != SD_OK) return sd_model_free(m), 1;
+    if (s == SD_OK) s = cli_load_draft(&o);
+    if (s != SD_OK) return sd_model_free(m), cli_release(&o), cli_exit_code(s);
     int flags = SD_TOKENIZE_ADD_BOS | (o.parse_special ? SD_TOKENIZE_PARSE_SPECIAL : 0);
     int rc = cli_generate_text(m, o.prompt, flags, &o, NULL);
-    cli_free_draft(&o);
     sd_model_free(m);
+    cli_release(&o);
     return rc;
 }
 
@@ -90,8 +95,8 @@ int cmd_chat(int argc, char **argv)
     if (!cli_parse_gen_opts(argc, argv, 2, &o)) return 2;
     sd_model_t *m = NULL;
     sd_status_t s = cli_load_model(&o, &m);
-    if (s != SD_OK) return 1;
-    if (cli_load_draft(&o) != SD_OK) return sd_model_free(m), 1;
+    if (s == SD_OK) s = cli_load_draft(&o);
+    if (s != SD_OK) return sd_model_free(m), cli_release(&o), cli_exit_code(s);
     sd_chat_message_t msgs[MAX_TURNS];
     char *owned[MAX_TURNS];
     size_t n = 0, n_owned = 0;
@@ -109,8 +114,8 @@ int cmd_chat(int argc, char **argv)
         if (!interactive) break;
     }
     for (size_t i = 0; i < n_owned; i++) free(owned[i]);
-    cli_free_draft(&o);
     sd_model_free(m);
+    cli_release(&o);
     return rc;
 }
 
@@ -120,7 +125,7 @@ static int cmd_info(int argc, char **argv)
     if (!cli_parse_gen_opts(argc, argv, 2, &o)) return 2;
     sd_model_t *m = NULL;
     sd_status_t s = cli_load_model(&o, &m);
-    if (s != SD_OK) return 1;
+    if (s != SD_OK) return cli_release(&o), cli_exit_code(s);
     sd_model_info_t i;
     sd_model_get_info(m, &i);
     printf("name: %s\narch: %s\nlayers: %d\nembedding: %d\nffn: %d\nheads: %d\nkv heads: %d\n"
@@ -128,6 +133,7 @@ static int cmd_info(int argc, char **argv)
            i.name, i.arch, i.n_layer, i.n_embd, i.n_ff, i.n_head, i.n_head_kv, i.n_vocab, i.n_ctx,
            i.bos, i.eos);
     sd_model_free(m);
+    cli_release(&o);
     return 0;
 }
 
@@ -142,6 +148,10 @@ int main(int argc, char **argv)
     if (!strcmp(argv[1], "chat")) return cmd_chat(argc, argv);
     if (!strcmp(argv[1], "info")) return cmd_info(argc, argv);
     if (!strcmp(argv[1], "bench")) return cmd_bench(argc, argv);
-    fprintf(stderr, "specdec: error: unknown command '%s' (run, chat, info, bench)\n", argv[1]);
+    if (!strcmp(argv[1], "launch")) return cmd_launch(argc, argv);
+    if (!strcmp(argv[1], "commbench")) return cmd_commbench(argc, argv);
+    if (!strcmp(argv[1], "hangtest")) return cmd_hangtest(argc, argv);
+    fprintf(stderr, "specdec: error: unknown command '%s' (run, chat, info, bench, launch, "
+                    "commbench, hangtest)\n", argv[1]);
     return 2;
 }
