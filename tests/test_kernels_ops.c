@@ -195,6 +195,42 @@ Test(kernels_ops, matmul_rows_independent_of_tile_position, .timeout = 60)
     }
 }
 
+/* Verification forwards k + 1 rows and prefill forwards chunks of many: the int16 kernel
+ * decodes a weight block once for up to SD_I16_TILE_X (16) activation rows, keeps the
+ * accumulators of a lone row in registers (a separately compiled path) and those of several
+ * in memory, and takes another pass beyond 16. Splitting 35 rows into consecutive calls of
+ * every size 1..35 (so calls of 1, 2, 16, 17, 33 rows all occur, at every offset) must
+ * reproduce the single 35-row call bit for bit, for every weight type. */
+Test(kernels_ops, matmul_every_batch_size_gives_identical_rows, .timeout = 60)
+{
+    enum { N = 35, ROWS = 27, COLS = 512 };
+    sd_dtype_t types[] = {SD_DTYPE_Q4_0, SD_DTYPE_Q4_1, SD_DTYPE_Q8_0,
+                          SD_DTYPE_Q4_K, SD_DTYPE_Q6_K, SD_DTYPE_F16};
+    float *x = malloc(sizeof(float) * N * COLS), *y = malloc(sizeof(float) * N * ROWS);
+    float *yb = malloc(sizeof(float) * N * ROWS);
+    fill_random(x, N * COLS, 23, 2.0f);
+    sd_backend_t *be = make_backend(2);
+    for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
+        test_weight_t tw = make_weight(types[ti], ROWS, COLS, 41);
+        be->ops->matmul(be, &tw.w, x, N, NULL, y);
+        for (int size = 1; size <= N; size++) {
+            memset(yb, 0xFF, sizeof(float) * N * ROWS);
+            for (int i0 = 0; i0 < N; i0 += size)
+                be->ops->matmul(be, &tw.w, x + (size_t)i0 * COLS, N - i0 < size ? N - i0 : size, NULL,
+                                yb + (size_t)i0 * ROWS);
+            for (int i = 0; i < N; i++)
+                cr_assert(memcmp(yb + (size_t)i * ROWS, y + (size_t)i * ROWS, sizeof(float) * ROWS) == 0,
+                          "%s: row %d computed in calls of %d rows differs from one call of %d",
+                          sd_dtype_name(types[ti]), i, size, N);
+        }
+        free_weight(&tw);
+    }
+    sd_backend_destroy(be);
+    free(x);
+    free(y);
+    free(yb);
+}
+
 /* ---- attention ------------------------------------------------------------------------- */
 
 typedef struct {

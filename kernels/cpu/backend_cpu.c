@@ -82,7 +82,7 @@ typedef struct {
     int n;
     int64_t rows_per_task;
     /* int16 path: activations quantized once per call */
-    const int16_t *xq; /* xq[n, cols] */
+    const int16_t *xq; /* xq[n, sd_act_i16_len(cols)] */
     const float *xs;   /* block scales [n, cols / 32] */
     const float *xsum; /* block sums [n, cols / 32] */
 } matmul_job_t;
@@ -113,22 +113,18 @@ static void matmul_rows_f32(const matmul_job_t *job, int64_t r0, int64_t r1)
 }
 
 /* int16 activations (quantized once per call): one chunk of weight rows against every
- * activation row, SD_I16_TILE_X activation rows per pass; the bias is added last. */
+ * activation row (the kernel reads each weight tile once for all of them); the bias is
+ * added last. */
 static void matmul_rows_i16(const matmul_job_t *job, int64_t r0, int64_t r1)
 {
     const sd_weight_t *w = job->w;
-    int64_t cols = w->cols, nb = cols / SD_QK;
     size_t ldy = (size_t)w->rows;
-    for (int j = 0; j < job->n; j += SD_I16_TILE_X) {
-        int nx = job->n - j < SD_I16_TILE_X ? job->n - j : SD_I16_TILE_X;
-        float *y = job->y + (size_t)j * ldy + (size_t)r0; /* y[nx, rows], columns r0 .. r1 */
-        sd_vec_dot_rows_i16(w->type, (const char *)w->data + (size_t)r0 * w->row_bytes, w->row_bytes,
-                            r1 - r0, job->xq + (size_t)j * (size_t)cols, job->xs + (size_t)j * (size_t)nb,
-                            job->xsum + (size_t)j * (size_t)nb, nx, cols, y, ldy);
-        if (job->bias)
-            for (int c = 0; c < nx; c++)
-                for (int64_t r = 0; r < r1 - r0; r++) y[(size_t)c * ldy + (size_t)r] += job->bias[r0 + r];
-    }
+    float *y = job->y + (size_t)r0; /* y[n, rows], columns r0 .. r1 */
+    sd_vec_dot_rows_i16(w->type, (const char *)w->data + (size_t)r0 * w->row_bytes, w->row_bytes, r1 - r0,
+                        job->xq, job->xs, job->xsum, job->n, w->cols, y, ldy);
+    if (job->bias)
+        for (int c = 0; c < job->n; c++)
+            for (int64_t r = 0; r < r1 - r0; r++) y[(size_t)c * ldy + (size_t)r] += job->bias[r0 + r];
 }
 
 static void matmul_task(void *arg, int task)
@@ -148,13 +144,14 @@ static void matmul_task(void *arg, int task)
 static void *quantize_activations(matmul_job_t *job)
 {
     size_t n = (size_t)job->n, cols = (size_t)job->w->cols, nb = cols / SD_QK;
-    size_t q_bytes = n * cols * sizeof(int16_t), s_bytes = n * nb * sizeof(float);
+    size_t ldq = (size_t)sd_act_i16_len(job->w->type, job->w->cols); /* int16 per row */
+    size_t q_bytes = n * ldq * sizeof(int16_t), s_bytes = n * nb * sizeof(float);
     char *buf = malloc(q_bytes + 2 * s_bytes);
     if (!buf) return NULL;
     int16_t *xq = (int16_t *)buf;
     float *xs = (float *)(buf + q_bytes), *xsum = (float *)(buf + q_bytes + s_bytes);
     for (size_t i = 0; i < n; i++)
-        sd_quantize_act_i16(job->w->type, job->x + i * cols, (int64_t)cols, xq + i * cols, xs + i * nb,
+        sd_quantize_act_i16(job->w->type, job->x + i * cols, (int64_t)cols, xq + i * ldq, xs + i * nb,
                             xsum + i * nb);
     job->xq = xq, job->xs = xs, job->xsum = xsum;
     return buf;

@@ -75,20 +75,23 @@ void sd_vec_dot_rows(sd_dtype_t type, const void *w_row, const float *x, size_t 
  * of 32 to int16 (scale = max|x| / 32767, relative error <= 2^-16 of the block's largest
  * value) and the dot taken with integer multiply-adds. */
 int sd_dot_i16_supported(sd_dtype_t type);
-/* x[n] -> q[n] int16, scale[n/32], sum[n/32] (f32 sum of each block of x). Within each
- * block q is ordered as sd_vec_dot_tile_i16 reads it for weights of `type`. */
+/* int16 values one quantized activation row of n elements takes for weights of `type`
+ * (n, or 2n where the kernel reads a duplicated layout). */
+int64_t sd_act_i16_len(sd_dtype_t type, int64_t n);
+/* x[n] -> q[sd_act_i16_len(type, n)] int16, scale[n/32], sum[n/32] (f32 sum of each block
+ * of x). q is laid out as sd_vec_dot_rows_i16 reads it for weights of `type`. */
 void sd_quantize_act_i16(sd_dtype_t type, const float *x, int64_t n, int16_t *q, float *scale,
                          float *sum);
 
-/* The int16 matmul computes SD_I16_TILE_W weight rows against up to SD_I16_TILE_X
- * activation rows at a time. */
+/* The int16 matmul computes tiles of SD_I16_TILE_W weight rows, decoding each block of a
+ * tile once for up to SD_I16_TILE_X activation rows (more rows take more passes). */
 #define SD_I16_TILE_W 4
-#define SD_I16_TILE_X 2
-/* y[c * ldy + r] = dot(weight row r, activation row c) for r < nw, c < nx
- * (1 <= nx <= SD_I16_TILE_X). Weight row r starts at w + r * row_bytes; activation row c
- * is q + c*n (from sd_quantize_act_i16 for this type) with scale/sum + c*n/32. Each result
- * is bit-identical whatever nw, nx and the row's position in the range (batch
- * invariance). */
+#define SD_I16_TILE_X 16
+/* y[c * ldy + r] = dot(weight row r, activation row c) for r < nw, c < nx (nx >= 1).
+ * Weight row r starts at w + r * row_bytes; activation row c is
+ * q + c * sd_act_i16_len(type, n) (from sd_quantize_act_i16 for this type) with scale/sum
+ * + c*n/32. Each result is bit-identical whatever nw, nx and the rows' positions in the
+ * ranges (batch invariance). */
 void sd_vec_dot_rows_i16(sd_dtype_t type, const void *w, size_t row_bytes, int64_t nw,
                          const int16_t *q, const float *scale, const float *sum, int nx,
                          int64_t n, float *y, size_t ldy);

@@ -9,10 +9,17 @@
  * whatever tile it is computed in, so results never depend on the batch (batch
  * invariance); the scalar fallback performs the same operations.
  *
- * Activation layout: for Q4_0/Q4_1 the AVX2 kernel reads each quantized block as
- * (x0, x2, .., x14, x16, x18, .., x30, x1, x3, .., x15, x17, .., x31): the even and odd
- * elements match the nibbles of 16-bit weight lanes, so no byte unpacking is needed. Q8_0
- * and the scalar path use the natural order. */
+ * Activation layout: for Q4_0/Q4_1 the AVX2 kernel reads each quantized block as four
+ * quarters (x0, x2, .., x14), (x16, x18, .., x30), (x1, x3, .., x15), (x17, x19, .., x31),
+ * each stored twice (64 values per block): the even and odd elements match the nibbles of
+ * 16-bit weight lanes, so no byte unpacking is needed, and one plain load feeds the two
+ * weight rows held in the two 128-bit lanes of a register. Q8_0 and the scalar path use
+ * the natural order.
+ *
+ * Cost (AVX2, Zen 3): a tile's block is decoded once for up to SD_I16_TILE_X activation
+ * rows; each further row costs 8 multiply-adds, 7 adds/shuffles and the float stage, about
+ * half of a single row's cost (decode included), so n rows cost about 1 + 0.55 (n - 1)
+ * single rows (bench/matmul_rows.c). */
 #include <math.h>
 
 #include "kernels/cpu/quants.h"
@@ -57,9 +64,9 @@ static inline __m256i evens_odds(__m256i v)
 }
 
 /* One block of 32: scale = amax / 32767, q = round-half-even(x / scale), stored in the
- * natural order or (evens_first) the Q4 kernel order of the header comment. */
-static void quantize_block_i16(const float *xb, int evens_first, int16_t *q, float *scale,
-                               float *sum)
+ * natural order (32 values) or (dup) the Q4 kernel order of the header comment with each
+ * quarter written twice, once per 128-bit lane (64 values). */
+static void quantize_block_i16(const float *xb, int dup, int16_t *q, float *scale, float *sum)
 {
     const __m256 sign = _mm256_set1_ps(-0.0f);
     __m256 v[4], amax = _mm256_setzero_ps(), s = _mm256_setzero_ps();
@@ -78,17 +85,19 @@ static void quantize_block_i16(const float *xb, int evens_first, int16_t *q, flo
         __m256i b = _mm256_cvtps_epi32(_mm256_mul_ps(v[2 * k + 1], id));
         p[k] = _mm256_permute4x64_epi64(_mm256_packs_epi32(a, b), 0xD8);
     }
-    if (evens_first && I16_AVX2) {
-        __m256i lo = evens_odds(p[0]), hi = evens_odds(p[1]);
-        p[0] = _mm256_permute2x128_si256(lo, hi, 0x20);
-        p[1] = _mm256_permute2x128_si256(lo, hi, 0x31);
+    if (dup) {
+        __m256i lo = evens_odds(p[0]), hi = evens_odds(p[1]); /* quarters (0 | 2), (1 | 3) */
+        _mm256_storeu_si256((__m256i *)q, _mm256_permute2x128_si256(lo, lo, 0x00));
+        _mm256_storeu_si256((__m256i *)(q + 16), _mm256_permute2x128_si256(hi, hi, 0x00));
+        _mm256_storeu_si256((__m256i *)(q + 32), _mm256_permute2x128_si256(lo, lo, 0x11));
+        _mm256_storeu_si256((__m256i *)(q + 48), _mm256_permute2x128_si256(hi, hi, 0x11));
+        return;
     }
     _mm256_storeu_si256((__m256i *)q, p[0]);
     _mm256_storeu_si256((__m256i *)(q + 16), p[1]);
 }
 #else
-static void quantize_block_i16(const float *xb, int evens_first, int16_t *q, float *scale,
-                               float *sum)
+static void quantize_block_i16(const float *xb, int dup, int16_t *q, float *scale, float *sum)
 {
     /* the sum in the AVX2 order: 8 lane sums over k, then lanes (l, l+4), (0, 2), (1, 3) */
     float amax = 0.0f, lane[8] = {0.0f};
@@ -106,12 +115,17 @@ static void quantize_block_i16(const float *xb, int evens_first, int16_t *q, flo
 }
 #endif
 
+/* The AVX2 Q4 kernel reads activations in its duplicated order. */
+static int act_dup(sd_dtype_t type) { return I16_AVX2 && (type == SD_DTYPE_Q4_0 || type == SD_DTYPE_Q4_1); }
+
+int64_t sd_act_i16_len(sd_dtype_t type, int64_t n) { return act_dup(type) ? 2 * n : n; }
+
 void sd_quantize_act_i16(sd_dtype_t type, const float *x, int64_t n, int16_t *q, float *scale,
                          float *sum)
 {
-    int evens_first = type == SD_DTYPE_Q4_0 || type == SD_DTYPE_Q4_1;
+    int dup = act_dup(type);
     for (int64_t b = 0; b < n / SD_QK; b++)
-        quantize_block_i16(x + b * SD_QK, evens_first, q + b * SD_QK, scale + b, sum + b);
+        quantize_block_i16(x + b * SD_QK, dup, q + (b << dup) * SD_QK, scale + b, sum + b);
 }
 
 #if I16_AVX2
@@ -121,7 +135,8 @@ void sd_quantize_act_i16(sd_dtype_t type, const float *x, int64_t n, int16_t *q,
 #define KERNEL static inline __attribute__((always_inline))
 #define UNROLL _Pragma("GCC unroll 8")
 
-enum { TW = SD_I16_TILE_W, TX = SD_I16_TILE_X };
+/* TW weight rows per tile; up to XG activation rows per pass over the weights. */
+enum { TW = SD_I16_TILE_W, XG = SD_I16_TILE_X };
 
 static inline uint32_t load_u32(const void *p)
 {
@@ -151,86 +166,59 @@ KERNEL void prefetch_tile_part(const char *tile, size_t tile_bytes, size_t block
     for (size_t off = 0; off < TW * block_bytes; off += 64) __builtin_prefetch((const void *)(p + off));
 }
 
-/* Integer stage of one block for Q8_0. s[c] lanes: (rows 0..3 lo half | rows 0..3 hi half). */
-KERNEL void sums_q8(const char *const rows[TW], int64_t b, const int16_t *q, int64_t n, int nx,
-                    __m256i s[TX])
+KERNEL size_t block_bytes(sd_dtype_t type)
 {
-    __m256i p[TW][TX];
-    UNROLL
-    for (int r = 0; r < TW; r++) {
-        const int8_t *qs = ((const sd_block_q8_0 *)rows[r] + b)->qs;
-        __m256i w0 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)qs));
-        __m256i w1 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(qs + 16)));
-        UNROLL
-        for (int c = 0; c < nx; c++) {
-            const int16_t *xq = q + (size_t)c * (size_t)n + (size_t)b * SD_QK;
-            p[r][c] = _mm256_add_epi32(
-                _mm256_madd_epi16(w0, _mm256_loadu_si256((const __m256i *)xq)),
-                _mm256_madd_epi16(w1, _mm256_loadu_si256((const __m256i *)(xq + 16))));
-        }
-    }
-    UNROLL
-    for (int c = 0; c < nx; c++)
-        s[c] = _mm256_hadd_epi32(_mm256_hadd_epi32(p[0][c], p[1][c]),
-                                 _mm256_hadd_epi32(p[2][c], p[3][c]));
+    return type == SD_DTYPE_Q8_0 ? sizeof(sd_block_q8_0)
+           : type == SD_DTYPE_Q4_0 ? sizeof(sd_block_q4_0)
+                                   : sizeof(sd_block_q4_1);
 }
 
-/* Integer stage of one block for Q4_0 / Q4_1, activations in evens-first order. Rows 0 and
- * 2 share one vector (one per 128-bit lane), rows 1 and 3 another; in a 16-bit lane k the
- * four nibbles are elements 2k, 16+2k, 2k+1, 17+2k. s[c] lanes: (row 0 lo, row 0 hi,
- * row 1 lo, row 1 hi | row 2 lo, row 2 hi, row 3 lo, row 3 hi). */
-KERNEL void sums_q4(sd_dtype_t type, const char *const rows[TW], int64_t b, const int16_t *q,
-                    int64_t n, int nx, __m256i s[TX])
+/* Block b of the tile's TW rows as int16 lanes, decoded once for all activation rows.
+ * Q4: v[4h + k] holds rows h (low 128-bit lane) and h + 2 (high lane), k-th quarter of the
+ * activation order (in a 16-bit lane j of a row's 16 bytes the four nibbles are elements
+ * 2j, 16+2j, 2j+1, 17+2j, so shifts give that order without byte shuffles). Q8_0: v[2r + h]
+ * is row r, elements 16h .. 16h + 15. */
+KERNEL void decode_block(sd_dtype_t type, const char *const rows[TW], int64_t b, __m256i v[8])
 {
-    const __m256i mask = _mm256_set1_epi16(0x000F), eight = _mm256_set1_epi16(8);
-    __m256i pair[2][TX];
+    if (type == SD_DTYPE_Q8_0) {
+        UNROLL
+        for (int r = 0; r < TW; r++) {
+            const int8_t *qs = ((const sd_block_q8_0 *)rows[r] + b)->qs;
+            v[2 * r] = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)qs));
+            v[2 * r + 1] = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(qs + 16)));
+        }
+        return;
+    }
+    size_t off = (size_t)b * block_bytes(type) + (type == SD_DTYPE_Q4_0 ? 2 : 4);
+    const __m256i mask = _mm256_set1_epi16(0x000F);
     UNROLL
     for (int h = 0; h < 2; h++) {
-        const uint8_t *lo = type == SD_DTYPE_Q4_0 ? ((const sd_block_q4_0 *)rows[h] + b)->qs
-                                                  : ((const sd_block_q4_1 *)rows[h] + b)->qs;
-        const uint8_t *hi = type == SD_DTYPE_Q4_0 ? ((const sd_block_q4_0 *)rows[h + 2] + b)->qs
-                                                  : ((const sd_block_q4_1 *)rows[h + 2] + b)->qs;
-        __m256i raw = _mm256_loadu2_m128i((const __m128i *)hi, (const __m128i *)lo), v[4];
-        v[0] = _mm256_and_si256(raw, mask);                        /* x order 0..7   */
-        v[1] = _mm256_and_si256(_mm256_srli_epi16(raw, 4), mask);  /* x order 8..15  */
-        v[2] = _mm256_and_si256(_mm256_srli_epi16(raw, 8), mask);  /* x order 16..23 */
-        v[3] = _mm256_srli_epi16(raw, 12);                         /* x order 24..31 */
-        if (type == SD_DTYPE_Q4_0) {
+        __m256i raw = _mm256_loadu2_m128i((const __m128i *)(rows[h + 2] + off), (const __m128i *)(rows[h] + off));
+        __m256i *u = v + 4 * h;
+        u[0] = _mm256_and_si256(raw, mask);
+        u[1] = _mm256_and_si256(_mm256_srli_epi16(raw, 4), mask);
+        u[2] = _mm256_and_si256(_mm256_srli_epi16(raw, 8), mask);
+        u[3] = _mm256_srli_epi16(raw, 12);
+        if (type == SD_DTYPE_Q4_0)
             UNROLL
-            for (int k = 0; k < 4; k++) v[k] = _mm256_sub_epi16(v[k], eight);
-        }
-        UNROLL
-        for (int c = 0; c < nx; c++) {
-            const int16_t *xq = q + (size_t)c * (size_t)n + (size_t)b * SD_QK;
-            __m256i t[4];
-            UNROLL
-            for (int k = 0; k < 4; k++)
-                t[k] = _mm256_madd_epi16(v[k], _mm256_broadcastsi128_si256(
-                                                   _mm_loadu_si128((const __m128i *)(xq + 8 * k))));
-            pair[h][c] = _mm256_add_epi32(_mm256_add_epi32(t[0], t[1]), _mm256_add_epi32(t[2], t[3]));
-        }
+            for (int k = 0; k < 4; k++) u[k] = _mm256_sub_epi16(u[k], _mm256_set1_epi16(8));
     }
-    UNROLL
-    for (int c = 0; c < nx; c++) s[c] = _mm256_hadd_epi32(pair[0][c], pair[1][c]);
 }
 
-/* The f16 scales of block b of the TW rows, in the lane order of the sums: d (and for Q4_1
- * m, zero otherwise). */
-KERNEL void block_scales(sd_dtype_t type, const char *const rows[TW], int64_t b, __m256 *d,
-                         __m256 *m)
+/* The f16 scales of block b of the TW rows in the lane order of the sums: d, and for
+ * Q4_1 m (zero otherwise). */
+KERNEL void decode_scales(sd_dtype_t type, const char *const rows[TW], int64_t b, __m256 *d, __m256 *m)
 {
+    size_t off = (size_t)b * block_bytes(type);
     if (type == SD_DTYPE_Q4_1) {
-        __m128i dm = _mm_setr_epi32((int)load_u32((const sd_block_q4_1 *)rows[0] + b),
-                                    (int)load_u32((const sd_block_q4_1 *)rows[1] + b),
-                                    (int)load_u32((const sd_block_q4_1 *)rows[2] + b),
-                                    (int)load_u32((const sd_block_q4_1 *)rows[3] + b));
+        __m128i dm = _mm_setr_epi32((int)load_u32(rows[0] + off), (int)load_u32(rows[1] + off),
+                                    (int)load_u32(rows[2] + off), (int)load_u32(rows[3] + off));
         __m256 f = _mm256_cvtph_ps(dm); /* d0 m0 d1 m1 | d2 m2 d3 m3 */
         *d = _mm256_moveldup_ps(f);
         *m = _mm256_movehdup_ps(f);
         return;
     }
     *m = _mm256_setzero_ps();
-    size_t off = (size_t)b * (type == SD_DTYPE_Q8_0 ? sizeof(sd_block_q8_0) : sizeof(sd_block_q4_0));
     short h0 = (short)load_u16(rows[0] + off), h1 = (short)load_u16(rows[1] + off);
     short h2 = (short)load_u16(rows[2] + off), h3 = (short)load_u16(rows[3] + off);
     if (type == SD_DTYPE_Q8_0)
@@ -239,7 +227,43 @@ KERNEL void block_scales(sd_dtype_t type, const char *const rows[TW], int64_t b,
         *d = _mm256_cvtph_ps(_mm_setr_epi16(h0, h0, h1, h1, h2, h2, h3, h3));
 }
 
-/* y[r] = (acc lo + acc hi) + msum for the nw rows of a tile, lanes as block_scales. */
+/* (a0 + a1, a2 + a3, b0 + b1, b2 + b3 | same for lanes 4..7): vphaddd's result with two
+ * shuffles and an add, which keeps the reduction off the multiply pipes. */
+KERNEL __m256i hadd_pairs(__m256i a, __m256i b)
+{
+    __m256 fa = _mm256_castsi256_ps(a), fb = _mm256_castsi256_ps(b);
+    __m256i even = _mm256_castps_si256(_mm256_shuffle_ps(fa, fb, _MM_SHUFFLE(2, 0, 2, 0)));
+    __m256i odd = _mm256_castps_si256(_mm256_shuffle_ps(fa, fb, _MM_SHUFFLE(3, 1, 3, 1)));
+    return _mm256_add_epi32(even, odd);
+}
+
+/* Integer stage of one block against one activation row (xq: its quantized block): the
+ * exact int32 half sums of the TW rows. Q4 lanes: (row 0 lo, row 0 hi, row 1 lo, row 1 hi |
+ * row 2 lo, row 2 hi, row 3 lo, row 3 hi); Q8_0: (rows 0..3 lo | rows 0..3 hi). */
+KERNEL __m256i block_sums(sd_dtype_t type, const __m256i v[8], const int16_t *xq, int single)
+{
+    const __m256i *x = (const __m256i *)xq;
+    if (type == SD_DTYPE_Q8_0) {
+        __m256i x0 = _mm256_loadu_si256(x), x1 = _mm256_loadu_si256(x + 1), p[TW];
+        UNROLL
+        for (int r = 0; r < TW; r++)
+            p[r] = _mm256_add_epi32(_mm256_madd_epi16(v[2 * r], x0), _mm256_madd_epi16(v[2 * r + 1], x1));
+        if (single) /* fewer uops when few rows compete for the multiply pipes */
+            return _mm256_hadd_epi32(_mm256_hadd_epi32(p[0], p[1]), _mm256_hadd_epi32(p[2], p[3]));
+        return hadd_pairs(hadd_pairs(p[0], p[1]), hadd_pairs(p[2], p[3]));
+    }
+    __m256i p[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
+    UNROLL
+    for (int k = 0; k < 4; k++) {
+        __m256i xk = _mm256_loadu_si256(x + k);
+        __asm__("" : "+x"(xk)); /* one load for both multiply-adds (GCC would fold it into each) */
+        p[0] = _mm256_add_epi32(p[0], _mm256_madd_epi16(v[k], xk));
+        p[1] = _mm256_add_epi32(p[1], _mm256_madd_epi16(v[4 + k], xk));
+    }
+    return hadd_pairs(p[0], p[1]);
+}
+
+/* y[r] = (acc lo + acc hi) + msum for the nw rows of a tile, lanes as the sums. */
 KERNEL void store_rows(sd_dtype_t type, __m256 acc, __m256 msum, int nw, float *y)
 {
     float a[8], ms[8];
@@ -251,68 +275,78 @@ KERNEL void store_rows(sd_dtype_t type, __m256 acc, __m256 msum, int nw, float *
     }
 }
 
-/* One tile: y[c * ldy + r] for r < nw (<= TW), c < nx; `type` and nx are constants after
- * inlining. Rows past nw repeat the last row (computed, never stored). */
-KERNEL void tile_i16(sd_dtype_t type, const char *w, size_t row_bytes, int nw, const int16_t *q,
-                     const float *scale, const float *sum, int nx, int64_t n, float *y,
+/* Accumulators of one activation row: lanes as the sums, one per (weight row, half). */
+typedef struct {
+    __m256 acc, msum;
+} xacc_t;
+
+/* One tile of TW weight rows against nx <= XG activation rows (activation row c at
+ * q + c * ldq, scale/sum + c * nb). Each block is decoded once, into registers, and fed to
+ * every activation row; per (weight row, activation row) lane the accumulators see the
+ * sequence of the header comment. nx = 1 and 2 are instantiated with constants
+ * (accumulators in registers); otherwise they live in st[] (L1): one load and store per
+ * block and row, cheaper than the spills of register tiles of more rows. */
+KERNEL void tile_i16(sd_dtype_t type, const char *const rows[TW], size_t row_bytes, int nw,
+                     const int16_t *q, size_t ldq, const float *scale, const float *sum, int nx,
+                     int64_t n, float *y, size_t ldy)
+{
+    int64_t nb = n / SD_QK;
+    size_t xblock = ldq / (size_t)nb; /* int16 per block of an activation row */
+    xacc_t st[XG];
+    for (int c = 0; c < nx; c++) st[c].acc = st[c].msum = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        prefetch_tile_part(rows[0], TW * row_bytes, block_bytes(type), b);
+        __m256i v[8];
+        __m256 d, m;
+        decode_block(type, rows, b, v);
+        decode_scales(type, rows, b, &d, &m);
+        _Pragma("GCC unroll 2") /* a constant nx <= 2 unrolls fully: registers */
+        for (int c = 0; c < nx; c++) {
+            size_t xb = (size_t)c * (size_t)nb + (size_t)b;
+            __m256i s = block_sums(type, v, q + (size_t)c * ldq + (size_t)b * xblock, nx <= 2);
+            __m256 ds = _mm256_mul_ps(d, _mm256_set1_ps(scale[xb]));
+            st[c].acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), ds, st[c].acc);
+            if (type == SD_DTYPE_Q4_1) st[c].msum = _mm256_fmadd_ps(m, _mm256_set1_ps(sum[xb]), st[c].msum);
+        }
+    }
+    for (int c = 0; c < nx; c++) store_rows(type, st[c].acc, st[c].msum, nw, y + (size_t)c * ldy);
+}
+
+/* Every tile of the weight range against every activation row, XG activation rows per
+ * pass over the weights. */
+KERNEL void rows_i16(sd_dtype_t type, const char *w, size_t row_bytes, int64_t nw, const int16_t *q,
+                     size_t ldq, const float *scale, const float *sum, int nx, int64_t n, float *y,
                      size_t ldy)
 {
     int64_t nb = n / SD_QK;
-    const char *rows[TW];
-    for (int r = 0; r < TW; r++) rows[r] = w + (size_t)(r < nw ? r : nw - 1) * row_bytes;
-    __m256 acc[TX], msum[TX];
-    UNROLL
-    for (int c = 0; c < nx; c++) acc[c] = msum[c] = _mm256_setzero_ps();
-    size_t bs = type == SD_DTYPE_Q8_0   ? sizeof(sd_block_q8_0)
-                : type == SD_DTYPE_Q4_0 ? sizeof(sd_block_q4_0)
-                                        : sizeof(sd_block_q4_1);
-    for (int64_t b = 0; b < nb; b++) {
-        prefetch_tile_part(w, TW * row_bytes, bs, b);
-        __m256i s[TX];
-        if (type == SD_DTYPE_Q8_0)
-            sums_q8(rows, b, q, n, nx, s);
-        else
-            sums_q4(type, rows, b, q, n, nx, s);
-        __m256 d, m;
-        block_scales(type, rows, b, &d, &m);
-        UNROLL
-        for (int c = 0; c < nx; c++) {
-            size_t xb = (size_t)c * (size_t)nb + (size_t)b;
-            __m256 ds = _mm256_mul_ps(d, _mm256_set1_ps(scale[xb]));
-            acc[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s[c]), ds, acc[c]);
-            if (type == SD_DTYPE_Q4_1) msum[c] = _mm256_fmadd_ps(m, _mm256_set1_ps(sum[xb]), msum[c]);
+    for (int c0 = 0; c0 < nx; c0 += XG) {
+        int ng = nx - c0 < XG ? nx - c0 : XG;
+        const int16_t *qc = q + (size_t)c0 * ldq;
+        const float *sc = scale + (size_t)c0 * (size_t)nb, *su = sum + (size_t)c0 * (size_t)nb;
+        for (int64_t r0 = 0; r0 < nw; r0 += TW) {
+            int tw = nw - r0 < TW ? (int)(nw - r0) : TW;
+            const char *rows[TW]; /* rows past tw repeat the last one (computed, never stored) */
+            for (int r = 0; r < TW; r++) rows[r] = w + (size_t)(r0 + (r < tw ? r : tw - 1)) * row_bytes;
+            float *yc = y + (size_t)c0 * ldy + (size_t)r0;
+            if (ng == 1)
+                tile_i16(type, rows, row_bytes, tw, qc, ldq, sc, su, 1, n, yc, ldy);
+            else if (ng == 2)
+                tile_i16(type, rows, row_bytes, tw, qc, ldq, sc, su, 2, n, yc, ldy);
+            else
+                tile_i16(type, rows, row_bytes, tw, qc, ldq, sc, su, ng, n, yc, ldy);
         }
     }
-    UNROLL
-    for (int c = 0; c < nx; c++) store_rows(type, acc[c], msum[c], nw, y + (size_t)c * ldy);
 }
-
-/* Every row of the range, tile by tile; `type` and nx are constants after inlining. */
-KERNEL void rows_i16(sd_dtype_t type, const char *w, size_t row_bytes, int64_t nw,
-                     const int16_t *q, const float *scale, const float *sum, int nx, int64_t n,
-                     float *y, size_t ldy)
-{
-    for (int64_t r = 0; r < nw; r += TW)
-        tile_i16(type, w + (size_t)r * row_bytes, row_bytes, nw - r < TW ? (int)(nw - r) : TW, q,
-                 scale, sum, nx, n, y + r, ldy);
-}
-
-#define DISPATCH(T)                                                                    \
-    do {                                                                               \
-        if (nx == 1)                                                                   \
-            rows_i16(T, w, row_bytes, nw, q, scale, sum, 1, n, y, ldy);                \
-        else                                                                           \
-            rows_i16(T, w, row_bytes, nw, q, scale, sum, 2, n, y, ldy);                \
-    } while (0)
 
 void sd_vec_dot_rows_i16(sd_dtype_t type, const void *w, size_t row_bytes, int64_t nw,
                          const int16_t *q, const float *scale, const float *sum, int nx,
                          int64_t n, float *y, size_t ldy)
 {
+    size_t ldq = (size_t)sd_act_i16_len(type, n);
     switch (type) {
-    case SD_DTYPE_Q8_0: DISPATCH(SD_DTYPE_Q8_0); break;
-    case SD_DTYPE_Q4_0: DISPATCH(SD_DTYPE_Q4_0); break;
-    case SD_DTYPE_Q4_1: DISPATCH(SD_DTYPE_Q4_1); break;
+    case SD_DTYPE_Q8_0: rows_i16(SD_DTYPE_Q8_0, w, row_bytes, nw, q, ldq, scale, sum, nx, n, y, ldy); break;
+    case SD_DTYPE_Q4_0: rows_i16(SD_DTYPE_Q4_0, w, row_bytes, nw, q, ldq, scale, sum, nx, n, y, ldy); break;
+    case SD_DTYPE_Q4_1: rows_i16(SD_DTYPE_Q4_1, w, row_bytes, nw, q, ldq, scale, sum, nx, n, y, ldy); break;
     default: break; /* callers check sd_dot_i16_supported */
     }
 }
