@@ -300,6 +300,31 @@ sd_status_t sd_comm_barrier(sd_comm_t *c)
     return sd_comm_op_end(c, c->ops->barrier(c));
 }
 
+#define SD_AGREE_MSG_LEN 512
+
+sd_status_t sd_comm_agree(sd_comm_t *c, sd_status_t local)
+{
+    int size = sd_comm_size(c);
+    if (size == 1) return local;
+    int32_t *all = malloc((size_t)size * sizeof *all);
+    SD_ALLOC_CHECK(all, (size_t)size * sizeof *all, "status agreement");
+    char keep[SD_AGREE_MSG_LEN];
+    snprintf(keep, sizeof keep, "%s", sd_last_error());
+    int32_t mine = (int32_t)local;
+    sd_status_t st = sd_comm_allgather(c, &mine, sizeof mine, all);
+    int first = -1;
+    for (int r = 0; st == SD_OK && r < size && first < 0; r++)
+        if (all[r] != SD_OK) first = r;
+    free(all);
+    if (st != SD_OK || first < 0) return st;
+    char msg[SD_AGREE_MSG_LEN];
+    snprintf(msg, sizeof msg, "%s", keep);
+    SD_CHECK(sd_comm_broadcast(c, msg, sizeof msg, first));
+    msg[SD_AGREE_MSG_LEN - 1] = '\0';
+    SD_CHECK(sd_comm_broadcast(c, &mine, sizeof mine, first)); /* the first failure's code */
+    return sd_set_error((sd_status_t)mine, "rank %d: %s", first, msg);
+}
+
 /* ---- public API ---------------------------------------------------------------------- */
 
 sd_status_t sd_comm_split_first(sd_comm_t *parent, int n, sd_comm_t **out)

@@ -109,6 +109,12 @@ sd_status_t sd_comm_allgather(sd_comm_t *c, const void *send, size_t bytes, void
 sd_status_t sd_comm_broadcast(sd_comm_t *c, void *buf, size_t bytes, int root);
 sd_status_t sd_comm_barrier(sd_comm_t *c);
 
+/* Collective over c: every rank learns whether any rank failed. Returns SD_OK when all
+ * passed SD_OK; otherwise the lowest failing rank's status, with its sd_last_error()
+ * message (prefixed "rank R: ") set on every rank. A failed collective returns its own
+ * status. */
+sd_status_t sd_comm_agree(sd_comm_t *c, sd_status_t local);
+
 /* ---- for backends -------------------------------------------------------------------- */
 
 /* Monotonic seconds. */

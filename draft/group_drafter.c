@@ -29,28 +29,6 @@ static const sd_drafter_ops_t group_ops;
 
 static group_drafter_t *as_group(sd_drafter_t *d) { return (group_drafter_t *)d; }
 
-sd_status_t sd_comm_agree(sd_comm_t *c, sd_status_t local)
-{
-    int size = sd_comm_size(c);
-    int32_t *all = malloc((size_t)size * sizeof *all);
-    SD_ALLOC_CHECK(all, (size_t)size * sizeof *all, "status agreement");
-    char keep[AGREE_MSG_LEN];
-    snprintf(keep, sizeof keep, "%s", sd_last_error());
-    int32_t mine = (int32_t)local;
-    sd_status_t st = sd_comm_allgather(c, &mine, sizeof mine, all);
-    int first = -1;
-    for (int r = 0; st == SD_OK && r < size && first < 0; r++)
-        if (all[r] != SD_OK) first = r;
-    free(all);
-    if (st != SD_OK || first < 0) return st;
-    char msg[AGREE_MSG_LEN];
-    snprintf(msg, sizeof msg, "%s", keep);
-    SD_CHECK(sd_comm_broadcast(c, msg, sizeof msg, first));
-    msg[AGREE_MSG_LEN - 1] = '\0';
-    SD_CHECK(sd_comm_broadcast(c, &mine, sizeof mine, first)); /* the first failure's code */
-    return sd_set_error((sd_status_t)mine, "rank %d: %s", first, msg);
-}
-
 sd_status_t sd_drafter_group_new(sd_comm_t *world, int draft_ranks, sd_status_t inner_status,
                                  sd_drafter_t *inner, int n_vocab, sd_drafter_t **out)
 {

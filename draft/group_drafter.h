@@ -29,11 +29,6 @@
 sd_status_t sd_drafter_group_new(sd_comm_t *world, int draft_ranks, sd_status_t inner_status,
                                  sd_drafter_t *inner, int n_vocab, sd_drafter_t **out);
 
-/* Collective over c: every rank learns whether any rank failed. Returns SD_OK when all
- * passed SD_OK; otherwise the lowest failing rank's status, with its sd_last_error()
- * message (prefixed "rank R: ") set on every rank. A failed collective returns its own
- * status. */
-sd_status_t sd_comm_agree(sd_comm_t *c, sd_status_t local);
 
 /* Draft-model forward passes as counted on rank 0 (the same on every rank); 0 when d is
  * not a group drafter. */

@@ -172,6 +172,59 @@ static sd_status_t check_prompt(const sd_model_t *m, const int32_t *prompt, size
     return SD_OK;
 }
 
+/* ---- agreement between ranks -------------------------------------------------------- */
+
+static uint64_t hash_bytes(uint64_t h, const void *p, size_t n)
+{
+    const unsigned char *b = p;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ b[i]) * 0x100000001b3ull;
+    return h;
+}
+
+/* The request as a hash: prompt, sampler settings, seed, stops and the spec. */
+static uint64_t request_hash(const int32_t *prompt, size_t n_prompt, const sd_gen_config_t *c,
+                             const sd_spec_config_t *s)
+{
+    uint64_t h = hash_bytes(0xcbf29ce484222325ull, &n_prompt, sizeof n_prompt);
+    h = hash_bytes(h, prompt, n_prompt * sizeof *prompt);
+    int32_t ints[] = {c->max_tokens, c->top_k, c->ignore_eos, (int32_t)c->n_stop_strings,
+                      (int32_t)c->n_stop_tokens, (int32_t)s->drafter, s->k, s->adaptive,
+                      s->ngram_min, s->ngram_max, s->layerskip_layers, s->draft_ranks};
+    float floats[] = {c->temperature, c->top_p, c->min_p, s->min_confidence};
+    h = hash_bytes(h, ints, sizeof ints);
+    h = hash_bytes(h, floats, sizeof floats);
+    h = hash_bytes(h, &c->seed, sizeof c->seed);
+    for (size_t i = 0; i < c->n_stop_strings; i++)
+        h = hash_bytes(h, c->stop_strings[i], strlen(c->stop_strings[i]) + 1);
+    return hash_bytes(h, c->stop_tokens, c->n_stop_tokens * sizeof *c->stop_tokens);
+}
+
+/* Under TP, before any collective of the request: every rank learns whether any rank
+ * refused it (the first refusal's status and message on all), and ranks given different
+ * requests (prompt, settings, seed) get SD_ERR_RANK_DIVERGENCE instead of mismatched
+ * collectives. A request that validated locally is hashed only then. */
+static sd_status_t agree_on_request(sd_comm_t *comm, sd_status_t local, const int32_t *prompt,
+                                    size_t n_prompt, const sd_gen_config_t *c,
+                                    const sd_spec_config_t *s)
+{
+    int size = sd_comm_size(comm);
+    if (size == 1) return local;
+    SD_CHECK(sd_comm_agree(comm, local));
+    uint64_t h = request_hash(prompt, n_prompt, c, s);
+    uint64_t *all = malloc((size_t)size * sizeof *all);
+    SD_ALLOC_CHECK(all, (size_t)size * sizeof *all, "request hashes");
+    sd_status_t st = sd_comm_allgather(comm, &h, sizeof h, all);
+    for (int r = 1; st == SD_OK && r < size; r++)
+        if (all[r] != all[0])
+            st = sd_set_error(SD_ERR_RANK_DIVERGENCE,
+                              "rank %d was given a different request than rank 0 (prompt, "
+                              "settings or seed; this rank: %zu prompt tokens, seed %llu)", r,
+                              n_prompt, (unsigned long long)c->seed);
+    free(all);
+    return st;
+}
+
 /* ---- state ------------------------------------------------------------------------- */
 
 /* SPECDEC_CHECK_CONSISTENCY: "0" turns the per-step rank agreement check off; anything
@@ -589,17 +642,18 @@ sd_status_t sd_generate_ex(sd_model_t *model, const int32_t *prompt, size_t n_pr
     if (model == NULL || config == NULL)
         return sd_set_error(SD_ERR_INVALID_ARG, "sd_generate: %s is NULL",
                             model == NULL ? "model" : "config");
-    SD_CHECK(check_config(model, config));
-    SD_CHECK(check_prompt(model, prompt, n_prompt));
     sd_spec_config_t none;
     if (spec == NULL) {
         sd_spec_config_default(&none);
         spec = &none;
     }
-    SD_CHECK(sd_spec_check(spec, opts != NULL && opts->drafter != NULL));
+    sd_status_t st = check_config(model, config);
+    if (st == SD_OK) st = check_prompt(model, prompt, n_prompt);
+    if (st == SD_OK) st = sd_spec_check(spec, opts != NULL && opts->drafter != NULL);
+    SD_CHECK(agree_on_request(model->comm, st, prompt, n_prompt, config, spec));
     gen_t g = {.callback = callback, .user = user, .opts = opts};
-    sd_status_t st;
-    SD_CHECK_GOTO(gen_init(&g, model, config, spec, prompt, n_prompt), st, done);
+    st = gen_init(&g, model, config, spec, prompt, n_prompt);
+    SD_CHECK_GOTO(sd_comm_agree(g.comm, st), st, done); /* e.g. one rank out of memory */
     st = run(&g, out);
     if (st != SD_OK) {
         /* Generation had started: keep what was produced (text held back for a possible

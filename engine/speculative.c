@@ -14,7 +14,7 @@
 #define SPEC_DECAY 0.7        /* weight of the older evidence per step */
 #define SPEC_PRIOR_HITS 3.0   /* the estimate starts at alpha = 0.75 */
 #define SPEC_PRIOR_MISSES 1.0
-#define SPEC_ROW_COST 0.25    /* cost of one more verified row relative to a 1-row forward */
+#define SPEC_ROW_COST 0.5     /* cost of one more verified row relative to a 1-row forward */
 
 void sd_spec_config_default(sd_spec_config_t *config)
 {

@@ -37,11 +37,11 @@ sd_status_t sd_spec_make_drafter(sd_model_t *target, const sd_spec_config_t *spe
  * exponentially decayed counts: after a step that drafted n > 0 tokens of which a were
  * accepted, hits <- 0.7 hits + a and misses <- 0.7 misses + (a < n), alpha = hits /
  * (hits + misses) (prior 3 : 1, alpha = 0.75). The next k in [1, k_max] maximises the
- * expected tokens per step over its cost, (1 + alpha + ... + alpha^k) / (1 + 0.25 k):
- * a verify forward of k + 1 rows costs about 1 + 0.25 k single-row forwards on the CPU
- * (SmolLM2, 2 threads: 1 row 30 ms, 5 rows 75 ms). So alpha 0.5 gives k = 1, alpha 0.8
- * k = 3, alpha 0.9 k = 6. When even the best k is expected to lose (gain < 1: alpha below
- * 0.25), drafting pauses (k = 0: the step is a plain target decode) and every
+ * expected tokens per step over its cost, (1 + alpha + ... + alpha^k) / (1 + 0.5 k):
+ * a verify forward of k + 1 rows costs about 1 + 0.5 k single-row forwards on the CPU
+ * (SmolLM2 Q4_1, 1 thread: 1 row 8.9 ms, 5 rows 26.4 ms; bench/results). So alpha 0.6
+ * gives k = 1, alpha 0.8 k = 2, alpha 0.9 k = 4. When even the best k is expected to lose
+ * (gain < 1: alpha below 0.5), drafting pauses (k = 0: the step is a plain target decode) and every
  * SD_SPEC_PROBE_INTERVAL-th paused step drafts one token to see whether acceptance came
  * back. k depends only on acceptance counts and step counts, never on timing, so a seeded
  * run is reproducible (and every rank of a tensor-parallel group picks the same k). The

@@ -34,6 +34,7 @@ typedef struct group_case {
     float temperature;
     int draft_missing_on; /* rank that passes no draft model (-1: none) */
     const char *fault;    /* SPECDEC_FAULT for the ranks, or NULL */
+    int rank1_differs;    /* 1: rank 1 gets a shorter prompt; 2: rank 1 asks max_tokens 0 */
 } group_case_t;
 
 static char g_target_path[512], g_draft_path[512];
@@ -106,6 +107,8 @@ static int group_rank(int rank, int size, const char *job, void *arg, void *out,
     if (st == SD_OK) {
         sd_gen_config_t g;
         gen_config(&g, gc->temperature);
+        size_t n_prompt = N_PROMPT - (rank == 1 && gc->rank1_differs == 1);
+        if (rank == 1 && gc->rank1_differs == 2) g.max_tokens = 0;
         sd_spec_config_t s;
         sd_spec_config_default(&s);
         s.drafter = SD_DRAFTER_MODEL;
@@ -113,7 +116,7 @@ static int group_rank(int rank, int size, const char *job, void *arg, void *out,
         s.draft_ranks = gc->draft_ranks;
         s.k = 4;
         s.adaptive = 0; /* a fixed k: adaptive k may pause drafting on a weak draft model */
-        st = sd_generate_speculative(target, k_prompt, N_PROMPT, &g, &s, NULL, NULL, &r);
+        st = sd_generate_speculative(target, k_prompt, n_prompt, &g, &s, NULL, NULL, &r);
     } else {
         snprintf(o->error, sizeof o->error, "%s", sd_last_error());
     }
@@ -181,10 +184,10 @@ static void assert_equals_target_only(const rank_result_t *r0)
 }
 
 static group_case_t k_greedy_cases[] = {
-    {2, 1, 0.0f, -1, NULL},
-    {4, 1, 0.0f, -1, NULL},
-    {4, 2, 0.0f, -1, NULL},
-    {2, 2, 0.0f, -1, NULL},
+    {2, 1, 0.0f, -1, NULL, 0},
+    {4, 1, 0.0f, -1, NULL, 0},
+    {4, 2, 0.0f, -1, NULL, 0},
+    {2, 2, 0.0f, -1, NULL, 0},
 };
 
 ParameterizedTestParameters(engine_groups, greedy_same_on_every_rank)
@@ -210,7 +213,7 @@ ParameterizedTest(group_case_t *gc, engine_groups, greedy_same_on_every_rank, .t
 Test(engine_groups, sampling_same_on_every_rank, .timeout = 90)
 {
     write_models();
-    group_case_t gc = {4, 1, 0.8f, -1, NULL};
+    group_case_t gc = {4, 1, 0.8f, -1, NULL, 0};
     sd_test_ranks_t r = run_case(&gc);
     const rank_result_t *r0 = sd_test_rank_out(&r, 0);
     cr_assert_eq(r0->status, SD_OK, "%s", r0->error);
@@ -224,7 +227,7 @@ Test(engine_groups, sampling_same_on_every_rank, .timeout = 90)
 Test(engine_groups, divergence_is_caught_at_its_step, .timeout = 90)
 {
     write_models();
-    group_case_t gc = {2, 1, 0.0f, -1, "corrupt:rank=1:step=3"};
+    group_case_t gc = {2, 1, 0.0f, -1, "corrupt:rank=1:step=3", 0};
     sd_test_ranks_t r = run_case(&gc);
     for (int i = 0; i < r.size; i++) {
         const rank_result_t *ri = sd_test_rank_out(&r, i);
@@ -244,13 +247,49 @@ Test(engine_groups, divergence_is_caught_at_its_step, .timeout = 90)
 Test(engine_groups, missing_draft_model_fails_on_every_rank, .timeout = 60)
 {
     write_models();
-    group_case_t gc = {2, 1, 0.0f, 0, NULL};
+    group_case_t gc = {2, 1, 0.0f, 0, NULL, 0};
     sd_test_ranks_t r = run_case(&gc);
     for (int i = 0; i < r.size; i++) {
         const rank_result_t *ri = sd_test_rank_out(&r, i);
         cr_assert_eq(ri->status, SD_ERR_INVALID_ARG, "rank %d: status %d (%s)", i, ri->status,
                      ri->error);
         cr_assert(strstr(ri->error, "rank 0") != NULL, "rank %d: '%s'", i, ri->error);
+    }
+    sd_test_ranks_free(&r);
+}
+
+/* Ranks given different requests (here: rank 1 a prompt one token shorter) are told so
+ * before any collective of the request, on every rank; nothing hangs. */
+Test(engine_groups, different_requests_are_refused_on_every_rank, .timeout = 60)
+{
+    write_models();
+    group_case_t gc = {4, 1, 0.0f, -1, NULL, 1};
+    sd_test_ranks_t r = run_case(&gc);
+    for (int i = 0; i < r.size; i++) {
+        const rank_result_t *ri = sd_test_rank_out(&r, i);
+        cr_assert_eq(ri->status, SD_ERR_RANK_DIVERGENCE, "rank %d: status %d (%s)", i,
+                     ri->status, ri->error);
+        cr_assert(strstr(ri->error, "rank 1 was given a different request") != NULL, "rank %d: '%s'",
+                  i, ri->error);
+        cr_assert_eq(ri->n_tokens, 0);
+    }
+    cr_assert_lt(r.seconds, 15.0);
+    sd_test_ranks_free(&r);
+}
+
+/* A request one rank refuses (rank 1: max_tokens 0) fails on every rank with that rank's
+ * message, before any collective of the request. */
+Test(engine_groups, a_refusal_on_one_rank_reaches_every_rank, .timeout = 60)
+{
+    write_models();
+    group_case_t gc = {2, 1, 0.0f, -1, NULL, 2};
+    sd_test_ranks_t r = run_case(&gc);
+    for (int i = 0; i < r.size; i++) {
+        const rank_result_t *ri = sd_test_rank_out(&r, i);
+        cr_assert_eq(ri->status, SD_ERR_INVALID_ARG, "rank %d: status %d (%s)", i, ri->status,
+                     ri->error);
+        cr_assert(strstr(ri->error, "rank 1: config max_tokens = 0") != NULL, "rank %d: '%s'", i,
+                  ri->error);
     }
     sd_test_ranks_free(&r);
 }

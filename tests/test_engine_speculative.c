@@ -428,7 +428,7 @@ ParameterizedTest(sd_drafter_kind_t *kind, engine_speculative, caches_hold_commi
     uint64_t accepted = 0, rejected = 0;
     for (int temp = 0; temp <= 1; temp++) {
         sd_gen_config_t c = config(temp ? 1.0f : 0.0f, 40, 5);
-        sd_spec_config_t s = spec_of(*kind, 4, 1, draft);
+        sd_spec_config_t s = spec_of(*kind, 4, 0, draft); /* fixed k: never paused */
         s.layerskip_layers = 2;
         rollback_check_t rc = {m, draft ? draft : m, 2, 0, 0};
         sd_gen_options_t o = {.hook = rollback_hook, .hook_user = &rc};
@@ -745,8 +745,7 @@ Test(engine_speculative, adaptive_k_follows_acceptance)
     sd_spec_k_t c;
     sd_spec_k_init(&c, 8, 1);
     cr_assert_eq(c.k, 8);
-    for (int i = 0; i < 3; i++)
-        sd_spec_k_update(&c, c.k, 0); /* everything rejected: k falls */
+    sd_spec_k_update(&c, c.k, 0); /* everything rejected: k falls */
     cr_assert_eq(c.k, 1);
     for (int i = 0; i < 10; i++)
         sd_spec_k_update(&c, 1, 0); /* still everything: drafting pauses */
@@ -770,8 +769,8 @@ Test(engine_speculative, adaptive_k_follows_acceptance)
     cr_assert_eq(c.k, 8);
     sd_spec_k_update(&c, 0, 0); /* nothing drafted: no evidence, no change */
     cr_assert_eq(c.k, 8);
-    for (int i = 0; i < 30; i++) /* half of each 2-token draft: alpha ~ 0.5 -> k = 1 */
-        sd_spec_k_update(&c, 2, 1);
+    for (int i = 0; i < 30; i++) /* 2 of each 3-token draft: alpha ~ 2/3 -> k = 1 */
+        sd_spec_k_update(&c, 3, 2);
     cr_assert_eq(c.k, 1);
     sd_spec_k_init(&c, 5, 0); /* fixed */
     for (int i = 0; i < 10; i++)
