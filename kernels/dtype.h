@@ -12,6 +12,7 @@ typedef enum sd_dtype {
     SD_DTYPE_F16 = 1,
     SD_DTYPE_Q4_0 = 2,
     SD_DTYPE_Q4_1 = 3,
+    SD_DTYPE_Q5_0 = 6,
     SD_DTYPE_Q8_0 = 8,
     SD_DTYPE_Q4_K = 12,
     SD_DTYPE_Q6_K = 14,

@@ -56,10 +56,10 @@ Test(kernels_dtype, names_follow_ggml_ids)
 
 Test(kernels_dtype, supported_set)
 {
-    const uint32_t yes[] = {0, 1, 2, 3, 8, 12, 14, 30};
+    const uint32_t yes[] = {0, 1, 2, 3, 6, 8, 12, 14, 30};
     for (size_t i = 0; i < sizeof yes / sizeof yes[0]; i++)
         cr_assert(sd_dtype_supported(yes[i]), "type %u should be supported", yes[i]);
-    const uint32_t no[] = {4, 6, 7, 9, 10, 11, 13, 15, 16, 24, 28, 39, 500};
+    const uint32_t no[] = {4, 7, 9, 10, 11, 13, 15, 16, 24, 28, 39, 500};
     for (size_t i = 0; i < sizeof no / sizeof no[0]; i++)
         cr_assert(!sd_dtype_supported(no[i]), "type %u should not be supported", no[i]);
 }
@@ -74,6 +74,8 @@ Test(kernels_dtype, block_sizes)
     cr_assert_eq(sd_dtype_block_bytes(SD_DTYPE_BF16), 2);
     cr_assert_eq(sd_dtype_block_bytes(SD_DTYPE_Q4_0), 18);
     cr_assert_eq(sd_dtype_block_bytes(SD_DTYPE_Q4_1), 20);
+    cr_assert_eq(sd_dtype_block_elems(SD_DTYPE_Q5_0), 32);
+    cr_assert_eq(sd_dtype_block_bytes(SD_DTYPE_Q5_0), 22);
     cr_assert_eq(sd_dtype_block_bytes(SD_DTYPE_Q8_0), 34);
     cr_assert_eq(sd_dtype_block_bytes(SD_DTYPE_Q4_K), 144);
     cr_assert_eq(sd_dtype_block_bytes(SD_DTYPE_Q6_K), 210);
@@ -217,6 +219,49 @@ Test(kernels_layout, q4_1_block)
     }
 }
 
+/* Q5_0: d (f16), qh (u32 little-endian: bit j = 5th bit of element j), 16 nibble bytes
+ * (element j low nibble of byte j, element j+16 high nibble); w = d * (q - 16). */
+Test(kernels_layout, q5_0_block)
+{
+    uint8_t blk[22];
+    put_f16(blk, 0x3800); /* d = 0.5 */
+    int q[32];
+    uint32_t qh = 0;
+    for (int j = 0; j < 32; j++) {
+        q[j] = (j * 7 + 3) % 32; /* every value 0..31 once, both halves use the 5th bit */
+        qh |= (uint32_t)(q[j] >> 4) << j;
+    }
+    for (int b = 0; b < 4; b++) blk[2 + b] = (uint8_t)(qh >> (8 * b));
+    for (int j = 0; j < 16; j++) blk[6 + j] = (uint8_t)((q[j] & 15) | ((q[j + 16] & 15) << 4));
+    float y[32], x[32];
+    sd_dequantize_row(SD_DTYPE_Q5_0, blk, y, 32);
+    for (int j = 0; j < 32; j++) cr_assert_eq(y[j], (float)(q[j] - 16) * 0.5f, "element %d", j);
+    /* the SIMD dot decodes the same values: one-hot activations pick single weights */
+    for (int j = 0; j < 32; j++) {
+        memset(x, 0, sizeof x);
+        x[j] = 1.0f;
+        cr_assert_eq(sd_vec_dot(SD_DTYPE_Q5_0, blk, x, 32), y[j], "element %d", j);
+    }
+}
+
+Test(kernels_codec, q5_0_matches_ggml_reference_quantizer)
+{
+    float x[32];
+    for (int j = 0; j < 32; j++) x[j] = (float)(j - 20) * 0.25f; /* -5 .. 2.75 */
+    uint8_t b[22];
+    sd_quantize_row(SD_DTYPE_Q5_0, x, b, 32);
+    /* max by magnitude is -5 -> d = -5 / -16, q = trunc(x / d + 16.5) clamped to 31 */
+    cr_assert_eq(b[0] | b[1] << 8, sd_f32_to_f16(5.0f / 16.0f));
+    float id = 1.0f / (5.0f / 16.0f);
+    uint32_t qh = (uint32_t)b[2] | (uint32_t)b[3] << 8 | (uint32_t)b[4] << 16 | (uint32_t)b[5] << 24;
+    for (int j = 0; j < 32; j++) {
+        int want = (int)(x[j] * id + 16.5f);
+        want = want > 31 ? 31 : want;
+        int nib = j < 16 ? b[6 + j] & 15 : b[6 + j - 16] >> 4;
+        cr_assert_eq(nib | (int)((qh >> j) & 1) << 4, want, "element %d", j);
+    }
+}
+
 /* Q4_K: d, dmin (f16); 12 scale bytes: byte j (j<4) = sc[j] | hi2(sc[j+4]) << 6,
  * byte 4+j = m[j] | hi2(m[j+4]) << 6, byte 8+j = lo4(sc[j+4]) | lo4(m[j+4]) << 4;
  * 128 qs bytes: chunk c of 32 bytes, low nibble = sub-block 2c, high nibble = 2c+1. */
@@ -281,7 +326,7 @@ typedef struct {
 
 static type_param_t all_types[] = {{SD_DTYPE_F32}, {SD_DTYPE_F16},  {SD_DTYPE_BF16},
                                    {SD_DTYPE_Q8_0}, {SD_DTYPE_Q4_0}, {SD_DTYPE_Q4_1},
-                                   {SD_DTYPE_Q4_K}, {SD_DTYPE_Q6_K}};
+                                   {SD_DTYPE_Q5_0}, {SD_DTYPE_Q4_K}, {SD_DTYPE_Q6_K}};
 
 ParameterizedTestParameters(kernels_codec, round_trip)
 {
@@ -317,6 +362,7 @@ static float error_bound(sd_dtype_t type, const float *x, int i)
     case SD_DTYPE_Q8_0: return absmax(b32, 32) / 127.0f * 0.57f;
     case SD_DTYPE_Q4_0: return absmax(b32, 32) / 8.0f * 1.01f; /* +max clamps to 15 */
     case SD_DTYPE_Q4_1: return span(b32, 32) / 15.0f * 0.52f + absmax(b32, 32) * 0x1p-10f;
+    case SD_DTYPE_Q5_0: return absmax(b32, 32) / 16.0f * 1.01f; /* +max clamps to 31 */
     case SD_DTYPE_Q4_K: return span(b32, 32) / 15.0f + absmax(b256, 256) / 63.0f;
     case SD_DTYPE_Q6_K: return absmax(b16, 16) / 32.0f * 1.01f + absmax(b256, 256) / 128.0f;
     }
@@ -406,7 +452,8 @@ static dot_param_t dot_params[] = {
     {SD_DTYPE_F16, 7},     {SD_DTYPE_F16, 64},    {SD_DTYPE_F16, 1537},  {SD_DTYPE_BF16, 33},
     {SD_DTYPE_BF16, 576},  {SD_DTYPE_Q8_0, 32},   {SD_DTYPE_Q8_0, 576},  {SD_DTYPE_Q8_0, 1536},
     {SD_DTYPE_Q4_0, 32},   {SD_DTYPE_Q4_0, 96},   {SD_DTYPE_Q4_0, 2048}, {SD_DTYPE_Q4_1, 32},
-    {SD_DTYPE_Q4_1, 576},  {SD_DTYPE_Q4_1, 1536}, {SD_DTYPE_Q4_K, 256},  {SD_DTYPE_Q4_K, 768},
+    {SD_DTYPE_Q4_1, 576},  {SD_DTYPE_Q4_1, 1536}, {SD_DTYPE_Q5_0, 32},   {SD_DTYPE_Q5_0, 96},
+    {SD_DTYPE_Q5_0, 896},  {SD_DTYPE_Q4_K, 256},  {SD_DTYPE_Q4_K, 768},
     {SD_DTYPE_Q4_K, 2816}, {SD_DTYPE_Q6_K, 256},  {SD_DTYPE_Q6_K, 1536}, {SD_DTYPE_Q6_K, 2816},
 };
 

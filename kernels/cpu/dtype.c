@@ -33,6 +33,7 @@ int sd_dtype_supported(uint32_t type_id)
     case SD_DTYPE_F16:
     case SD_DTYPE_Q4_0:
     case SD_DTYPE_Q4_1:
+    case SD_DTYPE_Q5_0:
     case SD_DTYPE_Q8_0:
     case SD_DTYPE_Q4_K:
     case SD_DTYPE_Q6_K:
@@ -52,6 +53,7 @@ int64_t sd_dtype_block_elems(sd_dtype_t type)
         return 1;
     case SD_DTYPE_Q4_0:
     case SD_DTYPE_Q4_1:
+    case SD_DTYPE_Q5_0:
     case SD_DTYPE_Q8_0:
         return SD_QK;
     case SD_DTYPE_Q4_K:
@@ -69,6 +71,7 @@ size_t sd_dtype_block_bytes(sd_dtype_t type)
     case SD_DTYPE_BF16: return sizeof(uint16_t);
     case SD_DTYPE_Q4_0: return sizeof(sd_block_q4_0);
     case SD_DTYPE_Q4_1: return sizeof(sd_block_q4_1);
+    case SD_DTYPE_Q5_0: return sizeof(sd_block_q5_0);
     case SD_DTYPE_Q8_0: return sizeof(sd_block_q8_0);
     case SD_DTYPE_Q4_K: return sizeof(sd_block_q4_k);
     case SD_DTYPE_Q6_K: return sizeof(sd_block_q6_k);

@@ -1,5 +1,5 @@
 /* Row codecs: GGML-exact dequantization and GGML's reference quantizers for the
- * 32-element formats (F32, F16, BF16, Q8_0, Q4_0, Q4_1). K-quants live in quants_k.c. */
+ * 32-element formats (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0). K-quants live in quants_k.c. */
 #include <math.h>
 #include <string.h>
 
@@ -39,6 +39,27 @@ static void dequant_q4_1(const sd_block_q4_1 *b, float *y, int64_t nb)
     }
 }
 
+/* The 32 five-bit values 0..31 of a Q5_0 block (element order). */
+static void q5_0_values(const sd_block_q5_0 *b, uint8_t q[SD_QK])
+{
+    uint32_t qh;
+    memcpy(&qh, b->qh, sizeof qh);
+    for (int j = 0; j < SD_QK / 2; j++) {
+        q[j] = (uint8_t)((b->qs[j] & 0xF) | (((qh >> j) & 1u) << 4));
+        q[j + SD_QK / 2] = (uint8_t)((b->qs[j] >> 4) | (((qh >> (j + 16)) & 1u) << 4));
+    }
+}
+
+static void dequant_q5_0(const sd_block_q5_0 *b, float *y, int64_t nb)
+{
+    for (int64_t i = 0; i < nb; i++) {
+        float d = sd_f16_to_f32(b[i].d);
+        uint8_t q[SD_QK];
+        q5_0_values(&b[i], q);
+        for (int j = 0; j < SD_QK; j++) y[i * SD_QK + j] = (float)(q[j] - 16) * d;
+    }
+}
+
 void sd_dequantize_row(sd_dtype_t type, const void *src, float *dst, int64_t n)
 {
     switch (type) {
@@ -54,6 +75,7 @@ void sd_dequantize_row(sd_dtype_t type, const void *src, float *dst, int64_t n)
     case SD_DTYPE_Q8_0: dequant_q8_0(src, dst, n / SD_QK); break;
     case SD_DTYPE_Q4_0: dequant_q4_0(src, dst, n / SD_QK); break;
     case SD_DTYPE_Q4_1: dequant_q4_1(src, dst, n / SD_QK); break;
+    case SD_DTYPE_Q5_0: dequant_q5_0(src, dst, n / SD_QK); break;
     case SD_DTYPE_Q4_K: sd_dequant_q4_k(src, dst, n / SD_QK_K); break;
     case SD_DTYPE_Q6_K: sd_dequant_q6_k(src, dst, n / SD_QK_K); break;
     }
@@ -79,17 +101,24 @@ static uint8_t nibble(float v)
     return (uint8_t)(q > 15 ? 15 : q);
 }
 
+/* The element of a 32-block with the largest magnitude (the first one on ties), signed. */
+static float max_by_magnitude(const float *xb)
+{
+    float amax = 0.0f, max = 0.0f;
+    for (int j = 0; j < SD_QK; j++) {
+        if (amax < fabsf(xb[j])) {
+            amax = fabsf(xb[j]);
+            max = xb[j];
+        }
+    }
+    return max;
+}
+
 static void quant_q4_0(const float *x, sd_block_q4_0 *b, int64_t nb)
 {
     for (int64_t i = 0; i < nb; i++) {
         const float *xb = x + i * SD_QK;
-        float amax = 0.0f, max = 0.0f;
-        for (int j = 0; j < SD_QK; j++) {
-            if (amax < fabsf(xb[j])) {
-                amax = fabsf(xb[j]);
-                max = xb[j];
-            }
-        }
+        float max = max_by_magnitude(xb);
         float d = max / -8.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
         b[i].d = sd_f32_to_f16(d);
         for (int j = 0; j < SD_QK / 2; j++) {
@@ -119,6 +148,26 @@ static void quant_q4_1(const float *x, sd_block_q4_1 *b, int64_t nb)
     }
 }
 
+/* Q5_0: as Q4_0 with 32 levels, d = max / -16, q = trunc(x / d + 16.5) clamped to 31. */
+static void quant_q5_0(const float *x, sd_block_q5_0 *b, int64_t nb)
+{
+    for (int64_t i = 0; i < nb; i++) {
+        const float *xb = x + i * SD_QK;
+        float max = max_by_magnitude(xb);
+        float d = max / -16.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+        b[i].d = sd_f32_to_f16(d);
+        uint32_t qh = 0;
+        for (int j = 0; j < SD_QK / 2; j++) {
+            int lo = (int)(int8_t)(xb[j] * id + 16.5f), hi = (int)(int8_t)(xb[j + SD_QK / 2] * id + 16.5f);
+            lo = lo > 31 ? 31 : lo;
+            hi = hi > 31 ? 31 : hi;
+            b[i].qs[j] = (uint8_t)((lo & 0xF) | ((hi & 0xF) << 4));
+            qh |= (uint32_t)(lo >> 4) << j | (uint32_t)(hi >> 4) << (j + 16);
+        }
+        memcpy(b[i].qh, &qh, sizeof qh);
+    }
+}
+
 void sd_quantize_row(sd_dtype_t type, const float *src, void *dst, int64_t n)
 {
     switch (type) {
@@ -134,6 +183,7 @@ void sd_quantize_row(sd_dtype_t type, const float *src, void *dst, int64_t n)
     case SD_DTYPE_Q8_0: quant_q8_0(src, dst, n / SD_QK); break;
     case SD_DTYPE_Q4_0: quant_q4_0(src, dst, n / SD_QK); break;
     case SD_DTYPE_Q4_1: quant_q4_1(src, dst, n / SD_QK); break;
+    case SD_DTYPE_Q5_0: quant_q5_0(src, dst, n / SD_QK); break;
     case SD_DTYPE_Q4_K: sd_quant_q4_k(src, dst, n / SD_QK_K); break;
     case SD_DTYPE_Q6_K: sd_quant_q6_k(src, dst, n / SD_QK_K); break;
     }

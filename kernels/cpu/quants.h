@@ -23,6 +23,12 @@ typedef struct {
 
 typedef struct {
     uint16_t d;
+    uint8_t qh[4]; /* bit j (little-endian u32) = 5th bit of element j */
+    uint8_t qs[SD_QK / 2];
+} sd_block_q5_0; /* w = d * (q - 16), q = nibble (order as Q4_0) | qh bit << 4 */
+
+typedef struct {
+    uint16_t d;
     int8_t qs[SD_QK];
 } sd_block_q8_0; /* w = d * q */
 
@@ -41,6 +47,7 @@ typedef struct {
 
 _Static_assert(sizeof(sd_block_q4_0) == 18, "Q4_0 block is 18 bytes");
 _Static_assert(sizeof(sd_block_q4_1) == 20, "Q4_1 block is 20 bytes");
+_Static_assert(sizeof(sd_block_q5_0) == 22, "Q5_0 block is 22 bytes");
 _Static_assert(sizeof(sd_block_q8_0) == 34, "Q8_0 block is 34 bytes");
 _Static_assert(sizeof(sd_block_q4_k) == 144, "Q4_K block is 144 bytes");
 _Static_assert(sizeof(sd_block_q6_k) == 210, "Q6_K block is 210 bytes");

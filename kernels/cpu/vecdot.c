@@ -11,6 +11,7 @@
 
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 #include <immintrin.h>
+#include <string.h>
 
 /* The kernels take nr as a compile-time constant (see DISPATCH_ROWS); force inlining so the
  * row loops unroll and the accumulators stay in registers. */
@@ -63,6 +64,15 @@ KERNEL void accs_fma4(accs_t *acc, const __m256 w[4], const float *x, size_t ldx
 static inline __m256 u8_to_ps(__m128i v) { return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(v)); }
 static inline __m256 i8_to_ps(__m128i v) { return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v)); }
 
+/* 32 signed bytes (q0: elements 0..15, q1: 16..31) times d as 4 x 8 floats. */
+static inline void i8x32_times(__m128i q0, __m128i q1, __m256 d, __m256 w[4])
+{
+    w[0] = _mm256_mul_ps(i8_to_ps(q0), d);
+    w[1] = _mm256_mul_ps(i8_to_ps(_mm_srli_si128(q0, 8)), d);
+    w[2] = _mm256_mul_ps(i8_to_ps(q1), d);
+    w[3] = _mm256_mul_ps(i8_to_ps(_mm_srli_si128(q1, 8)), d);
+}
+
 /* 16 bytes of nibbles -> 32 values 0..15 as 4 x 8 floats (low nibbles first). */
 static inline void nibbles_to_ps(const uint8_t *qs, __m256 q[4])
 {
@@ -107,6 +117,32 @@ KERNEL void dot_q4_0(const sd_block_q4_0 *b, const float *x, size_t ldx, int nr,
     accs_store(&acc, nr, out);
 }
 
+/* Q5_0: nibbles | (qh bit << 4), minus 16, as signed bytes; 32 bits of qh spread to 32
+ * bytes (byte j = 0xFF where bit j is set). */
+KERNEL void dot_q5_0(const sd_block_q5_0 *b, const float *x, size_t ldx, int nr,
+                            int64_t nb, float *out)
+{
+    accs_t acc;
+    accs_zero(&acc, nr);
+    const __m256i spread = _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202,
+                                             0x0101010101010101, 0x0000000000000000);
+    const __m256i bit = _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe), ones = _mm256_set1_epi64x(-1);
+    for (int64_t i = 0; i < nb; i++) {
+        uint32_t qh;
+        memcpy(&qh, b[i].qh, sizeof qh);
+        __m256i hb = _mm256_shuffle_epi8(_mm256_set1_epi32((int)qh), spread);
+        hb = _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_or_si256(hb, bit), ones), _mm256_set1_epi8(0x10));
+        __m128i raw = _mm_loadu_si128((const __m128i *)b[i].qs), mask = _mm_set1_epi8(0x0F);
+        __m256i nib = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(raw, 4), mask), _mm_and_si128(raw, mask));
+        __m256i q = _mm256_sub_epi8(_mm256_or_si256(nib, hb), _mm256_set1_epi8(16));
+        __m128i q0 = _mm256_castsi256_si128(q), q1 = _mm256_extracti128_si256(q, 1);
+        __m256 d = _mm256_set1_ps(f16s(b[i].d)), w[4];
+        i8x32_times(q0, q1, d, w);
+        accs_fma4(&acc, w, x, ldx, nr, i * SD_QK);
+    }
+    accs_store(&acc, nr, out);
+}
+
 KERNEL void dot_q8_0(const sd_block_q8_0 *b, const float *x, size_t ldx, int nr,
                             int64_t nb, float *out)
 {
@@ -116,10 +152,7 @@ KERNEL void dot_q8_0(const sd_block_q8_0 *b, const float *x, size_t ldx, int nr,
         __m256 d = _mm256_set1_ps(f16s(b[i].d)), w[4];
         __m128i q0 = _mm_loadu_si128((const __m128i *)b[i].qs);
         __m128i q1 = _mm_loadu_si128((const __m128i *)(b[i].qs + 16));
-        w[0] = _mm256_mul_ps(i8_to_ps(q0), d);
-        w[1] = _mm256_mul_ps(i8_to_ps(_mm_srli_si128(q0, 8)), d);
-        w[2] = _mm256_mul_ps(i8_to_ps(q1), d);
-        w[3] = _mm256_mul_ps(i8_to_ps(_mm_srli_si128(q1, 8)), d);
+        i8x32_times(q0, q1, d, w);
         accs_fma4(&acc, w, x, ldx, nr, i * SD_QK);
     }
     accs_store(&acc, nr, out);
@@ -260,6 +293,7 @@ void sd_vec_dot_rows(sd_dtype_t type, const void *w_row, const float *x, size_t 
     switch (type) {
     case SD_DTYPE_Q4_1: DISPATCH_ROWS(dot_q4_1(w_row, x, ldx, NR, n / SD_QK, out)); break;
     case SD_DTYPE_Q4_0: DISPATCH_ROWS(dot_q4_0(w_row, x, ldx, NR, n / SD_QK, out)); break;
+    case SD_DTYPE_Q5_0: DISPATCH_ROWS(dot_q5_0(w_row, x, ldx, NR, n / SD_QK, out)); break;
     case SD_DTYPE_Q8_0: DISPATCH_ROWS(dot_q8_0(w_row, x, ldx, NR, n / SD_QK, out)); break;
     case SD_DTYPE_Q4_K: DISPATCH_ROWS(dot_q4_k(w_row, x, ldx, NR, n / SD_QK_K, out)); break;
     case SD_DTYPE_Q6_K: DISPATCH_ROWS(dot_q6_k(w_row, x, ldx, NR, n / SD_QK_K, out)); break;
