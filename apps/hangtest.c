@@ -387,5 +387,9 @@ int cmd_hangtest(int argc, char **argv)
     if (o.comm) setenv("SPECDEC_COMM", o.comm, 1);
     int is_rank = getenv("SPECDEC_RANK") || getenv("OMPI_COMM_WORLD_SIZE") || getenv("PMI_SIZE");
     if (is_rank || o.ranks == 1) return ht_rank_main(&o);
+    if (o.comm && strcmp(o.comm, "mpi") == 0) /* forked ranks have no MPI world to join */
+        return fprintf(stderr, "specdec: error: --comm mpi needs MPI's launcher: mpirun -n %d "
+                               "specdec hangtest --ranks %d --comm mpi ...\n", o.ranks, o.ranks),
+               CLI_EXIT_USAGE;
     return ht_launch(argc, argv, &o);
 }
