@@ -229,6 +229,8 @@ ParameterizedTest(real_case_t *rc, engine_speculative, real_greedy_equals_target
     const char *path = sd_test_real_model();
     if (path == NULL)
         cr_skip_test("real model not present");
+    if (sd_test_sanitizer_pass()) /* ~8 minutes under ASan; cli_run covers the real model there */
+        cr_skip_test("sanitizer pass: the release pass ran this test");
     sd_model_t *m = load_path(path, 2, 512);
     /* the draft model: the same file loaded again (a second model with the same vocab) */
     sd_model_t *draft = rc->drafter == SD_DRAFTER_MODEL ? load_path(path, 2, 512) : NULL;

@@ -10,6 +10,10 @@
 set -u
 bin="$1"
 steps="${2:-2000}"
+if [ "${SPECDEC_TEST_SANITIZER_PASS:-0}" = 1 ] && [ "$steps" -gt 300 ]; then
+  echo "note: sanitizer pass: $steps steps cut to 300 (the release pass runs them all)"
+  steps=300
+fi
 . "$(dirname "$0")/lib.sh"
 export SPECDEC_COMM_TIMEOUT_MS=20000
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1

@@ -31,3 +31,9 @@ const char *sd_test_real_model(void)
     }
     return access(path, R_OK) == 0 ? path : NULL;
 }
+
+int sd_test_sanitizer_pass(void)
+{
+    const char *v = getenv("SPECDEC_TEST_SANITIZER_PASS");
+    return v != NULL && v[0] == '1';
+}

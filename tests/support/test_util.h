@@ -9,5 +9,9 @@ void sd_test_tmp_path(char *buf, size_t cap, const char *stem);
 /* Path of the default real model (SmolLM2-135M-Instruct Q4_1): $SPECDEC_MODEL, else the
  * cache file that scripts/fetch-model.sh writes. NULL if it is not there. */
 const char *sd_test_real_model(void);
+/* 1 in the sanitizer pass of scripts/test.sh (SPECDEC_TEST_SANITIZER_PASS=1): the longest
+ * tests skip there (they ran in the release pass of the same script) to keep the default
+ * suite inside its time budget. */
+int sd_test_sanitizer_pass(void);
 
 #endif
