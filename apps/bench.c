@@ -42,7 +42,7 @@ typedef struct bench_drafter {
 } bench_drafter_t;
 
 typedef struct bench_opts {
-    const char *model_path, *prompts_dir, *json_path;
+    const char *model_path, *prompts_dir, *json_path, *device;
     int n_threads, n_ctx, repeats, adaptive;
     sd_gen_config_t gen;
     int ks[MAX_KS], n_ks;
@@ -94,6 +94,7 @@ static const char bench_usage[] =
     "  --ignore-eos         always generate N tokens\n"
     "  -t, --threads N      CPU threads (default: all cores)\n"
     "  -c, --ctx N          context length (default: min(model, 4096))\n"
+    "  --device D           cpu, cuda, cuda:N or auto (as for run)\n"
     "  --prompts DIR        prompt set (default: bench/prompts)\n"
     "  --repeats R          timed runs per configuration, median kept (default 1)\n"
     "  --temp T, --seed S   sampling (default greedy; outputs are compared only when greedy)\n"
@@ -168,6 +169,7 @@ static int parse_one(const char *flag, const char *v, bench_opts_t *o)
     if (!strcmp(flag, "-t") || !strcmp(flag, "--threads"))
         return cli_parse_int(flag, v, 0, 1024, &o->n_threads);
     if (!strcmp(flag, "-c") || !strcmp(flag, "--ctx")) return cli_parse_int(flag, v, 0, 1 << 20, &o->n_ctx);
+    if (!strcmp(flag, "--device")) return o->device = v, 1;
     if (!strcmp(flag, "--prompts")) return o->prompts_dir = v, 1;
     if (!strcmp(flag, "--json")) return o->json_path = v, 1;
     if (!strcmp(flag, "--repeats")) return cli_parse_int(flag, v, 1, MAX_REPEATS, &o->repeats);
@@ -227,6 +229,7 @@ static int load_models(bench_t *b)
     c.model_path = b->o.model_path;
     c.n_threads = b->o.n_threads;
     c.n_ctx = b->o.n_ctx;
+    c.device = b->o.device;
     if (cli_load_model(&c, &b->model) != SD_OK) return 1;
     sd_status_t s = sd_model_get_info(b->model, &b->info);
     if (s != SD_OK) return cli_fail("model info", s);
@@ -247,6 +250,7 @@ static int load_models(bench_t *b)
         p.path = d->path;
         p.n_threads = b->o.n_threads;
         p.n_ctx = b->o.n_ctx;
+        p.device = b->o.device;
         if ((s = sd_model_load(&p, &d->spec.draft_model)) != SD_OK)
             return cli_fail("load draft model", s);
     }
@@ -570,10 +574,10 @@ static void table_row(FILE *f, const bench_t *b, int c, const char *cat)
 static void print_table(FILE *f, const bench_t *b)
 {
     const bench_opts_t *o = &b->o;
-    fprintf(f, "specdec bench: %s (%s, %d layers), %d prompts, n = %d, %d threads, %s, %s k, "
-               "%d repeat%s (median)\n",
-            b->info.name[0] ? b->info.name : "model", b->info.arch, b->info.n_layer, b->n_prompts,
-            o->gen.max_tokens, o->n_threads ? o->n_threads : (int)sysconf(_SC_NPROCESSORS_ONLN),
+    fprintf(f, "specdec bench: %s (%s, %d layers) on %s, %d prompts, n = %d, %d threads, %s, "
+               "%s k, %d repeat%s (median)\n",
+            b->info.name[0] ? b->info.name : "model", b->info.arch, b->info.n_layer,
+            b->info.device, b->n_prompts, o->gen.max_tokens, o->n_threads ? o->n_threads : (int)sysconf(_SC_NPROCESSORS_ONLN),
             o->gen.temperature > 0 ? "sampling" : "greedy", o->adaptive ? "adaptive" : "fixed",
             o->repeats, o->repeats == 1 ? "" : "s");
     fprintf(f, "%-18s %3s  %-12s %8s %8s %7s %9s\n", "drafter", "k", "category", "tok/s",
@@ -654,7 +658,9 @@ static void json_header(FILE *f, const bench_t *b)
     struct tm tm;
     strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&now, &tm));
     int cores = (int)sysconf(_SC_NPROCESSORS_ONLN);
-    fprintf(f, "{\n  \"device\": {\"kind\": \"cpu\", \"cpu\": ");
+    fprintf(f, "{\n  \"device\": {\"kind\": ");
+    json_str(f, b->info.device);
+    fprintf(f, ", \"cpu\": ");
     json_str(f, cpu);
     fprintf(f, ", \"cores\": %d, \"threads\": %d},\n  \"date\": \"%s\",\n  \"command\": ", cores,
             o->n_threads ? o->n_threads : cores, date);

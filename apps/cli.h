@@ -11,6 +11,7 @@ typedef struct cli_gen_opts {
     const char *model_path; /* NULL = default model */
     const char *prompt;
     int n_threads, n_ctx;
+    const char *device;     /* --device cpu|cuda|cuda:N|auto; NULL = SPECDEC_DEVICE or auto */
     int parse_special;
     const char *stops[16];
     sd_gen_config_t gen;

@@ -108,6 +108,7 @@ static int parse_one(const char *flag, const char *v, cli_gen_opts_t *o)
     if (!strcmp(flag, "-t") || !strcmp(flag, "--threads"))
         return cli_parse_int(flag, v, 0, 1024, &o->n_threads);
     if (!strcmp(flag, "-c") || !strcmp(flag, "--ctx")) return cli_parse_int(flag, v, 0, 1 << 20, &o->n_ctx);
+    if (!strcmp(flag, "--device")) return o->device = v, 1; /* checked by the model loader */
     if (!strcmp(flag, "--temp")) return cli_parse_float(flag, v, 0.0f, 100.0f, &g->temperature);
     if (!strcmp(flag, "--top-k")) return cli_parse_int(flag, v, 0, INT_MAX, &g->top_k);
     if (!strcmp(flag, "--top-p")) return cli_parse_float(flag, v, 0.0f, 1.0f, &g->top_p);
@@ -189,6 +190,7 @@ sd_status_t cli_load_model(cli_gen_opts_t *o, sd_model_t **out)
     p.path = path;
     p.n_threads = o->n_threads;
     p.n_ctx = o->n_ctx;
+    p.device = o->device;
     p.comm = o->world;
     sd_status_t s = sd_model_load(&p, out);
     if (s != SD_OK) cli_fail("load model", s);
@@ -215,6 +217,7 @@ sd_status_t cli_load_draft(cli_gen_opts_t *o)
     p.path = o->draft_path;
     p.n_threads = o->n_threads;
     p.n_ctx = o->n_ctx;
+    p.device = o->device;
     p.comm = o->world; /* no --draft-ranks: the draft model is split like the target */
     if (d > 0 && size > 1) {
         sd_status_t s = d > 1 ? sd_comm_split_first(o->world, d, &o->draft_comm) : SD_OK;

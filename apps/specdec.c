@@ -38,7 +38,9 @@ static const char usage[] =
     "  --stats            print acceptance rate, accepted-length histogram and timings\n"
     "  --special          parse special tokens like <|im_start|> in the prompt (run)\n"
     "  -t, --threads N    CPU threads (default: all cores)\n"
-    "  -c, --ctx N        context length (default: min(model, 4096))\n";
+    "  -c, --ctx N        context length (default: min(model, 4096); on a GPU, what fits)\n"
+    "  --device D         cpu, cuda, cuda:N or auto (default: SPECDEC_DEVICE, else cuda:0\n"
+    "                     when a GPU is present and the run is single-rank, else cpu)\n";
 
 int cmd_run(int argc, char **argv)
 {

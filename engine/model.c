@@ -287,8 +287,8 @@ static sd_status_t setup_runtime(sd_model_t *m, const sd_model_params_t *p)
                                                                    : MAX_CTX_DEFAULT);
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     m->n_threads = p->n_threads > 0 ? p->n_threads : (cores > 0 ? (int)cores : 1);
-    SD_CHECK(sd_backend_cpu_create(m->n_threads, &m->backend));
-    return SD_OK;
+    SD_CHECK(sd_model_create_backend(m, p));
+    return sd_model_place_weights(m, p->n_ctx > 0);
 }
 
 sd_status_t sd_model_load_gguf(gguf_file_t *f, const sd_model_params_t *p, sd_model_t **out)
@@ -318,6 +318,7 @@ fail:
 void sd_model_free(sd_model_t *m)
 {
     if (m == NULL) return;
+    if (m->backend) sd_model_release_weights(m);
     sd_backend_destroy(m->backend);
     sd_tokenizer_free(m->tokenizer);
     free(m->layers);

@@ -53,6 +53,8 @@ struct sd_model {
     float *f32_copies;         /* norms/biases stored as F16/BF16 in the file, converted */
     sd_tokenizer_t *tokenizer; /* NULL when the file has none */
     sd_backend_t *backend;
+    void **device_bufs;        /* device copies of the weights (device backends), owned */
+    int n_device_bufs;
     int n_ctx;                 /* KV-cache length for sequences of this model */
     int n_threads;
 };
@@ -103,6 +105,15 @@ void sd_seq_free(sd_seq_t *s);
  * status (SD_ERR_COMM_TIMEOUT, SD_ERR_PEER_LOST, ...) with kv.len unchanged. Prefill of
  * a long prompt is the caller's job to chunk by max_tokens. */
 sd_status_t sd_forward(sd_seq_t *s, const int32_t *tokens, int n, int n_layers_used);
+
+/* engine/model_place.c: the backend named by p->device (see sd_model_params_t), and the
+ * upload of every weight, norm and bias to it when it is a device backend (views into the
+ * file are replaced by device pointers; SD_ERR_OUT_OF_MEMORY with the numbers when they
+ * do not fit). Without ctx_given (p->n_ctx == 0) the default KV-cache length shrinks to
+ * what the device has left. */
+sd_status_t sd_model_create_backend(sd_model_t *m, const sd_model_params_t *p);
+sd_status_t sd_model_place_weights(sd_model_t *m, int ctx_given);
+void sd_model_release_weights(sd_model_t *m);
 
 /* Build a model over an open GGUF file (p->path is ignored). On SD_OK the model owns
  * `f` (sd_model_free closes it); on failure the caller still owns it. */

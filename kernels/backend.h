@@ -12,7 +12,7 @@
 
 #include "dtype.h"
 
-#define SD_BACKEND_OPS_VERSION 1
+#define SD_BACKEND_OPS_VERSION 2 /* 2: host_memory, sync */
 
 /* A weight matrix as stored in GGUF: `rows` output features, each row `cols`
  * input features encoded in `type` (GGUF ne[0] = cols, ne[1] = rows). */
@@ -39,8 +39,21 @@ typedef struct sd_backend sd_backend_t;
 typedef struct sd_backend_ops {
     int version; /* SD_BACKEND_OPS_VERSION */
     const char *name;
+    /* 1 when alloc returns host memory the engine may also read and write directly (CPU):
+     * model weights are then used in place (zero-copy views of the file); 0 for a device
+     * backend, whose weights the model loader uploads (engine/model_place.c). */
+    int host_memory;
     void (*destroy)(sd_backend_t *be);
+    /* Waits for every op issued so far and returns the first error any of them hit since
+     * the last call (clearing it), as SD_ERR_DEVICE with sd_set_error's message naming the
+     * op and the library error; SD_OK when none. Ops are void (a device backend issues
+     * them asynchronously): the engine calls sync once per forward, after the download of
+     * the logits. An op given bad arguments records the error and does nothing. */
+    sd_status_t (*sync)(sd_backend_t *be);
 
+    /* NULL on failure (device backends: also when the allocation would pass the memory
+     * cap). upload and download are ordered with the ops; download returns once the data
+     * is on the host. */
     void *(*alloc)(sd_backend_t *be, size_t bytes); /* NULL on failure */
     void (*release)(sd_backend_t *be, void *ptr);
     void (*upload)(sd_backend_t *be, void *dst, const void *host_src, size_t bytes);
@@ -78,6 +91,16 @@ struct sd_backend {
 
 /* CPU backend with a thread pool of n_threads (0 = online cores). */
 sd_status_t sd_backend_cpu_create(int n_threads, sd_backend_t **out);
+
+/* CUDA backend on device `device` (kernels/cuda; kernels/cuda_stub.c answers
+ * SD_ERR_NOT_BUILT). memory_fraction in (0, 1] caps the bytes all allocs together may
+ * hold, as a fraction of the device's total memory; 0 = SPECDEC_GPU_MEMORY_FRACTION from
+ * the environment, else 0.9. Errors: SD_ERR_INVALID_ARG naming a device that does not
+ * exist or a fraction outside (0, 1]; SD_ERR_DEVICE when the device cannot be used. */
+sd_status_t sd_backend_cuda_create(int device, double memory_fraction, sd_backend_t **out);
+/* Bytes a CUDA backend's allocations hold now and its cap (SD_ERR_INVALID_ARG for a
+ * backend that is not CUDA). */
+sd_status_t sd_backend_cuda_memory(sd_backend_t *be, size_t *used, size_t *cap);
 
 static inline void sd_backend_destroy(sd_backend_t *be)
 {

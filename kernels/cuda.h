@@ -5,6 +5,7 @@
 
 #include <stddef.h>
 
+#include "kernels/backend.h"
 #include "specdec/specdec.h"
 
 typedef struct sd_cuda_device_info {
@@ -24,5 +25,28 @@ sd_status_t sd_cuda_device_info(int index, sd_cuda_device_info_t *out);
 /* Runs a small kernel on the device and checks its result and the cuBLAS/cuRAND
  * handles (the health check before a model is placed on the device). */
 sd_status_t sd_cuda_self_test(int index);
+/* Device-to-device copy bandwidth in GB/s (bytes read + written per second, best of reps
+ * copies of `bytes`): the memory roofline that decode benchmarks compare against. */
+sd_status_t sd_cuda_copy_bandwidth(int index, size_t bytes, int reps, double *gbps);
+
+/* The attention kernel's split-K rule (kernels/cuda/ops.cu), exposed for host tests: the
+ * chunk length for a query whose context holds ctx_len positions (a function of ctx_len
+ * only: batch invariance), and the partial records reserved for contexts up to
+ * max_ctx_len. 0 without CUDA. */
+int sd_cuda_attention_chunk_len(int ctx_len);
+int sd_cuda_attention_chunk_slots(int max_ctx_len);
+
+/* The matmul and embedding kernels' host side (kernels/cuda/matmul.cu), for host tests:
+ * the argument checks the launchers apply (SD_ERR_INVALID_ARG naming the value), the
+ * launch geometry, and host mirrors that run the kernels' own decode and accumulation code
+ * lane by lane (bit-identical to the device by construction). SD_ERR_NOT_BUILT without
+ * CUDA. */
+sd_status_t sd_cuda_matmul_check_args(const sd_weight_t *w, const float *x, int n, const float *y);
+sd_status_t sd_cuda_embed_check_args(const sd_weight_t *table, const int32_t *tokens, int n,
+                                     const float *out);
+void sd_cuda_matmul_geometry(int64_t rows, int n, unsigned grid[3], unsigned block[3]);
+sd_status_t sd_cuda_matmul_host(const sd_weight_t *w, const float *x, int n, const float *bias,
+                                float *y);
+sd_status_t sd_cuda_embed_host(const sd_weight_t *table, const int32_t *tokens, int n, float *out);
 
 #endif

@@ -9,6 +9,7 @@
 #include "engine/check.h"
 #include "engine/model.h"
 #include "engine/synthetic_model.h"
+#include "kernels/cuda.h"
 #include "support/test_util.h"
 
 /* ---- a tiny hand-written model with one thing changed ---------------------- */
@@ -84,14 +85,20 @@ static void write_tiny(const tiny_t *t, char *path, size_t cap)
     gguf_writer_free(w);
 }
 
-static sd_status_t load_path(const char *path, int n_ctx, sd_model_t **m)
+static sd_status_t load_with(const char *path, int n_ctx, const char *device, sd_model_t **m)
 {
     sd_model_params_t p;
     sd_model_params_default(&p);
     p.path = path;
     p.n_threads = 1;
     p.n_ctx = n_ctx;
+    p.device = device;
     return sd_model_load(&p, m);
+}
+
+static sd_status_t load_path(const char *path, int n_ctx, sd_model_t **m)
+{
+    return load_with(path, n_ctx, NULL, m);
 }
 
 static sd_status_t load_tiny(const tiny_t *t, sd_model_t **m)
@@ -319,6 +326,73 @@ Test(engine_model, bad_runtime_params, .timeout = 30)
     sd_model_t *m = NULL;
     cr_assert_eq(load_path(path, -5, &m), SD_ERR_INVALID_ARG);
     cr_assert(strstr(sd_last_error(), "n_ctx = -5") != NULL, "%s", sd_last_error());
+    remove(path);
+}
+
+/* ---- device selection -------------------------------------------------------------- */
+
+static sd_status_t load_on(const char *path, const char *device, sd_model_t **m)
+{
+    return load_with(path, 0, device, m);
+}
+
+static void expect_device_error(const char *path, const char *device, const char *needle)
+{
+    sd_model_t *m = NULL;
+    sd_status_t st = load_on(path, device, &m);
+    cr_assert_eq(st, SD_ERR_INVALID_ARG, "device '%s': got %s (%s)", device,
+                 sd_status_string(st), sd_last_error());
+    cr_assert_null(m);
+    cr_assert(strstr(sd_last_error(), needle) != NULL, "device '%s': message '%s' lacks '%s'",
+              device, sd_last_error(), needle);
+}
+
+Test(engine_model, device_names_are_checked, .timeout = 30)
+{
+    char path[512];
+    write_tiny(&(tiny_t){0}, path, sizeof path);
+    expect_device_error(path, "gpu", "unknown device 'gpu'");
+    expect_device_error(path, "cuda:", "unknown device 'cuda:'");
+    expect_device_error(path, "cuda:-1", "unknown device 'cuda:-1'");
+    expect_device_error(path, "cuda:1x", "unknown device 'cuda:1x'");
+    sd_model_t *m = NULL;
+    sd_model_info_t info;
+    cr_assert_eq(load_on(path, "cpu", &m), SD_OK, "%s", sd_last_error());
+    cr_assert_eq(sd_model_get_info(m, &info), SD_OK);
+    cr_assert_str_eq(info.device, "cpu");
+    sd_model_free(m);
+    remove(path);
+}
+
+/* Asking for CUDA where it cannot run is an error naming why, never a CPU fallback; "auto"
+ * (and the environment's SPECDEC_DEVICE) picks the CPU on a machine without a GPU. */
+Test(engine_model, cuda_without_a_gpu_is_an_error_not_a_fallback, .timeout = 30)
+{
+    int count = 0;
+    if (sd_cuda_device_count(&count) == SD_OK && count > 0) cr_skip_test("a GPU is present");
+    char path[512];
+    write_tiny(&(tiny_t){0}, path, sizeof path);
+    const char *asks[] = {"cuda", "cuda:0", "cuda:3"};
+    for (size_t i = 0; i < sizeof asks / sizeof asks[0]; i++) {
+        sd_model_t *m = NULL;
+        sd_status_t st = load_on(path, asks[i], &m);
+        cr_assert(st == SD_ERR_NOT_BUILT || st == SD_ERR_INVALID_ARG, "'%s': %s (%s)", asks[i],
+                  sd_status_string(st), sd_last_error());
+        cr_assert_null(m);
+        cr_assert(strstr(sd_last_error(), st == SD_ERR_NOT_BUILT ? "without CUDA" : "does not exist"),
+                  "'%s': %s", asks[i], sd_last_error());
+    }
+    sd_model_t *m = NULL;
+    sd_model_info_t info;
+    cr_assert_eq(load_on(path, "auto", &m), SD_OK, "%s", sd_last_error());
+    cr_assert_eq(sd_model_get_info(m, &info), SD_OK);
+    cr_assert_str_eq(info.device, "cpu");
+    sd_model_free(m);
+    setenv("SPECDEC_DEVICE", "cuda", 1);
+    cr_assert_neq(load_on(path, NULL, &m), SD_OK, "SPECDEC_DEVICE=cuda must be honoured");
+    setenv("SPECDEC_DEVICE", "cpu", 1);
+    cr_assert_eq(load_on(path, NULL, &m), SD_OK, "%s", sd_last_error());
+    sd_model_free(m);
     remove(path);
 }
 

@@ -509,6 +509,26 @@ Test(engine_tp, bad_plans_fail_on_every_rank, .init = tp_init, .timeout = 60)
     munmap(out, MAX_RANKS * sizeof(rank_out_t));
 }
 
+/* A tensor-parallel model on CUDA is not built yet: every rank refuses it alike, with the
+ * reason, before any collective (SPECDEC_DEVICE reaches the loader as the default). */
+Test(engine_tp, cuda_with_tp_is_refused_on_every_rank, .init = tp_init, .timeout = 60)
+{
+    model_case_t c = {"cuda-tp", "llama", 48, 4, 2, 0, 64, SD_DTYPE_F32, {0}, 0, ""};
+    write_model(&c);
+    setenv("SPECDEC_DEVICE", "cuda", 1);
+    rank_out_t *out = shared_outs();
+    double secs = run_ranks(2, load_work, &c, out);
+    for (int r = 0; r < 2; r++) {
+        cr_assert_eq(out[r].statuses[0], SD_ERR_INVALID_ARG, "rank %d: %s: %s", r,
+                     sd_status_string(out[r].statuses[0]), out[r].err);
+        cr_assert(strstr(out[r].err, "device 'cuda' with 2 tensor-parallel ranks"), "rank %d: %s",
+                  r, out[r].err);
+    }
+    cr_assert_lt(secs, 5.0, "%.1f s: looks like a wait", secs);
+    remove(c.path);
+    munmap(out, MAX_RANKS * sizeof(rank_out_t));
+}
+
 /* Calls that must fail before any collective, interleaved with ones that must work (and
  * so find the ranks' collectives still in step). n_ctx = 8. */
 static int bad_input_work(sd_comm_t *comm, rank_out_t *o, const void *arg)

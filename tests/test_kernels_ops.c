@@ -7,17 +7,8 @@
 #include <string.h>
 
 #include "kernels/backend.h"
-
-static void fill_random(float *x, size_t n, uint32_t seed, float scale)
-{
-    uint32_t s = seed * 2654435761u + 1;
-    for (size_t i = 0; i < n; i++) {
-        s ^= s << 13;
-        s ^= s >> 17;
-        s ^= s << 5;
-        x[i] = ((float)(s >> 8) / 16777216.0f * 2.0f - 1.0f) * scale;
-    }
-}
+#include "support/test_util.h"
+#include "support/test_weight.h"
 
 static sd_backend_t *make_backend(int n_threads)
 {
@@ -25,35 +16,6 @@ static sd_backend_t *make_backend(int n_threads)
     cr_assert_eq(sd_backend_cpu_create(n_threads, &be), SD_OK, "%s", sd_last_error());
     cr_assert_eq(be->ops->version, SD_BACKEND_OPS_VERSION);
     return be;
-}
-
-/* A weight with random values quantized to `type`; `deq` receives the dequantized matrix. */
-typedef struct {
-    sd_weight_t w;
-    float *deq; /* [rows, cols] */
-} test_weight_t;
-
-static test_weight_t make_weight(sd_dtype_t type, int64_t rows, int64_t cols, uint32_t seed)
-{
-    test_weight_t t = {.w = {.type = type, .rows = rows, .cols = cols}};
-    cr_assert_eq(sd_dtype_row_bytes(type, cols, &t.w.row_bytes), SD_OK);
-    uint8_t *data = malloc(t.w.row_bytes * (size_t)rows);
-    float *row = malloc(sizeof(float) * (size_t)cols);
-    t.deq = malloc(sizeof(float) * (size_t)(rows * cols));
-    for (int64_t r = 0; r < rows; r++) {
-        fill_random(row, (size_t)cols, seed + (uint32_t)r, 0.5f);
-        sd_quantize_row(type, row, data + (size_t)r * t.w.row_bytes, cols);
-        sd_dequantize_row(type, data + (size_t)r * t.w.row_bytes, t.deq + r * cols, cols);
-    }
-    t.w.data = data;
-    free(row);
-    return t;
-}
-
-static void free_weight(test_weight_t *t)
-{
-    free((void *)t->w.data);
-    free(t->deq);
 }
 
 /* ---- matmul ------------------------------------------------------------------------------ */
@@ -74,35 +36,17 @@ ParameterizedTestParameters(kernels_ops, matmul)
     return cr_make_param_array(mm_param_t, mm_params, sizeof mm_params / sizeof mm_params[0]);
 }
 
-/* Q4_0/Q4_1/Q8_0 matmuls quantize activations per block of 32 to int16 (step max|x|/32767):
- * the extra error is at most sum |d*q_i| * max|x_block| / 65534 (d*q_i = w_i - m for Q4_1). */
-static double i16_bound(const test_weight_t *tw, int64_t r, const float *x)
-{
-    sd_dtype_t t = tw->w.type;
-    if (t != SD_DTYPE_Q4_0 && t != SD_DTYPE_Q4_1 && t != SD_DTYPE_Q8_0) return 0.0;
-    const uint8_t *raw = (const uint8_t *)tw->w.data + (size_t)r * tw->w.row_bytes;
-    const float *w = tw->deq + r * tw->w.cols;
-    double bound = 0.0;
-    for (int64_t b = 0; b < tw->w.cols / 32; b++) {
-        float m = 0.0f, amax = 0.0f;
-        if (t == SD_DTYPE_Q4_1) m = sd_f16_to_f32((uint16_t)(raw[20 * b + 2] | raw[20 * b + 3] << 8));
-        for (int j = 0; j < 32; j++) amax = fmaxf(amax, fabsf(x[32 * b + j]));
-        for (int j = 0; j < 32; j++) bound += fabs((double)w[32 * b + j] - m) * amax / 65534.0 * 1.001;
-    }
-    return bound;
-}
-
 /* y[n, rows] against the double reference; then each row alone (n = 1) and in batches of
  * 5 and 7 must give the same bits; then 1, 2 and 3 threads must agree. */
 ParameterizedTest(mm_param_t *p, kernels_ops, matmul, .timeout = 60)
 {
     enum { N = 7 };
-    test_weight_t tw = make_weight(p->type, p->rows, p->cols, 11);
+    sd_test_weight_t tw = sd_test_make_weight(p->type, p->rows, p->cols, 11);
     size_t ny = (size_t)N * (size_t)p->rows;
     float *x = malloc(sizeof(float) * (size_t)N * (size_t)p->cols), *bias = malloc(sizeof(float) * (size_t)p->rows);
     float *y = malloc(sizeof(float) * ny), *y1 = malloc(sizeof(float) * ny), *y5 = malloc(sizeof(float) * ny);
-    fill_random(x, (size_t)N * (size_t)p->cols, 3, 2.0f);
-    fill_random(bias, (size_t)p->rows, 5, 1.0f);
+    sd_test_fill_random(x, (size_t)N * (size_t)p->cols, 3, 2.0f);
+    sd_test_fill_random(bias, (size_t)p->rows, 5, 1.0f);
     sd_backend_t *be2 = make_backend(2);
     be2->ops->matmul(be2, &tw.w, x, N, bias, y);
     for (int i = 0; i < N; i++)
@@ -114,7 +58,7 @@ ParameterizedTest(mm_param_t *p, kernels_ops, matmul, .timeout = 60)
                 mag += fabs(t);
             }
             float got = y[(size_t)i * (size_t)p->rows + (size_t)r];
-            double tol = 2e-6 * mag + i16_bound(&tw, r, x + (size_t)i * (size_t)p->cols);
+            double tol = 2e-6 * mag + sd_test_i16_bound(&tw, r, x + (size_t)i * (size_t)p->cols);
             cr_assert(fabs(got - ref) <= tol, "%s y[%d,%d] = %.9g, reference %.9g (tol %g)",
                       sd_dtype_name(p->type), i, r, got, ref, tol);
         }
@@ -140,15 +84,15 @@ ParameterizedTest(mm_param_t *p, kernels_ops, matmul, .timeout = 60)
     free(y);
     free(y1);
     free(y5);
-    free_weight(&tw);
+    sd_test_free_weight(&tw);
 }
 
 Test(kernels_ops, matmul_large_rows_thread_invariant, .timeout = 60)
 {
     /* enough rows that several tasks run on every thread */
-    test_weight_t tw = make_weight(SD_DTYPE_Q8_0, 3001, 128, 21);
+    sd_test_weight_t tw = sd_test_make_weight(SD_DTYPE_Q8_0, 3001, 128, 21);
     float x[3 * 128], *ya = malloc(sizeof(float) * 3 * 3001), *yb = malloc(sizeof(float) * 3 * 3001);
-    fill_random(x, 3 * 128, 9, 1.0f);
+    sd_test_fill_random(x, 3 * 128, 9, 1.0f);
     sd_backend_t *b1 = make_backend(1), *b3 = make_backend(3);
     b1->ops->matmul(b1, &tw.w, x, 3, NULL, ya);
     b3->ops->matmul(b3, &tw.w, x, 3, NULL, yb);
@@ -157,7 +101,7 @@ Test(kernels_ops, matmul_large_rows_thread_invariant, .timeout = 60)
     sd_backend_destroy(b3);
     free(ya);
     free(yb);
-    free_weight(&tw);
+    sd_test_free_weight(&tw);
 }
 
 /* The int16 matmul computes weight rows in tiles of 4 (a partial last tile repeats its last
@@ -169,9 +113,9 @@ Test(kernels_ops, matmul_rows_independent_of_tile_position, .timeout = 60)
     enum { N = 3, ROWS = 23, COLS = 96 };
     sd_dtype_t types[] = {SD_DTYPE_Q4_0, SD_DTYPE_Q4_1, SD_DTYPE_Q8_0};
     float x[N * COLS], y[N * ROWS], ys[N * ROWS];
-    fill_random(x, N * COLS, 17, 3.0f);
+    sd_test_fill_random(x, N * COLS, 17, 3.0f);
     for (int ti = 0; ti < 3; ti++) {
-        test_weight_t tw = make_weight(types[ti], ROWS, COLS, 31);
+        sd_test_weight_t tw = sd_test_make_weight(types[ti], ROWS, COLS, 31);
         sd_backend_t *be1 = make_backend(1);
         be1->ops->matmul(be1, &tw.w, x, N, NULL, y);
         for (int t = 1; t <= 2; t++) {
@@ -191,7 +135,7 @@ Test(kernels_ops, matmul_rows_independent_of_tile_position, .timeout = 60)
             sd_backend_destroy(be);
         }
         sd_backend_destroy(be1);
-        free_weight(&tw);
+        sd_test_free_weight(&tw);
     }
 }
 
@@ -208,10 +152,10 @@ Test(kernels_ops, matmul_every_batch_size_gives_identical_rows, .timeout = 60)
                           SD_DTYPE_Q4_K, SD_DTYPE_Q6_K, SD_DTYPE_F16};
     float *x = malloc(sizeof(float) * N * COLS), *y = malloc(sizeof(float) * N * ROWS);
     float *yb = malloc(sizeof(float) * N * ROWS);
-    fill_random(x, N * COLS, 23, 2.0f);
+    sd_test_fill_random(x, N * COLS, 23, 2.0f);
     sd_backend_t *be = make_backend(2);
     for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
-        test_weight_t tw = make_weight(types[ti], ROWS, COLS, 41);
+        sd_test_weight_t tw = sd_test_make_weight(types[ti], ROWS, COLS, 41);
         be->ops->matmul(be, &tw.w, x, N, NULL, y);
         for (int size = 1; size <= N; size++) {
             memset(yb, 0xFF, sizeof(float) * N * ROWS);
@@ -223,7 +167,7 @@ Test(kernels_ops, matmul_every_batch_size_gives_identical_rows, .timeout = 60)
                           "%s: row %d computed in calls of %d rows differs from one call of %d",
                           sd_dtype_name(types[ti]), i, size, N);
         }
-        free_weight(&tw);
+        sd_test_free_weight(&tw);
     }
     sd_backend_destroy(be);
     free(x);
@@ -280,9 +224,9 @@ ParameterizedTest(attn_param_t *p, kernels_ops, attention, .timeout = 60)
     size_t kvn = (size_t)n_ctx * (size_t)p->n_head_kv * (size_t)hd;
     float *q = malloc(sizeof(float) * qn), *k = malloc(sizeof(float) * kvn), *v = malloc(sizeof(float) * kvn);
     float *out = malloc(sizeof(float) * qn), *o1 = malloc(sizeof(float) * qn);
-    fill_random(q, qn, 1, 2.0f);
-    fill_random(k, kvn, 2, 2.0f);
-    fill_random(v, kvn, 3, 1.0f);
+    sd_test_fill_random(q, qn, 1, 2.0f);
+    sd_test_fill_random(k, kvn, 2, 2.0f);
+    sd_test_fill_random(v, kvn, 3, 1.0f);
     sd_backend_t *be = make_backend(2);
     be->ops->attention(be, q, k, v, p->pos0, p->n, p->n_head, p->n_head_kv, hd, out);
     double *ref = malloc(sizeof(double) * (size_t)hd);
@@ -324,9 +268,9 @@ Test(kernels_ops, attention_long_context, .timeout = 60)
     int n_ctx = p.pos0 + p.n;
     size_t kvn = (size_t)n_ctx * 8;
     float q[2 * 2 * 8], out[2 * 2 * 8], *k = malloc(sizeof(float) * kvn), *v = malloc(sizeof(float) * kvn);
-    fill_random(q, 32, 4, 1.0f);
-    fill_random(k, kvn, 5, 1.0f);
-    fill_random(v, kvn, 6, 1.0f);
+    sd_test_fill_random(q, 32, 4, 1.0f);
+    sd_test_fill_random(k, kvn, 5, 1.0f);
+    sd_test_fill_random(v, kvn, 6, 1.0f);
     sd_backend_t *be = make_backend(2);
     be->ops->attention(be, q, k, v, p.pos0, p.n, p.n_head, p.n_head_kv, 8, out);
     double ref[8];
@@ -348,7 +292,7 @@ static void rope_check(sd_rope_style_t style, int head_dim, int rot_dim)
     const int32_t pos[N] = {0, 7, 1234};
     size_t len = (size_t)N * H * (size_t)head_dim;
     float *x = malloc(sizeof(float) * len), *orig = malloc(sizeof(float) * len);
-    fill_random(x, len, 8, 1.0f);
+    sd_test_fill_random(x, len, 8, 1.0f);
     memcpy(orig, x, sizeof(float) * len);
     sd_rope_params_t rp = {.style = style, .rot_dim = rot_dim, .freq_base = 10000.0f};
     sd_backend_t *be = make_backend(1);
@@ -385,8 +329,8 @@ Test(kernels_ops, rmsnorm_matches_reference_and_aliases)
 {
     enum { N = 3, D = 37 };
     float x[N * D], w[D], out[N * D];
-    fill_random(x, N * D, 1, 3.0f);
-    fill_random(w, D, 2, 1.0f);
+    sd_test_fill_random(x, N * D, 1, 3.0f);
+    sd_test_fill_random(w, D, 2, 1.0f);
     sd_backend_t *be = make_backend(2);
     be->ops->rmsnorm(be, x, w, N, D, 1e-5f, out);
     for (int i = 0; i < N; i++) {
@@ -405,8 +349,8 @@ Test(kernels_ops, swiglu_matches_reference_and_aliases)
     /* more than one task's worth of elements */
     size_t len = 40000;
     float *g = malloc(sizeof(float) * len), *u = malloc(sizeof(float) * len), *o = malloc(sizeof(float) * len);
-    fill_random(g, len, 3, 8.0f);
-    fill_random(u, len, 4, 2.0f);
+    sd_test_fill_random(g, len, 3, 8.0f);
+    sd_test_fill_random(u, len, 4, 2.0f);
     sd_backend_t *be = make_backend(3);
     be->ops->swiglu(be, g, u, len, o);
     for (size_t i = 0; i < len; i++) {
@@ -433,7 +377,7 @@ Test(kernels_ops, add)
 
 Test(kernels_ops, embed_dequantizes_rows_and_zeroes_bad_ids)
 {
-    test_weight_t tw = make_weight(SD_DTYPE_Q8_0, 10, 64, 30);
+    sd_test_weight_t tw = sd_test_make_weight(SD_DTYPE_Q8_0, 10, 64, 30);
     const int32_t tokens[4] = {3, 0, 9, 10};
     float out[4 * 64];
     memset(out, 0xff, sizeof out);
@@ -443,7 +387,7 @@ Test(kernels_ops, embed_dequantizes_rows_and_zeroes_bad_ids)
         cr_assert(memcmp(out + i * 64, tw.deq + tokens[i] * 64, 64 * sizeof(float)) == 0, "token %d", tokens[i]);
     for (int d = 0; d < 64; d++) cr_assert_eq(out[3 * 64 + d], 0.0f, "out-of-range id must give zeros");
     sd_backend_destroy(be);
-    free_weight(&tw);
+    sd_test_free_weight(&tw);
 }
 
 Test(kernels_ops, memory_round_trip)
@@ -451,7 +395,7 @@ Test(kernels_ops, memory_round_trip)
     sd_backend_t *be = make_backend(0);
     cr_assert_str_eq(be->ops->name, "cpu");
     float src[100], back[100];
-    fill_random(src, 100, 1, 1.0f);
+    sd_test_fill_random(src, 100, 1, 1.0f);
     float *dev = be->ops->alloc(be, sizeof src);
     cr_assert_not_null(dev);
     cr_assert_eq((uintptr_t)dev % 64, 0, "allocations are 64-byte aligned");

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "kernels/dtype.h"
+#include "support/test_util.h"
 
 static uint32_t fbits(float f)
 {
@@ -23,17 +24,6 @@ static float bitsf(uint32_t u)
 }
 
 /* Deterministic pseudo-random floats in [-scale, scale) (xorshift). */
-static void fill_random(float *x, int64_t n, uint32_t seed, float scale)
-{
-    uint32_t s = seed * 2654435761u + 1;
-    for (int64_t i = 0; i < n; i++) {
-        s ^= s << 13;
-        s ^= s >> 17;
-        s ^= s << 5;
-        x[i] = ((float)(s >> 8) / 16777216.0f * 2.0f - 1.0f) * scale;
-    }
-}
-
 /* ---- names and sizes -------------------------------------------------------------------- */
 
 Test(kernels_dtype, names_follow_ggml_ids)
@@ -374,7 +364,7 @@ ParameterizedTest(type_param_t *p, kernels_codec, round_trip, .timeout = 30)
     enum { N = 1024 };
     float x[N], y[N];
     /* blocks of very different magnitude, so per-block scaling matters */
-    fill_random(x, N, 7, 1.0f);
+    sd_test_fill_random(x, N, 7, 1.0f);
     for (int i = 0; i < N; i++) x[i] *= (float)(1 + (i / 256) * 20);
     size_t rb;
     cr_assert_eq(sd_dtype_row_bytes(p->type, N, &rb), SD_OK);
@@ -471,8 +461,8 @@ ParameterizedTest(dot_param_t *p, kernels_codec, vec_dot_matches_dequantized_dot
     cr_assert_eq(sd_dtype_row_bytes(p->type, n, &rb), SD_OK);
     uint8_t *q = malloc(rb);
     for (uint32_t seed = 1; seed <= 3; seed++) {
-        fill_random(w, n, seed, 0.5f);
-        fill_random(x, n, seed + 100, 2.0f);
+        sd_test_fill_random(w, n, seed, 0.5f);
+        sd_test_fill_random(x, n, seed + 100, 2.0f);
         sd_quantize_row(p->type, w, q, n);
         sd_dequantize_row(p->type, q, wd, n);
         double ref = 0.0, mag = 0.0;

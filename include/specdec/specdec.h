@@ -73,6 +73,11 @@ typedef struct sd_model_params {
     int n_ctx;        /* KV-cache length; 0 = min(model context, 4096) */
     sd_comm_t *comm;  /* tensor-parallel group the model is split over (every rank of it
                          loads its shard); NULL = the whole model on this rank. Not owned. */
+    const char *device; /* "cpu", "cuda" (device 0), "cuda:N", or "auto"; NULL = the
+                           SPECDEC_DEVICE environment variable, else "auto": CUDA device 0
+                           when one is present and the model is not split over ranks, else
+                           the CPU. An unknown name, a missing device or a build without
+                           CUDA is an error naming it, never a silent CPU fallback. */
 } sd_model_params_t;
 
 void sd_model_params_default(sd_model_params_t *params);
@@ -84,6 +89,7 @@ typedef struct sd_model_info {
     const char *name; /* general.name, "" when absent */
     int n_vocab, n_layer, n_embd, n_head, n_head_kv, n_ff, n_ctx;
     int32_t bos, eos; /* -1 when absent */
+    const char *device; /* the backend computing the model: "cpu" or "cuda" */
 } sd_model_info_t;
 
 sd_status_t sd_model_get_info(const sd_model_t *model, sd_model_info_t *out);

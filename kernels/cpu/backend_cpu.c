@@ -287,10 +287,19 @@ static void cpu_destroy(sd_backend_t *be)
     free(be);
 }
 
+/* Every CPU op has finished when it returns, and none can fail. */
+static sd_status_t cpu_sync(sd_backend_t *be)
+{
+    (void)be;
+    return SD_OK;
+}
+
 static const sd_backend_ops_t cpu_ops = {
     .version = SD_BACKEND_OPS_VERSION,
     .name = "cpu",
+    .host_memory = 1,
     .destroy = cpu_destroy,
+    .sync = cpu_sync,
     .alloc = cpu_alloc,
     .release = cpu_release,
     .upload = cpu_copy,

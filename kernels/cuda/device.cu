@@ -94,3 +94,48 @@ extern "C" sd_status_t sd_cuda_self_test(int index)
     SD_CHECK(s);
     return check_library_handles();
 }
+
+// Device-to-device copy bandwidth: the best of `reps` timed cudaMemcpy of `bytes`, counting
+// the bytes read plus the bytes written (the roofline's denominator for a kernel that
+// streams its weights once).
+static sd_status_t time_copies(void *dst, const void *src, size_t bytes, int reps, double *gbps)
+{
+    cudaEvent_t t0, t1;
+    SD_CUDA_CHECK(cudaEventCreate(&t0));
+    SD_CUDA_CHECK(cudaEventCreate(&t1));
+    float best_ms = 1e30f;
+    for (int r = 0; r <= reps; r++) { // r = 0 warms up
+        SD_CUDA_CHECK(cudaEventRecord(t0));
+        SD_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice));
+        SD_CUDA_CHECK(cudaEventRecord(t1));
+        SD_CUDA_CHECK(cudaEventSynchronize(t1));
+        float ms = 0.0f;
+        SD_CUDA_CHECK(cudaEventElapsedTime(&ms, t0, t1));
+        if (r > 0 && ms < best_ms) best_ms = ms;
+    }
+    cudaEventDestroy(t0);
+    cudaEventDestroy(t1);
+    *gbps = 2.0 * (double)bytes / (best_ms * 1e-3) / 1e9;
+    return SD_OK;
+}
+
+extern "C" sd_status_t sd_cuda_copy_bandwidth(int index, size_t bytes, int reps, double *gbps)
+{
+    *gbps = 0.0;
+    if (bytes == 0 || reps < 1)
+        return sd_set_error(SD_ERR_INVALID_ARG, "copy bandwidth: bytes = %zu, reps = %d", bytes,
+                            reps);
+    sd_cuda_device_info_t info;
+    SD_CHECK(sd_cuda_device_info(index, &info));
+    void *a = nullptr, *b = nullptr;
+    SD_CUDA_CHECK(cudaMalloc(&a, bytes));
+    if (cudaMalloc(&b, bytes) != cudaSuccess) {
+        cudaFree(a);
+        return sd_set_error(SD_ERR_OUT_OF_MEMORY, "copy bandwidth: cudaMalloc of %zu bytes failed",
+                            bytes);
+    }
+    sd_status_t s = time_copies(b, a, bytes, reps, gbps);
+    cudaFree(a);
+    cudaFree(b);
+    return s;
+}

@@ -69,6 +69,10 @@ check "bad --temp: nothing on stdout" [ ! -s "$tmp/o" ]
 check "--k 0: exit 2 and one line" bash -c "[ $rc -eq 2 ] && [ \$(wc -l < '$tmp/e') -eq 1 ]"
 "$bin" run -m "$model" -p hi --draft layerskip:30 >"$tmp/o" 2>"$tmp/e"; rc=$?
 check "layerskip:30 on 30 layers: exit 1, one line" bash -c "[ $rc -eq 1 ] && [ \$(wc -l < '$tmp/e') -eq 1 ]"
+"$bin" run -m "$model" -p hi --device gpu >"$tmp/o" 2>"$tmp/e"; rc=$?
+check "--device gpu: exit 1, one line naming it" bash -c "[ $rc -eq 1 ] && [ \$(wc -l < '$tmp/e') -eq 1 ] && grep -q \"unknown device 'gpu'\" '$tmp/e'"
+"$bin" run -m "$model" -p hi -n 2 --device cpu >"$tmp/o" 2>"$tmp/e"; rc=$?
+check "--device cpu: exit 0" [ "$rc" -eq 0 ]
 python3 - "$tmp/v.gguf" <<'PY' 2>/dev/null
 import sys, numpy as np, gguf
 w = gguf.GGUFWriter(sys.argv[1], "llama")

@@ -37,3 +37,14 @@ int sd_test_sanitizer_pass(void)
     const char *v = getenv("SPECDEC_TEST_SANITIZER_PASS");
     return v != NULL && v[0] == '1';
 }
+
+void sd_test_fill_random(float *x, size_t n, uint32_t seed, float scale)
+{
+    uint32_t s = seed * 2654435761u + 1;
+    for (size_t i = 0; i < n; i++) {
+        s ^= s << 13;
+        s ^= s >> 17;
+        s ^= s << 5;
+        x[i] = ((float)(s >> 8) / 16777216.0f * 2.0f - 1.0f) * scale;
+    }
+}

@@ -3,12 +3,16 @@
 #define SPECDEC_TESTS_TEST_UTIL_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 /* A unique path under the test tmp dir ($SPECDEC_TEST_TMP or /tmp), e.g. for GGUF files. */
 void sd_test_tmp_path(char *buf, size_t cap, const char *stem);
 /* Path of the default real model (SmolLM2-135M-Instruct Q4_1): $SPECDEC_MODEL, else the
  * cache file that scripts/fetch-model.sh writes. NULL if it is not there. */
 const char *sd_test_real_model(void);
+/* x[n] = uniform in [-scale, scale) from a xorshift32 stream seeded by seed (the kernel
+ * tests' inputs; the same seed gives the same numbers everywhere). */
+void sd_test_fill_random(float *x, size_t n, uint32_t seed, float scale);
 /* 1 in the sanitizer pass of scripts/test.sh (SPECDEC_TEST_SANITIZER_PASS=1): the longest
  * tests skip there (they ran in the release pass of the same script) to keep the default
  * suite inside its time budget. */

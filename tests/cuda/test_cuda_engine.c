@@ -1,0 +1,262 @@
+/* The whole model on the GPU: CUDA vs CPU logits within a tolerance, run-to-run bit
+ * identity, GPU greedy speculative == GPU greedy target-only for every drafter (random
+ * models of several shapes and types, and the real SmolLM2 file), and the memory cap.
+ * Skips without a device (the device-free parts live in test_engine_model.c). */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/model.h"
+#include "engine/synthetic_model.h"
+#include "kernels/cuda.h"
+#include "support/test_util.h"
+
+static void need_gpu(void)
+{
+    int n = 0;
+    if (!sd_cuda_built()) cr_skip_test("built without CUDA");
+    if (sd_cuda_device_count(&n) != SD_OK || n == 0) cr_skip_test("no CUDA device on this machine");
+}
+
+static sd_status_t load_on(const char *path, const char *device, sd_model_t **m)
+{
+    sd_model_params_t p;
+    sd_model_params_default(&p);
+    p.path = path;
+    p.n_threads = 2;
+    p.n_ctx = 512;
+    p.device = device;
+    return sd_model_load(&p, m);
+}
+
+static sd_model_t *must_load(const char *path, const char *device)
+{
+    sd_model_t *m = NULL;
+    sd_status_t st = load_on(path, device, &m);
+    cr_assert_eq(st, SD_OK, "%s on %s: %s: %s", path, device, sd_status_string(st), sd_last_error());
+    return m;
+}
+
+typedef struct model_case {
+    const char *label, *arch;
+    sd_dtype_t type;
+    int n_head, n_head_kv;
+} model_case_t;
+
+static const model_case_t cases[] = {
+    {"llama-f32-gqa", "llama", SD_DTYPE_F32, 8, 2},  {"qwen2-f16-bias", "qwen2", SD_DTYPE_F16, 4, 4},
+    {"llama-q8_0", "llama", SD_DTYPE_Q8_0, 4, 1},    {"llama-q4_0", "llama", SD_DTYPE_Q4_0, 4, 2},
+    {"qwen2-q4_1", "qwen2", SD_DTYPE_Q4_1, 8, 8},    {"llama-q5_0", "llama", SD_DTYPE_Q5_0, 4, 2},
+    {"llama-q4_k", "llama", SD_DTYPE_Q4_K, 4, 2},    {"qwen2-q6_k", "qwen2", SD_DTYPE_Q6_K, 8, 2},
+    {"llama-bf16", "llama", SD_DTYPE_BF16, 4, 4},
+};
+
+static void write_case(const model_case_t *c, char *path, size_t cap)
+{
+    sd_synth_spec_t s;
+    sd_synth_spec_default(&s);
+    s.arch = c->arch;
+    s.n_layer = 3;
+    s.n_embd = 256; /* K-quants need multiples of 256 */
+    s.n_head = c->n_head;
+    s.n_head_kv = c->n_head_kv;
+    s.n_ff = 512;
+    s.n_vocab = 320;
+    s.weight_type = c->type;
+    s.weight_scale = 0.08f;
+    s.seed = 77;
+    sd_test_tmp_path(path, cap, c->label);
+    cr_assert_eq(sd_synth_write_file(&s, path), SD_OK, "%s: %s", c->label, sd_last_error());
+}
+
+static void tokens_of(int32_t *t, int n, int n_vocab, uint32_t seed)
+{
+    for (int i = 0; i < n; i++) {
+        seed = seed * 1664525u + 1013904223u;
+        t[i] = (int32_t)((seed >> 8) % (uint32_t)n_vocab);
+    }
+}
+
+/* Logits of prompt[n] then of 5 single tokens, each [n_vocab] row appended to out. */
+static void logits_of(sd_model_t *m, const int32_t *prompt, int n, float *out)
+{
+    sd_seq_t s;
+    cr_assert_eq(sd_seq_init(&s, m, 0, 64), SD_OK, "%s", sd_last_error());
+    int V = m->hp.n_vocab;
+    cr_assert_eq(sd_forward(&s, prompt, n, 0), SD_OK, "%s", sd_last_error());
+    memcpy(out, s.logits, (size_t)n * V * sizeof(float));
+    for (int i = 0; i < 5; i++) {
+        cr_assert_eq(sd_forward(&s, &prompt[i], 1, 0), SD_OK, "%s", sd_last_error());
+        memcpy(out + (size_t)(n + i) * V, s.logits, (size_t)V * sizeof(float));
+    }
+    sd_seq_free(&s);
+}
+
+/* max |a - b| over n values; *max_ref = max |a|. */
+static double max_abs_diff(const float *a, const float *b, size_t n, double *max_ref)
+{
+    double diff = 0.0;
+    *max_ref = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        *max_ref = fmax(*max_ref, fabs(a[i]));
+        diff = fmax(diff, fabs((double)a[i] - b[i]));
+    }
+    return diff;
+}
+
+Test(cuda_engine, logits_match_cpu_and_repeat_bit_for_bit, .timeout = 300)
+{
+    need_gpu();
+    enum { N = 21, ROWS = N + 5 };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        char path[512];
+        write_case(&cases[c], path, sizeof path);
+        sd_model_t *cpu = must_load(path, "cpu"), *gpu = must_load(path, "cuda");
+        sd_model_info_t info;
+        cr_assert_eq(sd_model_get_info(gpu, &info), SD_OK);
+        cr_assert_str_eq(info.device, "cuda");
+        int V = cpu->hp.n_vocab;
+        int32_t prompt[N];
+        tokens_of(prompt, N, V, 5 + (uint32_t)c);
+        float *a = malloc(sizeof(float) * ROWS * V), *b = malloc(sizeof(float) * ROWS * V),
+              *b2 = malloc(sizeof(float) * ROWS * V);
+        logits_of(cpu, prompt, N, a);
+        logits_of(gpu, prompt, N, b);
+        logits_of(gpu, prompt, N, b2);
+        cr_assert(memcmp(b, b2, sizeof(float) * ROWS * V) == 0, "%s: GPU run-to-run differs",
+                  cases[c].label);
+        double max_ref, max_diff = max_abs_diff(a, b, (size_t)ROWS * V, &max_ref);
+        /* the CPU quantizes activations for Q8_0/Q4_0/Q4_1 (int16 path); the GPU does not */
+        double tol = cases[c].type == SD_DTYPE_F32 || cases[c].type == SD_DTYPE_F16 ? 1e-4 : 2e-3;
+        cr_assert(max_diff <= tol * max_ref, "%s: max |cpu - gpu| = %g vs max |logit| %g",
+                  cases[c].label, max_diff, max_ref);
+        free(a), free(b), free(b2);
+        sd_model_free(cpu);
+        sd_model_free(gpu);
+        remove(path);
+    }
+}
+
+/* Greedy generation of n tokens; *tokens owned by the caller. */
+static size_t greedy(sd_model_t *m, const int32_t *prompt, size_t n_prompt, int n,
+                     const sd_spec_config_t *spec, int32_t **tokens)
+{
+    sd_gen_config_t g;
+    sd_gen_config_default(&g);
+    g.max_tokens = n;
+    g.temperature = 0.0f;
+    g.ignore_eos = 1;
+    sd_gen_result_t r;
+    sd_status_t st = sd_generate_speculative(m, prompt, n_prompt, &g, spec, NULL, NULL, &r);
+    cr_assert_eq(st, SD_OK, "%s: %s", sd_status_string(st), sd_last_error());
+    *tokens = malloc(sizeof(int32_t) * (r.n_tokens ? r.n_tokens : 1));
+    memcpy(*tokens, r.tokens, sizeof(int32_t) * r.n_tokens);
+    size_t got = r.n_tokens;
+    sd_gen_result_free(&r);
+    return got;
+}
+
+static void expect_same_greedy(sd_model_t *m, sd_model_t *draft, const char *label)
+{
+    int32_t prompt[24];
+    tokens_of(prompt, 12, m->hp.n_vocab, 3);
+    memcpy(prompt + 12, prompt, 12 * sizeof(int32_t)); /* a repeat for the n-gram drafter */
+    int32_t *want = NULL;
+    size_t n_want = greedy(m, prompt, 24, 48, NULL, &want);
+    sd_spec_config_t spec;
+    sd_drafter_kind_t kinds[] = {SD_DRAFTER_NGRAM, SD_DRAFTER_LAYERSKIP, SD_DRAFTER_MODEL};
+    for (size_t d = 0; d < 3; d++) {
+        if (kinds[d] == SD_DRAFTER_MODEL && draft == NULL) continue;
+        for (int k = 1; k <= 8; k += 3) {
+            for (int adaptive = 0; adaptive <= 1; adaptive++) {
+                sd_spec_config_default(&spec);
+                spec.drafter = kinds[d];
+                spec.draft_model = draft;
+                spec.layerskip_layers = 1;
+                spec.k = k;
+                spec.adaptive = adaptive;
+                int32_t *got = NULL;
+                size_t n_got = greedy(m, prompt, 24, 48, &spec, &got);
+                cr_assert_eq(n_got, n_want, "%s drafter %d k %d", label, kinds[d], k);
+                for (size_t i = 0; i < n_got; i++)
+                    cr_assert_eq(got[i], want[i], "%s drafter %d k %d adaptive %d: token %zu", label,
+                                 kinds[d], k, adaptive, i);
+                free(got);
+            }
+        }
+    }
+    free(want);
+}
+
+Test(cuda_engine, greedy_speculative_equals_target_only_on_random_models, .timeout = 600)
+{
+    need_gpu();
+    char draft_path[512];
+    write_case(&cases[0], draft_path, sizeof draft_path);
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        char path[512];
+        write_case(&cases[c], path, sizeof path);
+        sd_model_t *m = must_load(path, "cuda"), *draft = must_load(draft_path, "cuda");
+        expect_same_greedy(m, draft, cases[c].label);
+        sd_model_free(draft);
+        sd_model_free(m);
+        remove(path);
+    }
+    remove(draft_path);
+}
+
+Test(cuda_engine, greedy_speculative_equals_target_only_on_smollm2, .timeout = 600)
+{
+    need_gpu();
+    const char *path = sd_test_real_model();
+    if (path == NULL) cr_skip_test("SmolLM2 model not fetched (scripts/fetch-model.sh)");
+    sd_model_t *m = must_load(path, "cuda");
+    expect_same_greedy(m, m, "smollm2");
+    sd_model_free(m);
+}
+
+/* The real model's logits on the GPU against the CPU's. */
+Test(cuda_engine, smollm2_logits_match_cpu, .timeout = 300)
+{
+    need_gpu();
+    const char *path = sd_test_real_model();
+    if (path == NULL) cr_skip_test("SmolLM2 model not fetched (scripts/fetch-model.sh)");
+    sd_model_t *cpu = must_load(path, "cpu"), *gpu = must_load(path, "cuda");
+    int V = cpu->hp.n_vocab;
+    int32_t prompt[16];
+    tokens_of(prompt, 16, 5000, 11);
+    float *a = malloc(sizeof(float) * 21 * V), *b = malloc(sizeof(float) * 21 * V);
+    logits_of(cpu, prompt, 16, a);
+    logits_of(gpu, prompt, 16, b);
+    double max_ref, max_diff = max_abs_diff(a, b, (size_t)21 * V, &max_ref);
+    cr_assert(max_diff <= 5e-3 * max_ref, "max |cpu - gpu| = %g vs max |logit| %g", max_diff,
+              max_ref);
+    free(a), free(b);
+    sd_model_free(cpu);
+    sd_model_free(gpu);
+}
+
+/* A cap above the backend's own 64 MiB workspace but too small for the weights (~8 MiB):
+ * refused at load with the numbers; the same file loads without the cap. */
+Test(cuda_engine, memory_cap_refuses_a_model_that_does_not_fit, .timeout = 120)
+{
+    need_gpu();
+    char path[512];
+    write_case(&cases[0], path, sizeof path);
+    sd_cuda_device_info_t dev;
+    cr_assert_eq(sd_cuda_device_info(0, &dev), SD_OK, "%s", sd_last_error());
+    char fraction[64];
+    snprintf(fraction, sizeof fraction, "%.9f", (double)(65u << 20) / (double)dev.total_memory);
+    setenv("SPECDEC_GPU_MEMORY_FRACTION", fraction, 1);
+    sd_model_t *m = NULL;
+    sd_status_t st = load_on(path, "cuda", &m);
+    cr_assert_eq(st, SD_ERR_OUT_OF_MEMORY, "%s: %s", sd_status_string(st), sd_last_error());
+    cr_assert_null(m);
+    cr_assert(strstr(sd_last_error(), "weights need") != NULL, "%s", sd_last_error());
+    unsetenv("SPECDEC_GPU_MEMORY_FRACTION");
+    m = must_load(path, "cuda");
+    sd_model_free(m);
+    remove(path);
+}
