@@ -1,5 +1,6 @@
 /* GGUF v3 writer: kvs and tensors collected in memory, serialized in insertion order. */
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -7,6 +8,7 @@
 
 #include "engine/check.h"
 #include "engine/gguf.h"
+#include "kernels/cpu/threadpool.h"
 
 typedef struct wbuf {
     uint8_t *data;
@@ -311,6 +313,42 @@ sd_status_t gguf_writer_add_tensor(gguf_writer_t *w, const char *name, sd_dtype_
     return st;
 }
 
+/* Encoding rows in parallel: only for tensors large enough to pay for a thread pool (a
+ * model's matrices; the result is the same bytes whatever the thread count). */
+#define ENCODE_PARALLEL_MIN_ELEMS (4u << 20)
+#define ENCODE_ROWS_PER_TASK 64
+
+typedef struct encode_job {
+    sd_dtype_t type;
+    const float *src; /* [rows, ne0] */
+    uint8_t *dst;     /* [rows, row_bytes] */
+    uint64_t rows;
+    int64_t ne0;
+    size_t row_bytes;
+} encode_job_t;
+
+static void encode_rows(void *arg, int task)
+{
+    const encode_job_t *j = arg;
+    uint64_t r0 = (uint64_t)task * ENCODE_ROWS_PER_TASK;
+    uint64_t r1 = r0 + ENCODE_ROWS_PER_TASK < j->rows ? r0 + ENCODE_ROWS_PER_TASK : j->rows;
+    for (uint64_t r = r0; r < r1; r++)
+        sd_quantize_row(j->type, j->src + r * (uint64_t)j->ne0, j->dst + r * j->row_bytes, j->ne0);
+}
+
+static void encode_tensor(const encode_job_t *j)
+{
+    uint64_t tasks = (j->rows + ENCODE_ROWS_PER_TASK - 1) / ENCODE_ROWS_PER_TASK;
+    sd_threadpool_t *pool = NULL;
+    if (j->rows * (uint64_t)j->ne0 >= ENCODE_PARALLEL_MIN_ELEMS && tasks > 1 && tasks < INT32_MAX &&
+        sd_threadpool_create(0, &pool) == SD_OK) {
+        sd_threadpool_run(pool, (int)tasks, encode_rows, (void *)j);
+        sd_threadpool_destroy(pool);
+        return;
+    }
+    for (uint64_t t = 0; t < tasks; t++) encode_rows((void *)j, (int)t);
+}
+
 sd_status_t gguf_writer_add_tensor_f32(gguf_writer_t *w, const char *name, sd_dtype_t type,
                                        uint32_t n_dims, const int64_t *ne, const float *src)
 {
@@ -323,8 +361,7 @@ sd_status_t gguf_writer_add_tensor_f32(gguf_writer_t *w, const char *name, sd_dt
     uint8_t *enc = malloc(nbytes ? nbytes : 1);
     SD_ALLOC_CHECK(enc, nbytes, name);
     /* enc[rows, row_bytes] <- src[rows, ne[0]] */
-    for (uint64_t r = 0; r < rows; r++)
-        sd_quantize_row(type, src + r * (uint64_t)ne[0], enc + r * row_bytes, ne[0]);
+    encode_tensor(&(encode_job_t){type, src, enc, rows, ne[0], row_bytes});
     sd_status_t st = push_tensor(w, name, type, n_dims, ne, enc, nbytes);
     if (st != SD_OK) free(enc);
     return st;

@@ -33,4 +33,94 @@ typedef enum sd_rng_purpose {
  * Never depends on k, batching or timing. */
 float sd_rng_uniform(uint64_t seed, uint64_t position, sd_rng_purpose_t purpose);
 
+/* ---- header-inline core ------------------------------------------------------------
+ * The same computation for code that cannot link sd_verify (the host emulation of the
+ * CUDA verify kernels, kernels/cuda/verify.cu); philox.c is built on it, so there is one
+ * implementation. */
+
+#define SD_PHILOX_M0 0xD2511F53u
+#define SD_PHILOX_M1 0xCD9E8D57u
+#define SD_PHILOX_W0 0x9E3779B9u
+#define SD_PHILOX_W1 0xBB67AE85u
+#define SD_CURAND_2POW32_INV 2.3283064e-10f /* == 0x1p-32f exactly */
+
+static inline void sd_philox_round_inline(uint32_t c[4], const uint32_t k[2])
+{
+    uint64_t p0 = (uint64_t)SD_PHILOX_M0 * c[0];
+    uint64_t p1 = (uint64_t)SD_PHILOX_M1 * c[2];
+    uint32_t r0 = (uint32_t)(p1 >> 32) ^ c[1] ^ k[0];
+    uint32_t r2 = (uint32_t)(p0 >> 32) ^ c[3] ^ k[1];
+    c[0] = r0;
+    c[1] = (uint32_t)p1;
+    c[2] = r2;
+    c[3] = (uint32_t)p0;
+}
+
+/* One Philox4x32-10 block: counter, key -> 4 words. */
+static inline void sd_philox_block_inline(const uint32_t ctr[4], const uint32_t key[2],
+                                          uint32_t out[4])
+{
+    uint32_t c[4] = {ctr[0], ctr[1], ctr[2], ctr[3]};
+    uint32_t k[2] = {key[0], key[1]};
+    for (int r = 0; r < 10; r++) {
+        if (r > 0) {
+            k[0] += SD_PHILOX_W0;
+            k[1] += SD_PHILOX_W1;
+        }
+        sd_philox_round_inline(c, k);
+    }
+    for (int i = 0; i < 4; i++)
+        out[i] = c[i];
+}
+
+/* Philox_State_Incr(state, n): add n to the 128-bit counter. Kept exactly as cuRAND
+ * writes it, including its carry test on ctr[1] (which drops the carry in the
+ * unreachable-in-practice case n >= 2^64 - 2^32 with a low-word wrap). */
+static inline void sd_philox_ctr_add_inline(uint32_t c[4], uint64_t n)
+{
+    uint32_t nlo = (uint32_t)n;
+    uint32_t nhi = (uint32_t)(n >> 32);
+    c[0] += nlo;
+    if (c[0] < nlo)
+        nhi++;
+    c[1] += nhi;
+    if (nhi <= c[1])
+        return;
+    if (++c[2])
+        return;
+    ++c[3];
+}
+
+/* Philox_State_Incr_hi: add n to the high 64 bits (the subsequence). */
+static inline void sd_philox_ctr_add_hi_inline(uint32_t c[4], uint64_t n)
+{
+    uint32_t nlo = (uint32_t)n;
+    uint32_t nhi = (uint32_t)(n >> 32);
+    c[2] += nlo;
+    if (c[2] < nlo)
+        nhi++;
+    c[3] += nhi;
+}
+
+/* _curand_uniform: the product is exact (a power of two), so a fused multiply-add
+ * (nvcc's default) rounds identically to this multiply then add. */
+static inline float sd_philox_u32_to_uniform(uint32_t x)
+{
+    return (float)x * SD_CURAND_2POW32_INV + (SD_CURAND_2POW32_INV / 2.0f);
+}
+
+/* sd_rng_uniform, inline. */
+static inline float sd_rng_uniform_inline(uint64_t seed, uint64_t position,
+                                          sd_rng_purpose_t purpose)
+{
+    /* curand_init(seed, position, 4 * purpose): counter {purpose, 0, position}, word 0. */
+    uint32_t ctr[4] = {0, 0, 0, 0};
+    uint32_t key[2] = {(uint32_t)seed, (uint32_t)(seed >> 32)};
+    uint32_t out[4];
+    sd_philox_ctr_add_hi_inline(ctr, position);
+    sd_philox_ctr_add_inline(ctr, (uint64_t)purpose);
+    sd_philox_block_inline(ctr, key, out);
+    return sd_philox_u32_to_uniform(out[0]);
+}
+
 #endif

@@ -1,13 +1,17 @@
 /* Speculative verification: greedy prefix match and lossless rejection sampling (see
  * speculative.h for the rules and the uniforms each decision uses). Target rows are
- * turned into distributions one at a time, only up to the first rejection. */
+ * turned into distributions one at a time, only up to the first rejection. The
+ * arithmetic of each decision (u * q(d) <= p(d) in double, the residual p - q in float)
+ * is the one kernels/cuda/verify.cu repeats, so the GPU reaches the same result. */
 #include "verify/speculative.h"
 
 #include <math.h>
+#include <stdbool.h>
 #include <stdlib.h>
 
 #include "engine/check.h"
 #include "verify/philox.h"
+#include "verify/sampler_math.h"
 
 sd_status_t sd_spec_scratch_init(sd_spec_scratch_t *s, int n_vocab)
 {
@@ -46,35 +50,15 @@ static sd_status_t check_args(const sd_sampler_params_t *params, const int32_t *
                               const float *p_logits, int n_vocab, const sd_spec_scratch_t *scratch,
                               const sd_spec_result_t *out)
 {
-    SD_CHECK(sd_sampler_params_check(params));
-    if (k < 0)
-        return sd_set_error(SD_ERR_INVALID_ARG, "speculative verify: k %d must be >= 0", k);
-    if ((draft == NULL && k > 0) || p_logits == NULL || scratch == NULL || out == NULL)
-        return sd_set_error(SD_ERR_INVALID_ARG,
-                            "speculative verify: draft, p_logits, scratch and out must be non-NULL");
-    if (n_vocab <= 0 || n_vocab > scratch->n_vocab)
-        return sd_set_error(SD_ERR_INVALID_ARG,
-                            "speculative verify: n_vocab %d must be in [1, %d] (the scratch size)",
-                            n_vocab, scratch->n_vocab);
-    for (int i = 0; i < k; i++)
-        if (draft[i] < 0 || draft[i] >= n_vocab)
-            return sd_set_error(SD_ERR_INVALID_ARG,
-                                "speculative verify: draft token %d at index %d is outside [0, %d)",
-                                draft[i], i, n_vocab);
-    return SD_OK;
+    return sd_spec_validate_args(params, draft, k, p_logits, n_vocab,
+                                 scratch != NULL ? scratch->n_vocab : -1, out);
 }
 
 /* Every d_i must have been drawable from q_i: q[k, n_vocab], 0 < q_i(d_i) (finite). */
 static sd_status_t check_q(const int32_t *draft, const float *q, int k, int n_vocab)
 {
-    for (int i = 0; i < k; i++) {
-        float qd = q[(size_t)i * n_vocab + draft[i]];
-        if (!(qd > 0.0f) || isinf(qd))
-            return sd_set_error(SD_ERR_INVALID_ARG,
-                                "speculative verify: draft token %d at index %d has q = %g; "
-                                "a token drawn from q has 0 < q <= 1",
-                                draft[i], i, (double)qd);
-    }
+    for (int i = 0; i < k; i++)
+        SD_CHECK(sd_spec_validate_q(draft[i], i, q[(size_t)i * n_vocab + draft[i]]));
     return SD_OK;
 }
 
@@ -122,13 +106,13 @@ static sd_spec_result_t verify_one_hot(const sd_sampler_params_t *params, uint64
  * zero). p[n_vocab], q[n_vocab]. */
 static int32_t residual_draw(const float *p, const float *q, int n_vocab, float u, float *residual)
 {
-    double mass = 0.0;
+    bool any = false;
     for (int j = 0; j < n_vocab; j++) {
-        float r = p[j] - q[j];
+        float r = sd_math_fsub(p[j], q[j]);
         residual[j] = r > 0.0f ? r : 0.0f;
-        mass += residual[j];
+        any = any || residual[j] > 0.0f;
     }
-    return sd_sample_from_probs(mass > 0.0 ? residual : p, n_vocab, u);
+    return sd_sample_from_probs(any ? residual : p, n_vocab, u);
 }
 
 /* Rejection sampling against the drafter's distributions q[k, n_vocab]. */
@@ -142,7 +126,7 @@ static sd_spec_result_t verify_rejection(const sd_sampler_params_t *params, uint
         uint64_t pos = pos0 + (uint64_t)i;
         sd_sampler_probs(params, p_logits + (size_t)i * n_vocab, n_vocab, &s->sampler, s->p);
         float u = sd_rng_uniform(seed, pos, SD_RNG_ACCEPT);
-        if ((double)u * qd <= (double)s->p[draft[i]])
+        if (sd_math_dmul((double)u, (double)qd) <= (double)s->p[draft[i]])
             continue;
         float ur = sd_rng_uniform(seed, pos, SD_RNG_RESIDUAL);
         return result(i, residual_draw(s->p, q_row, n_vocab, ur, s->residual));
