@@ -171,7 +171,8 @@ sd_status_t sd_forward(sd_seq_t *s, const int32_t *tokens, int n, int n_layers_u
     }
     ops->rmsnorm(be, s->x, m->output_norm, n, hp->n_embd, hp->norm_eps, s->xb);
     ops->matmul(be, &m->output, s->xb, n, NULL, s->logits_dev); /* logits[n, n_vocab] */
-    ops->download(be, s->logits, s->logits_dev, (size_t)n * hp->n_vocab * sizeof(float));
+    if (!s->keep_logits_on_device)
+        ops->download(be, s->logits, s->logits_dev, (size_t)n * hp->n_vocab * sizeof(float));
     SD_CHECK(ops->sync(be)); /* a device op's failure surfaces here; kv.len unchanged */
     s->kv.len += n;
     return SD_OK;

@@ -54,6 +54,7 @@
 #include "engine/log.h"
 #include "engine/model.h"
 #include "engine/speculative.h"
+#include "engine/verifier.h"
 #include "verify/sampler.h"
 #include "verify/speculative.h"
 
@@ -89,7 +90,8 @@ typedef struct gen {
     int n_ctx;                      /* prompt + generated never exceed this */
     sd_seq_t seq;                   /* the target: holds the context but its last token */
     int seq_ready;
-    sd_spec_scratch_t vs;
+    sd_verifier_t ver;              /* host or kernel verification of each step */
+    int ver_ready;
     sd_text_stream_t *stream;       /* NULL without a tokenizer */
     sd_token_callback callback;
     void *user;
@@ -278,7 +280,8 @@ static sd_status_t gen_init(gen_t *g, sd_model_t *m, const sd_gen_config_t *c,
     int rows = chunk > g->kc.k_max + 1 ? chunk : g->kc.k_max + 1;
     SD_CHECK(sd_seq_init(&g->seq, m, g->n_ctx - 1, rows));
     g->seq_ready = 1;
-    SD_CHECK(sd_spec_scratch_init(&g->vs, g->n_vocab));
+    SD_CHECK(sd_verifier_init(&g->ver, m, &g->seq, g->kc.k_max, g->q != NULL));
+    g->ver_ready = 1;
     size_t max_gen = (size_t)(g->n_ctx) - n_prompt;
     g->cap_tokens = max_gen < 256 ? max_gen : 256;
     g->tokens = malloc(g->cap_tokens * sizeof *g->tokens);
@@ -296,7 +299,8 @@ static void gen_release(gen_t *g)
 {
     if (g->seq_ready)
         sd_seq_free(&g->seq);
-    sd_spec_scratch_free(&g->vs);
+    if (g->ver_ready)
+        sd_verifier_free(&g->ver);
     sd_text_stream_free(g->stream);
     sd_drafter_free(g->owned_drafter);
     free(g->batch);
@@ -563,8 +567,8 @@ static sd_status_t step(gen_t *g, int *stop)
     double t1 = now_seconds();
     SD_CHECK(sd_forward(&g->seq, g->batch, n + 1, 0)); /* logits[n + 1, n_vocab] */
     sd_spec_result_t r;
-    SD_CHECK(sd_spec_verify(&g->sp, g->cfg->seed, (uint64_t)len, g->batch + 1,
-                            has_q ? g->q : NULL, n, g->seq.logits, g->n_vocab, &g->vs, &r));
+    SD_CHECK(sd_verifier_run(&g->ver, &g->seq, &g->sp, g->cfg->seed, (uint64_t)len, g->batch + 1,
+                             has_q ? g->q : NULL, n, &r));
     double t2 = now_seconds();
     g->n_steps++;
     if (g->comm != NULL && sd_fault_corrupt_step(g->comm->world_rank, g->n_steps))

@@ -53,6 +53,7 @@ struct sd_model {
     float *f32_copies;         /* norms/biases stored as F16/BF16 in the file, converted */
     sd_tokenizer_t *tokenizer; /* NULL when the file has none */
     sd_backend_t *backend;
+    int cuda_device;           /* the CUDA device the backend computes on, or -1 (CPU) */
     void **device_bufs;        /* device copies of the weights (device backends), owned */
     int n_device_bufs;
     int n_ctx;                 /* KV-cache length for sequences of this model */
@@ -88,6 +89,8 @@ typedef struct sd_seq {
     int32_t *ids_dev;     /* [2, T] token ids then positions */
     int32_t *ids;         /* [2, T] host staging of ids_dev */
     float *logits;        /* [T, n_vocab] host: the result of the last sd_forward */
+    int keep_logits_on_device; /* 1: sd_forward leaves the logits in logits_dev only (the
+                                  verify kernel reads them there; engine/verifier.h) */
 } sd_seq_t;
 
 /* n_ctx 0 = the model's n_ctx; max_tokens >= 1. */

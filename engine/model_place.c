@@ -39,6 +39,7 @@ sd_status_t sd_model_create_backend(sd_model_t *m, const sd_model_params_t *p)
     const char *name = p->device ? p->device : getenv("SPECDEC_DEVICE");
     if (name == NULL || name[0] == '\0') name = "auto";
     int ranks = m->comm ? m->tp.size : 1;
+    m->cuda_device = -1;
     if (strcmp(name, "auto") == 0) name = resolve_auto(ranks);
     if (strcmp(name, "cpu") == 0) return sd_backend_cpu_create(m->n_threads, &m->backend);
     int index = cuda_index(name);
@@ -50,7 +51,9 @@ sd_status_t sd_model_create_backend(sd_model_t *m, const sd_model_params_t *p)
                             "device '%s' with %d tensor-parallel ranks: tensor parallelism runs "
                             "on the CPU backend only in this version (use --device cpu)",
                             name, ranks);
-    return sd_backend_cuda_create(index, 0.0, &m->backend);
+    SD_CHECK(sd_backend_cuda_create(index, 0.0, &m->backend));
+    m->cuda_device = index;
+    return SD_OK;
 }
 
 /* ---- weight placement ---------------------------------------------------------------- */
