@@ -10,7 +10,8 @@
  * BF16, the default device (cuda:0 when present), 128 tokens. --layers L keeps the shape's
  * width but only L layers (the fraction of roofline per layer is the same; the file is
  * smaller to write). Weight bytes per token count every matrix once (the tied head too) and
- * ignore the KV cache (a few MB at these contexts). Engine-internal API (engine/model.h). */
+ * ignore the KV cache (a few MB at these contexts). Decode runs with CUDA graphs unless
+ * SPECDEC_CUDA_GRAPHS=0 (the report says which). Engine-internal API (engine/model.h). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -87,6 +88,18 @@ static double host_copy_gbps(void)
     return 2.0 * (double)bytes / best / 1e9;
 }
 
+/* "on" or "off", and why: the sequence's setting (engine/model.h: sd_seq_t.use_graphs). */
+static void describe_graphs(const sd_seq_t *seq, char *buf, size_t cap)
+{
+    const char *env = getenv("SPECDEC_CUDA_GRAPHS");
+    if (seq->use_graphs)
+        snprintf(buf, cap, "on (SPECDEC_CUDA_GRAPHS=%s)", env ? env : "unset");
+    else if (seq->model->backend->ops->graph_begin == NULL)
+        snprintf(buf, cap, "off (the %s backend has none)", seq->model->backend->ops->name);
+    else
+        snprintf(buf, cap, "off (SPECDEC_CUDA_GRAPHS=%s)", env ? env : "unset");
+}
+
 static int fail(const char *what)
 {
     fprintf(stderr, "roofline: %s: %s\n", what, sd_last_error());
@@ -145,8 +158,10 @@ int main(int argc, char **argv)
         gbps = host_copy_gbps();
     }
     double tok_s = tokens / t, roof = gbps * 1e9 / bytes;
-    printf("shape %s, %d layers, %s weights on %s: %.1f MiB read per token\n", shape, s.n_layer,
-           sd_dtype_name(type), info.device, bytes / 1048576.0);
+    char graphs[96];
+    describe_graphs(&seq, graphs, sizeof graphs);
+    printf("shape %s, %d layers, %s weights on %s: %.1f MiB read per token; CUDA graphs %s\n",
+           shape, s.n_layer, sd_dtype_name(type), info.device, bytes / 1048576.0, graphs);
     printf("decode %d tokens: %.2f tok/s (%.3f ms/token); copy bandwidth %.1f GB/s; roofline "
            "%.2f tok/s; %.1f%% of roofline (model written in %.1f s)\n",
            tokens, tok_s, 1e3 / tok_s, gbps, roof, 100.0 * tok_s / roof, t_write);

@@ -2,13 +2,30 @@
  * Scratch lives in sd_seq_t, so a forward call allocates nothing. Under tensor
  * parallelism the attention and MLP blocks run on the rank's shard (m->tp: local heads
  * and MLP features) and end with an allreduce of their partial outputs; everything
- * else (embedding, norms, residual stream, head) is replicated. */
+ * else (embedding, norms, residual stream, head) is replicated.
+ *
+ * Every op argument is fixed for a given (sequence, n, layer count): token ids and positions
+ * live in ids_dev (uploaded before the ops run), K/V rows reach the cache through kv_store
+ * at those positions, and attention reads them there. So a device backend with graph ops
+ * captures the ops of the first forward of each n and replays them afterwards. */
 #include <stdlib.h>
 #include <string.h>
 
 #include "check.h"
 #include "comm/comm.h"
 #include "model.h"
+
+/* 1 unless the environment variable SPECDEC_CUDA_GRAPHS is "0". */
+static int graphs_allowed_by_env(void)
+{
+    const char *v = getenv("SPECDEC_CUDA_GRAPHS");
+    return v == NULL || strcmp(v, "0") != 0;
+}
+
+static int backend_has_graphs(const sd_backend_ops_t *ops)
+{
+    return ops->graph_begin && ops->graph_end && ops->graph_launch && ops->graph_free;
+}
 
 static void *seq_alloc(const sd_model_t *m, size_t bytes, sd_status_t *st, const char *what)
 {
@@ -35,11 +52,14 @@ sd_status_t sd_seq_init(sd_seq_t *s, const sd_model_t *m, int n_ctx, int max_tok
     const sd_hparams_t *hp = &m->hp;
     size_t T = (size_t)max_tokens, f = sizeof(float);
     size_t qd = (size_t)m->tp.n_head * hp->head_dim, ff = (size_t)m->tp.n_ff;
+    size_t kvd = (size_t)m->tp.n_head_kv * hp->head_dim;
     sd_status_t st = SD_OK;
     s->x = seq_alloc(m, T * hp->n_embd * f, &st, "activations x");
     s->xb = seq_alloc(m, T * hp->n_embd * f, &st, "activations xb");
     s->q = seq_alloc(m, T * qd * f, &st, "queries");
     s->att = seq_alloc(m, T * qd * f, &st, "attention output");
+    s->kn = seq_alloc(m, T * kvd * f, &st, "new keys");
+    s->vn = seq_alloc(m, T * kvd * f, &st, "new values");
     s->hb = seq_alloc(m, T * ff * f, &st, "MLP gate");
     s->hb2 = seq_alloc(m, T * ff * f, &st, "MLP up");
     s->logits_dev = seq_alloc(m, T * hp->n_vocab * f, &st, "logits");
@@ -50,6 +70,7 @@ sd_status_t sd_seq_init(sd_seq_t *s, const sd_model_t *m, int n_ctx, int max_tok
         st = sd_set_error(SD_ERR_OUT_OF_MEMORY, "out of memory allocating %zu bytes for logits",
                           T * hp->n_vocab * f);
     if (st != SD_OK) sd_seq_free(s);
+    else s->use_graphs = backend_has_graphs(m->backend->ops) && m->comm == NULL && graphs_allowed_by_env();
     return st;
 }
 
@@ -57,7 +78,9 @@ void sd_seq_free(sd_seq_t *s)
 {
     if (s == NULL || s->model == NULL) return;
     sd_backend_t *be = s->model->backend;
-    float *bufs[] = {s->x, s->xb, s->q, s->att, s->hb, s->hb2, s->logits_dev};
+    for (int n = 0; n <= SD_GRAPH_MAX_N; n++)
+        if (s->graphs[n].graph) be->ops->graph_free(be, s->graphs[n].graph);
+    float *bufs[] = {s->x, s->xb, s->q, s->att, s->kn, s->vn, s->hb, s->hb2, s->logits_dev};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         if (bufs[i]) be->ops->release(be, bufs[i]);
     if (s->ids_dev) be->ops->release(be, s->ids_dev);
@@ -101,7 +124,8 @@ static sd_status_t tp_allreduce(const sd_model_t *m, float *xb, int n)
 }
 
 /* Attention block of layer il: x[n, n_embd] += attention(rmsnorm(x)) . Wo^T, over the
- * shard's nh query heads and nkv KV heads (qd = nh * hd, kvd = nkv * hd). */
+ * shard's nh query heads and nkv KV heads (qd = nh * hd, kvd = nkv * hd). The new K/V rows
+ * go to the cache rows pos[i] (pos: [n] backend memory). */
 static sd_status_t attention_block(sd_seq_t *s, int il, int n, const int32_t *pos)
 {
     const sd_model_t *m = s->model;
@@ -109,21 +133,21 @@ static sd_status_t attention_block(sd_seq_t *s, int il, int n, const int32_t *po
     const sd_layer_t *L = &m->layers[il];
     const sd_backend_ops_t *ops = m->backend->ops;
     sd_backend_t *be = m->backend;
-    int nh = m->tp.n_head, nkv = m->tp.n_head_kv;
+    int nh = m->tp.n_head, nkv = m->tp.n_head_kv, n_ctx = s->kv.n_ctx;
     size_t kvd = (size_t)nkv * hp->head_dim;
-    size_t layer_off = (size_t)il * s->kv.n_ctx * kvd;
+    size_t layer_off = (size_t)il * (size_t)n_ctx * kvd;
     float *k_cache = s->kv.k + layer_off, *v_cache = s->kv.v + layer_off; /* [n_ctx, kvd] */
-    float *k_new = k_cache + (size_t)s->kv.len * kvd;                      /* [n, kvd] */
-    float *v_new = v_cache + (size_t)s->kv.len * kvd;
 
     ops->rmsnorm(be, s->x, L->attn_norm, n, hp->n_embd, hp->norm_eps, s->xb); /* xb[n, E] */
     ops->matmul(be, &L->wq, s->xb, n, L->bq, s->q);                          /* q[n, qd] */
-    ops->matmul(be, &L->wk, s->xb, n, L->bk, k_new);
-    ops->matmul(be, &L->wv, s->xb, n, L->bv, v_new);
+    ops->matmul(be, &L->wk, s->xb, n, L->bk, s->kn);                         /* kn[n, kvd] */
+    ops->matmul(be, &L->wv, s->xb, n, L->bv, s->vn);                         /* vn[n, kvd] */
     ops->rope(be, s->q, pos, n, nh, hp->head_dim, &hp->rope);
-    ops->rope(be, k_new, pos, n, nkv, hp->head_dim, &hp->rope);
-    ops->attention(be, s->q, k_cache, v_cache, s->kv.len, n, nh, nkv, hp->head_dim,
-                   s->att);                                                   /* att[n, qd] */
+    ops->rope(be, s->kn, pos, n, nkv, hp->head_dim, &hp->rope);
+    ops->kv_store(be, k_cache, s->kn, pos, n, n_ctx, kvd); /* cache rows pos[i] */
+    ops->kv_store(be, v_cache, s->vn, pos, n, n_ctx, kvd);
+    ops->attention(be, s->q, k_cache, v_cache, pos, n, n_ctx, nh, nkv, hp->head_dim,
+                   s->att);                                 /* att[n, qd] */
     ops->matmul(be, &L->wo, s->att, n, NULL, s->xb); /* xb[n, E], partial under TP */
     SD_CHECK(tp_allreduce(m, s->xb, n));
     ops->add(be, s->x, s->xb, (size_t)n * hp->n_embd);
@@ -150,6 +174,66 @@ static sd_status_t mlp_block(sd_seq_t *s, int il, int n)
     return SD_OK;
 }
 
+/* The ops of one forward, from the embedding of ids_dev[0, n] to logits_dev[n, n_vocab]
+ * (ids and positions already uploaded). Its only failure is a TP allreduce's. */
+static sd_status_t forward_ops(sd_seq_t *s, int n, int n_layers)
+{
+    const sd_model_t *m = s->model;
+    const sd_hparams_t *hp = &m->hp;
+    const sd_backend_ops_t *ops = m->backend->ops;
+    sd_backend_t *be = m->backend;
+    const int32_t *pos = s->ids_dev + n; /* [n] */
+
+    ops->embed(be, &m->tok_embd, s->ids_dev, n, s->x); /* x[n, E] */
+    for (int il = 0; il < n_layers; il++) {
+        SD_CHECK(attention_block(s, il, n, pos));
+        SD_CHECK(mlp_block(s, il, n));
+    }
+    ops->rmsnorm(be, s->x, m->output_norm, n, hp->n_embd, hp->norm_eps, s->xb);
+    ops->matmul(be, &m->output, s->xb, n, NULL, s->logits_dev); /* logits[n, n_vocab] */
+    return SD_OK;
+}
+
+/* 1 when g was captured with the arguments forward_ops(s, n, n_layers) would use now. */
+static int graph_is_current(const sd_seq_graph_t *g, const sd_seq_t *s, int n_layers)
+{
+    return g->n_layers == n_layers && g->kv_k == s->kv.k && g->kv_v == s->kv.v &&
+           g->kv_n_ctx == s->kv.n_ctx;
+}
+
+/* forward_ops(s, n, n_layers) replayed from the sequence's graph for n, captured first when
+ * there is none or it no longer matches. A failed capture launches nothing and returns the
+ * backend's error (through its sync). */
+static sd_status_t forward_graph(sd_seq_t *s, int n, int n_layers)
+{
+    sd_backend_t *be = s->model->backend;
+    const sd_backend_ops_t *ops = be->ops;
+    sd_seq_graph_t *g = &s->graphs[n];
+    if (g->graph != NULL && !graph_is_current(g, s, n_layers)) {
+        ops->graph_free(be, g->graph);
+        g->graph = NULL;
+    }
+    if (g->graph == NULL) {
+        ops->graph_begin(be);
+        sd_status_t st = forward_ops(s, n, n_layers); /* SD_OK: graphs imply no TP comm */
+        void *graph = ops->graph_end(be);
+        if (st != SD_OK) {
+            if (graph) ops->graph_free(be, graph);
+            return st;
+        }
+        if (graph == NULL) {
+            st = ops->sync(be);
+            return st != SD_OK ? st
+                               : sd_set_error(SD_ERR_DEVICE,
+                                              "sd_forward: capturing the forward of n = %d failed", n);
+        }
+        *g = (sd_seq_graph_t){.graph = graph, .n_layers = n_layers, .kv_k = s->kv.k,
+                              .kv_v = s->kv.v, .kv_n_ctx = s->kv.n_ctx};
+    }
+    ops->graph_launch(be, g->graph);
+    return SD_OK;
+}
+
 sd_status_t sd_forward(sd_seq_t *s, const int32_t *tokens, int n, int n_layers_used)
 {
     SD_CHECK(check_forward_args(s, tokens, n, n_layers_used));
@@ -161,16 +245,12 @@ sd_status_t sd_forward(sd_seq_t *s, const int32_t *tokens, int n, int n_layers_u
 
     memcpy(s->ids, tokens, (size_t)n * sizeof(int32_t));
     for (int i = 0; i < n; i++) s->ids[n + i] = s->kv.len + i;
-    ops->upload(be, s->ids_dev, s->ids, 2 * (size_t)n * sizeof(int32_t));
-    const int32_t *pos = s->ids_dev + n; /* [n] */
+    ops->upload(be, s->ids_dev, s->ids, 2 * (size_t)n * sizeof(int32_t)); /* ids, positions */
 
-    ops->embed(be, &m->tok_embd, s->ids_dev, n, s->x); /* x[n, E] */
-    for (int il = 0; il < n_layers; il++) {
-        SD_CHECK(attention_block(s, il, n, pos)); /* kv.len moves only on success */
-        SD_CHECK(mlp_block(s, il, n));
-    }
-    ops->rmsnorm(be, s->x, m->output_norm, n, hp->n_embd, hp->norm_eps, s->xb);
-    ops->matmul(be, &m->output, s->xb, n, NULL, s->logits_dev); /* logits[n, n_vocab] */
+    if (s->use_graphs && n <= SD_GRAPH_MAX_N)
+        SD_CHECK(forward_graph(s, n, n_layers)); /* kv.len moves only on success */
+    else
+        SD_CHECK(forward_ops(s, n, n_layers));
     if (!s->keep_logits_on_device)
         ops->download(be, s->logits, s->logits_dev, (size_t)n * hp->n_vocab * sizeof(float));
     SD_CHECK(ops->sync(be)); /* a device op's failure surfaces here; kv.len unchanged */

@@ -74,16 +74,34 @@ void sd_kv_cache_free(sd_kv_cache_t *kv, const sd_model_t *m);
 /* Roll back to `len` positions (len <= kv->len); SD_ERR_INVALID_ARG otherwise. */
 sd_status_t sd_kv_cache_truncate(sd_kv_cache_t *kv, int len);
 
+/* The largest n whose forward a sequence captures as a graph: a verify block of k + 1 with
+ * k <= 16 (a decode or draft step is n = 1). */
+#define SD_GRAPH_MAX_N 17
+
+/* One captured forward of n tokens (backend graph ops), valid while the arguments it was
+ * captured with still hold: the layer count and the KV cache (a drafter sharing the
+ * target's cache swaps kv.k / kv.v after sd_seq_init); any change re-captures. */
+typedef struct sd_seq_graph {
+    void *graph; /* from ops->graph_end, or NULL: not captured */
+    int n_layers;
+    const float *kv_k, *kv_v;
+    int kv_n_ctx;
+} sd_seq_graph_t;
+
 /* Per-sequence forward state: the KV cache plus activation scratch sized for up to
- * max_tokens tokens per forward call. Owned by one request; never shared. K and V
- * are written by the projections straight into the cache rows they belong to. */
+ * max_tokens tokens per forward call. Owned by one request; never shared. K and V are
+ * projected into kn / vn, rotated there, then stored at their positions by ops->kv_store;
+ * attention reads the positions from ids_dev, so no op argument changes from one step to
+ * the next (what lets a device backend replay a captured graph). */
 typedef struct sd_seq {
     const sd_model_t *model;
     sd_kv_cache_t kv;
     int max_tokens;
-    /* scratch, backend memory (T = max_tokens, qd = shard n_head*head_dim, n_ff the shard's) */
+    /* scratch, backend memory (T = max_tokens, qd = shard n_head*head_dim, kvd = shard
+     * n_head_kv*head_dim, n_ff the shard's) */
     float *x, *xb;        /* [T, n_embd] residual stream, normed / projected rows */
     float *q, *att;       /* [T, qd] queries, attention output */
+    float *kn, *vn;       /* [T, kvd] new keys (rotated in place) and values */
     float *hb, *hb2;      /* [T, n_ff] gate, up */
     float *logits_dev;    /* [T, n_vocab] */
     int32_t *ids_dev;     /* [2, T] token ids then positions */
@@ -91,6 +109,12 @@ typedef struct sd_seq {
     float *logits;        /* [T, n_vocab] host: the result of the last sd_forward */
     int keep_logits_on_device; /* 1: sd_forward leaves the logits in logits_dev only (the
                                   verify kernel reads them there; engine/verifier.h) */
+    /* 1: a forward of n <= SD_GRAPH_MAX_N tokens replays a graph of its ops (captured by
+     * its first forward of that n). Set by sd_seq_init when the backend has graph ops, the
+     * model has no TP comm (an allreduce runs on the host between ops) and the environment
+     * variable SPECDEC_CUDA_GRAPHS is not "0"; a caller may clear it. */
+    int use_graphs;
+    sd_seq_graph_t graphs[SD_GRAPH_MAX_N + 1]; /* [n]; [0] unused */
 } sd_seq_t;
 
 /* n_ctx 0 = the model's n_ctx; max_tokens >= 1. */
@@ -106,7 +130,10 @@ void sd_seq_free(sd_seq_t *s);
  * collective, so under TP every rank refuses the same call. With TP each layer ends its
  * attention and its MLP with an allreduce over m->comm; a failed one returns the comm's
  * status (SD_ERR_COMM_TIMEOUT, SD_ERR_PEER_LOST, ...) with kv.len unchanged. Prefill of
- * a long prompt is the caller's job to chunk by max_tokens. */
+ * a long prompt is the caller's job to chunk by max_tokens. With s->use_graphs and
+ * n <= SD_GRAPH_MAX_N the ops from the embedding to the logits are captured once per n and
+ * replayed (the ids and positions are uploaded first; the download and the sync stay
+ * outside); the results are the same bits as without. */
 sd_status_t sd_forward(sd_seq_t *s, const int32_t *tokens, int n, int n_layers_used);
 
 /* engine/model_place.c: the backend named by p->device (see sd_model_params_t), and the

@@ -12,7 +12,10 @@
 
 #include "dtype.h"
 
-#define SD_BACKEND_OPS_VERSION 2 /* 2: host_memory, sync */
+/* 2: host_memory, sync. 3: attention takes its query positions in backend memory (pos[n],
+ * n_ctx) instead of a host pos0; kv_store; the optional graph ops (graph_begin, graph_end,
+ * graph_launch, graph_free). */
+#define SD_BACKEND_OPS_VERSION 3
 
 /* A weight matrix as stored in GGUF: `rows` output features, each row `cols`
  * input features encoded in `type` (GGUF ne[0] = cols, ne[1] = rows). */
@@ -71,17 +74,42 @@ typedef struct sd_backend_ops {
     /* x[n, n_head, head_dim] rotated in place; token i is at position pos[i] */
     void (*rope)(sd_backend_t *be, float *x, const int32_t *pos, int n, int n_head, int head_dim,
                  const sd_rope_params_t *p);
-    /* Causal grouped-query attention for n new queries at positions pos0 .. pos0+n-1.
-     * q[n, n_head, head_dim]; k_cache, v_cache [n_ctx, n_head_kv, head_dim] already hold
-     * positions 0 .. pos0+n-1; query i attends to positions 0 .. pos0+i; query head h
-     * uses kv head h / (n_head / n_head_kv); scale 1/sqrt(head_dim).
-     * out[n, n_head, head_dim]. */
+    /* Grouped-query attention for n queries; query i is at position pos[i] (pos: [n],
+     * backend memory) and attends to cache positions 0 .. pos[i] (causal when the positions
+     * are consecutive; they need not be). q[n, n_head, head_dim]; k_cache, v_cache
+     * [n_ctx, n_head_kv, head_dim] already hold positions 0 .. pos[i]; query head h uses kv
+     * head h / (n_head / n_head_kv); scale 1/sqrt(head_dim). out[n, n_head, head_dim].
+     * Every pos[i] must lie in [0, n_ctx): a query whose position does not gets a NaN row
+     * (nothing outside the cache is read). Query i's result depends only on q row i, pos[i]
+     * and the cache, never on n, n_ctx or the other positions (batch invariance); a device
+     * backend's launch depends only on (n, n_ctx, shapes), so a captured graph replays at
+     * any positions. */
     void (*attention)(sd_backend_t *be, const float *q, const float *k_cache, const float *v_cache,
-                      int pos0, int n, int n_head, int n_head_kv, int head_dim, float *out);
+                      const int32_t *pos, int n, int n_ctx, int n_head, int n_head_kv,
+                      int head_dim, float *out);
+    /* cache[pos[i], row] = rows[i, row] for i < n (an exact copy): cache [n_ctx, row], rows
+     * [n, row], pos [n] backend memory, positions distinct (which of two rows with one
+     * position lands is unspecified). A row whose position is outside [0, n_ctx) is not
+     * stored (nothing outside the cache is written). */
+    void (*kv_store)(sd_backend_t *be, float *cache, const float *rows, const int32_t *pos, int n,
+                     int n_ctx, size_t row);
     /* out[len] = silu(gate) * up   (out may alias gate) */
     void (*swiglu)(sd_backend_t *be, const float *gate, const float *up, size_t len, float *out);
     /* y[len] += x[len] */
     void (*add)(sd_backend_t *be, float *y, const float *x, size_t len);
+
+    /* Graphs (optional: NULL on the CPU). graph_begin starts recording the ops issued after
+     * it instead of running them; graph_end stops and returns the recorded sequence, ready
+     * to replay, or NULL when the recording failed (an op refused its arguments or could
+     * not be recorded; the error is kept for the next sync and the backend is usable
+     * again). graph_launch replays a graph with the arguments it was recorded with (the
+     * pointers and sizes; the data behind the pointers is read when it runs); graph_free
+     * releases one (NULL: nothing). Between graph_begin and graph_end no upload, download,
+     * sync, alloc or release may be called (each records an error and does nothing). */
+    void (*graph_begin)(sd_backend_t *be);
+    void *(*graph_end)(sd_backend_t *be);
+    void (*graph_launch)(sd_backend_t *be, void *graph);
+    void (*graph_free)(sd_backend_t *be, void *graph);
 } sd_backend_ops_t;
 
 struct sd_backend {

@@ -193,11 +193,12 @@ ParameterizedTestParameters(kernels_ops, attention)
     return cr_make_param_array(attn_param_t, attn_params, sizeof attn_params / sizeof attn_params[0]);
 }
 
-static void attention_ref(const attn_param_t *p, const float *q, const float *k, const float *v,
-                          int i, int h, double *out)
+/* Double-precision attention of query row qh (head h of a [n_head, hd] row) over cache
+ * positions 0 .. pos: out[hd]. */
+static void attention_ref(const attn_param_t *p, const float *qh, const float *k, const float *v,
+                          int pos, int h, double *out)
 {
-    int hd = p->head_dim, kvh = h / (p->n_head / p->n_head_kv), n_keys = p->pos0 + i + 1;
-    const float *qh = q + ((size_t)i * (size_t)p->n_head + (size_t)h) * (size_t)hd;
+    int hd = p->head_dim, kvh = h / (p->n_head / p->n_head_kv), n_keys = pos + 1;
     double *s = malloc(sizeof(double) * (size_t)n_keys), max = -INFINITY, sum = 0.0;
     for (int j = 0; j < n_keys; j++) {
         const float *kj = k + ((size_t)j * (size_t)p->n_head_kv + (size_t)kvh) * (size_t)hd;
@@ -217,43 +218,57 @@ static void attention_ref(const attn_param_t *p, const float *q, const float *k,
     free(s);
 }
 
+/* out[n, n_head, hd] (queries q at positions pos) against the double reference. */
+static void assert_attention_matches_ref(const attn_param_t *p, const float *q, const float *k,
+                                         const float *v, const int32_t *pos, int n, const float *out)
+{
+    int hd = p->head_dim;
+    double *ref = malloc(sizeof(double) * (size_t)hd);
+    for (int i = 0; i < n; i++)
+        for (int h = 0; h < p->n_head; h++) {
+            size_t off = ((size_t)i * (size_t)p->n_head + (size_t)h) * (size_t)hd;
+            attention_ref(p, q + off, k, v, pos[i], h, ref);
+            for (int d = 0; d < hd; d++)
+                cr_assert(fabs(out[off + (size_t)d] - ref[d]) <= 1e-5,
+                          "query %d (position %d) head %d dim %d: %g vs %g", i, pos[i], h, d,
+                          out[off + (size_t)d], ref[d]);
+        }
+    free(ref);
+}
+
 ParameterizedTest(attn_param_t *p, kernels_ops, attention, .timeout = 60)
 {
-    int n_ctx = p->pos0 + p->n, hd = p->head_dim;
+    int n_ctx = p->pos0 + p->n + 3, hd = p->head_dim; /* rows past the last query: unread */
     size_t qn = (size_t)p->n * (size_t)p->n_head * (size_t)hd;
     size_t kvn = (size_t)n_ctx * (size_t)p->n_head_kv * (size_t)hd;
     float *q = malloc(sizeof(float) * qn), *k = malloc(sizeof(float) * kvn), *v = malloc(sizeof(float) * kvn);
     float *out = malloc(sizeof(float) * qn), *o1 = malloc(sizeof(float) * qn);
+    int32_t *pos = malloc(sizeof(int32_t) * (size_t)p->n);
+    for (int i = 0; i < p->n; i++) pos[i] = p->pos0 + i;
     sd_test_fill_random(q, qn, 1, 2.0f);
     sd_test_fill_random(k, kvn, 2, 2.0f);
     sd_test_fill_random(v, kvn, 3, 1.0f);
     sd_backend_t *be = make_backend(2);
-    be->ops->attention(be, q, k, v, p->pos0, p->n, p->n_head, p->n_head_kv, hd, out);
-    double *ref = malloc(sizeof(double) * (size_t)hd);
-    for (int i = 0; i < p->n; i++)
-        for (int h = 0; h < p->n_head; h++) {
-            attention_ref(p, q, k, v, i, h, ref);
-            for (int d = 0; d < hd; d++) {
-                float got = out[((size_t)i * (size_t)p->n_head + (size_t)h) * (size_t)hd + (size_t)d];
-                cr_assert(fabs(got - ref[d]) <= 1e-5, "query %d head %d dim %d: %g vs %g", i, h, d, got, ref[d]);
-            }
-        }
-    /* batch invariance: query i computed alone at position pos0 + i */
+    be->ops->attention(be, q, k, v, pos, p->n, n_ctx, p->n_head, p->n_head_kv, hd, out);
+    assert_attention_matches_ref(p, q, k, v, pos, p->n, out);
+    /* batch invariance: query i computed alone at its position, with a cache that ends
+     * right after it (n_ctx does not change a result either) */
     size_t row = (size_t)p->n_head * (size_t)hd;
     for (int i = 0; i < p->n; i++)
-        be->ops->attention(be, q + (size_t)i * row, k, v, p->pos0 + i, 1, p->n_head, p->n_head_kv, hd, o1 + (size_t)i * row);
+        be->ops->attention(be, q + (size_t)i * row, k, v, pos + i, 1, pos[i] + 1, p->n_head, p->n_head_kv, hd,
+                           o1 + (size_t)i * row);
     cr_assert(memcmp(out, o1, sizeof(float) * qn) == 0, "n=1 queries differ from the batch");
-    be->ops->attention(be, q + 2 * row, k, v, p->pos0 + 2, 5, p->n_head, p->n_head_kv, hd, o1);
+    be->ops->attention(be, q + 2 * row, k, v, pos + 2, 5, n_ctx, p->n_head, p->n_head_kv, hd, o1);
     cr_assert(memcmp(out + 2 * row, o1, sizeof(float) * 5 * row) == 0, "n=5 queries differ");
     /* thread invariance */
     for (int t = 1; t <= 3; t += 2) {
         sd_backend_t *bt = make_backend(t);
-        bt->ops->attention(bt, q, k, v, p->pos0, p->n, p->n_head, p->n_head_kv, hd, o1);
+        bt->ops->attention(bt, q, k, v, pos, p->n, n_ctx, p->n_head, p->n_head_kv, hd, o1);
         cr_assert(memcmp(out, o1, sizeof(float) * qn) == 0, "%d threads differ from 2", t);
         sd_backend_destroy(bt);
     }
     sd_backend_destroy(be);
-    free(ref);
+    free(pos);
     free(q);
     free(k);
     free(v);
@@ -261,27 +276,91 @@ ParameterizedTest(attn_param_t *p, kernels_ops, attention, .timeout = 60)
     free(o1);
 }
 
+/* Positions in any order, repeated, with gaps: query i attends to 0 .. pos[i] only, and
+ * equals the same query computed alone (bit for bit). */
+Test(kernels_ops, attention_non_consecutive_positions, .timeout = 60)
+{
+    enum { N = 8, N_CTX = 40 };
+    attn_param_t p = {6, 2, 24, 0, N};
+    const int32_t pos[N] = {17, 0, 39, 3, 17, 8, 1, 25};
+    size_t row = (size_t)p.n_head * (size_t)p.head_dim, qn = N * row;
+    size_t kvn = (size_t)N_CTX * (size_t)p.n_head_kv * (size_t)p.head_dim;
+    float *q = malloc(sizeof(float) * qn), *k = malloc(sizeof(float) * kvn), *v = malloc(sizeof(float) * kvn);
+    float *out = malloc(sizeof(float) * qn), *alone = malloc(sizeof(float) * row);
+    sd_test_fill_random(q, qn, 11, 2.0f);
+    sd_test_fill_random(k, kvn, 12, 2.0f);
+    sd_test_fill_random(v, kvn, 13, 1.0f);
+    sd_backend_t *be = make_backend(3);
+    be->ops->attention(be, q, k, v, pos, N, N_CTX, p.n_head, p.n_head_kv, p.head_dim, out);
+    assert_attention_matches_ref(&p, q, k, v, pos, N, out);
+    for (int i = 0; i < N; i++) {
+        be->ops->attention(be, q + (size_t)i * row, k, v, &pos[i], 1, N_CTX, p.n_head, p.n_head_kv,
+                           p.head_dim, alone);
+        cr_assert(memcmp(alone, out + (size_t)i * row, sizeof(float) * row) == 0,
+                  "query %d (position %d) alone differs from the batch", i, pos[i]);
+    }
+    sd_backend_destroy(be);
+    free(q), free(k), free(v), free(out), free(alone);
+}
+
+/* A position outside [0, n_ctx) gives a NaN row and leaves the other queries exact. */
+Test(kernels_ops, attention_position_outside_the_cache_gives_nan)
+{
+    enum { N = 3, N_CTX = 5, H = 2, HD = 8 };
+    attn_param_t p = {H, 1, HD, 0, N};
+    const int32_t pos[N] = {4, N_CTX, -1};
+    float q[N * H * HD], k[N_CTX * HD], v[N_CTX * HD], out[N * H * HD];
+    sd_test_fill_random(q, N * H * HD, 21, 1.0f);
+    sd_test_fill_random(k, N_CTX * HD, 22, 1.0f);
+    sd_test_fill_random(v, N_CTX * HD, 23, 1.0f);
+    sd_backend_t *be = make_backend(2);
+    be->ops->attention(be, q, k, v, pos, N, N_CTX, H, 1, HD, out);
+    assert_attention_matches_ref(&p, q, k, v, pos, 1, out);
+    for (int i = H * HD; i < N * H * HD; i++) cr_assert(isnan(out[i]), "element %d: %g", i, out[i]);
+    sd_backend_destroy(be);
+}
+
 Test(kernels_ops, attention_long_context, .timeout = 60)
 {
     /* more keys than the kernel keeps on its stack: recomputed scores must agree */
     attn_param_t p = {2, 1, 8, 2500, 2};
     int n_ctx = p.pos0 + p.n;
+    const int32_t pos[2] = {p.pos0, p.pos0 + 1};
     size_t kvn = (size_t)n_ctx * 8;
     float q[2 * 2 * 8], out[2 * 2 * 8], *k = malloc(sizeof(float) * kvn), *v = malloc(sizeof(float) * kvn);
     sd_test_fill_random(q, 32, 4, 1.0f);
     sd_test_fill_random(k, kvn, 5, 1.0f);
     sd_test_fill_random(v, kvn, 6, 1.0f);
     sd_backend_t *be = make_backend(2);
-    be->ops->attention(be, q, k, v, p.pos0, p.n, p.n_head, p.n_head_kv, 8, out);
-    double ref[8];
-    for (int i = 0; i < 2; i++)
-        for (int h = 0; h < 2; h++) {
-            attention_ref(&p, q, k, v, i, h, ref);
-            for (int d = 0; d < 8; d++) cr_assert(fabs(out[(i * 2 + h) * 8 + d] - ref[d]) <= 1e-5);
-        }
+    be->ops->attention(be, q, k, v, pos, p.n, n_ctx, p.n_head, p.n_head_kv, 8, out);
+    assert_attention_matches_ref(&p, q, k, v, pos, p.n, out);
     sd_backend_destroy(be);
     free(k);
     free(v);
+}
+
+/* ---- kv_store ------------------------------------------------------------------------------ */
+
+/* Rows land at their positions, exactly; other rows are untouched; a position outside the
+ * cache stores nothing. */
+Test(kernels_ops, kv_store_writes_rows_at_their_positions)
+{
+    enum { N = 5, N_CTX = 9, ROW = 13 };
+    const int32_t pos[N] = {6, 0, 3, N_CTX, -2};
+    float rows[N * ROW], cache[N_CTX * ROW], before[N_CTX * ROW];
+    sd_test_fill_random(rows, N * ROW, 31, 3.0f);
+    sd_test_fill_random(cache, N_CTX * ROW, 32, 1.0f);
+    memcpy(before, cache, sizeof cache);
+    sd_backend_t *be = make_backend(2);
+    be->ops->kv_store(be, cache, rows, pos, N, N_CTX, ROW);
+    for (int r = 0; r < N_CTX; r++) {
+        const float *want = before + r * ROW;
+        for (int i = 0; i < 3; i++)
+            if (pos[i] == r) want = rows + i * ROW;
+        cr_assert(memcmp(cache + r * ROW, want, ROW * sizeof(float)) == 0, "cache row %d", r);
+    }
+    be->ops->kv_store(be, cache, rows, pos, 0, N_CTX, ROW); /* n = 0: nothing */
+    sd_backend_destroy(be);
 }
 
 /* ---- rope -------------------------------------------------------------------------------- */

@@ -199,8 +199,9 @@ static void cpu_rope(sd_backend_t *be, float *x, const int32_t *pos, int n, int 
 
 typedef struct {
     const float *q, *k, *v; /* q[n, n_head, hd]; k, v [n_ctx, n_head_kv, hd] */
+    const int32_t *pos;     /* [n] query positions */
     float *out;             /* out[n, n_head, hd] */
-    int pos0, n_head, n_head_kv, head_dim;
+    int n_ctx, n_head, n_head_kv, head_dim;
 } attn_job_t;
 
 static float attn_score(const attn_job_t *job, const float *qh, int kvh, int j, float scale)
@@ -209,15 +210,20 @@ static float attn_score(const attn_job_t *job, const float *qh, int kvh, int j, 
     return sd_dot_f32(kj, qh, job->head_dim) * scale;
 }
 
-/* Query i, head h: two passes (max, then exp-weighted sum of v) over positions 0..pos0+i. */
+/* Query i, head h: two passes (max, then exp-weighted sum of v) over positions 0..pos[i];
+ * a position outside [0, n_ctx) gives a NaN row (the device kernels do the same). */
 static void attn_task(void *arg, int task)
 {
     const attn_job_t *job = arg;
     int i = task / job->n_head, h = task % job->n_head, hd = job->head_dim;
-    int kvh = h / (job->n_head / job->n_head_kv), n_keys = job->pos0 + i + 1;
+    int kvh = h / (job->n_head / job->n_head_kv), p = job->pos[i], n_keys = p + 1;
     size_t off = ((size_t)i * (size_t)job->n_head + (size_t)h) * (size_t)hd;
     const float *qh = job->q + off;
     float *oh = job->out + off;
+    if (p < 0 || p >= job->n_ctx) {
+        for (int d = 0; d < hd; d++) oh[d] = NAN;
+        return;
+    }
     float scale = 1.0f / sqrtf((float)hd), scores[ATTN_SCORE_CACHE], max = -INFINITY;
     for (int j = 0; j < n_keys; j++) {
         float s = attn_score(job, qh, kvh, j, scale);
@@ -237,12 +243,22 @@ static void attn_task(void *arg, int task)
 }
 
 static void cpu_attention(sd_backend_t *be, const float *q, const float *k_cache,
-                          const float *v_cache, int pos0, int n, int n_head, int n_head_kv,
-                          int head_dim, float *out)
+                          const float *v_cache, const int32_t *pos, int n, int n_ctx, int n_head,
+                          int n_head_kv, int head_dim, float *out)
 {
-    attn_job_t job = {.q = q, .k = k_cache, .v = v_cache, .out = out, .pos0 = pos0,
+    attn_job_t job = {.q = q, .k = k_cache, .v = v_cache, .pos = pos, .out = out, .n_ctx = n_ctx,
                       .n_head = n_head, .n_head_kv = n_head_kv, .head_dim = head_dim};
     sd_threadpool_run(pool_of(be), n * n_head, attn_task, &job);
+}
+
+/* cache[pos[i], row] = rows[i, row]; rows whose position is outside [0, n_ctx) are skipped. */
+static void cpu_kv_store(sd_backend_t *be, float *cache, const float *rows, const int32_t *pos,
+                         int n, int n_ctx, size_t row)
+{
+    (void)be;
+    for (int i = 0; i < n; i++)
+        if (pos[i] >= 0 && pos[i] < n_ctx)
+            memcpy(cache + (size_t)pos[i] * row, rows + (size_t)i * row, row * sizeof(float));
 }
 
 /* ---- element-wise ------------------------------------------------------------------- */
@@ -309,8 +325,10 @@ static const sd_backend_ops_t cpu_ops = {
     .matmul = cpu_matmul,
     .rope = cpu_rope,
     .attention = cpu_attention,
+    .kv_store = cpu_kv_store,
     .swiglu = cpu_swiglu,
     .add = cpu_add,
+    /* no graphs: every op runs when it is called */
 };
 
 sd_status_t sd_backend_cpu_create(int n_threads, sd_backend_t **out)

@@ -4,6 +4,12 @@
 // SD_ERR_DEVICE. upload, download and sync wait for the stream. Memory is plain cudaMalloc
 // under a cap (a fraction of the device's memory) that counts the attention workspace.
 //
+// Graphs: graph_begin captures the ops issued on the stream (cudaStreamBeginCapture,
+// thread-local mode) until graph_end instantiates them; graph_launch replays one on the
+// stream. While capturing, the calls that would wait for the stream, copy to or from the
+// host, or allocate (upload, download, sync, alloc, release) are refused with an error, and
+// any error noted during the capture makes graph_end discard it (NULL).
+//
 // A backend is used by one thread at a time (as the CPU backend); every call that touches
 // the device first selects ctx->device, so backends on several devices or threads do not
 // disturb each other.
@@ -36,17 +42,21 @@ typedef struct cuda_ctx {
     size_t n_allocs, allocs_cap;
     bool failed;     // an op failed since the last sync
     char error[512]; // "<op>: <error> (<arguments>)" of the first failure
+    bool capturing;      // between a successful graph_begin and its graph_end
+    bool capture_failed; // an error was noted since that graph_begin: graph_end discards
 } cuda_ctx_t;
 
 static cuda_ctx_t *ctx_of(sd_backend_t *be) { return (cuda_ctx_t *)be->ctx; }
 
 // Keeps the first failure since the last sync: op name, the CUDA error and the arguments
-// that matter. cudaSuccess is a no-op.
+// that matter; during a capture any failure also spoils the capture. cudaSuccess is a no-op.
 static void note_error(cuda_ctx_t *ctx, const char *op, cudaError_t e, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 static void note_error(cuda_ctx_t *ctx, const char *op, cudaError_t e, const char *fmt, ...)
 {
-    if (e == cudaSuccess || ctx->failed) return;
+    if (e == cudaSuccess) return;
+    if (ctx->capturing) ctx->capture_failed = true;
+    if (ctx->failed) return;
     ctx->failed = true;
     int len = snprintf(ctx->error, sizeof ctx->error, "%s: %s (", op, cudaGetErrorString(e));
     if (len < 0 || (size_t)len >= sizeof ctx->error) return;
@@ -58,8 +68,22 @@ static void note_error(cuda_ctx_t *ctx, const char *op, cudaError_t e, const cha
     if (used + 1 < sizeof ctx->error) memcpy(ctx->error + used, ")", 2);
 }
 
-// Every call that uses the device selects it first.
-static cudaError_t enter(cuda_ctx_t *ctx) { return cudaSetDevice(ctx->device); }
+// Every call that uses the device selects it first (only when another one is current).
+static cudaError_t enter(cuda_ctx_t *ctx)
+{
+    int current = -1;
+    if (cudaGetDevice(&current) == cudaSuccess && current == ctx->device) return cudaSuccess;
+    return cudaSetDevice(ctx->device);
+}
+
+// false (and an error noted) when a graph is being captured: `op` would wait for the stream,
+// touch host memory or allocate, none of which a capture can hold.
+static bool outside_capture(cuda_ctx_t *ctx, const char *op)
+{
+    if (!ctx->capturing) return true;
+    note_error(ctx, op, cudaErrorStreamCaptureUnsupported, "called while a graph is being captured");
+    return false;
+}
 
 // ---- memory -------------------------------------------------------------------------------
 
@@ -86,6 +110,11 @@ static size_t find_allocation(const cuda_ctx_t *ctx, const void *ptr)
 static void *cuda_alloc(sd_backend_t *be, size_t bytes)
 {
     cuda_ctx_t *ctx = ctx_of(be);
+    if (!outside_capture(ctx, "alloc")) {
+        sd_set_error(SD_ERR_DEVICE, "cuda backend: alloc of %zu bytes while a graph is being captured",
+                     bytes);
+        return NULL;
+    }
     if (bytes > ctx->cap - ctx->used) { // used <= cap always
         sd_set_error(SD_ERR_OUT_OF_MEMORY,
                      "cuda backend: %zu bytes would pass the memory cap (%zu of %zu bytes used)",
@@ -111,6 +140,7 @@ static void cuda_release(sd_backend_t *be, void *ptr)
 {
     if (!ptr) return;
     cuda_ctx_t *ctx = ctx_of(be);
+    if (!outside_capture(ctx, "release")) return;
     size_t k = find_allocation(ctx, ptr);
     if (k == ctx->n_allocs) {
         note_error(ctx, "release", cudaErrorInvalidDevicePointer, "%p is not an allocation of this backend", ptr);
@@ -128,6 +158,7 @@ static void cuda_upload(sd_backend_t *be, void *dst, const void *host_src, size_
 {
     if (bytes == 0) return;
     cuda_ctx_t *ctx = ctx_of(be);
+    if (!outside_capture(ctx, "upload")) return;
     cudaError_t e = enter(ctx);
     if (e == cudaSuccess) e = cudaMemcpyAsync(dst, host_src, bytes, cudaMemcpyHostToDevice, ctx->stream);
     if (e == cudaSuccess) e = cudaStreamSynchronize(ctx->stream); // host_src is reusable at return
@@ -138,6 +169,7 @@ static void cuda_download(sd_backend_t *be, void *host_dst, const void *src, siz
 {
     if (bytes == 0) return;
     cuda_ctx_t *ctx = ctx_of(be);
+    if (!outside_capture(ctx, "download")) return;
     cudaError_t e = enter(ctx);
     if (e == cudaSuccess) e = cudaMemcpyAsync(host_dst, src, bytes, cudaMemcpyDeviceToHost, ctx->stream);
     if (e == cudaSuccess) e = cudaStreamSynchronize(ctx->stream);
@@ -186,16 +218,25 @@ static void cuda_rope(sd_backend_t *be, float *x, const int32_t *pos, int n, int
 }
 
 static void cuda_attention(sd_backend_t *be, const float *q, const float *k_cache,
-                           const float *v_cache, int pos0, int n, int n_head, int n_head_kv,
-                           int head_dim, float *out)
+                           const float *v_cache, const int32_t *pos, int n, int n_ctx, int n_head,
+                           int n_head_kv, int head_dim, float *out)
 {
     cuda_ctx_t *ctx = ctx_of(be);
     cudaError_t e = enter(ctx);
     if (e == cudaSuccess)
-        e = sd_cuda_attention(ctx->stream, q, k_cache, v_cache, pos0, n, n_head, n_head_kv,
+        e = sd_cuda_attention(ctx->stream, q, k_cache, v_cache, pos, n, n_ctx, n_head, n_head_kv,
                               head_dim, out, ctx->workspace, ATTN_WORKSPACE_BYTES);
-    note_error(ctx, "attention", e, "pos0=%d n=%d n_head=%d n_head_kv=%d head_dim=%d", pos0, n,
+    note_error(ctx, "attention", e, "n=%d n_ctx=%d n_head=%d n_head_kv=%d head_dim=%d", n, n_ctx,
                n_head, n_head_kv, head_dim);
+}
+
+static void cuda_kv_store(sd_backend_t *be, float *cache, const float *rows, const int32_t *pos,
+                          int n, int n_ctx, size_t row)
+{
+    cuda_ctx_t *ctx = ctx_of(be);
+    cudaError_t e = enter(ctx);
+    if (e == cudaSuccess) e = sd_cuda_kv_store(ctx->stream, cache, rows, pos, n, n_ctx, row);
+    note_error(ctx, "kv_store", e, "n=%d n_ctx=%d row=%zu", n, n_ctx, row);
 }
 
 static void cuda_swiglu(sd_backend_t *be, const float *gate, const float *up, size_t len,
@@ -215,15 +256,79 @@ static void cuda_add(sd_backend_t *be, float *y, const float *x, size_t len)
     note_error(ctx, "add", e, "len=%zu", len);
 }
 
+// ---- graphs -------------------------------------------------------------------------------
+
+static void cuda_graph_begin(sd_backend_t *be)
+{
+    cuda_ctx_t *ctx = ctx_of(be);
+    if (!outside_capture(ctx, "graph_begin")) return; // nested: spoils the running capture
+    cudaError_t e = enter(ctx);
+    if (e == cudaSuccess) e = cudaStreamBeginCapture(ctx->stream, cudaStreamCaptureModeThreadLocal);
+    note_error(ctx, "graph_begin", e, "stream capture on device %d", ctx->device);
+    ctx->capturing = e == cudaSuccess;
+    ctx->capture_failed = false;
+}
+
+// Ends the capture whatever happened during it (the stream is usable again), then
+// instantiates the graph, or discards it when the capture or an op in it failed.
+static void *cuda_graph_end(sd_backend_t *be)
+{
+    cuda_ctx_t *ctx = ctx_of(be);
+    if (!ctx->capturing) {
+        note_error(ctx, "graph_end", cudaErrorIllegalState, "no capture in progress on device %d",
+                   ctx->device);
+        return NULL;
+    }
+    ctx->capturing = false;
+    cudaGraph_t graph = NULL;
+    cudaError_t e = enter(ctx);
+    cudaError_t ended = cudaStreamEndCapture(ctx->stream, &graph); // always leave capture mode
+    if (e == cudaSuccess) e = ended;
+    if (e == cudaSuccess && ctx->capture_failed) e = cudaErrorStreamCaptureInvalidated;
+    cudaGraphExec_t exec = NULL;
+    if (e == cudaSuccess) e = cudaGraphInstantiate(&exec, graph, 0);
+    if (graph) cudaGraphDestroy(graph);
+    if (e == cudaSuccess) return (void *)exec;
+    cudaGetLastError(); // reported below, once
+    note_error(ctx, "graph_end", e, "the captured ops are discarded; SPECDEC_CUDA_GRAPHS=0 runs "
+                                    "without graphs");
+    return NULL;
+}
+
+static void cuda_graph_launch(sd_backend_t *be, void *graph)
+{
+    cuda_ctx_t *ctx = ctx_of(be);
+    if (!outside_capture(ctx, "graph_launch")) return;
+    cudaError_t e = graph ? enter(ctx) : cudaErrorInvalidValue;
+    if (e == cudaSuccess) e = cudaGraphLaunch((cudaGraphExec_t)graph, ctx->stream);
+    note_error(ctx, "graph_launch", e, "graph %p", graph);
+}
+
+// Waits for the stream (no launch of the graph may still be pending), then destroys it.
+static void cuda_graph_free(sd_backend_t *be, void *graph)
+{
+    if (!graph) return;
+    cuda_ctx_t *ctx = ctx_of(be);
+    if (!outside_capture(ctx, "graph_free")) return;
+    cudaError_t e = enter(ctx);
+    if (e == cudaSuccess) {
+        e = cudaStreamSynchronize(ctx->stream);
+        cudaError_t destroyed = cudaGraphExecDestroy((cudaGraphExec_t)graph);
+        if (e == cudaSuccess) e = destroyed;
+    }
+    note_error(ctx, "graph_free", e, "graph %p", graph);
+}
+
 // ---- lifetime -----------------------------------------------------------------------------
 
 // Waits for the stream, then returns and clears the first error since the last sync. An
-// error raised while kernels ran (not at launch) surfaces here, named "sync".
+// error raised while kernels ran (not at launch) surfaces here, named "sync". During a
+// capture it does not wait (refused: the error is returned now and spoils the capture).
 static sd_status_t cuda_sync(sd_backend_t *be)
 {
     cuda_ctx_t *ctx = ctx_of(be);
     cudaError_t e = enter(ctx);
-    if (e == cudaSuccess) e = cudaStreamSynchronize(ctx->stream);
+    if (e == cudaSuccess && outside_capture(ctx, "sync")) e = cudaStreamSynchronize(ctx->stream);
     note_error(ctx, "sync", e, "an op issued since the last sync, device %d", ctx->device);
     note_error(ctx, "sync", cudaGetLastError(), "device %d", ctx->device);
     if (!ctx->failed) return SD_OK;
@@ -235,6 +340,10 @@ static sd_status_t cuda_sync(sd_backend_t *be)
 static void free_ctx(cuda_ctx_t *ctx)
 {
     if (cudaSetDevice(ctx->device) == cudaSuccess) {
+        if (ctx->capturing) { // destroyed mid-capture: end it, discard the graph
+            cudaGraph_t graph = NULL;
+            if (cudaStreamEndCapture(ctx->stream, &graph) == cudaSuccess && graph) cudaGraphDestroy(graph);
+        }
         if (ctx->stream) cudaStreamSynchronize(ctx->stream);
         for (size_t k = 0; k < ctx->n_allocs; k++) cudaFree(ctx->allocs[k].ptr);
         if (ctx->workspace) cudaFree(ctx->workspace);
@@ -266,8 +375,13 @@ static const sd_backend_ops_t cuda_ops = {
     /* .matmul = */ cuda_matmul,
     /* .rope = */ cuda_rope,
     /* .attention = */ cuda_attention,
+    /* .kv_store = */ cuda_kv_store,
     /* .swiglu = */ cuda_swiglu,
     /* .add = */ cuda_add,
+    /* .graph_begin = */ cuda_graph_begin,
+    /* .graph_end = */ cuda_graph_end,
+    /* .graph_launch = */ cuda_graph_launch,
+    /* .graph_free = */ cuda_graph_free,
 };
 
 // ---- creation -----------------------------------------------------------------------------

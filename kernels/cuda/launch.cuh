@@ -42,15 +42,23 @@ cudaError_t sd_cuda_rmsnorm(cudaStream_t stream, const float *x, const float *w,
 // pos: device [n]; p: host struct.
 cudaError_t sd_cuda_rope(cudaStream_t stream, float *x, const int32_t *pos, int n, int n_head,
                          int head_dim, const sd_rope_params_t *p);
-// Flash-decoding style attention: each query's context 0 .. pos0+i is cut into chunks whose
-// size depends only on that length; partial (max, sum, acc) per chunk go to `workspace`
-// (device, workspace_bytes) and are combined in chunk order. Queries are processed in
-// groups that fit the workspace (never changing a query's own computation).
-// sd_cuda_attention_workspace_bytes says how much one query of a given context needs.
+// Flash-decoding style attention (the op of kernels/backend.h): query i at position pos[i]
+// (device [n], read by the kernels) attends to positions 0 .. pos[i] < n_ctx. Each query's
+// context is cut into chunks whose size depends only on its length pos[i] + 1; partial
+// (max, sum, acc) per chunk go to `workspace` (device, workspace_bytes) and are combined in
+// chunk order. The launch geometry depends only on (n, n_ctx, shapes, workspace_bytes), never
+// on the positions (capturable in a graph). Queries are processed in groups that fit the
+// workspace (never changing a query's own computation). sd_cuda_attention_workspace_bytes
+// says how much one query needs for a cache of n_ctx positions.
 cudaError_t sd_cuda_attention(cudaStream_t stream, const float *q, const float *k_cache,
-                              const float *v_cache, int pos0, int n, int n_head, int n_head_kv,
-                              int head_dim, float *out, void *workspace, size_t workspace_bytes);
+                              const float *v_cache, const int32_t *pos, int n, int n_ctx,
+                              int n_head, int n_head_kv, int head_dim, float *out,
+                              void *workspace, size_t workspace_bytes);
 size_t sd_cuda_attention_workspace_bytes(int n_ctx, int n_head, int head_dim);
+// cache[pos[i], :] = rows[i, :] for i < n: cache [n_ctx, row], rows [n, row], pos [n], all
+// device; a row whose position is outside [0, n_ctx) is not stored.
+cudaError_t sd_cuda_kv_store(cudaStream_t stream, float *cache, const float *rows,
+                             const int32_t *pos, int n, int n_ctx, size_t row);
 cudaError_t sd_cuda_swiglu(cudaStream_t stream, const float *gate, const float *up, size_t len,
                            float *out);
 cudaError_t sd_cuda_add(cudaStream_t stream, float *y, const float *x, size_t len);

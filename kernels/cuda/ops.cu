@@ -1,4 +1,5 @@
-// The non-matmul ops of the forward on the GPU: rmsnorm, rope, attention, swiglu, add.
+// The non-matmul ops of the forward on the GPU: rmsnorm, rope, attention, kv_store, swiglu,
+// add.
 // The C reference of every kernel is the CPU backend (kernels/cpu/backend_cpu.c); each
 // kernel mirrors its formula and its float/double choices.
 //
@@ -14,6 +15,7 @@
 enum {
     RMSNORM_THREADS = 256, // power of two: the tree reduction halves it
     ROPE_THREADS = 64,
+    KV_STORE_THREADS = 256,
     ELEMWISE_THREADS = 256,
     ELEMWISE_MAX_BLOCKS = 4096, // grid-stride beyond this
 };
@@ -100,10 +102,11 @@ cudaError_t sd_cuda_rope(cudaStream_t stream, float *x, const int32_t *pos, int 
 
 // ---- attention ----------------------------------------------------------------------------
 //
-// Split-K (flash-decoding). Query i sees ctx_len = pos0 + i + 1 positions, cut into chunks
-// of attention_chunk_len(ctx_len) positions: ATTN_CHUNK_MIN, doubled while that gives more
-// than ATTN_MAX_CHUNKS chunks, up to ATTN_CHUNK_MAX (beyond ATTN_MAX_CHUNKS * ATTN_CHUNK_MAX
-// positions the count grows instead). The cut is a function of ctx_len alone.
+// Split-K (flash-decoding). Query i sits at position pos[i] (device memory: the kernels read
+// it) and sees ctx_len = pos[i] + 1 positions, cut into chunks of attention_chunk_len(ctx_len)
+// positions: ATTN_CHUNK_MIN, doubled while that gives more than ATTN_MAX_CHUNKS chunks, up to
+// ATTN_CHUNK_MAX (beyond ATTN_MAX_CHUNKS * ATTN_CHUNK_MAX positions the count grows instead).
+// The cut is a function of ctx_len alone.
 //
 // Phase 1, one block per (chunk, head, query): scores s_j = (k_j . q) * scale, the chunk
 // max m_c, sum_c = sum_j expf(s_j - m_c), acc_c[d] = sum_j expf(s_j - m_c) v_j[d], written
@@ -111,11 +114,17 @@ cudaError_t sd_cuda_rope(cudaStream_t stream, float *x, const int32_t *pos, int 
 // Phase 2, one block per (head, query): m = max m_c, w_c = expf(m_c - m) in chunk order,
 // out[d] = (sum_c w_c acc_c[d]) * (1 / sum_c w_c sum_c).
 //
-// Workspace: per (query, head) `slots` records of head_dim + 2 floats, slots =
-// attention_chunk_slots(pos0 + n) >= the chunk count of every query of the call. Queries
-// go in groups that fit the workspace; a group's records are written and read back before
-// the next group's phase 1 (stream order), and where a record sits never changes what is
-// computed, so a query's result is the same whatever group it lands in and whatever n is.
+// Launch geometry is a function of (n, n_ctx, shapes) only, never of the positions, so a
+// captured launch replays correctly at other positions (CUDA graphs): every (query, head)
+// owns slots = attention_chunk_slots(n_ctx) records, at least the chunk count of any
+// ctx_len <= n_ctx (the slot bound grows with the length); phase 1 launches `slots` blocks
+// per (head, query) and a block past its own query's chunk count exits at once; phase 2
+// reads each query's chunk count from its own position. A position outside [0, n_ctx)
+// computes nothing and gives a NaN row.
+//
+// Queries go in groups that fit the workspace; a group's records are written and read back
+// before the next group's phase 1 (stream order), and where a record sits never changes what
+// is computed, so a query's result is the same whatever group it lands in and whatever n is.
 enum {
     ATTN_MAX_HEAD_DIM = 256,
     ATTN_THREADS = 256, // phase 1: 8 warps; power of two for the tree reductions
@@ -171,14 +180,23 @@ extern "C" int sd_cuda_attention_chunk_slots(int max_ctx_len)
 }
 
 typedef struct attn_args {
-    const float *q;     // q[n, n_head, head_dim]
-    const float *k, *v; // [n_ctx, n_head_kv, head_dim]
-    float *out;         // out[n, n_head, head_dim]
-    float *ws;          // records [group, n_head, slots, head_dim + 2]
-    int pos0, q0;       // q0: first query of the group
+    const float *q;       // q[n, n_head, head_dim]
+    const float *k, *v;   // [n_ctx, n_head_kv, head_dim]
+    float *out;           // out[n, n_head, head_dim]
+    float *ws;            // records [group, n_head, slots, head_dim + 2]
+    const int32_t *pos;   // [n] query positions (device)
+    int n_ctx, q0;        // q0: first query of the group
     int n_head, n_head_kv, heads_per_kv, head_dim, slots;
     float scale;
 } attn_args_t;
+
+// Positions query i sees (pos[i] + 1), or 0 when pos[i] is outside [0, n_ctx): the query is
+// then not computed. The same value in every thread of a block.
+__device__ static inline int attention_ctx_len(const attn_args_t &a, int i)
+{
+    const int p = a.pos[i];
+    return p >= 0 && p < a.n_ctx ? p + 1 : 0; // p + 1 <= n_ctx: no overflow
+}
 
 __device__ static inline float *attention_record(const attn_args_t &a, int group_query, int h, int c)
 {
@@ -241,15 +259,18 @@ __device__ static void attention_chunk_values(const attn_args_t &a, int kvh, int
     }
 }
 
-// Phase 1: grid (slots, n_head, group size), ATTN_THREADS threads.
+// Phase 1: grid (slots, n_head, group size), ATTN_THREADS threads. Blocks past the query's
+// chunk count (or of a query not computed) return before any barrier, whole.
 static __global__ __launch_bounds__(ATTN_THREADS) void attention_chunk_kernel(attn_args_t a)
 {
     __shared__ float q_sh[ATTN_MAX_HEAD_DIM];
     __shared__ float weight[ATTN_CHUNK_MAX]; // scores, then expf(score - chunk max)
     __shared__ float scratch[ATTN_THREADS];
     const int c = blockIdx.x, h = blockIdx.y, gq = blockIdx.z, i = a.q0 + gq, tid = threadIdx.x;
-    const int ctx_len = a.pos0 + i + 1, chunk = attention_chunk_len(ctx_len);
-    if (c >= ceil_div_pos(ctx_len, chunk)) return; // whole block: this query has fewer chunks
+    const int ctx_len = attention_ctx_len(a, i);
+    if (ctx_len == 0) return;
+    const int chunk = attention_chunk_len(ctx_len);
+    if (c >= ceil_div_pos(ctx_len, chunk)) return; // this query has fewer chunks than slots
     const int start = c * chunk, len = min(chunk, ctx_len - start);
     const int kvh = h / a.heads_per_kv, hd = a.head_dim;
 
@@ -282,7 +303,13 @@ static __global__ __launch_bounds__(ATTN_THREADS) void attention_chunk_kernel(at
 static __global__ __launch_bounds__(ATTN_COMBINE_THREADS) void attention_combine_kernel(attn_args_t a)
 {
     const int h = blockIdx.x, gq = blockIdx.y, i = a.q0 + gq, hd = a.head_dim;
-    const int n_chunks = attention_chunk_count(a.pos0 + i + 1);
+    float *oh = a.out + ((size_t)i * (size_t)a.n_head + (size_t)h) * (size_t)hd;
+    const int ctx_len = attention_ctx_len(a, i);
+    if (ctx_len == 0) { // position outside the cache: a NaN row, as the CPU backend
+        for (int d = threadIdx.x; d < hd; d += ATTN_COMBINE_THREADS) oh[d] = __int_as_float(0x7fc00000);
+        return;
+    }
+    const int n_chunks = attention_chunk_count(ctx_len); // <= a.slots
     const size_t rec_len = (size_t)hd + 2;
     const float *recs = attention_record(a, gq, h, 0); // n_chunks records of rec_len
 
@@ -292,7 +319,6 @@ static __global__ __launch_bounds__(ATTN_COMBINE_THREADS) void attention_combine
     for (int c = 0; c < n_chunks; c++) total += recs[c * rec_len + 1] * expf(recs[c * rec_len] - m);
     const float inv = 1.0f / total;
 
-    float *oh = a.out + ((size_t)i * (size_t)a.n_head + (size_t)h) * (size_t)hd;
     for (int d = threadIdx.x; d < hd; d += ATTN_COMBINE_THREADS) {
         float acc = 0.0f;
         for (int c = 0; c < n_chunks; c++) acc += recs[c * rec_len + 2 + d] * expf(recs[c * rec_len] - m);
@@ -300,36 +326,49 @@ static __global__ __launch_bounds__(ATTN_COMBINE_THREADS) void attention_combine
     }
 }
 
-static bool attention_args_ok(const float *q, const float *k_cache, const float *v_cache, int pos0,
-                              int n, int n_head, int n_head_kv, int head_dim, const float *out,
-                              const void *workspace)
+static bool attention_args_ok(const float *q, const float *k_cache, const float *v_cache,
+                              const int32_t *pos, int n, int n_ctx, int n_head, int n_head_kv,
+                              int head_dim, const float *out, const void *workspace)
 {
-    if (n < 0 || pos0 < 0 || pos0 > INT32_MAX - n) return false;
+    if (n < 0 || n_ctx < 1) return false;
     if (n_head < 1 || n_head > ATTN_MAX_HEADS || n_head_kv < 1 || n_head % n_head_kv != 0) return false;
     if (head_dim < 1 || head_dim > ATTN_MAX_HEAD_DIM) return false;
-    return n == 0 || (q && k_cache && v_cache && out && workspace);
+    return n == 0 || (q && k_cache && v_cache && pos && out && workspace);
+}
+
+// Launch geometry of a call: records per (query, head) and queries per group, from
+// (n_ctx, shapes, workspace) only. false when one query's records do not fit the workspace.
+static bool attention_plan(int n_ctx, int n_head, int head_dim, size_t workspace_bytes,
+                           int *slots, int *group)
+{
+    const size_t per_query = sd_cuda_attention_workspace_bytes(n_ctx, n_head, head_dim);
+    if (per_query == 0 || per_query > workspace_bytes) return false;
+    const size_t fit = workspace_bytes / per_query; // >= 1
+    *slots = attention_chunk_slots(n_ctx);
+    *group = (int)(fit < (size_t)ATTN_MAX_GROUP ? fit : (size_t)ATTN_MAX_GROUP);
+    return true;
 }
 
 cudaError_t sd_cuda_attention(cudaStream_t stream, const float *q, const float *k_cache,
-                              const float *v_cache, int pos0, int n, int n_head, int n_head_kv,
-                              int head_dim, float *out, void *workspace, size_t workspace_bytes)
+                              const float *v_cache, const int32_t *pos, int n, int n_ctx,
+                              int n_head, int n_head_kv, int head_dim, float *out,
+                              void *workspace, size_t workspace_bytes)
 {
-    if (!attention_args_ok(q, k_cache, v_cache, pos0, n, n_head, n_head_kv, head_dim, out, workspace))
+    if (!attention_args_ok(q, k_cache, v_cache, pos, n, n_ctx, n_head, n_head_kv, head_dim, out,
+                           workspace))
         return cudaErrorInvalidValue;
     if (n == 0) return cudaSuccess;
-    const int max_ctx = pos0 + n;
-    const size_t per_query = sd_cuda_attention_workspace_bytes(max_ctx, n_head, head_dim);
-    if (per_query > workspace_bytes) return cudaErrorInvalidValue;
-    size_t fit = workspace_bytes / per_query;
-    const int group = (int)(fit < (size_t)ATTN_MAX_GROUP ? fit : (size_t)ATTN_MAX_GROUP);
+    int slots = 0, group = 0;
+    if (!attention_plan(n_ctx, n_head, head_dim, workspace_bytes, &slots, &group))
+        return cudaErrorInvalidValue;
 
-    attn_args_t a = {q, k_cache, v_cache, out, (float *)workspace, pos0, 0,
-                     n_head, n_head_kv, n_head / n_head_kv, head_dim,
-                     attention_chunk_slots(max_ctx), 1.0f / sqrtf((float)head_dim)};
+    attn_args_t a = {q, k_cache, v_cache, out, (float *)workspace, pos, n_ctx, 0,
+                     n_head, n_head_kv, n_head / n_head_kv, head_dim, slots,
+                     1.0f / sqrtf((float)head_dim)};
     for (int q0 = 0; q0 < n; q0 += group) {
         const int count = n - q0 < group ? n - q0 : group;
         a.q0 = q0;
-        attention_chunk_kernel<<<dim3(a.slots, n_head, count), ATTN_THREADS, 0, stream>>>(a);
+        attention_chunk_kernel<<<dim3(slots, n_head, count), ATTN_THREADS, 0, stream>>>(a);
         cudaError_t e = cudaGetLastError();
         if (e != cudaSuccess) return e;
         attention_combine_kernel<<<dim3(n_head, count), ATTN_COMBINE_THREADS, 0, stream>>>(a);
@@ -337,6 +376,31 @@ cudaError_t sd_cuda_attention(cudaStream_t stream, const float *q, const float *
         if (e != cudaSuccess) return e;
     }
     return cudaSuccess;
+}
+
+// ---- kv_store -----------------------------------------------------------------------------
+
+// One block per row i: cache[pos[i], :] = rows[i, :], a plain copy (exact). A position
+// outside [0, n_ctx) stores nothing (uniform per block).
+static __global__ __launch_bounds__(KV_STORE_THREADS) void kv_store_kernel(float *cache, const float *rows,
+                                                                     const int32_t *pos, int n_ctx,
+                                                                     size_t row)
+{
+    const int p = pos[blockIdx.x];
+    if (p < 0 || p >= n_ctx) return;
+    float *dst = cache + (size_t)p * row;                 // cache[p, row]
+    const float *src = rows + (size_t)blockIdx.x * row;   // rows[i, row]
+    for (size_t j = threadIdx.x; j < row; j += KV_STORE_THREADS) dst[j] = src[j];
+}
+
+cudaError_t sd_cuda_kv_store(cudaStream_t stream, float *cache, const float *rows,
+                             const int32_t *pos, int n, int n_ctx, size_t row)
+{
+    if (n < 0 || n_ctx < 1 || row < 1) return cudaErrorInvalidValue;
+    if (n > 0 && (!cache || !rows || !pos)) return cudaErrorInvalidValue;
+    if (n == 0) return cudaSuccess;
+    kv_store_kernel<<<n, KV_STORE_THREADS, 0, stream>>>(cache, rows, pos, n_ctx, row);
+    return cudaGetLastError();
 }
 
 // ---- element-wise -------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 /* The whole model on the GPU: CUDA vs CPU logits within a tolerance, run-to-run bit
  * identity, GPU greedy speculative == GPU greedy target-only for every drafter (random
- * models of several shapes and types, and the real SmolLM2 file), and the memory cap.
+ * models of several shapes and types, and the real SmolLM2 file), CUDA graphs on == off
+ * bit for bit, and the memory cap.
  * Skips without a device (the device-free parts live in test_engine_model.c). */
 #include <criterion/criterion.h>
 #include <math.h>
@@ -257,6 +258,155 @@ Test(cuda_engine, memory_cap_refuses_a_model_that_does_not_fit, .timeout = 120)
     cr_assert(strstr(sd_last_error(), "weights need") != NULL, "%s", sd_last_error());
     unsetenv("SPECDEC_GPU_MEMORY_FRACTION");
     m = must_load(path, "cuda");
+    sd_model_free(m);
+    remove(path);
+}
+
+/* ---- CUDA graphs ------------------------------------------------------------------------- */
+
+/* One sequence through a fixed schedule of forwards: a prefill, n = 1 and n = 5 blocks,
+ * rollbacks (sd_kv_cache_truncate) so that the same n runs again at other positions, a
+ * forward of fewer layers (re-captured) and one longer than SD_GRAPH_MAX_N (never
+ * captured). Every forward's logits rows are appended to out; returns the rows written.
+ * *use_graphs reports the sequence's setting. With graphs, after each rollback the forward
+ * of the same tokens at the same positions must give the rows it gave before. */
+enum { SCHEDULE_ROWS = 9 + 1 + 1 + 5 + 5 + 5 + 1 + 1 + 1 + 20 + 5 };
+
+static int schedule_logits(sd_model_t *m, float *out, int *use_graphs)
+{
+    sd_seq_t s;
+    cr_assert_eq(sd_seq_init(&s, m, 0, 32), SD_OK, "%s", sd_last_error());
+    *use_graphs = s.use_graphs;
+    const int V = m->hp.n_vocab;
+    int32_t t[32];
+    tokens_of(t, 32, V, 99);
+    int rows = 0;
+#define FWD(tok, n, layers)                                                                     \
+    do {                                                                                        \
+        cr_assert_eq(sd_forward(&s, (tok), (n), (layers)), SD_OK, "%s", sd_last_error());      \
+        memcpy(out + (size_t)rows * V, s.logits, sizeof(float) * (size_t)(n) * V);             \
+        rows += (n);                                                                            \
+    } while (0)
+    FWD(t, 9, 0);       /* positions 0..8 */
+    FWD(t + 9, 1, 0);   /* 9 */
+    FWD(t + 10, 1, 0);  /* 10: the n = 1 graph replayed */
+    FWD(t + 11, 5, 0);  /* 11..15 */
+    int at = rows;
+    cr_assert_eq(sd_kv_cache_truncate(&s.kv, 11), SD_OK);
+    FWD(t + 11, 5, 0);  /* 11..15 again: replayed after the rollback, the same rows */
+    cr_assert(memcmp(out + (size_t)at * V, out + (size_t)(at - 5) * V, sizeof(float) * 5 * V) == 0,
+              "the n = 5 forward after a rollback differs from the first one");
+    cr_assert_eq(sd_kv_cache_truncate(&s.kv, 13), SD_OK);
+    FWD(t + 20, 5, 0);  /* 13..17: another position and other tokens */
+    cr_assert_eq(sd_kv_cache_truncate(&s.kv, 10), SD_OK);
+    FWD(t + 10, 1, 0);  /* 10 again */
+    cr_assert(memcmp(out + (size_t)(rows - 1) * V, out + (size_t)10 * V, sizeof(float) * V) == 0,
+              "the n = 1 forward after a rollback differs from the first one");
+    FWD(t + 11, 1, 2);  /* 11 through 2 layers: the n = 1 graph re-captured */
+    cr_assert_eq(sd_kv_cache_truncate(&s.kv, 11), SD_OK);
+    FWD(t + 11, 1, 0);  /* 11 through every layer again */
+    FWD(t, 20, 0);      /* 12..31: past SD_GRAPH_MAX_N, eager */
+    cr_assert_eq(sd_kv_cache_truncate(&s.kv, 3), SD_OK);
+    FWD(t + 3, 5, 0);   /* 3..7: the first rows' tokens at their positions */
+    cr_assert(memcmp(out + (size_t)(rows - 5) * V, out + (size_t)3 * V, sizeof(float) * 5 * V) == 0,
+              "positions 3..7 as an n = 5 block differ from the prefill's rows (batch invariance)");
+#undef FWD
+    cr_assert_eq(rows, SCHEDULE_ROWS);
+    sd_seq_free(&s);
+    return rows;
+}
+
+/* Greedy target-only, layer-skip and n-gram speculative tokens, concatenated. */
+static size_t greedy_runs(sd_model_t *m, int32_t *out, size_t cap)
+{
+    int32_t prompt[24];
+    tokens_of(prompt, 12, m->hp.n_vocab, 3);
+    memcpy(prompt + 12, prompt, 12 * sizeof(int32_t));
+    size_t len = 0;
+    sd_spec_config_t spec;
+    for (int run = 0; run < 3; run++) {
+        sd_spec_config_default(&spec);
+        spec.drafter = run == 1 ? SD_DRAFTER_LAYERSKIP : SD_DRAFTER_NGRAM;
+        spec.layerskip_layers = 1;
+        spec.k = 4;
+        int32_t *got = NULL;
+        size_t n = greedy(m, prompt, 24, 40, run == 0 ? NULL : &spec, &got);
+        cr_assert(len + n <= cap);
+        memcpy(out + len, got, n * sizeof(int32_t));
+        len += n;
+        free(got);
+    }
+    return len;
+}
+
+/* SPECDEC_CUDA_GRAPHS=1 (captured and replayed forwards) against =0 (every op launched by
+ * the forward): the same logits bit for bit over the schedule above, and the same greedy
+ * tokens, target-only and speculative. */
+static void expect_graphs_change_nothing(sd_model_t *m, const char *label)
+{
+    const int V = m->hp.n_vocab;
+    float *eager = malloc(sizeof(float) * SCHEDULE_ROWS * V), *graphs = malloc(sizeof(float) * SCHEDULE_ROWS * V);
+    int32_t tok_eager[256], tok_graphs[256];
+    int on = -1;
+    setenv("SPECDEC_CUDA_GRAPHS", "0", 1);
+    schedule_logits(m, eager, &on);
+    cr_assert_eq(on, 0, "%s: SPECDEC_CUDA_GRAPHS=0 must turn graphs off", label);
+    size_t n_eager = greedy_runs(m, tok_eager, 256);
+    setenv("SPECDEC_CUDA_GRAPHS", "1", 1);
+    schedule_logits(m, graphs, &on);
+    cr_assert_eq(on, 1, "%s: a CUDA model uses graphs by default", label);
+    size_t n_graphs = greedy_runs(m, tok_graphs, 256);
+    unsetenv("SPECDEC_CUDA_GRAPHS");
+    for (int r = 0; r < SCHEDULE_ROWS; r++)
+        cr_assert(memcmp(eager + (size_t)r * V, graphs + (size_t)r * V, sizeof(float) * V) == 0,
+                  "%s: logits row %d differs with graphs", label, r);
+    cr_assert_eq(n_graphs, n_eager, "%s", label);
+    for (size_t i = 0; i < n_eager; i++)
+        cr_assert_eq(tok_graphs[i], tok_eager[i], "%s: greedy token %zu differs with graphs", label, i);
+    free(eager), free(graphs);
+}
+
+Test(cuda_engine, graphs_give_the_eager_bits_on_random_models, .timeout = 600)
+{
+    need_gpu();
+    const size_t which[] = {0, 4, 7}; /* llama f32 GQA, qwen2 q4_1, qwen2 q6_k */
+    for (size_t w = 0; w < sizeof which / sizeof which[0]; w++) {
+        const model_case_t *c = &cases[which[w]];
+        char path[512];
+        write_case(c, path, sizeof path);
+        sd_model_t *m = must_load(path, "cuda");
+        expect_graphs_change_nothing(m, c->label);
+        sd_model_free(m);
+        remove(path);
+    }
+}
+
+Test(cuda_engine, graphs_give_the_eager_bits_on_smollm2, .timeout = 600)
+{
+    need_gpu();
+    const char *path = sd_test_real_model();
+    if (path == NULL) cr_skip_test("SmolLM2 model not fetched (scripts/fetch-model.sh)");
+    sd_model_t *m = must_load(path, "cuda");
+    expect_graphs_change_nothing(m, "smollm2");
+    sd_model_free(m);
+}
+
+/* The CPU backend has no graph ops: a CPU sequence never uses graphs, whatever the
+ * environment says; and the schedule's own checks (rollback, batch invariance) hold there.
+ * Runs everywhere. */
+Test(cuda_engine, cpu_sequences_never_use_graphs, .timeout = 120)
+{
+    char path[512];
+    write_case(&cases[0], path, sizeof path);
+    sd_model_t *m = must_load(path, "cpu");
+    cr_assert_null(m->backend->ops->graph_begin);
+    setenv("SPECDEC_CUDA_GRAPHS", "1", 1);
+    float *rows = malloc(sizeof(float) * SCHEDULE_ROWS * m->hp.n_vocab);
+    int on = -1;
+    schedule_logits(m, rows, &on);
+    cr_assert_eq(on, 0);
+    unsetenv("SPECDEC_CUDA_GRAPHS");
+    free(rows);
     sd_model_free(m);
     remove(path);
 }

@@ -147,6 +147,24 @@ Test(cuda_ops, attention_chunking_fits_its_records, .timeout = 60)
     cr_assert_eq(sd_cuda_attention_chunk_slots(INT32_MAX), (INT32_MAX - 1) / 4096 + 1);
 }
 
+/* The attention launch is sized from n_ctx alone (so a captured graph replays at any
+ * positions): slots(n_ctx) records and phase-1 blocks per (query, head) must hold the chunks
+ * of every query position below n_ctx, i.e. max over L <= n_ctx of count(L) <= slots(n_ctx);
+ * and a query's chunking is the same whatever n_ctx it is launched with (it depends on its
+ * own length L only, which the function's signature guarantees: chunk_len takes L). */
+Test(cuda_ops, attention_geometry_covers_every_position_below_n_ctx, .timeout = 60)
+{
+    if (!sd_cuda_built()) cr_skip_test("built without CUDA");
+    int max_count = 0; /* max over L <= n_ctx of count(L) */
+    for (int n_ctx = 1; n_ctx <= 600000; n_ctx++) {
+        int chunk = sd_cuda_attention_chunk_len(n_ctx), count = (n_ctx + chunk - 1) / chunk;
+        max_count = count > max_count ? count : max_count;
+        cr_assert(max_count <= sd_cuda_attention_chunk_slots(n_ctx),
+                  "n_ctx %d: a position below it needs %d chunks, the launch has %d", n_ctx,
+                  max_count, sd_cuda_attention_chunk_slots(n_ctx));
+    }
+}
+
 /* ---- backend object ------------------------------------------------------------------------ */
 
 Test(cuda_ops, ops_table_and_round_trip, .timeout = 120)
@@ -207,8 +225,9 @@ Test(cuda_ops, refused_arguments_fail_the_next_sync_only, .timeout = 120)
     enum { HD = 1024 };
     float *q = be->ops->alloc(be, sizeof(float) * HD), *kv = be->ops->alloc(be, sizeof(float) * HD);
     float *out = be->ops->alloc(be, sizeof(float) * HD);
+    int32_t zero = 0, *pos = to_device(be, &zero, sizeof zero);
     cr_assert(q && kv && out);
-    be->ops->attention(be, q, kv, kv, 0, 1, 1, 1, HD, out);
+    be->ops->attention(be, q, kv, kv, pos, 1, 1, 1, 1, HD, out);
     be->ops->add(be, out, q, HD); /* a later good op does not hide the first error */
     cr_assert_eq(be->ops->sync(be), SD_ERR_DEVICE);
     cr_assert(strstr(sd_last_error(), "cuda backend: attention:") != NULL, "%s", sd_last_error());
@@ -219,9 +238,17 @@ Test(cuda_ops, refused_arguments_fail_the_next_sync_only, .timeout = 120)
     cr_assert_eq(be->ops->sync(be), SD_ERR_DEVICE);
     cr_assert(strstr(sd_last_error(), "release") != NULL, "%s", sd_last_error());
     assert_sync_ok(be);
+    be->ops->kv_store(be, kv, q, pos, 1, 0, HD); /* n_ctx 0 */
+    cr_assert_eq(be->ops->sync(be), SD_ERR_DEVICE);
+    cr_assert(strstr(sd_last_error(), "kv_store") != NULL && strstr(sd_last_error(), "n_ctx=0"),
+              "%s", sd_last_error());
+    be->ops->attention(be, q, kv, kv, NULL, 1, 1, 1, 1, 16, out); /* positions NULL */
+    cr_assert_eq(be->ops->sync(be), SD_ERR_DEVICE);
+    assert_sync_ok(be);
     be->ops->release(be, q);
     be->ops->release(be, kv);
     be->ops->release(be, out);
+    be->ops->release(be, pos);
     sd_backend_destroy(be);
 }
 
@@ -365,27 +392,35 @@ ParameterizedTestParameters(cuda_ops, attention)
     return cr_make_param_array(attn_param_t, attn_params, sizeof attn_params / sizeof attn_params[0]);
 }
 
-/* Device buffers of one attention problem (random q, k, v) and its host copies. */
+/* Device buffers of one attention problem (random q, k, v; queries at pos0 .. pos0+n-1 of
+ * a cache of n_ctx = pos0 + n positions) and its host copies. */
 typedef struct {
     attn_param_t p;
+    int n_ctx;
     size_t row, q_len, kv_len; /* floats: a query row, q / out, one cache */
     float *q, *k, *v;          /* host */
+    int32_t *pos;              /* host [n] */
     float *dq, *dk, *dv, *dout;
+    int32_t *dpos;
 } attn_case_t;
 
 static attn_case_t attn_case_make(sd_backend_t *be, attn_param_t p)
 {
-    attn_case_t c = {.p = p};
+    attn_case_t c = {.p = p, .n_ctx = p.pos0 + p.n};
     c.row = (size_t)p.n_head * (size_t)p.head_dim;
     c.q_len = (size_t)p.n * c.row;
-    c.kv_len = (size_t)(p.pos0 + p.n) * (size_t)p.n_head_kv * (size_t)p.head_dim;
+    c.kv_len = (size_t)c.n_ctx * (size_t)p.n_head_kv * (size_t)p.head_dim;
     c.q = alloc_floats(c.q_len), c.k = alloc_floats(c.kv_len), c.v = alloc_floats(c.kv_len);
+    c.pos = malloc(sizeof(int32_t) * (size_t)p.n);
+    cr_assert_not_null(c.pos);
+    for (int i = 0; i < p.n; i++) c.pos[i] = p.pos0 + i;
     sd_test_fill_random(c.q, c.q_len, 1, 2.0f);
     sd_test_fill_random(c.k, c.kv_len, 2, 2.0f);
     sd_test_fill_random(c.v, c.kv_len, 3, 1.0f);
     c.dq = to_device(be, c.q, sizeof(float) * c.q_len);
     c.dk = to_device(be, c.k, sizeof(float) * c.kv_len);
     c.dv = to_device(be, c.v, sizeof(float) * c.kv_len);
+    c.dpos = to_device(be, c.pos, sizeof(int32_t) * (size_t)p.n);
     c.dout = be->ops->alloc(be, sizeof(float) * c.q_len);
     cr_assert_not_null(c.dout);
     return c;
@@ -396,25 +431,32 @@ static void attn_case_free(sd_backend_t *be, attn_case_t *c)
     be->ops->release(be, c->dq);
     be->ops->release(be, c->dk);
     be->ops->release(be, c->dv);
+    be->ops->release(be, c->dpos);
     be->ops->release(be, c->dout);
-    free(c->q), free(c->k), free(c->v);
+    free(c->q), free(c->k), free(c->v), free(c->pos);
 }
 
-/* Queries i0 .. i0+n-1 of the case on the device, downloaded to got[n, row]. */
-static void attn_run(sd_backend_t *be, const attn_case_t *c, int i0, int n, float *got)
+/* Queries i0 .. i0+n-1 of the case on the device, launched with a cache of n_ctx rows,
+ * downloaded to got[n, row]. */
+static void attn_run_ctx(sd_backend_t *be, const attn_case_t *c, int i0, int n, int n_ctx, float *got)
 {
     const attn_param_t *p = &c->p;
-    be->ops->attention(be, c->dq + (size_t)i0 * c->row, c->dk, c->dv, p->pos0 + i0, n, p->n_head,
-                       p->n_head_kv, p->head_dim, c->dout);
+    be->ops->attention(be, c->dq + (size_t)i0 * c->row, c->dk, c->dv, c->dpos + i0, n, n_ctx,
+                       p->n_head, p->n_head_kv, p->head_dim, c->dout);
     from_device(be, got, c->dout, sizeof(float) * (size_t)n * c->row);
+}
+
+static void attn_run(sd_backend_t *be, const attn_case_t *c, int i0, int n, float *got)
+{
+    attn_run_ctx(be, c, i0, n, c->n_ctx, got);
 }
 
 /* Query i alone on the CPU backend. */
 static void attn_cpu_row(sd_backend_t *cpu, const attn_case_t *c, int i, float *want)
 {
     const attn_param_t *p = &c->p;
-    cpu->ops->attention(cpu, c->q + (size_t)i * c->row, c->k, c->v, p->pos0 + i, 1, p->n_head,
-                        p->n_head_kv, p->head_dim, want);
+    cpu->ops->attention(cpu, c->q + (size_t)i * c->row, c->k, c->v, c->pos + i, 1, c->n_ctx,
+                        p->n_head, p->n_head_kv, p->head_dim, want);
 }
 
 ParameterizedTest(attn_param_t *p, cuda_ops, attention, .timeout = 300)
@@ -422,7 +464,8 @@ ParameterizedTest(attn_param_t *p, cuda_ops, attention, .timeout = 300)
     sd_backend_t *be = cuda_or_skip(0.5), *cpu = cpu_backend();
     attn_case_t c = attn_case_make(be, *p);
     float *got = alloc_floats(c.q_len), *want = alloc_floats(c.q_len), *alone = alloc_floats(c.row);
-    cpu->ops->attention(cpu, c.q, c.k, c.v, p->pos0, p->n, p->n_head, p->n_head_kv, p->head_dim, want);
+    cpu->ops->attention(cpu, c.q, c.k, c.v, c.pos, p->n, c.n_ctx, p->n_head, p->n_head_kv,
+                        p->head_dim, want);
     attn_run(be, &c, 0, p->n, got);
     for (int i = 0; i < p->n; i++) {
         char what[96];
@@ -430,15 +473,169 @@ ParameterizedTest(attn_param_t *p, cuda_ops, attention, .timeout = 300)
                  p->pos0, p->n_head, p->n_head_kv, p->head_dim);
         assert_close(got + (size_t)i * c.row, want + (size_t)i * c.row, c.row, 2e-4, what);
     }
-    /* batch invariance: each query alone at its own position (n = 1) */
+    /* batch invariance: each query alone at its own position (n = 1), launched with the same
+     * cache and with one that ends right after it (another grid, the same bits) */
     for (int i = 0; i < p->n; i++) {
         attn_run(be, &c, i, 1, alone);
         cr_assert(memcmp(alone, got + (size_t)i * c.row, sizeof(float) * c.row) == 0,
                   "query %d alone differs from the batch of %d", i, p->n);
+        attn_run_ctx(be, &c, i, 1, c.pos[i] + 1, alone);
+        cr_assert(memcmp(alone, got + (size_t)i * c.row, sizeof(float) * c.row) == 0,
+                  "query %d with n_ctx %d differs from n_ctx %d", i, c.pos[i] + 1, c.n_ctx);
     }
     attn_case_free(be, &c);
     free(got), free(want), free(alone);
     sd_backend_destroy(cpu);
+    sd_backend_destroy(be);
+}
+
+/* Positions in any order, repeated, with gaps and a much longer cache (the grid is sized for
+ * n_ctx; blocks past a query's chunks exit): against the CPU, and each query alone bit for
+ * bit. A position outside the cache gives a NaN row, as on the CPU. */
+Test(cuda_ops, attention_non_consecutive_positions, .timeout = 300)
+{
+    sd_backend_t *be = cuda_or_skip(0.5), *cpu = cpu_backend();
+    enum { N = 8 };
+    attn_param_t p = {8, 2, 64, 0, N};
+    attn_case_t c = attn_case_make(be, (attn_param_t){8, 2, 64, 20000 - N, N}); /* n_ctx 20000 */
+    const int32_t pos[N] = {17, 0, 19999, 300, 17, 4095, 1, 12345};
+    memcpy(c.pos, pos, sizeof pos);
+    be->ops->upload(be, c.dpos, pos, sizeof pos);
+    float *got = alloc_floats(c.q_len), *want = alloc_floats(c.q_len), *alone = alloc_floats(c.row);
+    cpu->ops->attention(cpu, c.q, c.k, c.v, c.pos, N, c.n_ctx, p.n_head, p.n_head_kv, p.head_dim, want);
+    attn_run(be, &c, 0, N, got);
+    for (int i = 0; i < N; i++) {
+        char what[64];
+        snprintf(what, sizeof what, "query %d at position %d", i, pos[i]);
+        assert_close(got + (size_t)i * c.row, want + (size_t)i * c.row, c.row, 2e-4, what);
+        attn_run(be, &c, i, 1, alone);
+        cr_assert(memcmp(alone, got + (size_t)i * c.row, sizeof(float) * c.row) == 0, "%s alone", what);
+    }
+    const int32_t bad[2] = {c.n_ctx, -1};
+    be->ops->upload(be, c.dpos + 1, bad, sizeof bad);
+    attn_run(be, &c, 0, 3, got);
+    for (size_t e = c.row; e < 3 * c.row; e++) cr_assert(isnan(got[e]), "element %zu: %g", e, got[e]);
+    attn_case_free(be, &c);
+    free(got), free(want), free(alone);
+    sd_backend_destroy(cpu);
+    sd_backend_destroy(be);
+}
+
+/* ---- kv_store ------------------------------------------------------------------------------ */
+
+/* An exact copy of each row to its position; other rows untouched; a position outside the
+ * cache stores nothing: the same bytes as the CPU backend. */
+Test(cuda_ops, kv_store_matches_cpu_exactly, .timeout = 120)
+{
+    sd_backend_t *be = cuda_or_skip(0.5), *cpu = cpu_backend();
+    enum { N = 6, N_CTX = 50, ROW = 576 }; /* ROW > the block's threads: strided */
+    const int32_t pos[N] = {49, 0, 7, N_CTX, 8, -3};
+    float *rows = alloc_floats(N * ROW), *want = alloc_floats(N_CTX * ROW), *got = alloc_floats(N_CTX * ROW);
+    sd_test_fill_random(rows, N * ROW, 80, 3.0f);
+    sd_test_fill_random(want, N_CTX * ROW, 81, 1.0f);
+    float *drows = to_device(be, rows, sizeof(float) * N * ROW);
+    float *dcache = to_device(be, want, sizeof(float) * N_CTX * ROW);
+    int32_t *dpos = to_device(be, pos, sizeof pos);
+    cpu->ops->kv_store(cpu, want, rows, pos, N, N_CTX, ROW);
+    be->ops->kv_store(be, dcache, drows, dpos, N, N_CTX, ROW);
+    from_device(be, got, dcache, sizeof(float) * N_CTX * ROW);
+    cr_assert(memcmp(got, want, sizeof(float) * N_CTX * ROW) == 0, "kv_store differs from the CPU");
+    be->ops->release(be, drows);
+    be->ops->release(be, dcache);
+    be->ops->release(be, dpos);
+    free(rows), free(want), free(got);
+    sd_backend_destroy(cpu);
+    sd_backend_destroy(be);
+}
+
+/* ---- graphs -------------------------------------------------------------------------------- */
+
+/* kv_store then attention captured once at positions pos0..pos0+n-1 of a cache, replayed
+ * after the positions (only the device buffer) change: the same bits as the ops run eagerly
+ * at the new positions. */
+Test(cuda_ops, graph_replays_at_new_positions, .timeout = 120)
+{
+    sd_backend_t *be = cuda_or_skip(0.5);
+    cr_assert(be->ops->graph_begin && be->ops->graph_end && be->ops->graph_launch && be->ops->graph_free);
+    enum { N = 5, N_CTX = 700 };
+    attn_param_t p = {9, 3, 64, N_CTX - N, N};
+    attn_case_t c = attn_case_make(be, p); /* cache of N_CTX rows */
+    size_t kvd = (size_t)p.n_head_kv * (size_t)p.head_dim;
+    float *rows = alloc_floats(N * kvd), *eager = alloc_floats(c.q_len), *replay = alloc_floats(c.q_len);
+    float *cache_eager = alloc_floats(c.kv_len), *cache_replay = alloc_floats(c.kv_len);
+    sd_test_fill_random(rows, N * kvd, 90, 1.5f);
+    float *drows = to_device(be, rows, sizeof(float) * N * kvd);
+    const int32_t starts[3] = {0, 300, N_CTX - N};
+
+    be->ops->graph_begin(be);
+    be->ops->kv_store(be, c.dk, drows, c.dpos, N, N_CTX, kvd);
+    be->ops->attention(be, c.dq, c.dk, c.dv, c.dpos, N, N_CTX, p.n_head, p.n_head_kv, p.head_dim, c.dout);
+    void *graph = be->ops->graph_end(be);
+    cr_assert_not_null(graph, "capture: %s", be->ops->sync(be) == SD_OK ? "" : sd_last_error());
+    for (int k = 0; k < 3; k++) {
+        int32_t pos[N];
+        for (int i = 0; i < N; i++) pos[i] = starts[k] + i;
+        be->ops->upload(be, c.dk, c.k, sizeof(float) * c.kv_len); /* the same cache each time */
+        be->ops->upload(be, c.dpos, pos, sizeof pos);
+        be->ops->kv_store(be, c.dk, drows, c.dpos, N, N_CTX, kvd);
+        be->ops->attention(be, c.dq, c.dk, c.dv, c.dpos, N, N_CTX, p.n_head, p.n_head_kv, p.head_dim, c.dout);
+        from_device(be, eager, c.dout, sizeof(float) * c.q_len);
+        from_device(be, cache_eager, c.dk, sizeof(float) * c.kv_len);
+
+        be->ops->upload(be, c.dk, c.k, sizeof(float) * c.kv_len);
+        be->ops->upload(be, c.dout, c.q, sizeof(float) * c.q_len); /* stale output: overwritten */
+        be->ops->graph_launch(be, graph);
+        from_device(be, replay, c.dout, sizeof(float) * c.q_len);
+        from_device(be, cache_replay, c.dk, sizeof(float) * c.kv_len);
+        cr_assert(memcmp(eager, replay, sizeof(float) * c.q_len) == 0, "attention replayed at %d", starts[k]);
+        cr_assert(memcmp(cache_eager, cache_replay, sizeof(float) * c.kv_len) == 0, "kv_store replayed at %d",
+                  starts[k]);
+    }
+    be->ops->graph_free(be, graph);
+    be->ops->graph_free(be, NULL);
+    assert_sync_ok(be);
+    be->ops->release(be, drows);
+    attn_case_free(be, &c);
+    free(rows), free(eager), free(replay), free(cache_eager), free(cache_replay);
+    sd_backend_destroy(be);
+}
+
+/* A copy to or from the host during a capture is refused: the capture is discarded (NULL),
+ * the next sync names the call, and the stream works again afterwards. So does an op that
+ * refuses its arguments during a capture, and a graph_end without a graph_begin. */
+Test(cuda_ops, graph_capture_failures_leave_the_backend_usable, .timeout = 120)
+{
+    sd_backend_t *be = cuda_or_skip(0.5);
+    float host[64], back[64];
+    sd_test_fill_random(host, 64, 91, 1.0f);
+    float *a = to_device(be, host, sizeof host), *b = be->ops->alloc(be, sizeof host);
+    cr_assert_not_null(b);
+
+    be->ops->graph_begin(be);
+    be->ops->add(be, a, a, 64);
+    be->ops->upload(be, b, host, sizeof host);
+    cr_assert_null(be->ops->graph_end(be), "a capture with an upload in it must be discarded");
+    cr_assert_eq(be->ops->sync(be), SD_ERR_DEVICE);
+    cr_assert(strstr(sd_last_error(), "upload") != NULL, "%s", sd_last_error());
+
+    be->ops->graph_begin(be);
+    be->ops->rmsnorm(be, a, a, 1, 0, 1e-5f, b); /* dim 0: refused */
+    cr_assert_null(be->ops->graph_end(be));
+    cr_assert_eq(be->ops->sync(be), SD_ERR_DEVICE);
+    cr_assert(strstr(sd_last_error(), "rmsnorm") != NULL, "%s", sd_last_error());
+
+    cr_assert_null(be->ops->graph_end(be));
+    cr_assert_eq(be->ops->sync(be), SD_ERR_DEVICE);
+    cr_assert(strstr(sd_last_error(), "graph_end") != NULL, "%s", sd_last_error());
+
+    /* the stream runs eagerly again; `a` was never doubled by the discarded captures */
+    be->ops->upload(be, b, host, sizeof host);
+    be->ops->add(be, b, a, 64);
+    from_device(be, back, b, sizeof back);
+    for (int i = 0; i < 64; i++) cr_assert_eq(back[i], host[i] + host[i], "element %d", i);
+    be->ops->release(be, a);
+    be->ops->release(be, b);
+    assert_sync_ok(be);
     sd_backend_destroy(be);
 }
 
