@@ -28,9 +28,13 @@
 #include "specdec/specdec.h"
 #include "verify/sampler.h"
 
-/* Version 1: every member below is present. A later version appends members; callers
- * check ops->version before using one added after their own version. */
-#define SD_DRAFTER_OPS_VERSION 1
+/* Version 1: every member below up to destroy. Version 2 appends proposes_cheaply. A later
+ * version appends members; callers check ops->version before using one added after their
+ * own version. */
+#define SD_DRAFTER_OPS_VERSION 2
+
+/* Classes of evidence a proposal may report (sd_draft_out_t.evidence): 0 .. this - 1. */
+#define SD_DRAFT_EVIDENCE_CLASSES 8
 
 typedef struct sd_drafter sd_drafter_t;
 
@@ -51,6 +55,13 @@ typedef struct sd_draft_out {
                         decodes one token with the target alone) */
     int has_q;       /* set by propose: 1 when q[0..n) holds the drafter's distributions;
                         0 when the proposals are deterministic (verify with q = NULL) */
+    int evidence;    /* set by propose (the caller zeroes it; drafters without classes leave
+                        it): how strong the support of this proposal is, a class in
+                        0 .. SD_DRAFT_EVIDENCE_CLASSES - 1 (n-gram: the matched suffix
+                        length). The adaptive draft length keeps acceptance statistics per
+                        class, so a drafter whose proposals are sometimes well founded and
+                        sometimes guesses gets a long draft for the first and none for the
+                        second (engine/speculative.h). */
 } sd_draft_out_t;
 
 typedef struct sd_drafter_ops {
@@ -70,13 +81,24 @@ typedef struct sd_drafter_ops {
     void (*reset)(sd_drafter_t *d);
     /* Free the drafter and everything it owns. */
     void (*destroy)(sd_drafter_t *d);
+    /* Version 2. 1 when a proposal costs next to nothing beside a target forward (no model
+     * runs): the adaptive step loop then asks for the longest draft it allows and cuts the
+     * proposal to the length its evidence class earns; 0 when every proposed token costs
+     * drafter work, so the loop asks only for the tokens it will verify. */
+    int proposes_cheaply;
 } sd_drafter_ops_t;
+
 
 struct sd_drafter {
     const sd_drafter_ops_t *ops;
 };
 
 static inline const char *sd_drafter_name(const sd_drafter_t *d) { return d->ops->name; }
+/* The proposes_cheaply flag of an ops table of any version (0 before version 2). */
+static inline int sd_drafter_proposes_cheaply(const sd_drafter_t *d)
+{
+    return d->ops->version >= 2 && d->ops->proposes_cheaply;
+}
 
 static inline sd_status_t sd_drafter_begin(sd_drafter_t *d, const int32_t *tokens, int n)
 {

@@ -243,6 +243,7 @@ static sd_status_t ngram_propose(sd_drafter_t *d, const sd_draft_request_t *req,
             continue;
         g->prop_start = e;
         g->prop_n = g->len - e < req->k ? g->len - e : req->k;
+        out->evidence = n < SD_DRAFT_EVIDENCE_CLASSES ? n : SD_DRAFT_EVIDENCE_CLASSES - 1;
         break;
     }
     if (g->prop_n > 0)
@@ -301,6 +302,7 @@ static const sd_drafter_ops_t ngram_ops = {
     .rollback = ngram_rollback,
     .reset = ngram_reset,
     .destroy = ngram_destroy,
+    .proposes_cheaply = 1, /* a hash lookup and a copy */
 };
 
 sd_status_t sd_drafter_ngram_new(const sd_ngram_params_t *p, sd_drafter_t **out)

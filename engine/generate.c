@@ -109,6 +109,7 @@ typedef struct gen {
     sd_drafter_t *owned_drafter;    /* built here from the spec, freed here */
     int drafting;                   /* 0 once the drafter ran out of context */
     sd_spec_k_t kc;
+    int evidence; /* evidence class of this step's proposal (sd_draft_out_t.evidence) */
     float min_confidence;
     int32_t *batch;                 /* [k_max + 1] the verify forward: last token, drafts */
     float *q;                       /* [k_max, n_vocab] drafter distributions, or NULL */
@@ -461,6 +462,26 @@ static sd_status_t emit(gen_t *g, int32_t token, int *stop)
     return SD_OK;
 }
 
+/* The draft length to ask the drafter for: the controller's k, or for a drafter that
+ * proposes cheaply under adaptive k the longest (its proposal is cut to its evidence
+ * class's k once it is known: cut_to_class). */
+static long draft_request_len(gen_t *g)
+{
+    if (g->kc.adaptive && sd_drafter_proposes_cheaply(g->drafter))
+        return g->kc.k_max;
+    return sd_spec_k_next(&g->kc);
+}
+
+/* A cheap drafter's proposal o cut to the k its evidence class earns (0: a plain decode). */
+static void cut_to_class(gen_t *g, sd_draft_out_t *o)
+{
+    g->evidence = o->evidence;
+    if (o->n < 1 || !g->kc.adaptive || !sd_drafter_proposes_cheaply(g->drafter))
+        return;
+    int k = sd_spec_k_next_for(&g->kc, o->evidence);
+    o->n = o->n < k ? o->n : k;
+}
+
 /* Propose the step's drafts into batch[1 .. 1 + *n) for positions len ..; *has_q when
  * q holds their distributions. A step never drafts past max_tokens or the context: it
  * emits at most n + 1 tokens and its forward fills cache positions up to len + n - 1. */
@@ -468,12 +489,15 @@ static sd_status_t draft(gen_t *g, size_t len, int *n, int *has_q)
 {
     *n = 0;
     *has_q = 0;
+    g->evidence = 0;
+    if (!g->drafting)
+        return SD_OK;
     long room_tokens = (long)g->cfg->max_tokens - (long)g->n_tokens - 1;
     long room_ctx = (long)g->n_ctx - (long)len - 1;
-    long k = sd_spec_k_next(&g->kc);
+    long k = draft_request_len(g);
     k = k < room_tokens ? k : room_tokens;
     k = k < room_ctx ? k : room_ctx;
-    if (!g->drafting || k < 1)
+    if (k < 1)
         return SD_OK;
     sd_draft_request_t req = {(int)k, &g->sp, g->cfg->seed, (int64_t)len, g->min_confidence};
     sd_draft_out_t o = {.tokens = g->batch + 1, .q = g->q, .n_vocab = g->n_vocab};
@@ -490,6 +514,7 @@ static sd_status_t draft(gen_t *g, size_t len, int *n, int *has_q)
         return sd_set_error(SD_ERR_INTERNAL, "drafter %s proposed %d tokens (asked <= %ld)%s",
                             sd_drafter_name(g->drafter), o.n, k,
                             o.has_q && g->q == NULL ? " with distributions while greedy" : "");
+    cut_to_class(g, &o);
     *n = o.n;
     *has_q = o.has_q;
     return SD_OK;
@@ -575,7 +600,7 @@ static sd_status_t step(gen_t *g, int *stop)
         r.next_token = (r.next_token + 1) % g->n_vocab; /* test-only: SPECDEC_FAULT corrupt */
     SD_CHECK(check_ranks_agree(g, len, &r));
     sd_gen_stats_step(&g->stats, n, r.n_accepted);
-    sd_spec_k_update(&g->kc, n, r.n_accepted);
+    sd_spec_k_update_for(&g->kc, g->evidence, n, r.n_accepted);
     SD_CHECK(emit_block(g, &r, stop));
     g->stats.draft_seconds += t1 - t0;
     g->stats.verify_seconds += t2 - t1;

@@ -97,9 +97,8 @@ void sd_spec_k_init(sd_spec_k_t *c, int k_max, int adaptive)
     c->k = k_max;
     c->k_max = k_max;
     c->adaptive = adaptive;
-    c->hits = SPEC_PRIOR_HITS;
-    c->misses = SPEC_PRIOR_MISSES;
-    c->paused_steps = 0;
+    for (int e = 0; e < SD_DRAFT_EVIDENCE_CLASSES; e++)
+        c->cls[e] = (sd_spec_class_t){SPEC_PRIOR_HITS, SPEC_PRIOR_MISSES, k_max, 0};
 }
 
 /* Expected tokens per unit of target cost for a draft of k tokens at acceptance alpha. */
@@ -113,28 +112,46 @@ static double spec_gain(double alpha, int k)
     return tokens / (1.0 + SPEC_ROW_COST * k);
 }
 
-void sd_spec_k_update(sd_spec_k_t *c, int n_drafted, int n_accepted)
+static sd_spec_class_t *spec_class(sd_spec_k_t *c, int evidence)
+{
+    int e = evidence < 0 ? 0 : evidence >= SD_DRAFT_EVIDENCE_CLASSES ? SD_DRAFT_EVIDENCE_CLASSES - 1 : evidence;
+    return &c->cls[e];
+}
+
+void sd_spec_k_update_for(sd_spec_k_t *c, int evidence, int n_drafted, int n_accepted)
 {
     if (!c->adaptive || n_drafted <= 0)
         return;
-    c->hits = SPEC_DECAY * c->hits + n_accepted;
-    c->misses = SPEC_DECAY * c->misses + (n_accepted < n_drafted);
-    double alpha = c->hits / (c->hits + c->misses);
+    sd_spec_class_t *cl = spec_class(c, evidence);
+    cl->hits = SPEC_DECAY * cl->hits + n_accepted;
+    cl->misses = SPEC_DECAY * cl->misses + (n_accepted < n_drafted);
+    double alpha = cl->hits / (cl->hits + cl->misses);
     int best = 1;
     for (int k = 2; k <= c->k_max; k++)
         if (spec_gain(alpha, k) > spec_gain(alpha, best))
             best = k;
     /* drafting would cost more than it brings: pause (k = 0) and probe now and then */
-    c->k = spec_gain(alpha, best) < 1.0 ? 0 : best;
-    c->paused_steps = 0;
+    cl->k = spec_gain(alpha, best) < 1.0 ? 0 : best;
+    cl->paused_steps = 0;
+    c->k = cl->k;
 }
 
-int sd_spec_k_next(sd_spec_k_t *c)
+int sd_spec_k_next_for(sd_spec_k_t *c, int evidence)
 {
-    if (c->k > 0 || c->k_max == 0)
-        return c->k;
-    return ++c->paused_steps % SD_SPEC_PROBE_INTERVAL == 0; /* a 1-token probe */
+    sd_spec_class_t *cl = spec_class(c, evidence);
+    if (!c->adaptive || c->k_max == 0)
+        return c->k_max;
+    if (cl->k > 0)
+        return cl->k;
+    return ++cl->paused_steps % SD_SPEC_PROBE_INTERVAL == 0; /* a 1-token probe */
 }
+
+void sd_spec_k_update(sd_spec_k_t *c, int n_drafted, int n_accepted)
+{
+    sd_spec_k_update_for(c, 0, n_drafted, n_accepted);
+}
+
+int sd_spec_k_next(sd_spec_k_t *c) { return sd_spec_k_next_for(c, 0); }
 
 /* ---- statistics -------------------------------------------------------------------------- */
 

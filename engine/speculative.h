@@ -46,20 +46,40 @@ sd_status_t sd_spec_make_drafter(sd_model_t *target, const sd_spec_config_t *spe
  * back. k depends only on acceptance counts and step counts, never on timing, so a seeded
  * run is reproducible (and every rank of a tensor-parallel group picks the same k). The
  * drafter's own early stop (min_confidence) cuts a single draft short and is passed in
- * the request. */
+ * the request.
+ *
+ * Evidence classes: the estimate above is kept per class of evidence a proposal reports
+ * (sd_draft_out_t.evidence; drafters without classes always report 0). A drafter that
+ * proposes cheaply (sd_drafter_proposes_cheaply: the n-gram drafter) is asked for k_max
+ * tokens every step and its proposal is cut to the k of its class
+ * (sd_spec_k_next_for), then that class alone learns from the outcome: an n-gram
+ * proposal backed by a 3-token match in text the model is copying keeps drafting long,
+ * while 1-token matches in new text pause, and neither disturbs the other's estimate (a
+ * single estimate paused during new text and then lost up to SD_SPEC_PROBE_INTERVAL
+ * steps of a copy before probing). */
 #define SD_SPEC_PROBE_INTERVAL 8
-typedef struct sd_spec_k {
-    int k, k_max, adaptive;
+typedef struct sd_spec_class {
     double hits, misses; /* decayed counts of accepted and rejected draft tokens */
-    int paused_steps;    /* steps since drafting paused (k = 0) */
+    int k;               /* the next draft length of this class; 0 = paused */
+    int paused_steps;    /* proposals of this class seen since it paused */
+} sd_spec_class_t;
+
+typedef struct sd_spec_k {
+    int k;                                       /* the next k of the class last updated */
+    int k_max, adaptive;
+    sd_spec_class_t cls[SD_DRAFT_EVIDENCE_CLASSES]; /* [evidence class] */
 } sd_spec_k_t;
 
 void sd_spec_k_init(sd_spec_k_t *c, int k_max, int adaptive);
-/* After a step that drafted n_drafted tokens and had n_accepted accepted. */
+/* After a step that drafted n_drafted tokens and had n_accepted accepted (class 0). */
 void sd_spec_k_update(sd_spec_k_t *c, int n_drafted, int n_accepted);
-/* The draft length of the next step (0: no drafting; a paused controller returns 1 on
- * every SD_SPEC_PROBE_INTERVAL-th call). Call once per step. */
+/* The draft length of the next step (class 0; 0: no drafting; a paused controller returns
+ * 1 on every SD_SPEC_PROBE_INTERVAL-th call). Call once per step. */
 int sd_spec_k_next(sd_spec_k_t *c);
+/* The same for a proposal of evidence class `evidence` (clamped to the class range): the
+ * length to cut it to, counting a paused class's probe interval in its own proposals. */
+int sd_spec_k_next_for(sd_spec_k_t *c, int evidence);
+void sd_spec_k_update_for(sd_spec_k_t *c, int evidence, int n_drafted, int n_accepted);
 
 /* Statistics: one step drafted n tokens of which a were accepted; finish derives the
  * rates once generation is over. */

@@ -53,6 +53,7 @@ Test(draft_ngram, ops_table, .timeout = 10)
     sd_drafter_t *d = make(1, 3);
     cr_assert_str_eq(sd_drafter_name(d), "ngram");
     cr_assert_eq(d->ops->version, SD_DRAFTER_OPS_VERSION);
+    cr_assert_eq(sd_drafter_proposes_cheaply(d), 1, "a lookup costs no model forward");
     sd_ngram_params_t p;
     sd_ngram_params_default(&p);
     cr_assert(p.n_min == 1 && p.n_max == 3);
@@ -97,6 +98,36 @@ Test(draft_ngram, longest_suffix_wins_then_shorter, .timeout = 10)
     assert_proposal(d1, 3, 9, (int32_t[]){9, 1, 2}, 3);
     sd_drafter_free(d3);
     sd_drafter_free(d1);
+}
+
+/* The evidence of a proposal is the length of the suffix it matched (capped at the last
+ * class); a proposal of nothing leaves the caller's value. */
+static int evidence_of(sd_drafter_t *d, int64_t pos0)
+{
+    int32_t tokens[K_CAP];
+    sd_draft_request_t req = {.k = 4, .pos0 = pos0};
+    sd_draft_out_t out = {.tokens = tokens, .evidence = -7};
+    cr_assert_eq(sd_drafter_propose(d, &req, &out), SD_OK, "%s", sd_last_error());
+    return out.evidence;
+}
+
+Test(draft_ngram, evidence_is_the_matched_length, .timeout = 10)
+{
+    const int32_t ctx[] = {7, 1, 2, 8, 5, 2, 9, 1, 2};
+    sd_drafter_t *d = make_with(1, 3, ctx, 9);
+    cr_assert_eq(evidence_of(d, 9), 2, "\"1 2\" matched");
+    cr_assert_eq(sd_drafter_begin(d, (int32_t[]){1, 2, 3, 4, 9, 1, 2, 3}, 8), SD_OK);
+    cr_assert_eq(evidence_of(d, 8), 3, "\"1 2 3\" matched");
+    cr_assert_eq(sd_drafter_begin(d, (int32_t[]){5, 1, 6, 5}, 4), SD_OK);
+    cr_assert_eq(evidence_of(d, 4), 1, "\"5\" matched");
+    cr_assert_eq(sd_drafter_begin(d, (int32_t[]){1, 2, 3, 4}, 4), SD_OK);
+    cr_assert_eq(evidence_of(d, 4), -7, "no match: evidence untouched");
+    int32_t ctx12[24];
+    for (int i = 0; i < 24; i++) ctx12[i] = i % 12;
+    sd_drafter_t *d12 = make_with(1, 12, ctx12, 24);
+    cr_assert_eq(evidence_of(d12, 24), SD_DRAFT_EVIDENCE_CLASSES - 1, "12 tokens matched: the last class");
+    sd_drafter_free(d);
+    sd_drafter_free(d12);
 }
 
 Test(draft_ngram, most_recent_occurrence_and_overlaps, .timeout = 10)

@@ -780,6 +780,38 @@ Test(engine_speculative, adaptive_k_follows_acceptance)
     cr_assert_eq(c.k, 5);
 }
 
+/* Evidence classes learn apart: proposals of class 1 that always fail pause class 1 only,
+ * while class 3, always accepted, drafts at the maximum; each paused class counts its own
+ * probe interval; class 0 (sd_spec_k_next / sd_spec_k_update) is a class like the others;
+ * out-of-range classes clamp. */
+Test(engine_speculative, adaptive_k_per_evidence_class)
+{
+    sd_spec_k_t c;
+    sd_spec_k_init(&c, 16, 1);
+    for (int i = 0; i < 12 && c.cls[1].k > 0; i++) /* class 1 fails until it pauses */
+        sd_spec_k_update_for(&c, 1, sd_spec_k_next_for(&c, 1), 0);
+    cr_assert_eq(c.cls[1].k, 0, "class 1 keeps drafting (k %d) though it always fails", c.cls[1].k);
+    for (int i = 0; i < 12; i++) {
+        int k3 = sd_spec_k_next_for(&c, 3);
+        sd_spec_k_update_for(&c, 3, k3, k3);
+    }
+    cr_assert_eq(sd_spec_k_next_for(&c, 3), 16, "class 3 always accepted drafts %d, not 16",
+                 sd_spec_k_next_for(&c, 3));
+    cr_assert_eq(sd_spec_k_next(&c), 16, "class 0 saw nothing and keeps its prior k_max");
+    for (int i = 1; i < SD_SPEC_PROBE_INTERVAL; i++) {
+        cr_assert_eq(sd_spec_k_next_for(&c, 1), 0, "paused class 1 drafts at its proposal %d", i);
+        cr_assert_eq(sd_spec_k_next_for(&c, 3), 16); /* never counts against class 1 */
+    }
+    cr_assert_eq(sd_spec_k_next_for(&c, 1), 1, "class 1's 8th proposal since pausing probes");
+    cr_assert_eq(sd_spec_k_next_for(&c, -5), sd_spec_k_next(&c), "class -5 is class 0");
+    sd_spec_k_update_for(&c, 99, 4, 0); /* clamps to the last class */
+    cr_assert_eq(c.cls[SD_DRAFT_EVIDENCE_CLASSES - 1].k, c.k);
+    cr_assert_lt(c.k, 16);
+    sd_spec_k_init(&c, 5, 0); /* fixed: every class asks for k_max */
+    sd_spec_k_update_for(&c, 2, 5, 0);
+    cr_assert_eq(sd_spec_k_next_for(&c, 2), 5);
+}
+
 /* ---- a failure mid-generation keeps what was generated ------------------------------ */
 
 typedef struct {
