@@ -163,8 +163,8 @@ static void cpu_matmul(sd_backend_t *be, const sd_weight_t *w, const float *x, i
     if (n <= 0 || w->rows <= 0) return;
     int threads = sd_threadpool_size(pool_of(be));
     /* about 4 tasks per thread (dynamic balance, few claims per call), whole tiles each */
-    int64_t per = w->rows / ((int64_t)threads * 4);
-    per = per < SD_I16_TILE_W ? SD_I16_TILE_W : per / SD_I16_TILE_W * SD_I16_TILE_W;
+    int64_t tile = sd_i16_tile_rows(), per = w->rows / ((int64_t)threads * 4);
+    per = per < tile ? tile : per / tile * tile;
     matmul_job_t job = {.w = w, .x = x, .bias = bias, .y = y, .n = n, .rows_per_task = per};
     void *act = NULL;
     if (sd_dot_i16_supported(w->type)) act = quantize_activations(&job);

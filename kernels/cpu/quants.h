@@ -90,8 +90,9 @@ int64_t sd_act_i16_len(sd_dtype_t type, int64_t n);
 void sd_quantize_act_i16(sd_dtype_t type, const float *x, int64_t n, int16_t *q, float *scale,
                          float *sum);
 
-/* The int16 matmul computes tiles of SD_I16_TILE_W weight rows, decoding each block of a
- * tile once for up to SD_I16_TILE_X activation rows (more rows take more passes). */
+/* The int16 matmul computes tiles of SD_I16_TILE_W weight rows (AVX2; the AVX-512 kernel:
+ * 8, or 16 from 3 activation rows on), decoding each block of a tile once for up to
+ * SD_I16_TILE_X activation rows (more rows take more passes). */
 #define SD_I16_TILE_W 4
 #define SD_I16_TILE_X 16
 /* y[c * ldy + r] = dot(weight row r, activation row c) for r < nw, c < nx (nx >= 1).
@@ -102,5 +103,29 @@ void sd_quantize_act_i16(sd_dtype_t type, const float *x, int64_t n, int16_t *q,
 void sd_vec_dot_rows_i16(sd_dtype_t type, const void *w, size_t row_bytes, int64_t nw,
                          const int16_t *q, const float *scale, const float *sum, int nx,
                          int64_t n, float *y, size_t ldy);
+
+/* Kernels of sd_vec_dot_rows_i16, all with the same results bit for bit: the portable scalar
+ * one (builds without AVX2; it reads the natural activation order), the AVX2 tile kernel
+ * (x86-64 builds) and its AVX-512 VNNI variant (x86-64 CPUs with AVX-512 F/BW/VL/DQ and
+ * VNNI). sd_vec_dot_rows_i16 uses the best one available, chosen once per process (single-row
+ * Q8_0 calls stay on AVX2, faster there); the environment variable SPECDEC_CPU_ISA=avx2
+ * forces the AVX2 kernel. */
+typedef enum { SD_I16_ISA_SCALAR, SD_I16_ISA_AVX2, SD_I16_ISA_AVX512 } sd_i16_isa_t;
+/* 1 if this build and CPU can run `isa` on the activation layout sd_quantize_act_i16 writes. */
+int sd_i16_isa_available(sd_i16_isa_t isa);
+/* The kernel sd_vec_dot_rows_i16 uses. */
+sd_i16_isa_t sd_i16_isa(void);
+/* Weight rows per tile of that kernel at its widest: a split of the rows into multiples of
+ * it leaves no tile partly idle (SD_I16_TILE_W, or 16 for the AVX-512 kernel). */
+int sd_i16_tile_rows(void);
+/* sd_vec_dot_rows_i16 with the kernel `isa` (for tests and benchmarks); SD_ERR_INVALID_ARG
+ * (nothing computed) where it is not available, else SD_OK. */
+sd_status_t sd_vec_dot_rows_i16_isa(sd_i16_isa_t isa, sd_dtype_t type, const void *w, size_t row_bytes,
+                                    int64_t nw, const int16_t *q, const float *scale, const float *sum,
+                                    int nx, int64_t n, float *y, size_t ldy);
+/* The AVX-512 kernel (vecdot_i16_avx512.c); call only where sd_i16_isa_available says so. */
+void sd_vec_dot_rows_i16_avx512(sd_dtype_t type, const void *w, size_t row_bytes, int64_t nw,
+                                const int16_t *q, const float *scale, const float *sum, int nx,
+                                int64_t n, float *y, size_t ldy);
 
 #endif

@@ -9,6 +9,8 @@
  * Without AVX2 a scalar path with the same per-row independence is used. */
 #include "kernels/cpu/quants.h"
 
+#define UNROLL _Pragma("GCC unroll 8")
+
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 #include <immintrin.h>
 #include <string.h>
@@ -16,7 +18,6 @@
 /* The kernels take nr as a compile-time constant (see DISPATCH_ROWS); force inlining so the
  * row loops unroll and the accumulators stay in registers. */
 #define KERNEL static inline __attribute__((always_inline))
-#define UNROLL _Pragma("GCC unroll 8")
 
 typedef struct {
     __m256 a[SD_DOT_MAX_ROWS][4];

@@ -16,12 +16,18 @@
  * weight rows held in the two 128-bit lanes of a register. Q8_0 and the scalar path use
  * the natural order.
  *
+ * Kernels: the AVX2 tile kernel below; on CPUs with AVX-512 F/BW/VL/DQ and VNNI its
+ * AVX-512 variant (vecdot_i16_avx512.c: 8 weight rows per tile, vpdpwssd, the same
+ * activation layout and float operations, so the same bits), chosen once per process
+ * (SPECDEC_CPU_ISA=avx2 forces AVX2); the scalar fallback where AVX2 is not compiled.
+ *
  * Cost (AVX2, Zen 3): a tile's block is decoded once for up to SD_I16_TILE_X activation
  * rows; each further row costs 8 multiply-adds, 7 adds/shuffles and the float stage, about
  * half of a single row's cost (decode included), so n rows cost about 1 + 0.55 (n - 1)
  * single rows (bench/matmul_rows.c). */
 #include <math.h>
 
+#include "engine/check.h"
 #include "kernels/cpu/quants.h"
 
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
@@ -338,9 +344,9 @@ KERNEL void rows_i16(sd_dtype_t type, const char *w, size_t row_bytes, int64_t n
     }
 }
 
-void sd_vec_dot_rows_i16(sd_dtype_t type, const void *w, size_t row_bytes, int64_t nw,
-                         const int16_t *q, const float *scale, const float *sum, int nx,
-                         int64_t n, float *y, size_t ldy)
+static void rows_i16_kernel(sd_dtype_t type, const void *w, size_t row_bytes, int64_t nw,
+                            const int16_t *q, const float *scale, const float *sum, int nx,
+                            int64_t n, float *y, size_t ldy)
 {
     size_t ldq = (size_t)sd_act_i16_len(type, n);
     switch (type) {
@@ -390,9 +396,9 @@ static float dot_row(sd_dtype_t type, const void *w_row, const int16_t *q, const
     return (acc[0] + acc[1]) + msum;
 }
 
-void sd_vec_dot_rows_i16(sd_dtype_t type, const void *w, size_t row_bytes, int64_t nw,
-                         const int16_t *q, const float *scale, const float *sum, int nx,
-                         int64_t n, float *y, size_t ldy)
+static void rows_i16_kernel(sd_dtype_t type, const void *w, size_t row_bytes, int64_t nw,
+                            const int16_t *q, const float *scale, const float *sum, int nx,
+                            int64_t n, float *y, size_t ldy)
 {
     int64_t nb = n / SD_QK;
     for (int c = 0; c < nx; c++)
@@ -403,3 +409,102 @@ void sd_vec_dot_rows_i16(sd_dtype_t type, const void *w, size_t row_bytes, int64
 }
 
 #endif
+
+/* ---- kernel choice ------------------------------------------------------------------ */
+
+/* The AVX-512 kernel exists in x86-64 builds with the AVX2 one (its own translation unit,
+ * compiled with the AVX-512 flags) and runs only where the CPU has every extension it uses. */
+#if I16_AVX2 && defined(__x86_64__) && defined(__GNUC__)
+#define I16_AVX512 1
+#else
+#define I16_AVX512 0
+#endif
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+static sd_i16_isa_t chosen_isa;
+static pthread_once_t isa_once = PTHREAD_ONCE_INIT;
+
+static int cpu_has_avx512(void)
+{
+#if I16_AVX512
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+           __builtin_cpu_supports("avx512vnni");
+#else
+    return 0;
+#endif
+}
+
+/* The best kernel available, unless SPECDEC_CPU_ISA=avx2 asks for the AVX2 one. */
+static void choose_isa(void)
+{
+    const char *env = getenv("SPECDEC_CPU_ISA");
+    int force_avx2 = env && strcmp(env, "avx2") == 0;
+    chosen_isa = !I16_AVX2 ? SD_I16_ISA_SCALAR
+                 : sd_i16_isa_available(SD_I16_ISA_AVX512) && !force_avx2 ? SD_I16_ISA_AVX512
+                                                                          : SD_I16_ISA_AVX2;
+}
+
+int sd_i16_isa_available(sd_i16_isa_t isa)
+{
+    switch (isa) {
+    case SD_I16_ISA_SCALAR: return !I16_AVX2; /* the activation order differs otherwise */
+    case SD_I16_ISA_AVX2: return I16_AVX2;
+    case SD_I16_ISA_AVX512: return cpu_has_avx512();
+    }
+    return 0;
+}
+
+sd_i16_isa_t sd_i16_isa(void)
+{
+    pthread_once(&isa_once, choose_isa);
+    return chosen_isa;
+}
+
+int sd_i16_tile_rows(void) { return sd_i16_isa() == SD_I16_ISA_AVX512 ? 16 : SD_I16_TILE_W; }
+
+/* Kernel `isa` (available) on the rows. */
+static void run_kernel(sd_i16_isa_t isa, sd_dtype_t type, const void *w, size_t row_bytes, int64_t nw,
+                       const int16_t *q, const float *scale, const float *sum, int nx, int64_t n,
+                       float *y, size_t ldy)
+{
+#if I16_AVX512
+    if (isa == SD_I16_ISA_AVX512) {
+        sd_vec_dot_rows_i16_avx512(type, w, row_bytes, nw, q, scale, sum, nx, n, y, ldy);
+        return;
+    }
+#endif
+    rows_i16_kernel(type, w, row_bytes, nw, q, scale, sum, nx, n, y, ldy);
+}
+
+sd_status_t sd_vec_dot_rows_i16_isa(sd_i16_isa_t isa, sd_dtype_t type, const void *w, size_t row_bytes,
+                                    int64_t nw, const int16_t *q, const float *scale, const float *sum,
+                                    int nx, int64_t n, float *y, size_t ldy)
+{
+    if (!sd_i16_isa_available(isa))
+        return sd_set_error(SD_ERR_INVALID_ARG, "int16 matmul kernel %d (%s) is not available in "
+                            "this build on this CPU", (int)isa,
+                            isa == SD_I16_ISA_AVX512 ? "avx512" : isa == SD_I16_ISA_AVX2 ? "avx2" : "scalar");
+    run_kernel(isa, type, w, row_bytes, nw, q, scale, sum, nx, n, y, ldy);
+    return SD_OK;
+}
+
+/* The chosen kernel, except that single-row Q8_0 calls stay on AVX2: there the AVX-512
+ * kernel's 8-row decode costs more than it saves (5-20% slower, bench/matmul_rows); the
+ * bits are the same either way. */
+static sd_i16_isa_t isa_for_call(sd_dtype_t type, int nx)
+{
+    sd_i16_isa_t isa = sd_i16_isa();
+    return isa == SD_I16_ISA_AVX512 && type == SD_DTYPE_Q8_0 && nx == 1 ? SD_I16_ISA_AVX2 : isa;
+}
+
+void sd_vec_dot_rows_i16(sd_dtype_t type, const void *w, size_t row_bytes, int64_t nw,
+                         const int16_t *q, const float *scale, const float *sum, int nx,
+                         int64_t n, float *y, size_t ldy)
+{
+    run_kernel(isa_for_call(type, nx), type, w, row_bytes, nw, q, scale, sum, nx, n, y, ldy);
+}
