@@ -4,7 +4,8 @@
  * summarize, ...), then the prompt text (leading blank lines and trailing white space
  * dropped); each prompt is rendered as one user message with the model's chat template.
  *
- * Schedule: one untimed warm-up, then for each repeat and each prompt: target-only, then
+ * Schedule: an untimed warm-up of 8 tokens per configuration (every model's weights are
+ * read once before any timing), then for each repeat and each prompt: target-only, then
  * every (drafter, k) in order. Interleaving makes a drift in machine load hit every
  * configuration alike. Per (prompt, configuration) the run with the median decode time
  * (lower median for an even count) is kept; aggregates over a category divide the sum of
@@ -515,7 +516,9 @@ static void pick_median(bench_run_t *run, int repeats)
 
 static int run_all(bench_t *b)
 {
-    int n = b->o.gen.max_tokens, rc = run_one(b, 0, 0, -1, n < 8 ? n : 8);
+    int n = b->o.gen.max_tokens, rc = 0;
+    for (int c = 0; rc == 0 && c < b->n_configs; c++) /* every model's weights read once */
+        rc = run_one(b, 0, c, -1, n < 8 ? n : 8);
     for (int r = 0; rc == 0 && r < b->o.repeats; r++)
         for (int p = 0; rc == 0 && p < b->n_prompts; p++) {
             for (int c = 0; rc == 0 && c < b->n_configs; c++) rc = run_one(b, p, c, r, n);

@@ -39,7 +39,10 @@ sd_status_t sd_spec_make_drafter(sd_model_t *target, const sd_spec_config_t *spe
  * (hits + misses) (prior 3 : 1, alpha = 0.75). The next k in [1, k_max] maximises the
  * expected tokens per step over its cost, (1 + alpha + ... + alpha^k) / (1 + 0.5 k):
  * a verify forward of k + 1 rows costs about 1 + 0.5 k single-row forwards on the CPU
- * (SmolLM2 Q4_1, 1 thread: 1 row 8.9 ms, 5 rows 26.4 ms; bench/results). So alpha 0.6
+ * (SmolLM2 Q4_1, 1 thread: 1 row 8.9 ms, 5 rows 26.4 ms with the AVX2 kernel; about 1 + 0.4 k
+ * with the AVX-512 one; bench/results). The cost is a constant, never measured at run time:
+ * k decides which positions get drafts, so with sampling it decides the tokens a seed gives,
+ * and those must not depend on the machine or its load. So alpha 0.6
  * gives k = 1, alpha 0.8 k = 2, alpha 0.9 k = 4. When even the best k is expected to lose
  * (gain < 1: alpha below 0.5), drafting pauses (k = 0: the step is a plain target decode) and every
  * SD_SPEC_PROBE_INTERVAL-th paused step drafts one token to see whether acceptance came
