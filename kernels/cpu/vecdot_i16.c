@@ -136,48 +136,11 @@ void sd_quantize_act_i16(sd_dtype_t type, const float *x, int64_t n, int16_t *q,
 
 #if I16_AVX2
 #include <immintrin.h>
-#include <string.h>
 
-#define KERNEL static inline __attribute__((always_inline))
-#define UNROLL _Pragma("GCC unroll 8")
+#include "kernels/cpu/vecdot_i16_tile.h"
 
 /* TW weight rows per tile; up to XG activation rows per pass over the weights. */
 enum { TW = SD_I16_TILE_W, XG = SD_I16_TILE_X };
-
-static inline uint32_t load_u32(const void *p)
-{
-    uint32_t v;
-    memcpy(&v, p, sizeof v);
-    return v;
-}
-
-static inline uint16_t load_u16(const void *p)
-{
-    uint16_t v;
-    memcpy(&v, p, sizeof v);
-    return v;
-}
-
-/* Software prefetch PREFETCH_TILES tiles ahead: the TW rows of a tile are read as TW short
- * interleaved streams (a few cache lines each), which the hardware prefetcher does not
- * follow. A tile's rows are contiguous, so while block b of this tile is computed, the
- * bytes [b, b + 1) * TW * block size of the tile PREFETCH_TILES further are requested;
- * over the tile the whole region is covered. A prefetch never faults, so the address may
- * lie past the matrix; it is formed as an integer for that reason. */
-#define PREFETCH_TILES 2
-
-KERNEL void prefetch_tile_part(const char *tile, size_t tile_bytes, size_t block_bytes, int64_t b)
-{
-    uintptr_t p = (uintptr_t)tile + PREFETCH_TILES * tile_bytes + (size_t)b * TW * block_bytes;
-    for (size_t off = 0; off < TW * block_bytes; off += 64) __builtin_prefetch((const void *)(p + off));
-}
-
-KERNEL size_t block_bytes(sd_dtype_t type)
-{
-    return type == SD_DTYPE_Q8_0 ? sizeof(sd_block_q8_0)
-           : type == SD_DTYPE_Q4_0 ? sizeof(sd_block_q4_0)
-                                   : sizeof(sd_block_q4_1);
-}
 
 /* Block b of the tile's TW rows as int16 lanes, decoded once for all activation rows.
  * Q4: v[4h + k] holds rows h (low 128-bit lane) and h + 2 (high lane), k-th quarter of the
@@ -301,7 +264,7 @@ KERNEL void tile_i16(sd_dtype_t type, const char *const rows[TW], size_t row_byt
     xacc_t st[XG];
     for (int c = 0; c < nx; c++) st[c].acc = st[c].msum = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
-        prefetch_tile_part(rows[0], TW * row_bytes, block_bytes(type), b);
+        prefetch_tile_part(rows[0], TW, row_bytes, block_bytes(type), b);
         __m256i v[8];
         __m256 d, m;
         decode_block(type, rows, b, v);

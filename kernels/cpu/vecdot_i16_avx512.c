@@ -48,44 +48,11 @@
 #error "vecdot_i16_avx512.c needs -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vnni -mf16c -mfma"
 #endif
 #include <immintrin.h>
-#include <string.h>
 
-#define KERNEL static inline __attribute__((always_inline))
-#define UNROLL _Pragma("GCC unroll 8")
+#include "kernels/cpu/vecdot_i16_tile.h"
 
 /* TW weight rows per tile; up to XG activation rows per pass over the weights. */
 enum { TW = 8, XG = SD_I16_TILE_X };
-
-static inline uint32_t load_u32(const void *p)
-{
-    uint32_t v;
-    memcpy(&v, p, sizeof v);
-    return v;
-}
-
-static inline uint16_t load_u16(const void *p)
-{
-    uint16_t v;
-    memcpy(&v, p, sizeof v);
-    return v;
-}
-
-/* Software prefetch PREFETCH_TILES tiles ahead, as in the AVX2 kernel (see there). */
-#define PREFETCH_TILES 2
-
-KERNEL void prefetch_tile_part(const char *tile, int tile_rows, size_t row_bytes, size_t block_bytes, int64_t b)
-{
-    size_t part = (size_t)tile_rows * block_bytes;
-    uintptr_t p = (uintptr_t)tile + PREFETCH_TILES * (size_t)tile_rows * row_bytes + (size_t)b * part;
-    for (size_t off = 0; off < part; off += 64) __builtin_prefetch((const void *)(p + off));
-}
-
-KERNEL size_t block_bytes(sd_dtype_t type)
-{
-    return type == SD_DTYPE_Q8_0 ? sizeof(sd_block_q8_0)
-           : type == SD_DTYPE_Q4_0 ? sizeof(sd_block_q4_0)
-                                   : sizeof(sd_block_q4_1);
-}
 
 /* 16 bytes at each of p0..p3 -> 128-bit lanes 0..3. */
 KERNEL __m512i load_4x128(const char *p0, const char *p1, const char *p2, const char *p3)
