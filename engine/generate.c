@@ -109,7 +109,6 @@ typedef struct gen {
     sd_drafter_t *owned_drafter;    /* built here from the spec, freed here */
     int drafting;                   /* 0 once the drafter ran out of context */
     sd_spec_k_t kc;
-    int evidence; /* evidence class of this step's proposal (sd_draft_out_t.evidence) */
     float min_confidence;
     int32_t *batch;                 /* [k_max + 1] the verify forward: last token, drafts */
     float *q;                       /* [k_max, n_vocab] drafter distributions, or NULL */
@@ -475,7 +474,6 @@ static long draft_request_len(gen_t *g)
 /* A cheap drafter's proposal o cut to the k its evidence class earns (0: a plain decode). */
 static void cut_to_class(gen_t *g, sd_draft_out_t *o)
 {
-    g->evidence = o->evidence;
     if (o->n < 1 || !g->kc.adaptive || !sd_drafter_proposes_cheaply(g->drafter))
         return;
     int k = sd_spec_k_next_for(&g->kc, o->evidence);
@@ -483,13 +481,14 @@ static void cut_to_class(gen_t *g, sd_draft_out_t *o)
 }
 
 /* Propose the step's drafts into batch[1 .. 1 + *n) for positions len ..; *has_q when
- * q holds their distributions. A step never drafts past max_tokens or the context: it
+ * q holds their distributions; *evidence is the proposal's evidence class (0 when nothing
+ * was proposed or the drafter reports none). A step never drafts past max_tokens or the context: it
  * emits at most n + 1 tokens and its forward fills cache positions up to len + n - 1. */
-static sd_status_t draft(gen_t *g, size_t len, int *n, int *has_q)
+static sd_status_t draft(gen_t *g, size_t len, int *n, int *has_q, int *evidence)
 {
     *n = 0;
     *has_q = 0;
-    g->evidence = 0;
+    *evidence = 0;
     if (!g->drafting)
         return SD_OK;
     long room_tokens = (long)g->cfg->max_tokens - (long)g->n_tokens - 1;
@@ -517,6 +516,7 @@ static sd_status_t draft(gen_t *g, size_t len, int *n, int *has_q)
     cut_to_class(g, &o);
     *n = o.n;
     *has_q = o.has_q;
+    *evidence = o.evidence;
     return SD_OK;
 }
 
@@ -587,8 +587,8 @@ static sd_status_t step(gen_t *g, int *stop)
     size_t len = g->n_prompt + g->n_tokens;
     g->batch[0] = g->n_tokens ? g->tokens[g->n_tokens - 1] : g->prompt[g->n_prompt - 1];
     double t0 = now_seconds();
-    int n = 0, has_q = 0;
-    SD_CHECK(draft(g, len, &n, &has_q));
+    int n = 0, has_q = 0, evidence = 0;
+    SD_CHECK(draft(g, len, &n, &has_q, &evidence));
     double t1 = now_seconds();
     SD_CHECK(sd_forward(&g->seq, g->batch, n + 1, 0)); /* logits[n + 1, n_vocab] */
     sd_spec_result_t r;
@@ -600,7 +600,7 @@ static sd_status_t step(gen_t *g, int *stop)
         r.next_token = (r.next_token + 1) % g->n_vocab; /* test-only: SPECDEC_FAULT corrupt */
     SD_CHECK(check_ranks_agree(g, len, &r));
     sd_gen_stats_step(&g->stats, n, r.n_accepted);
-    sd_spec_k_update_for(&g->kc, g->evidence, n, r.n_accepted);
+    sd_spec_k_update_for(&g->kc, evidence, n, r.n_accepted);
     SD_CHECK(emit_block(g, &r, stop));
     g->stats.draft_seconds += t1 - t0;
     g->stats.verify_seconds += t2 - t1;
