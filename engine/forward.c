@@ -36,6 +36,44 @@ static void *seq_alloc(const sd_model_t *m, size_t bytes, sd_status_t *st, const
     return p;
 }
 
+static const char *const scratch_names[] = {"activations x", "activations xb", "queries",
+    "attention output", "new keys", "new values", "MLP gate", "MLP up", "logits"};
+
+/* The scratch of forwards of up to T rows (sizes from the model's shard); on failure what
+ * was allocated is released and *sc zeroed. */
+static sd_status_t scratch_alloc(const sd_model_t *m, size_t T, sd_fwd_scratch_t *sc)
+{
+    const sd_hparams_t *hp = &m->hp;
+    size_t f = sizeof(float), qd = (size_t)m->tp.n_head * hp->head_dim;
+    size_t kvd = (size_t)m->tp.n_head_kv * hp->head_dim, ff = (size_t)m->tp.n_ff;
+    size_t widths[] = {hp->n_embd, hp->n_embd, qd, qd, kvd, kvd, ff, ff, hp->n_vocab};
+    float **bufs[] = {&sc->x, &sc->xb, &sc->q, &sc->att, &sc->kn, &sc->vn, &sc->hb, &sc->hb2,
+                      &sc->logits_dev};
+    sd_status_t st = SD_OK;
+    memset(sc, 0, sizeof *sc);
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+        *bufs[i] = seq_alloc(m, T * widths[i] * f, &st, scratch_names[i]);
+    sc->ids_dev = seq_alloc(m, 2 * T * sizeof(int32_t), &st, "token ids");
+    return st;
+}
+
+static void scratch_release(const sd_model_t *m, sd_fwd_scratch_t *sc)
+{
+    sd_backend_t *be = m->backend;
+    float *bufs[] = {sc->x, sc->xb, sc->q, sc->att, sc->kn, sc->vn, sc->hb, sc->hb2,
+                     sc->logits_dev};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+        if (bufs[i]) be->ops->release(be, bufs[i]);
+    if (sc->ids_dev) be->ops->release(be, sc->ids_dev);
+    memset(sc, 0, sizeof *sc);
+}
+
+static sd_fwd_scratch_t seq_scratch(const sd_seq_t *s)
+{
+    return (sd_fwd_scratch_t){s->x, s->xb, s->q, s->att, s->kn, s->vn, s->hb, s->hb2,
+                              s->logits_dev, s->ids_dev};
+}
+
 sd_status_t sd_seq_init(sd_seq_t *s, const sd_model_t *m, int n_ctx, int max_tokens)
 {
     if (s == NULL) return sd_set_error(SD_ERR_INVALID_ARG, "sd_seq_init: seq is NULL");
@@ -49,26 +87,17 @@ sd_status_t sd_seq_init(sd_seq_t *s, const sd_model_t *m, int n_ctx, int max_tok
     s->max_tokens = max_tokens;
     SD_CHECK(sd_kv_cache_init(&s->kv, m, n_ctx > 0 ? n_ctx : m->n_ctx));
 
-    const sd_hparams_t *hp = &m->hp;
-    size_t T = (size_t)max_tokens, f = sizeof(float);
-    size_t qd = (size_t)m->tp.n_head * hp->head_dim, ff = (size_t)m->tp.n_ff;
-    size_t kvd = (size_t)m->tp.n_head_kv * hp->head_dim;
-    sd_status_t st = SD_OK;
-    s->x = seq_alloc(m, T * hp->n_embd * f, &st, "activations x");
-    s->xb = seq_alloc(m, T * hp->n_embd * f, &st, "activations xb");
-    s->q = seq_alloc(m, T * qd * f, &st, "queries");
-    s->att = seq_alloc(m, T * qd * f, &st, "attention output");
-    s->kn = seq_alloc(m, T * kvd * f, &st, "new keys");
-    s->vn = seq_alloc(m, T * kvd * f, &st, "new values");
-    s->hb = seq_alloc(m, T * ff * f, &st, "MLP gate");
-    s->hb2 = seq_alloc(m, T * ff * f, &st, "MLP up");
-    s->logits_dev = seq_alloc(m, T * hp->n_vocab * f, &st, "logits");
-    s->ids_dev = seq_alloc(m, 2 * T * sizeof(int32_t), &st, "token ids");
+    size_t T = (size_t)max_tokens, logits_bytes = T * m->hp.n_vocab * sizeof(float);
+    sd_fwd_scratch_t sc;
+    sd_status_t st = scratch_alloc(m, T, &sc);
+    *s = (sd_seq_t){.model = m, .kv = s->kv, .max_tokens = max_tokens, .x = sc.x, .xb = sc.xb,
+                    .q = sc.q, .att = sc.att, .kn = sc.kn, .vn = sc.vn, .hb = sc.hb,
+                    .hb2 = sc.hb2, .logits_dev = sc.logits_dev, .ids_dev = sc.ids_dev};
     s->ids = malloc(2 * T * sizeof(int32_t));
-    s->logits = malloc(T * hp->n_vocab * f);
+    s->logits = malloc(logits_bytes);
     if (st == SD_OK && (s->ids == NULL || s->logits == NULL))
         st = sd_set_error(SD_ERR_OUT_OF_MEMORY, "out of memory allocating %zu bytes for logits",
-                          T * hp->n_vocab * f);
+                          logits_bytes);
     if (st != SD_OK) sd_seq_free(s);
     else s->use_graphs = backend_has_graphs(m->backend->ops) && m->comm == NULL && graphs_allowed_by_env();
     return st;
@@ -80,10 +109,8 @@ void sd_seq_free(sd_seq_t *s)
     sd_backend_t *be = s->model->backend;
     for (int n = 0; n <= SD_GRAPH_MAX_N; n++)
         if (s->graphs[n].graph) be->ops->graph_free(be, s->graphs[n].graph);
-    float *bufs[] = {s->x, s->xb, s->q, s->att, s->kn, s->vn, s->hb, s->hb2, s->logits_dev};
-    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
-        if (bufs[i]) be->ops->release(be, bufs[i]);
-    if (s->ids_dev) be->ops->release(be, s->ids_dev);
+    sd_fwd_scratch_t sc = seq_scratch(s);
+    scratch_release(s->model, &sc);
     sd_kv_cache_free(&s->kv, s->model);
     free(s->ids);
     free(s->logits);
@@ -115,6 +142,24 @@ static sd_status_t check_forward_args(const sd_seq_t *s, const int32_t *tokens, 
     return SD_OK;
 }
 
+/* What one forward computes with: scratch for its n rows and the sequences the rows belong
+ * to (rows [row0, row0 + n) of part i attend to and extend kv of part i). A single
+ * sequence's forward is one part over its own scratch; a batched forward has one part per
+ * sequence over the batch's scratch. */
+typedef struct fwd_part {
+    sd_kv_cache_t *kv;
+    int row0, n;
+} fwd_part_t;
+
+typedef struct fwd {
+    const sd_model_t *m;
+    sd_fwd_scratch_t sc;    /* ids_dev: [2, n] token ids then positions */
+    int n;                  /* rows */
+    int n_head_rows;        /* the head computes logits for rows [0, n_head_rows) */
+    const fwd_part_t *parts;
+    int n_parts;
+} fwd_t;
+
 /* Sum the ranks' partial outputs xb[n, n_embd] of a row-parallel Wo or down (rank order:
  * every rank gets the same bits). Nothing to do without TP. */
 static sd_status_t tp_allreduce(const sd_model_t *m, float *xb, int n)
@@ -123,75 +168,98 @@ static sd_status_t tp_allreduce(const sd_model_t *m, float *xb, int n)
     return sd_comm_allreduce_sum(m->comm, xb, (size_t)n * (size_t)m->hp.n_embd, SD_COMM_F32);
 }
 
+/* Store part p's new K/V rows in its cache at their positions and attend over it:
+ * att rows [row0, row0 + n) of the part. */
+static void attend_part(const fwd_t *f, const fwd_part_t *p, int il, const int32_t *pos)
+{
+    const sd_model_t *m = f->m;
+    const sd_backend_ops_t *ops = m->backend->ops;
+    sd_backend_t *be = m->backend;
+    int nh = m->tp.n_head, nkv = m->tp.n_head_kv, hd = m->hp.head_dim, n_ctx = p->kv->n_ctx;
+    size_t kvd = (size_t)nkv * hd, qd = (size_t)nh * hd, r0 = (size_t)p->row0;
+    size_t layer_off = (size_t)il * (size_t)n_ctx * kvd;
+    float *k_cache = p->kv->k + layer_off, *v_cache = p->kv->v + layer_off; /* [n_ctx, kvd] */
+    const int32_t *ppos = pos + p->row0;                                     /* [n] */
+
+    ops->kv_store(be, k_cache, f->sc.kn + r0 * kvd, ppos, p->n, n_ctx, kvd); /* cache rows pos[i] */
+    ops->kv_store(be, v_cache, f->sc.vn + r0 * kvd, ppos, p->n, n_ctx, kvd);
+    ops->attention(be, f->sc.q + r0 * qd, k_cache, v_cache, ppos, p->n, n_ctx, nh, nkv, hd,
+                   f->sc.att + r0 * qd); /* att[n, qd] */
+}
+
 /* Attention block of layer il: x[n, n_embd] += attention(rmsnorm(x)) . Wo^T, over the
  * shard's nh query heads and nkv KV heads (qd = nh * hd, kvd = nkv * hd). The new K/V rows
- * go to the cache rows pos[i] (pos: [n] backend memory). */
-static sd_status_t attention_block(sd_seq_t *s, int il, int n, const int32_t *pos)
+ * go to their part's cache rows pos[i] (pos: [n] backend memory). */
+static sd_status_t attention_block(const fwd_t *f, int il, const int32_t *pos)
 {
-    const sd_model_t *m = s->model;
+    const sd_model_t *m = f->m;
     const sd_hparams_t *hp = &m->hp;
     const sd_layer_t *L = &m->layers[il];
     const sd_backend_ops_t *ops = m->backend->ops;
     sd_backend_t *be = m->backend;
-    int nh = m->tp.n_head, nkv = m->tp.n_head_kv, n_ctx = s->kv.n_ctx;
-    size_t kvd = (size_t)nkv * hp->head_dim;
-    size_t layer_off = (size_t)il * (size_t)n_ctx * kvd;
-    float *k_cache = s->kv.k + layer_off, *v_cache = s->kv.v + layer_off; /* [n_ctx, kvd] */
+    int n = f->n;
 
-    ops->rmsnorm(be, s->x, L->attn_norm, n, hp->n_embd, hp->norm_eps, s->xb); /* xb[n, E] */
-    ops->matmul(be, &L->wq, s->xb, n, L->bq, s->q);                          /* q[n, qd] */
-    ops->matmul(be, &L->wk, s->xb, n, L->bk, s->kn);                         /* kn[n, kvd] */
-    ops->matmul(be, &L->wv, s->xb, n, L->bv, s->vn);                         /* vn[n, kvd] */
-    ops->rope(be, s->q, pos, n, nh, hp->head_dim, &hp->rope);
-    ops->rope(be, s->kn, pos, n, nkv, hp->head_dim, &hp->rope);
-    ops->kv_store(be, k_cache, s->kn, pos, n, n_ctx, kvd); /* cache rows pos[i] */
-    ops->kv_store(be, v_cache, s->vn, pos, n, n_ctx, kvd);
-    ops->attention(be, s->q, k_cache, v_cache, pos, n, n_ctx, nh, nkv, hp->head_dim,
-                   s->att);                                 /* att[n, qd] */
-    ops->matmul(be, &L->wo, s->att, n, NULL, s->xb); /* xb[n, E], partial under TP */
-    SD_CHECK(tp_allreduce(m, s->xb, n));
-    ops->add(be, s->x, s->xb, (size_t)n * hp->n_embd);
+    ops->rmsnorm(be, f->sc.x, L->attn_norm, n, hp->n_embd, hp->norm_eps, f->sc.xb); /* xb[n, E] */
+    ops->matmul(be, &L->wq, f->sc.xb, n, L->bq, f->sc.q);                          /* q[n, qd] */
+    ops->matmul(be, &L->wk, f->sc.xb, n, L->bk, f->sc.kn);                         /* kn[n, kvd] */
+    ops->matmul(be, &L->wv, f->sc.xb, n, L->bv, f->sc.vn);                         /* vn[n, kvd] */
+    ops->rope(be, f->sc.q, pos, n, m->tp.n_head, hp->head_dim, &hp->rope);
+    ops->rope(be, f->sc.kn, pos, n, m->tp.n_head_kv, hp->head_dim, &hp->rope);
+    for (int i = 0; i < f->n_parts; i++)
+        attend_part(f, &f->parts[i], il, pos);
+    ops->matmul(be, &L->wo, f->sc.att, n, NULL, f->sc.xb); /* xb[n, E], partial under TP */
+    SD_CHECK(tp_allreduce(m, f->sc.xb, n));
+    ops->add(be, f->sc.x, f->sc.xb, (size_t)n * hp->n_embd);
     return SD_OK;
 }
 
 /* MLP block of layer il: x[n, n_embd] += (silu(xb . Wg^T) * (xb . Wu^T)) . Wd^T, over the
  * shard's ff features. */
-static sd_status_t mlp_block(sd_seq_t *s, int il, int n)
+static sd_status_t mlp_block(const fwd_t *f, int il)
 {
-    const sd_model_t *m = s->model;
+    const sd_model_t *m = f->m;
     const sd_hparams_t *hp = &m->hp;
     const sd_layer_t *L = &m->layers[il];
     const sd_backend_ops_t *ops = m->backend->ops;
     sd_backend_t *be = m->backend;
+    int n = f->n;
 
-    ops->rmsnorm(be, s->x, L->ffn_norm, n, hp->n_embd, hp->norm_eps, s->xb);
-    ops->matmul(be, &L->w_gate, s->xb, n, NULL, s->hb); /* hb[n, ff] */
-    ops->matmul(be, &L->w_up, s->xb, n, NULL, s->hb2);  /* hb2[n, ff] */
-    ops->swiglu(be, s->hb, s->hb2, (size_t)n * m->tp.n_ff, s->hb);
-    ops->matmul(be, &L->w_down, s->hb, n, NULL, s->xb); /* xb[n, E], partial under TP */
-    SD_CHECK(tp_allreduce(m, s->xb, n));
-    ops->add(be, s->x, s->xb, (size_t)n * hp->n_embd);
+    ops->rmsnorm(be, f->sc.x, L->ffn_norm, n, hp->n_embd, hp->norm_eps, f->sc.xb);
+    ops->matmul(be, &L->w_gate, f->sc.xb, n, NULL, f->sc.hb); /* hb[n, ff] */
+    ops->matmul(be, &L->w_up, f->sc.xb, n, NULL, f->sc.hb2);  /* hb2[n, ff] */
+    ops->swiglu(be, f->sc.hb, f->sc.hb2, (size_t)n * m->tp.n_ff, f->sc.hb);
+    ops->matmul(be, &L->w_down, f->sc.hb, n, NULL, f->sc.xb); /* xb[n, E], partial under TP */
+    SD_CHECK(tp_allreduce(m, f->sc.xb, n));
+    ops->add(be, f->sc.x, f->sc.xb, (size_t)n * hp->n_embd);
     return SD_OK;
 }
 
-/* The ops of one forward, from the embedding of ids_dev[0, n] to logits_dev[n, n_vocab]
- * (ids and positions already uploaded). Its only failure is a TP allreduce's. */
-static sd_status_t forward_ops(sd_seq_t *s, int n, int n_layers)
+/* The ops of one forward, from the embedding of ids_dev[0, n] to logits_dev[n_head_rows,
+ * n_vocab] (ids and positions already uploaded). Its only failure is a TP allreduce's. */
+static sd_status_t forward_ops(const fwd_t *f, int n_layers)
 {
-    const sd_model_t *m = s->model;
+    const sd_model_t *m = f->m;
     const sd_hparams_t *hp = &m->hp;
     const sd_backend_ops_t *ops = m->backend->ops;
     sd_backend_t *be = m->backend;
-    const int32_t *pos = s->ids_dev + n; /* [n] */
+    const int32_t *pos = f->sc.ids_dev + f->n; /* [n] */
 
-    ops->embed(be, &m->tok_embd, s->ids_dev, n, s->x); /* x[n, E] */
+    ops->embed(be, &m->tok_embd, f->sc.ids_dev, f->n, f->sc.x); /* x[n, E] */
     for (int il = 0; il < n_layers; il++) {
-        SD_CHECK(attention_block(s, il, n, pos));
-        SD_CHECK(mlp_block(s, il, n));
+        SD_CHECK(attention_block(f, il, pos));
+        SD_CHECK(mlp_block(f, il));
     }
-    ops->rmsnorm(be, s->x, m->output_norm, n, hp->n_embd, hp->norm_eps, s->xb);
-    ops->matmul(be, &m->output, s->xb, n, NULL, s->logits_dev); /* logits[n, n_vocab] */
+    if (f->n_head_rows == 0) return SD_OK;
+    ops->rmsnorm(be, f->sc.x, m->output_norm, f->n_head_rows, hp->n_embd, hp->norm_eps, f->sc.xb);
+    ops->matmul(be, &m->output, f->sc.xb, f->n_head_rows, NULL, f->sc.logits_dev); /* [rows, n_vocab] */
     return SD_OK;
+}
+
+/* A single sequence's forward of n rows over its own scratch (one part: its cache). */
+static fwd_t seq_fwd(sd_seq_t *s, int n, const fwd_part_t *part)
+{
+    return (fwd_t){.m = s->model, .sc = seq_scratch(s), .n = n, .n_head_rows = n,
+                   .parts = part, .n_parts = 1};
 }
 
 /* 1 when g was captured with the arguments forward_ops(s, n, n_layers) would use now. */
@@ -214,8 +282,10 @@ static sd_status_t forward_graph(sd_seq_t *s, int n, int n_layers)
         g->graph = NULL;
     }
     if (g->graph == NULL) {
+        fwd_part_t part = {&s->kv, 0, n};
+        fwd_t f = seq_fwd(s, n, &part);
         ops->graph_begin(be);
-        sd_status_t st = forward_ops(s, n, n_layers); /* SD_OK: graphs imply no TP comm */
+        sd_status_t st = forward_ops(&f, n_layers); /* SD_OK: graphs imply no TP comm */
         void *graph = ops->graph_end(be);
         if (st != SD_OK) {
             if (graph) ops->graph_free(be, graph);
@@ -247,13 +317,128 @@ sd_status_t sd_forward(sd_seq_t *s, const int32_t *tokens, int n, int n_layers_u
     for (int i = 0; i < n; i++) s->ids[n + i] = s->kv.len + i;
     ops->upload(be, s->ids_dev, s->ids, 2 * (size_t)n * sizeof(int32_t)); /* ids, positions */
 
+    fwd_part_t part = {&s->kv, 0, n};
+    fwd_t f = seq_fwd(s, n, &part);
     if (s->use_graphs && n <= SD_GRAPH_MAX_N)
         SD_CHECK(forward_graph(s, n, n_layers)); /* kv.len moves only on success */
     else
-        SD_CHECK(forward_ops(s, n, n_layers));
+        SD_CHECK(forward_ops(&f, n_layers));
     if (!s->keep_logits_on_device)
         ops->download(be, s->logits, s->logits_dev, (size_t)n * hp->n_vocab * sizeof(float));
     SD_CHECK(ops->sync(be)); /* a device op's failure surfaces here; kv.len unchanged */
     s->kv.len += n;
+    return SD_OK;
+}
+
+/* ---- batched forward over several sequences ------------------------------------------ */
+
+sd_status_t sd_batch_init(sd_batch_t *b, const sd_model_t *m, int max_rows, int max_seqs)
+{
+    if (b == NULL) return sd_set_error(SD_ERR_INVALID_ARG, "sd_batch_init: batch is NULL");
+    memset(b, 0, sizeof *b);
+    if (m == NULL) return sd_set_error(SD_ERR_INVALID_ARG, "sd_batch_init: model is NULL");
+    if (max_rows < 1 || max_rows > (1 << 16) || max_seqs < 1 || max_seqs > max_rows)
+        return sd_set_error(SD_ERR_INVALID_ARG,
+                            "sd_batch_init: max_rows = %d must be in [1, 65536] and max_seqs = %d "
+                            "in [1, max_rows]", max_rows, max_seqs);
+    b->model = m;
+    b->max_rows = max_rows;
+    b->max_seqs = max_seqs;
+    sd_status_t st = scratch_alloc(m, (size_t)max_rows, &b->sc);
+    b->ids = malloc(2 * (size_t)max_rows * sizeof *b->ids);
+    b->parts = malloc((size_t)max_seqs * sizeof(fwd_part_t));
+    if (st == SD_OK && (b->ids == NULL || b->parts == NULL))
+        st = sd_set_error(SD_ERR_OUT_OF_MEMORY, "out of memory for a batch of %d rows", max_rows);
+    if (st != SD_OK) sd_batch_free(b);
+    return st;
+}
+
+void sd_batch_free(sd_batch_t *b)
+{
+    if (b == NULL || b->model == NULL) return;
+    scratch_release(b->model, &b->sc);
+    free(b->ids);
+    free(b->parts);
+    memset(b, 0, sizeof *b);
+}
+
+/* Part i may join batch b: its sequence, tokens and room (see sd_forward_batch). */
+static sd_status_t check_part(const sd_batch_t *b, const sd_batch_part_t *p, int i,
+                              int logits_done)
+{
+    const sd_seq_t *s = p->seq;
+    if (s == NULL || s->model != b->model || p->tokens == NULL || p->n < 1)
+        return sd_set_error(SD_ERR_INVALID_ARG,
+                            "sd_forward_batch: part %d has %s (n = %d)", i,
+                            s == NULL ? "no sequence" : s->model != b->model
+                            ? "a sequence of another model" : "no tokens", p->n);
+    if (p->want_logits && (logits_done || s->keep_logits_on_device || p->n > s->max_tokens))
+        return sd_set_error(SD_ERR_INVALID_ARG,
+                            "sd_forward_batch: part %d wants logits %s", i,
+                            logits_done ? "after a part that wants none"
+                            : s->keep_logits_on_device ? "but keeps them on the device"
+                            : "for more rows than its sequence's max_tokens");
+    for (int t = 0; t < p->n; t++)
+        if (p->tokens[t] < 0 || p->tokens[t] >= b->model->hp.n_vocab)
+            return sd_set_error(SD_ERR_INVALID_ARG,
+                                "sd_forward_batch: part %d token %d (at %d) outside the "
+                                "vocabulary [0, %d)", i, p->tokens[t], t, b->model->hp.n_vocab);
+    if (s->kv.len + p->n > s->kv.n_ctx)
+        return sd_set_error(SD_ERR_CONTEXT_FULL,
+                            "context full: part %d has %d cached + %d new tokens over n_ctx = %d",
+                            i, s->kv.len, p->n, s->kv.n_ctx);
+    return SD_OK;
+}
+
+/* Every part checked, distinct sequences, rows and parts within the batch; *rows and
+ * *logit_rows get the totals. */
+static sd_status_t check_batch(const sd_batch_t *b, const sd_batch_part_t *parts, int n_parts,
+                               int *rows, int *logit_rows)
+{
+    if (b == NULL || b->model == NULL || parts == NULL || n_parts < 1 || n_parts > b->max_seqs)
+        return sd_set_error(SD_ERR_INVALID_ARG, "sd_forward_batch: %d parts outside [1, %d]",
+                            n_parts, b && b->model ? b->max_seqs : 0);
+    *rows = *logit_rows = 0;
+    for (int i = 0; i < n_parts; i++) {
+        SD_CHECK(check_part(b, &parts[i], i, *logit_rows < *rows));
+        for (int j = 0; j < i; j++)
+            if (parts[j].seq == parts[i].seq)
+                return sd_set_error(SD_ERR_INVALID_ARG,
+                                    "sd_forward_batch: parts %d and %d share a sequence", j, i);
+        if (parts[i].n > b->max_rows - *rows)
+            return sd_set_error(SD_ERR_BATCH_TOO_LARGE,
+                                "sd_forward_batch: more than max_rows = %d rows", b->max_rows);
+        *rows += parts[i].n;
+        if (parts[i].want_logits) *logit_rows += parts[i].n;
+    }
+    return SD_OK;
+}
+
+sd_status_t sd_forward_batch(sd_batch_t *b, const sd_batch_part_t *parts, int n_parts)
+{
+    int n = 0, n_logits = 0;
+    SD_CHECK(check_batch(b, parts, n_parts, &n, &n_logits));
+    const sd_model_t *m = b->model;
+    const sd_backend_ops_t *ops = m->backend->ops;
+    sd_backend_t *be = m->backend;
+    size_t row_bytes = (size_t)m->hp.n_vocab * sizeof(float);
+    fwd_part_t *fp = b->parts;
+
+    for (int i = 0, row = 0; i < n_parts; row += parts[i].n, i++) {
+        sd_kv_cache_t *kv = &parts[i].seq->kv;
+        fp[i] = (fwd_part_t){kv, row, parts[i].n};
+        memcpy(b->ids + row, parts[i].tokens, (size_t)parts[i].n * sizeof(int32_t)); /* ids[n] */
+        for (int t = 0; t < parts[i].n; t++) b->ids[n + row + t] = kv->len + t; /* then pos[n] */
+    }
+    ops->upload(be, b->sc.ids_dev, b->ids, 2 * (size_t)n * sizeof(int32_t));
+    fwd_t f = {.m = m, .sc = b->sc, .n = n, .n_head_rows = n_logits, .parts = fp,
+               .n_parts = n_parts};
+    SD_CHECK(forward_ops(&f, m->hp.n_layer));
+    for (int i = 0; i < n_parts && parts[i].want_logits; i++)
+        ops->download(be, parts[i].seq->logits,
+                      b->sc.logits_dev + (size_t)fp[i].row0 * m->hp.n_vocab,
+                      (size_t)parts[i].n * row_bytes);
+    SD_CHECK(ops->sync(be)); /* a device op's failure surfaces here; no kv.len changed */
+    for (int i = 0; i < n_parts; i++) parts[i].seq->kv.len += parts[i].n;
     return SD_OK;
 }

@@ -50,6 +50,7 @@
 #include "comm/comm.h"
 #include "draft/model_drafter.h"
 #include "engine/check.h"
+#include "engine/gen.h"
 #include "engine/generate_text.h"
 #include "engine/log.h"
 #include "engine/model.h"
@@ -118,6 +119,16 @@ typedef struct gen {
     uint64_t n_steps;
     sd_gen_stats_t stats;
     uint64_t draft_forwards0;       /* drafter passes before decoding */
+    /* driving (engine/gen.h) */
+    int batched;                    /* forwards run through sd_forward_batch */
+    size_t prefilled;               /* prompt tokens forwarded (of n_prompt - 1) */
+    int decoding;                   /* the prompt is prefilled and the drafter begun */
+    int cancelled;                  /* sd_gen_cancel */
+    int planned;                    /* 0: nothing planned, 1: a prompt chunk, 2: a step */
+    int plan_n;                     /* rows of the planned chunk, or drafts of the step */
+    int plan_has_q, plan_evidence;  /* the planned step's draft distributions and class */
+    size_t plan_len;                /* the planned step's context length */
+    double t_start, t_decode, t_plan; /* first plan, end of prefill, the last step's draft end */
 } gen_t;
 
 static double now_seconds(void)
@@ -280,7 +291,7 @@ static sd_status_t gen_init(gen_t *g, sd_model_t *m, const sd_gen_config_t *c,
     int rows = chunk > g->kc.k_max + 1 ? chunk : g->kc.k_max + 1;
     SD_CHECK(sd_seq_init(&g->seq, m, g->n_ctx - 1, rows));
     g->seq_ready = 1;
-    SD_CHECK(sd_verifier_init(&g->ver, m, &g->seq, g->kc.k_max, g->q != NULL));
+    SD_CHECK(sd_verifier_init(&g->ver, m, &g->seq, g->kc.k_max, g->q != NULL, g->batched));
     g->ver_ready = 1;
     size_t max_gen = (size_t)(g->n_ctx) - n_prompt;
     g->cap_tokens = max_gen < 256 ? max_gen : 256;
@@ -412,21 +423,16 @@ static int is_stop_token(const gen_t *g, int32_t token)
 
 /* ---- the loop ---------------------------------------------------------------------- */
 
-/* Forward prompt[0 .. n_prompt-1) in chunks: the last prompt token is fed by the first
- * step, like every step feeds the token the previous one ended with. */
-static sd_status_t prefill(gen_t *g)
+/* The prompt is prefilled (prompt[0 .. n_prompt-1): the last prompt token is fed by the first
+ * step, like every step feeds the token the previous one ended with): begin the drafter. */
+static sd_status_t begin_decoding(gen_t *g)
 {
-    size_t done = 0, todo = g->n_prompt - 1;
-    while (done < todo) {
-        size_t left = todo - done;
-        int n = left < (size_t)g->seq.max_tokens ? (int)left : g->seq.max_tokens;
-        SD_CHECK(sd_forward(&g->seq, g->prompt + done, n, 0));
-        done += (size_t)n;
-    }
     if (g->drafter != NULL) {
         SD_CHECK(sd_drafter_begin(g->drafter, g->prompt, (int)g->n_prompt));
         g->draft_forwards0 = sd_drafter_forwards(g->drafter);
     }
+    g->decoding = 1;
+    g->t_decode = now_seconds();
     return SD_OK;
 }
 
@@ -480,11 +486,11 @@ static void cut_to_class(gen_t *g, sd_draft_out_t *o)
     o->n = o->n < k ? o->n : k;
 }
 
-/* Propose the step's drafts into batch[1 .. 1 + *n) for positions len ..; *has_q when
+/* Propose the step's drafts (at most max_rows - 1) into batch[1 .. 1 + *n) for positions len ..; *has_q when
  * q holds their distributions; *evidence is the proposal's evidence class (0 when nothing
  * was proposed or the drafter reports none). A step never drafts past max_tokens or the context: it
  * emits at most n + 1 tokens and its forward fills cache positions up to len + n - 1. */
-static sd_status_t draft(gen_t *g, size_t len, int *n, int *has_q, int *evidence)
+static sd_status_t draft(gen_t *g, size_t len, int max_rows, int *n, int *has_q, int *evidence)
 {
     *n = 0;
     *has_q = 0;
@@ -494,6 +500,7 @@ static sd_status_t draft(gen_t *g, size_t len, int *n, int *has_q, int *evidence
     long room_tokens = (long)g->cfg->max_tokens - (long)g->n_tokens - 1;
     long room_ctx = (long)g->n_ctx - (long)len - 1;
     long k = draft_request_len(g);
+    k = k < max_rows - 1 ? k : max_rows - 1;
     k = k < room_tokens ? k : room_tokens;
     k = k < room_ctx ? k : room_ctx;
     if (k < 1)
@@ -581,20 +588,29 @@ static sd_status_t check_ranks_agree(gen_t *g, size_t len, const sd_spec_result_
     return st;
 }
 
-/* One step: draft, verify in one target forward, emit, roll back, commit to the drafter. */
-static sd_status_t step(gen_t *g, int *stop)
+/* Plan a step: the drafter proposes; the forward is [last token, drafts]. */
+static sd_status_t step_plan(gen_t *g, int max_rows, sd_gen_plan_t *p)
 {
     size_t len = g->n_prompt + g->n_tokens;
     g->batch[0] = g->n_tokens ? g->tokens[g->n_tokens - 1] : g->prompt[g->n_prompt - 1];
     double t0 = now_seconds();
-    int n = 0, has_q = 0, evidence = 0;
-    SD_CHECK(draft(g, len, &n, &has_q, &evidence));
-    double t1 = now_seconds();
-    SD_CHECK(sd_forward(&g->seq, g->batch, n + 1, 0)); /* logits[n + 1, n_vocab] */
+    SD_CHECK(draft(g, len, max_rows, &g->plan_n, &g->plan_has_q, &g->plan_evidence));
+    g->t_plan = now_seconds();
+    g->stats.draft_seconds += g->t_plan - t0;
+    g->plan_len = len;
+    *p = (sd_gen_plan_t){&g->seq, g->batch, g->plan_n + 1, 1};
+    return SD_OK;
+}
+
+/* After the step's forward: verify, emit, roll back, commit to the drafter. */
+static sd_status_t step_advance(gen_t *g, int *stop)
+{
+    size_t len = g->plan_len;
+    int n = g->plan_n, evidence = g->plan_evidence;
     sd_spec_result_t r;
     SD_CHECK(sd_verifier_run(&g->ver, &g->seq, &g->sp, g->cfg->seed, (uint64_t)len, g->batch + 1,
-                             has_q ? g->q : NULL, n, &r));
-    double t2 = now_seconds();
+                             g->plan_has_q ? g->q : NULL, n, &r));
+    g->stats.verify_seconds += now_seconds() - g->t_plan; /* the forward and the check */
     g->n_steps++;
     if (g->comm != NULL && sd_fault_corrupt_step(g->comm->world_rank, g->n_steps))
         r.next_token = (r.next_token + 1) % g->n_vocab; /* test-only: SPECDEC_FAULT corrupt */
@@ -602,8 +618,6 @@ static sd_status_t step(gen_t *g, int *stop)
     sd_gen_stats_step(&g->stats, n, r.n_accepted);
     sd_spec_k_update_for(&g->kc, evidence, n, r.n_accepted);
     SD_CHECK(emit_block(g, &r, stop));
-    g->stats.draft_seconds += t1 - t0;
-    g->stats.verify_seconds += t2 - t1;
     if (*stop)
         return SD_OK;
     SD_CHECK(sd_kv_cache_truncate(&g->seq.kv, (int)len + r.n_accepted));
@@ -626,18 +640,14 @@ static sd_status_t finish_text(gen_t *g)
     return SD_OK;
 }
 
-static sd_status_t run(gen_t *g, sd_gen_result_t *out)
+/* Generation ended (SD_OK): held text, timings, statistics. */
+static sd_status_t finish_run(gen_t *g, sd_gen_result_t *out)
 {
-    double t0 = now_seconds();
-    SD_CHECK(prefill(g));
-    double t1 = now_seconds();
-    int stop = 0;
-    while (!stop)
-        SD_CHECK(step(g, &stop));
     if (g->reason != SD_STOP_STRING && g->reason != SD_STOP_MAX_TOKENS)
         SD_CHECK(finish_text(g));
-    out->prefill_seconds = t1 - t0;
-    out->decode_seconds = now_seconds() - t1;
+    double t_end = now_seconds();
+    out->prefill_seconds = g->t_decode - g->t_start;
+    out->decode_seconds = t_end - g->t_decode;
     sd_gen_stats_t *s = &g->stats;
     s->draft_forwards = sd_drafter_forwards(g->drafter) - g->draft_forwards0;
     s->other_seconds = out->decode_seconds - s->draft_seconds - s->verify_seconds;
@@ -660,6 +670,118 @@ static void hand_over(gen_t *g, sd_gen_result_t *out)
     g->text = NULL;
 }
 
+/* ---- driving (engine/gen.h) ------------------------------------------------------- */
+
+sd_status_t sd_gen_check(const sd_model_t *model, const int32_t *prompt, size_t n_prompt,
+                         const sd_gen_config_t *config, const sd_spec_config_t *spec,
+                         int drafter_given)
+{
+    if (model == NULL || config == NULL || spec == NULL)
+        return sd_set_error(SD_ERR_INVALID_ARG, "sd_generate: %s is NULL",
+                            model == NULL ? "model" : config == NULL ? "config" : "spec");
+    SD_CHECK(check_config(model, config));
+    SD_CHECK(check_prompt(model, prompt, n_prompt));
+    return sd_spec_check(spec, drafter_given);
+}
+
+sd_status_t sd_gen_new(sd_model_t *model, const int32_t *prompt, size_t n_prompt,
+                       const sd_gen_config_t *config, const sd_spec_config_t *spec,
+                       const sd_gen_options_t *opts, sd_token_callback callback, void *user,
+                       int batched, sd_gen_t **out)
+{
+    *out = NULL;
+    sd_spec_config_t none;
+    if (spec == NULL) {
+        sd_spec_config_default(&none);
+        spec = &none;
+    }
+    sd_status_t st = sd_gen_check(model, prompt, n_prompt, config, spec,
+                                  opts != NULL && opts->drafter != NULL);
+    if (model == NULL || config == NULL) return st;
+    SD_CHECK(agree_on_request(model->comm, st, prompt, n_prompt, config, spec));
+    gen_t *g = calloc(1, sizeof *g);
+    SD_ALLOC_CHECK(g, sizeof *g, "generation state");
+    *g = (gen_t){.callback = callback, .user = user, .opts = opts, .batched = batched};
+    st = gen_init(g, model, config, spec, prompt, n_prompt);
+    st = sd_comm_agree(g->comm, st); /* e.g. one rank out of memory */
+    if (st != SD_OK) {
+        gen_release(g);
+        free(g);
+        return st;
+    }
+    *out = g;
+    return SD_OK;
+}
+
+sd_status_t sd_gen_plan(sd_gen_t *g, int max_rows, sd_gen_plan_t *plan)
+{
+    if (max_rows < 1)
+        return sd_set_error(SD_ERR_INVALID_ARG, "sd_gen_plan: max_rows = %d", max_rows);
+    if (g->t_start == 0.0) g->t_start = now_seconds();
+    size_t left = g->n_prompt - 1 - g->prefilled;
+    if (!g->decoding && left == 0) SD_CHECK(begin_decoding(g));
+    if (g->decoding) {
+        g->planned = 2;
+        return step_plan(g, max_rows, plan);
+    }
+    /* sd_forward computes in the sequence's own scratch; a batch in its own */
+    size_t cap = g->batched ? (size_t)max_rows : (size_t)g->seq.max_tokens;
+    cap = cap < (size_t)max_rows ? cap : (size_t)max_rows;
+    g->plan_n = (int)(left < cap ? left : cap);
+    g->planned = 1;
+    *plan = (sd_gen_plan_t){&g->seq, g->prompt + g->prefilled, g->plan_n, 0};
+    return SD_OK;
+}
+
+sd_status_t sd_gen_advance(sd_gen_t *g, int *done)
+{
+    *done = 0;
+    int planned = g->planned;
+    g->planned = 0;
+    if (planned == 1) {
+        g->prefilled += (size_t)g->plan_n;
+        return SD_OK;
+    }
+    if (planned != 2)
+        return sd_set_error(SD_ERR_INTERNAL, "sd_gen_advance without a planned forward");
+    return step_advance(g, done);
+}
+
+size_t sd_gen_n_tokens(const sd_gen_t *g) { return g->n_tokens; }
+
+int sd_gen_prefilling(const sd_gen_t *g) { return !g->decoding && g->prefilled + 1 < g->n_prompt; }
+
+int sd_gen_max_step_rows(const sd_gen_t *g) { return g->kc.k_max + 1; }
+
+const sd_gen_stats_t *sd_gen_stats(const sd_gen_t *g) { return &g->stats; }
+
+size_t sd_gen_kv_positions(const sd_gen_t *g) { return (size_t)g->seq.kv.n_ctx; }
+
+size_t sd_gen_kv_bytes(const sd_gen_t *g)
+{
+    const sd_kv_cache_t *kv = &g->seq.kv;
+    return 2 * (size_t)kv->n_layer * kv->n_ctx * kv->n_head_kv * kv->head_dim * sizeof(float);
+}
+
+void sd_gen_cancel(sd_gen_t *g) { g->cancelled = 1; }
+
+sd_status_t sd_gen_finish(sd_gen_t *g, sd_status_t st, sd_gen_result_t *out)
+{
+    memset(out, 0, sizeof *out);
+    if (st == SD_OK) st = finish_run(g, out);
+    if (st != SD_OK) {
+        /* Generation had started: keep what was produced (text held back for a possible
+         * stop string included), timings aside. */
+        memset(out, 0, sizeof *out);
+        g->reason = g->cancelled ? SD_STOP_CANCELLED : SD_STOP_ERROR;
+        sd_gen_stats_finish(&g->stats, g->n_tokens);
+    }
+    hand_over(g, out);
+    gen_release(g);
+    free(g);
+    return st;
+}
+
 sd_status_t sd_generate_ex(sd_model_t *model, const int32_t *prompt, size_t n_prompt,
                            const sd_gen_config_t *config, const sd_spec_config_t *spec,
                            const sd_gen_options_t *opts, sd_token_callback callback, void *user,
@@ -668,33 +790,17 @@ sd_status_t sd_generate_ex(sd_model_t *model, const int32_t *prompt, size_t n_pr
     if (out == NULL)
         return sd_set_error(SD_ERR_INVALID_ARG, "sd_generate: out is NULL");
     memset(out, 0, sizeof *out);
-    if (model == NULL || config == NULL)
-        return sd_set_error(SD_ERR_INVALID_ARG, "sd_generate: %s is NULL",
-                            model == NULL ? "model" : "config");
-    sd_spec_config_t none;
-    if (spec == NULL) {
-        sd_spec_config_default(&none);
-        spec = &none;
+    sd_gen_t *g = NULL;
+    SD_CHECK(sd_gen_new(model, prompt, n_prompt, config, spec, opts, callback, user, 0, &g));
+    sd_status_t st = SD_OK;
+    for (int done = 0; st == SD_OK && !done;) {
+        sd_gen_plan_t p;
+        st = sd_gen_plan(g, SD_SPEC_MAX_K + 1 > GEN_PREFILL_CHUNK ? SD_SPEC_MAX_K + 1
+                                                                  : GEN_PREFILL_CHUNK, &p);
+        if (st == SD_OK) st = sd_forward(p.seq, p.tokens, p.n, 0);
+        if (st == SD_OK) st = sd_gen_advance(g, &done);
     }
-    sd_status_t st = check_config(model, config);
-    if (st == SD_OK) st = check_prompt(model, prompt, n_prompt);
-    if (st == SD_OK) st = sd_spec_check(spec, opts != NULL && opts->drafter != NULL);
-    SD_CHECK(agree_on_request(model->comm, st, prompt, n_prompt, config, spec));
-    gen_t g = {.callback = callback, .user = user, .opts = opts};
-    st = gen_init(&g, model, config, spec, prompt, n_prompt);
-    SD_CHECK_GOTO(sd_comm_agree(g.comm, st), st, done); /* e.g. one rank out of memory */
-    st = run(&g, out);
-    if (st != SD_OK) {
-        /* Generation had started: keep what was produced (text held back for a possible
-         * stop string included), timings aside. */
-        memset(out, 0, sizeof *out);
-        g.reason = SD_STOP_ERROR;
-        sd_gen_stats_finish(&g.stats, g.n_tokens);
-    }
-    hand_over(&g, out);
-done:
-    gen_release(&g);
-    return st;
+    return sd_gen_finish(g, st, out);
 }
 
 sd_status_t sd_generate_speculative(sd_model_t *model, const int32_t *prompt, size_t n_prompt,

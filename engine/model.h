@@ -136,6 +136,47 @@ void sd_seq_free(sd_seq_t *s);
  * outside); the results are the same bits as without. */
 sd_status_t sd_forward(sd_seq_t *s, const int32_t *tokens, int n, int n_layers_used);
 
+/* A batched forward over several sequences at once (continuous batching): their rows are
+ * concatenated, every matmul runs once over all of them (the weights are read once for
+ * the whole batch), and each sequence's rows attend to its own KV cache. Scratch for up
+ * to max_rows rows lives here; the sequences' own scratch is not used. */
+typedef struct sd_fwd_scratch {
+    float *x, *xb, *q, *att, *kn, *vn, *hb, *hb2; /* as in sd_seq_t, [T, ...] */
+    float *logits_dev;                            /* [T, n_vocab] */
+    int32_t *ids_dev;                             /* [2, T] token ids then positions */
+} sd_fwd_scratch_t;
+
+typedef struct sd_batch {
+    const sd_model_t *model;
+    int max_rows, max_seqs;
+    sd_fwd_scratch_t sc; /* T = max_rows, backend memory */
+    int32_t *ids;        /* [2, max_rows] host staging of sc.ids_dev */
+    void *parts;         /* [max_seqs] internal */
+} sd_batch_t;
+
+/* One sequence's part of a batched forward: tokens[n] at positions kv.len .. kv.len+n-1.
+ * want_logits: its rows' logits land in seq->logits [n, n_vocab] (host; n must then be
+ * <= seq->max_tokens, the rows that buffer holds). */
+typedef struct sd_batch_part {
+    sd_seq_t *seq;
+    const int32_t *tokens;
+    int n;
+    int want_logits;
+} sd_batch_part_t;
+
+/* max_rows >= 1 rows over at most max_seqs sequences per forward. */
+sd_status_t sd_batch_init(sd_batch_t *b, const sd_model_t *m, int max_rows, int max_seqs);
+void sd_batch_free(sd_batch_t *b);
+
+/* The forward of every part, as sd_forward would run each alone (same bits per row: the ops
+ * are batch-invariant), all layers. Parts with want_logits must come first (the head runs
+ * over their rows only: a prefill chunk needs none). Checks every part before computing
+ * anything (sequences of this model, distinct, not keeping their logits on the device,
+ * token ids, context room, total rows <= max_rows, parts <= max_seqs); on failure no cache
+ * changes. On success every part's kv.len grows by its n. Under TP every rank must run the
+ * same batch (each layer allreduces over all its rows, as sd_forward does). */
+sd_status_t sd_forward_batch(sd_batch_t *b, const sd_batch_part_t *parts, int n_parts);
+
 /* engine/model_place.c: the backend named by p->device (see sd_model_params_t), and the
  * upload of every weight, norm and bias to it when it is a device backend (views into the
  * file are replaced by device pointers; SD_ERR_OUT_OF_MEMORY with the numbers when they

@@ -27,6 +27,7 @@ static const char *const status_names[SD_STATUS_COUNT] = {
     [SD_ERR_CANCELLED] = "SD_ERR_CANCELLED",
     [SD_ERR_INTERNAL] = "SD_ERR_INTERNAL",
     [SD_ERR_PEER_LOST] = "SD_ERR_PEER_LOST",
+    [SD_ERR_BUSY] = "SD_ERR_BUSY",
 };
 
 const char *sd_status_string(sd_status_t status)

@@ -19,12 +19,13 @@ static sd_status_t use_kernel(const sd_model_t *m, int *out)
 }
 
 sd_status_t sd_verifier_init(sd_verifier_t *v, const sd_model_t *m, sd_seq_t *seq, int k_max,
-                             int need_q)
+                             int need_q, int host_only)
 {
     memset(v, 0, sizeof *v);
     v->model = m;
     int kernel = 0;
     SD_CHECK(use_kernel(m, &kernel));
+    kernel = kernel && !host_only;
     if (!kernel) return sd_spec_scratch_init(&v->host, m->hp.n_vocab);
     int device = m->backend->ops->host_memory ? SD_CUDA_VERIFY_HOST : m->cuda_device;
     SD_CHECK(sd_cuda_verify_create(device, m->hp.n_vocab, k_max, &v->kernel));

@@ -20,9 +20,11 @@ typedef struct sd_verifier {
 } sd_verifier_t;
 
 /* For steps of up to k_max draft tokens; need_q: the drafter's distributions will be
- * passed (sampling with a drafter). Sets seq->keep_logits_on_device when the kernel runs. */
+ * passed (sampling with a drafter); host_only: verify on the host whatever SPECDEC_VERIFY
+ * says (the batched forward leaves the logits there). Sets seq->keep_logits_on_device when
+ * the kernel runs. */
 sd_status_t sd_verifier_init(sd_verifier_t *v, const sd_model_t *m, sd_seq_t *seq, int k_max,
-                             int need_q);
+                             int need_q, int host_only);
 void sd_verifier_free(sd_verifier_t *v);
 
 /* sd_spec_verify's contract over the logits of seq's last forward (k + 1 rows); q is the

@@ -114,7 +114,7 @@ Test(engine_verifier, kernel_mode_keeps_logits_where_the_forward_left_them, .tim
     cr_assert_eq(sd_seq_init(&seq, m, 64, 5), SD_OK, "%s", sd_last_error());
     sd_verifier_t v;
     setenv("SPECDEC_VERIFY", "kernel", 1);
-    cr_assert_eq(sd_verifier_init(&v, m, &seq, 4, 1), SD_OK, "%s", sd_last_error());
+    cr_assert_eq(sd_verifier_init(&v, m, &seq, 4, 1, 0), SD_OK, "%s", sd_last_error());
     cr_assert_not_null(v.kernel);
     cr_assert_not_null(v.q_dev);
     cr_assert_eq(seq.keep_logits_on_device, 1);
@@ -130,12 +130,12 @@ Test(engine_verifier, host_is_the_default_on_the_cpu_and_bad_modes_are_named, .t
     cr_assert_eq(sd_seq_init(&seq, m, 64, 5), SD_OK, "%s", sd_last_error());
     sd_verifier_t v;
     unsetenv("SPECDEC_VERIFY");
-    cr_assert_eq(sd_verifier_init(&v, m, &seq, 4, 1), SD_OK, "%s", sd_last_error());
+    cr_assert_eq(sd_verifier_init(&v, m, &seq, 4, 1, 0), SD_OK, "%s", sd_last_error());
     cr_assert_null(v.kernel);
     cr_assert_eq(seq.keep_logits_on_device, 0);
     sd_verifier_free(&v);
     setenv("SPECDEC_VERIFY", "gpu", 1);
-    cr_assert_eq(sd_verifier_init(&v, m, &seq, 4, 1), SD_ERR_INVALID_ARG);
+    cr_assert_eq(sd_verifier_init(&v, m, &seq, 4, 1, 0), SD_ERR_INVALID_ARG);
     cr_assert(strstr(sd_last_error(), "SPECDEC_VERIFY='gpu'") != NULL, "%s", sd_last_error());
     sd_seq_free(&seq);
     sd_model_free(m);

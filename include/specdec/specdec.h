@@ -35,6 +35,7 @@ typedef enum sd_status {
     SD_ERR_CANCELLED,
     SD_ERR_INTERNAL,
     SD_ERR_PEER_LOST,        /* a rank of the communicator died or left mid-collective */
+    SD_ERR_BUSY,             /* the serving engine's queue is full, or it is shutting down */
     SD_STATUS_COUNT
 } sd_status_t;
 
@@ -158,6 +159,7 @@ typedef enum sd_stop_reason {
     SD_STOP_STRING,
     SD_STOP_CALLBACK,
     SD_STOP_ERROR, /* a failure after generation started; the result keeps what was made */
+    SD_STOP_CANCELLED, /* sd_request_cancel (or engine shutdown) ended it; what was made is kept */
 } sd_stop_reason_t;
 
 /* Called for each generated token with the text it completes (possibly empty
@@ -238,6 +240,112 @@ void sd_spec_config_default(sd_spec_config_t *config);
 sd_status_t sd_generate_speculative(sd_model_t *model, const int32_t *prompt, size_t n_prompt,
                                     const sd_gen_config_t *config, const sd_spec_config_t *spec,
                                     sd_token_callback callback, void *user, sd_gen_result_t *out);
+
+/* ---- serving engine: thread-safe submission, continuous batching -------------------- */
+
+/* One scheduler thread steps every active request together: each step it plans every
+ * request's rows (a prefill chunk, or the last token plus that request's drafts), runs ONE
+ * batched target forward over all of them (ragged lengths; the weights are read once for
+ * the whole batch), then verifies, emits and rolls back each request on its own. Requests
+ * are admitted from the queue between steps and leave the batch when they finish or are
+ * cancelled. Per-request state (KV cache, drafter, adaptive k, sampler) is owned by the
+ * scheduler; the model is shared read-only. A request yields the same tokens as
+ * sd_generate_speculative with the same model, config and spec, whatever else is in the
+ * batch and in whatever order requests arrive (the CPU kernels are batch-invariant).
+ *
+ * Thread safety: every sd_engine_* and sd_request_* call may be made from any thread at
+ * any time, concurrently; the token callback runs on the scheduler thread. */
+typedef struct sd_engine sd_engine_t;
+typedef struct sd_request sd_request_t;
+
+typedef struct sd_engine_params {
+    sd_model_t *model;      /* the target; not owned, must outlive the engine */
+    sd_spec_config_t spec;  /* the drafter every request uses (drafter NONE: target-only);
+                               a draft model in spec.draft_model is not owned either */
+    int max_active;         /* requests stepping together (default 16) */
+    int max_queued;         /* requests waiting for a slot; one more is SD_ERR_BUSY (default 64) */
+    int max_batch_rows;     /* rows of one batched forward (default 256): a request's step
+                               (1 + its longest draft) waits for the next step when it does
+                               not fit, never runs shortened, so its tokens do not depend
+                               on the batch; prompt prefill is chunked into what is left */
+    size_t max_kv_positions; /* KV-cache positions all active requests may hold together (a
+                                request holds prompt + max_tokens, capped by the context);
+                                0 = max_active * the model's n_ctx. A request waits in the
+                                queue until its positions fit. */
+} sd_engine_params_t;
+
+void sd_engine_params_default(sd_engine_params_t *params);
+/* Starts the scheduler thread. SD_ERR_INVALID_ARG naming a bad field; the spec is checked
+ * like sd_generate_speculative's (SD_ERR_VOCAB_MISMATCH, ...). */
+sd_status_t sd_engine_create(const sd_engine_params_t *params, sd_engine_t **out);
+/* Stop admitting (sd_engine_submit answers SD_ERR_BUSY from now on), let queued and active
+ * requests run for up to grace_seconds, then cancel what is left (SD_STOP_CANCELLED);
+ * returns once no request is queued or active. Idempotent. */
+void sd_engine_shutdown(sd_engine_t *engine, double grace_seconds);
+/* sd_engine_shutdown(engine, 0), stop the scheduler thread, free the engine. Request
+ * handles not yet freed stay valid (their results are final) until sd_request_free. */
+void sd_engine_free(sd_engine_t *engine);
+
+/* Queue a generation of prompt[n_prompt] (copied, like every string of config). The
+ * request is validated here, before it is queued: a bad config or prompt, a prompt that
+ * leaves no room in the context, or a request that could never fit max_kv_positions is
+ * refused with its status and message (nothing queued). SD_ERR_BUSY when max_queued
+ * requests already wait or the engine is shutting down. callback (may be NULL) is called
+ * on the scheduler thread with sd_generate's contract (texts join to the result's text);
+ * a non-zero return stops the request (SD_STOP_CALLBACK). It must not block. */
+sd_status_t sd_engine_submit(sd_engine_t *engine, const int32_t *prompt, size_t n_prompt,
+                             const sd_gen_config_t *config, sd_token_callback callback,
+                             void *user, sd_request_t **out);
+/* Ask the scheduler to stop the request; it ends within one step with SD_STOP_CANCELLED
+ * keeping the tokens made so far, its KV cache freed. No effect once finished. */
+void sd_request_cancel(sd_request_t *request);
+/* Wait until the request has finished, at most timeout_seconds (< 0: no limit). Still
+ * running at the timeout: SD_ERR_BUSY, *out zeroed. Otherwise the request's final status
+ * (SD_OK; SD_ERR_CANCELLED for a cancelled request; or the failure that ended it) with
+ * *out holding its result, moved out on the first such call (later calls give a zeroed
+ * result). Release *out with sd_gen_result_free. */
+sd_status_t sd_request_wait(sd_request_t *request, double timeout_seconds,
+                            sd_gen_result_t *out);
+/* 1 once the request has finished (its result is ready for sd_request_wait). */
+int sd_request_done(const sd_request_t *request);
+/* Release the handle: a request still queued or running is cancelled and freed by the
+ * scheduler once it lets go (this call never blocks). NULL: nothing. */
+void sd_request_free(sd_request_t *request);
+
+/* A histogram with fixed upper bounds: counts[i] = observations <= bounds[i] and above
+ * bounds[i - 1] (not cumulative); counts[n_bounds] = those above the last bound. */
+#define SD_HIST_MAX_BOUNDS 20
+typedef struct sd_histogram {
+    int n_bounds;
+    double bounds[SD_HIST_MAX_BOUNDS];
+    uint64_t counts[SD_HIST_MAX_BOUNDS + 1];
+    double sum;
+    uint64_t count;
+} sd_histogram_t;
+
+/* A snapshot of the engine's counters (all since sd_engine_create). */
+typedef struct sd_engine_metrics {
+    uint64_t submitted;          /* requests accepted by sd_engine_submit */
+    uint64_t rejected_busy;      /* submits answered SD_ERR_BUSY */
+    uint64_t rejected_invalid;   /* submits refused as invalid */
+    uint64_t finished[SD_STOP_CANCELLED + 1]; /* finished requests by stop reason */
+    uint64_t prompt_tokens;      /* of finished and active requests, counted at admission */
+    uint64_t generated_tokens;
+    uint64_t steps;              /* batched forwards */
+    uint64_t batch_rows;         /* rows over all batched forwards */
+    uint64_t drafted, accepted;  /* draft tokens over all requests */
+    int queued, active;          /* now */
+    size_t kv_positions_used;    /* now: positions the active requests hold */
+    size_t kv_positions_cap;     /* max_kv_positions as resolved */
+    size_t kv_bytes_used;        /* now: bytes of their target (and draft) KV caches */
+    sd_histogram_t step_seconds;    /* wall time of one scheduler step (plan, forward, verify) */
+    sd_histogram_t ttft_seconds;    /* submit to first token */
+    sd_histogram_t queue_seconds;   /* submit to admission */
+    sd_histogram_t acceptance_rate; /* per finished request that drafted */
+    sd_histogram_t accepted_len;    /* draft tokens accepted per request step */
+} sd_engine_metrics_t;
+
+sd_status_t sd_engine_get_metrics(sd_engine_t *engine, sd_engine_metrics_t *out);
 
 #ifdef __cplusplus
 }

@@ -1,0 +1,72 @@
+/* One generation as a state machine its caller drives one forward at a time. sd_generate_ex
+ * drives one with sd_forward; the serving engine (engine/scheduler.c) drives many at once,
+ * running the forwards they plan together in one sd_forward_batch per step. Everything a
+ * generation does besides the target forward (drafting, verification, emitting, rollback,
+ * stops, statistics) happens inside sd_gen_plan / sd_gen_advance, so a generation gives
+ * the same tokens whichever way it is driven (the forward is batch-invariant).
+ *
+ *   sd_gen_new -> { sd_gen_plan -> forward the plan -> sd_gen_advance } until done
+ *              -> sd_gen_finish */
+#ifndef SPECDEC_ENGINE_GEN_H
+#define SPECDEC_ENGINE_GEN_H
+
+#include "engine/model.h"
+#include "engine/speculative.h"
+
+typedef struct gen sd_gen_t;
+
+/* The target forward a generation needs next. */
+typedef struct sd_gen_plan {
+    sd_seq_t *seq;         /* the generation's target sequence */
+    const int32_t *tokens; /* [n] owned by the generation, valid until sd_gen_advance */
+    int n;
+    int want_logits;       /* 0 for a prompt chunk (prefill needs no logits) */
+} sd_gen_plan_t;
+
+/* What sd_generate_ex refuses before generating: config, prompt and spec (drafter_given:
+ * opts supply a drafter). No allocation; safe on any thread. */
+sd_status_t sd_gen_check(const sd_model_t *model, const int32_t *prompt, size_t n_prompt,
+                         const sd_gen_config_t *config, const sd_spec_config_t *spec,
+                         int drafter_given);
+
+/* sd_gen_check, then (under TP) the ranks' agreement on the request, then the generation's
+ * state: target sequence, drafter, verifier, buffers. prompt and config (with its strings)
+ * must stay valid until sd_gen_finish. batched: the forwards will run through
+ * sd_forward_batch, which leaves logits on the host, so verification runs there. */
+sd_status_t sd_gen_new(sd_model_t *model, const int32_t *prompt, size_t n_prompt,
+                       const sd_gen_config_t *config, const sd_spec_config_t *spec,
+                       const sd_gen_options_t *opts, sd_token_callback callback, void *user,
+                       int batched, sd_gen_t **out);
+
+/* The next forward: a chunk of at most max_rows prompt tokens while the prompt is being
+ * prefilled (no logits), else a step — the drafter proposes here — forwarding the last
+ * token and the drafts (k + 1 rows with logits; k is capped so k + 1 <= max_rows). */
+sd_status_t sd_gen_plan(sd_gen_t *g, int max_rows, sd_gen_plan_t *plan);
+
+/* After the planned forward ran: a prompt chunk is counted; a step is verified, its tokens
+ * emitted (the callback runs here) and the caches rolled back. *done = 1 once generation
+ * has ended (a stop, max_tokens, the context). */
+sd_status_t sd_gen_advance(sd_gen_t *g, int *done);
+
+/* Tokens generated so far. */
+size_t sd_gen_n_tokens(const sd_gen_t *g);
+/* 1 while prompt tokens remain to be forwarded (the next plan is a prompt chunk). */
+int sd_gen_prefilling(const sd_gen_t *g);
+/* The rows a step's plan may need at most: 1 + the longest draft. */
+int sd_gen_max_step_rows(const sd_gen_t *g);
+/* Statistics so far (steps, drafted, accepted; rates only after sd_gen_finish). */
+const sd_gen_stats_t *sd_gen_stats(const sd_gen_t *g);
+/* KV-cache positions and bytes the generation's target cache holds (a draft model's own
+ * cache is not counted). */
+size_t sd_gen_kv_positions(const sd_gen_t *g);
+size_t sd_gen_kv_bytes(const sd_gen_t *g);
+
+/* Mark the generation cancelled: sd_gen_finish then ends it with SD_STOP_CANCELLED. */
+void sd_gen_cancel(sd_gen_t *g);
+
+/* End the generation with status st — SD_OK after *done, or the failure that stopped it
+ * (stop reason SD_STOP_ERROR; SD_STOP_CANCELLED after sd_gen_cancel) — moving everything it
+ * made into *out (release it with sd_gen_result_free), then free g. Returns st. */
+sd_status_t sd_gen_finish(sd_gen_t *g, sd_status_t st, sd_gen_result_t *out);
+
+#endif

@@ -1,0 +1,687 @@
+/* The serving engine: thread-safe submission and continuous batching of speculative
+ * requests (include/specdec/specdec.h, "serving engine").
+ *
+ * One scheduler thread owns every generation (engine/gen.h) and is the only thread that
+ * runs the model. A step:
+ *   1. admit queued requests (FIFO) while a slot is free and their KV positions fit;
+ *   2. end cancelled requests (and, past a shutdown deadline, every request);
+ *   3. plan every active request — decoding ones first (their rows want logits: the last
+ *      token and the drafts, the drafter proposing now), then prompt chunks in the rows
+ *      left — starting from a rotating position so no request waits twice in a row;
+ *   4. run ONE sd_forward_batch over all planned rows;
+ *   5. advance each request (verify, emit through its callback, roll back); finished ones
+ *      leave the batch, freeing their slot and KV cache.
+ * A decoding request whose full step (1 + its longest draft) does not fit in the rows left
+ * waits for the next step instead of drafting less, so its tokens never depend on what
+ * else is in the batch.
+ *
+ * Locking: engine->mu guards the queue, the counters and the flags; each request's own
+ * mutex guards its completion (done, result, references), so a request handle outlives the
+ * engine. Lock order: engine->mu before a request's mu. The callback and the model run
+ * without any lock held. */
+#include <errno.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "engine/check.h"
+#include "engine/gen.h"
+#include "engine/log.h"
+#include "engine/model.h"
+
+#define ENGINE_DEFAULT_MAX_ACTIVE 16
+#define ENGINE_DEFAULT_MAX_QUEUED 64
+#define ENGINE_DEFAULT_BATCH_ROWS 256
+
+typedef enum req_state { REQ_QUEUED, REQ_ACTIVE, REQ_DONE } req_state_t;
+
+struct sd_request {
+    sd_engine_t *engine;
+    /* the request, owned copies */
+    int32_t *prompt;
+    size_t n_prompt;
+    sd_gen_config_t config;
+    char **stops;             /* [config.n_stop_strings] */
+    int32_t *stop_tokens;     /* [config.n_stop_tokens] */
+    sd_token_callback callback;
+    void *user;
+    size_t kv_positions;      /* the target cache it holds once admitted */
+    size_t kv_bytes;          /* its bytes, once admitted */
+    /* scheduler side (engine->mu for state and the queue link) */
+    req_state_t state;
+    sd_request_t *next;       /* queue link */
+    sd_gen_t *gen;
+    atomic_int cancel;
+    double t_submit, t_admit;
+    int got_first_token;
+    uint64_t accepted_seen;   /* stats.accepted at the last step (accepted-length histogram) */
+    uint64_t steps_seen;
+    sd_status_t plan_status;  /* this step's sd_gen_plan failure, if any */
+    /* completion (mu) */
+    pthread_mutex_t mu;
+    pthread_cond_t done_cv;
+    int done, caller_released, scheduler_released;
+    sd_status_t status;
+    char error[512];          /* sd_last_error() of the scheduler when status != SD_OK */
+    sd_gen_result_t result;
+};
+
+struct sd_engine {
+    sd_engine_params_t p;
+    sd_model_t *model;
+    pthread_t thread;
+    int thread_started;
+    pthread_mutex_t mu;
+    pthread_cond_t work_cv;   /* the scheduler waits for work here */
+    pthread_cond_t idle_cv;   /* shutdown waits here for the queue and batch to empty */
+    sd_request_t *queue_head, *queue_tail;
+    sd_request_t **active;    /* [max_active], scheduler-owned order of admission */
+    int n_active;             /* guarded by mu (read by metrics) */
+    int accepting, stopping;
+    double deadline;          /* shutdown: cancel everything after this (0: none) */
+    sd_batch_t batch;
+    sd_batch_part_t *parts;   /* [max_active] */
+    sd_request_t **planned;   /* [max_active] the request of each part */
+    int rotate;               /* where step planning starts */
+    sd_engine_metrics_t m;    /* counters and histograms (mu); queued/active/kv filled on read */
+};
+
+static double now_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* ---- histograms ------------------------------------------------------------------- */
+
+static void hist_init(sd_histogram_t *h, const double *bounds, int n)
+{
+    memset(h, 0, sizeof *h);
+    h->n_bounds = n;
+    memcpy(h->bounds, bounds, (size_t)n * sizeof *bounds);
+}
+
+static void hist_observe(sd_histogram_t *h, double v)
+{
+    int i = 0;
+    while (i < h->n_bounds && v > h->bounds[i]) i++;
+    h->counts[i]++;
+    h->sum += v;
+    h->count++;
+}
+
+static void metrics_init(sd_engine_metrics_t *m)
+{
+    static const double step[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5};
+    static const double wait[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60};
+    static const double rate[] = {0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0};
+    double len[SD_SPEC_MAX_K + 1];
+    for (int i = 0; i <= SD_SPEC_MAX_K; i++) len[i] = i;
+    memset(m, 0, sizeof *m);
+    hist_init(&m->step_seconds, step, sizeof step / sizeof step[0]);
+    hist_init(&m->ttft_seconds, wait, sizeof wait / sizeof wait[0]);
+    hist_init(&m->queue_seconds, wait, sizeof wait / sizeof wait[0]);
+    hist_init(&m->acceptance_rate, rate, sizeof rate / sizeof rate[0]);
+    hist_init(&m->accepted_len, len, SD_SPEC_MAX_K + 1);
+}
+
+/* ---- requests ----------------------------------------------------------------------- */
+
+static void request_destroy(sd_request_t *r)
+{
+    if (r->config.stop_strings != NULL)
+        for (size_t i = 0; i < r->config.n_stop_strings; i++) free(r->stops[i]);
+    free(r->stops);
+    free(r->stop_tokens);
+    free(r->prompt);
+    sd_gen_result_free(&r->result);
+    pthread_mutex_destroy(&r->mu);
+    pthread_cond_destroy(&r->done_cv);
+    free(r);
+}
+
+/* A request with its own copies of the prompt and of config's arrays and strings. */
+static sd_status_t request_new(const int32_t *prompt, size_t n_prompt, const sd_gen_config_t *c,
+                               sd_request_t **out)
+{
+    sd_request_t *r = calloc(1, sizeof *r);
+    SD_ALLOC_CHECK(r, sizeof *r, "request");
+    pthread_mutex_init(&r->mu, NULL);
+    pthread_cond_init(&r->done_cv, NULL);
+    r->config = *c;
+    r->prompt = malloc(n_prompt * sizeof *prompt);
+    r->stops = calloc(c->n_stop_strings + 1, sizeof *r->stops);
+    r->stop_tokens = malloc((c->n_stop_tokens + 1) * sizeof *r->stop_tokens);
+    int ok = r->prompt && r->stops && r->stop_tokens;
+    for (size_t i = 0; ok && i < c->n_stop_strings; i++)
+        ok = (r->stops[i] = strdup(c->stop_strings[i])) != NULL;
+    if (!ok) {
+        request_destroy(r);
+        return sd_set_error(SD_ERR_OUT_OF_MEMORY, "out of memory copying a request of %zu tokens",
+                            n_prompt);
+    }
+    memcpy(r->prompt, prompt, n_prompt * sizeof *prompt);
+    r->n_prompt = n_prompt;
+    if (c->n_stop_tokens) memcpy(r->stop_tokens, c->stop_tokens, c->n_stop_tokens * sizeof(int32_t));
+    r->config.stop_strings = (const char *const *)r->stops;
+    r->config.stop_tokens = r->stop_tokens;
+    *out = r;
+    return SD_OK;
+}
+
+/* Drop one of the request's two references (caller, scheduler); the last frees it. */
+static void request_release(sd_request_t *r, int scheduler)
+{
+    pthread_mutex_lock(&r->mu);
+    if (scheduler) r->scheduler_released = 1;
+    else r->caller_released = 1;
+    int last = r->scheduler_released && r->caller_released;
+    pthread_mutex_unlock(&r->mu);
+    if (last) request_destroy(r);
+}
+
+/* The request is over: publish status and result, wake its waiters, drop the scheduler's
+ * reference. */
+static void request_complete(sd_request_t *r, sd_status_t st, const sd_gen_result_t *res)
+{
+    pthread_mutex_lock(&r->mu);
+    r->status = st;
+    if (st != SD_OK) snprintf(r->error, sizeof r->error, "%s", sd_last_error());
+    r->result = *res;
+    r->done = 1;
+    pthread_cond_broadcast(&r->done_cv);
+    pthread_mutex_unlock(&r->mu);
+    request_release(r, 1);
+}
+
+/* The token callback every generation gets: time to first token, then the caller's. */
+static int on_token(void *user, int32_t token, const char *text, size_t len)
+{
+    sd_request_t *r = user;
+    if (!r->got_first_token && token >= 0) {
+        r->got_first_token = 1;
+        sd_engine_t *e = r->engine;
+        pthread_mutex_lock(&e->mu);
+        hist_observe(&e->m.ttft_seconds, now_seconds() - r->t_submit);
+        pthread_mutex_unlock(&e->mu);
+    }
+    return r->callback ? r->callback(r->user, token, text, len) : 0;
+}
+
+/* ---- the scheduler -------------------------------------------------------------------- */
+
+/* End active request i (engine->mu not held): its result and counters; it leaves the batch. */
+static void finish_active(sd_engine_t *e, int i, sd_status_t st, int cancelled)
+{
+    sd_request_t *r = e->active[i];
+    size_t kv = r->kv_positions;
+    if (cancelled) {
+        sd_gen_cancel(r->gen);
+        st = sd_set_error(SD_ERR_CANCELLED, "request cancelled after %zu tokens",
+                          sd_gen_n_tokens(r->gen));
+    }
+    sd_gen_result_t res;
+    st = sd_gen_finish(r->gen, st, &res);
+    r->gen = NULL;
+    pthread_mutex_lock(&e->mu);
+    e->m.finished[res.stop_reason]++;
+    e->m.generated_tokens += res.n_tokens;
+    e->m.drafted += res.stats.drafted;
+    e->m.accepted += res.stats.accepted;
+    if (res.stats.drafted > 0) hist_observe(&e->m.acceptance_rate, res.stats.acceptance_rate);
+    e->m.kv_positions_used -= kv;
+    e->m.kv_bytes_used -= r->kv_bytes;
+    memmove(&e->active[i], &e->active[i + 1], (size_t)(e->n_active - i - 1) * sizeof *e->active);
+    e->n_active--;
+    request_complete(r, st, &res); /* done before shutdown can see the batch empty */
+    if (e->n_active == 0 && e->queue_head == NULL) pthread_cond_broadcast(&e->idle_cv);
+    pthread_mutex_unlock(&e->mu);
+}
+
+/* A queued request cancelled or refused before it ran (engine->mu held). */
+static void finish_queued(sd_engine_t *e, sd_request_t *r, sd_status_t st)
+{
+    sd_gen_result_t res = {.stop_reason = st == SD_ERR_CANCELLED ? SD_STOP_CANCELLED : SD_STOP_ERROR,
+                           .n_prompt = r->n_prompt};
+    e->m.finished[res.stop_reason]++;
+    request_complete(r, st, &res);
+}
+
+/* Pop the queue head when a slot is free and its KV positions fit (engine->mu held). */
+static sd_request_t *pop_admissible(sd_engine_t *e)
+{
+    sd_request_t *r = e->queue_head;
+    if (r == NULL || e->n_active >= e->p.max_active ||
+        e->m.kv_positions_used + r->kv_positions > e->m.kv_positions_cap)
+        return NULL;
+    e->queue_head = r->next;
+    if (e->queue_head == NULL) e->queue_tail = NULL;
+    return r;
+}
+
+/* Remove cancelled requests from the queue; past the shutdown deadline, all of them
+ * (engine->mu held). */
+static void sweep_queue(sd_engine_t *e, int expire_all)
+{
+    sd_request_t **link = &e->queue_head, *last = NULL;
+    while (*link != NULL) {
+        sd_request_t *r = *link;
+        if (expire_all || atomic_load(&r->cancel)) {
+            *link = r->next;
+            finish_queued(e, r, sd_set_error(SD_ERR_CANCELLED, "request cancelled while queued"));
+        } else {
+            last = r;
+            link = &r->next;
+        }
+    }
+    e->queue_tail = last;
+}
+
+/* Admit what fits: each admitted request gets its generation (created without the lock;
+ * a failure, e.g. out of memory, ends that request with its status). */
+static void admit(sd_engine_t *e)
+{
+    pthread_mutex_lock(&e->mu);
+    sd_request_t *r;
+    while ((r = pop_admissible(e)) != NULL) {
+        r->state = REQ_ACTIVE;
+        r->t_admit = now_seconds();
+        hist_observe(&e->m.queue_seconds, r->t_admit - r->t_submit);
+        e->m.prompt_tokens += r->n_prompt;
+        pthread_mutex_unlock(&e->mu);
+        sd_status_t st = sd_gen_new(e->model, r->prompt, r->n_prompt, &r->config, &e->p.spec, NULL,
+                                    on_token, r, 1, &r->gen);
+        pthread_mutex_lock(&e->mu);
+        if (st != SD_OK) {
+            finish_queued(e, r, st);
+            continue;
+        }
+        e->active[e->n_active++] = r;
+        r->kv_bytes = sd_gen_kv_bytes(r->gen);
+        e->m.kv_positions_used += r->kv_positions;
+        e->m.kv_bytes_used += r->kv_bytes;
+    }
+    pthread_mutex_unlock(&e->mu);
+}
+
+/* End cancelled active requests, or all of them past the shutdown deadline. */
+static void sweep_active(sd_engine_t *e, int expire_all)
+{
+    for (int i = e->n_active - 1; i >= 0; i--)
+        if (expire_all || atomic_load(&e->active[i]->cancel)) finish_active(e, i, SD_OK, 1);
+}
+
+/* Plan the step: decoding requests first (rows with logits), then prompt chunks; returns
+ * the number of parts. A request whose plan fails ends with that status. */
+static int plan_step(sd_engine_t *e)
+{
+    int rows_left = e->batch.max_rows, n_parts = 0, n = e->n_active;
+    int start = n > 0 ? e->rotate % n : 0;
+    for (int pass = 0; pass < 2; pass++)
+        for (int j = 0; j < n; j++) {
+            sd_request_t *r = e->active[(start + j) % n];
+            if (r->gen == NULL || sd_gen_prefilling(r->gen) != pass) continue;
+            int need = pass == 0 ? sd_gen_max_step_rows(r->gen) : 1;
+            if (rows_left < need) continue; /* waits for the next step */
+            sd_gen_plan_t plan;
+            sd_status_t st = sd_gen_plan(r->gen, pass == 0 ? need : rows_left, &plan);
+            if (st != SD_OK) {
+                r->plan_status = st; /* ended before the forward: see run_step */
+                continue;
+            }
+            e->parts[n_parts] = (sd_batch_part_t){plan.seq, plan.tokens, plan.n, plan.want_logits};
+            e->planned[n_parts++] = r;
+            rows_left -= plan.n;
+        }
+    e->rotate++;
+    return n_parts;
+}
+
+/* Index of r among the active requests. */
+static int active_index(const sd_engine_t *e, const sd_request_t *r)
+{
+    for (int i = 0; i < e->n_active; i++)
+        if (e->active[i] == r) return i;
+    return -1;
+}
+
+/* Advance every planned request after the forward (status st of the forward). */
+static void advance_planned(sd_engine_t *e, int n_parts, sd_status_t st)
+{
+    for (int p = 0; p < n_parts; p++) {
+        sd_request_t *r = e->planned[p];
+        int done = 0;
+        sd_status_t rs = st == SD_OK ? sd_gen_advance(r->gen, &done) : st;
+        const sd_gen_stats_t *s = sd_gen_stats(r->gen);
+        if (s->steps > r->steps_seen) {
+            pthread_mutex_lock(&e->mu);
+            hist_observe(&e->m.accepted_len, (double)(s->accepted - r->accepted_seen));
+            pthread_mutex_unlock(&e->mu);
+            r->steps_seen = s->steps;
+            r->accepted_seen = s->accepted;
+        }
+        if (rs != SD_OK || done) finish_active(e, active_index(e, r), rs, 0);
+    }
+}
+
+/* One step over the active requests. */
+static void run_step(sd_engine_t *e)
+{
+    double t0 = now_seconds();
+    for (int i = 0; i < e->n_active; i++) e->active[i]->plan_status = SD_OK;
+    int n_parts = plan_step(e);
+    for (int i = e->n_active - 1; i >= 0; i--) /* plans that failed */
+        if (e->active[i]->plan_status != SD_OK) finish_active(e, i, e->active[i]->plan_status, 0);
+    if (n_parts == 0) return;
+    sd_status_t st = sd_forward_batch(&e->batch, e->parts, n_parts);
+    int rows = 0;
+    for (int p = 0; p < n_parts; p++) rows += e->parts[p].n;
+    advance_planned(e, n_parts, st);
+    pthread_mutex_lock(&e->mu);
+    e->m.steps++;
+    e->m.batch_rows += (uint64_t)rows;
+    hist_observe(&e->m.step_seconds, now_seconds() - t0);
+    pthread_mutex_unlock(&e->mu);
+}
+
+/* Wait for work (engine->mu held): returns 0 when the thread should exit. */
+static int wait_for_work(sd_engine_t *e)
+{
+    while (e->n_active == 0) {
+        if (e->stopping && e->queue_head == NULL) return 0;
+        if (e->queue_head != NULL && e->m.kv_positions_used + e->queue_head->kv_positions <=
+                                             e->m.kv_positions_cap)
+            return 1;
+        if (e->deadline > 0.0 && e->queue_head != NULL) return 1; /* expire them */
+        pthread_cond_wait(&e->work_cv, &e->mu);
+    }
+    return 1;
+}
+
+static void *scheduler_main(void *arg)
+{
+    sd_engine_t *e = arg;
+    for (;;) {
+        pthread_mutex_lock(&e->mu);
+        if (!wait_for_work(e)) {
+            pthread_mutex_unlock(&e->mu);
+            return NULL;
+        }
+        int expire = e->deadline > 0.0 && now_seconds() >= e->deadline;
+        sweep_queue(e, expire);
+        if (e->queue_head == NULL && e->n_active == 0) pthread_cond_broadcast(&e->idle_cv);
+        pthread_mutex_unlock(&e->mu);
+        sweep_active(e, expire);
+        admit(e);
+        run_step(e);
+    }
+}
+
+/* ---- the API ---------------------------------------------------------------------------- */
+
+void sd_engine_params_default(sd_engine_params_t *p)
+{
+    if (p == NULL) return;
+    memset(p, 0, sizeof *p);
+    sd_spec_config_default(&p->spec);
+    p->max_active = ENGINE_DEFAULT_MAX_ACTIVE;
+    p->max_queued = ENGINE_DEFAULT_MAX_QUEUED;
+    p->max_batch_rows = ENGINE_DEFAULT_BATCH_ROWS;
+}
+
+static sd_status_t check_params(const sd_engine_params_t *p)
+{
+    if (p->model == NULL) return sd_set_error(SD_ERR_INVALID_ARG, "engine: model is NULL");
+    if (p->max_active < 1 || p->max_active > 4096)
+        return sd_set_error(SD_ERR_INVALID_ARG, "engine: max_active = %d outside [1, 4096]",
+                            p->max_active);
+    if (p->max_queued < 0)
+        return sd_set_error(SD_ERR_INVALID_ARG, "engine: max_queued = %d must be >= 0",
+                            p->max_queued);
+    int k_rows = p->spec.drafter != SD_DRAFTER_NONE ? p->spec.k + 1 : 1;
+    if (p->max_batch_rows < k_rows || p->max_batch_rows > (1 << 16))
+        return sd_set_error(SD_ERR_INVALID_ARG,
+                            "engine: max_batch_rows = %d outside [%d (one step of k = %d), 65536]",
+                            p->max_batch_rows, k_rows, p->spec.k);
+    if (sd_comm_size(p->model->comm) > 1)
+        return sd_set_error(SD_ERR_NOT_BUILT,
+                            "engine: serving a tensor-parallel model (%d ranks) is not supported yet",
+                            sd_comm_size(p->model->comm));
+    return sd_spec_check(&p->spec, 0);
+}
+
+static void engine_destroy(sd_engine_t *e)
+{
+    sd_batch_free(&e->batch);
+    free(e->active);
+    free(e->parts);
+    free(e->planned);
+    pthread_mutex_destroy(&e->mu);
+    pthread_cond_destroy(&e->work_cv);
+    pthread_cond_destroy(&e->idle_cv);
+    free(e);
+}
+
+sd_status_t sd_engine_create(const sd_engine_params_t *params, sd_engine_t **out)
+{
+    if (out == NULL || params == NULL)
+        return sd_set_error(SD_ERR_INVALID_ARG, "sd_engine_create: %s is NULL",
+                            out == NULL ? "out" : "params");
+    *out = NULL;
+    SD_CHECK(check_params(params));
+    sd_engine_t *e = calloc(1, sizeof *e);
+    SD_ALLOC_CHECK(e, sizeof *e, "engine");
+    e->p = *params;
+    e->model = params->model;
+    e->accepting = 1;
+    pthread_mutex_init(&e->mu, NULL);
+    pthread_cond_init(&e->work_cv, NULL);
+    pthread_cond_init(&e->idle_cv, NULL);
+    metrics_init(&e->m);
+    size_t n_ctx = (size_t)e->model->n_ctx;
+    e->m.kv_positions_cap = params->max_kv_positions ? params->max_kv_positions
+                                                     : (size_t)params->max_active * n_ctx;
+    int na = params->max_active;
+    e->active = calloc((size_t)na, sizeof *e->active);
+    e->parts = calloc((size_t)na, sizeof *e->parts);
+    e->planned = calloc((size_t)na, sizeof *e->planned);
+    sd_status_t st = e->active && e->parts && e->planned
+                         ? SD_OK
+                         : sd_set_error(SD_ERR_OUT_OF_MEMORY, "engine: out of memory for %d slots", na);
+    int max_seqs = na < params->max_batch_rows ? na : params->max_batch_rows;
+    if (st == SD_OK) st = sd_batch_init(&e->batch, e->model, params->max_batch_rows, max_seqs);
+    if (st == SD_OK && pthread_create(&e->thread, NULL, scheduler_main, e) != 0)
+        st = sd_set_error(SD_ERR_INTERNAL, "engine: cannot start the scheduler thread");
+    if (st != SD_OK) {
+        engine_destroy(e);
+        return st;
+    }
+    e->thread_started = 1;
+    *out = e;
+    return SD_OK;
+}
+
+/* Target KV positions a generation of this request holds (engine/generate.c sizes its
+ * cache to prompt + max_tokens - 1, capped by the model's context). */
+static size_t kv_positions_of(const sd_model_t *m, size_t n_prompt, const sd_gen_config_t *c)
+{
+    size_t want = n_prompt + (size_t)c->max_tokens;
+    return (want < (size_t)m->n_ctx ? want : (size_t)m->n_ctx) - 1;
+}
+
+/* Queue r or refuse it with SD_ERR_BUSY (engine->mu held). */
+static sd_status_t enqueue(sd_engine_t *e, sd_request_t *r)
+{
+    if (!e->accepting)
+        return sd_set_error(SD_ERR_BUSY, "the engine is shutting down and accepts no requests");
+    int waiting = 0;
+    for (sd_request_t *q = e->queue_head; q != NULL; q = q->next) waiting++;
+    if (waiting + e->n_active >= e->p.max_active + e->p.max_queued)
+        return sd_set_error(SD_ERR_BUSY, "%d requests active and %d queued: the queue (max_queued "
+                            "= %d) is full", e->n_active, waiting, e->p.max_queued);
+    r->state = REQ_QUEUED;
+    r->t_submit = now_seconds();
+    if (e->queue_tail) e->queue_tail->next = r;
+    else e->queue_head = r;
+    e->queue_tail = r;
+    e->m.submitted++;
+    pthread_cond_signal(&e->work_cv);
+    return SD_OK;
+}
+
+sd_status_t sd_engine_submit(sd_engine_t *e, const int32_t *prompt, size_t n_prompt,
+                             const sd_gen_config_t *config, sd_token_callback callback,
+                             void *user, sd_request_t **out)
+{
+    if (out != NULL) *out = NULL;
+    if (e == NULL || out == NULL)
+        return sd_set_error(SD_ERR_INVALID_ARG, "sd_engine_submit: %s is NULL",
+                            e == NULL ? "engine" : "out");
+    sd_status_t st = sd_gen_check(e->model, prompt, n_prompt, config, &e->p.spec, 0);
+    size_t kv = st == SD_OK ? kv_positions_of(e->model, n_prompt, config) : 0;
+    if (st == SD_OK && kv > e->m.kv_positions_cap)
+        st = sd_set_error(SD_ERR_CONTEXT_FULL,
+                          "request needs %zu KV positions (%zu prompt + %d max_tokens) but the "
+                          "engine holds at most %zu", kv, n_prompt, config->max_tokens,
+                          e->m.kv_positions_cap);
+    sd_request_t *r = NULL;
+    if (st == SD_OK) st = request_new(prompt, n_prompt, config, &r);
+    if (st != SD_OK) {
+        pthread_mutex_lock(&e->mu);
+        e->m.rejected_invalid++;
+        pthread_mutex_unlock(&e->mu);
+        return st;
+    }
+    r->engine = e;
+    r->callback = callback;
+    r->user = user;
+    r->kv_positions = kv;
+    pthread_mutex_lock(&e->mu);
+    st = enqueue(e, r);
+    if (st != SD_OK) e->m.rejected_busy++;
+    pthread_mutex_unlock(&e->mu);
+    if (st != SD_OK) {
+        request_destroy(r);
+        return st;
+    }
+    *out = r;
+    return SD_OK;
+}
+
+void sd_request_cancel(sd_request_t *r)
+{
+    if (r == NULL) return;
+    atomic_store(&r->cancel, 1);
+    pthread_mutex_lock(&r->mu);
+    int done = r->done;
+    pthread_mutex_unlock(&r->mu);
+    if (done) return;
+    sd_engine_t *e = r->engine;
+    pthread_mutex_lock(&e->mu);
+    pthread_cond_signal(&e->work_cv);
+    pthread_mutex_unlock(&e->mu);
+}
+
+int sd_request_done(const sd_request_t *r)
+{
+    if (r == NULL) return 1;
+    sd_request_t *w = (sd_request_t *)r;
+    pthread_mutex_lock(&w->mu);
+    int done = w->done;
+    pthread_mutex_unlock(&w->mu);
+    return done;
+}
+
+/* Absolute CLOCK_REALTIME time `seconds` from now (condition variables use it). */
+static struct timespec deadline_in(double seconds)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    double whole = floor(seconds);
+    ts.tv_sec += (time_t)whole;
+    ts.tv_nsec += (long)((seconds - whole) * 1e9);
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    return ts;
+}
+
+sd_status_t sd_request_wait(sd_request_t *r, double timeout_seconds, sd_gen_result_t *out)
+{
+    if (out != NULL) memset(out, 0, sizeof *out);
+    if (r == NULL || out == NULL)
+        return sd_set_error(SD_ERR_INVALID_ARG, "sd_request_wait: %s is NULL",
+                            r == NULL ? "request" : "out");
+    struct timespec until = deadline_in(timeout_seconds > 0 ? timeout_seconds : 0);
+    pthread_mutex_lock(&r->mu);
+    int timed_out = 0;
+    while (!r->done && !timed_out) {
+        if (timeout_seconds < 0) pthread_cond_wait(&r->done_cv, &r->mu);
+        else timed_out = pthread_cond_timedwait(&r->done_cv, &r->mu, &until) == ETIMEDOUT;
+    }
+    sd_status_t st = r->status;
+    int done = r->done;
+    if (done) {
+        *out = r->result;
+        memset(&r->result, 0, sizeof r->result);
+    }
+    pthread_mutex_unlock(&r->mu);
+    if (!done)
+        return sd_set_error(SD_ERR_BUSY, "request still running after %.3f s", timeout_seconds);
+    return st == SD_OK ? SD_OK : sd_set_error(st, "%s", r->error); /* the scheduler's message */
+}
+
+void sd_request_free(sd_request_t *r)
+{
+    if (r == NULL) return;
+    sd_request_cancel(r);
+    request_release(r, 0);
+}
+
+void sd_engine_shutdown(sd_engine_t *e, double grace_seconds)
+{
+    if (e == NULL) return;
+    pthread_mutex_lock(&e->mu);
+    e->accepting = 0;
+    double deadline = now_seconds() + (grace_seconds > 0 ? grace_seconds : 0);
+    if (e->deadline == 0.0 || deadline < e->deadline) e->deadline = deadline;
+    pthread_cond_signal(&e->work_cv);
+    while (e->n_active > 0 || e->queue_head != NULL) {
+        struct timespec tick = deadline_in(0.05); /* the scheduler may be mid-step */
+        pthread_cond_signal(&e->work_cv);
+        pthread_cond_timedwait(&e->idle_cv, &e->mu, &tick);
+    }
+    pthread_mutex_unlock(&e->mu);
+}
+
+void sd_engine_free(sd_engine_t *e)
+{
+    if (e == NULL) return;
+    sd_engine_shutdown(e, 0);
+    pthread_mutex_lock(&e->mu);
+    e->stopping = 1;
+    pthread_cond_signal(&e->work_cv);
+    pthread_mutex_unlock(&e->mu);
+    if (e->thread_started) pthread_join(e->thread, NULL);
+    engine_destroy(e);
+}
+
+sd_status_t sd_engine_get_metrics(sd_engine_t *e, sd_engine_metrics_t *out)
+{
+    if (e == NULL || out == NULL)
+        return sd_set_error(SD_ERR_INVALID_ARG, "sd_engine_get_metrics: %s is NULL",
+                            e == NULL ? "engine" : "out");
+    pthread_mutex_lock(&e->mu);
+    *out = e->m;
+    out->active = e->n_active;
+    out->queued = 0;
+    for (sd_request_t *q = e->queue_head; q != NULL; q = q->next) out->queued++;
+    pthread_mutex_unlock(&e->mu);
+    return SD_OK;
+}
