@@ -40,8 +40,11 @@ sd_status_t sd_gen_new(sd_model_t *model, const int32_t *prompt, size_t n_prompt
 
 /* The next forward: a chunk of at most max_rows prompt tokens while the prompt is being
  * prefilled (no logits), else a step — the drafter proposes here — forwarding the last
- * token and the drafts (k + 1 rows with logits; k is capped so k + 1 <= max_rows). */
-sd_status_t sd_gen_plan(sd_gen_t *g, int max_rows, sd_gen_plan_t *plan);
+ * token and the drafts (k + 1 rows with logits; k is capped so k + 1 <= max_rows).
+ * row_cost > 0: the step runs in a loaded batch where a verified row costs that much
+ * (sd_spec_batch_row_cost); drafts whose length does not decide the tokens are cut to what
+ * pays at that cost. 0: alone (the controller's constant cost). */
+sd_status_t sd_gen_plan(sd_gen_t *g, int max_rows, double row_cost, sd_gen_plan_t *plan);
 
 /* After the planned forward ran: a prompt chunk is counted; a step is verified, its tokens
  * emitted (the callback runs here) and the caches rolled back. *done = 1 once generation

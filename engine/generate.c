@@ -124,6 +124,7 @@ typedef struct gen {
     size_t prefilled;               /* prompt tokens forwarded (of n_prompt - 1) */
     int decoding;                   /* the prompt is prefilled and the drafter begun */
     int cancelled;                  /* sd_gen_cancel */
+    double row_cost;                /* the planned step's batch row cost (0: alone) */
     int planned;                    /* 0: nothing planned, 1: a prompt chunk, 2: a step */
     int plan_n;                     /* rows of the planned chunk, or drafts of the step */
     int plan_has_q, plan_evidence;  /* the planned step's draft distributions and class */
@@ -486,10 +487,21 @@ static void cut_to_class(gen_t *g, sd_draft_out_t *o)
     o->n = o->n < k ? o->n : k;
 }
 
-/* Propose the step's drafts (at most max_rows - 1) into batch[1 .. 1 + *n) for positions len ..; *has_q when
- * q holds their distributions; *evidence is the proposal's evidence class (0 when nothing
- * was proposed or the drafter reports none). A step never drafts past max_tokens or the context: it
- * emits at most n + 1 tokens and its forward fills cache positions up to len + n - 1. */
+/* In a loaded batch (g->row_cost > 0) the k the class's estimate earns at that cost, for a
+ * draft whose length does not decide the tokens (greedy, or deterministic proposals);
+ * else no limit (engine/speculative.h, sd_spec_batch_row_cost). */
+static int load_cap(const gen_t *g, int evidence, int has_q)
+{
+    if (g->row_cost <= 0.0 || (g->sp.temperature > 0.0f && has_q))
+        return SD_SPEC_MAX_K;
+    return sd_spec_k_at_cost(&g->kc, evidence, g->row_cost);
+}
+
+/* Propose the step's drafts (at most max_rows - 1) into batch[1 .. 1 + *n) for positions
+ * len ..; *has_q when q holds their distributions; *evidence is the proposal's evidence
+ * class (0 when nothing was proposed or the drafter reports none). A step never drafts past
+ * max_tokens or the context: it emits at most n + 1 tokens and its forward fills cache
+ * positions up to len + n - 1. */
 static sd_status_t draft(gen_t *g, size_t len, int max_rows, int *n, int *has_q, int *evidence)
 {
     *n = 0;
@@ -500,6 +512,10 @@ static sd_status_t draft(gen_t *g, size_t len, int max_rows, int *n, int *has_q,
     long room_tokens = (long)g->cfg->max_tokens - (long)g->n_tokens - 1;
     long room_ctx = (long)g->n_ctx - (long)len - 1;
     long k = draft_request_len(g);
+    if (!sd_drafter_proposes_cheaply(g->drafter)) {
+        long cap = load_cap(g, 0, g->sp.temperature > 0.0f); /* before the drafter works */
+        k = k < cap ? k : cap;
+    }
     k = k < max_rows - 1 ? k : max_rows - 1;
     k = k < room_tokens ? k : room_tokens;
     k = k < room_ctx ? k : room_ctx;
@@ -521,7 +537,8 @@ static sd_status_t draft(gen_t *g, size_t len, int max_rows, int *n, int *has_q,
                             sd_drafter_name(g->drafter), o.n, k,
                             o.has_q && g->q == NULL ? " with distributions while greedy" : "");
     cut_to_class(g, &o);
-    *n = o.n;
+    int cap = load_cap(g, o.evidence, o.has_q);
+    *n = o.n < cap ? o.n : cap;
     *has_q = o.has_q;
     *evidence = o.evidence;
     return SD_OK;
@@ -713,7 +730,7 @@ sd_status_t sd_gen_new(sd_model_t *model, const int32_t *prompt, size_t n_prompt
     return SD_OK;
 }
 
-sd_status_t sd_gen_plan(sd_gen_t *g, int max_rows, sd_gen_plan_t *plan)
+sd_status_t sd_gen_plan(sd_gen_t *g, int max_rows, double row_cost, sd_gen_plan_t *plan)
 {
     if (max_rows < 1)
         return sd_set_error(SD_ERR_INVALID_ARG, "sd_gen_plan: max_rows = %d", max_rows);
@@ -722,6 +739,7 @@ sd_status_t sd_gen_plan(sd_gen_t *g, int max_rows, sd_gen_plan_t *plan)
     if (!g->decoding && left == 0) SD_CHECK(begin_decoding(g));
     if (g->decoding) {
         g->planned = 2;
+        g->row_cost = row_cost;
         return step_plan(g, max_rows, plan);
     }
     /* sd_forward computes in the sequence's own scratch; a batch in its own */
@@ -796,7 +814,7 @@ sd_status_t sd_generate_ex(sd_model_t *model, const int32_t *prompt, size_t n_pr
     for (int done = 0; st == SD_OK && !done;) {
         sd_gen_plan_t p;
         st = sd_gen_plan(g, SD_SPEC_MAX_K + 1 > GEN_PREFILL_CHUNK ? SD_SPEC_MAX_K + 1
-                                                                  : GEN_PREFILL_CHUNK, &p);
+                                                                  : GEN_PREFILL_CHUNK, 0.0, &p);
         if (st == SD_OK) st = sd_forward(p.seq, p.tokens, p.n, 0);
         if (st == SD_OK) st = sd_gen_advance(g, &done);
     }

@@ -13,7 +13,11 @@
  *      leave the batch, freeing their slot and KV cache.
  * A decoding request whose full step (1 + its longest draft) does not fit in the rows left
  * waits for the next step instead of drafting less, so its tokens never depend on what
- * else is in the batch.
+ * else is in the batch. With load_aware_drafts, when c >= 2 requests decode in a step their
+ * drafts are priced at sd_spec_batch_row_cost(c) (engine/speculative.h): on the CPU a
+ * verified row costs nearly as much as a row that brings a sure token, so only drafts with
+ * a high estimated acceptance stay; only drafts whose length cannot change the tokens
+ * (greedy, or the n-gram drafter's) are cut.
  *
  * Locking: engine->mu guards the queue, the counters and the flags; each request's own
  * mutex guards its completion (done, result, references), so a request handle outlives the
@@ -320,8 +324,11 @@ static void sweep_active(sd_engine_t *e, int expire_all)
  * the number of parts. A request whose plan fails ends with that status. */
 static int plan_step(sd_engine_t *e)
 {
-    int rows_left = e->batch.max_rows, n_parts = 0, n = e->n_active;
+    int rows_left = e->batch.max_rows, n_parts = 0, n = e->n_active, n_decoding = 0;
     int start = n > 0 ? e->rotate % n : 0;
+    for (int i = 0; i < n; i++) n_decoding += e->active[i]->gen && !sd_gen_prefilling(e->active[i]->gen);
+    double row_cost = e->p.load_aware_drafts && n_decoding > 1 ? sd_spec_batch_row_cost(n_decoding)
+                                                               : 0.0;
     for (int pass = 0; pass < 2; pass++)
         for (int j = 0; j < n; j++) {
             sd_request_t *r = e->active[(start + j) % n];
@@ -329,7 +336,7 @@ static int plan_step(sd_engine_t *e)
             int need = pass == 0 ? sd_gen_max_step_rows(r->gen) : 1;
             if (rows_left < need) continue; /* waits for the next step */
             sd_gen_plan_t plan;
-            sd_status_t st = sd_gen_plan(r->gen, pass == 0 ? need : rows_left, &plan);
+            sd_status_t st = sd_gen_plan(r->gen, pass == 0 ? need : rows_left, row_cost, &plan);
             if (st != SD_OK) {
                 r->plan_status = st; /* ended before the forward: see run_step */
                 continue;
@@ -432,6 +439,7 @@ void sd_engine_params_default(sd_engine_params_t *p)
     p->max_active = ENGINE_DEFAULT_MAX_ACTIVE;
     p->max_queued = ENGINE_DEFAULT_MAX_QUEUED;
     p->max_batch_rows = ENGINE_DEFAULT_BATCH_ROWS;
+    p->load_aware_drafts = 1;
 }
 
 static sd_status_t check_params(const sd_engine_params_t *p)

@@ -101,15 +101,26 @@ void sd_spec_k_init(sd_spec_k_t *c, int k_max, int adaptive)
         c->cls[e] = (sd_spec_class_t){SPEC_PRIOR_HITS, SPEC_PRIOR_MISSES, k_max, 0};
 }
 
-/* Expected tokens per unit of target cost for a draft of k tokens at acceptance alpha. */
-static double spec_gain(double alpha, int k)
+/* Expected tokens per unit of target cost for a draft of k tokens at acceptance alpha,
+ * one more verified row costing row_cost of a step's cost per token. */
+static double spec_gain(double alpha, int k, double row_cost)
 {
     double tokens = 1.0, run = 1.0; /* 1 + alpha + ... + alpha^k */
     for (int i = 0; i < k; i++) {
         run *= alpha;
         tokens += run;
     }
-    return tokens / (1.0 + SPEC_ROW_COST * k);
+    return tokens / (1.0 + row_cost * k);
+}
+
+/* The k in [1, k_max] that maximises spec_gain, or 0 when even it loses (gain < 1). */
+static int spec_best_k(double alpha, int k_max, double row_cost)
+{
+    int best = 1;
+    for (int k = 2; k <= k_max; k++)
+        if (spec_gain(alpha, k, row_cost) > spec_gain(alpha, best, row_cost))
+            best = k;
+    return spec_gain(alpha, best, row_cost) < 1.0 ? 0 : best;
 }
 
 static sd_spec_class_t *spec_class(sd_spec_k_t *c, int evidence)
@@ -126,12 +137,8 @@ void sd_spec_k_update_for(sd_spec_k_t *c, int evidence, int n_drafted, int n_acc
     cl->hits = SPEC_DECAY * cl->hits + n_accepted;
     cl->misses = SPEC_DECAY * cl->misses + (n_accepted < n_drafted);
     double alpha = cl->hits / (cl->hits + cl->misses);
-    int best = 1;
-    for (int k = 2; k <= c->k_max; k++)
-        if (spec_gain(alpha, k) > spec_gain(alpha, best))
-            best = k;
     /* drafting would cost more than it brings: pause (k = 0) and probe now and then */
-    cl->k = spec_gain(alpha, best) < 1.0 ? 0 : best;
+    cl->k = spec_best_k(alpha, c->k_max, SPEC_ROW_COST);
     cl->paused_steps = 0;
     c->k = cl->k;
 }
@@ -144,6 +151,21 @@ int sd_spec_k_next_for(sd_spec_k_t *c, int evidence)
     if (cl->k > 0)
         return cl->k;
     return ++cl->paused_steps % SD_SPEC_PROBE_INTERVAL == 0; /* a 1-token probe */
+}
+
+int sd_spec_k_at_cost(const sd_spec_k_t *c, int evidence, double row_cost)
+{
+    if (!c->adaptive || c->k_max == 0)
+        return c->k_max;
+    const sd_spec_class_t *cl = spec_class((sd_spec_k_t *)c, evidence);
+    return spec_best_k(cl->hits / (cl->hits + cl->misses), c->k_max, row_cost);
+}
+
+double sd_spec_batch_row_cost(int n_decoding)
+{
+    if (n_decoding <= 1)
+        return SPEC_ROW_COST;
+    return (double)n_decoding / (1.0 + (double)n_decoding);
 }
 
 void sd_spec_k_update(sd_spec_k_t *c, int n_drafted, int n_accepted)

@@ -84,6 +84,18 @@ int sd_spec_k_next(sd_spec_k_t *c);
 int sd_spec_k_next_for(sd_spec_k_t *c, int evidence);
 void sd_spec_k_update_for(sd_spec_k_t *c, int evidence, int n_drafted, int n_accepted);
 
+/* Batched serving (engine/scheduler.c): when c requests decode in one batched forward, one
+ * more verified row costs the batch about c r / (1 + c r) of its cost per token (each of
+ * the c base rows brings a token; r = the cost of a row relative to the weight reads, 1 on
+ * the CPU, where c = 1 gives the constant 0.5 above), so drafting pays only for a higher
+ * acceptance: alpha >= 0.8 at c = 4 for one draft token. sd_spec_batch_row_cost(c) is that
+ * cost; sd_spec_k_at_cost the k a class's current estimate earns at a given cost (0: none;
+ * k_max when not adaptive). This cost depends on the load, so it may only shorten drafts
+ * whose length does not decide the tokens: greedy decoding, or a deterministic drafter
+ * (has_q = 0; verification then gives target-only's tokens for any k). */
+double sd_spec_batch_row_cost(int n_decoding);
+int sd_spec_k_at_cost(const sd_spec_k_t *c, int evidence, double row_cost);
+
 /* Statistics: one step drafted n tokens of which a were accepted; finish derives the
  * rates once generation is over. */
 void sd_gen_stats_step(sd_gen_stats_t *s, int n_drafted, int n_accepted);

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "engine/speculative.h"
 #include "engine/synthetic_model.h"
 #include "specdec/specdec.h"
 #include "support/test_util.h"
@@ -70,11 +71,12 @@ static sd_spec_config_t ngram_spec(void)
     return s;
 }
 
-static sd_engine_t *engine_new(sd_model_t *m, const sd_spec_config_t *spec, int max_active,
-                               int max_queued, int max_rows)
+static sd_engine_t *engine_new_ex(sd_model_t *m, const sd_spec_config_t *spec, int max_active,
+                                  int max_queued, int max_rows, int load_aware)
 {
     sd_engine_params_t p;
     sd_engine_params_default(&p);
+    p.load_aware_drafts = load_aware;
     p.model = m;
     p.spec = *spec;
     p.max_active = max_active;
@@ -84,6 +86,12 @@ static sd_engine_t *engine_new(sd_model_t *m, const sd_spec_config_t *spec, int 
     sd_status_t st = sd_engine_create(&p, &e);
     cr_assert_eq(st, SD_OK, "engine: %s", sd_last_error());
     return e;
+}
+
+static sd_engine_t *engine_new(sd_model_t *m, const sd_spec_config_t *spec, int max_active,
+                               int max_queued, int max_rows)
+{
+    return engine_new_ex(m, spec, max_active, max_queued, max_rows, 1);
 }
 
 static void *client_main(void *arg)
@@ -97,7 +105,9 @@ static void *client_main(void *arg)
     return NULL;
 }
 
-static void assert_same_result(const sd_gen_result_t *got, const sd_gen_result_t *want, int i)
+/* Same tokens, text and stop; with same_drafts also the same drafting (no load cut). */
+static void assert_same_result(const sd_gen_result_t *got, const sd_gen_result_t *want, int i,
+                               int same_drafts)
 {
     cr_assert_eq(got->n_tokens, want->n_tokens, "client %d: %zu tokens, alone %zu", i,
                  got->n_tokens, want->n_tokens);
@@ -105,14 +115,16 @@ static void assert_same_result(const sd_gen_result_t *got, const sd_gen_result_t
               "client %d: tokens differ from the request run alone", i);
     cr_assert_str_eq(got->text, want->text, "client %d", i);
     cr_assert_eq(got->stop_reason, want->stop_reason);
+    if (!same_drafts) return;
     cr_assert_eq(got->stats.drafted, want->stats.drafted, "client %d drafted", i);
     cr_assert_eq(got->stats.accepted, want->stats.accepted, "client %d accepted", i);
 }
 
 /* 16 clients on 16 threads, arriving in three orders (all at once, staggered forward,
  * staggered backward); with a row budget that makes some steps wait. Every response equals
- * the request run alone. */
-static void check_concurrent_equals_alone(const sd_spec_config_t *spec, int max_rows)
+ * the request run alone; without load-aware drafts its drafting does too. */
+static void check_concurrent_equals_alone(const sd_spec_config_t *spec, int max_rows,
+                                          int load_aware)
 {
     sd_model_t *m = load_synth(256);
     client_t alone[N_CLIENTS];
@@ -124,7 +136,7 @@ static void check_concurrent_equals_alone(const sd_spec_config_t *spec, int max_
         cr_assert_eq(st, SD_OK, "alone %d: %s", i, sd_last_error());
     }
     for (int order = 0; order < 3; order++) {
-        sd_engine_t *e = engine_new(m, spec, 8, 64, max_rows);
+        sd_engine_t *e = engine_new_ex(m, spec, 8, 64, max_rows, load_aware);
         client_t c[N_CLIENTS];
         pthread_t th[N_CLIENTS];
         for (int i = 0; i < N_CLIENTS; i++) {
@@ -134,12 +146,18 @@ static void check_concurrent_equals_alone(const sd_spec_config_t *spec, int max_
             pthread_create(&th[i], NULL, client_main, &c[i]);
         }
         for (int i = 0; i < N_CLIENTS; i++) pthread_join(th[i], NULL);
+        uint64_t drafted = 0, drafted_alone = 0;
         for (int i = 0; i < N_CLIENTS; i++) {
             cr_assert_eq(c[i].status, SD_OK, "order %d client %d: %s", order, i,
                          sd_status_string(c[i].status));
-            assert_same_result(&c[i].result, &alone[i].result, i);
+            assert_same_result(&c[i].result, &alone[i].result, i, !load_aware);
+            drafted += c[i].result.stats.drafted;
+            drafted_alone += alone[i].result.stats.drafted;
             sd_gen_result_free(&c[i].result);
         }
+        if (load_aware && order == 0) /* 8 decoding together: drafts were cut */
+            cr_assert_lt(drafted, drafted_alone, "%llu drafts in the batch, %llu alone",
+                         (unsigned long long)drafted, (unsigned long long)drafted_alone);
         sd_engine_metrics_t mt;
         cr_assert_eq(sd_engine_get_metrics(e, &mt), SD_OK);
         cr_assert_eq(mt.submitted, N_CLIENTS);
@@ -163,20 +181,20 @@ static void check_concurrent_equals_alone(const sd_spec_config_t *spec, int max_
 Test(engine_scheduler, concurrent_requests_equal_alone_ngram, .timeout = 240)
 {
     sd_spec_config_t s = ngram_spec();
-    check_concurrent_equals_alone(&s, 256);
+    check_concurrent_equals_alone(&s, 256, 0);
 }
 
 Test(engine_scheduler, concurrent_requests_equal_alone_tight_rows, .timeout = 240)
 {
     sd_spec_config_t s = ngram_spec();
-    check_concurrent_equals_alone(&s, 12); /* two k = 4 steps fit, prompts are chunked */
+    check_concurrent_equals_alone(&s, 12, 0); /* two k = 4 steps fit, prompts are chunked */
 }
 
 Test(engine_scheduler, concurrent_requests_equal_alone_target_only, .timeout = 240)
 {
     sd_spec_config_t s;
     sd_spec_config_default(&s); /* drafter NONE */
-    check_concurrent_equals_alone(&s, 64);
+    check_concurrent_equals_alone(&s, 64, 0);
 }
 
 Test(engine_scheduler, concurrent_requests_equal_alone_layerskip, .timeout = 240)
@@ -186,7 +204,38 @@ Test(engine_scheduler, concurrent_requests_equal_alone_layerskip, .timeout = 240
     s.drafter = SD_DRAFTER_LAYERSKIP;
     s.layerskip_layers = 1;
     s.k = 3;
-    check_concurrent_equals_alone(&s, 256);
+    check_concurrent_equals_alone(&s, 256, 0);
+}
+
+/* Load-aware drafts cut only drafts whose length cannot change the tokens: greedy requests
+ * and the n-gram drafter's (sampled requests included). */
+Test(engine_scheduler, load_aware_drafts_keep_the_tokens, .timeout = 240)
+{
+    sd_spec_config_t s = ngram_spec();
+    check_concurrent_equals_alone(&s, 256, 1);
+    sd_spec_config_default(&s);
+    s.drafter = SD_DRAFTER_LAYERSKIP;
+    s.layerskip_layers = 1;
+    s.k = 3;
+    check_concurrent_equals_alone(&s, 256, 1);
+}
+
+/* The cost model: a draft row is worth less the more requests share the step. */
+Test(engine_scheduler, batch_row_cost_grows_with_load)
+{
+    cr_assert_float_eq(sd_spec_batch_row_cost(1), 0.5, 1e-12);
+    cr_assert_float_eq(sd_spec_batch_row_cost(4), 0.8, 1e-12);
+    sd_spec_k_t c;
+    sd_spec_k_init(&c, 8, 1);
+    for (int i = 0; i < 20; i++) sd_spec_k_update_for(&c, 1, 4, 3); /* alpha -> 0.75 */
+    int alone = sd_spec_k_at_cost(&c, 1, sd_spec_batch_row_cost(1));
+    cr_assert_gt(alone, 0);
+    cr_assert_eq(sd_spec_k_at_cost(&c, 1, sd_spec_batch_row_cost(16)), 0,
+                 "at 16 requests a 75 %% draft row does not pay");
+    for (int i = 0; i < 40; i++) sd_spec_k_update_for(&c, 2, 4, 4); /* alpha -> 1 */
+    cr_assert_gt(sd_spec_k_at_cost(&c, 2, sd_spec_batch_row_cost(16)), 0);
+    sd_spec_k_init(&c, 5, 0);
+    cr_assert_eq(sd_spec_k_at_cost(&c, 0, 0.99), 5, "fixed k is never cut");
 }
 
 /* ---- cancellation, limits, shutdown ---------------------------------------------------- */

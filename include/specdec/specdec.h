@@ -268,6 +268,11 @@ typedef struct sd_engine_params {
                                (1 + its longest draft) waits for the next step when it does
                                not fit, never runs shortened, so its tokens do not depend
                                on the batch; prompt prefill is chunked into what is left */
+    int load_aware_drafts;  /* 1 (default): when several requests decode in one step, a draft
+                               row costs the batch nearly a whole token, so drafts are cut to
+                               what their acceptance pays for at that load; only drafts whose
+                               length cannot change the tokens (greedy, or the n-gram
+                               drafter) are cut. 0: every request drafts as if alone. */
     size_t max_kv_positions; /* KV-cache positions all active requests may hold together (a
                                 request holds prompt + max_tokens, capped by the context);
                                 0 = max_active * the model's n_ctx. A request waits in the
