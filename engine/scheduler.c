@@ -36,63 +36,7 @@
 #include "engine/gen.h"
 #include "engine/log.h"
 #include "engine/model.h"
-
-#define ENGINE_DEFAULT_MAX_ACTIVE 16
-#define ENGINE_DEFAULT_MAX_QUEUED 64
-#define ENGINE_DEFAULT_BATCH_ROWS 256
-
-typedef enum req_state { REQ_QUEUED, REQ_ACTIVE, REQ_DONE } req_state_t;
-
-struct sd_request {
-    sd_engine_t *engine;
-    /* the request, owned copies */
-    int32_t *prompt;
-    size_t n_prompt;
-    sd_gen_config_t config;
-    char **stops;             /* [config.n_stop_strings] */
-    int32_t *stop_tokens;     /* [config.n_stop_tokens] */
-    sd_token_callback callback;
-    void *user;
-    size_t kv_positions;      /* the target cache it holds once admitted */
-    size_t kv_bytes;          /* its bytes, once admitted */
-    /* scheduler side (engine->mu for state and the queue link) */
-    req_state_t state;
-    sd_request_t *next;       /* queue link */
-    sd_gen_t *gen;
-    atomic_int cancel;
-    double t_submit, t_admit;
-    int got_first_token;
-    uint64_t accepted_seen;   /* stats.accepted at the last step (accepted-length histogram) */
-    uint64_t steps_seen;
-    sd_status_t plan_status;  /* this step's sd_gen_plan failure, if any */
-    /* completion (mu) */
-    pthread_mutex_t mu;
-    pthread_cond_t done_cv;
-    int done, caller_released, scheduler_released;
-    sd_status_t status;
-    char error[512];          /* sd_last_error() of the scheduler when status != SD_OK */
-    sd_gen_result_t result;
-};
-
-struct sd_engine {
-    sd_engine_params_t p;
-    sd_model_t *model;
-    pthread_t thread;
-    int thread_started;
-    pthread_mutex_t mu;
-    pthread_cond_t work_cv;   /* the scheduler waits for work here */
-    pthread_cond_t idle_cv;   /* shutdown waits here for the queue and batch to empty */
-    sd_request_t *queue_head, *queue_tail;
-    sd_request_t **active;    /* [max_active], scheduler-owned order of admission */
-    int n_active;             /* guarded by mu (read by metrics) */
-    int accepting, stopping;
-    double deadline;          /* shutdown: cancel everything after this (0: none) */
-    sd_batch_t batch;
-    sd_batch_part_t *parts;   /* [max_active] */
-    sd_request_t **planned;   /* [max_active] the request of each part */
-    int rotate;               /* where step planning starts */
-    sd_engine_metrics_t m;    /* counters and histograms (mu); queued/active/kv filled on read */
-};
+#include "engine/scheduler_impl.h"
 
 static double now_seconds(void)
 {
@@ -100,6 +44,23 @@ static double now_seconds(void)
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
+
+/* Absolute CLOCK_REALTIME time `seconds` from now (condition variables use it). */
+static struct timespec deadline_in(double seconds)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    double whole = floor(seconds);
+    ts.tv_sec += (time_t)whole;
+    ts.tv_nsec += (long)((seconds - whole) * 1e9);
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    return ts;
+}
+
+static size_t kv_positions_of(const sd_model_t *m, size_t n_prompt, const sd_gen_config_t *c);
 
 /* ---- histograms ------------------------------------------------------------------- */
 
@@ -136,7 +97,7 @@ static void metrics_init(sd_engine_metrics_t *m)
 
 /* ---- requests ----------------------------------------------------------------------- */
 
-static void request_destroy(sd_request_t *r)
+void sched_request_destroy(sd_request_t *r)
 {
     if (r->config.stop_strings != NULL)
         for (size_t i = 0; i < r->config.n_stop_strings; i++) free(r->stops[i]);
@@ -149,9 +110,8 @@ static void request_destroy(sd_request_t *r)
     free(r);
 }
 
-/* A request with its own copies of the prompt and of config's arrays and strings. */
-static sd_status_t request_new(const int32_t *prompt, size_t n_prompt, const sd_gen_config_t *c,
-                               sd_request_t **out)
+sd_status_t sched_request_new(const int32_t *prompt, size_t n_prompt, const sd_gen_config_t *c,
+                              sd_request_t **out)
 {
     sd_request_t *r = calloc(1, sizeof *r);
     SD_ALLOC_CHECK(r, sizeof *r, "request");
@@ -165,7 +125,7 @@ static sd_status_t request_new(const int32_t *prompt, size_t n_prompt, const sd_
     for (size_t i = 0; ok && i < c->n_stop_strings; i++)
         ok = (r->stops[i] = strdup(c->stop_strings[i])) != NULL;
     if (!ok) {
-        request_destroy(r);
+        sched_request_destroy(r);
         return sd_set_error(SD_ERR_OUT_OF_MEMORY, "out of memory copying a request of %zu tokens",
                             n_prompt);
     }
@@ -186,7 +146,7 @@ static void request_release(sd_request_t *r, int scheduler)
     else r->caller_released = 1;
     int last = r->scheduler_released && r->caller_released;
     pthread_mutex_unlock(&r->mu);
-    if (last) request_destroy(r);
+    if (last) sched_request_destroy(r);
 }
 
 /* The request is over: publish status and result, wake its waiters, drop the scheduler's
@@ -256,20 +216,27 @@ static void finish_queued(sd_engine_t *e, sd_request_t *r, sd_status_t st)
     request_complete(r, st, &res);
 }
 
-/* Pop the queue head when a slot is free and its KV positions fit (engine->mu held). */
-static sd_request_t *pop_admissible(sd_engine_t *e)
+/* Rank 0: pop the queued requests that fit — a free slot each and their KV positions —
+ * into d->admit, FIFO (engine->mu held, after this iteration's cancellations). */
+static void pop_admissions(sd_engine_t *e, sched_decision_t *d)
 {
-    sd_request_t *r = e->queue_head;
-    if (r == NULL || e->n_active >= e->p.max_active ||
-        e->m.kv_positions_used + r->kv_positions > e->m.kv_positions_cap)
-        return NULL;
-    e->queue_head = r->next;
-    if (e->queue_head == NULL) e->queue_tail = NULL;
-    return r;
+    size_t kv = e->m.kv_positions_used;
+    sd_request_t *r;
+    d->n_admit = 0;
+    while ((r = e->queue_head) != NULL && e->n_active + d->n_admit < e->p.max_active &&
+           kv + r->kv_positions <= e->m.kv_positions_cap) {
+        e->queue_head = r->next;
+        if (e->queue_head == NULL) e->queue_tail = NULL;
+        r->state = REQ_ACTIVE;
+        r->t_admit = now_seconds();
+        hist_observe(&e->m.queue_seconds, r->t_admit - r->t_submit);
+        kv += r->kv_positions;
+        d->admit[d->n_admit++] = r;
+    }
 }
 
 /* Remove cancelled requests from the queue; past the shutdown deadline, all of them
- * (engine->mu held). */
+ * (engine->mu held). Queued requests live on rank 0 only. */
 static void sweep_queue(sd_engine_t *e, int expire_all)
 {
     sd_request_t **link = &e->queue_head, *last = NULL;
@@ -286,38 +253,41 @@ static void sweep_queue(sd_engine_t *e, int expire_all)
     e->queue_tail = last;
 }
 
-/* Admit what fits: each admitted request gets its generation (created without the lock;
- * a failure, e.g. out of memory, ends that request with its status). */
-static void admit(sd_engine_t *e)
+/* Give each admitted request its generation (created without the lock: under TP it is
+ * collective; a failure, e.g. out of memory, ends that request with its status) and a slot. */
+static void admit_requests(sd_engine_t *e, sd_request_t *const *list, int n)
 {
-    pthread_mutex_lock(&e->mu);
-    sd_request_t *r;
-    while ((r = pop_admissible(e)) != NULL) {
-        r->state = REQ_ACTIVE;
-        r->t_admit = now_seconds();
-        hist_observe(&e->m.queue_seconds, r->t_admit - r->t_submit);
-        e->m.prompt_tokens += r->n_prompt;
-        pthread_mutex_unlock(&e->mu);
+    for (int i = 0; i < n; i++) {
+        sd_request_t *r = list[i];
         sd_status_t st = sd_gen_new(e->model, r->prompt, r->n_prompt, &r->config, &e->p.spec, NULL,
                                     on_token, r, 1, &r->gen);
         pthread_mutex_lock(&e->mu);
+        e->m.prompt_tokens += r->n_prompt;
         if (st != SD_OK) {
             finish_queued(e, r, st);
-            continue;
+        } else {
+            e->active[e->n_active++] = r;
+            r->kv_bytes = sd_gen_kv_bytes(r->gen);
+            e->m.kv_positions_used += r->kv_positions;
+            e->m.kv_bytes_used += r->kv_bytes;
         }
-        e->active[e->n_active++] = r;
-        r->kv_bytes = sd_gen_kv_bytes(r->gen);
-        e->m.kv_positions_used += r->kv_positions;
-        e->m.kv_bytes_used += r->kv_bytes;
+        pthread_mutex_unlock(&e->mu);
     }
-    pthread_mutex_unlock(&e->mu);
 }
 
-/* End cancelled active requests, or all of them past the shutdown deadline. */
-static void sweep_active(sd_engine_t *e, int expire_all)
+/* End the active requests d->cancel names (descending indices). */
+static void apply_cancellations(sd_engine_t *e, const sched_decision_t *d)
 {
+    for (int j = 0; j < d->n_cancel; j++) finish_active(e, d->cancel[j], SD_OK, 1);
+}
+
+/* Rank 0: the active requests to cancel this iteration (flagged, or all of them past the
+ * shutdown deadline), descending. */
+static void pick_cancellations(sd_engine_t *e, int expire_all, sched_decision_t *d)
+{
+    d->n_cancel = 0;
     for (int i = e->n_active - 1; i >= 0; i--)
-        if (expire_all || atomic_load(&e->active[i]->cancel)) finish_active(e, i, SD_OK, 1);
+        if (expire_all || atomic_load(&e->active[i]->cancel)) d->cancel[d->n_cancel++] = i;
 }
 
 /* Plan the step: decoding requests first (rows with logits), then prompt chunks; returns
@@ -396,7 +366,10 @@ static void run_step(sd_engine_t *e)
     pthread_mutex_unlock(&e->mu);
 }
 
-/* Wait for work (engine->mu held): returns 0 when the thread should exit. */
+/* Rank 0: wait for work (engine->mu held); returns 0 when the scheduler should stop.
+ * Under TP an idle wait ends after SCHED_HEARTBEAT_SECONDS so the other ranks, blocked in
+ * the decision broadcast, hear from rank 0 well within their collective deadline. */
+#define SCHED_HEARTBEAT_SECONDS 1.0
 static int wait_for_work(sd_engine_t *e)
 {
     while (e->n_active == 0) {
@@ -405,28 +378,111 @@ static int wait_for_work(sd_engine_t *e)
                                              e->m.kv_positions_cap)
             return 1;
         if (e->deadline > 0.0 && e->queue_head != NULL) return 1; /* expire them */
-        pthread_cond_wait(&e->work_cv, &e->mu);
+        if (e->comm == NULL) {
+            pthread_cond_wait(&e->work_cv, &e->mu);
+            continue;
+        }
+        struct timespec beat = deadline_in(SCHED_HEARTBEAT_SECONDS);
+        if (pthread_cond_timedwait(&e->work_cv, &e->mu, &beat) == ETIMEDOUT) return 1;
     }
+    return 1;
+}
+
+/* Rank 0: this iteration's decision (cancellations applied here, admissions popped). */
+static void leader_decide(sd_engine_t *e, sched_decision_t *d)
+{
+    pthread_mutex_lock(&e->mu);
+    d->stop = !wait_for_work(e);
+    int expire = e->deadline > 0.0 && now_seconds() >= e->deadline;
+    sweep_queue(e, expire);
+    pthread_mutex_unlock(&e->mu);
+    pick_cancellations(e, expire, d);
+    apply_cancellations(e, d);
+    pthread_mutex_lock(&e->mu);
+    if (!d->stop) pop_admissions(e, d);
+    else d->n_admit = 0;
+    if (e->queue_head == NULL && e->n_active == 0 && d->n_admit == 0)
+        pthread_cond_broadcast(&e->idle_cv);
+    pthread_mutex_unlock(&e->mu);
+}
+
+/* A collective failed: every active and queued request ends with st, and so will every
+ * later submit (the group cannot step any more). */
+static void fail_everything(sd_engine_t *e, sd_status_t st)
+{
+    char msg[512];
+    snprintf(msg, sizeof msg, "%s", sd_last_error());
+    pthread_mutex_lock(&e->mu);
+    e->failed = st;
+    e->accepting = 0;
+    while (e->queue_head != NULL) {
+        sd_request_t *r = e->queue_head;
+        e->queue_head = r->next;
+        finish_queued(e, r, sd_set_error(st, "%s", msg));
+    }
+    e->queue_tail = NULL;
+    pthread_mutex_unlock(&e->mu);
+    for (int i = e->n_active - 1; i >= 0; i--) finish_active(e, i, sd_set_error(st, "%s", msg), 0);
+    pthread_mutex_lock(&e->mu);
+    pthread_cond_broadcast(&e->idle_cv);
+    pthread_mutex_unlock(&e->mu);
+}
+
+/* Ranks > 0: rank 0's decision fits this rank's batch (cancelled indices descending and
+ * active here: the batches are the same, so anything else is divergence); the admitted
+ * requests get the KV positions rank 0 counted for them. */
+static sd_status_t follower_accept(sd_engine_t *e, sched_decision_t *d)
+{
+    for (int j = 0; j < d->n_cancel; j++)
+        if (d->cancel[j] < 0 || d->cancel[j] >= e->n_active || (j > 0 && d->cancel[j] >= d->cancel[j - 1])) {
+            for (int i = 0; i < d->n_admit; i++) sched_request_destroy(d->admit[i]);
+            return sd_set_error(SD_ERR_RANK_DIVERGENCE,
+                                "rank %d: rank 0 cancels active request %d of %d here", e->rank,
+                                d->cancel[j], e->n_active);
+        }
+    for (int i = 0; i < d->n_admit; i++) {
+        sd_request_t *r = d->admit[i];
+        r->kv_positions = kv_positions_of(e->model, r->n_prompt, &r->config);
+        r->t_submit = r->t_admit = now_seconds();
+    }
+    return SD_OK;
+}
+
+/* One iteration on every rank: rank 0 decides (and broadcasts under TP), the others
+ * receive; then all apply the same admissions and run the same step. 0: stop. */
+static int iterate(sd_engine_t *e)
+{
+    sched_decision_t *d = &e->d;
+    sd_status_t st = SD_OK;
+    if (e->rank == 0) {
+        leader_decide(e, d);
+        if (e->comm != NULL) st = sched_tp_send(e, d);
+    } else {
+        st = sched_tp_recv(e, d);
+        if (st == SD_OK) st = follower_accept(e, d);
+        if (st == SD_OK) apply_cancellations(e, d);
+    }
+    if (st != SD_OK) {
+        if (e->rank == 0) { /* popped for admission, not yet admitted */
+            pthread_mutex_lock(&e->mu);
+            for (int i = 0; i < d->n_admit; i++) finish_queued(e, d->admit[i], st);
+            pthread_mutex_unlock(&e->mu);
+        }
+        fail_everything(e, st);
+        return 0;
+    }
+    if (d->stop) return 0;
+    admit_requests(e, d->admit, d->n_admit);
+    run_step(e);
     return 1;
 }
 
 static void *scheduler_main(void *arg)
 {
     sd_engine_t *e = arg;
-    for (;;) {
-        pthread_mutex_lock(&e->mu);
-        if (!wait_for_work(e)) {
-            pthread_mutex_unlock(&e->mu);
-            return NULL;
-        }
-        int expire = e->deadline > 0.0 && now_seconds() >= e->deadline;
-        sweep_queue(e, expire);
-        if (e->queue_head == NULL && e->n_active == 0) pthread_cond_broadcast(&e->idle_cv);
-        pthread_mutex_unlock(&e->mu);
-        sweep_active(e, expire);
-        admit(e);
-        run_step(e);
+    while (iterate(e)) {
     }
+    return NULL;
 }
 
 /* ---- the API ---------------------------------------------------------------------------- */
@@ -456,10 +512,6 @@ static sd_status_t check_params(const sd_engine_params_t *p)
         return sd_set_error(SD_ERR_INVALID_ARG,
                             "engine: max_batch_rows = %d outside [%d (one step of k = %d), 65536]",
                             p->max_batch_rows, k_rows, p->spec.k);
-    if (sd_comm_size(p->model->comm) > 1)
-        return sd_set_error(SD_ERR_NOT_BUILT,
-                            "engine: serving a tensor-parallel model (%d ranks) is not supported yet",
-                            sd_comm_size(p->model->comm));
     return sd_spec_check(&p->spec, 0);
 }
 
@@ -469,6 +521,8 @@ static void engine_destroy(sd_engine_t *e)
     free(e->active);
     free(e->parts);
     free(e->planned);
+    free(e->d.cancel);
+    free(e->d.admit);
     pthread_mutex_destroy(&e->mu);
     pthread_cond_destroy(&e->work_cv);
     pthread_cond_destroy(&e->idle_cv);
@@ -486,7 +540,9 @@ sd_status_t sd_engine_create(const sd_engine_params_t *params, sd_engine_t **out
     SD_ALLOC_CHECK(e, sizeof *e, "engine");
     e->p = *params;
     e->model = params->model;
-    e->accepting = 1;
+    e->comm = sd_comm_size(params->model->comm) > 1 ? params->model->comm : NULL;
+    e->rank = sd_comm_rank(e->comm);
+    e->accepting = e->rank == 0;
     pthread_mutex_init(&e->mu, NULL);
     pthread_cond_init(&e->work_cv, NULL);
     pthread_cond_init(&e->idle_cv, NULL);
@@ -498,7 +554,9 @@ sd_status_t sd_engine_create(const sd_engine_params_t *params, sd_engine_t **out
     e->active = calloc((size_t)na, sizeof *e->active);
     e->parts = calloc((size_t)na, sizeof *e->parts);
     e->planned = calloc((size_t)na, sizeof *e->planned);
-    sd_status_t st = e->active && e->parts && e->planned
+    e->d.cancel = calloc((size_t)na, sizeof *e->d.cancel);
+    e->d.admit = calloc((size_t)na, sizeof *e->d.admit);
+    sd_status_t st = e->active && e->parts && e->planned && e->d.cancel && e->d.admit
                          ? SD_OK
                          : sd_set_error(SD_ERR_OUT_OF_MEMORY, "engine: out of memory for %d slots", na);
     int max_seqs = na < params->max_batch_rows ? na : params->max_batch_rows;
@@ -525,6 +583,9 @@ static size_t kv_positions_of(const sd_model_t *m, size_t n_prompt, const sd_gen
 /* Queue r or refuse it with SD_ERR_BUSY (engine->mu held). */
 static sd_status_t enqueue(sd_engine_t *e, sd_request_t *r)
 {
+    if (e->failed != SD_OK)
+        return sd_set_error(e->failed, "the engine's tensor-parallel group failed (%s); it "
+                            "accepts no requests", sd_status_string(e->failed));
     if (!e->accepting)
         return sd_set_error(SD_ERR_BUSY, "the engine is shutting down and accepts no requests");
     int waiting = 0;
@@ -550,6 +611,9 @@ sd_status_t sd_engine_submit(sd_engine_t *e, const int32_t *prompt, size_t n_pro
     if (e == NULL || out == NULL)
         return sd_set_error(SD_ERR_INVALID_ARG, "sd_engine_submit: %s is NULL",
                             e == NULL ? "engine" : "out");
+    if (e->rank != 0)
+        return sd_set_error(SD_ERR_INVALID_ARG, "sd_engine_submit on rank %d: requests are "
+                            "submitted on rank 0 of a tensor-parallel engine", e->rank);
     sd_status_t st = sd_gen_check(e->model, prompt, n_prompt, config, &e->p.spec, 0);
     size_t kv = st == SD_OK ? kv_positions_of(e->model, n_prompt, config) : 0;
     if (st == SD_OK && kv > e->m.kv_positions_cap)
@@ -558,7 +622,7 @@ sd_status_t sd_engine_submit(sd_engine_t *e, const int32_t *prompt, size_t n_pro
                           "engine holds at most %zu", kv, n_prompt, config->max_tokens,
                           e->m.kv_positions_cap);
     sd_request_t *r = NULL;
-    if (st == SD_OK) st = request_new(prompt, n_prompt, config, &r);
+    if (st == SD_OK) st = sched_request_new(prompt, n_prompt, config, &r);
     if (st != SD_OK) {
         pthread_mutex_lock(&e->mu);
         e->m.rejected_invalid++;
@@ -574,7 +638,7 @@ sd_status_t sd_engine_submit(sd_engine_t *e, const int32_t *prompt, size_t n_pro
     if (st != SD_OK) e->m.rejected_busy++;
     pthread_mutex_unlock(&e->mu);
     if (st != SD_OK) {
-        request_destroy(r);
+        sched_request_destroy(r);
         return st;
     }
     *out = r;
@@ -603,21 +667,6 @@ int sd_request_done(const sd_request_t *r)
     int done = w->done;
     pthread_mutex_unlock(&w->mu);
     return done;
-}
-
-/* Absolute CLOCK_REALTIME time `seconds` from now (condition variables use it). */
-static struct timespec deadline_in(double seconds)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    double whole = floor(seconds);
-    ts.tv_sec += (time_t)whole;
-    ts.tv_nsec += (long)((seconds - whole) * 1e9);
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
-    }
-    return ts;
 }
 
 sd_status_t sd_request_wait(sd_request_t *r, double timeout_seconds, sd_gen_result_t *out)
@@ -668,9 +717,26 @@ void sd_engine_shutdown(sd_engine_t *e, double grace_seconds)
     pthread_mutex_unlock(&e->mu);
 }
 
+sd_status_t sd_engine_wait_stopped(sd_engine_t *e)
+{
+    if (e == NULL || e->rank == 0)
+        return sd_set_error(SD_ERR_INVALID_ARG, "sd_engine_wait_stopped: %s",
+                            e == NULL ? "engine is NULL" : "only ranks > 0 follow rank 0's engine");
+    if (e->thread_started) pthread_join(e->thread, NULL);
+    e->thread_started = 0;
+    return e->failed == SD_OK ? SD_OK
+                              : sd_set_error(e->failed, "the tensor-parallel group failed: %s",
+                                             sd_status_string(e->failed));
+}
+
 void sd_engine_free(sd_engine_t *e)
 {
     if (e == NULL) return;
+    if (e->rank != 0) {
+        (void)sd_engine_wait_stopped(e);
+        engine_destroy(e);
+        return;
+    }
     sd_engine_shutdown(e, 0);
     pthread_mutex_lock(&e->mu);
     e->stopping = 1;

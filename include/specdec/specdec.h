@@ -288,8 +288,20 @@ sd_status_t sd_engine_create(const sd_engine_params_t *params, sd_engine_t **out
  * returns once no request is queued or active. Idempotent. */
 void sd_engine_shutdown(sd_engine_t *engine, double grace_seconds);
 /* sd_engine_shutdown(engine, 0), stop the scheduler thread, free the engine. Request
- * handles not yet freed stay valid (their results are final) until sd_request_free. */
+ * handles not yet freed stay valid (their results are final) until sd_request_free.
+ * Ranks > 0 of a tensor-parallel engine: waits for rank 0 to stop first (see below). */
 void sd_engine_free(sd_engine_t *engine);
+/* Tensor parallelism: a model split over a comm (sd_model_params_t.comm) is served by one
+ * engine per rank, created on every rank with the same parameters. Rank 0 takes the
+ * requests (sd_engine_submit elsewhere is SD_ERR_INVALID_ARG) and, before each step,
+ * broadcasts what changed (requests admitted with their prompts and configs, requests
+ * cancelled); every rank then runs the same batched step, so all ranks hold the same
+ * batch and step together. While idle, rank 0 sends an empty step every second, well
+ * within the collective deadline. On ranks > 0 this call blocks until rank 0 frees its
+ * engine (SD_OK) or the group fails (its status: SD_ERR_COMM_TIMEOUT, SD_ERR_PEER_LOST, ...).
+ * A failed group ends every request with that status and refuses later submits with it.
+ * SD_ERR_INVALID_ARG on rank 0 or without TP. */
+sd_status_t sd_engine_wait_stopped(sd_engine_t *engine);
 
 /* Queue a generation of prompt[n_prompt] (copied, like every string of config). The
  * request is validated here, before it is queued: a bad config or prompt, a prompt that
