@@ -8,6 +8,7 @@
 #include "cli.h"
 #include "hangtest.h"
 #include "launch.h"
+#include "serve/serve.h"
 
 static const char usage[] =
     "usage: specdec <command> [options]\n"
@@ -16,6 +17,8 @@ static const char usage[] =
     "  run    generate a continuation of a prompt; only the generated text goes to stdout\n"
     "  chat   chat with the model using its chat template (-p for one turn, else stdin lines)\n"
     "  info   print the model's architecture and shape\n"
+    "  serve  OpenAI-compatible HTTP server: serve -m MODEL [--port P] ... (serve --help,\n"
+    "         docs/serve.md)\n"
     "  bench  speculative vs target-only decode speed over a prompt set (see bench/README.md)\n"
     "  launch     run N ranks of a command on this node: launch -n N -- specdec run ... (--help)\n"
     "  commbench  allreduce latency and bus bandwidth of the comm backend, under launch or mpirun\n"
@@ -149,11 +152,12 @@ int main(int argc, char **argv)
     if (!strcmp(argv[1], "run")) return cmd_run(argc, argv);
     if (!strcmp(argv[1], "chat")) return cmd_chat(argc, argv);
     if (!strcmp(argv[1], "info")) return cmd_info(argc, argv);
+    if (!strcmp(argv[1], "serve")) return cmd_serve(argc, argv);
     if (!strcmp(argv[1], "bench")) return cmd_bench(argc, argv);
     if (!strcmp(argv[1], "launch")) return cmd_launch(argc, argv);
     if (!strcmp(argv[1], "commbench")) return cmd_commbench(argc, argv);
     if (!strcmp(argv[1], "hangtest")) return cmd_hangtest(argc, argv);
-    fprintf(stderr, "specdec: error: unknown command '%s' (run, chat, info, bench, launch, "
-                    "commbench, hangtest)\n", argv[1]);
+    fprintf(stderr, "specdec: error: unknown command '%s' (run, chat, info, serve, bench, "
+                    "launch, commbench, hangtest)\n", argv[1]);
     return 2;
 }

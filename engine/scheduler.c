@@ -512,7 +512,14 @@ static sd_status_t check_params(const sd_engine_params_t *p)
         return sd_set_error(SD_ERR_INVALID_ARG,
                             "engine: max_batch_rows = %d outside [%d (one step of k = %d), 65536]",
                             p->max_batch_rows, k_rows, p->spec.k);
-    return sd_spec_check(&p->spec, 0);
+    SD_CHECK(sd_spec_check(&p->spec, 0));
+    /* the drafter every request will build, built once now: a bad layer count or a draft
+     * model with another vocabulary is refused here, not at every submit (collective under
+     * TP, like engine creation itself) */
+    sd_drafter_t *probe = NULL;
+    SD_CHECK(sd_spec_make_drafter(p->model, &p->spec, &probe));
+    sd_drafter_free(probe);
+    return SD_OK;
 }
 
 static void engine_destroy(sd_engine_t *e)

@@ -30,7 +30,7 @@ typedef struct wire {
 
 static void put(wire_t *w, const void *p, size_t n)
 {
-    if (w->bad) return;
+    if (w->bad || n == 0) return;
     if (w->len + n > w->cap) {
         size_t cap = w->cap ? w->cap * 2 : 4096;
         while (cap < w->len + n) cap *= 2;
@@ -48,6 +48,7 @@ static void put(wire_t *w, const void *p, size_t n)
 
 static void get(wire_t *w, void *p, size_t n)
 {
+    if (n == 0) return;
     if (w->bad || w->len - w->pos < n) {
         w->bad = 1;
         memset(p, 0, n);

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what specdec needs to build and test on Debian: compilers, CMake, Criterion, Open MPI,
-# and the Python packages used by the reference checks. Idempotent; skips what is there.
+# the server's libraries (libmicrohttpd, cJSON; libcurl and curl for its tests), and the Python
+# packages used by the reference checks and the server's client test. Idempotent; skips what is there.
 set -euo pipefail
 
 need_apt=()
@@ -14,16 +15,23 @@ command -v unzip >/dev/null || need_apt+=(unzip)
 # The `mpi` comm backend and mpirun for its tests (CPU ranks; the CPU counterpart of NCCL).
 command -v mpicc >/dev/null || need_apt+=(libopenmpi-dev)
 command -v mpirun >/dev/null || need_apt+=(openmpi-bin)
+# `specdec serve`: HTTP server and JSON libraries; libcurl and curl for its tests.
+pkg-config --exists libmicrohttpd 2>/dev/null || need_apt+=(libmicrohttpd-dev)
+pkg-config --exists libcjson 2>/dev/null || need_apt+=(libcjson-dev)
+pkg-config --exists libcurl 2>/dev/null || need_apt+=(libcurl4-openssl-dev)
+command -v curl >/dev/null || need_apt+=(curl)
 if [ ${#need_apt[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 
-# Reference checks: NumPy forward over the GGUF file, HF tokenizers as the reference tokenizer.
+# Reference checks: NumPy forward over the GGUF file, HF tokenizers as the reference tokenizer;
+# the official OpenAI client for the server's client test (tests/serve/test_openai_client.py).
 py_missing=$(python3 - <<'PY'
 import importlib.util
-need = {"numpy": "numpy", "gguf": "gguf==0.19.0", "tokenizers": "tokenizers"}
+need = {"numpy": "numpy", "gguf": "gguf==0.19.0", "tokenizers": "tokenizers",
+        "openai": "openai"}
 print(" ".join(v for k, v in need.items() if importlib.util.find_spec(k) is None))
 PY
 )

@@ -441,6 +441,11 @@ Test(engine_scheduler, bad_requests_are_refused_at_submit, .timeout = 60)
     p.max_batch_rows = 64;
     p.max_active = 0;
     cr_assert_eq(sd_engine_create(&p, &e), SD_ERR_INVALID_ARG);
+    p.max_active = 4;
+    p.spec.drafter = SD_DRAFTER_LAYERSKIP;
+    p.spec.layerskip_layers = 5; /* the model has 2 layers: refused at creation */
+    cr_assert_eq(sd_engine_create(&p, &e), SD_ERR_INVALID_ARG);
+    cr_assert(strstr(sd_last_error(), "5") != NULL, "%s", sd_last_error());
     sd_model_free(m);
 }
 

@@ -1,0 +1,97 @@
+/* The OpenAI wire format: a request body (JSON) becomes prompt tokens and a generation
+ * config; results become response bodies, stream chunks and error bodies (JSON text). No
+ * HTTP here: the caller maps oai_error_t.http_status onto its response. */
+#ifndef SPECDEC_APPS_SERVE_OPENAI_H
+#define SPECDEC_APPS_SERVE_OPENAI_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "specdec/specdec.h"
+
+typedef enum oai_endpoint {
+    OAI_CHAT,        /* POST /v1/chat/completions: messages, the chat template applied */
+    OAI_COMPLETIONS, /* POST /v1/completions: a prompt string (or token ids) */
+} oai_endpoint_t;
+
+/* An error as OpenAI writes it: {"error":{"message","type","param","code"}}. */
+typedef struct oai_error {
+    int http_status;   /* 400, 404, 405, 413, 429, 500, 503 */
+    const char *type;  /* "invalid_request_error", "server_error", "requests" (429) */
+    const char *param; /* the request field at fault, or NULL */
+    const char *code;  /* "model_not_found", "context_length_exceeded", ... or NULL */
+    char message[512]; /* names the value that was wrong */
+} oai_error_t;
+
+/* What the parser needs to know about the served model. */
+typedef struct oai_model {
+    sd_model_t *model; /* tokenizer and chat template */
+    const char *id;    /* the "model" a request must name */
+    int n_ctx;         /* KV-cache length: prompt + max_tokens must fit */
+    int n_vocab;       /* token ids of a prompt array are checked against it */
+} oai_model_t;
+
+#define OAI_MAX_STOP 4
+
+/* A parsed request. gen.stop_strings points into stop[]; free with oai_request_free. */
+typedef struct oai_request {
+    oai_endpoint_t endpoint;
+    int32_t *prompt; /* [n_prompt] token ids */
+    size_t n_prompt;
+    sd_gen_config_t gen;
+    char *stop[OAI_MAX_STOP];
+    int has_seed;      /* 0: no "seed" given; the caller picks gen.seed and reports it */
+    int stream;        /* "stream": true */
+    int include_usage; /* "stream_options": {"include_usage": true} */
+} oai_request_t;
+
+/* Parse body[len] for `endpoint`. SD_OK with *out filled, or SD_ERR_INVALID_ARG with *err
+ * holding the 400 (a bad field, wrong type, unsupported option, unknown model, prompt too
+ * long for the context); other statuses (out of memory, tokenizer failures) fill *err as
+ * a 500. *out needs oai_request_free in every case. */
+sd_status_t oai_parse_request(const oai_model_t *model, oai_endpoint_t endpoint,
+                              const char *body, size_t len, oai_request_t *out,
+                              oai_error_t *err);
+void oai_request_free(oai_request_t *request);
+
+/* Fill *err with an error of the given status, type and code (param and code may be NULL). */
+void oai_error_set(oai_error_t *err, int http_status, const char *type, const char *param,
+                   const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 6, 7)));
+/* The error for a failed sd_engine_submit (status and sd_last_error()'s detail):
+ * SD_ERR_BUSY -> 429, SD_ERR_CONTEXT_FULL -> 400 context_length_exceeded, other input
+ * problems -> 400, failures of the server itself -> 500. */
+void oai_error_from_status(sd_status_t status, const char *detail, oai_error_t *err);
+
+/* Names: "length" (max tokens), "eos", "stop" (a stop string), "stop_token", "callback",
+ * "cancelled", "error", "none". */
+const char *oai_stop_reason_name(sd_stop_reason_t reason);
+
+/* Everything a response names besides the result itself. */
+typedef struct oai_reply {
+    oai_endpoint_t endpoint;
+    char id[40];          /* "chatcmpl-N" | "cmpl-N" */
+    long long created;    /* unix seconds */
+    const char *model_id;
+    const char *drafter;  /* NULL: target-only */
+    int k;                /* draft length (the maximum when adaptive); 0 without a drafter */
+    uint64_t seed;        /* the seed used (the request's or the server's) */
+} oai_reply_t;
+
+/* JSON text, malloc'd (free()), NULL when out of memory. Text is made valid UTF-8 (a byte
+ * that cannot be decoded becomes U+FFFD) before it goes into a JSON string. */
+/* The non-streaming body: chat.completion or text_completion, usage, the specdec object. */
+char *oai_response_json(const oai_reply_t *reply, const sd_gen_result_t *result);
+/* A stream chunk carrying text[len] (chat: delta.content; completions: text). For chat,
+ * role = 1 gives the opening chunk, delta {"role":"assistant","content":""}. */
+char *oai_chunk_json(const oai_reply_t *reply, const char *text, size_t len, int role);
+/* The last content chunk: empty delta (chat) or text "" (completions) and finish_reason. */
+char *oai_final_chunk_json(const oai_reply_t *reply, sd_stop_reason_t reason);
+/* The stream_options.include_usage chunk: "choices": [], usage and the specdec object. */
+char *oai_usage_chunk_json(const oai_reply_t *reply, const sd_gen_result_t *result);
+/* {"error":{...}} */
+char *oai_error_json(const oai_error_t *err);
+/* GET /v1/models: {"object":"list","data":[{"id","object":"model","created","owned_by"}]}. */
+char *oai_models_json(const char *model_id, long long created);
+
+#endif

@@ -1,0 +1,241 @@
+/* `specdec serve`: options, the lifecycle (listen, load, serve until SIGINT/SIGTERM, drain,
+ * free) and the one "serving" line on stderr that scripts and tests wait for. */
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "serve.h"
+
+/* After the engine has finished every request, responses still being written get this
+ * long before the connections are closed. */
+#define SERVE_DRAIN_SECONDS 5.0
+
+static const char serve_usage[] =
+    "usage: specdec serve -m MODEL.gguf [options]\n"
+    "  OpenAI-compatible HTTP server: POST /v1/chat/completions, /v1/completions;\n"
+    "  GET /v1/models, /health, /metrics (docs/serve.md)\n"
+    "  -m, --model PATH       the target model (GGUF)\n"
+    "  --draft ngram[:N] | layerskip:L | PATH, --k K, --no-adaptive   speculative decoding\n"
+    "  -t, --threads N, -c, --ctx N, --device D   as for `specdec run`\n"
+    "  --host ADDR            address to listen on (default 127.0.0.1)\n"
+    "  --port P               port (default 8080; 0 = any free port)\n"
+    "  --max-active N         requests stepping together (default 16)\n"
+    "  --max-queued N         requests waiting for a slot; more get 429 (default 64)\n"
+    "  --max-batch-rows N     rows of one batched forward (default 128)\n"
+    "  --max-body-bytes N     larger request bodies get 413 (default 1048576)\n"
+    "  --grace-seconds S      on SIGINT/SIGTERM, let requests run this long (default 10)\n"
+    "  --no-load-aware-drafts draft as if alone even when many requests share a step\n"
+    "                         (default: cut drafts that do not pay at the batch's load)\n"
+    "  --model-id NAME        the model name clients send (default: the file name without .gguf)\n";
+
+/* Options `specdec run` shares: passed on to cli_parse_gen_opts. */
+static int is_gen_flag(const char *flag, int *takes_value)
+{
+    static const char *const with_value[] = {"-m", "--model", "--draft", "--k", "-t",
+                                             "--threads", "-c", "--ctx", "--device",
+                                             "--draft-ranks"};
+    *takes_value = 1;
+    for (size_t i = 0; i < sizeof with_value / sizeof with_value[0]; i++)
+        if (!strcmp(flag, with_value[i])) return 1;
+    *takes_value = 0;
+    return !strcmp(flag, "--no-adaptive");
+}
+
+/* One server option with its value; 0 (after printing the error) when bad or unknown. */
+static int parse_serve_flag(const char *flag, const char *v, serve_options_t *o)
+{
+    if (!strcmp(flag, "--host")) return o->host = v, 1;
+    if (!strcmp(flag, "--port")) return cli_parse_int(flag, v, 0, 65535, &o->port);
+    if (!strcmp(flag, "--max-active")) return cli_parse_int(flag, v, 1, 4096, &o->max_active);
+    if (!strcmp(flag, "--max-queued")) return cli_parse_int(flag, v, 0, 1 << 20, &o->max_queued);
+    if (!strcmp(flag, "--max-batch-rows"))
+        return cli_parse_int(flag, v, 1, 1 << 16, &o->max_batch_rows);
+    if (!strcmp(flag, "--max-body-bytes"))
+        return cli_parse_int(flag, v, 1, INT_MAX, &o->max_body_bytes);
+    if (!strcmp(flag, "--grace-seconds"))
+        return cli_parse_float(flag, v, 0.0f, 86400.0f, &o->grace_seconds);
+    if (!strcmp(flag, "--model-id")) {
+        if (!v[0]) return fprintf(stderr, "specdec: error: --model-id must not be empty\n"), 0;
+        return o->model_id = v, 1;
+    }
+    fprintf(stderr, "specdec: error: unknown serve option '%s' (see specdec serve --help)\n", flag);
+    return 0;
+}
+
+/* argv[2..] -> *o. Returns 1 to serve, 0 after a one-line error, -1 after --help. */
+static int parse_options(int argc, char **argv, serve_options_t *o, char **gen_argv)
+{
+    *o = (serve_options_t){.host = "127.0.0.1", .port = 8080, .max_active = 16,
+                           .max_queued = 64, .max_batch_rows = 128,
+                           .max_body_bytes = 1 << 20, .grace_seconds = 10.0f};
+    int n_gen = 0, takes_value;
+    for (int i = 2; i < argc; i++) {
+        const char *flag = argv[i];
+        if (!strcmp(flag, "-h") || !strcmp(flag, "--help")) return fputs(serve_usage, stdout), -1;
+        if (!strcmp(flag, "--no-load-aware-drafts")) {
+            o->no_load_aware = 1;
+            continue;
+        }
+        int gen = is_gen_flag(flag, &takes_value);
+        if (gen && !takes_value) {
+            gen_argv[n_gen++] = argv[i];
+            continue;
+        }
+        if (i + 1 >= argc) {
+            fprintf(stderr, "specdec: error: option '%s' needs a value\n", flag);
+            return 0;
+        }
+        if (gen) {
+            gen_argv[n_gen++] = argv[i];
+            gen_argv[n_gen++] = argv[++i];
+        } else if (!parse_serve_flag(flag, argv[++i], o)) {
+            return 0;
+        }
+    }
+    if (!cli_parse_gen_opts(n_gen, gen_argv, 0, &o->gen)) return 0;
+    if (!o->gen.model_path) return fprintf(stderr, "specdec: error: serve needs -m MODEL.gguf\n"), 0;
+    return 1;
+}
+
+/* The file name of path without a ".gguf" ending, into buf[cap]. */
+static void file_stem(const char *path, char *buf, size_t cap)
+{
+    const char *base = strrchr(path, '/');
+    snprintf(buf, cap, "%s", base ? base + 1 : path);
+    size_t n = strlen(buf);
+    if (n > 5 && !strcmp(buf + n - 5, ".gguf")) buf[n - 5] = '\0';
+}
+
+static void serve_init(serve_t *s, const serve_options_t *o)
+{
+    memset(s, 0, sizeof *s);
+    s->opts = o;
+    if (o->model_id) snprintf(s->model_id, sizeof s->model_id, "%s", o->model_id);
+    else file_stem(o->gen.model_path, s->model_id, sizeof s->model_id);
+    static const char *const drafters[] = {"", "", "ngram", "layerskip"};
+    if (o->gen.spec.drafter == SD_DRAFTER_MODEL)
+        file_stem(o->gen.draft_path, s->drafter, sizeof s->drafter);
+    else
+        snprintf(s->drafter, sizeof s->drafter, "%s", drafters[o->gen.spec.drafter]);
+    atomic_init(&s->state, SERVE_LOADING);
+    atomic_init(&s->next_id, 1);
+    atomic_init(&s->next_seed, 1);
+    for (int i = 0; i < SERVE_MAX_HTTP_STATUS; i++) atomic_init(&s->responses[i], 0);
+    pthread_mutex_init(&s->lock, NULL);
+    pthread_cond_init(&s->idle, NULL);
+    s->started = (long long)time(NULL);
+    s->listen_fd = -1;
+}
+
+static sd_status_t start_engine(serve_t *s, serve_options_t *o)
+{
+    sd_engine_params_t p;
+    sd_engine_params_default(&p);
+    p.model = s->model;
+    p.spec = o->gen.spec;
+    p.max_active = o->max_active;
+    p.max_queued = o->max_queued;
+    p.max_batch_rows = o->max_batch_rows;
+    p.load_aware_drafts = !o->no_load_aware;
+    sd_status_t st = sd_engine_create(&p, &s->engine);
+    if (st != SD_OK) cli_fail("start the serving engine", st);
+    return st;
+}
+
+/* Load the target (and draft) model, start the engine, then turn SERVE_READY. Each
+ * failure has printed its error line. */
+static sd_status_t load(serve_t *s, serve_options_t *o)
+{
+    sd_status_t st = cli_load_model(&o->gen, &s->model);
+    if (st != SD_OK) return st;
+    if ((st = cli_load_draft(&o->gen)) != SD_OK) return st;
+    if ((st = start_engine(s, o)) != SD_OK) return st;
+    sd_model_info_t info;
+    sd_model_get_info(s->model, &info);
+    s->oai = (oai_model_t){.model = s->model, .id = s->model_id, .n_ctx = info.n_ctx,
+                           .n_vocab = info.n_vocab};
+    atomic_store(&s->state, SERVE_READY);
+    return SD_OK;
+}
+
+/* Under `specdec launch` or mpirun, join the world before anything else, so that only rank 0
+ * listens (cli_load_model then loads this rank's shard into it). */
+static sd_status_t join_world(cli_gen_opts_t *g)
+{
+    sd_status_t st = sd_comm_init(&g->world);
+    if (st != SD_OK) return cli_fail("join the ranks", st), st;
+    if (sd_comm_size(g->world) == 1) {
+        sd_comm_free(g->world);
+        g->world = NULL;
+    }
+    return SD_OK;
+}
+
+/* Ranks > 0 of a tensor-parallel server: no HTTP; load this rank's shard, create the
+ * engine, step with rank 0 until it stops (or the group fails), free. */
+static int follow_rank0(serve_t *s, serve_options_t *o)
+{
+    sd_status_t st = load(s, o);
+    if (st == SD_OK && (st = sd_engine_wait_stopped(s->engine)) != SD_OK)
+        cli_fail("serve", st);
+    sd_engine_free(s->engine);
+    sd_model_free(s->model);
+    cli_release(&o->gen);
+    return st == SD_OK ? CLI_EXIT_OK : cli_exit_code(st);
+}
+
+/* Stop accepting, let the engine finish or cancel what runs (grace period), let the
+ * responses drain, close the server, free everything. */
+static void shut_down(serve_t *s, serve_options_t *o)
+{
+    atomic_store(&s->state, SERVE_STOPPING);
+    serve_http_quiesce(s);
+    if (s->engine) sd_engine_shutdown(s->engine, o->grace_seconds);
+    serve_http_wait_idle(s, SERVE_DRAIN_SECONDS);
+    serve_http_stop(s);
+    sd_engine_free(s->engine);
+    sd_model_free(s->model);
+    cli_release(&o->gen);
+    pthread_cond_destroy(&s->idle);
+    pthread_mutex_destroy(&s->lock);
+}
+
+int cmd_serve(int argc, char **argv)
+{
+    serve_options_t o;
+    char **gen_argv = calloc((size_t)argc, sizeof *gen_argv);
+    if (!gen_argv) return fprintf(stderr, "specdec: error: out of memory\n"), CLI_EXIT_ERROR;
+    int parsed = parse_options(argc, argv, &o, gen_argv);
+    free(gen_argv); /* o keeps pointers to argv's strings, not to gen_argv */
+    if (parsed <= 0) return parsed < 0 ? CLI_EXIT_OK : CLI_EXIT_USAGE;
+    /* Every thread (the server's, the engine's, the kernels') inherits this mask, so the
+     * signals reach only the sigwait below. */
+    sigset_t stop_signals;
+    sigemptyset(&stop_signals);
+    sigaddset(&stop_signals, SIGINT);
+    sigaddset(&stop_signals, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &stop_signals, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    serve_t s;
+    serve_init(&s, &o);
+    sd_status_t st = join_world(&o.gen);
+    if (st != SD_OK) return cli_exit_code(st);
+    if (sd_comm_rank(o.gen.world) > 0) return follow_rank0(&s, &o);
+    st = serve_http_start(&s);
+    if (st != SD_OK) {
+        int rc = cli_fail("serve", st);
+        cli_release(&o.gen);
+        return rc;
+    }
+    fprintf(stderr, "specdec: serving %s on %s\n", s.model_id, s.url);
+    fflush(stderr);
+    st = load(&s, &o);
+    int sig = 0;
+    if (st == SD_OK) sigwait(&stop_signals, &sig);
+    if (sig) fprintf(stderr, "specdec: %s: shutting down\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
+    shut_down(&s, &o);
+    return st == SD_OK ? CLI_EXIT_OK : cli_exit_code(st);
+}

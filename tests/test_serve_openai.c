@@ -1,0 +1,431 @@
+/* The server's OpenAI wire format (apps/serve/openai.h) without HTTP: request bodies become
+ * the right prompt tokens and generation config, every bad input becomes its status, error
+ * type, param and a message naming the value, and results become well-formed bodies and
+ * chunks. A synthetic model (GPT-2 tokenizer, ChatML template) supplies tokenization. */
+#include <cjson/cJSON.h>
+#include <criterion/criterion.h>
+#include <criterion/parameterized.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "apps/serve/openai.h"
+#include "engine/synthetic_model.h"
+#include "support/json_path.h"
+#include "support/test_util.h"
+
+static sd_model_t *model;
+static oai_model_t served;
+static char model_path[512];
+
+static void setup(void)
+{
+    sd_synth_spec_t spec;
+    sd_synth_spec_default(&spec);
+    sd_test_tmp_path(model_path, sizeof model_path, "serve-openai");
+    cr_assert_eq(sd_synth_write_file(&spec, model_path), SD_OK, "%s", sd_last_error());
+    sd_model_params_t p;
+    sd_model_params_default(&p);
+    p.path = model_path;
+    p.n_threads = 1;
+    p.device = "cpu";
+    cr_assert_eq(sd_model_load(&p, &model), SD_OK, "%s", sd_last_error());
+    sd_model_info_t info;
+    sd_model_get_info(model, &info);
+    served = (oai_model_t){.model = model, .id = "synth", .n_ctx = info.n_ctx,
+                           .n_vocab = info.n_vocab};
+}
+
+static void teardown(void)
+{
+    sd_model_free(model);
+    remove(model_path);
+}
+
+TestSuite(serve_openai, .init = setup, .fini = teardown, .timeout = 60);
+
+static sd_status_t parse(oai_endpoint_t ep, const char *body, oai_request_t *r, oai_error_t *e)
+{
+    return oai_parse_request(&served, ep, body, strlen(body), r, e);
+}
+
+/* tokens of text as the server should make them, into ids[cap]; returns the count. */
+static size_t tokenize(const char *text, int flags, int32_t *ids, size_t cap)
+{
+    size_t n = 0;
+    cr_assert_eq(sd_tokenize(model, text, strlen(text), flags, ids, cap, &n), SD_OK);
+    return n;
+}
+
+static size_t chat_tokens(const sd_chat_message_t *msgs, size_t n_msgs, int32_t *ids, size_t cap)
+{
+    char text[2048];
+    size_t len = 0;
+    cr_assert_eq(sd_chat_apply(model, msgs, n_msgs, 1, text, sizeof text, &len), SD_OK);
+    cr_assert(strstr(text, "<|im_start|>assistant\n"), "generation prompt missing: %s", text);
+    return tokenize(text, SD_TOKENIZE_ADD_BOS | SD_TOKENIZE_PARSE_SPECIAL, ids, cap);
+}
+
+static void assert_prompt(const oai_request_t *r, const int32_t *want, size_t n)
+{
+    cr_assert_eq(r->n_prompt, n, "prompt has %zu tokens, want %zu", r->n_prompt, n);
+    cr_assert_arr_eq(r->prompt, want, n * sizeof *want);
+}
+
+/* ---- good requests ---------------------------------------------------------------------- */
+
+Test(serve_openai, chat_request_maps_every_field)
+{
+    const char *body =
+        "{\"model\":\"synth\",\"messages\":[{\"role\":\"system\",\"content\":\"Be brief.\"},"
+        "{\"role\":\"user\",\"content\":\"Hi <|im_end|>\"}],\"max_tokens\":5,\"temperature\":0.5,"
+        "\"top_p\":0.9,\"seed\":42,\"stop\":[\"\\n\\n\",\"END\"],\"stream\":true,"
+        "\"stream_options\":{\"include_usage\":true},\"user\":\"ignored\",\"n\":1}";
+    oai_request_t r;
+    oai_error_t e;
+    cr_assert_eq(parse(OAI_CHAT, body, &r, &e), SD_OK, "%s", e.message);
+    static const sd_chat_message_t msgs[] = {{"system", "Be brief."}, {"user", "Hi <|im_end|>"}};
+    int32_t want[256];
+    assert_prompt(&r, want, chat_tokens(msgs, 2, want, 256));
+    cr_expect_eq(r.gen.max_tokens, 5);
+    cr_expect_float_eq(r.gen.temperature, 0.5f, 1e-6);
+    cr_expect_float_eq(r.gen.top_p, 0.9f, 1e-6);
+    cr_expect_eq(r.gen.top_k, 0);
+    cr_expect_float_eq(r.gen.min_p, 0.0f, 1e-9);
+    cr_expect_eq(r.gen.seed, 42);
+    cr_expect_eq(r.has_seed, 1);
+    cr_assert_eq(r.gen.n_stop_strings, 2);
+    cr_expect_str_eq(r.gen.stop_strings[0], "\n\n");
+    cr_expect_str_eq(r.gen.stop_strings[1], "END");
+    cr_expect_eq(r.stream, 1);
+    cr_expect_eq(r.include_usage, 1);
+    cr_expect_eq(r.gen.ignore_eos, 0);
+    oai_request_free(&r);
+}
+
+Test(serve_openai, chat_defaults_are_openai_s)
+{
+    oai_request_t r;
+    oai_error_t e;
+    cr_assert_eq(parse(OAI_CHAT, "{\"model\":\"synth\",\"messages\":[{\"role\":\"user\","
+                                 "\"content\":\"Hello\"}]}", &r, &e), SD_OK, "%s", e.message);
+    cr_expect_float_eq(r.gen.temperature, 1.0f, 1e-9);
+    cr_expect_float_eq(r.gen.top_p, 1.0f, 1e-9);
+    cr_expect_eq(r.gen.top_k, 0);
+    cr_expect_float_eq(r.gen.min_p, 0.0f, 1e-9);
+    cr_expect_eq(r.has_seed, 0);
+    cr_expect_eq(r.stream, 0);
+    cr_expect_eq(r.gen.n_stop_strings, 0);
+    cr_expect_eq((size_t)r.gen.max_tokens, (size_t)served.n_ctx - r.n_prompt,
+                 "default max_tokens is the rest of the context");
+    oai_request_free(&r);
+}
+
+Test(serve_openai, content_parts_equal_a_string)
+{
+    oai_request_t a, b;
+    oai_error_t e;
+    cr_assert_eq(parse(OAI_CHAT, "{\"model\":\"synth\",\"messages\":[{\"role\":\"user\","
+                                 "\"content\":\"one\\ntwo\"},{\"role\":\"assistant\","
+                                 "\"content\":null},{\"role\":\"developer\",\"content\":\"x\"}]}",
+                       &a, &e), SD_OK, "%s", e.message);
+    cr_assert_eq(parse(OAI_CHAT, "{\"model\":\"synth\",\"messages\":[{\"role\":\"user\","
+                                 "\"content\":[{\"type\":\"text\",\"text\":\"one\"},{\"type\":"
+                                 "\"text\",\"text\":\"two\"}]},{\"role\":\"assistant\","
+                                 "\"content\":\"\"},{\"role\":\"system\",\"content\":\"x\"}]}",
+                       &b, &e), SD_OK, "%s", e.message);
+    assert_prompt(&a, b.prompt, b.n_prompt);
+    oai_request_free(&a);
+    oai_request_free(&b);
+}
+
+Test(serve_openai, completion_prompt_forms)
+{
+    int32_t want[64];
+    size_t n = tokenize("Hello world", SD_TOKENIZE_ADD_BOS, want, 64);
+    oai_request_t r;
+    oai_error_t e;
+    cr_assert_eq(parse(OAI_COMPLETIONS, "{\"model\":\"synth\",\"prompt\":\"Hello world\","
+                                        "\"max_completion_tokens\":7,\"max_tokens\":9,\"top_k\":5,"
+                                        "\"min_p\":0.1,\"ignore_eos\":true,\"stop\":\"x\"}",
+                       &r, &e), SD_OK, "%s", e.message);
+    assert_prompt(&r, want, n);
+    cr_expect_eq(r.gen.max_tokens, 7, "max_completion_tokens wins over max_tokens");
+    cr_expect_eq(r.gen.top_k, 5);
+    cr_expect_float_eq(r.gen.min_p, 0.1f, 1e-6);
+    cr_expect_eq(r.gen.ignore_eos, 1);
+    cr_expect_eq(r.gen.n_stop_strings, 1);
+    oai_request_free(&r);
+    cr_assert_eq(parse(OAI_COMPLETIONS, "{\"model\":\"synth\",\"prompt\":[\"Hello world\"]}", &r,
+                       &e), SD_OK, "%s", e.message);
+    assert_prompt(&r, want, n);
+    oai_request_free(&r);
+    cr_assert_eq(parse(OAI_COMPLETIONS, "{\"model\":\"synth\",\"prompt\":[3,1,4,1,5]}", &r, &e),
+                 SD_OK, "%s", e.message);
+    assert_prompt(&r, (const int32_t[]){3, 1, 4, 1, 5}, 5);
+    oai_request_free(&r);
+}
+
+Test(serve_openai, harmless_fields_are_accepted)
+{
+    oai_request_t r;
+    oai_error_t e;
+    cr_assert_eq(parse(OAI_CHAT, "{\"model\":\"synth\",\"messages\":[{\"role\":\"user\","
+                                 "\"content\":\"Hi\"}],\"n\":1,\"logprobs\":false,\"tools\":[],"
+                                 "\"tool_choice\":\"none\",\"logit_bias\":{},\"response_format\":"
+                                 "{\"type\":\"text\"},\"presence_penalty\":0,\"metadata\":{\"a\":1},"
+                                 "\"max_tokens\":null,\"seed\":null,\"stop\":null}", &r, &e),
+                 SD_OK, "%s", e.message);
+    oai_request_free(&r);
+}
+
+/* ---- bad requests ------------------------------------------------------------------------ */
+
+/* Criterion copies parameters into the test process: inline text, no pointers. */
+typedef struct bad_case {
+    int completions; /* 0: chat */
+    char body[400];
+    int status;
+    char param[32]; /* "" = null */
+    char code[32];  /* "" = null */
+    char want[80];  /* in the message: the value at fault */
+} bad_case_t;
+
+#define CHAT_HEAD "{\"model\":\"synth\",\"messages\":[{\"role\":\"user\",\"content\":\"Hi\"}]"
+#define COMP_HEAD "{\"model\":\"synth\",\"prompt\":\"Hi\""
+
+ParameterizedTestParameters(serve_openai, bad_input)
+{
+    static bad_case_t cases[] = {
+        {0, "{\"model\": \"synth\", ", 400, "", "", "malformed JSON at byte"},
+        {0, CHAT_HEAD "} trailing", 400, "", "", "text after the value"},
+        {0, "[1, 2]", 400, "", "", "must be a JSON object"},
+        {0, "{\"messages\":[]}", 400, "model", "", "model is required"},
+        {0, "{\"model\":5,\"messages\":[]}", 400, "model", "", "got 5"},
+        {0, "{\"model\":\"gpt-4\",\"messages\":[]}", 400, "model", "model_not_found", "\"gpt-4\""},
+        {0, "{\"model\":\"synth\"}", 400, "messages", "", "got nothing"},
+        {0, "{\"model\":\"synth\",\"messages\":\"hi\"}", 400, "messages", "", "got \"hi\""},
+        {0, "{\"model\":\"synth\",\"messages\":[]}", 400, "messages", "", "non-empty array"},
+        {0, "{\"model\":\"synth\",\"messages\":[{\"role\":\"tool\",\"content\":\"x\"}]}", 400,
+         "messages", "", "messages[0].role"},
+        {0, "{\"model\":\"synth\",\"messages\":[{\"role\":\"user\",\"content\":5}]}", 400,
+         "messages", "", "messages[0].content must be"},
+        {0, "{\"model\":\"synth\",\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":"
+            "\"image_url\",\"image_url\":{}}]}]}", 400, "messages", "", "messages[0].content[0]"},
+        {0, "{\"model\":\"synth\",\"messages\":[7]}", 400, "messages", "", "messages[0] must be an object"},
+        {0, CHAT_HEAD ",\"max_tokens\":\"ten\"}", 400, "max_tokens", "", "got \"ten\""},
+        {0, CHAT_HEAD ",\"max_tokens\":0}", 400, "max_tokens", "", "got 0"},
+        {0, CHAT_HEAD ",\"max_tokens\":-5}", 400, "max_tokens", "", "got -5"},
+        {0, CHAT_HEAD ",\"max_tokens\":1.5}", 400, "max_tokens", "", "got 1.5"},
+        {0, CHAT_HEAD ",\"max_tokens\":100000}", 400, "max_tokens", "context_length_exceeded",
+         "(100000)"},
+        {0, CHAT_HEAD ",\"max_completion_tokens\":1e12}", 400, "max_completion_tokens",
+         "context_length_exceeded", "of 256 tokens"},
+        {0, CHAT_HEAD ",\"temperature\":3}", 400, "temperature", "", "got 3"},
+        {0, CHAT_HEAD ",\"temperature\":\"hot\"}", 400, "temperature", "", "got \"hot\""},
+        {0, CHAT_HEAD ",\"top_p\":0}", 400, "top_p", "", "(0, 1], got 0"},
+        {0, CHAT_HEAD ",\"top_k\":-1}", 400, "top_k", "", "got -1"},
+        {0, CHAT_HEAD ",\"seed\":-1}", 400, "seed", "", "got -1"},
+        {0, CHAT_HEAD ",\"seed\":1.5}", 400, "seed", "", "got 1.5"},
+        {0, CHAT_HEAD ",\"stop\":5}", 400, "stop", "", "got 5"},
+        {0, CHAT_HEAD ",\"stop\":[\"\"]}", 400, "stop", "", "got \"\""},
+        {0, CHAT_HEAD ",\"stop\":[\"a\",\"b\",\"c\",\"d\",\"e\"]}", 400, "stop", "", "5 strings"},
+        {0, CHAT_HEAD ",\"stream\":\"yes\"}", 400, "stream", "", "got \"yes\""},
+        {0, CHAT_HEAD ",\"stream_options\":1}", 400, "stream_options", "", "got 1"},
+        {0, CHAT_HEAD ",\"n\":2}", 400, "n", "unsupported_parameter", "n = 2"},
+        {0, CHAT_HEAD ",\"logprobs\":true}", 400, "logprobs", "unsupported_parameter", "true"},
+        {0, CHAT_HEAD ",\"top_logprobs\":3}", 400, "top_logprobs", "unsupported_parameter", "= 3"},
+        {0, CHAT_HEAD ",\"tools\":[{\"type\":\"function\"}]}", 400, "tools",
+         "unsupported_parameter", "\"function\""},
+        {0, CHAT_HEAD ",\"tool_choice\":\"auto\"}", 400, "tool_choice", "unsupported_parameter",
+         "\"auto\""},
+        {0, CHAT_HEAD ",\"functions\":[{\"name\":\"f\"}]}", 400, "functions",
+         "unsupported_parameter", "\"f\""},
+        {0, CHAT_HEAD ",\"response_format\":{\"type\":\"json_object\"}}", 400, "response_format",
+         "unsupported_parameter", "json_object"},
+        {0, CHAT_HEAD ",\"logit_bias\":{\"50\":10}}", 400, "logit_bias", "unsupported_parameter",
+         "\"50\""},
+        {0, CHAT_HEAD ",\"frequency_penalty\":0.5}", 400, "frequency_penalty",
+         "unsupported_parameter", "0.5"},
+        {1, COMP_HEAD ",\"best_of\":2}", 400, "best_of", "unsupported_parameter", "= 2"},
+        {1, COMP_HEAD ",\"echo\":true}", 400, "echo", "unsupported_parameter", "true"},
+        {1, COMP_HEAD ",\"suffix\":\"end\"}", 400, "suffix", "unsupported_parameter", "\"end\""},
+        {1, "{\"model\":\"synth\"}", 400, "prompt", "", "got nothing"},
+        {1, "{\"model\":\"synth\",\"prompt\":5}", 400, "prompt", "", "got 5"},
+        {1, "{\"model\":\"synth\",\"prompt\":[\"a\",\"b\"]}", 400, "prompt", "", "2 entries"},
+        {1, "{\"model\":\"synth\",\"prompt\":[]}", 400, "prompt", "", "empty array"},
+        {1, "{\"model\":\"synth\",\"prompt\":[1,99999]}", 400, "prompt", "", "prompt[1]"},
+        {1, "{\"model\":\"synth\",\"prompt\":[1,-2]}", 400, "prompt", "", "got -2"},
+        {1, "{\"model\":\"synth\",\"prompt\":\"\"}", 400, "prompt", "", "empty (0 tokens)"},
+        {1, COMP_HEAD ",\"max_tokens\":256}", 400, "max_tokens", "context_length_exceeded",
+         "+ max_tokens (256)"},
+    };
+    return cr_make_param_array(bad_case_t, cases, sizeof cases / sizeof cases[0]);
+}
+
+ParameterizedTest(bad_case_t *c, serve_openai, bad_input)
+{
+    oai_request_t r;
+    oai_error_t e;
+    sd_status_t s = parse(c->completions ? OAI_COMPLETIONS : OAI_CHAT, c->body, &r, &e);
+    oai_request_free(&r);
+    cr_assert_eq(s, SD_ERR_INVALID_ARG, "%s: got %s", c->body, sd_status_string(s));
+    cr_expect_eq(e.http_status, c->status, "%s", c->body);
+    cr_expect_str_eq(e.type, "invalid_request_error");
+    cr_expect_str_eq(e.param ? e.param : "", c->param, "%s: param", c->body);
+    cr_expect_str_eq(e.code ? e.code : "", c->code, "%s: code", c->body);
+    cr_expect(strstr(e.message, c->want), "%s: message '%s' lacks '%s'", c->body, e.message,
+              c->want);
+}
+
+Test(serve_openai, prompt_longer_than_the_context)
+{
+    char body[2048] = COMP_HEAD;
+    body[strlen(body) - 1] = '\0'; /* reopen the prompt string */
+    for (int i = 0; i < 300; i++) strcat(body, " a");
+    strcat(body, "\"}");
+    oai_request_t r;
+    oai_error_t e;
+    cr_assert_eq(parse(OAI_COMPLETIONS, body, &r, &e), SD_ERR_INVALID_ARG);
+    oai_request_free(&r);
+    cr_expect_str_eq(e.code, "context_length_exceeded");
+    cr_expect_str_eq(e.param, "prompt");
+    cr_expect(strstr(e.message, "context of 256 tokens"), "%s", e.message);
+}
+
+/* ---- status mapping and bodies ------------------------------------------------------------ */
+
+Test(serve_openai, submit_status_to_http)
+{
+    oai_error_t e;
+    oai_error_from_status(SD_ERR_BUSY, "queue full (64 waiting)", &e);
+    cr_expect_eq(e.http_status, 429);
+    cr_expect_str_eq(e.code, "rate_limit_exceeded");
+    cr_expect(strstr(e.message, "queue full (64 waiting)"));
+    oai_error_from_status(SD_ERR_CONTEXT_FULL, "prompt 300 > 256", &e);
+    cr_expect_eq(e.http_status, 400);
+    cr_expect_str_eq(e.code, "context_length_exceeded");
+    oai_error_from_status(SD_ERR_INVALID_ARG, "top_p 7", &e);
+    cr_expect_eq(e.http_status, 400);
+    cr_expect_str_eq(e.type, "invalid_request_error");
+    oai_error_from_status(SD_ERR_INTERNAL, "oops", &e);
+    cr_expect_eq(e.http_status, 500);
+    cr_expect_str_eq(e.type, "server_error");
+}
+
+static cJSON *parsed(char *json)
+{
+    cr_assert(json);
+    cJSON *v = cJSON_Parse(json);
+    cr_assert(v, "not JSON: %s", json);
+    free(json);
+    return v;
+}
+
+
+Test(serve_openai, error_body)
+{
+    oai_error_t e;
+    oai_error_set(&e, 400, "invalid_request_error", "max_tokens", NULL, "bad \"value\" \xff");
+    cJSON *v = parsed(oai_error_json(&e));
+    cr_expect_str_eq(str_at(v, "error.message"), "bad \"value\" \xEF\xBF\xBD");
+    cr_expect_str_eq(str_at(v, "error.type"), "invalid_request_error");
+    cr_expect_str_eq(str_at(v, "error.param"), "max_tokens");
+    cr_expect(cJSON_IsNull(at(v, "error.code")));
+    cJSON_Delete(v);
+}
+
+static sd_gen_result_t fake_result(char *text)
+{
+    sd_gen_result_t r = {.text = text, .text_len = strlen(text), .n_tokens = 6, .n_prompt = 11,
+                         .stop_reason = SD_STOP_MAX_TOKENS};
+    r.stats = (sd_gen_stats_t){.steps = 4, .drafted = 6, .accepted = 3, .acceptance_rate = 0.5,
+                               .mean_accepted_len = 1.75};
+    return r;
+}
+
+Test(serve_openai, chat_response_body)
+{
+    oai_reply_t reply = {.endpoint = OAI_CHAT, .id = "chatcmpl-9", .created = 1700000000,
+                         .model_id = "synth", .drafter = "ngram", .k = 4, .seed = 77};
+    sd_gen_result_t res = fake_result("Hi\xff\x00x");
+    res.text_len = 5; /* the NUL byte too */
+    cJSON *v = parsed(oai_response_json(&reply, &res));
+    cr_expect_str_eq(str_at(v, "id"), "chatcmpl-9");
+    cr_expect_str_eq(str_at(v, "object"), "chat.completion");
+    cr_expect_eq(num_at(v, "created"), 1700000000);
+    cr_expect_str_eq(str_at(v, "model"), "synth");
+    cr_expect_str_eq(str_at(v, "choices.0.message.role"), "assistant");
+    cr_expect_str_eq(str_at(v, "choices.0.message.content"), "Hi\xEF\xBF\xBD\xEF\xBF\xBDx",
+                     "undecodable bytes and NUL become U+FFFD");
+    cr_expect_str_eq(str_at(v, "choices.0.finish_reason"), "length");
+    cr_expect_eq(num_at(v, "usage.prompt_tokens"), 11);
+    cr_expect_eq(num_at(v, "usage.completion_tokens"), 6);
+    cr_expect_eq(num_at(v, "usage.total_tokens"), 17);
+    cr_expect_str_eq(str_at(v, "specdec.drafter"), "ngram");
+    cr_expect_eq(num_at(v, "specdec.k"), 4);
+    cr_expect_eq(num_at(v, "specdec.seed"), 77);
+    cr_expect_eq(num_at(v, "specdec.steps"), 4);
+    cr_expect_eq(num_at(v, "specdec.drafted"), 6);
+    cr_expect_eq(num_at(v, "specdec.accepted"), 3);
+    cr_expect_eq(num_at(v, "specdec.acceptance_rate"), 0.5);
+    cr_expect_eq(num_at(v, "specdec.mean_accepted_len"), 1.75);
+    cr_expect_str_eq(str_at(v, "specdec.stop_reason"), "length");
+    cJSON_Delete(v);
+}
+
+Test(serve_openai, completion_response_body)
+{
+    oai_reply_t reply = {.endpoint = OAI_COMPLETIONS, .id = "cmpl-3", .model_id = "synth"};
+    sd_gen_result_t res = fake_result("abc");
+    res.stop_reason = SD_STOP_STRING;
+    cJSON *v = parsed(oai_response_json(&reply, &res));
+    cr_expect_str_eq(str_at(v, "object"), "text_completion");
+    cr_expect_str_eq(str_at(v, "choices.0.text"), "abc");
+    cr_expect(cJSON_IsNull(at(v, "choices.0.logprobs")));
+    cr_expect_str_eq(str_at(v, "choices.0.finish_reason"), "stop");
+    cr_expect(cJSON_IsNull(at(v, "specdec.drafter")));
+    cr_expect_str_eq(str_at(v, "specdec.stop_reason"), "stop");
+    cJSON_Delete(v);
+}
+
+Test(serve_openai, stream_chunks)
+{
+    oai_reply_t reply = {.endpoint = OAI_CHAT, .id = "chatcmpl-1", .model_id = "synth"};
+    cJSON *v = parsed(oai_chunk_json(&reply, "", 0, 1));
+    cr_expect_str_eq(str_at(v, "object"), "chat.completion.chunk");
+    cr_expect_str_eq(str_at(v, "choices.0.delta.role"), "assistant");
+    cr_expect_str_eq(str_at(v, "choices.0.delta.content"), "");
+    cr_expect(cJSON_IsNull(at(v, "choices.0.finish_reason")));
+    cJSON_Delete(v);
+    v = parsed(oai_chunk_json(&reply, "piece!", 5, 0));
+    cr_expect_str_eq(str_at(v, "choices.0.delta.content"), "piece");
+    cr_expect_null(cJSON_GetObjectItem(at(v, "choices.0.delta"), "role"));
+    cJSON_Delete(v);
+    v = parsed(oai_final_chunk_json(&reply, SD_STOP_EOS));
+    cr_expect_eq(cJSON_GetArraySize(at(v, "choices.0.delta")), 0, "the final delta is {}");
+    cr_expect_str_eq(str_at(v, "choices.0.finish_reason"), "stop");
+    cJSON_Delete(v);
+    sd_gen_result_t res = fake_result("x");
+    v = parsed(oai_usage_chunk_json(&reply, &res));
+    cr_expect_eq(cJSON_GetArraySize(at(v, "choices")), 0);
+    cr_expect_eq(num_at(v, "usage.total_tokens"), 17);
+    cr_expect_str_eq(str_at(v, "specdec.stop_reason"), "length");
+    cJSON_Delete(v);
+    reply.endpoint = OAI_COMPLETIONS;
+    v = parsed(oai_chunk_json(&reply, "tx", 2, 0));
+    cr_expect_str_eq(str_at(v, "object"), "text_completion");
+    cr_expect_str_eq(str_at(v, "choices.0.text"), "tx");
+    cJSON_Delete(v);
+}
+
+Test(serve_openai, models_list)
+{
+    cJSON *v = parsed(oai_models_json("synth", 123));
+    cr_expect_str_eq(str_at(v, "object"), "list");
+    cr_expect_str_eq(str_at(v, "data.0.id"), "synth");
+    cr_expect_str_eq(str_at(v, "data.0.object"), "model");
+    cr_expect_str_eq(str_at(v, "data.0.owned_by"), "specdec");
+    cr_expect_eq(num_at(v, "data.0.created"), 123);
+    cJSON_Delete(v);
+}
