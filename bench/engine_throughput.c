@@ -4,7 +4,7 @@
  * concurrency 1. Shows whether continuous batching raises throughput with concurrency.
  *
  *   engine_throughput -m MODEL [-t THREADS] [-n MAX_TOKENS] [-c 1,4,16,64]
- *                     [--draft none|ngram] [--k K] [--requests R]
+ *                     [--draft none|ngram|layerskip:L] [--k K] [--requests R]
  *
  * Each level runs R requests (default: 2 x the level, at least 8) over the chat, code and
  * summarize prompts of bench/prompts (rendered with the chat template), greedy, ignore_eos,
@@ -106,7 +106,7 @@ int main(int argc, char **argv)
     int levels[MAX_LEVELS], n_levels = parse_levels(levels_arg, levels);
     if (path == NULL || n_levels == 0) {
         fprintf(stderr, "usage: engine_throughput -m MODEL [-t T] [-n N] [-c 1,4,16,64] "
-                        "[--draft none|ngram] [--k K] [--requests R]\n");
+                        "[--draft none|ngram|layerskip:L] [--k K] [--requests R]\n");
         return 2;
     }
     sd_model_params_t mp;
@@ -135,6 +135,10 @@ int main(int argc, char **argv)
         ep.max_queued = n_req;
         if (!strcmp(draft, "ngram")) {
             ep.spec.drafter = SD_DRAFTER_NGRAM;
+            ep.spec.k = k;
+        } else if (!strncmp(draft, "layerskip:", 10)) {
+            ep.spec.drafter = SD_DRAFTER_LAYERSKIP;
+            ep.spec.layerskip_layers = atoi(draft + 10);
             ep.spec.k = k;
         }
         sd_engine_t *e = NULL;

@@ -28,10 +28,10 @@
 #include "specdec/specdec.h"
 #include "verify/sampler.h"
 
-/* Version 1: every member below up to destroy. Version 2 appends proposes_cheaply. A later
- * version appends members; callers check ops->version before using one added after their
- * own version. */
-#define SD_DRAFTER_OPS_VERSION 2
+/* Version 1: every member below up to destroy. Version 2 appends proposes_cheaply.
+ * Version 3 appends propose_begin / propose_resume. A later version appends members;
+ * callers check ops->version before using one added after their own version. */
+#define SD_DRAFTER_OPS_VERSION 3
 
 /* Classes of evidence a proposal may report (sd_draft_out_t.evidence): 0 .. this - 1. */
 #define SD_DRAFT_EVIDENCE_CLASSES 8
@@ -64,6 +64,16 @@ typedef struct sd_draft_out {
                         second (engine/speculative.h). */
 } sd_draft_out_t;
 
+/* A forward a drafter needs run before it can go on (version 3 proposals in rounds): the
+ * tokens[n] at the end of seq, through its first n_layers layers (0: all), with logits for
+ * every row (n <= seq->max_tokens). n = 0: nothing to run, the proposal is complete. */
+typedef struct sd_draft_forward {
+    struct sd_seq *seq; /* sd_seq_t, engine/model.h */
+    const int32_t *tokens;
+    int n;
+    int n_layers;
+} sd_draft_forward_t;
+
 typedef struct sd_drafter_ops {
     int version;      /* SD_DRAFTER_OPS_VERSION */
     const char *name; /* "ngram", "model", "layerskip" */
@@ -86,6 +96,16 @@ typedef struct sd_drafter_ops {
      * proposal to the length its evidence class earns; 0 when every proposed token costs
      * drafter work, so the loop asks only for the tokens it will verify. */
     int proposes_cheaply;
+    /* Version 3, optional (NULL: propose only). The same proposal as propose, in rounds, so
+     * a caller stepping many requests can run their drafters' forwards together
+     * (sd_forward_batch): propose_begin takes propose's arguments and fills *fwd with the
+     * first forward it needs; after the caller has run it (the sequence's logits then hold
+     * its rows and its cache grew by fwd->n), propose_resume continues and fills *fwd with
+     * the next one. The proposal is in *out once a call leaves fwd->n == 0. out must stay
+     * valid until then; a failing call ends the proposal like a failing propose. */
+    sd_status_t (*propose_begin)(sd_drafter_t *d, const sd_draft_request_t *req,
+                                 sd_draft_out_t *out, sd_draft_forward_t *fwd);
+    sd_status_t (*propose_resume)(sd_drafter_t *d, sd_draft_forward_t *fwd);
 } sd_drafter_ops_t;
 
 
@@ -116,6 +136,28 @@ static inline sd_status_t sd_drafter_propose(sd_drafter_t *d, const sd_draft_req
                             "drafter %s: propose needs a request with k >= 1 (k = %d) and an "
                             "output token buffer", d->ops->name, req ? req->k : 0);
     return d->ops->propose(d, req, out);
+}
+
+/* 1 when the drafter proposes in rounds (ops version 3 with propose_begin). */
+static inline int sd_drafter_has_rounds(const sd_drafter_t *d)
+{
+    return d->ops->version >= 3 && d->ops->propose_begin != NULL;
+}
+
+static inline sd_status_t sd_drafter_propose_begin(sd_drafter_t *d, const sd_draft_request_t *req,
+                                                   sd_draft_out_t *out, sd_draft_forward_t *fwd)
+{
+    fwd->n = 0;
+    if (req == NULL || out == NULL || out->tokens == NULL || req->k < 1)
+        return sd_set_error(SD_ERR_INVALID_ARG,
+                            "drafter %s: propose needs a request with k >= 1 (k = %d) and an "
+                            "output token buffer", d->ops->name, req ? req->k : 0);
+    return d->ops->propose_begin(d, req, out, fwd);
+}
+
+static inline sd_status_t sd_drafter_propose_resume(sd_drafter_t *d, sd_draft_forward_t *fwd)
+{
+    return d->ops->propose_resume(d, fwd);
 }
 
 static inline sd_status_t sd_drafter_accept(sd_drafter_t *d, int n_accepted, int32_t next_token)

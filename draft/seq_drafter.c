@@ -37,6 +37,12 @@ typedef struct sd_seq_drafter {
     int prop_n;          /* tokens of the last proposal, in ctx[len .. len + prop_n) */
     sd_sampler_scratch_t scratch;
     uint64_t forwards;
+    /* a proposal in rounds (propose_begin / propose_resume) */
+    sd_draft_request_t req;
+    sd_draft_out_t *out;
+    float *q;            /* out->q when sampling, else NULL */
+    int k, i;            /* drafts allowed; the next draft index */
+    int feeding;         /* 1 while the pending context is being fed */
 } sd_seq_drafter_t;
 
 static const sd_drafter_ops_t model_ops, layerskip_ops;
@@ -167,56 +173,111 @@ static sd_status_t check_request(const sd_seq_drafter_t *g, const sd_draft_reque
     return SD_OK;
 }
 
-/* Draft up to req->k tokens into ctx[len ..), the pending context already fed; returns
- * the count. Each token but the last is fed to get the next one's logits, so at most
- * n_ctx - len + 1 tokens are drafted (all fed ones fit the cache). */
-static sd_status_t draft_loop(sd_seq_drafter_t *g, const sd_draft_request_t *req, float *q,
-                              int *n)
+/* The forward of the next chunk of pending context, ctx[kv.len .. len) (at most max_tokens). */
+static void next_feed(sd_seq_drafter_t *g, sd_draft_forward_t *fwd)
 {
-    int k = req->k < n_ctx_of(g) - g->len + 1 ? req->k : n_ctx_of(g) - g->len + 1;
-    *n = 0;
-    SD_CHECK(reserve_ctx(g, (int64_t)g->len + k));
+    int n = g->len - g->seq.kv.len;
+    n = n < g->seq.max_tokens ? n : g->seq.max_tokens;
+    *fwd = (sd_draft_forward_t){&g->seq, g->ctx + g->seq.kv.len, n, g->n_layers_used};
+}
+
+/* The proposal is complete with g->i drafts. */
+static void finish_proposal(sd_seq_drafter_t *g, sd_draft_forward_t *fwd)
+{
+    memcpy(g->out->tokens, g->ctx + g->len, (size_t)g->i * sizeof *g->out->tokens);
+    g->out->n = g->i;
+    g->out->has_q = g->q != NULL;
+    g->prop_n = g->i;
+    fwd->n = 0;
+}
+
+/* Draft from g->last: d[i], then either the forward of d[i] (for d[i + 1]'s logits) or the
+ * end of the proposal (k drafts, or the drafter's confidence fell below min_confidence;
+ * the first token is always proposed). Each token but the last is fed, so at most
+ * n_ctx - len + 1 tokens are drafted (all fed ones fit the cache). */
+static void draft_next(sd_seq_drafter_t *g, sd_draft_forward_t *fwd)
+{
     int32_t *d = g->ctx + g->len; /* [k] */
-    for (int i = 0; i < k; i++) {
-        float *qi = q ? q + (size_t)i * g->n_vocab : NULL;
-        float top;
-        int32_t t = draft_one(g, req, g->last, qi, req->pos0 + i, &top);
-        if (i > 0 && req->min_confidence > 0.0f && top < req->min_confidence)
-            break;
-        d[i] = t;
-        *n = i + 1;
-        if (i + 1 < k)
-            SD_CHECK(forward(g, &d[i], 1));
-    }
+    float *qi = g->q ? g->q + (size_t)g->i * g->n_vocab : NULL;
+    float top;
+    int32_t t = draft_one(g, &g->req, g->last, qi, g->req.pos0 + g->i, &top);
+    if (g->i > 0 && g->req.min_confidence > 0.0f && top < g->req.min_confidence)
+        return finish_proposal(g, fwd);
+    d[g->i++] = t;
+    if (g->i == g->k)
+        return finish_proposal(g, fwd);
+    *fwd = (sd_draft_forward_t){&g->seq, &d[g->i - 1], 1, g->n_layers_used};
+}
+
+/* The context is fed: draft up to k tokens into ctx[len ..). */
+static sd_status_t start_drafting(sd_seq_drafter_t *g, sd_draft_forward_t *fwd)
+{
+    g->feeding = 0;
+    g->k = g->req.k < n_ctx_of(g) - g->len + 1 ? g->req.k : n_ctx_of(g) - g->len + 1;
+    g->i = 0;
+    SD_CHECK(reserve_ctx(g, (int64_t)g->len + g->k));
+    draft_next(g, fwd);
     return SD_OK;
 }
 
-static sd_status_t seq_propose(sd_drafter_t *dr, const sd_draft_request_t *req, sd_draft_out_t *out)
+static sd_status_t seq_propose_begin(sd_drafter_t *dr, const sd_draft_request_t *req,
+                                     sd_draft_out_t *out, sd_draft_forward_t *fwd)
 {
     sd_seq_drafter_t *g = (sd_seq_drafter_t *)dr;
     int sampling = req->params != NULL && req->params->temperature > 0.0f;
     g->prop_n = 0;
+    fwd->n = 0;
     drop_unfed_tail(g);
     SD_CHECK(check_request(g, req, out, sampling));
     out->n = 0;
     out->has_q = 0;
     if (g->len == 0)
         return SD_OK; /* nothing to continue */
-    int n = 0;
     if (g->shared != NULL) /* the target's committed prefix is already there */
         g->seq.kv.len = g->shared->kv.len < g->len - 1 ? g->shared->kv.len : g->len - 1;
-    sd_status_t st = feed(g, g->len);
-    if (st == SD_OK)
-        st = draft_loop(g, req, sampling ? out->q : NULL, &n);
-    if (st != SD_OK) {
-        drop_unfed_tail(g);
-        return st;
-    }
-    memcpy(out->tokens, g->ctx + g->len, (size_t)n * sizeof *out->tokens);
-    out->n = n;
-    out->has_q = sampling;
-    g->prop_n = n;
+    if (g->len > n_ctx_of(g))
+        return sd_set_error(SD_ERR_CONTEXT_FULL,
+                            "%s drafter: context of %d tokens exceeds the draft n_ctx = %d",
+                            dr->ops->name, g->len, n_ctx_of(g));
+    g->req = *req;
+    g->out = out;
+    g->q = sampling ? out->q : NULL;
+    g->feeding = 1;
+    next_feed(g, fwd); /* at least the last committed token is pending */
     return SD_OK;
+}
+
+static sd_status_t seq_propose_resume(sd_drafter_t *dr, sd_draft_forward_t *fwd)
+{
+    sd_seq_drafter_t *g = (sd_seq_drafter_t *)dr;
+    g->forwards++;
+    g->last = g->seq.logits + (size_t)(fwd->n - 1) * g->n_vocab; /* the last row's */
+    if (g->feeding && g->seq.kv.len < g->len) {
+        next_feed(g, fwd);
+        return SD_OK;
+    }
+    sd_status_t st = SD_OK;
+    if (g->feeding) st = start_drafting(g, fwd);
+    else draft_next(g, fwd);
+    if (st != SD_OK) drop_unfed_tail(g);
+    return st;
+}
+
+/* propose: the rounds, each forward run here. */
+static sd_status_t seq_propose(sd_drafter_t *dr, const sd_draft_request_t *req, sd_draft_out_t *out)
+{
+    sd_seq_drafter_t *g = (sd_seq_drafter_t *)dr;
+    sd_draft_forward_t fwd;
+    sd_status_t st = seq_propose_begin(dr, req, out, &fwd);
+    while (st == SD_OK && fwd.n > 0) {
+        st = sd_forward(fwd.seq, fwd.tokens, fwd.n, fwd.n_layers);
+        if (st == SD_OK) st = seq_propose_resume(dr, &fwd);
+    }
+    if (st != SD_OK) {
+        g->prop_n = 0;
+        drop_unfed_tail(g);
+    }
+    return st;
 }
 
 /* ---- committing ---------------------------------------------------------------------- */
@@ -300,6 +361,9 @@ static const sd_drafter_ops_t model_ops = {
     .rollback = seq_rollback,
     .reset = seq_reset,
     .destroy = seq_destroy,
+    .proposes_cheaply = 0,
+    .propose_begin = seq_propose_begin,
+    .propose_resume = seq_propose_resume,
 };
 
 static const sd_drafter_ops_t layerskip_ops = {
@@ -311,6 +375,9 @@ static const sd_drafter_ops_t layerskip_ops = {
     .rollback = seq_rollback,
     .reset = seq_reset,
     .destroy = seq_destroy,
+    .proposes_cheaply = 0,
+    .propose_begin = seq_propose_begin,
+    .propose_resume = seq_propose_resume,
 };
 
 /* ---- construction -------------------------------------------------------------------- */

@@ -363,14 +363,22 @@ void sd_batch_free(sd_batch_t *b)
 }
 
 /* Part i may join batch b: its sequence, tokens and room (see sd_forward_batch). */
+/* 1 when s runs b's model, or a layer-skip view of it (its weights, fewer layers) that
+ * holds the n_layers layers the forward runs. */
+static int runs_batch_model(const sd_batch_t *b, const sd_seq_t *s, int n_layers)
+{
+    return s->model == b->model ||
+           (s->model->layers == b->model->layers && n_layers > 0 && n_layers <= s->model->hp.n_layer);
+}
+
 static sd_status_t check_part(const sd_batch_t *b, const sd_batch_part_t *p, int i,
-                              int logits_done)
+                              int logits_done, int n_layers)
 {
     const sd_seq_t *s = p->seq;
-    if (s == NULL || s->model != b->model || p->tokens == NULL || p->n < 1)
+    if (s == NULL || !runs_batch_model(b, s, n_layers) || p->tokens == NULL || p->n < 1)
         return sd_set_error(SD_ERR_INVALID_ARG,
                             "sd_forward_batch: part %d has %s (n = %d)", i,
-                            s == NULL ? "no sequence" : s->model != b->model
+                            s == NULL ? "no sequence" : !runs_batch_model(b, s, n_layers)
                             ? "a sequence of another model" : "no tokens", p->n);
     if (p->want_logits && (logits_done || s->keep_logits_on_device || p->n > s->max_tokens))
         return sd_set_error(SD_ERR_INVALID_ARG,
@@ -393,14 +401,17 @@ static sd_status_t check_part(const sd_batch_t *b, const sd_batch_part_t *p, int
 /* Every part checked, distinct sequences, rows and parts within the batch; *rows and
  * *logit_rows get the totals. */
 static sd_status_t check_batch(const sd_batch_t *b, const sd_batch_part_t *parts, int n_parts,
-                               int *rows, int *logit_rows)
+                               int n_layers, int *rows, int *logit_rows)
 {
     if (b == NULL || b->model == NULL || parts == NULL || n_parts < 1 || n_parts > b->max_seqs)
         return sd_set_error(SD_ERR_INVALID_ARG, "sd_forward_batch: %d parts outside [1, %d]",
                             n_parts, b && b->model ? b->max_seqs : 0);
+    if (n_layers < 0 || n_layers > b->model->hp.n_layer)
+        return sd_set_error(SD_ERR_INVALID_ARG, "sd_forward_batch: n_layers = %d outside [0, %d]",
+                            n_layers, b->model->hp.n_layer);
     *rows = *logit_rows = 0;
     for (int i = 0; i < n_parts; i++) {
-        SD_CHECK(check_part(b, &parts[i], i, *logit_rows < *rows));
+        SD_CHECK(check_part(b, &parts[i], i, *logit_rows < *rows, n_layers));
         for (int j = 0; j < i; j++)
             if (parts[j].seq == parts[i].seq)
                 return sd_set_error(SD_ERR_INVALID_ARG,
@@ -416,8 +427,14 @@ static sd_status_t check_batch(const sd_batch_t *b, const sd_batch_part_t *parts
 
 sd_status_t sd_forward_batch(sd_batch_t *b, const sd_batch_part_t *parts, int n_parts)
 {
+    return sd_forward_batch_layers(b, parts, n_parts, 0);
+}
+
+sd_status_t sd_forward_batch_layers(sd_batch_t *b, const sd_batch_part_t *parts, int n_parts,
+                                    int n_layers)
+{
     int n = 0, n_logits = 0;
-    SD_CHECK(check_batch(b, parts, n_parts, &n, &n_logits));
+    SD_CHECK(check_batch(b, parts, n_parts, n_layers, &n, &n_logits));
     const sd_model_t *m = b->model;
     const sd_backend_ops_t *ops = m->backend->ops;
     sd_backend_t *be = m->backend;
@@ -433,7 +450,7 @@ sd_status_t sd_forward_batch(sd_batch_t *b, const sd_batch_part_t *parts, int n_
     ops->upload(be, b->sc.ids_dev, b->ids, 2 * (size_t)n * sizeof(int32_t));
     fwd_t f = {.m = m, .sc = b->sc, .n = n, .n_head_rows = n_logits, .parts = fp,
                .n_parts = n_parts};
-    SD_CHECK(forward_ops(&f, m->hp.n_layer));
+    SD_CHECK(forward_ops(&f, n_layers > 0 ? n_layers : m->hp.n_layer));
     for (int i = 0; i < n_parts && parts[i].want_logits; i++)
         ops->download(be, parts[i].seq->logits,
                       b->sc.logits_dev + (size_t)fp[i].row0 * m->hp.n_vocab,

@@ -46,6 +46,18 @@ sd_status_t sd_gen_new(sd_model_t *model, const int32_t *prompt, size_t n_prompt
  * pays at that cost. 0: alone (the controller's constant cost). */
 sd_status_t sd_gen_plan(sd_gen_t *g, int max_rows, double row_cost, sd_gen_plan_t *plan);
 
+/* Drafting in rounds (the serving engine batches the drafters' forwards across requests):
+ * 1 when g's next step has a draft to propose and its drafter proposes in rounds (drafter
+ * ops v3: a draft model, layer-skip). sd_gen_draft_begin starts the proposal of the next
+ * step (capped like sd_gen_plan's with max_rows and row_cost) and fills *fwd with the
+ * drafter's first forward; after the caller has run it, sd_gen_draft_resume continues.
+ * When a call leaves fwd->n == 0 the draft is ready and the next sd_gen_plan uses it
+ * instead of proposing. The draft depends only on the generation, never on the batch. */
+int sd_gen_drafts_in_rounds(const sd_gen_t *g);
+sd_status_t sd_gen_draft_begin(sd_gen_t *g, int max_rows, double row_cost,
+                               sd_draft_forward_t *fwd);
+sd_status_t sd_gen_draft_resume(sd_gen_t *g, sd_draft_forward_t *fwd);
+
 /* After the planned forward ran: a prompt chunk is counted; a step is verified, its tokens
  * emitted (the callback runs here) and the caches rolled back. *done = 1 once generation
  * has ended (a stop, max_tokens, the context). */

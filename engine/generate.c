@@ -125,6 +125,12 @@ typedef struct gen {
     int decoding;                   /* the prompt is prefilled and the drafter begun */
     int cancelled;                  /* sd_gen_cancel */
     double row_cost;                /* the planned step's batch row cost (0: alone) */
+    /* a draft proposed in rounds before the step is planned (sd_gen_draft_begin) */
+    int draft_ready;                /* plan_n / plan_has_q / plan_evidence hold it */
+    long draft_k;                   /* tokens asked of the drafter */
+    sd_draft_request_t dreq;
+    sd_draft_out_t dout;
+    double t_draft;                 /* when the rounds began */
     int planned;                    /* 0: nothing planned, 1: a prompt chunk, 2: a step */
     int plan_n;                     /* rows of the planned chunk, or drafts of the step */
     int plan_has_q, plan_evidence;  /* the planned step's draft distributions and class */
@@ -502,13 +508,14 @@ static int load_cap(const gen_t *g, int evidence, int has_q)
  * class (0 when nothing was proposed or the drafter reports none). A step never drafts past
  * max_tokens or the context: it emits at most n + 1 tokens and its forward fills cache
  * positions up to len + n - 1. */
-static sd_status_t draft(gen_t *g, size_t len, int max_rows, int *n, int *has_q, int *evidence)
+/* The draft length this step asks the drafter for (0: no drafting): the controller's, cut
+ * to max_rows - 1, max_tokens and the context (a step emits at most k + 1 tokens and its
+ * forward fills cache positions up to len + k - 1) and, for a drafter that works per
+ * token, to what the load pays for. */
+static long draft_len(gen_t *g, size_t len, int max_rows)
 {
-    *n = 0;
-    *has_q = 0;
-    *evidence = 0;
     if (!g->drafting)
-        return SD_OK;
+        return 0;
     long room_tokens = (long)g->cfg->max_tokens - (long)g->n_tokens - 1;
     long room_ctx = (long)g->n_ctx - (long)len - 1;
     long k = draft_request_len(g);
@@ -519,11 +526,18 @@ static sd_status_t draft(gen_t *g, size_t len, int max_rows, int *n, int *has_q,
     k = k < max_rows - 1 ? k : max_rows - 1;
     k = k < room_tokens ? k : room_tokens;
     k = k < room_ctx ? k : room_ctx;
-    if (k < 1)
-        return SD_OK;
-    sd_draft_request_t req = {(int)k, &g->sp, g->cfg->seed, (int64_t)len, g->min_confidence};
-    sd_draft_out_t o = {.tokens = g->batch + 1, .q = g->q, .n_vocab = g->n_vocab};
-    sd_status_t st = sd_drafter_propose(g->drafter, &req, &o);
+    return k < 1 ? 0 : k;
+}
+
+/* The proposal o (status st) of k asked tokens becomes the step's draft: a drafter out of
+ * context stops drafting (the rest is target-only); the proposal is checked, then cut to
+ * its evidence class's k and the load cap. */
+static sd_status_t draft_conclude(gen_t *g, sd_status_t st, size_t len, long k,
+                                  const sd_draft_out_t *o, int *n, int *has_q, int *evidence)
+{
+    *n = 0;
+    *has_q = 0;
+    *evidence = 0;
     if (st == SD_ERR_CONTEXT_FULL) {
         sd_log(SD_LOG_WARN, "drafter %s out of context at %zu tokens (%s); continuing without "
                             "drafts", sd_drafter_name(g->drafter), len, sd_last_error());
@@ -532,16 +546,41 @@ static sd_status_t draft(gen_t *g, size_t len, int max_rows, int *n, int *has_q,
         return SD_OK;
     }
     SD_CHECK(st);
-    if (o.n < 0 || o.n > k || (o.has_q && g->q == NULL))
+    if (o->n < 0 || o->n > k || (o->has_q && g->q == NULL))
         return sd_set_error(SD_ERR_INTERNAL, "drafter %s proposed %d tokens (asked <= %ld)%s",
-                            sd_drafter_name(g->drafter), o.n, k,
-                            o.has_q && g->q == NULL ? " with distributions while greedy" : "");
-    cut_to_class(g, &o);
-    int cap = load_cap(g, o.evidence, o.has_q);
-    *n = o.n < cap ? o.n : cap;
-    *has_q = o.has_q;
-    *evidence = o.evidence;
+                            sd_drafter_name(g->drafter), o->n, k,
+                            o->has_q && g->q == NULL ? " with distributions while greedy" : "");
+    sd_draft_out_t cut = *o;
+    cut_to_class(g, &cut);
+    int cap = load_cap(g, cut.evidence, cut.has_q);
+    *n = cut.n < cap ? cut.n : cap;
+    *has_q = cut.has_q;
+    *evidence = cut.evidence;
     return SD_OK;
+}
+
+/* The step's drafter request for k tokens at position len, into batch[1 ..] and q. */
+static void draft_request(gen_t *g, size_t len, long k, sd_draft_request_t *req,
+                          sd_draft_out_t *o)
+{
+    *req = (sd_draft_request_t){(int)k, &g->sp, g->cfg->seed, (int64_t)len, g->min_confidence};
+    *o = (sd_draft_out_t){.tokens = g->batch + 1, .q = g->q, .n_vocab = g->n_vocab};
+}
+
+/* Propose the step's drafts into batch[1 .. 1 + *n) for positions len ..; *has_q when q
+ * holds their distributions; *evidence is the proposal's evidence class (0 when nothing
+ * was proposed or the drafter reports none). */
+static sd_status_t draft(gen_t *g, size_t len, int max_rows, int *n, int *has_q, int *evidence)
+{
+    long k = draft_len(g, len, max_rows);
+    *n = *has_q = *evidence = 0;
+    if (k == 0)
+        return SD_OK;
+    sd_draft_request_t req;
+    sd_draft_out_t o;
+    draft_request(g, len, k, &req, &o);
+    sd_status_t st = sd_drafter_propose(g->drafter, &req, &o);
+    return draft_conclude(g, st, len, k, &o, n, has_q, evidence);
 }
 
 /* Emit the verified block d[0..a) + next; *stop when a token of it ended generation
@@ -611,7 +650,10 @@ static sd_status_t step_plan(gen_t *g, int max_rows, sd_gen_plan_t *p)
     size_t len = g->n_prompt + g->n_tokens;
     g->batch[0] = g->n_tokens ? g->tokens[g->n_tokens - 1] : g->prompt[g->n_prompt - 1];
     double t0 = now_seconds();
-    SD_CHECK(draft(g, len, max_rows, &g->plan_n, &g->plan_has_q, &g->plan_evidence));
+    if (g->draft_ready) /* proposed in rounds */
+        g->draft_ready = 0;
+    else
+        SD_CHECK(draft(g, len, max_rows, &g->plan_n, &g->plan_has_q, &g->plan_evidence));
     g->t_plan = now_seconds();
     g->stats.draft_seconds += g->t_plan - t0;
     g->plan_len = len;
@@ -763,6 +805,48 @@ sd_status_t sd_gen_advance(sd_gen_t *g, int *done)
     if (planned != 2)
         return sd_set_error(SD_ERR_INTERNAL, "sd_gen_advance without a planned forward");
     return step_advance(g, done);
+}
+
+/* ---- drafting in rounds ------------------------------------------------------------- */
+
+int sd_gen_drafts_in_rounds(const sd_gen_t *g)
+{
+    return !sd_gen_prefilling(g) && g->drafting && !g->draft_ready &&
+           sd_drafter_has_rounds(g->drafter);
+}
+
+/* The rounds ended (status st): the proposal becomes the step's draft. */
+static sd_status_t draft_rounds_end(gen_t *g, sd_status_t st, sd_draft_forward_t *fwd)
+{
+    fwd->n = 0;
+    size_t len = g->n_prompt + g->n_tokens;
+    st = draft_conclude(g, st, len, g->draft_k, &g->dout, &g->plan_n, &g->plan_has_q,
+                        &g->plan_evidence);
+    g->draft_ready = st == SD_OK;
+    g->stats.draft_seconds += now_seconds() - g->t_draft;
+    return st;
+}
+
+sd_status_t sd_gen_draft_begin(sd_gen_t *g, int max_rows, double row_cost,
+                               sd_draft_forward_t *fwd)
+{
+    fwd->n = 0;
+    if (!g->decoding) SD_CHECK(begin_decoding(g));
+    g->t_draft = now_seconds();
+    g->row_cost = row_cost;
+    size_t len = g->n_prompt + g->n_tokens;
+    g->draft_k = draft_len(g, len, max_rows);
+    g->dout = (sd_draft_out_t){0};
+    if (g->draft_k == 0) return draft_rounds_end(g, SD_OK, fwd);
+    draft_request(g, len, g->draft_k, &g->dreq, &g->dout);
+    sd_status_t st = sd_drafter_propose_begin(g->drafter, &g->dreq, &g->dout, fwd);
+    return st != SD_OK || fwd->n == 0 ? draft_rounds_end(g, st, fwd) : SD_OK;
+}
+
+sd_status_t sd_gen_draft_resume(sd_gen_t *g, sd_draft_forward_t *fwd)
+{
+    sd_status_t st = sd_drafter_propose_resume(g->drafter, fwd);
+    return st != SD_OK || fwd->n == 0 ? draft_rounds_end(g, st, fwd) : SD_OK;
 }
 
 size_t sd_gen_n_tokens(const sd_gen_t *g) { return g->n_tokens; }

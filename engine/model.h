@@ -176,6 +176,11 @@ void sd_batch_free(sd_batch_t *b);
  * changes. On success every part's kv.len grows by its n. Under TP every rank must run the
  * same batch (each layer allreduces over all its rows, as sd_forward does). */
 sd_status_t sd_forward_batch(sd_batch_t *b, const sd_batch_part_t *parts, int n_parts);
+/* The same through the first n_layers layers only, then the final norm and head (0: all;
+ * the layer-skip drafter). A part's sequence may then also run a layer-skip view of the
+ * batch's model (the same weights with hp.n_layer >= n_layers: draft/seq_drafter.c). */
+sd_status_t sd_forward_batch_layers(sd_batch_t *b, const sd_batch_part_t *parts, int n_parts,
+                                    int n_layers);
 
 /* engine/model_place.c: the backend named by p->device (see sd_model_params_t), and the
  * upload of every weight, norm and bias to it when it is a device backend (views into the

@@ -5,9 +5,11 @@
  * runs the model. A step:
  *   1. admit queued requests (FIFO) while a slot is free and their KV positions fit;
  *   2. end cancelled requests (and, past a shutdown deadline, every request);
- *   3. plan every active request — decoding ones first (their rows want logits: the last
- *      token and the drafts, the drafter proposing now), then prompt chunks in the rows
- *      left — starting from a rotating position so no request waits twice in a row;
+ *   3. draft: drafters that run a model propose in rounds, every request's round in one
+ *      batched forward of the drafter's model; then plan every active request — decoding
+ *      ones first (their rows want logits: the last token and the drafts; an n-gram
+ *      drafter proposes now), then prompt chunks in the rows left — starting from a
+ *      rotating position so no request waits twice in a row;
  *   4. run ONE sd_forward_batch over all planned rows;
  *   5. advance each request (verify, emit through its callback, roll back); finished ones
  *      leave the batch, freeing their slot and KV cache.
@@ -290,6 +292,54 @@ static void pick_cancellations(sd_engine_t *e, int expire_all, sched_decision_t 
         if (expire_all || atomic_load(&e->active[i]->cancel)) d->cancel[d->n_cancel++] = i;
 }
 
+/* Run the pending draft forwards of drafting[0 .. n) (each with its dfwd) as batched
+ * forwards of the drafter's model, as many parts as fit the draft batch's rows at a time,
+ * then let each drafter go on. A failure ends that request's step (plan_status). */
+static void run_draft_round(sd_engine_t *e, int n)
+{
+    for (int first = 0; first < n;) {
+        int m = 0, rows = 0;
+        while (first + m < n && rows + e->drafting[first + m]->dfwd.n <= e->draft_batch.max_rows) {
+            sd_draft_forward_t *f = &e->drafting[first + m]->dfwd;
+            e->draft_parts[m++] = (sd_batch_part_t){f->seq, f->tokens, f->n, 1};
+            rows += f->n;
+        }
+        sd_status_t st = sd_forward_batch_layers(&e->draft_batch, e->draft_parts, m, e->draft_layers);
+        pthread_mutex_lock(&e->mu);
+        e->m.draft_forwards++;
+        e->m.draft_rows += (uint64_t)rows;
+        pthread_mutex_unlock(&e->mu);
+        for (int j = first; j < first + m; j++) {
+            sd_request_t *r = e->drafting[j];
+            r->plan_status = st == SD_OK ? sd_gen_draft_resume(r->gen, &r->dfwd) : st;
+            if (r->plan_status != SD_OK) r->dfwd.n = 0;
+        }
+        first += m;
+    }
+}
+
+/* Draft in rounds for every decoding request whose drafter runs a model: all their draft
+ * forwards of one round (the pending context, then one token per draft) in one batched
+ * forward, round after round until every draft is complete. */
+static void draft_in_rounds(sd_engine_t *e, double row_cost)
+{
+    if (e->draft_batch.model == NULL) return;
+    int n = 0;
+    for (int i = 0; i < e->n_active; i++) {
+        sd_request_t *r = e->active[i];
+        if (r->gen == NULL || !sd_gen_drafts_in_rounds(r->gen)) continue;
+        r->plan_status = sd_gen_draft_begin(r->gen, sd_gen_max_step_rows(r->gen), row_cost, &r->dfwd);
+        if (r->plan_status == SD_OK && r->dfwd.n > 0) e->drafting[n++] = r;
+    }
+    while (n > 0) {
+        run_draft_round(e, n);
+        int left = 0;
+        for (int j = 0; j < n; j++)
+            if (e->drafting[j]->dfwd.n > 0) e->drafting[left++] = e->drafting[j];
+        n = left;
+    }
+}
+
 /* Plan the step: decoding requests first (rows with logits), then prompt chunks; returns
  * the number of parts. A request whose plan fails ends with that status. */
 static int plan_step(sd_engine_t *e)
@@ -299,10 +349,12 @@ static int plan_step(sd_engine_t *e)
     for (int i = 0; i < n; i++) n_decoding += e->active[i]->gen && !sd_gen_prefilling(e->active[i]->gen);
     double row_cost = e->p.load_aware_drafts && n_decoding > 1 ? sd_spec_batch_row_cost(n_decoding)
                                                                : 0.0;
+    draft_in_rounds(e, row_cost);
     for (int pass = 0; pass < 2; pass++)
         for (int j = 0; j < n; j++) {
             sd_request_t *r = e->active[(start + j) % n];
-            if (r->gen == NULL || sd_gen_prefilling(r->gen) != pass) continue;
+            if (r->gen == NULL || r->plan_status != SD_OK || sd_gen_prefilling(r->gen) != pass)
+                continue;
             int need = pass == 0 ? sd_gen_max_step_rows(r->gen) : 1;
             if (rows_left < need) continue; /* waits for the next step */
             sd_gen_plan_t plan;
@@ -522,9 +574,31 @@ static sd_status_t check_params(const sd_engine_params_t *p)
     return SD_OK;
 }
 
+/* The draft batch for a drafter that runs a model: the draft model, or the target's
+ * first L layers (layer-skip); rows for every slot's longest draft forward (a context
+ * chunk of up to 64 tokens). Nothing for the n-gram drafter or under a draft group. */
+static sd_status_t draft_batch_init(sd_engine_t *e)
+{
+    const sd_spec_config_t *s = &e->p.spec;
+    const sd_model_t *m = s->drafter == SD_DRAFTER_LAYERSKIP ? e->model
+                          : s->drafter == SD_DRAFTER_MODEL && s->draft_ranks == 0 ? s->draft_model
+                          : NULL;
+    if (m == NULL) return SD_OK;
+    e->draft_layers = s->drafter == SD_DRAFTER_LAYERSKIP ? s->layerskip_layers : 0;
+    int na = e->p.max_active, rows = e->p.max_batch_rows > 64 ? e->p.max_batch_rows : 64;
+    e->drafting = calloc((size_t)na, sizeof *e->drafting);
+    e->draft_parts = calloc((size_t)na, sizeof *e->draft_parts);
+    if (e->drafting == NULL || e->draft_parts == NULL)
+        return sd_set_error(SD_ERR_OUT_OF_MEMORY, "engine: out of memory for %d draft slots", na);
+    return sd_batch_init(&e->draft_batch, m, rows, na < rows ? na : rows);
+}
+
 static void engine_destroy(sd_engine_t *e)
 {
     sd_batch_free(&e->batch);
+    sd_batch_free(&e->draft_batch);
+    free(e->drafting);
+    free(e->draft_parts);
     free(e->active);
     free(e->parts);
     free(e->planned);
@@ -568,6 +642,7 @@ sd_status_t sd_engine_create(const sd_engine_params_t *params, sd_engine_t **out
                          : sd_set_error(SD_ERR_OUT_OF_MEMORY, "engine: out of memory for %d slots", na);
     int max_seqs = na < params->max_batch_rows ? na : params->max_batch_rows;
     if (st == SD_OK) st = sd_batch_init(&e->batch, e->model, params->max_batch_rows, max_seqs);
+    if (st == SD_OK) st = draft_batch_init(e);
     if (st == SD_OK && pthread_create(&e->thread, NULL, scheduler_main, e) != 0)
         st = sd_set_error(SD_ERR_INTERNAL, "engine: cannot start the scheduler thread");
     if (st != SD_OK) {

@@ -49,6 +49,7 @@ struct sd_request {
     uint64_t accepted_seen;   /* stats.accepted at the last step (accepted-length histogram) */
     uint64_t steps_seen;
     sd_status_t plan_status;  /* this step's sd_gen_plan failure, if any */
+    sd_draft_forward_t dfwd;  /* its drafter's next forward while drafting in rounds */
     /* completion (mu) */
     pthread_mutex_t mu;
     pthread_cond_t done_cv;
@@ -75,6 +76,13 @@ struct sd_engine {
     sd_batch_part_t *parts;   /* [max_active] */
     sd_request_t **planned;   /* [max_active] the request of each part */
     int rotate;               /* where step planning starts */
+    /* drafters that propose in rounds (a draft model, layer-skip): their forwards of a
+     * round run as one batched forward over the drafter's model (draft_batch.model: the
+     * draft model, or the target through its first draft_layers layers) */
+    sd_batch_t draft_batch;   /* model NULL: the drafter runs no model */
+    int draft_layers;         /* 0: all */
+    sd_request_t **drafting;  /* [max_active] requests with a draft forward pending */
+    sd_batch_part_t *draft_parts; /* [max_active] */
     sd_engine_metrics_t m;    /* counters and histograms (mu); queued/active/kv filled on read */
     /* tensor parallelism: rank 0 decides, every rank steps */
     sd_comm_t *comm;          /* the model's TP group (size > 1), or NULL */

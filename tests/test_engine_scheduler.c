@@ -172,6 +172,12 @@ static void check_concurrent_equals_alone(const sd_spec_config_t *spec, int max_
             cr_assert_lt(mt.steps, steps_alone, "%llu batched forwards vs %llu steps alone",
                          (unsigned long long)mt.steps, (unsigned long long)steps_alone);
         cr_assert_gt(mt.batch_rows, mt.steps);
+        if (spec->drafter == SD_DRAFTER_MODEL || spec->drafter == SD_DRAFTER_LAYERSKIP) {
+            cr_assert_gt(mt.draft_forwards, 0, "the drafter's forwards ran batched");
+            if (order == 0)
+                cr_assert_gt(mt.draft_rows, mt.draft_forwards,
+                             "draft rounds of several requests share a forward");
+        }
         sd_engine_free(e);
     }
     for (int i = 0; i < N_CLIENTS; i++) sd_gen_result_free(&alone[i].result);
@@ -205,6 +211,37 @@ Test(engine_scheduler, concurrent_requests_equal_alone_layerskip, .timeout = 240
     s.layerskip_layers = 1;
     s.k = 3;
     check_concurrent_equals_alone(&s, 256, 0);
+}
+
+/* A separate draft model (same tokenizer, fewer and other weights): its draft forwards run
+ * batched across the requests, round by round; tokens and drafting equal each alone. */
+Test(engine_scheduler, concurrent_requests_equal_alone_draft_model, .timeout = 240)
+{
+    sd_synth_spec_t ds;
+    sd_synth_spec_default(&ds);
+    ds.n_layer = 1;
+    ds.n_ctx = 512;
+    ds.seed = 99;
+    ds.weight_scale = 0.08f;
+    char path[512];
+    sd_test_tmp_path(path, sizeof path, "scheddraft");
+    cr_assert_eq(sd_synth_write_file(&ds, path), SD_OK, "%s", sd_last_error());
+    sd_model_params_t p;
+    sd_model_params_default(&p);
+    p.path = path;
+    p.n_threads = 1;
+    p.n_ctx = 256;
+    sd_model_t *draft = NULL;
+    cr_assert_eq(sd_model_load(&p, &draft), SD_OK, "%s", sd_last_error());
+    remove(path);
+    sd_spec_config_t s;
+    sd_spec_config_default(&s);
+    s.drafter = SD_DRAFTER_MODEL;
+    s.draft_model = draft;
+    s.k = 3;
+    check_concurrent_equals_alone(&s, 256, 0);
+    check_concurrent_equals_alone(&s, 12, 0); /* rows tight: steps wait, drafts do not change */
+    sd_model_free(draft);
 }
 
 /* Load-aware drafts cut only drafts whose length cannot change the tokens: greedy requests
@@ -354,15 +391,15 @@ Test(engine_scheduler, shutdown_cancels_after_the_grace_period, .timeout = 120)
     counter_t cnt = {0, 0};
     sd_request_t *r[4] = {submit_ok(e, &shortc, NULL), submit_ok(e, &longc, &cnt),
                           submit_ok(e, &longc, NULL), submit_ok(e, &longc, NULL)};
+    sd_gen_result_t res;
+    cr_assert_eq(sd_request_wait(r[0], -1, &res), SD_OK, "the short one finishes first");
+    sd_gen_result_free(&res);
     while (tokens_seen(&cnt) < 2) usleep(1000);
-    sd_engine_shutdown(e, 0.0);
+    sd_engine_shutdown(e, 0.0); /* no grace: the running one and the queued ones end now */
     sd_request_t *late = NULL;
     cr_assert_eq(sd_engine_submit(e, shortc.prompt, shortc.n_prompt, &shortc.config, NULL, NULL,
                                   &late), SD_ERR_BUSY);
     cr_assert(strstr(sd_last_error(), "shutting down") != NULL, "%s", sd_last_error());
-    sd_gen_result_t res;
-    cr_assert_eq(sd_request_wait(r[0], -1, &res), SD_OK, "the short one finished first");
-    sd_gen_result_free(&res);
     for (int i = 1; i < 4; i++) {
         cr_assert(sd_request_done(r[i]));
         cr_assert_eq(sd_request_wait(r[i], 0, &res), SD_ERR_CANCELLED, "request %d", i);
@@ -374,6 +411,28 @@ Test(engine_scheduler, shutdown_cancels_after_the_grace_period, .timeout = 120)
     cr_assert_eq(mt.active + mt.queued, 0);
     sd_engine_free(e); /* handles outlive the engine */
     for (int i = 0; i < 4; i++) sd_request_free(r[i]);
+    sd_model_free(m);
+}
+
+/* A grace period long enough lets running and queued requests finish. */
+Test(engine_scheduler, shutdown_grace_lets_requests_finish, .timeout = 120)
+{
+    sd_model_t *m = load_synth(256);
+    sd_spec_config_t s = ngram_spec();
+    sd_engine_t *e = engine_new(m, &s, 1, 8, 64);
+    client_t c;
+    make_client(&c, 3, 30);
+    sd_request_t *r[3] = {submit_ok(e, &c, NULL), submit_ok(e, &c, NULL), submit_ok(e, &c, NULL)};
+    sd_engine_shutdown(e, 60.0); /* returns once all three are done */
+    for (int i = 0; i < 3; i++) {
+        cr_assert(sd_request_done(r[i]), "request %d", i);
+        sd_gen_result_t res;
+        cr_assert_eq(sd_request_wait(r[i], 0, &res), SD_OK, "request %d", i);
+        cr_assert_eq(res.n_tokens, 30);
+        sd_gen_result_free(&res);
+        sd_request_free(r[i]);
+    }
+    sd_engine_free(e);
     sd_model_free(m);
 }
 

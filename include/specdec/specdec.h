@@ -243,9 +243,11 @@ sd_status_t sd_generate_speculative(sd_model_t *model, const int32_t *prompt, si
 
 /* ---- serving engine: thread-safe submission, continuous batching -------------------- */
 
-/* One scheduler thread steps every active request together: each step it plans every
- * request's rows (a prefill chunk, or the last token plus that request's drafts), runs ONE
- * batched target forward over all of them (ragged lengths; the weights are read once for
+/* One scheduler thread steps every active request together: each step it drafts for every
+ * decoding request (a drafter that runs a model does so in rounds, each round of all
+ * requests one batched forward of the drafter's model), plans every request's rows (a
+ * prefill chunk, or the last token plus that request's drafts), runs ONE batched target
+ * forward over all of them (ragged lengths; the weights are read once for
  * the whole batch), then verifies, emits and rolls back each request on its own. Requests
  * are admitted from the queue between steps and leave the batch when they finish or are
  * cancelled. Per-request state (KV cache, drafter, adaptive k, sampler) is owned by the
@@ -351,6 +353,9 @@ typedef struct sd_engine_metrics {
     uint64_t steps;              /* batched forwards */
     uint64_t batch_rows;         /* rows over all batched forwards */
     uint64_t drafted, accepted;  /* draft tokens over all requests */
+    uint64_t draft_forwards;     /* batched forwards of a drafter's model (draft model or
+                                    layer-skip): every request's draft round in one */
+    uint64_t draft_rows;         /* rows over those forwards */
     int queued, active;          /* now */
     size_t kv_positions_used;    /* now: positions the active requests hold */
     size_t kv_positions_cap;     /* max_kv_positions as resolved */
