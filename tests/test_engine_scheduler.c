@@ -16,15 +16,12 @@
 
 #define N_CLIENTS 16
 
-static sd_model_t *load_synth(int n_ctx)
+/* A synthetic model of spec s (n_ctx KV positions, 2 threads) written and loaded. */
+static sd_model_t *load_spec(const sd_synth_spec_t *s, int n_ctx)
 {
-    sd_synth_spec_t s;
-    sd_synth_spec_default(&s); /* 2 layers, 64 dims, vocab 320, GPT-2 tokenizer */
-    s.n_ctx = 512;
-    s.weight_scale = 0.08f;
     char path[512];
     sd_test_tmp_path(path, sizeof path, "sched");
-    cr_assert_eq(sd_synth_write_file(&s, path), SD_OK, "%s", sd_last_error());
+    cr_assert_eq(sd_synth_write_file(s, path), SD_OK, "%s", sd_last_error());
     sd_model_params_t p;
     sd_model_params_default(&p);
     p.path = path;
@@ -35,6 +32,16 @@ static sd_model_t *load_synth(int n_ctx)
     cr_assert_eq(st, SD_OK, "load: %s", sd_last_error());
     remove(path);
     return m;
+}
+
+/* The target: 2 layers, 64 dims, vocab 320, GPT-2 tokenizer. */
+static sd_model_t *load_synth(int n_ctx)
+{
+    sd_synth_spec_t s;
+    sd_synth_spec_default(&s);
+    s.n_ctx = 512;
+    s.weight_scale = 0.08f;
+    return load_spec(&s, n_ctx);
 }
 
 /* Request i: a prompt with repeats (so the n-gram drafter finds matches), its own seed;
@@ -218,22 +225,12 @@ Test(engine_scheduler, concurrent_requests_equal_alone_layerskip, .timeout = 240
 Test(engine_scheduler, concurrent_requests_equal_alone_draft_model, .timeout = 240)
 {
     sd_synth_spec_t ds;
-    sd_synth_spec_default(&ds);
+    sd_synth_spec_default(&ds); /* the target's tokenizer, other weights, one layer */
     ds.n_layer = 1;
     ds.n_ctx = 512;
     ds.seed = 99;
     ds.weight_scale = 0.08f;
-    char path[512];
-    sd_test_tmp_path(path, sizeof path, "scheddraft");
-    cr_assert_eq(sd_synth_write_file(&ds, path), SD_OK, "%s", sd_last_error());
-    sd_model_params_t p;
-    sd_model_params_default(&p);
-    p.path = path;
-    p.n_threads = 1;
-    p.n_ctx = 256;
-    sd_model_t *draft = NULL;
-    cr_assert_eq(sd_model_load(&p, &draft), SD_OK, "%s", sd_last_error());
-    remove(path);
+    sd_model_t *draft = load_spec(&ds, 256);
     sd_spec_config_t s;
     sd_spec_config_default(&s);
     s.drafter = SD_DRAFTER_MODEL;
