@@ -68,12 +68,6 @@ static void scratch_release(const sd_model_t *m, sd_fwd_scratch_t *sc)
     memset(sc, 0, sizeof *sc);
 }
 
-static sd_fwd_scratch_t seq_scratch(const sd_seq_t *s)
-{
-    return (sd_fwd_scratch_t){s->x, s->xb, s->q, s->att, s->kn, s->vn, s->hb, s->hb2,
-                              s->logits_dev, s->ids_dev};
-}
-
 sd_status_t sd_seq_init(sd_seq_t *s, const sd_model_t *m, int n_ctx, int max_tokens)
 {
     if (s == NULL) return sd_set_error(SD_ERR_INVALID_ARG, "sd_seq_init: seq is NULL");
@@ -88,11 +82,7 @@ sd_status_t sd_seq_init(sd_seq_t *s, const sd_model_t *m, int n_ctx, int max_tok
     SD_CHECK(sd_kv_cache_init(&s->kv, m, n_ctx > 0 ? n_ctx : m->n_ctx));
 
     size_t T = (size_t)max_tokens, logits_bytes = T * m->hp.n_vocab * sizeof(float);
-    sd_fwd_scratch_t sc;
-    sd_status_t st = scratch_alloc(m, T, &sc);
-    *s = (sd_seq_t){.model = m, .kv = s->kv, .max_tokens = max_tokens, .x = sc.x, .xb = sc.xb,
-                    .q = sc.q, .att = sc.att, .kn = sc.kn, .vn = sc.vn, .hb = sc.hb,
-                    .hb2 = sc.hb2, .logits_dev = sc.logits_dev, .ids_dev = sc.ids_dev};
+    sd_status_t st = scratch_alloc(m, T, &s->sc);
     s->ids = malloc(2 * T * sizeof(int32_t));
     s->logits = malloc(logits_bytes);
     if (st == SD_OK && (s->ids == NULL || s->logits == NULL))
@@ -109,8 +99,7 @@ void sd_seq_free(sd_seq_t *s)
     sd_backend_t *be = s->model->backend;
     for (int n = 0; n <= SD_GRAPH_MAX_N; n++)
         if (s->graphs[n].graph) be->ops->graph_free(be, s->graphs[n].graph);
-    sd_fwd_scratch_t sc = seq_scratch(s);
-    scratch_release(s->model, &sc);
+    scratch_release(s->model, &s->sc);
     sd_kv_cache_free(&s->kv, s->model);
     free(s->ids);
     free(s->logits);
@@ -258,7 +247,7 @@ static sd_status_t forward_ops(const fwd_t *f, int n_layers)
 /* A single sequence's forward of n rows over its own scratch (one part: its cache). */
 static fwd_t seq_fwd(sd_seq_t *s, int n, const fwd_part_t *part)
 {
-    return (fwd_t){.m = s->model, .sc = seq_scratch(s), .n = n, .n_head_rows = n,
+    return (fwd_t){.m = s->model, .sc = s->sc, .n = n, .n_head_rows = n,
                    .parts = part, .n_parts = 1};
 }
 
@@ -315,7 +304,7 @@ sd_status_t sd_forward(sd_seq_t *s, const int32_t *tokens, int n, int n_layers_u
 
     memcpy(s->ids, tokens, (size_t)n * sizeof(int32_t));
     for (int i = 0; i < n; i++) s->ids[n + i] = s->kv.len + i;
-    ops->upload(be, s->ids_dev, s->ids, 2 * (size_t)n * sizeof(int32_t)); /* ids, positions */
+    ops->upload(be, s->sc.ids_dev, s->ids, 2 * (size_t)n * sizeof(int32_t)); /* ids, positions */
 
     fwd_part_t part = {&s->kv, 0, n};
     fwd_t f = seq_fwd(s, n, &part);
@@ -324,7 +313,7 @@ sd_status_t sd_forward(sd_seq_t *s, const int32_t *tokens, int n, int n_layers_u
     else
         SD_CHECK(forward_ops(&f, n_layers));
     if (!s->keep_logits_on_device)
-        ops->download(be, s->logits, s->logits_dev, (size_t)n * hp->n_vocab * sizeof(float));
+        ops->download(be, s->logits, s->sc.logits_dev, (size_t)n * hp->n_vocab * sizeof(float));
     SD_CHECK(ops->sync(be)); /* a device op's failure surfaces here; kv.len unchanged */
     s->kv.len += n;
     return SD_OK;

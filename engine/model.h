@@ -88,26 +88,30 @@ typedef struct sd_seq_graph {
     int kv_n_ctx;
 } sd_seq_graph_t;
 
+/* Activation scratch of forwards of up to T rows, backend memory (qd = shard
+ * n_head*head_dim, kvd = shard n_head_kv*head_dim, n_ff the shard's). */
+typedef struct sd_fwd_scratch {
+    float *x, *xb;     /* [T, n_embd] residual stream, normed / projected rows */
+    float *q, *att;    /* [T, qd] queries, attention output */
+    float *kn, *vn;    /* [T, kvd] new keys (rotated in place) and values */
+    float *hb, *hb2;   /* [T, n_ff] gate, up */
+    float *logits_dev; /* [T, n_vocab] */
+    int32_t *ids_dev;  /* [2, T] token ids then positions */
+} sd_fwd_scratch_t;
+
 /* Per-sequence forward state: the KV cache plus activation scratch sized for up to
  * max_tokens tokens per forward call. Owned by one request; never shared. K and V are
  * projected into kn / vn, rotated there, then stored at their positions by ops->kv_store;
- * attention reads the positions from ids_dev, so no op argument changes from one step to
+ * attention reads the positions from sc.ids_dev, so no op argument changes from one step to
  * the next (what lets a device backend replay a captured graph). */
 typedef struct sd_seq {
     const sd_model_t *model;
     sd_kv_cache_t kv;
     int max_tokens;
-    /* scratch, backend memory (T = max_tokens, qd = shard n_head*head_dim, kvd = shard
-     * n_head_kv*head_dim, n_ff the shard's) */
-    float *x, *xb;        /* [T, n_embd] residual stream, normed / projected rows */
-    float *q, *att;       /* [T, qd] queries, attention output */
-    float *kn, *vn;       /* [T, kvd] new keys (rotated in place) and values */
-    float *hb, *hb2;      /* [T, n_ff] gate, up */
-    float *logits_dev;    /* [T, n_vocab] */
-    int32_t *ids_dev;     /* [2, T] token ids then positions */
-    int32_t *ids;         /* [2, T] host staging of ids_dev */
+    sd_fwd_scratch_t sc;  /* T = max_tokens */
+    int32_t *ids;         /* [2, T] host staging of sc.ids_dev */
     float *logits;        /* [T, n_vocab] host: the result of the last sd_forward */
-    int keep_logits_on_device; /* 1: sd_forward leaves the logits in logits_dev only (the
+    int keep_logits_on_device; /* 1: sd_forward leaves the logits in sc.logits_dev only (the
                                   verify kernel reads them there; engine/verifier.h) */
     /* 1: a forward of n <= SD_GRAPH_MAX_N tokens replays a graph of its ops (captured by
      * its first forward of that n). Set by sd_seq_init when the backend has graph ops, the
@@ -140,12 +144,6 @@ sd_status_t sd_forward(sd_seq_t *s, const int32_t *tokens, int n, int n_layers_u
  * concatenated, every matmul runs once over all of them (the weights are read once for
  * the whole batch), and each sequence's rows attend to its own KV cache. Scratch for up
  * to max_rows rows lives here; the sequences' own scratch is not used. */
-typedef struct sd_fwd_scratch {
-    float *x, *xb, *q, *att, *kn, *vn, *hb, *hb2; /* as in sd_seq_t, [T, ...] */
-    float *logits_dev;                            /* [T, n_vocab] */
-    int32_t *ids_dev;                             /* [2, T] token ids then positions */
-} sd_fwd_scratch_t;
-
 typedef struct sd_batch {
     const sd_model_t *model;
     int max_rows, max_seqs;

@@ -68,6 +68,6 @@ sd_status_t sd_verifier_run(sd_verifier_t *v, const sd_seq_t *seq, const sd_samp
         SD_CHECK(be->ops->sync(be));
         q_dev = v->q_dev;
     }
-    return sd_cuda_spec_verify(v->kernel, NULL, p, seed, pos0, draft, q_dev, k, seq->logits_dev,
+    return sd_cuda_spec_verify(v->kernel, NULL, p, seed, pos0, draft, q_dev, k, seq->sc.logits_dev,
                                n_vocab, out);
 }
