@@ -102,19 +102,28 @@ static sd_status_t forward(sd_seq_drafter_t *g, const int32_t *tokens, int n)
     return SD_OK;
 }
 
-/* Feed ctx[kv.len .. end) in chunks of the sequence's max_tokens. */
-static sd_status_t feed(sd_seq_drafter_t *g, int end)
+/* SD_ERR_CONTEXT_FULL when a context of len tokens does not fit the drafter's cache. */
+static sd_status_t check_fits(const sd_seq_drafter_t *g, int len)
 {
-    if (end > n_ctx_of(g))
+    if (len > n_ctx_of(g))
         return sd_set_error(SD_ERR_CONTEXT_FULL,
                             "%s drafter: context of %d tokens exceeds the draft n_ctx = %d",
-                            g->base.ops->name, end, n_ctx_of(g));
-    while (g->seq.kv.len < end) {
-        int n = end - g->seq.kv.len;
-        if (n > g->seq.max_tokens)
-            n = g->seq.max_tokens;
-        SD_CHECK(forward(g, g->ctx + g->seq.kv.len, n));
-    }
+                            g->base.ops->name, len, n_ctx_of(g));
+    return SD_OK;
+}
+
+/* Tokens of the next chunk fed towards ctx[.. end): from kv.len, at most max_tokens. */
+static int next_chunk(const sd_seq_drafter_t *g, int end)
+{
+    int n = end - g->seq.kv.len;
+    return n < g->seq.max_tokens ? n : g->seq.max_tokens;
+}
+
+/* Feed ctx[kv.len .. end) (end within the cache: check_fits) in chunks. */
+static sd_status_t feed(sd_seq_drafter_t *g, int end)
+{
+    while (g->seq.kv.len < end)
+        SD_CHECK(forward(g, g->ctx + g->seq.kv.len, next_chunk(g, end)));
     return SD_OK;
 }
 
@@ -176,9 +185,8 @@ static sd_status_t check_request(const sd_seq_drafter_t *g, const sd_draft_reque
 /* The forward of the next chunk of pending context, ctx[kv.len .. len) (at most max_tokens). */
 static void next_feed(sd_seq_drafter_t *g, sd_draft_forward_t *fwd)
 {
-    int n = g->len - g->seq.kv.len;
-    n = n < g->seq.max_tokens ? n : g->seq.max_tokens;
-    *fwd = (sd_draft_forward_t){&g->seq, g->ctx + g->seq.kv.len, n, g->n_layers_used};
+    *fwd = (sd_draft_forward_t){&g->seq, g->ctx + g->seq.kv.len, next_chunk(g, g->len),
+                                g->n_layers_used};
 }
 
 /* The proposal is complete with g->i drafts. */
@@ -235,10 +243,7 @@ static sd_status_t seq_propose_begin(sd_drafter_t *dr, const sd_draft_request_t 
         return SD_OK; /* nothing to continue */
     if (g->shared != NULL) /* the target's committed prefix is already there */
         g->seq.kv.len = g->shared->kv.len < g->len - 1 ? g->shared->kv.len : g->len - 1;
-    if (g->len > n_ctx_of(g))
-        return sd_set_error(SD_ERR_CONTEXT_FULL,
-                            "%s drafter: context of %d tokens exceeds the draft n_ctx = %d",
-                            dr->ops->name, g->len, n_ctx_of(g));
+    SD_CHECK(check_fits(g, g->len));
     g->req = *req;
     g->out = out;
     g->q = sampling ? out->q : NULL;
@@ -296,10 +301,7 @@ static sd_status_t seq_begin(sd_drafter_t *dr, const int32_t *tokens, int n)
     sd_seq_drafter_t *g = (sd_seq_drafter_t *)dr;
     for (int i = 0; i < n; i++)
         SD_CHECK(check_token(g, tokens[i], "context"));
-    if (n > n_ctx_of(g))
-        return sd_set_error(SD_ERR_CONTEXT_FULL,
-                            "%s drafter: context of %d tokens exceeds the draft n_ctx = %d",
-                            dr->ops->name, n, n_ctx_of(g));
+    SD_CHECK(check_fits(g, n));
     seq_reset(dr);
     SD_CHECK(reserve_ctx(g, n));
     if (n > 0)
