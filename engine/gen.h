@@ -71,9 +71,12 @@ int sd_gen_prefilling(const sd_gen_t *g);
 int sd_gen_max_step_rows(const sd_gen_t *g);
 /* Statistics so far (steps, drafted, accepted; rates only after sd_gen_finish). */
 const sd_gen_stats_t *sd_gen_stats(const sd_gen_t *g);
-/* KV-cache positions and bytes the generation's target cache holds (a draft model's own
- * cache is not counted). */
-size_t sd_gen_kv_positions(const sd_gen_t *g);
+/* KV-cache positions the target cache of a generation of this request holds: prompt +
+ * max_tokens, capped by the model's context, less the last token (sampled, never
+ * forwarded). Known before the generation exists (the serving engine admits by it). */
+size_t sd_gen_kv_positions_for(const sd_model_t *model, size_t n_prompt,
+                               const sd_gen_config_t *config);
+/* Bytes the generation's target cache holds (a draft model's own cache is not counted). */
 size_t sd_gen_kv_bytes(const sd_gen_t *g);
 
 /* Mark the generation cancelled: sd_gen_finish then ends it with SD_STOP_CANCELLED. */

@@ -42,6 +42,7 @@
  * A model without a tokenizer still generates tokens; its text is "" (stop strings then
  * give SD_ERR_NO_TOKENIZER). All state lives in this call: concurrent calls on one model
  * share nothing but the read-only weights. */
+#include <limits.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -291,9 +292,7 @@ static sd_status_t gen_init(gen_t *g, sd_model_t *m, const sd_gen_config_t *c,
     g->comm = sd_comm_size(m->comm) > 1 ? m->comm : NULL;
     g->check_consistency = g->comm != NULL && consistency_check_enabled();
     SD_CHECK(spec_init(g, m, spec));
-    /* the last token is sampled, never forwarded: the cache needs one position less */
-    size_t want = n_prompt + (size_t)c->max_tokens;
-    g->n_ctx = want < (size_t)m->n_ctx ? (int)want : m->n_ctx;
+    g->n_ctx = (int)sd_gen_kv_positions_for(m, n_prompt, c) + 1; /* prompt + generated */
     int chunk = n_prompt - 1 < GEN_PREFILL_CHUNK ? (int)n_prompt - 1 : GEN_PREFILL_CHUNK;
     int rows = chunk > g->kc.k_max + 1 ? chunk : g->kc.k_max + 1;
     SD_CHECK(sd_seq_init(&g->seq, m, g->n_ctx - 1, rows));
@@ -857,7 +856,11 @@ int sd_gen_max_step_rows(const sd_gen_t *g) { return g->kc.k_max + 1; }
 
 const sd_gen_stats_t *sd_gen_stats(const sd_gen_t *g) { return &g->stats; }
 
-size_t sd_gen_kv_positions(const sd_gen_t *g) { return (size_t)g->seq.kv.n_ctx; }
+size_t sd_gen_kv_positions_for(const sd_model_t *m, size_t n_prompt, const sd_gen_config_t *c)
+{
+    size_t want = n_prompt + (size_t)c->max_tokens;
+    return (want < (size_t)m->n_ctx ? want : (size_t)m->n_ctx) - 1;
+}
 
 size_t sd_gen_kv_bytes(const sd_gen_t *g)
 {
@@ -897,8 +900,7 @@ sd_status_t sd_generate_ex(sd_model_t *model, const int32_t *prompt, size_t n_pr
     sd_status_t st = SD_OK;
     for (int done = 0; st == SD_OK && !done;) {
         sd_gen_plan_t p;
-        st = sd_gen_plan(g, SD_SPEC_MAX_K + 1 > GEN_PREFILL_CHUNK ? SD_SPEC_MAX_K + 1
-                                                                  : GEN_PREFILL_CHUNK, 0.0, &p);
+        st = sd_gen_plan(g, INT_MAX, 0.0, &p); /* alone: the sequence's own limits apply */
         if (st == SD_OK) st = sd_forward(p.seq, p.tokens, p.n, 0);
         if (st == SD_OK) st = sd_gen_advance(g, &done);
     }

@@ -40,13 +40,6 @@
 #include "engine/model.h"
 #include "engine/scheduler_impl.h"
 
-static double now_seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
 /* Absolute CLOCK_REALTIME time `seconds` from now (condition variables use it). */
 static struct timespec deadline_in(double seconds)
 {
@@ -61,8 +54,6 @@ static struct timespec deadline_in(double seconds)
     }
     return ts;
 }
-
-static size_t kv_positions_of(const sd_model_t *m, size_t n_prompt, const sd_gen_config_t *c);
 
 /* ---- histograms ------------------------------------------------------------------- */
 
@@ -173,7 +164,7 @@ static int on_token(void *user, int32_t token, const char *text, size_t len)
         r->got_first_token = 1;
         sd_engine_t *e = r->engine;
         pthread_mutex_lock(&e->mu);
-        hist_observe(&e->m.ttft_seconds, now_seconds() - r->t_submit);
+        hist_observe(&e->m.ttft_seconds, sd_comm_now() - r->t_submit);
         pthread_mutex_unlock(&e->mu);
     }
     return r->callback ? r->callback(r->user, token, text, len) : 0;
@@ -229,8 +220,7 @@ static void pop_admissions(sd_engine_t *e, sched_decision_t *d)
            kv + r->kv_positions <= e->m.kv_positions_cap) {
         e->queue_head = r->next;
         if (e->queue_head == NULL) e->queue_tail = NULL;
-        r->state = REQ_ACTIVE;
-        r->t_admit = now_seconds();
+        r->t_admit = sd_comm_now();
         hist_observe(&e->m.queue_seconds, r->t_admit - r->t_submit);
         kv += r->kv_positions;
         d->admit[d->n_admit++] = r;
@@ -401,7 +391,7 @@ static void advance_planned(sd_engine_t *e, int n_parts, sd_status_t st)
 /* One step over the active requests. */
 static void run_step(sd_engine_t *e)
 {
-    double t0 = now_seconds();
+    double t0 = sd_comm_now();
     for (int i = 0; i < e->n_active; i++) e->active[i]->plan_status = SD_OK;
     int n_parts = plan_step(e);
     for (int i = e->n_active - 1; i >= 0; i--) /* plans that failed */
@@ -414,7 +404,7 @@ static void run_step(sd_engine_t *e)
     pthread_mutex_lock(&e->mu);
     e->m.steps++;
     e->m.batch_rows += (uint64_t)rows;
-    hist_observe(&e->m.step_seconds, now_seconds() - t0);
+    hist_observe(&e->m.step_seconds, sd_comm_now() - t0);
     pthread_mutex_unlock(&e->mu);
 }
 
@@ -445,7 +435,7 @@ static void leader_decide(sd_engine_t *e, sched_decision_t *d)
 {
     pthread_mutex_lock(&e->mu);
     d->stop = !wait_for_work(e);
-    int expire = e->deadline > 0.0 && now_seconds() >= e->deadline;
+    int expire = e->deadline > 0.0 && sd_comm_now() >= e->deadline;
     sweep_queue(e, expire);
     pthread_mutex_unlock(&e->mu);
     pick_cancellations(e, expire, d);
@@ -494,8 +484,8 @@ static sd_status_t follower_accept(sd_engine_t *e, sched_decision_t *d)
         }
     for (int i = 0; i < d->n_admit; i++) {
         sd_request_t *r = d->admit[i];
-        r->kv_positions = kv_positions_of(e->model, r->n_prompt, &r->config);
-        r->t_submit = r->t_admit = now_seconds();
+        r->kv_positions = sd_gen_kv_positions_for(e->model, r->n_prompt, &r->config);
+        r->t_submit = r->t_admit = sd_comm_now();
     }
     return SD_OK;
 }
@@ -654,14 +644,6 @@ sd_status_t sd_engine_create(const sd_engine_params_t *params, sd_engine_t **out
     return SD_OK;
 }
 
-/* Target KV positions a generation of this request holds (engine/generate.c sizes its
- * cache to prompt + max_tokens - 1, capped by the model's context). */
-static size_t kv_positions_of(const sd_model_t *m, size_t n_prompt, const sd_gen_config_t *c)
-{
-    size_t want = n_prompt + (size_t)c->max_tokens;
-    return (want < (size_t)m->n_ctx ? want : (size_t)m->n_ctx) - 1;
-}
-
 /* Queue r or refuse it with SD_ERR_BUSY (engine->mu held). */
 static sd_status_t enqueue(sd_engine_t *e, sd_request_t *r)
 {
@@ -675,8 +657,7 @@ static sd_status_t enqueue(sd_engine_t *e, sd_request_t *r)
     if (waiting + e->n_active >= e->p.max_active + e->p.max_queued)
         return sd_set_error(SD_ERR_BUSY, "%d requests active and %d queued: the queue (max_queued "
                             "= %d) is full", e->n_active, waiting, e->p.max_queued);
-    r->state = REQ_QUEUED;
-    r->t_submit = now_seconds();
+    r->t_submit = sd_comm_now();
     if (e->queue_tail) e->queue_tail->next = r;
     else e->queue_head = r;
     e->queue_tail = r;
@@ -697,7 +678,7 @@ sd_status_t sd_engine_submit(sd_engine_t *e, const int32_t *prompt, size_t n_pro
         return sd_set_error(SD_ERR_INVALID_ARG, "sd_engine_submit on rank %d: requests are "
                             "submitted on rank 0 of a tensor-parallel engine", e->rank);
     sd_status_t st = sd_gen_check(e->model, prompt, n_prompt, config, &e->p.spec, 0);
-    size_t kv = st == SD_OK ? kv_positions_of(e->model, n_prompt, config) : 0;
+    size_t kv = st == SD_OK ? sd_gen_kv_positions_for(e->model, n_prompt, config) : 0;
     if (st == SD_OK && kv > e->m.kv_positions_cap)
         st = sd_set_error(SD_ERR_CONTEXT_FULL,
                           "request needs %zu KV positions (%zu prompt + %d max_tokens) but the "
@@ -788,7 +769,7 @@ void sd_engine_shutdown(sd_engine_t *e, double grace_seconds)
     if (e == NULL) return;
     pthread_mutex_lock(&e->mu);
     e->accepting = 0;
-    double deadline = now_seconds() + (grace_seconds > 0 ? grace_seconds : 0);
+    double deadline = sd_comm_now() + (grace_seconds > 0 ? grace_seconds : 0);
     if (e->deadline == 0.0 || deadline < e->deadline) e->deadline = deadline;
     pthread_cond_signal(&e->work_cv);
     while (e->n_active > 0 || e->queue_head != NULL) {

@@ -15,8 +15,6 @@
 #define ENGINE_DEFAULT_MAX_QUEUED 64
 #define ENGINE_DEFAULT_BATCH_ROWS 256
 
-typedef enum req_state { REQ_QUEUED, REQ_ACTIVE, REQ_DONE } req_state_t;
-
 /* What rank 0's scheduler decided before a step; under TP it is broadcast so every rank
  * applies the same changes to the same batch: cancel[] are indices of active requests
  * (descending, applied in order), admit[] the requests that join (in order). */
@@ -39,8 +37,7 @@ struct sd_request {
     void *user;
     size_t kv_positions;      /* the target cache it holds once admitted */
     size_t kv_bytes;          /* its bytes, once admitted */
-    /* scheduler side (engine->mu for state and the queue link) */
-    req_state_t state;
+    /* scheduler side (engine->mu for the queue link) */
     sd_request_t *next;       /* queue link */
     sd_gen_t *gen;
     atomic_int cancel;

@@ -130,7 +130,6 @@ static sd_status_t get_request(sd_engine_t *e, wire_t *w, sd_request_t **out)
     sd_request_t *r = *out;
     r->engine = e;
     r->caller_released = 1; /* no caller on this rank: the scheduler's release frees it */
-    r->state = REQ_ACTIVE;
     return SD_OK;
 }
 
