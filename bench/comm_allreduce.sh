@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Allreduce latency and bus bandwidth (nccl-tests definitions, see apps/commbench.c) of the
+# Allreduce latency and bus bandwidth (nccl-tests definitions, see apps/cli/commbench.c) of the
 # intra and mpi backends for 2 and 4 ranks, as one markdown table per rank count:
 #   bench/comm_allreduce.sh [SPECDEC [OUT.md]]
 # SPECDEC defaults to build/bin/specdec, OUT.md to stdout. Environment: SIZES (commbench

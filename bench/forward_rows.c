@@ -10,13 +10,13 @@
  * instructions and cycles, which repeat whatever the load. --dump FILE writes the logits of
  * each n's last call ([n, n_vocab] f32, n = 1..N) to FILE, for `cmp` across kernel changes.
  * Engine-internal API
- * (engine/model.h): built against the sd_runtime libraries. */
+ * (model/model.h): built against the sd_runtime libraries. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "bench/perf_counter.h"
-#include "engine/model.h"
+#include "model/model.h"
 
 enum { MAX_N = 16 };
 

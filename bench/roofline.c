@@ -11,15 +11,15 @@
  * width but only L layers (the fraction of roofline per layer is the same; the file is
  * smaller to write). Weight bytes per token count every matrix once (the tied head too) and
  * ignore the KV cache (a few MB at these contexts). Decode runs with CUDA graphs unless
- * SPECDEC_CUDA_GRAPHS=0 (the report says which). Engine-internal API (engine/model.h). */
+ * SPECDEC_CUDA_GRAPHS=0 (the report says which). Engine-internal API (model/model.h). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <time.h>
 
-#include "engine/model.h"
-#include "engine/synthetic_model.h"
+#include "model/model.h"
+#include "gguf/synthetic.h"
 #include "kernels/cuda.h"
 
 static double now_s(void)
@@ -88,7 +88,7 @@ static double host_copy_gbps(void)
     return 2.0 * (double)bytes / best / 1e9;
 }
 
-/* "on" or "off", and why: the sequence's setting (engine/model.h: sd_seq_t.use_graphs). */
+/* "on" or "off", and why: the sequence's setting (model/model.h: sd_seq_t.use_graphs). */
 static void describe_graphs(const sd_seq_t *seq, char *buf, size_t cap)
 {
     const char *env = getenv("SPECDEC_CUDA_GRAPHS");

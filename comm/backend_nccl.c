@@ -38,7 +38,7 @@
 #include "comm/comm.h"
 #include "comm/cuda/gpu_check.h"
 #include "comm/cuda/intra_cuda.h"
-#include "engine/log.h"
+#include "core/log.h"
 
 _Static_assert((int)SD_GPU_F32 == (int)SD_COMM_F32 && (int)SD_GPU_F16 == (int)SD_COMM_F16 &&
                    (int)SD_GPU_BF16 == (int)SD_COMM_BF16,

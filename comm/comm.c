@@ -10,7 +10,7 @@
 #include <unistd.h>
 
 #include "comm/comm.h"
-#include "engine/log.h"
+#include "core/log.h"
 
 /* wait-step schedule: pause (unless ranks outnumber cores), then yield, then sleep */
 #define SPIN_PAUSES 256u

@@ -34,7 +34,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "engine/check.h"
+#include "core/check.h"
 #include "specdec/specdec.h"
 
 #define SD_COMM_OPS_VERSION 1

@@ -10,7 +10,7 @@
 #include <time.h>
 
 #include "comm/comm.h"
-#include "engine/log.h"
+#include "core/log.h"
 
 #define FAULT_MAX 8
 #define FAULT_SPEC_MAX 256

@@ -4,7 +4,7 @@
 #include <string.h>
 
 #include "comm/comm.h"
-#include "engine/log.h"
+#include "core/log.h"
 
 int sd_comm_mpi_launched(void)
 {

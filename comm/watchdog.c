@@ -12,7 +12,7 @@
 #include <time.h>
 
 #include "comm/comm.h"
-#include "engine/log.h"
+#include "core/log.h"
 
 #define WATCH_PERIOD_NS 100000000L
 

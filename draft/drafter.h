@@ -24,7 +24,7 @@
 
 #include <stdint.h>
 
-#include "engine/check.h"
+#include "core/check.h"
 #include "specdec/specdec.h"
 #include "verify/sampler.h"
 
@@ -68,7 +68,7 @@ typedef struct sd_draft_out {
  * tokens[n] at the end of seq, through its first n_layers layers (0: all), with logits for
  * every row (n <= seq->max_tokens). n = 0: nothing to run, the proposal is complete. */
 typedef struct sd_draft_forward {
-    struct sd_seq *seq; /* sd_seq_t, engine/model.h */
+    struct sd_seq *seq; /* sd_seq_t, model/model.h */
     const int32_t *tokens;
     int n;
     int n_layers;

@@ -8,7 +8,7 @@
 #include <stdint.h>
 
 #include "draft/drafter.h"
-#include "engine/model.h"
+#include "model/model.h"
 
 /* 1 <= n_layers < the target's n_layer, else SD_ERR_INVALID_ARG naming both; the drafter
  * borrows `target` (it must outlive the drafter). Its sequence has the target's n_ctx. */

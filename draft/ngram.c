@@ -17,7 +17,7 @@
 #include <string.h>
 
 #include "draft/drafter.h"
-#include "engine/check.h"
+#include "core/check.h"
 
 typedef struct ngram_table {
     uint64_t *keys; /* [cap] hash of the n-gram; 0 = empty */

@@ -17,7 +17,7 @@
 #include <string.h>
 
 #include "draft/seq_drafter.h"
-#include "engine/check.h"
+#include "core/check.h"
 #include "verify/philox.h"
 
 #define SEQ_DRAFTER_CHUNK 64 /* tokens per forward when feeding a context (prefill) */

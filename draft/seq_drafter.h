@@ -29,7 +29,7 @@
 #include <stdint.h>
 
 #include "draft/drafter.h"
-#include "engine/model.h"
+#include "model/model.h"
 
 typedef enum sd_seq_drafter_kind {
     SD_SEQ_DRAFTER_MODEL = 0,     /* ops name "model" */

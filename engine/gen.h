@@ -10,7 +10,7 @@
 #ifndef SPECDEC_ENGINE_GEN_H
 #define SPECDEC_ENGINE_GEN_H
 
-#include "engine/model.h"
+#include "model/model.h"
 #include "engine/speculative.h"
 
 typedef struct gen sd_gen_t;

@@ -11,8 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "engine/check.h"
-#include "engine/model.h"
+#include "core/check.h"
+#include "model/model.h"
 
 struct sd_text_stream {
     const sd_tokenizer_t *tok;

@@ -34,10 +34,10 @@
 #include <string.h>
 #include <time.h>
 
-#include "engine/check.h"
+#include "core/check.h"
 #include "engine/gen.h"
-#include "engine/log.h"
-#include "engine/model.h"
+#include "core/log.h"
+#include "model/model.h"
 #include "engine/scheduler_impl.h"
 
 /* Absolute CLOCK_REALTIME time `seconds` from now (condition variables use it). */

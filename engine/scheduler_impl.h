@@ -9,7 +9,7 @@
 
 #include "comm/comm.h"
 #include "engine/gen.h"
-#include "engine/model.h"
+#include "model/model.h"
 
 #define ENGINE_DEFAULT_MAX_ACTIVE 16
 #define ENGINE_DEFAULT_MAX_QUEUED 64

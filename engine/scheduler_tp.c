@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "engine/check.h"
+#include "core/check.h"
 #include "engine/scheduler_impl.h"
 
 #define STEP_MAGIC 0x54534453u /* "SDST" */

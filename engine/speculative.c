@@ -8,7 +8,7 @@
 #include "draft/group_drafter.h"
 #include "draft/layerskip.h"
 #include "draft/model_drafter.h"
-#include "engine/check.h"
+#include "core/check.h"
 #include "engine/speculative.h"
 
 #define SPEC_DECAY 0.7        /* weight of the older evidence per step */

@@ -17,7 +17,7 @@
 #include <stdint.h>
 
 #include "draft/drafter.h"
-#include "engine/model.h"
+#include "model/model.h"
 
 /* SD_ERR_INVALID_ARG naming the field for a bad spec (k outside 1..SD_SPEC_MAX_K,
  * min_confidence outside [0, 1], unknown drafter kind, SD_DRAFTER_MODEL without a model).

@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "check.h"
+#include "core/check.h"
 
 /* 1: the verify kernel, 0: the host; SD_ERR_INVALID_ARG for an unknown SPECDEC_VERIFY. */
 static sd_status_t use_kernel(const sd_model_t *m, int *out)

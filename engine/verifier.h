@@ -1,6 +1,6 @@
 /* Where a step's verification runs: on the host over the downloaded logits
  * (verify/speculative.h), or with the verify kernel over the logits where the forward left
- * them (kernels/cuda_verify.h: on the GPU for a CUDA model, one small copy back per step;
+ * them (verify/cuda_verify.h: on the GPU for a CUDA model, one small copy back per step;
  * its host emulation for a CPU model). Both give the same result bit for bit.
  *
  * SPECDEC_VERIFY chooses: "auto" (default: the kernel for a CUDA model, else the host),
@@ -8,8 +8,8 @@
 #ifndef SPECDEC_ENGINE_VERIFIER_H
 #define SPECDEC_ENGINE_VERIFIER_H
 
-#include "kernels/cuda_verify.h"
-#include "model.h"
+#include "verify/cuda_verify.h"
+#include "model/model.h"
 #include "verify/speculative.h"
 
 typedef struct sd_verifier {

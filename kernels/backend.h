@@ -44,7 +44,7 @@ typedef struct sd_backend_ops {
     const char *name;
     /* 1 when alloc returns host memory the engine may also read and write directly (CPU):
      * model weights are then used in place (zero-copy views of the file); 0 for a device
-     * backend, whose weights the model loader uploads (engine/model_place.c). */
+     * backend, whose weights the model loader uploads (model/place.c). */
     int host_memory;
     void (*destroy)(sd_backend_t *be);
     /* Waits for every op issued so far and returns the first error any of them hit since

@@ -1,6 +1,6 @@
 /* kernels/cuda.h for builds without nvcc: every call says CUDA is not built in. */
 #include "cuda.h"
-#include "engine/check.h"
+#include "core/check.h"
 
 int sd_cuda_built(void) { return 0; }
 

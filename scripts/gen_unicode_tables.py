@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""Generate engine/unicode_tables.c: code-point ranges for the pre-tokenizer classes.
+"""Generate core/unicode_tables.c: code-point ranges for the pre-tokenizer classes.
 
-Classes (bit flags, see engine/unicode.h):
+Classes (bit flags, see core/unicode.h):
   L  = general category Lu|Ll|Lt|Lm|Lo   (regex \\p{L})
   N  = general category Nd|Nl|No         (regex \\p{N}; Rust char::is_numeric)
   WS = Unicode White_Space property      (regex \\s in Rust regex and Oniguruma)
@@ -10,7 +10,7 @@ The categories come from Python's unicodedata (its Unicode version is recorded i
 White_Space is not exposed by unicodedata, so its (small, stable) list from PropList.txt is
 written out below. The HF `tokenizers` reference matches with Oniguruma's tables (Unicode 15
 in recent releases): code points first assigned after this Python's Unicode version are
-classed differently; nothing else differs. Usage: python3 scripts/gen_unicode_tables.py > engine/unicode_tables.c
+classed differently; nothing else differs. Usage: python3 scripts/gen_unicode_tables.py > core/unicode_tables.c
 """
 import sys
 import unicodedata

@@ -3,7 +3,7 @@
 #include <pthread.h>
 #include <string.h>
 
-#include "engine/check.h"
+#include "core/check.h"
 
 Test(core_status, every_code_has_a_name)
 {

@@ -13,8 +13,8 @@
 #include "draft/layerskip.h"
 #include "draft/model_drafter.h"
 #include "draft/seq_drafter.h"
-#include "engine/model.h"
-#include "engine/synthetic_model.h"
+#include "model/model.h"
+#include "gguf/synthetic.h"
 #include "support/test_util.h"
 #include "verify/philox.h"
 

@@ -8,10 +8,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "engine/check.h"
+#include "core/check.h"
 #include "engine/generate_text.h"
-#include "engine/model.h"
-#include "engine/synthetic_model.h"
+#include "model/model.h"
+#include "gguf/synthetic.h"
 #include "specdec/specdec.h"
 #include "support/test_util.h"
 #include "verify/philox.h"

@@ -12,7 +12,7 @@
 
 #include "comm/comm.h"
 #include "engine/speculative.h"
-#include "engine/synthetic_model.h"
+#include "gguf/synthetic.h"
 #include "support/ranks.h"
 #include "support/test_util.h"
 

@@ -10,7 +10,7 @@
 #include <unistd.h>
 
 #include "engine/speculative.h"
-#include "engine/synthetic_model.h"
+#include "gguf/synthetic.h"
 #include "specdec/specdec.h"
 #include "support/test_util.h"
 

@@ -9,7 +9,7 @@
 #include <unistd.h>
 
 #include "comm/comm.h"
-#include "engine/synthetic_model.h"
+#include "gguf/synthetic.h"
 #include "specdec/specdec.h"
 #include "support/ranks.h"
 #include "support/test_util.h"

@@ -20,10 +20,10 @@
 #include <unistd.h>
 
 #include "comm/comm.h"
-#include "engine/model.h"
-#include "engine/synthetic_model.h"
-#include "engine/tp.h"
-#include "support/test_util.h"
+#include "model/model.h"
+#include "gguf/synthetic.h"
+#include "model/tp_plan.h"
+#include "tests/support/test_util.h"
 
 #define MAX_RANKS 4
 #define N_VOCAB 96

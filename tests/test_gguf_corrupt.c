@@ -7,8 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "engine/check.h"
-#include "engine/gguf.h"
+#include "core/check.h"
+#include "gguf/gguf.h"
 #include "support/test_util.h"
 
 /* kvs: general.architecture, general.alignment, k.u32, k.aaa, k.bbb, k.arr, k.strs;

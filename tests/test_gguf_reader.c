@@ -6,8 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "engine/check.h"
-#include "engine/gguf.h"
+#include "core/check.h"
+#include "gguf/gguf.h"
 #include "support/test_util.h"
 
 static gguf_file_t *open_writer(gguf_writer_t *w, void **buf)

@@ -7,9 +7,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "engine/check.h"
-#include "engine/gguf.h"
-#include "engine/synthetic_model.h"
+#include "core/check.h"
+#include "gguf/gguf.h"
+#include "gguf/synthetic.h"
 #include "support/test_util.h"
 
 typedef struct synth {

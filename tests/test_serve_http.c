@@ -20,7 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "engine/synthetic_model.h"
+#include "gguf/synthetic.h"
 #include "support/json_path.h"
 #include "support/test_util.h"
 

@@ -10,7 +10,7 @@
 #include <string.h>
 
 #include "apps/serve/openai.h"
-#include "engine/synthetic_model.h"
+#include "gguf/synthetic.h"
 #include "support/json_path.h"
 #include "support/test_util.h"
 

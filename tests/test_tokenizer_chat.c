@@ -4,7 +4,7 @@
 #include <criterion/parameterized.h>
 #include <string.h>
 
-#include "engine/tokenizer.h"
+#include "tokenizer/tokenizer.h"
 
 /* tokenizer.chat_template of SmolLM2-135M-Instruct (real newlines inside the literals). */
 static const char SMOL_TMPL[] =

@@ -6,8 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "engine/tokenizer_impl.h"
-#include "engine/unicode.h"
+#include "tokenizer/tokenizer_impl.h"
+#include "core/unicode.h"
 
 typedef struct pre_case {
     sd_pretok_t kind;

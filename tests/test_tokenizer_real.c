@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "engine/tokenizer.h"
+#include "tokenizer/tokenizer.h"
 #include "support/test_util.h"
 
 static gguf_file_t *g_file;

@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "engine/tokenizer.h"
+#include "tokenizer/tokenizer.h"
 
 #define KEY_MODEL "tokenizer.ggml.model"
 #define KEY_TOKENS "tokenizer.ggml.tokens"

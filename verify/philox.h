@@ -35,7 +35,7 @@ float sd_rng_uniform(uint64_t seed, uint64_t position, sd_rng_purpose_t purpose)
 
 /* ---- header-inline core ------------------------------------------------------------
  * The same computation for code that cannot link sd_verify (the host emulation of the
- * CUDA verify kernels, kernels/cuda/verify.cu); philox.c is built on it, so there is one
+ * CUDA verify kernels, verify/cuda/verify.cu); philox.c is built on it, so there is one
  * implementation. */
 
 #define SD_PHILOX_M0 0xD2511F53u

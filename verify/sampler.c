@@ -1,6 +1,6 @@
 /* Samplers: greedy, temperature, top-k, top-p, min-p.
  *
- * The distribution (the canonical definition the CUDA kernels in kernels/cuda/verify.cu
+ * The distribution (the canonical definition the CUDA kernels in verify/cuda/verify.cu
  * reproduce bit for bit; the arithmetic is verify/sampler_math.h):
  *   - rank: logit descending (NaN counts as -inf, -0 == +0), then index ascending — a
  *     total order, so every selection is deterministic. g = the top-ranked token (the
@@ -29,7 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "engine/check.h"
+#include "core/check.h"
 #include "verify/sampler_math.h"
 
 sd_status_t sd_sampler_params_check(const sd_sampler_params_t *p)

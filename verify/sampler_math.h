@@ -1,5 +1,5 @@
 /* The arithmetic the CPU sampler (verify/sampler.c, verify/speculative.c) and the CUDA
- * sampler/verify kernels (kernels/cuda/verify.cu) share, so that both compute the same
+ * sampler/verify kernels (verify/cuda/verify.cu) share, so that both compute the same
  * distributions and draws bit for bit. Everything here is header-inline, so sd_cuda needs
  * nothing from sd_verify at link time.
  *
@@ -29,7 +29,7 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
-#include "engine/check.h"
+#include "core/check.h"
 #include "verify/sampler.h"
 #ifdef __cplusplus
 }

@@ -2,14 +2,14 @@
  * speculative.h for the rules and the uniforms each decision uses). Target rows are
  * turned into distributions one at a time, only up to the first rejection. The
  * arithmetic of each decision (u * q(d) <= p(d) in double, the residual p - q in float)
- * is the one kernels/cuda/verify.cu repeats, so the GPU reaches the same result. */
+ * is the one verify/cuda/verify.cu repeats, so the GPU reaches the same result. */
 #include "verify/speculative.h"
 
 #include <math.h>
 #include <stdbool.h>
 #include <stdlib.h>
 
-#include "engine/check.h"
+#include "core/check.h"
 #include "verify/philox.h"
 #include "verify/sampler_math.h"
 

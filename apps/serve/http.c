@@ -16,7 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "engine/check.h"
+#include "core/check.h"
 
 typedef enum route {
     ROUTE_HEALTH,

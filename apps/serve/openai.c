@@ -16,8 +16,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "engine/check.h"
-#include "engine/unicode.h"
+#include "core/check.h"
+#include "core/unicode.h"
 
 /* Seeds travel as JSON numbers (doubles): integers up to 2^53 are exact. */
 #define OAI_MAX_SEED 9007199254740992.0

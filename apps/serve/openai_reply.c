@@ -3,7 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "engine/unicode.h"
+#include "core/unicode.h"
 #include "openai.h"
 
 void oai_error_from_status(sd_status_t s, const char *detail, oai_error_t *e)

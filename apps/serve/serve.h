@@ -10,7 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "apps/cli.h"
+#include "apps/cli/cli.h"
 #include "openai.h"
 #include "specdec/specdec.h"
 

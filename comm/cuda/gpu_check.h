@@ -10,7 +10,7 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
-#include "engine/check.h"
+#include "core/check.h"
 #ifdef __cplusplus
 }
 #endif

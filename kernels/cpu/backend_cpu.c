@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "engine/check.h"
+#include "core/check.h"
 #include "kernels/backend.h"
 #include "kernels/cpu/quants.h"
 #include "kernels/cpu/threadpool.h"

@@ -5,7 +5,7 @@
 #include <immintrin.h>
 #endif
 
-#include "engine/check.h"
+#include "core/check.h"
 #include "kernels/cpu/quants.h"
 #include "kernels/dtype.h"
 

@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-#include "engine/check.h"
+#include "core/check.h"
 #include "kernels/cpu/threadpool.h"
 
 /* Spin iterations (each with a CPU pause) before sleeping: about tens of microseconds,

@@ -27,7 +27,7 @@
  * single rows (bench/matmul_rows.c). */
 #include <math.h>
 
-#include "engine/check.h"
+#include "core/check.h"
 #include "kernels/cpu/quants.h"
 
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)

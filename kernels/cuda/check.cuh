@@ -8,7 +8,7 @@
 #include <curand.h>
 
 extern "C" {
-#include "engine/check.h"
+#include "core/check.h"
 }
 
 static inline const char *sd_cuda_error_name(cudaError_t e) { return cudaGetErrorString(e); }

@@ -46,7 +46,7 @@
 #include "launch.cuh"
 
 extern "C" {
-#include "engine/check.h"
+#include "core/check.h"
 #include "kernels/cuda.h"
 }
 

@@ -9,8 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "engine/model.h"
-#include "engine/synthetic_model.h"
+#include "model/model.h"
+#include "gguf/synthetic.h"
 #include "kernels/cuda.h"
 #include "support/test_util.h"
 

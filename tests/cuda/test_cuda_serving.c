@@ -2,15 +2,15 @@
  * logits of its own CUDA forward bit for bit, and 8 concurrent requests through the engine
  * (continuous batching, n-gram and layer-skip drafts, greedy and sampled) equal each
  * request run alone on the GPU. Skips without a device (tests/test_engine_scheduler.c and
- * tests/test_engine_forward_batch.c run the same checks on the CPU in every build). */
+ * tests/test_model_forward_batch.c run the same checks on the CPU in every build). */
 #include <criterion/criterion.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "engine/model.h"
-#include "engine/synthetic_model.h"
+#include "model/model.h"
+#include "gguf/synthetic.h"
 #include "kernels/cuda.h"
 #include "support/test_util.h"
 

@@ -1,4 +1,4 @@
-/* GPU sampling and speculative verification (kernels/cuda_verify.h) against the CPU
+/* GPU sampling and speculative verification (verify/cuda_verify.h) against the CPU
  * (sd_sampler_probs, sd_sample, sd_spec_verify), bit for bit: random, tied and degenerate
  * logits (-inf, NaN, +inf, +-0, huge), vocabularies 16 / 1000 / 49152, every sampler
  * setting, k = 0..8, q NULL and not, seeds and positions (some above 2^32).
@@ -16,7 +16,7 @@
 
 #include "kernels/backend.h"
 #include "kernels/cuda.h"
-#include "kernels/cuda_verify.h"
+#include "verify/cuda_verify.h"
 #include "verify/philox.h"
 #include "verify/sampler.h"
 #include "verify/sampler_math.h"

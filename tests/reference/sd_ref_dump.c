@@ -12,8 +12,8 @@
 #include <string.h>
 #include <strings.h>
 
-#include "engine/model.h"
-#include "engine/synthetic_model.h"
+#include "model/model.h"
+#include "gguf/synthetic.h"
 
 static int fail(const char *what, sd_status_t s)
 {

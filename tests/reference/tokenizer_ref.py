@@ -103,7 +103,7 @@ SPECIAL_CORPUS = [
     "<|im_end|><|im_start|>",
     "text before<|im_end|>text after",
     "<|im_start partial <|im_start|",
-    "<repo_name>specdec<file_sep>engine/tokenizer.c<filename>x.py\n<gh_stars>100",
+    "<repo_name>specdec<file_sep>tokenizer/tokenizer.c<filename>x.py\n<gh_stars>100",
     "  <|im_start|>  spaces around  <|im_end|>  ",
 ]
 

@@ -1,0 +1,163 @@
+/* The `specdec` command: run, chat, info. Errors print one line to stderr and exit non-zero. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "bench.h"
+#include "cli.h"
+#include "hangtest.h"
+#include "launch.h"
+#include "apps/serve/serve.h"
+
+static const char usage[] =
+    "usage: specdec <command> [options]\n"
+    "\n"
+    "commands:\n"
+    "  run    generate a continuation of a prompt; only the generated text goes to stdout\n"
+    "  chat   chat with the model using its chat template (-p for one turn, else stdin lines)\n"
+    "  info   print the model's architecture and shape\n"
+    "  serve  OpenAI-compatible HTTP server: serve -m MODEL [--port P] ... (serve --help,\n"
+    "         docs/serve.md)\n"
+    "  bench  speculative vs target-only decode speed over a prompt set (see bench/README.md)\n"
+    "  launch     run N ranks of a command on this node: launch -n N -- specdec run ... (--help)\n"
+    "  commbench  allreduce latency and bus bandwidth of the comm backend, under launch or mpirun\n"
+    "  hangtest   hang-regression harness: hangtest --ranks N --steps S [--draft-ranks D] [--comm C]\n"
+    "\n"
+    "options (run, chat):\n"
+    "  -m, --model PATH   GGUF model (default: SmolLM2-135M-Instruct Q4_1 from the cache)\n"
+    "  -p, --prompt TEXT  prompt text\n"
+    "  -n N               tokens to generate (default 128)\n"
+    "  --temp T           temperature; 0 = greedy\n"
+    "  --top-k K, --top-p P, --min-p P   sampling filters\n"
+    "  --seed S           sampling seed (same seed -> same tokens)\n"
+    "  --stop STR         stop before STR (repeatable)\n"
+    "  --ignore-eos       do not stop at end-of-text tokens\n"
+    "  --draft PATH       speculative decoding with a draft model (same vocabulary)\n"
+    "  --draft ngram[:N]  ... with n-gram prompt lookup (n-grams up to N, default 3)\n"
+    "  --draft layerskip:L  ... with the target's first L layers (self-speculative)\n"
+    "  --k K              draft length (the maximum when adaptive; default 4, at most 16)\n"
+    "  --no-adaptive      draft exactly K tokens each step (default: adapt K to acceptance)\n"
+    "  --stats            print acceptance rate, accepted-length histogram and timings\n"
+    "  --special          parse special tokens like <|im_start|> in the prompt (run)\n"
+    "  -t, --threads N    CPU threads (default: all cores)\n"
+    "  -c, --ctx N        context length (default: min(model, 4096); on a GPU, what fits)\n"
+    "  --device D         cpu, cuda, cuda:N or auto (default: SPECDEC_DEVICE, else cuda:0\n"
+    "                     when a GPU is present and the run is single-rank, else cpu)\n";
+
+int cmd_run(int argc, char **argv)
+{
+    cli_gen_opts_t o;
+    if (!cli_parse_gen_opts(argc, argv, 2, &o)) return 2;
+    if (!o.prompt) return fprintf(stderr, "specdec: error: run needs -p PROMPT\n"), 2;
+    sd_model_t *m = NULL;
+    sd_status_t s = cli_load_model(&o, &m);
+    if (s == SD_OK) s = cli_load_draft(&o);
+    if (s != SD_OK) return sd_model_free(m), cli_release(&o), cli_exit_code(s);
+    int flags = SD_TOKENIZE_ADD_BOS | (o.parse_special ? SD_TOKENIZE_PARSE_SPECIAL : 0);
+    int rc = cli_generate_text(m, o.prompt, flags, &o, NULL);
+    sd_model_free(m);
+    cli_release(&o);
+    return rc;
+}
+
+enum { MAX_TURNS = 256 };
+
+/* One chat turn: render the history with the template, generate, append the reply. */
+static int chat_turn(sd_model_t *m, const cli_gen_opts_t *o, sd_chat_message_t *msgs, size_t *n)
+{
+    size_t len = 0;
+    sd_status_t s = sd_chat_apply(m, msgs, *n, 1, NULL, 0, &len);
+    if (s != SD_OK && s != SD_ERR_BUFFER_TOO_SMALL) return cli_fail("chat template", s);
+    char *text = malloc(len + 1);
+    if (!text) return fprintf(stderr, "specdec: error: out of memory\n"), 1;
+    s = sd_chat_apply(m, msgs, *n, 1, text, len + 1, &len);
+    if (s != SD_OK) return free(text), cli_fail("chat template", s);
+    char *reply = NULL;
+    int rc = cli_generate_text(m, text, SD_TOKENIZE_ADD_BOS | SD_TOKENIZE_PARSE_SPECIAL, o, &reply);
+    free(text);
+    if (rc == 0) {
+        msgs[(*n)++] = (sd_chat_message_t){"assistant", reply};
+        if (!isatty(STDOUT_FILENO)) putchar('\n'); /* one reply per line */
+        fflush(stdout);
+    }
+    return rc;
+}
+
+static char *read_line(FILE *f)
+{
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t got = getline(&line, &cap, f);
+    if (got < 0) return free(line), NULL;
+    if (got > 0 && line[got - 1] == '\n') line[got - 1] = '\0';
+    return line;
+}
+
+int cmd_chat(int argc, char **argv)
+{
+    cli_gen_opts_t o;
+    if (!cli_parse_gen_opts(argc, argv, 2, &o)) return 2;
+    sd_model_t *m = NULL;
+    sd_status_t s = cli_load_model(&o, &m);
+    if (s == SD_OK) s = cli_load_draft(&o);
+    if (s != SD_OK) return sd_model_free(m), cli_release(&o), cli_exit_code(s);
+    sd_chat_message_t msgs[MAX_TURNS];
+    char *owned[MAX_TURNS];
+    size_t n = 0, n_owned = 0;
+    int rc = 0, interactive = o.prompt == NULL;
+    while (rc == 0 && n + 2 <= MAX_TURNS) {
+        char *line = NULL;
+        if (interactive) {
+            if (isatty(STDIN_FILENO)) fputs("> ", stderr);
+            if (!(line = read_line(stdin))) break;
+            owned[n_owned++] = line;
+        }
+        msgs[n++] = (sd_chat_message_t){"user", interactive ? line : o.prompt};
+        rc = chat_turn(m, &o, msgs, &n);
+        if (rc == 0) owned[n_owned++] = (char *)msgs[n - 1].content;
+        if (!interactive) break;
+    }
+    for (size_t i = 0; i < n_owned; i++) free(owned[i]);
+    sd_model_free(m);
+    cli_release(&o);
+    return rc;
+}
+
+static int cmd_info(int argc, char **argv)
+{
+    cli_gen_opts_t o;
+    if (!cli_parse_gen_opts(argc, argv, 2, &o)) return 2;
+    sd_model_t *m = NULL;
+    sd_status_t s = cli_load_model(&o, &m);
+    if (s != SD_OK) return cli_release(&o), cli_exit_code(s);
+    sd_model_info_t i;
+    sd_model_get_info(m, &i);
+    printf("name: %s\narch: %s\nlayers: %d\nembedding: %d\nffn: %d\nheads: %d\nkv heads: %d\n"
+           "vocab: %d\ncontext: %d\nbos: %d\neos: %d\n",
+           i.name, i.arch, i.n_layer, i.n_embd, i.n_ff, i.n_head, i.n_head_kv, i.n_vocab, i.n_ctx,
+           i.bos, i.eos);
+    sd_model_free(m);
+    cli_release(&o);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") ||
+        !strcmp(argv[1], "help")) {
+        fputs(usage, argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    if (!strcmp(argv[1], "run")) return cmd_run(argc, argv);
+    if (!strcmp(argv[1], "chat")) return cmd_chat(argc, argv);
+    if (!strcmp(argv[1], "info")) return cmd_info(argc, argv);
+    if (!strcmp(argv[1], "serve")) return cmd_serve(argc, argv);
+    if (!strcmp(argv[1], "bench")) return cmd_bench(argc, argv);
+    if (!strcmp(argv[1], "launch")) return cmd_launch(argc, argv);
+    if (!strcmp(argv[1], "commbench")) return cmd_commbench(argc, argv);
+    if (!strcmp(argv[1], "hangtest")) return cmd_hangtest(argc, argv);
+    fprintf(stderr, "specdec: error: unknown command '%s' (run, chat, info, serve, bench, "
+                    "launch, commbench, hangtest)\n", argv[1]);
+    return 2;
+}

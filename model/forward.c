@@ -1,0 +1,450 @@
+/* The llama/qwen2 forward pass over n tokens at once, through the backend ops table.
+ * Scratch lives in sd_seq_t, so a forward call allocates nothing. Under tensor
+ * parallelism the attention and MLP blocks run on the rank's shard (m->tp: local heads
+ * and MLP features) and end with an allreduce of their partial outputs; everything
+ * else (embedding, norms, residual stream, head) is replicated.
+ *
+ * Every op argument is fixed for a given (sequence, n, layer count): token ids and positions
+ * live in ids_dev (uploaded before the ops run), K/V rows reach the cache through kv_store
+ * at those positions, and attention reads them there. So a device backend with graph ops
+ * captures the ops of the first forward of each n and replays them afterwards. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/check.h"
+#include "comm/comm.h"
+#include "model.h"
+
+/* 1 unless the environment variable SPECDEC_CUDA_GRAPHS is "0". */
+static int graphs_allowed_by_env(void)
+{
+    const char *v = getenv("SPECDEC_CUDA_GRAPHS");
+    return v == NULL || strcmp(v, "0") != 0;
+}
+
+static int backend_has_graphs(const sd_backend_ops_t *ops)
+{
+    return ops->graph_begin && ops->graph_end && ops->graph_launch && ops->graph_free;
+}
+
+static void *seq_alloc(const sd_model_t *m, size_t bytes, sd_status_t *st, const char *what)
+{
+    void *p = m->backend->ops->alloc(m->backend, bytes);
+    if (p == NULL && *st == SD_OK)
+        *st = sd_set_error(SD_ERR_OUT_OF_MEMORY, "out of memory allocating %zu bytes for %s",
+                           bytes, what);
+    return p;
+}
+
+static const char *const scratch_names[] = {"activations x", "activations xb", "queries",
+    "attention output", "new keys", "new values", "MLP gate", "MLP up", "logits"};
+
+/* The scratch of forwards of up to T rows (sizes from the model's shard); on failure what
+ * was allocated is released and *sc zeroed. */
+static sd_status_t scratch_alloc(const sd_model_t *m, size_t T, sd_fwd_scratch_t *sc)
+{
+    const sd_hparams_t *hp = &m->hp;
+    size_t f = sizeof(float), qd = (size_t)m->tp.n_head * hp->head_dim;
+    size_t kvd = (size_t)m->tp.n_head_kv * hp->head_dim, ff = (size_t)m->tp.n_ff;
+    size_t widths[] = {hp->n_embd, hp->n_embd, qd, qd, kvd, kvd, ff, ff, hp->n_vocab};
+    float **bufs[] = {&sc->x, &sc->xb, &sc->q, &sc->att, &sc->kn, &sc->vn, &sc->hb, &sc->hb2,
+                      &sc->logits_dev};
+    sd_status_t st = SD_OK;
+    memset(sc, 0, sizeof *sc);
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+        *bufs[i] = seq_alloc(m, T * widths[i] * f, &st, scratch_names[i]);
+    sc->ids_dev = seq_alloc(m, 2 * T * sizeof(int32_t), &st, "token ids");
+    return st;
+}
+
+static void scratch_release(const sd_model_t *m, sd_fwd_scratch_t *sc)
+{
+    sd_backend_t *be = m->backend;
+    float *bufs[] = {sc->x, sc->xb, sc->q, sc->att, sc->kn, sc->vn, sc->hb, sc->hb2,
+                     sc->logits_dev};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+        if (bufs[i]) be->ops->release(be, bufs[i]);
+    if (sc->ids_dev) be->ops->release(be, sc->ids_dev);
+    memset(sc, 0, sizeof *sc);
+}
+
+sd_status_t sd_seq_init(sd_seq_t *s, const sd_model_t *m, int n_ctx, int max_tokens)
+{
+    if (s == NULL) return sd_set_error(SD_ERR_INVALID_ARG, "sd_seq_init: seq is NULL");
+    memset(s, 0, sizeof *s);
+    if (m == NULL) return sd_set_error(SD_ERR_INVALID_ARG, "sd_seq_init: model is NULL");
+    if (max_tokens < 1 || max_tokens > (1 << 16))
+        return sd_set_error(SD_ERR_INVALID_ARG, "max_tokens = %d must be in [1, 65536]",
+                            max_tokens);
+    if (n_ctx < 0) return sd_set_error(SD_ERR_INVALID_ARG, "n_ctx = %d must be >= 0", n_ctx);
+    s->model = m;
+    s->max_tokens = max_tokens;
+    SD_CHECK(sd_kv_cache_init(&s->kv, m, n_ctx > 0 ? n_ctx : m->n_ctx));
+
+    size_t T = (size_t)max_tokens, logits_bytes = T * m->hp.n_vocab * sizeof(float);
+    sd_status_t st = scratch_alloc(m, T, &s->sc);
+    s->ids = malloc(2 * T * sizeof(int32_t));
+    s->logits = malloc(logits_bytes);
+    if (st == SD_OK && (s->ids == NULL || s->logits == NULL))
+        st = sd_set_error(SD_ERR_OUT_OF_MEMORY, "out of memory allocating %zu bytes for logits",
+                          logits_bytes);
+    if (st != SD_OK) sd_seq_free(s);
+    else s->use_graphs = backend_has_graphs(m->backend->ops) && m->comm == NULL && graphs_allowed_by_env();
+    return st;
+}
+
+void sd_seq_free(sd_seq_t *s)
+{
+    if (s == NULL || s->model == NULL) return;
+    sd_backend_t *be = s->model->backend;
+    for (int n = 0; n <= SD_GRAPH_MAX_N; n++)
+        if (s->graphs[n].graph) be->ops->graph_free(be, s->graphs[n].graph);
+    scratch_release(s->model, &s->sc);
+    sd_kv_cache_free(&s->kv, s->model);
+    free(s->ids);
+    free(s->logits);
+    memset(s, 0, sizeof *s);
+}
+
+static sd_status_t check_forward_args(const sd_seq_t *s, const int32_t *tokens, int n,
+                                      int n_layers_used)
+{
+    if (s == NULL || s->model == NULL)
+        return sd_set_error(SD_ERR_INVALID_ARG, "sd_forward: seq is NULL or not initialised");
+    if (tokens == NULL) return sd_set_error(SD_ERR_INVALID_ARG, "sd_forward: tokens is NULL");
+    if (n < 1 || n > s->max_tokens)
+        return sd_set_error(SD_ERR_INVALID_ARG, "sd_forward: n = %d tokens outside [1, %d]", n,
+                            s->max_tokens);
+    const sd_hparams_t *hp = &s->model->hp;
+    if (n_layers_used < 0 || n_layers_used > hp->n_layer)
+        return sd_set_error(SD_ERR_INVALID_ARG, "sd_forward: n_layers_used = %d outside [0, %d]",
+                            n_layers_used, hp->n_layer);
+    for (int i = 0; i < n; i++)
+        if (tokens[i] < 0 || tokens[i] >= hp->n_vocab)
+            return sd_set_error(SD_ERR_INVALID_ARG,
+                                "sd_forward: token %d (at %d) outside the vocabulary [0, %d)",
+                                tokens[i], i, hp->n_vocab);
+    if (s->kv.len + n > s->kv.n_ctx)
+        return sd_set_error(SD_ERR_CONTEXT_FULL,
+                            "context full: %d cached + %d new tokens exceed n_ctx = %d", s->kv.len,
+                            n, s->kv.n_ctx);
+    return SD_OK;
+}
+
+/* What one forward computes with: scratch for its n rows and the sequences the rows belong
+ * to (rows [row0, row0 + n) of part i attend to and extend kv of part i). A single
+ * sequence's forward is one part over its own scratch; a batched forward has one part per
+ * sequence over the batch's scratch. */
+typedef struct fwd_part {
+    sd_kv_cache_t *kv;
+    int row0, n;
+} fwd_part_t;
+
+typedef struct fwd {
+    const sd_model_t *m;
+    sd_fwd_scratch_t sc;    /* ids_dev: [2, n] token ids then positions */
+    int n;                  /* rows */
+    int n_head_rows;        /* the head computes logits for rows [0, n_head_rows) */
+    const fwd_part_t *parts;
+    int n_parts;
+} fwd_t;
+
+/* Sum the ranks' partial outputs xb[n, n_embd] of a row-parallel Wo or down (rank order:
+ * every rank gets the same bits). Nothing to do without TP. */
+static sd_status_t tp_allreduce(const sd_model_t *m, float *xb, int n)
+{
+    if (m->comm == NULL) return SD_OK;
+    return sd_comm_allreduce_sum(m->comm, xb, (size_t)n * (size_t)m->hp.n_embd, SD_COMM_F32);
+}
+
+/* Store part p's new K/V rows in its cache at their positions and attend over it:
+ * att rows [row0, row0 + n) of the part. */
+static void attend_part(const fwd_t *f, const fwd_part_t *p, int il, const int32_t *pos)
+{
+    const sd_model_t *m = f->m;
+    const sd_backend_ops_t *ops = m->backend->ops;
+    sd_backend_t *be = m->backend;
+    int nh = m->tp.n_head, nkv = m->tp.n_head_kv, hd = m->hp.head_dim, n_ctx = p->kv->n_ctx;
+    size_t kvd = (size_t)nkv * hd, qd = (size_t)nh * hd, r0 = (size_t)p->row0;
+    size_t layer_off = (size_t)il * (size_t)n_ctx * kvd;
+    float *k_cache = p->kv->k + layer_off, *v_cache = p->kv->v + layer_off; /* [n_ctx, kvd] */
+    const int32_t *ppos = pos + p->row0;                                     /* [n] */
+
+    ops->kv_store(be, k_cache, f->sc.kn + r0 * kvd, ppos, p->n, n_ctx, kvd); /* cache rows pos[i] */
+    ops->kv_store(be, v_cache, f->sc.vn + r0 * kvd, ppos, p->n, n_ctx, kvd);
+    ops->attention(be, f->sc.q + r0 * qd, k_cache, v_cache, ppos, p->n, n_ctx, nh, nkv, hd,
+                   f->sc.att + r0 * qd); /* att[n, qd] */
+}
+
+/* Attention block of layer il: x[n, n_embd] += attention(rmsnorm(x)) . Wo^T, over the
+ * shard's nh query heads and nkv KV heads (qd = nh * hd, kvd = nkv * hd). The new K/V rows
+ * go to their part's cache rows pos[i] (pos: [n] backend memory). */
+static sd_status_t attention_block(const fwd_t *f, int il, const int32_t *pos)
+{
+    const sd_model_t *m = f->m;
+    const sd_hparams_t *hp = &m->hp;
+    const sd_layer_t *L = &m->layers[il];
+    const sd_backend_ops_t *ops = m->backend->ops;
+    sd_backend_t *be = m->backend;
+    int n = f->n;
+
+    ops->rmsnorm(be, f->sc.x, L->attn_norm, n, hp->n_embd, hp->norm_eps, f->sc.xb); /* xb[n, E] */
+    ops->matmul(be, &L->wq, f->sc.xb, n, L->bq, f->sc.q);                          /* q[n, qd] */
+    ops->matmul(be, &L->wk, f->sc.xb, n, L->bk, f->sc.kn);                         /* kn[n, kvd] */
+    ops->matmul(be, &L->wv, f->sc.xb, n, L->bv, f->sc.vn);                         /* vn[n, kvd] */
+    ops->rope(be, f->sc.q, pos, n, m->tp.n_head, hp->head_dim, &hp->rope);
+    ops->rope(be, f->sc.kn, pos, n, m->tp.n_head_kv, hp->head_dim, &hp->rope);
+    for (int i = 0; i < f->n_parts; i++)
+        attend_part(f, &f->parts[i], il, pos);
+    ops->matmul(be, &L->wo, f->sc.att, n, NULL, f->sc.xb); /* xb[n, E], partial under TP */
+    SD_CHECK(tp_allreduce(m, f->sc.xb, n));
+    ops->add(be, f->sc.x, f->sc.xb, (size_t)n * hp->n_embd);
+    return SD_OK;
+}
+
+/* MLP block of layer il: x[n, n_embd] += (silu(xb . Wg^T) * (xb . Wu^T)) . Wd^T, over the
+ * shard's ff features. */
+static sd_status_t mlp_block(const fwd_t *f, int il)
+{
+    const sd_model_t *m = f->m;
+    const sd_hparams_t *hp = &m->hp;
+    const sd_layer_t *L = &m->layers[il];
+    const sd_backend_ops_t *ops = m->backend->ops;
+    sd_backend_t *be = m->backend;
+    int n = f->n;
+
+    ops->rmsnorm(be, f->sc.x, L->ffn_norm, n, hp->n_embd, hp->norm_eps, f->sc.xb);
+    ops->matmul(be, &L->w_gate, f->sc.xb, n, NULL, f->sc.hb); /* hb[n, ff] */
+    ops->matmul(be, &L->w_up, f->sc.xb, n, NULL, f->sc.hb2);  /* hb2[n, ff] */
+    ops->swiglu(be, f->sc.hb, f->sc.hb2, (size_t)n * m->tp.n_ff, f->sc.hb);
+    ops->matmul(be, &L->w_down, f->sc.hb, n, NULL, f->sc.xb); /* xb[n, E], partial under TP */
+    SD_CHECK(tp_allreduce(m, f->sc.xb, n));
+    ops->add(be, f->sc.x, f->sc.xb, (size_t)n * hp->n_embd);
+    return SD_OK;
+}
+
+/* The ops of one forward, from the embedding of ids_dev[0, n] to logits_dev[n_head_rows,
+ * n_vocab] (ids and positions already uploaded). Its only failure is a TP allreduce's. */
+static sd_status_t forward_ops(const fwd_t *f, int n_layers)
+{
+    const sd_model_t *m = f->m;
+    const sd_hparams_t *hp = &m->hp;
+    const sd_backend_ops_t *ops = m->backend->ops;
+    sd_backend_t *be = m->backend;
+    const int32_t *pos = f->sc.ids_dev + f->n; /* [n] */
+
+    ops->embed(be, &m->tok_embd, f->sc.ids_dev, f->n, f->sc.x); /* x[n, E] */
+    for (int il = 0; il < n_layers; il++) {
+        SD_CHECK(attention_block(f, il, pos));
+        SD_CHECK(mlp_block(f, il));
+    }
+    if (f->n_head_rows == 0) return SD_OK;
+    ops->rmsnorm(be, f->sc.x, m->output_norm, f->n_head_rows, hp->n_embd, hp->norm_eps, f->sc.xb);
+    ops->matmul(be, &m->output, f->sc.xb, f->n_head_rows, NULL, f->sc.logits_dev); /* [rows, n_vocab] */
+    return SD_OK;
+}
+
+/* A single sequence's forward of n rows over its own scratch (one part: its cache). */
+static fwd_t seq_fwd(sd_seq_t *s, int n, const fwd_part_t *part)
+{
+    return (fwd_t){.m = s->model, .sc = s->sc, .n = n, .n_head_rows = n,
+                   .parts = part, .n_parts = 1};
+}
+
+/* 1 when g was captured with the arguments forward_ops(s, n, n_layers) would use now. */
+static int graph_is_current(const sd_seq_graph_t *g, const sd_seq_t *s, int n_layers)
+{
+    return g->n_layers == n_layers && g->kv_k == s->kv.k && g->kv_v == s->kv.v &&
+           g->kv_n_ctx == s->kv.n_ctx;
+}
+
+/* forward_ops(s, n, n_layers) replayed from the sequence's graph for n, captured first when
+ * there is none or it no longer matches. A failed capture launches nothing and returns the
+ * backend's error (through its sync). */
+static sd_status_t forward_graph(sd_seq_t *s, int n, int n_layers)
+{
+    sd_backend_t *be = s->model->backend;
+    const sd_backend_ops_t *ops = be->ops;
+    sd_seq_graph_t *g = &s->graphs[n];
+    if (g->graph != NULL && !graph_is_current(g, s, n_layers)) {
+        ops->graph_free(be, g->graph);
+        g->graph = NULL;
+    }
+    if (g->graph == NULL) {
+        fwd_part_t part = {&s->kv, 0, n};
+        fwd_t f = seq_fwd(s, n, &part);
+        ops->graph_begin(be);
+        sd_status_t st = forward_ops(&f, n_layers); /* SD_OK: graphs imply no TP comm */
+        void *graph = ops->graph_end(be);
+        if (st != SD_OK) {
+            if (graph) ops->graph_free(be, graph);
+            return st;
+        }
+        if (graph == NULL) {
+            st = ops->sync(be);
+            return st != SD_OK ? st
+                               : sd_set_error(SD_ERR_DEVICE,
+                                              "sd_forward: capturing the forward of n = %d failed", n);
+        }
+        *g = (sd_seq_graph_t){.graph = graph, .n_layers = n_layers, .kv_k = s->kv.k,
+                              .kv_v = s->kv.v, .kv_n_ctx = s->kv.n_ctx};
+    }
+    ops->graph_launch(be, g->graph);
+    return SD_OK;
+}
+
+sd_status_t sd_forward(sd_seq_t *s, const int32_t *tokens, int n, int n_layers_used)
+{
+    SD_CHECK(check_forward_args(s, tokens, n, n_layers_used));
+    const sd_model_t *m = s->model;
+    const sd_hparams_t *hp = &m->hp;
+    const sd_backend_ops_t *ops = m->backend->ops;
+    sd_backend_t *be = m->backend;
+    int n_layers = n_layers_used > 0 ? n_layers_used : hp->n_layer;
+
+    memcpy(s->ids, tokens, (size_t)n * sizeof(int32_t));
+    for (int i = 0; i < n; i++) s->ids[n + i] = s->kv.len + i;
+    ops->upload(be, s->sc.ids_dev, s->ids, 2 * (size_t)n * sizeof(int32_t)); /* ids, positions */
+
+    fwd_part_t part = {&s->kv, 0, n};
+    fwd_t f = seq_fwd(s, n, &part);
+    if (s->use_graphs && n <= SD_GRAPH_MAX_N)
+        SD_CHECK(forward_graph(s, n, n_layers)); /* kv.len moves only on success */
+    else
+        SD_CHECK(forward_ops(&f, n_layers));
+    if (!s->keep_logits_on_device)
+        ops->download(be, s->logits, s->sc.logits_dev, (size_t)n * hp->n_vocab * sizeof(float));
+    SD_CHECK(ops->sync(be)); /* a device op's failure surfaces here; kv.len unchanged */
+    s->kv.len += n;
+    return SD_OK;
+}
+
+/* ---- batched forward over several sequences ------------------------------------------ */
+
+sd_status_t sd_batch_init(sd_batch_t *b, const sd_model_t *m, int max_rows, int max_seqs)
+{
+    if (b == NULL) return sd_set_error(SD_ERR_INVALID_ARG, "sd_batch_init: batch is NULL");
+    memset(b, 0, sizeof *b);
+    if (m == NULL) return sd_set_error(SD_ERR_INVALID_ARG, "sd_batch_init: model is NULL");
+    if (max_rows < 1 || max_rows > (1 << 16) || max_seqs < 1 || max_seqs > max_rows)
+        return sd_set_error(SD_ERR_INVALID_ARG,
+                            "sd_batch_init: max_rows = %d must be in [1, 65536] and max_seqs = %d "
+                            "in [1, max_rows]", max_rows, max_seqs);
+    b->model = m;
+    b->max_rows = max_rows;
+    b->max_seqs = max_seqs;
+    sd_status_t st = scratch_alloc(m, (size_t)max_rows, &b->sc);
+    b->ids = malloc(2 * (size_t)max_rows * sizeof *b->ids);
+    b->parts = malloc((size_t)max_seqs * sizeof(fwd_part_t));
+    if (st == SD_OK && (b->ids == NULL || b->parts == NULL))
+        st = sd_set_error(SD_ERR_OUT_OF_MEMORY, "out of memory for a batch of %d rows", max_rows);
+    if (st != SD_OK) sd_batch_free(b);
+    return st;
+}
+
+void sd_batch_free(sd_batch_t *b)
+{
+    if (b == NULL || b->model == NULL) return;
+    scratch_release(b->model, &b->sc);
+    free(b->ids);
+    free(b->parts);
+    memset(b, 0, sizeof *b);
+}
+
+/* Part i may join batch b: its sequence, tokens and room (see sd_forward_batch). */
+/* 1 when s runs b's model, or a layer-skip view of it (its weights, fewer layers) that
+ * holds the n_layers layers the forward runs. */
+static int runs_batch_model(const sd_batch_t *b, const sd_seq_t *s, int n_layers)
+{
+    return s->model == b->model ||
+           (s->model->layers == b->model->layers && n_layers > 0 && n_layers <= s->model->hp.n_layer);
+}
+
+static sd_status_t check_part(const sd_batch_t *b, const sd_batch_part_t *p, int i,
+                              int logits_done, int n_layers)
+{
+    const sd_seq_t *s = p->seq;
+    if (s == NULL || !runs_batch_model(b, s, n_layers) || p->tokens == NULL || p->n < 1)
+        return sd_set_error(SD_ERR_INVALID_ARG,
+                            "sd_forward_batch: part %d has %s (n = %d)", i,
+                            s == NULL ? "no sequence" : !runs_batch_model(b, s, n_layers)
+                            ? "a sequence of another model" : "no tokens", p->n);
+    if (p->want_logits && (logits_done || s->keep_logits_on_device || p->n > s->max_tokens))
+        return sd_set_error(SD_ERR_INVALID_ARG,
+                            "sd_forward_batch: part %d wants logits %s", i,
+                            logits_done ? "after a part that wants none"
+                            : s->keep_logits_on_device ? "but keeps them on the device"
+                            : "for more rows than its sequence's max_tokens");
+    for (int t = 0; t < p->n; t++)
+        if (p->tokens[t] < 0 || p->tokens[t] >= b->model->hp.n_vocab)
+            return sd_set_error(SD_ERR_INVALID_ARG,
+                                "sd_forward_batch: part %d token %d (at %d) outside the "
+                                "vocabulary [0, %d)", i, p->tokens[t], t, b->model->hp.n_vocab);
+    if (s->kv.len + p->n > s->kv.n_ctx)
+        return sd_set_error(SD_ERR_CONTEXT_FULL,
+                            "context full: part %d has %d cached + %d new tokens over n_ctx = %d",
+                            i, s->kv.len, p->n, s->kv.n_ctx);
+    return SD_OK;
+}
+
+/* Every part checked, distinct sequences, rows and parts within the batch; *rows and
+ * *logit_rows get the totals. */
+static sd_status_t check_batch(const sd_batch_t *b, const sd_batch_part_t *parts, int n_parts,
+                               int n_layers, int *rows, int *logit_rows)
+{
+    if (b == NULL || b->model == NULL || parts == NULL || n_parts < 1 || n_parts > b->max_seqs)
+        return sd_set_error(SD_ERR_INVALID_ARG, "sd_forward_batch: %d parts outside [1, %d]",
+                            n_parts, b && b->model ? b->max_seqs : 0);
+    if (n_layers < 0 || n_layers > b->model->hp.n_layer)
+        return sd_set_error(SD_ERR_INVALID_ARG, "sd_forward_batch: n_layers = %d outside [0, %d]",
+                            n_layers, b->model->hp.n_layer);
+    *rows = *logit_rows = 0;
+    for (int i = 0; i < n_parts; i++) {
+        SD_CHECK(check_part(b, &parts[i], i, *logit_rows < *rows, n_layers));
+        for (int j = 0; j < i; j++)
+            if (parts[j].seq == parts[i].seq)
+                return sd_set_error(SD_ERR_INVALID_ARG,
+                                    "sd_forward_batch: parts %d and %d share a sequence", j, i);
+        if (parts[i].n > b->max_rows - *rows)
+            return sd_set_error(SD_ERR_BATCH_TOO_LARGE,
+                                "sd_forward_batch: more than max_rows = %d rows", b->max_rows);
+        *rows += parts[i].n;
+        if (parts[i].want_logits) *logit_rows += parts[i].n;
+    }
+    return SD_OK;
+}
+
+sd_status_t sd_forward_batch(sd_batch_t *b, const sd_batch_part_t *parts, int n_parts)
+{
+    return sd_forward_batch_layers(b, parts, n_parts, 0);
+}
+
+sd_status_t sd_forward_batch_layers(sd_batch_t *b, const sd_batch_part_t *parts, int n_parts,
+                                    int n_layers)
+{
+    int n = 0, n_logits = 0;
+    SD_CHECK(check_batch(b, parts, n_parts, n_layers, &n, &n_logits));
+    const sd_model_t *m = b->model;
+    const sd_backend_ops_t *ops = m->backend->ops;
+    sd_backend_t *be = m->backend;
+    size_t row_bytes = (size_t)m->hp.n_vocab * sizeof(float);
+    fwd_part_t *fp = b->parts;
+
+    for (int i = 0, row = 0; i < n_parts; row += parts[i].n, i++) {
+        sd_kv_cache_t *kv = &parts[i].seq->kv;
+        fp[i] = (fwd_part_t){kv, row, parts[i].n};
+        memcpy(b->ids + row, parts[i].tokens, (size_t)parts[i].n * sizeof(int32_t)); /* ids[n] */
+        for (int t = 0; t < parts[i].n; t++) b->ids[n + row + t] = kv->len + t; /* then pos[n] */
+    }
+    ops->upload(be, b->sc.ids_dev, b->ids, 2 * (size_t)n * sizeof(int32_t));
+    fwd_t f = {.m = m, .sc = b->sc, .n = n, .n_head_rows = n_logits, .parts = fp,
+               .n_parts = n_parts};
+    SD_CHECK(forward_ops(&f, n_layers > 0 ? n_layers : m->hp.n_layer));
+    for (int i = 0; i < n_parts && parts[i].want_logits; i++)
+        ops->download(be, parts[i].seq->logits,
+                      b->sc.logits_dev + (size_t)fp[i].row0 * m->hp.n_vocab,
+                      (size_t)parts[i].n * row_bytes);
+    SD_CHECK(ops->sync(be)); /* a device op's failure surfaces here; no kv.len changed */
+    for (int i = 0; i < n_parts; i++) parts[i].seq->kv.len += parts[i].n;
+    return SD_OK;
+}
