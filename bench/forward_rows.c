@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "bench/perf_counter.h"
+#include "model/forward.h"
 #include "model/model.h"
 
 enum { MAX_N = 16 };

@@ -18,6 +18,7 @@
 #include <strings.h>
 #include <time.h>
 
+#include "model/forward.h"
 #include "model/model.h"
 #include "gguf/synthetic.h"
 #include "kernels/cuda.h"

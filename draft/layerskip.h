@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include "draft/drafter.h"
+#include "model/forward.h"
 #include "model/model.h"
 
 /* 1 <= n_layers < the target's n_layer, else SD_ERR_INVALID_ARG naming both; the drafter

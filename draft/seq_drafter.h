@@ -29,6 +29,7 @@
 #include <stdint.h>
 
 #include "draft/drafter.h"
+#include "model/forward.h"
 #include "model/model.h"
 
 typedef enum sd_seq_drafter_kind {

@@ -10,6 +10,7 @@
 #ifndef SPECDEC_ENGINE_GEN_H
 #define SPECDEC_ENGINE_GEN_H
 
+#include "model/forward.h"
 #include "model/model.h"
 #include "engine/speculative.h"
 

@@ -54,6 +54,7 @@
 #include "engine/gen.h"
 #include "engine/generate_text.h"
 #include "core/log.h"
+#include "model/forward.h"
 #include "model/model.h"
 #include "engine/speculative.h"
 #include "engine/verifier.h"

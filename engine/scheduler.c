@@ -37,6 +37,7 @@
 #include "core/check.h"
 #include "engine/gen.h"
 #include "core/log.h"
+#include "model/forward.h"
 #include "model/model.h"
 #include "engine/scheduler_impl.h"
 

@@ -9,6 +9,7 @@
 
 #include "comm/comm.h"
 #include "engine/gen.h"
+#include "model/forward.h"
 #include "model/model.h"
 
 #define ENGINE_DEFAULT_MAX_ACTIVE 16

@@ -17,6 +17,7 @@
 #include <stdint.h>
 
 #include "draft/drafter.h"
+#include "model/forward.h"
 #include "model/model.h"
 
 /* SD_ERR_INVALID_ARG naming the field for a bad spec (k outside 1..SD_SPEC_MAX_K,

@@ -9,6 +9,7 @@
 #define SPECDEC_ENGINE_VERIFIER_H
 
 #include "verify/cuda_verify.h"
+#include "model/forward.h"
 #include "model/model.h"
 #include "verify/speculative.h"
 

@@ -13,6 +13,7 @@
 
 #include "core/check.h"
 #include "comm/comm.h"
+#include "model/forward.h"
 #include "model.h"
 
 /* 1 unless the environment variable SPECDEC_CUDA_GRAPHS is "0". */

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "core/check.h"
+#include "model/kv_cache.h"
 #include "model.h"
 
 sd_status_t sd_kv_cache_init(sd_kv_cache_t *kv, const sd_model_t *m, int n_ctx)

@@ -9,6 +9,7 @@
 
 #include "core/check.h"
 #include "comm/comm.h"
+#include "model/place.h"
 #include "model.h"
 #include "tp_plan.h"
 

@@ -7,6 +7,8 @@
 #include "core/check.h"
 #include "kernels/cuda.h"
 #include "core/log.h"
+#include "model/forward.h"
+#include "model/place.h"
 #include "model.h"
 
 #define DEVICE_CTX_SHARE 0.8 /* of what the weights leave, for a default-sized KV cache */

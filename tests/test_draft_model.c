@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "draft/model_drafter.h"
+#include "model/forward.h"
 #include "model/model.h"
 #include "gguf/synthetic.h"
 #include "support/test_util.h"

@@ -10,6 +10,7 @@
 
 #include "core/check.h"
 #include "engine/generate_text.h"
+#include "model/forward.h"
 #include "model/model.h"
 #include "gguf/synthetic.h"
 #include "specdec/specdec.h"

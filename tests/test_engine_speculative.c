@@ -13,6 +13,7 @@
 #include "draft/layerskip.h"
 #include "draft/model_drafter.h"
 #include "draft/seq_drafter.h"
+#include "model/forward.h"
 #include "model/model.h"
 #include "engine/speculative.h"
 #include "gguf/synthetic.h"

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "comm/comm.h"
+#include "model/forward.h"
 #include "model/model.h"
 #include "gguf/synthetic.h"
 #include "model/tp_plan.h"

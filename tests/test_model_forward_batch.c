@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "model/forward.h"
 #include "model/model.h"
 #include "gguf/synthetic.h"
 #include "tests/support/test_util.h"

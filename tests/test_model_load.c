@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "core/check.h"
+#include "model/forward.h"
 #include "model/model.h"
 #include "gguf/synthetic.h"
 #include "kernels/cuda.h"

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "model/forward.h"
 #include "model/model.h"
 #include "gguf/synthetic.h"
 

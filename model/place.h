@@ -1,0 +1,16 @@
+/* Internal to model/: the backend a model computes on and where its weights live. */
+#ifndef SPECDEC_MODEL_PLACE_H
+#define SPECDEC_MODEL_PLACE_H
+
+#include "model/model.h"
+
+/* model/place.c: the backend named by p->device (see sd_model_params_t), and the
+ * upload of every weight, norm and bias to it when it is a device backend (views into the
+ * file are replaced by device pointers; SD_ERR_OUT_OF_MEMORY with the numbers when they
+ * do not fit). Without ctx_given (p->n_ctx == 0) the default KV-cache length shrinks to
+ * what the device has left. */
+sd_status_t sd_model_create_backend(sd_model_t *m, const sd_model_params_t *p);
+sd_status_t sd_model_place_weights(sd_model_t *m, int ctx_given);
+void sd_model_release_weights(sd_model_t *m);
+
+#endif
