@@ -51,6 +51,7 @@
 #include "comm/comm.h"
 #include "draft/model_drafter.h"
 #include "core/check.h"
+#include "core/hash.h"
 #include "engine/gen.h"
 #include "engine/generate_text.h"
 #include "core/log.h"
@@ -196,30 +197,22 @@ static sd_status_t check_prompt(const sd_model_t *m, const int32_t *prompt, size
 
 /* ---- agreement between ranks -------------------------------------------------------- */
 
-static uint64_t hash_bytes(uint64_t h, const void *p, size_t n)
-{
-    const unsigned char *b = p;
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ b[i]) * 0x100000001b3ull;
-    return h;
-}
-
 /* The request as a hash: prompt, sampler settings, seed, stops and the spec. */
 static uint64_t request_hash(const int32_t *prompt, size_t n_prompt, const sd_gen_config_t *c,
                              const sd_spec_config_t *s)
 {
-    uint64_t h = hash_bytes(0xcbf29ce484222325ull, &n_prompt, sizeof n_prompt);
-    h = hash_bytes(h, prompt, n_prompt * sizeof *prompt);
+    uint64_t h = sd_fnv1a64(SD_FNV64_INIT, &n_prompt, sizeof n_prompt);
+    h = sd_fnv1a64(h, prompt, n_prompt * sizeof *prompt);
     int32_t ints[] = {c->max_tokens, c->top_k, c->ignore_eos, (int32_t)c->n_stop_strings,
                       (int32_t)c->n_stop_tokens, (int32_t)s->drafter, s->k, s->adaptive,
                       s->ngram_min, s->ngram_max, s->layerskip_layers, s->draft_ranks};
     float floats[] = {c->temperature, c->top_p, c->min_p, s->min_confidence};
-    h = hash_bytes(h, ints, sizeof ints);
-    h = hash_bytes(h, floats, sizeof floats);
-    h = hash_bytes(h, &c->seed, sizeof c->seed);
+    h = sd_fnv1a64(h, ints, sizeof ints);
+    h = sd_fnv1a64(h, floats, sizeof floats);
+    h = sd_fnv1a64(h, &c->seed, sizeof c->seed);
     for (size_t i = 0; i < c->n_stop_strings; i++)
-        h = hash_bytes(h, c->stop_strings[i], strlen(c->stop_strings[i]) + 1);
-    return hash_bytes(h, c->stop_tokens, c->n_stop_tokens * sizeof *c->stop_tokens);
+        h = sd_fnv1a64(h, c->stop_strings[i], strlen(c->stop_strings[i]) + 1);
+    return sd_fnv1a64(h, c->stop_tokens, c->n_stop_tokens * sizeof *c->stop_tokens);
 }
 
 /* Under TP, before any collective of the request: every rank learns whether any rank
@@ -604,15 +597,6 @@ static sd_status_t call_hook(gen_t *g, int n, const sd_spec_result_t *r)
     return g->opts->hook(g->opts->hook_user, &v);
 }
 
-/* FNV-1a over 64-bit words. */
-static uint64_t hash_words(uint64_t h, const uint64_t *w, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        for (int b = 0; b < 64; b += 8)
-            h = (h ^ ((w[i] >> b) & 0xff)) * 0x100000001b3ull;
-    return h;
-}
-
 /* Under TP every rank must accept the same tokens: compare a hash of this step's
  * outcome (position, drafts accepted, their tokens, the next token) across the ranks
  * (one 8-byte allgather). A disagreement is SD_ERR_RANK_DIVERGENCE naming the step on
@@ -622,10 +606,10 @@ static sd_status_t check_ranks_agree(gen_t *g, size_t len, const sd_spec_result_
     if (!g->check_consistency)
         return SD_OK;
     uint64_t w[3] = {len, (uint64_t)r->n_accepted, (uint64_t)(uint32_t)r->next_token};
-    uint64_t h = hash_words(0xcbf29ce484222325ull, w, 3);
+    uint64_t h = sd_fnv1a64(SD_FNV64_INIT, w, sizeof w);
     for (int i = 0; i < r->n_accepted; i++) {
         uint64_t t = (uint64_t)(uint32_t)g->batch[1 + i];
-        h = hash_words(h, &t, 1);
+        h = sd_fnv1a64(h, &t, sizeof t);
     }
     int size = sd_comm_size(g->comm);
     uint64_t *all = malloc((size_t)size * sizeof *all);

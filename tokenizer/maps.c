@@ -3,14 +3,10 @@
 #include <string.h>
 
 #include "core/check.h"
+#include "core/hash.h"
 #include "tokenizer/tokenizer_impl.h"
 
-static uint32_t hash_bytes(const char *s, size_t n)
-{
-    uint32_t h = 2166136261u; /* FNV-1a */
-    for (size_t i = 0; i < n; i++) h = (h ^ (uint8_t)s[i]) * 16777619u;
-    return h;
-}
+static uint32_t hash_bytes(const char *s, size_t n) { return sd_fnv1a32(SD_FNV32_INIT, s, n); }
 
 /* Smallest power of two >= 2 * n (at least 16). */
 static size_t table_size(size_t n)

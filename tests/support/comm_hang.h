@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "comm/comm.h"
+#include "core/hash.h"
 #include "support/ranks.h"
 
 #define SD_HANG_MAX_ELEMS ((size_t)1 << 18)
@@ -43,13 +44,7 @@ static inline uint64_t sd_hang_mix(uint64_t x)
     return x ^ (x >> 31);
 }
 
-static inline uint64_t sd_hang_fnv(const void *p, size_t n)
-{
-    const unsigned char *b = p;
-    uint64_t h = 0xcbf29ce484222325ull;
-    for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 0x100000001b3ull;
-    return h;
-}
+static inline uint64_t sd_hang_fnv(const void *p, size_t n) { return sd_fnv1a64(SD_FNV64_INIT, p, n); }
 
 /* rank's element i of step `salt`: a float in +-[2^-8, 2^8) with a random mantissa */
 static inline float sd_hang_value(uint64_t salt, int rank, size_t i)
