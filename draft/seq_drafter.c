@@ -20,7 +20,6 @@
 #include "core/check.h"
 #include "verify/philox.h"
 
-#define SEQ_DRAFTER_CHUNK 64 /* tokens per forward when feeding a context (prefill) */
 
 typedef struct sd_seq_drafter {
     sd_drafter_t base;
@@ -403,7 +402,7 @@ sd_status_t sd_seq_drafter_new(sd_seq_drafter_kind_t kind, const sd_model_t *m,
     }
     g->n_layers_used = n_layers_used;
     g->n_vocab = m->hp.n_vocab;
-    int chunk = m->n_ctx < SEQ_DRAFTER_CHUNK ? m->n_ctx : SEQ_DRAFTER_CHUNK;
+    int chunk = m->n_ctx < SD_PREFILL_CHUNK ? m->n_ctx : SD_PREFILL_CHUNK;
     sd_status_t st = sd_seq_init(&g->seq, g->m, m->n_ctx, chunk > 0 ? chunk : 1);
     if (st == SD_OK)
         st = sd_sampler_scratch_init(&g->scratch, g->n_vocab);

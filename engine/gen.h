@@ -25,10 +25,10 @@ typedef struct sd_gen_plan {
 } sd_gen_plan_t;
 
 /* What sd_generate_ex refuses before generating: config, prompt and spec (drafter_given:
- * opts supply a drafter). No allocation; safe on any thread. */
-sd_status_t sd_gen_check(const sd_model_t *model, const int32_t *prompt, size_t n_prompt,
-                         const sd_gen_config_t *config, const sd_spec_config_t *spec,
-                         int drafter_given);
+ * opts supply a drafter); messages start with `caller`. No allocation; any thread. */
+sd_status_t sd_gen_check(const char *caller, const sd_model_t *model, const int32_t *prompt,
+                         size_t n_prompt, const sd_gen_config_t *config,
+                         const sd_spec_config_t *spec, int drafter_given);
 
 /* sd_gen_check, then (under TP) the ranks' agreement on the request, then the generation's
  * state: target sequence, drafter, verifier, buffers. prompt and config (with its strings)

@@ -62,8 +62,6 @@
 #include "verify/sampler.h"
 #include "verify/speculative.h"
 
-#define GEN_PREFILL_CHUNK 64
-
 void sd_gen_config_default(sd_gen_config_t *config)
 {
     if (config == NULL)
@@ -287,7 +285,7 @@ static sd_status_t gen_init(gen_t *g, sd_model_t *m, const sd_gen_config_t *c,
     g->check_consistency = g->comm != NULL && consistency_check_enabled();
     SD_CHECK(spec_init(g, m, spec));
     g->n_ctx = (int)sd_gen_kv_positions_for(m, n_prompt, c) + 1; /* prompt + generated */
-    int chunk = n_prompt - 1 < GEN_PREFILL_CHUNK ? (int)n_prompt - 1 : GEN_PREFILL_CHUNK;
+    int chunk = n_prompt - 1 < SD_PREFILL_CHUNK ? (int)n_prompt - 1 : SD_PREFILL_CHUNK;
     int rows = chunk > g->kc.k_max + 1 ? chunk : g->kc.k_max + 1;
     SD_CHECK(sd_seq_init(&g->seq, m, g->n_ctx - 1, rows));
     g->seq_ready = 1;
@@ -496,11 +494,6 @@ static int load_cap(const gen_t *g, int evidence, int has_q)
     return sd_spec_k_at_cost(&g->kc, evidence, g->row_cost);
 }
 
-/* Propose the step's drafts (at most max_rows - 1) into batch[1 .. 1 + *n) for positions
- * len ..; *has_q when q holds their distributions; *evidence is the proposal's evidence
- * class (0 when nothing was proposed or the drafter reports none). A step never drafts past
- * max_tokens or the context: it emits at most n + 1 tokens and its forward fills cache
- * positions up to len + n - 1. */
 /* The draft length this step asks the drafter for (0: no drafting): the controller's, cut
  * to max_rows - 1, max_tokens and the context (a step emits at most k + 1 tokens and its
  * forward fills cache positions up to len + k - 1) and, for a drafter that works per
@@ -715,12 +708,12 @@ static void hand_over(gen_t *g, sd_gen_result_t *out)
 
 /* ---- driving (engine/gen.h) ------------------------------------------------------- */
 
-sd_status_t sd_gen_check(const sd_model_t *model, const int32_t *prompt, size_t n_prompt,
-                         const sd_gen_config_t *config, const sd_spec_config_t *spec,
-                         int drafter_given)
+sd_status_t sd_gen_check(const char *caller, const sd_model_t *model, const int32_t *prompt,
+                         size_t n_prompt, const sd_gen_config_t *config,
+                         const sd_spec_config_t *spec, int drafter_given)
 {
     if (model == NULL || config == NULL || spec == NULL)
-        return sd_set_error(SD_ERR_INVALID_ARG, "sd_generate: %s is NULL",
+        return sd_set_error(SD_ERR_INVALID_ARG, "%s: %s is NULL", caller,
                             model == NULL ? "model" : config == NULL ? "config" : "spec");
     SD_CHECK(check_config(model, config));
     SD_CHECK(check_prompt(model, prompt, n_prompt));
@@ -738,7 +731,7 @@ sd_status_t sd_gen_new(sd_model_t *model, const int32_t *prompt, size_t n_prompt
         sd_spec_config_default(&none);
         spec = &none;
     }
-    sd_status_t st = sd_gen_check(model, prompt, n_prompt, config, spec,
+    sd_status_t st = sd_gen_check("sd_generate", model, prompt, n_prompt, config, spec,
                                   opts != NULL && opts->drafter != NULL);
     if (model == NULL || config == NULL) return st;
     SD_CHECK(agree_on_request(model->comm, st, prompt, n_prompt, config, spec));
@@ -849,8 +842,7 @@ size_t sd_gen_kv_positions_for(const sd_model_t *m, size_t n_prompt, const sd_ge
 
 size_t sd_gen_kv_bytes(const sd_gen_t *g)
 {
-    const sd_kv_cache_t *kv = &g->seq.kv;
-    return 2 * (size_t)kv->n_layer * kv->n_ctx * kv->n_head_kv * kv->head_dim * sizeof(float);
+    return sd_kv_cache_bytes(&g->seq.kv);
 }
 
 void sd_gen_cancel(sd_gen_t *g) { g->cancelled = 1; }

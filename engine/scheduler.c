@@ -93,7 +93,7 @@ static void metrics_init(sd_engine_metrics_t *m)
 
 void sched_request_destroy(sd_request_t *r)
 {
-    if (r->config.stop_strings != NULL)
+    if (r->stops != NULL) /* NULL when its allocation failed */
         for (size_t i = 0; i < r->config.n_stop_strings; i++) free(r->stops[i]);
     free(r->stops);
     free(r->stop_tokens);
@@ -294,6 +294,14 @@ static void run_draft_round(sd_engine_t *e, int n)
             sd_draft_forward_t *f = &e->drafting[first + m]->dfwd;
             e->draft_parts[m++] = (sd_batch_part_t){f->seq, f->tokens, f->n, 1};
             rows += f->n;
+        }
+        if (m == 0) { /* one forward larger than the whole draft batch: refuse, never spin */
+            sd_request_t *r = e->drafting[first++];
+            r->plan_status = sd_set_error(SD_ERR_BATCH_TOO_LARGE,
+                                          "a draft forward of %d rows exceeds the draft batch "
+                                          "of %d rows", r->dfwd.n, e->draft_batch.max_rows);
+            r->dfwd.n = 0;
+            continue;
         }
         sd_status_t st = sd_forward_batch_layers(&e->draft_batch, e->draft_parts, m, e->draft_layers);
         pthread_mutex_lock(&e->mu);
@@ -566,8 +574,8 @@ static sd_status_t check_params(const sd_engine_params_t *p)
 }
 
 /* The draft batch for a drafter that runs a model: the draft model, or the target's
- * first L layers (layer-skip); rows for every slot's longest draft forward (a context
- * chunk of up to 64 tokens). Nothing for the n-gram drafter or under a draft group. */
+ * first L layers (layer-skip); rows for at least one drafter's longest forward (a context
+ * chunk of SD_PREFILL_CHUNK tokens). Nothing for the n-gram drafter or under a draft group. */
 static sd_status_t draft_batch_init(sd_engine_t *e)
 {
     const sd_spec_config_t *s = &e->p.spec;
@@ -576,7 +584,7 @@ static sd_status_t draft_batch_init(sd_engine_t *e)
                           : NULL;
     if (m == NULL) return SD_OK;
     e->draft_layers = s->drafter == SD_DRAFTER_LAYERSKIP ? s->layerskip_layers : 0;
-    int na = e->p.max_active, rows = e->p.max_batch_rows > 64 ? e->p.max_batch_rows : 64;
+    int na = e->p.max_active, rows = e->p.max_batch_rows > SD_PREFILL_CHUNK ? e->p.max_batch_rows : SD_PREFILL_CHUNK;
     e->drafting = calloc((size_t)na, sizeof *e->drafting);
     e->draft_parts = calloc((size_t)na, sizeof *e->draft_parts);
     if (e->drafting == NULL || e->draft_parts == NULL)
@@ -678,7 +686,8 @@ sd_status_t sd_engine_submit(sd_engine_t *e, const int32_t *prompt, size_t n_pro
     if (e->rank != 0)
         return sd_set_error(SD_ERR_INVALID_ARG, "sd_engine_submit on rank %d: requests are "
                             "submitted on rank 0 of a tensor-parallel engine", e->rank);
-    sd_status_t st = sd_gen_check(e->model, prompt, n_prompt, config, &e->p.spec, 0);
+    sd_status_t st = sd_gen_check("sd_engine_submit", e->model, prompt, n_prompt, config,
+                                  &e->p.spec, 0);
     size_t kv = st == SD_OK ? sd_gen_kv_positions_for(e->model, n_prompt, config) : 0;
     if (st == SD_OK && kv > e->m.kv_positions_cap)
         st = sd_set_error(SD_ERR_CONTEXT_FULL,

@@ -5,6 +5,10 @@
 #include "model/kv_cache.h"
 #include "model/model.h"
 
+/* Rows of one prompt-prefill forward: a context longer than this (a generation's prompt, a
+ * drafter's context) is fed in chunks of this many tokens. */
+#define SD_PREFILL_CHUNK 64
+
 /* The largest n whose forward a sequence captures as a graph: a verify block of k + 1 with
  * k <= 16 (a decode or draft step is n = 1). */
 #define SD_GRAPH_MAX_N 17

@@ -8,6 +8,25 @@
 #include "model/kv_cache.h"
 #include "model.h"
 
+/* Bytes of K (or of V) for n_ctx positions; SIZE_MAX when that overflows size_t. */
+static size_t half_bytes(int n_layer, int n_head_kv, int head_dim, size_t n_ctx)
+{
+    size_t row = (size_t)n_head_kv * (size_t)head_dim * sizeof(float);
+    if (row == 0 || n_ctx == 0) return 0;
+    if (SIZE_MAX / row < n_ctx || SIZE_MAX / (row * n_ctx) < (size_t)n_layer) return SIZE_MAX;
+    return row * n_ctx * (size_t)n_layer;
+}
+
+size_t sd_kv_position_bytes(const sd_model_t *m)
+{
+    return 2 * half_bytes(m->hp.n_layer, m->tp.n_head_kv, m->hp.head_dim, 1);
+}
+
+size_t sd_kv_cache_bytes(const sd_kv_cache_t *kv)
+{
+    return 2 * half_bytes(kv->n_layer, kv->n_head_kv, kv->head_dim, (size_t)kv->n_ctx);
+}
+
 sd_status_t sd_kv_cache_init(sd_kv_cache_t *kv, const sd_model_t *m, int n_ctx)
 {
     if (kv == NULL) return sd_set_error(SD_ERR_INVALID_ARG, "sd_kv_cache_init: kv is NULL");
@@ -15,12 +34,10 @@ sd_status_t sd_kv_cache_init(sd_kv_cache_t *kv, const sd_model_t *m, int n_ctx)
     memset(kv, 0, sizeof *kv);
     if (n_ctx < 1) return sd_set_error(SD_ERR_INVALID_ARG, "KV cache n_ctx = %d must be >= 1", n_ctx);
     const sd_hparams_t *hp = &m->hp;
-    size_t row = (size_t)m->tp.n_head_kv * hp->head_dim * sizeof(float);
-    size_t per_layer = (size_t)n_ctx * row;
-    if (per_layer / row != (size_t)n_ctx || SIZE_MAX / per_layer < (size_t)hp->n_layer)
+    size_t bytes = half_bytes(hp->n_layer, m->tp.n_head_kv, hp->head_dim, (size_t)n_ctx);
+    if (bytes == SIZE_MAX)
         return sd_set_error(SD_ERR_OUT_OF_MEMORY, "KV cache of %d positions overflows size_t",
                             n_ctx);
-    size_t bytes = per_layer * (size_t)hp->n_layer;
     sd_backend_t *be = m->backend;
     kv->k = be->ops->alloc(be, bytes);
     kv->v = kv->k ? be->ops->alloc(be, bytes) : NULL;

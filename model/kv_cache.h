@@ -18,4 +18,9 @@ void sd_kv_cache_free(sd_kv_cache_t *kv, const sd_model_t *m);
 /* Roll back to `len` positions (len <= kv->len); SD_ERR_INVALID_ARG otherwise. */
 sd_status_t sd_kv_cache_truncate(sd_kv_cache_t *kv, int len);
 
+/* Bytes one position takes in a cache of m (K and V over its layers), and the bytes a cache
+ * holds (K and V, all n_ctx positions). The one formula for KV-cache sizes. */
+size_t sd_kv_position_bytes(const sd_model_t *m);
+size_t sd_kv_cache_bytes(const sd_kv_cache_t *kv);
+
 #endif

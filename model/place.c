@@ -130,8 +130,7 @@ static sd_status_t place_all(placement_t *pl)
 /* The default KV cache (p->n_ctx == 0) shrinks to what the device has left. */
 static sd_status_t fit_default_ctx(sd_model_t *m, size_t free_bytes)
 {
-    const sd_hparams_t *hp = &m->hp;
-    size_t per_pos = 2 * (size_t)hp->n_layer * m->tp.n_head_kv * hp->head_dim * sizeof(float);
+    size_t per_pos = sd_kv_position_bytes(m);
     size_t fit = (size_t)((double)free_bytes * DEVICE_CTX_SHARE) / per_pos;
     if (fit < 1)
         return sd_set_error(SD_ERR_OUT_OF_MEMORY,

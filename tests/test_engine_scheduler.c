@@ -484,10 +484,14 @@ Test(engine_scheduler, bad_requests_are_refused_at_submit, .timeout = 60)
     cr_assert_eq(sd_engine_submit(e, c.prompt, c.n_prompt, &c.config, NULL, NULL, &r),
                  SD_ERR_INVALID_ARG);
     cr_assert(strstr(sd_last_error(), "320") != NULL, "%s", sd_last_error());
+    cr_assert_eq(sd_engine_submit(e, c.prompt, c.n_prompt, NULL, NULL, NULL, &r),
+                 SD_ERR_INVALID_ARG); /* the message names the call the caller made */
+    cr_assert(strncmp(sd_last_error(), "sd_engine_submit: config is NULL", 32) == 0, "%s",
+              sd_last_error());
     cr_assert_null(r);
     sd_engine_metrics_t mt;
     sd_engine_get_metrics(e, &mt);
-    cr_assert_eq(mt.rejected_invalid, 4);
+    cr_assert_eq(mt.rejected_invalid, 5);
     cr_assert_eq(mt.submitted, 0);
     sd_engine_free(e);
     /* bad engine parameters */

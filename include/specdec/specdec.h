@@ -35,7 +35,8 @@ typedef enum sd_status {
     SD_ERR_CANCELLED,
     SD_ERR_INTERNAL,
     SD_ERR_PEER_LOST,        /* a rank of the communicator died or left mid-collective */
-    SD_ERR_BUSY,             /* the serving engine's queue is full, or it is shutting down */
+    SD_ERR_BUSY,             /* the serving engine's queue is full or it is shutting down;
+                                sd_request_wait: the request still runs at the timeout */
     SD_STATUS_COUNT
 } sd_status_t;
 
