@@ -45,8 +45,11 @@ enum MHD_Result http_queue(serve_t *s, struct MHD_Connection *c, int status,
     return ok;
 }
 
-enum MHD_Result http_respond(serve_t *s, struct MHD_Connection *c, int status,
-                             const char *content_type, char *body, size_t len)
+/* http_respond; allow, when not NULL, is the Allow header of a 405 (not of the 500 that
+ * a NULL body becomes). */
+static enum MHD_Result respond(serve_t *s, struct MHD_Connection *c, int status,
+                               const char *content_type, char *body, size_t len,
+                               const char *allow)
 {
     static char oom[] = "{\"error\":{\"message\":\"out of memory\",\"type\":\"server_error\","
                         "\"param\":null,\"code\":null}}";
@@ -54,12 +57,19 @@ enum MHD_Result http_respond(serve_t *s, struct MHD_Connection *c, int status,
     if (body) {
         r = MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
         if (!r) free(body);
+        if (r && allow) MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, allow);
     } else {
         status = 500, content_type = json_type;
         r = MHD_create_response_from_buffer(strlen(oom), oom, MHD_RESPMEM_PERSISTENT);
     }
     if (r) MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
     return http_queue(s, c, status, r);
+}
+
+enum MHD_Result http_respond(serve_t *s, struct MHD_Connection *c, int status,
+                             const char *content_type, char *body, size_t len)
+{
+    return respond(s, c, status, content_type, body, len, NULL);
 }
 
 enum MHD_Result http_respond_json(serve_t *s, struct MHD_Connection *c, int status, char *body)
@@ -138,6 +148,19 @@ static void take_body(serve_t *s, exchange_t *x, const char *data, size_t n)
 
 /* ---- dispatch ------------------------------------------------------------------------------ */
 
+/* 405 naming the methods the path takes, also in the Allow header. */
+static enum MHD_Result respond_bad_method(serve_t *s, struct MHD_Connection *c,
+                                          const char *method, const char *url)
+{
+    char allow[64];
+    serve_route_allow(url, allow, sizeof allow);
+    oai_error_t e;
+    oai_error_set(&e, 405, "invalid_request_error", NULL, "method_not_allowed",
+                  "%s is not allowed on %s; use %s", method, url, allow);
+    char *body = oai_error_json(&e);
+    return respond(s, c, 405, json_type, body, body ? strlen(body) : 0, allow);
+}
+
 /* 1 when the route needs the model and the server is not ready (the answer is a 503). */
 static int unavailable(serve_t *s, const serve_route_t *route)
 {
@@ -161,12 +184,7 @@ static enum MHD_Result begin(serve_t *s, struct MHD_Connection *c, const char *u
     if (match == SERVE_ROUTE_NOT_FOUND)
         return http_respond_errorf(s, c, 404, "invalid_request_error", "not_found",
                                    "no endpoint %s %s", method, url);
-    if (match == SERVE_ROUTE_BAD_METHOD) {
-        char allow[64];
-        serve_route_allow(url, allow, sizeof allow);
-        return http_respond_errorf(s, c, 405, "invalid_request_error", "method_not_allowed",
-                                   "%s is not allowed on %s; use %s", method, url, allow);
-    }
+    if (match == SERVE_ROUTE_BAD_METHOD) return respond_bad_method(s, c, method, url);
     if (!route->reads_body) return answer(s, c, route, "", 0);
     if (unavailable(s, route)) return respond_unavailable(s, c);
     const char *length = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
