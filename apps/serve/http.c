@@ -1,13 +1,11 @@
-/* libmicrohttpd glue: one thread per connection. Routes, request bodies (size-limited,
- * never buffered past --max-body-bytes), the GET endpoints and non-streaming generations;
- * streaming lives in http_stream.c. */
-#define _GNU_SOURCE /* POLLRDHUP */
+/* libmicrohttpd glue: one thread per connection. Responses, request bodies (size-limited,
+ * never buffered past --max-body-bytes) and the dispatch of each request to its row of
+ * serve_routes (routes.c), with the 404, 405, 413 and 503 the table implies. */
 #include "http.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netdb.h>
-#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,29 +15,11 @@
 #include <unistd.h>
 
 #include "core/check.h"
-
-typedef enum route {
-    ROUTE_HEALTH,
-    ROUTE_METRICS,
-    ROUTE_MODELS,
-    ROUTE_CHAT,
-    ROUTE_COMPLETIONS,
-    ROUTE_COUNT,
-} route_t;
-
-static const struct {
-    const char *path, *method;
-} routes[ROUTE_COUNT] = {
-    [ROUTE_HEALTH] = {"/health", MHD_HTTP_METHOD_GET},
-    [ROUTE_METRICS] = {"/metrics", MHD_HTTP_METHOD_GET},
-    [ROUTE_MODELS] = {"/v1/models", MHD_HTTP_METHOD_GET},
-    [ROUTE_CHAT] = {"/v1/chat/completions", MHD_HTTP_METHOD_POST},
-    [ROUTE_COMPLETIONS] = {"/v1/completions", MHD_HTTP_METHOD_POST},
-};
+#include "routes.h"
 
 /* One HTTP request, from its headers until its response is sent (MHD's con_cls). */
 typedef struct exchange {
-    route_t route;
+    const serve_route_t *route; /* the row whose body arrives; NULL: answered at once */
     char *body; /* [len] of [cap]; NULL once too_large */
     size_t len, cap;
     int too_large;
@@ -65,8 +45,11 @@ enum MHD_Result http_queue(serve_t *s, struct MHD_Connection *c, int status,
     return ok;
 }
 
-enum MHD_Result http_respond(serve_t *s, struct MHD_Connection *c, int status,
-                             const char *content_type, char *body, size_t len)
+/* http_respond; allow, when not NULL, is the Allow header of a 405 (not of the 500 that
+ * a NULL body becomes). */
+static enum MHD_Result respond(serve_t *s, struct MHD_Connection *c, int status,
+                               const char *content_type, char *body, size_t len,
+                               const char *allow)
 {
     static char oom[] = "{\"error\":{\"message\":\"out of memory\",\"type\":\"server_error\","
                         "\"param\":null,\"code\":null}}";
@@ -74,6 +57,7 @@ enum MHD_Result http_respond(serve_t *s, struct MHD_Connection *c, int status,
     if (body) {
         r = MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
         if (!r) free(body);
+        if (r && allow) MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, allow);
     } else {
         status = 500, content_type = json_type;
         r = MHD_create_response_from_buffer(strlen(oom), oom, MHD_RESPMEM_PERSISTENT);
@@ -82,17 +66,24 @@ enum MHD_Result http_respond(serve_t *s, struct MHD_Connection *c, int status,
     return http_queue(s, c, status, r);
 }
 
-enum MHD_Result http_respond_error(serve_t *s, struct MHD_Connection *c, const oai_error_t *err)
+enum MHD_Result http_respond(serve_t *s, struct MHD_Connection *c, int status,
+                             const char *content_type, char *body, size_t len)
 {
-    char *body = oai_error_json(err);
-    return http_respond(s, c, err->http_status, json_type, body, body ? strlen(body) : 0);
+    return respond(s, c, status, content_type, body, len, NULL);
 }
 
-static enum MHD_Result respond_errorf(serve_t *s, struct MHD_Connection *c, int status,
-                                      const char *type, const char *code, const char *fmt, ...)
-    __attribute__((format(printf, 6, 7)));
-static enum MHD_Result respond_errorf(serve_t *s, struct MHD_Connection *c, int status,
-                                      const char *type, const char *code, const char *fmt, ...)
+enum MHD_Result http_respond_json(serve_t *s, struct MHD_Connection *c, int status, char *body)
+{
+    return http_respond(s, c, status, json_type, body, body ? strlen(body) : 0);
+}
+
+enum MHD_Result http_respond_error(serve_t *s, struct MHD_Connection *c, const oai_error_t *err)
+{
+    return http_respond_json(s, c, err->http_status, oai_error_json(err));
+}
+
+enum MHD_Result http_respond_errorf(serve_t *s, struct MHD_Connection *c, int status,
+                                    const char *type, const char *code, const char *fmt, ...)
 {
     oai_error_t e = {.http_status = status, .type = type, .code = code};
     va_list ap;
@@ -105,10 +96,11 @@ static enum MHD_Result respond_errorf(serve_t *s, struct MHD_Connection *c, int 
 static enum MHD_Result respond_unavailable(serve_t *s, struct MHD_Connection *c)
 {
     int loading = atomic_load(&s->state) == SERVE_LOADING;
-    return respond_errorf(s, c, 503, "server_error", loading ? "model_loading" : "shutting_down",
-                          loading ? "the model '%s' is still loading" : "the server is shutting "
-                                                                        "down ('%s')",
-                          s->model_id);
+    return http_respond_errorf(s, c, 503, "server_error",
+                               loading ? "model_loading" : "shutting_down",
+                               loading ? "the model '%s' is still loading"
+                                       : "the server is shutting down ('%s')",
+                               s->model_id);
 }
 
 enum MHD_Result http_respond_submit_error(serve_t *s, struct MHD_Connection *c, sd_status_t st)
@@ -119,112 +111,6 @@ enum MHD_Result http_respond_submit_error(serve_t *s, struct MHD_Connection *c, 
     return http_respond_error(s, c, &e);
 }
 
-/* ---- GET endpoints ----------------------------------------------------------------------- */
-
-static enum MHD_Result get_health(serve_t *s, struct MHD_Connection *c)
-{
-    static const char *const bodies[] = {[SERVE_LOADING] = "{\"status\":\"loading\"}",
-                                         [SERVE_READY] = "{\"status\":\"ok\"}",
-                                         [SERVE_STOPPING] = "{\"status\":\"stopping\"}"};
-    int state = atomic_load(&s->state);
-    char *body = strdup(bodies[state]);
-    return http_respond(s, c, state == SERVE_READY ? 200 : 503, json_type, body,
-                        body ? strlen(body) : 0);
-}
-
-static enum MHD_Result get_models(serve_t *s, struct MHD_Connection *c)
-{
-    if (atomic_load(&s->state) != SERVE_READY) return respond_unavailable(s, c);
-    char *body = oai_models_json(s->model_id, s->started);
-    return http_respond(s, c, 200, json_type, body, body ? strlen(body) : 0);
-}
-
-static enum MHD_Result get_metrics(serve_t *s, struct MHD_Connection *c)
-{
-    size_t len = 0;
-    char *body = serve_metrics_text(s, &len);
-    return http_respond(s, c, 200, "text/plain; version=0.0.4; charset=utf-8", body, len);
-}
-
-/* ---- generation ------------------------------------------------------------------------ */
-
-/* 1 when the client has closed its side of the connection. */
-static int client_gone(struct MHD_Connection *c)
-{
-    const union MHD_ConnectionInfo *ci =
-        MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
-    if (!ci) return 0;
-    struct pollfd p = {.fd = ci->connect_fd, .events = POLLRDHUP};
-    return poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR));
-}
-
-/* Wait for the request's end, checking each second whether the client left (then cancel). */
-static sd_status_t wait_result(struct MHD_Connection *c, sd_request_t *r, sd_gen_result_t *out)
-{
-    for (;;) {
-        sd_status_t st = sd_request_wait(r, 1.0, out);
-        if (st != SD_ERR_BUSY) return st;
-        if (client_gone(c)) sd_request_cancel(r);
-    }
-}
-
-static enum MHD_Result blocking_generation(serve_t *s, struct MHD_Connection *c,
-                                           const oai_request_t *req, const oai_reply_t *reply)
-{
-    sd_request_t *r = NULL;
-    sd_status_t st = sd_engine_submit(s->engine, req->prompt, req->n_prompt, &req->gen, NULL,
-                                      NULL, &r);
-    if (st != SD_OK) return http_respond_submit_error(s, c, st);
-    sd_gen_result_t res;
-    st = wait_result(c, r, &res);
-    sd_request_free(r);
-    enum MHD_Result ok;
-    if (st == SD_OK) {
-        char *body = oai_response_json(reply, &res);
-        ok = http_respond(s, c, 200, json_type, body, body ? strlen(body) : 0);
-    } else if (st == SD_ERR_CANCELLED) {
-        ok = respond_errorf(s, c, 503, "server_error", "cancelled",
-                            "the request was cancelled after %zu tokens (server shutting down "
-                            "or client gone)", res.n_tokens);
-    } else {
-        ok = http_respond_submit_error(s, c, st);
-    }
-    sd_gen_result_free(&res);
-    return ok;
-}
-
-static void make_reply(serve_t *s, const oai_request_t *req, oai_reply_t *reply)
-{
-    unsigned long long n = atomic_fetch_add(&s->next_id, 1);
-    *reply = (oai_reply_t){.endpoint = req->endpoint, .created = (long long)time(NULL),
-                           .model_id = s->model_id, .seed = req->gen.seed,
-                           .drafter = s->drafter[0] ? s->drafter : NULL,
-                           .k = s->drafter[0] ? s->opts->gen.spec.k : 0};
-    snprintf(reply->id, sizeof reply->id, "%s-%llu",
-             req->endpoint == OAI_CHAT ? "chatcmpl" : "cmpl", n);
-}
-
-static enum MHD_Result post_generation(serve_t *s, struct MHD_Connection *c, exchange_t *x)
-{
-    if (atomic_load(&s->state) != SERVE_READY) return respond_unavailable(s, c);
-    oai_request_t req;
-    oai_error_t err;
-    oai_endpoint_t ep = x->route == ROUTE_CHAT ? OAI_CHAT : OAI_COMPLETIONS;
-    sd_status_t st = oai_parse_request(&s->oai, ep, x->body ? x->body : "", x->len, &req, &err);
-    enum MHD_Result ok;
-    if (st != SD_OK) {
-        ok = http_respond_error(s, c, &err);
-    } else {
-        if (!req.has_seed) req.gen.seed = atomic_fetch_add(&s->next_seed, 1);
-        oai_reply_t reply;
-        make_reply(s, &req, &reply);
-        ok = req.stream ? http_stream_generation(s, c, &req, &reply)
-                        : blocking_generation(s, c, &req, &reply);
-    }
-    oai_request_free(&req);
-    return ok;
-}
-
 /* ---- request bodies --------------------------------------------------------------------- */
 
 /* size: the Content-Length, or 0 when the body came in chunks. */
@@ -233,9 +119,9 @@ static enum MHD_Result respond_too_large(serve_t *s, struct MHD_Connection *c,
 {
     char told[48] = "";
     if (size) snprintf(told, sizeof told, " of %llu bytes", size);
-    return respond_errorf(s, c, 413, "invalid_request_error", "request_too_large",
-                          "the request body%s exceeds the limit of %d bytes (--max-body-bytes)",
-                          told, s->opts->max_body_bytes);
+    return http_respond_errorf(s, c, 413, "invalid_request_error", "request_too_large",
+                               "the request body%s exceeds the limit of %d bytes "
+                               "(--max-body-bytes)", told, s->opts->max_body_bytes);
 }
 
 /* Keep data[n] unless the body passes the limit: then drop it all and remember. */
@@ -260,34 +146,52 @@ static void take_body(serve_t *s, exchange_t *x, const char *data, size_t n)
     x->len = need;
 }
 
-/* ---- routing ------------------------------------------------------------------------------ */
+/* ---- dispatch ------------------------------------------------------------------------------ */
 
-static int find_route(const char *url, route_t *out)
+/* 405 naming the methods the path takes, also in the Allow header. */
+static enum MHD_Result respond_bad_method(serve_t *s, struct MHD_Connection *c,
+                                          const char *method, const char *url)
 {
-    for (int r = 0; r < ROUTE_COUNT; r++)
-        if (!strcmp(url, routes[r].path)) return *out = (route_t)r, 1;
-    return 0;
+    char allow[64];
+    serve_route_allow(url, allow, sizeof allow);
+    oai_error_t e;
+    oai_error_set(&e, 405, "invalid_request_error", NULL, "method_not_allowed",
+                  "%s is not allowed on %s; use %s", method, url, allow);
+    char *body = oai_error_json(&e);
+    return respond(s, c, 405, json_type, body, body ? strlen(body) : 0, allow);
 }
 
-/* The first call for a request: answer GETs and refusals at once, else wait for the body. */
+/* 1 when the route needs the model and the server is not ready (the answer is a 503). */
+static int unavailable(serve_t *s, const serve_route_t *route)
+{
+    return route->needs_model && atomic_load(&s->state) != SERVE_READY;
+}
+
+static enum MHD_Result answer(serve_t *s, struct MHD_Connection *c, const serve_route_t *route,
+                           const char *body, size_t len)
+{
+    if (unavailable(s, route)) return respond_unavailable(s, c);
+    return route->handler(s, c, route, body, len);
+}
+
+/* The first call for a request: answer refusals and body-less routes at once, else wait for
+ * the body. */
 static enum MHD_Result begin(serve_t *s, struct MHD_Connection *c, const char *url,
                              const char *method, exchange_t *x)
 {
-    if (!find_route(url, &x->route))
-        return respond_errorf(s, c, 404, "invalid_request_error", "not_found",
-                              "no endpoint %s %s", method, url);
-    if (strcmp(method, routes[x->route].method) != 0)
-        return respond_errorf(s, c, 405, "invalid_request_error", "method_not_allowed",
-                              "%s is not allowed on %s; use %s", method, url,
-                              routes[x->route].method);
-    if (x->route == ROUTE_HEALTH) return get_health(s, c);
-    if (x->route == ROUTE_METRICS) return get_metrics(s, c);
-    if (x->route == ROUTE_MODELS) return get_models(s, c);
-    if (atomic_load(&s->state) != SERVE_READY) return respond_unavailable(s, c);
+    const serve_route_t *route;
+    serve_route_match_t match = serve_route_find(method, url, &route);
+    if (match == SERVE_ROUTE_NOT_FOUND)
+        return http_respond_errorf(s, c, 404, "invalid_request_error", "not_found",
+                                   "no endpoint %s %s", method, url);
+    if (match == SERVE_ROUTE_BAD_METHOD) return respond_bad_method(s, c, method, url);
+    if (!route->reads_body) return answer(s, c, route, "", 0);
+    if (unavailable(s, route)) return respond_unavailable(s, c);
     const char *length = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
                                                      MHD_HTTP_HEADER_CONTENT_LENGTH);
     unsigned long long size = length ? strtoull(length, NULL, 10) : 0;
     if (size > (unsigned long long)s->opts->max_body_bytes) return respond_too_large(s, c, size);
+    x->route = route;
     return MHD_YES;
 }
 
@@ -305,13 +209,14 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         pthread_mutex_unlock(&s->lock);
         return begin(s, c, url, method, x);
     }
+    if (!x->route) return MHD_NO; /* answered by the first call */
     if (*upload_size) {
         take_body(s, x, upload_data, *upload_size);
         *upload_size = 0;
         return MHD_YES;
     }
     if (x->too_large) return respond_too_large(s, c, 0);
-    return post_generation(s, c, x);
+    return answer(s, c, x->route, x->body ? x->body : "", x->len);
 }
 
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
