@@ -26,9 +26,10 @@ typedef struct sd_weight {
     const void *data;
 } sd_weight_t;
 
+/* 0 is no style, so a table row that forgets its style is caught (model/arch.h). */
 typedef enum sd_rope_style {
-    SD_ROPE_NORM = 0, /* llama (GGUF q/k are permuted): rotate pairs (2i, 2i+1) */
-    SD_ROPE_NEOX = 1, /* qwen2: rotate pairs (i, i + rot_dim/2) */
+    SD_ROPE_NORM = 1, /* llama (GGUF q/k are permuted): rotate pairs (2i, 2i+1) */
+    SD_ROPE_NEOX = 2, /* qwen2: rotate pairs (i, i + rot_dim/2) */
 } sd_rope_style_t;
 
 typedef struct sd_rope_params {
