@@ -12,11 +12,6 @@
 
 #include "dtype.h"
 
-/* 2: host_memory, sync. 3: attention takes its query positions in backend memory (pos[n],
- * n_ctx) instead of a host pos0; kv_store; the optional graph ops (graph_begin, graph_end,
- * graph_launch, graph_free). */
-#define SD_BACKEND_OPS_VERSION 3
-
 /* A weight matrix as stored in GGUF: `rows` output features, each row `cols`
  * input features encoded in `type` (GGUF ne[0] = cols, ne[1] = rows). */
 typedef struct sd_weight {
@@ -41,7 +36,6 @@ typedef struct sd_rope_params {
 typedef struct sd_backend sd_backend_t;
 
 typedef struct sd_backend_ops {
-    int version; /* SD_BACKEND_OPS_VERSION */
     const char *name;
     /* 1 when alloc returns host memory the engine may also read and write directly (CPU):
      * model weights are then used in place (zero-copy views of the file); 0 for a device
