@@ -54,7 +54,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "comm/comm.h"
+#include "comm/comm_impl.h"
 
 #define INTRA_MAX_RANKS 64
 #define INTRA_SLOT_BYTES ((size_t)256 << 10)
@@ -368,7 +368,6 @@ static void intra_destroy(sd_comm_t *c)
 }
 
 static const sd_comm_ops_t intra_ops = {
-    .version = SD_COMM_OPS_VERSION,
     .name = "intra",
     .allreduce_sum = intra_allreduce,
     .allgather = intra_allgather,

@@ -26,7 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "comm/comm.h"
+#include "comm/comm_impl.h"
 
 enum {
     TWO_SHOT_BYTES = 64 * 1024, /* messages from this size on use reduce-scatter + allgather */
@@ -207,7 +207,6 @@ static sd_status_t mpi_split_first(sd_comm_t *c, int n, sd_comm_t **out);
 static void mpi_destroy(sd_comm_t *c);
 
 static const sd_comm_ops_t mpi_ops = {
-    .version = SD_COMM_OPS_VERSION,
     .name = "mpi",
     .allreduce_sum = mpi_allreduce_sum,
     .allgather = mpi_allgather,

@@ -1,5 +1,5 @@
 /* The mpi backend when specdec was built without MPI. */
-#include "comm/comm.h"
+#include "comm/comm_impl.h"
 
 sd_status_t sd_comm_mpi_new(sd_comm_t **out)
 {

@@ -35,7 +35,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "comm/comm.h"
+#include "comm/comm_impl.h"
 #include "comm/cuda/gpu_check.h"
 #include "comm/cuda/intra_cuda.h"
 #include "core/log.h"
@@ -533,7 +533,6 @@ static sd_status_t nccl_split_first(sd_comm_t *c, int n, sd_comm_t **out)
 }
 
 static const sd_comm_ops_t nccl_ops = {
-    .version = SD_COMM_OPS_VERSION,
     .name = "nccl",
     .allreduce_sum = nccl_allreduce,
     .allgather = nccl_allgather,

@@ -1,5 +1,5 @@
 /* The nccl backend when specdec was built without CUDA and NCCL. */
-#include "comm/comm.h"
+#include "comm/comm_impl.h"
 
 sd_status_t sd_comm_nccl_new(sd_comm_t *boot, sd_comm_t **out)
 {

@@ -2,7 +2,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "comm/comm.h"
+#include "comm/comm_impl.h"
 
 static sd_status_t single_make(const char *group, int world_rank, sd_comm_t **out);
 
@@ -36,7 +36,6 @@ static void single_destroy(sd_comm_t *c)
 }
 
 static const sd_comm_ops_t single_ops = {
-    .version = SD_COMM_OPS_VERSION,
     .name = "single",
     .allreduce_sum = single_allreduce,
     .allgather = single_allgather,

@@ -9,7 +9,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "comm/comm.h"
+#include "comm/comm_impl.h"
 #include "core/log.h"
 
 /* wait-step schedule: pause (unless ranks outnumber cores), then yield, then sleep */
@@ -351,13 +351,12 @@ void sd_comm_free(sd_comm_t *comm)
     if (comm) comm->ops->destroy(comm);
 }
 
-/* ---- sd_comm_init: the world from the environment ------------------------------------- */
+int sd_comm_fault_corrupt_step(const sd_comm_t *c, uint64_t step)
+{
+    return c != NULL && sd_fault_corrupt_step(c->world_rank, step);
+}
 
-typedef struct world_env {
-    int rank, size;
-    const char *job; /* SPECDEC_JOB_ID or NULL */
-    int mpirun;      /* ranks come from mpirun, not from `specdec launch` */
-} world_env_t;
+/* ---- sd_comm_init: the world from the environment ------------------------------------- */
 
 static sd_status_t env_int(const char *name, const char *v, int lo, int hi, int *out)
 {
@@ -377,11 +376,11 @@ static const char *env_name(const char *a, const char *b)
     return v && v[0] ? a : b;
 }
 
-static sd_status_t read_world_env(world_env_t *w)
+static sd_status_t read_world_env(sd_comm_env_t *w)
 {
     const char *rn = "SPECDEC_RANK", *sn = "SPECDEC_WORLD_SIZE";
     const char *r = getenv(rn), *s = getenv(sn);
-    *w = (world_env_t){.rank = 0, .size = 1, .job = getenv("SPECDEC_JOB_ID")};
+    *w = (sd_comm_env_t){.rank = 0, .size = 1, .job = getenv("SPECDEC_JOB_ID")};
     if (w->job && !w->job[0]) w->job = NULL;
     if (!r && !s && sd_comm_mpi_launched()) {
         w->mpirun = 1;
@@ -399,38 +398,7 @@ static sd_status_t read_world_env(world_env_t *w)
     return SD_OK;
 }
 
-static sd_status_t init_intra(const world_env_t *w, sd_comm_t **out)
-{
-    char solo[32];
-    const char *job = w->job;
-    if (job == NULL && w->size == 1) { /* nobody to meet: any unique name will do */
-        snprintf(solo, sizeof solo, "solo-%d", (int)getpid());
-        job = solo;
-    }
-    if (job == NULL)
-        return sd_set_error(SD_ERR_INVALID_ARG,
-                            w->mpirun ? "the intra backend under mpirun needs SPECDEC_JOB_ID "
-                                        "(mpirun -x SPECDEC_JOB_ID=<id> ...), or use SPECDEC_COMM=mpi"
-                                      : "SPECDEC_JOB_ID is not set (world of %d ranks): run the "
-                                        "ranks with `specdec launch`, which sets it",
-                            w->size);
-    return sd_comm_intra_new(w->rank, w->size, job, out);
-}
-
-/* NCCL needs a CPU world to hand out its unique id; it is freed once NCCL is up. */
-static sd_status_t init_nccl(const world_env_t *w, sd_comm_t **out)
-{
-    sd_comm_t *boot = NULL;
-    if (sd_comm_mpi_built() && sd_comm_mpi_launched())
-        SD_CHECK(sd_comm_mpi_new(&boot));
-    else
-        SD_CHECK(init_intra(w, &boot));
-    sd_status_t st = sd_comm_nccl_new(boot, out);
-    sd_comm_free(boot);
-    return st;
-}
-
-static sd_status_t check_world_size(const world_env_t *w, sd_comm_t *c)
+static sd_status_t check_world_size(const sd_comm_env_t *w, sd_comm_t *c)
 {
     if (c->size == w->size) return SD_OK;
     return sd_set_error(SD_ERR_INVALID_ARG,
@@ -442,19 +410,12 @@ sd_status_t sd_comm_init(sd_comm_t **world)
 {
     if (world == NULL) return sd_set_error(SD_ERR_INVALID_ARG, "sd_comm_init: NULL out");
     *world = NULL;
-    world_env_t w;
+    sd_comm_env_t w;
     SD_CHECK(read_world_env(&w));
     const char *name = NULL;
     SD_CHECK(sd_comm_select(w.size, 0, &name));
     sd_comm_t *c = NULL;
-    if (strcmp(name, "single") == 0)
-        SD_CHECK(sd_comm_single_new(&c));
-    else if (strcmp(name, "intra") == 0)
-        SD_CHECK(init_intra(&w, &c));
-    else if (strcmp(name, "mpi") == 0)
-        SD_CHECK(sd_comm_mpi_new(&c));
-    else
-        SD_CHECK(init_nccl(&w, &c));
+    SD_CHECK(sd_comm_backend_find(name)->create(&w, &c));
     sd_status_t st = check_world_size(&w, c);
     if (st != SD_OK) {
         sd_comm_free(c);

@@ -2,7 +2,7 @@
  * bits: each element is ((x0 + x1) + x2) + ... in f32, rounded once to the dtype. */
 #include <string.h>
 
-#include "comm/comm.h"
+#include "comm/comm_impl.h"
 
 #define REDUCE_BLOCK 512
 

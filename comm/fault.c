@@ -1,4 +1,4 @@
-/* Test-only fault injection from SPECDEC_FAULT (grammar in comm/comm.h). The spec is read
+/* Test-only fault injection from SPECDEC_FAULT (grammar in comm/comm_impl.h). The spec is read
  * at communicator creation (sd_comm_setup -> sd_fault_check_env); the wrappers consult it
  * before every collective. */
 #include <errno.h>
@@ -9,7 +9,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "comm/comm.h"
+#include "comm/comm_impl.h"
 #include "core/log.h"
 
 #define FAULT_MAX 8

@@ -1,9 +1,9 @@
-/* Backend selection: the one place that reads SPECDEC_COMM and ENABLE_INTRA_NODE_COMM. */
-#include <stdio.h>
+/* Backend selection over the backend table (comm/backends.c): the one place that reads
+ * SPECDEC_COMM and ENABLE_INTRA_NODE_COMM. */
 #include <stdlib.h>
 #include <string.h>
 
-#include "comm/comm.h"
+#include "comm/comm_impl.h"
 #include "core/log.h"
 
 int sd_comm_mpi_launched(void)
@@ -12,34 +12,40 @@ int sd_comm_mpi_launched(void)
     return (a && a[0]) || (b && b[0]);
 }
 
-/* "single, intra[, mpi][, nccl]" */
-static const char *built_list(void)
+static int is_built(const char *name)
 {
-    static char buf[64];
-    snprintf(buf, sizeof buf, "single, intra%s%s", sd_comm_mpi_built() ? ", mpi" : "",
-             sd_comm_nccl_built() ? ", nccl" : "");
-    return buf;
+    const sd_comm_backend_t *b = sd_comm_backend_find(name);
+    return b != NULL && b->built();
+}
+
+/* The first built backend whose collectives take device memory, or NULL. */
+static const char *gpu_backend(void)
+{
+    size_t n;
+    const sd_comm_backend_t *b = sd_comm_backends(&n);
+    for (size_t i = 0; i < n; i++)
+        if (b[i].memory == SD_COMM_DEVICE_MEMORY && b[i].built()) return b[i].name;
+    return NULL;
 }
 
 static sd_status_t from_override(const char *v, int world_size, const char **name)
 {
-    static const char *const known[] = {"single", "intra", "mpi", "nccl"};
-    int built[] = {1, 1, sd_comm_mpi_built(), sd_comm_nccl_built()};
-    for (int i = 0; i < 4; i++) {
-        if (strcmp(v, known[i]) != 0) continue;
-        if (!built[i])
-            return sd_set_error(SD_ERR_NOT_BUILT,
-                                "SPECDEC_COMM=%s: this build has no %s backend (built: %s)", v, v,
-                                built_list());
-        if (i == 0 && world_size > 1)
-            return sd_set_error(SD_ERR_INVALID_ARG,
-                                "SPECDEC_COMM=single with a world of %d ranks (built: %s)",
-                                world_size, built_list());
-        *name = known[i];
-        return SD_OK;
-    }
-    return sd_set_error(SD_ERR_INVALID_ARG, "SPECDEC_COMM='%s' is not a backend (built: %s)", v,
-                        built_list());
+    char built[128];
+    sd_comm_built_names(built, sizeof built);
+    const sd_comm_backend_t *b = sd_comm_backend_find(v);
+    if (b == NULL)
+        return sd_set_error(SD_ERR_INVALID_ARG, "SPECDEC_COMM='%s' is not a backend (built: %s)", v,
+                            built);
+    if (!b->built())
+        return sd_set_error(SD_ERR_NOT_BUILT,
+                            "SPECDEC_COMM=%s: this build has no %s backend (built: %s)", v, v,
+                            built);
+    if (world_size > b->max_ranks)
+        return sd_set_error(SD_ERR_INVALID_ARG,
+                            "SPECDEC_COMM=%s with a world of %d ranks (built: %s)", v, world_size,
+                            built);
+    *name = b->name;
+    return SD_OK;
 }
 
 static sd_status_t intra_enabled(int *on)
@@ -56,19 +62,20 @@ sd_status_t sd_comm_select(int world_size, int on_gpu, const char **name)
     if (v && v[0]) return from_override(v, world_size, name);
     int intra;
     SD_CHECK(intra_enabled(&intra));
+    const char *gpu = on_gpu ? gpu_backend() : NULL;
     if (world_size <= 1) {
         *name = "single";
     } else if (intra) {
         *name = "intra";
-    } else if (on_gpu && sd_comm_nccl_built()) {
-        *name = "nccl";
-    } else if (sd_comm_mpi_built() && sd_comm_mpi_launched()) {
+    } else if (gpu) {
+        *name = gpu;
+    } else if (is_built("mpi") && sd_comm_mpi_launched()) {
         *name = "mpi";
     } else {
         *name = "intra";
         sd_log(SD_LOG_INFO, "comm: using intra for %d ranks (%s%s)", world_size,
                on_gpu ? "nccl not built; " : "",
-               sd_comm_mpi_built() ? "not launched by mpirun" : "mpi not built");
+               is_built("mpi") ? "not launched by mpirun" : "mpi not built");
     }
     return SD_OK;
 }

@@ -11,7 +11,7 @@
 #include <stdio.h>
 #include <time.h>
 
-#include "comm/comm.h"
+#include "comm/comm_impl.h"
 #include "core/log.h"
 
 #define WATCH_PERIOD_NS 100000000L

@@ -648,7 +648,7 @@ static sd_status_t step_advance(gen_t *g, int *stop)
                              g->plan_has_q ? g->q : NULL, n, &r));
     g->stats.verify_seconds += now_seconds() - g->t_plan; /* the forward and the check */
     g->n_steps++;
-    if (g->comm != NULL && sd_fault_corrupt_step(g->comm->world_rank, g->n_steps))
+    if (sd_comm_fault_corrupt_step(g->comm, g->n_steps))
         r.next_token = (r.next_token + 1) % g->n_vocab; /* test-only: SPECDEC_FAULT corrupt */
     SD_CHECK(check_ranks_agree(g, len, &r));
     sd_gen_stats_step(&g->stats, n, r.n_accepted);

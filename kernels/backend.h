@@ -12,11 +12,6 @@
 
 #include "dtype.h"
 
-/* 2: host_memory, sync. 3: attention takes its query positions in backend memory (pos[n],
- * n_ctx) instead of a host pos0; kv_store; the optional graph ops (graph_begin, graph_end,
- * graph_launch, graph_free). */
-#define SD_BACKEND_OPS_VERSION 3
-
 /* A weight matrix as stored in GGUF: `rows` output features, each row `cols`
  * input features encoded in `type` (GGUF ne[0] = cols, ne[1] = rows). */
 typedef struct sd_weight {
@@ -26,9 +21,10 @@ typedef struct sd_weight {
     const void *data;
 } sd_weight_t;
 
+/* 0 is no style, so a table row that forgets its style is caught (model/arch.h). */
 typedef enum sd_rope_style {
-    SD_ROPE_NORM = 0, /* llama (GGUF q/k are permuted): rotate pairs (2i, 2i+1) */
-    SD_ROPE_NEOX = 1, /* qwen2: rotate pairs (i, i + rot_dim/2) */
+    SD_ROPE_NORM = 1, /* llama (GGUF q/k are permuted): rotate pairs (2i, 2i+1) */
+    SD_ROPE_NEOX = 2, /* qwen2: rotate pairs (i, i + rot_dim/2) */
 } sd_rope_style_t;
 
 typedef struct sd_rope_params {
@@ -40,7 +36,6 @@ typedef struct sd_rope_params {
 typedef struct sd_backend sd_backend_t;
 
 typedef struct sd_backend_ops {
-    int version; /* SD_BACKEND_OPS_VERSION */
     const char *name;
     /* 1 when alloc returns host memory the engine may also read and write directly (CPU):
      * model weights are then used in place (zero-copy views of the file); 0 for a device

@@ -1,6 +1,7 @@
-/* Model loading: hyper-parameters from {arch}.* metadata, every tensor looked up by
- * name and shape-checked, matrices as zero-copy views into the GGUF mapping; under
- * tensor parallelism, then cut down to this rank's shard (model/tp_plan.c). */
+/* Model loading: the architecture's row (model/arch.c), hyper-parameters from {arch}.*
+ * metadata, every tensor looked up by the row's name for it and shape-checked, matrices
+ * as zero-copy views into the GGUF mapping; under tensor parallelism, then cut down to
+ * this rank's shard (model/tp_plan.c). */
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,7 +23,7 @@ static sd_status_t get_int(const sd_model_t *m, const char *suffix, int def, int
                            int *out)
 {
     char key[128];
-    snprintf(key, sizeof key, "%s.%s", m->arch_name, suffix);
+    snprintf(key, sizeof key, "%s.%s", m->arch->name, suffix);
     if (gguf_find_kv(m->gguf, key) == NULL && def >= 0) {
         *out = def;
         return SD_OK;
@@ -40,7 +41,7 @@ static sd_status_t get_int(const sd_model_t *m, const char *suffix, int def, int
 static sd_status_t get_float(const sd_model_t *m, const char *suffix, float def, float *out)
 {
     char key[128];
-    snprintf(key, sizeof key, "%s.%s", m->arch_name, suffix);
+    snprintf(key, sizeof key, "%s.%s", m->arch->name, suffix);
     if (gguf_find_kv(m->gguf, key) == NULL && def > 0) {
         *out = def;
         return SD_OK;
@@ -58,19 +59,10 @@ static sd_status_t load_arch(sd_model_t *m)
 {
     gguf_str_t arch;
     SD_CHECK(gguf_get_str(m->gguf, "general.architecture", &arch));
-    if (gguf_str_eq(arch, "llama")) {
-        m->hp.arch = SD_ARCH_LLAMA;
-        m->hp.rope.style = SD_ROPE_NORM;
-    } else if (gguf_str_eq(arch, "qwen2")) {
-        m->hp.arch = SD_ARCH_QWEN2;
-        m->hp.rope.style = SD_ROPE_NEOX;
-    } else {
-        int len = arch.len > 64 ? 64 : (int)arch.len;
-        return sd_set_error(SD_ERR_UNSUPPORTED_ARCH,
-                            "general.architecture '%.*s' is not supported (llama, qwen2)", len,
-                            arch.data);
-    }
-    snprintf(m->arch_name, sizeof m->arch_name, "%.*s", (int)arch.len, arch.data);
+    SD_CHECK(sd_arch_find(arch.data, arch.len, &m->arch));
+    m->hp.arch = m->arch->id;
+    m->hp.rope.style = m->arch->rope;
+    m->arch_name = m->arch->name;
 
     gguf_str_t name = {"", 0};
     if (gguf_find_kv(m->gguf, "general.name")) SD_CHECK(gguf_get_str(m->gguf, "general.name", &name));
@@ -79,21 +71,29 @@ static sd_status_t load_arch(sd_model_t *m)
     return SD_OK;
 }
 
-/* n_vocab from token_embd.weight ne[1], cross-checked with {arch}.vocab_size. */
+/* The architecture's name of tensor t (of layer il), in buf[TENSOR_NAME_MAX]. */
+#define TENSOR_NAME_MAX 96
+static const char *tensor_name(const sd_model_t *m, sd_arch_tensor_t t, int il, char *buf)
+{
+    return sd_arch_tensor_name(m->arch, t, il, buf, TENSOR_NAME_MAX);
+}
+
+/* n_vocab from the token embedding's ne[1], cross-checked with {arch}.vocab_size. */
 static sd_status_t load_vocab_size(sd_model_t *m)
 {
-    const gguf_tensor_t *t = gguf_find_tensor(m->gguf, "token_embd.weight");
-    if (t == NULL) return sd_set_error(SD_ERR_BAD_MODEL, "tensor 'token_embd.weight' is missing");
+    char embd[TENSOR_NAME_MAX];
+    tensor_name(m, SD_ARCH_TENSOR_TOKEN_EMBD, 0, embd);
+    const gguf_tensor_t *t = gguf_find_tensor(m->gguf, embd);
+    if (t == NULL) return sd_set_error(SD_ERR_BAD_MODEL, "tensor '%s' is missing", embd);
     if (t->ne[1] < 1 || t->ne[1] > INT_MAX)
-        return sd_set_error(SD_ERR_BAD_MODEL, "tensor 'token_embd.weight' has %lld rows",
+        return sd_set_error(SD_ERR_BAD_MODEL, "tensor '%s' has %lld rows", embd,
                             (long long)t->ne[1]);
     m->hp.n_vocab = (int)t->ne[1];
     int vocab_size;
     SD_CHECK(get_int(m, "vocab_size", m->hp.n_vocab, 1, INT_MAX, &vocab_size));
     if (vocab_size != m->hp.n_vocab)
-        return sd_set_error(SD_ERR_BAD_MODEL,
-                            "%s.vocab_size = %d but token_embd.weight has %d rows",
-                            m->arch_name, vocab_size, m->hp.n_vocab);
+        return sd_set_error(SD_ERR_BAD_MODEL, "%s.vocab_size = %d but %s has %d rows",
+                            m->arch->name, vocab_size, embd, m->hp.n_vocab);
     return SD_OK;
 }
 
@@ -117,7 +117,7 @@ static sd_status_t load_hparams(sd_model_t *m)
     SD_CHECK(get_int(m, "attention.key_length", def_hd, 1, 4096, &hp->head_dim));
     SD_CHECK(get_int(m, "rope.dimension_count", hp->head_dim, 2, hp->head_dim, &hp->rope.rot_dim));
     if (hp->rope.rot_dim % 2 != 0)
-        return sd_set_error(SD_ERR_BAD_MODEL, "%s.rope.dimension_count %d is odd", m->arch_name,
+        return sd_set_error(SD_ERR_BAD_MODEL, "%s.rope.dimension_count %d is odd", m->arch->name,
                             hp->rope.rot_dim);
     if ((int64_t)hp->n_head * hp->head_dim > big)
         return sd_set_error(SD_ERR_BAD_MODEL, "%d heads x %d dims is too large", hp->n_head,
@@ -211,21 +211,21 @@ static sd_status_t load_layer(sd_model_t *m, int il, size_t *used)
     sd_layer_t *L = &m->layers[il];
     int64_t E = hp->n_embd, qd = (int64_t)hp->n_head * hp->head_dim;
     int64_t kvd = (int64_t)hp->n_head_kv * hp->head_dim;
-    int bias_required = hp->arch == SD_ARCH_QWEN2;
-    char name[96];
-#define NAME(s) (snprintf(name, sizeof name, "blk.%d." s, il), name)
-    SD_CHECK(get_vector(m, NAME("attn_norm.weight"), E, 1, used, &L->attn_norm));
-    SD_CHECK(get_matrix(m, NAME("attn_q.weight"), qd, E, &L->wq));
-    SD_CHECK(get_matrix(m, NAME("attn_k.weight"), kvd, E, &L->wk));
-    SD_CHECK(get_matrix(m, NAME("attn_v.weight"), kvd, E, &L->wv));
-    SD_CHECK(get_matrix(m, NAME("attn_output.weight"), E, qd, &L->wo));
-    SD_CHECK(get_vector(m, NAME("attn_q.bias"), qd, bias_required, used, &L->bq));
-    SD_CHECK(get_vector(m, NAME("attn_k.bias"), kvd, bias_required, used, &L->bk));
-    SD_CHECK(get_vector(m, NAME("attn_v.bias"), kvd, bias_required, used, &L->bv));
-    SD_CHECK(get_vector(m, NAME("ffn_norm.weight"), E, 1, used, &L->ffn_norm));
-    SD_CHECK(get_matrix(m, NAME("ffn_gate.weight"), hp->n_ff, E, &L->w_gate));
-    SD_CHECK(get_matrix(m, NAME("ffn_up.weight"), hp->n_ff, E, &L->w_up));
-    SD_CHECK(get_matrix(m, NAME("ffn_down.weight"), E, hp->n_ff, &L->w_down));
+    int bias_required = m->arch->qkv_bias == SD_ARCH_BIAS_REQUIRED;
+    char name[TENSOR_NAME_MAX];
+#define NAME(t) tensor_name(m, SD_ARCH_TENSOR_##t, il, name)
+    SD_CHECK(get_vector(m, NAME(ATTN_NORM), E, 1, used, &L->attn_norm));
+    SD_CHECK(get_matrix(m, NAME(ATTN_Q), qd, E, &L->wq));
+    SD_CHECK(get_matrix(m, NAME(ATTN_K), kvd, E, &L->wk));
+    SD_CHECK(get_matrix(m, NAME(ATTN_V), kvd, E, &L->wv));
+    SD_CHECK(get_matrix(m, NAME(ATTN_OUT), E, qd, &L->wo));
+    SD_CHECK(get_vector(m, NAME(ATTN_Q_BIAS), qd, bias_required, used, &L->bq));
+    SD_CHECK(get_vector(m, NAME(ATTN_K_BIAS), kvd, bias_required, used, &L->bk));
+    SD_CHECK(get_vector(m, NAME(ATTN_V_BIAS), kvd, bias_required, used, &L->bv));
+    SD_CHECK(get_vector(m, NAME(FFN_NORM), E, 1, used, &L->ffn_norm));
+    SD_CHECK(get_matrix(m, NAME(FFN_GATE), hp->n_ff, E, &L->w_gate));
+    SD_CHECK(get_matrix(m, NAME(FFN_UP), hp->n_ff, E, &L->w_up));
+    SD_CHECK(get_matrix(m, NAME(FFN_DOWN), E, hp->n_ff, &L->w_down));
 #undef NAME
     return SD_OK;
 }
@@ -234,10 +234,13 @@ static sd_status_t load_tensors(sd_model_t *m)
 {
     const sd_hparams_t *hp = &m->hp;
     size_t used = 0;
-    SD_CHECK(get_matrix(m, "token_embd.weight", hp->n_vocab, hp->n_embd, &m->tok_embd));
-    SD_CHECK(get_vector(m, "output_norm.weight", hp->n_embd, 1, &used, &m->output_norm));
-    if (gguf_find_tensor(m->gguf, "output.weight"))
-        SD_CHECK(get_matrix(m, "output.weight", hp->n_vocab, hp->n_embd, &m->output));
+    char name[TENSOR_NAME_MAX];
+    SD_CHECK(get_matrix(m, tensor_name(m, SD_ARCH_TENSOR_TOKEN_EMBD, 0, name), hp->n_vocab,
+                        hp->n_embd, &m->tok_embd));
+    SD_CHECK(get_vector(m, tensor_name(m, SD_ARCH_TENSOR_OUTPUT_NORM, 0, name), hp->n_embd, 1,
+                        &used, &m->output_norm));
+    if (gguf_find_tensor(m->gguf, tensor_name(m, SD_ARCH_TENSOR_OUTPUT, 0, name)))
+        SD_CHECK(get_matrix(m, name, hp->n_vocab, hp->n_embd, &m->output));
     else
         m->output = m->tok_embd;
     m->layers = calloc((size_t)hp->n_layer, sizeof *m->layers);
@@ -270,10 +273,10 @@ static sd_status_t load_tokenizer(sd_model_t *m)
     }
     SD_CHECK(st);
     int nt = sd_tokenizer_n_vocab(m->tokenizer);
+    char embd[TENSOR_NAME_MAX];
     if (nt != m->hp.n_vocab)
-        return sd_set_error(SD_ERR_BAD_MODEL,
-                            "tokenizer has %d tokens but token_embd.weight has %d rows", nt,
-                            m->hp.n_vocab);
+        return sd_set_error(SD_ERR_BAD_MODEL, "tokenizer has %d tokens but %s has %d rows", nt,
+                            tensor_name(m, SD_ARCH_TENSOR_TOKEN_EMBD, 0, embd), m->hp.n_vocab);
     return SD_OK;
 }
 

@@ -8,12 +8,11 @@
 
 #include "gguf/gguf.h"
 #include "kernels/backend.h"
+#include "model/arch.h"
 #include "tokenizer/tokenizer.h"
 
-typedef enum sd_arch { SD_ARCH_LLAMA = 0, SD_ARCH_QWEN2 = 1 } sd_arch_t;
-
 typedef struct sd_hparams {
-    sd_arch_t arch;
+    sd_arch_t arch; /* the id of the model's row in model/arch.c */
     int n_vocab, n_embd, n_layer, n_head, n_head_kv, head_dim, n_ff, n_ctx_train;
     float norm_eps;
     sd_rope_params_t rope;
@@ -44,7 +43,8 @@ struct sd_model {
     sd_tp_shard_t tp;          /* this rank's heads and MLP features (all of them at TP 1) */
     sd_comm_t *comm;           /* TP group of size > 1, or NULL; not owned */
     void *tp_copies;           /* the local columns of every Wo and down (TP > 1), owned */
-    char arch_name[16];
+    const sd_arch_info_t *arch; /* the architecture's row (model/arch.h) */
+    const char *arch_name;     /* arch->name (sd_model_get_info reports it) */
     char *name;                /* general.name or "" */
     sd_weight_t tok_embd;      /* [n_vocab, n_embd] */
     const float *output_norm;  /* [n_embd] */

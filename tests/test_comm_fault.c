@@ -11,7 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "comm/comm.h"
+#include "comm/comm_impl.h"
 #include "support/ranks.h"
 #include "support/test_util.h"
 
@@ -278,7 +278,6 @@ static void deaf_destroy(sd_comm_t *c)
 }
 
 static const sd_comm_ops_t deaf_ops = {
-    .version = SD_COMM_OPS_VERSION,
     .name = "deaf",
     .allreduce_sum = deaf_allreduce,
     .destroy = deaf_destroy,

@@ -9,7 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "comm/comm.h"
+#include "comm/comm_impl.h"
 #include "support/comm_hang.h"
 #include "support/ranks.h"
 

@@ -311,7 +311,6 @@ static sd_status_t cpu_sync(sd_backend_t *be)
 }
 
 static const sd_backend_ops_t cpu_ops = {
-    .version = SD_BACKEND_OPS_VERSION,
     .name = "cpu",
     .host_memory = 1,
     .destroy = cpu_destroy,

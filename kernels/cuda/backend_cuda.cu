@@ -361,7 +361,6 @@ static void cuda_destroy(sd_backend_t *be)
 }
 
 static const sd_backend_ops_t cuda_ops = {
-    /* .version = */ SD_BACKEND_OPS_VERSION,
     /* .name = */ "cuda",
     /* .host_memory = */ 0,
     /* .destroy = */ cuda_destroy,

@@ -17,7 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "comm/comm.h"
+#include "comm/comm_impl.h"
 #include "comm/cuda/intra_cuda.h"
 #include "support/ranks.h"
 

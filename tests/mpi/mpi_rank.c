@@ -14,7 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "comm/comm.h"
+#include "comm/comm_impl.h"
 #include "kernels/dtype.h"
 
 static FILE *out;
