@@ -92,7 +92,7 @@ static cost_t measure(sd_backend_t *be, const sd_weight_t *w, int ncopy, const f
         const sd_weight_t *wi = &w[i % ncopy];
         uint64_t i0 = bench_counter_read(fd[0]), c0 = bench_counter_read(fd[1]);
         double t0 = bench_now_ns();
-        be->ops->matmul(be, wi, x, n, NULL, y);
+        sd_backend_matmul(be, wi, x, n, NULL, y);
         double t = bench_now_ns() - t0;
         uint64_t di = bench_counter_read(fd[0]) - i0, dc = bench_counter_read(fd[1]) - c0;
         best.ns = t < best.ns ? t : best.ns;

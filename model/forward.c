@@ -23,14 +23,9 @@ static int graphs_allowed_by_env(void)
     return v == NULL || strcmp(v, "0") != 0;
 }
 
-static int backend_has_graphs(const sd_backend_ops_t *ops)
-{
-    return ops->graph_begin && ops->graph_end && ops->graph_launch && ops->graph_free;
-}
-
 static void *seq_alloc(const sd_model_t *m, size_t bytes, sd_status_t *st, const char *what)
 {
-    void *p = m->backend->ops->alloc(m->backend, bytes);
+    void *p = sd_backend_alloc(m->backend, bytes);
     if (p == NULL && *st == SD_OK)
         *st = sd_set_error(SD_ERR_OUT_OF_MEMORY, "out of memory allocating %zu bytes for %s",
                            bytes, what);
@@ -64,8 +59,8 @@ static void scratch_release(const sd_model_t *m, sd_fwd_scratch_t *sc)
     float *bufs[] = {sc->x, sc->xb, sc->q, sc->att, sc->kn, sc->vn, sc->hb, sc->hb2,
                      sc->logits_dev};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
-        if (bufs[i]) be->ops->release(be, bufs[i]);
-    if (sc->ids_dev) be->ops->release(be, sc->ids_dev);
+        if (bufs[i]) sd_backend_release(be, bufs[i]);
+    if (sc->ids_dev) sd_backend_release(be, sc->ids_dev);
     memset(sc, 0, sizeof *sc);
 }
 
@@ -90,7 +85,7 @@ sd_status_t sd_seq_init(sd_seq_t *s, const sd_model_t *m, int n_ctx, int max_tok
         st = sd_set_error(SD_ERR_OUT_OF_MEMORY, "out of memory allocating %zu bytes for logits",
                           logits_bytes);
     if (st != SD_OK) sd_seq_free(s);
-    else s->use_graphs = backend_has_graphs(m->backend->ops) && m->comm == NULL && graphs_allowed_by_env();
+    else s->use_graphs = sd_backend_has_graphs(m->backend) && m->comm == NULL && graphs_allowed_by_env();
     return st;
 }
 
@@ -99,7 +94,7 @@ void sd_seq_free(sd_seq_t *s)
     if (s == NULL || s->model == NULL) return;
     sd_backend_t *be = s->model->backend;
     for (int n = 0; n <= SD_GRAPH_MAX_N; n++)
-        if (s->graphs[n].graph) be->ops->graph_free(be, s->graphs[n].graph);
+        if (s->graphs[n].graph) sd_backend_graph_free(be, s->graphs[n].graph);
     scratch_release(s->model, &s->sc);
     sd_kv_cache_free(&s->kv, s->model);
     free(s->ids);
@@ -163,7 +158,6 @@ static sd_status_t tp_allreduce(const sd_model_t *m, float *xb, int n)
 static void attend_part(const fwd_t *f, const fwd_part_t *p, int il, const int32_t *pos)
 {
     const sd_model_t *m = f->m;
-    const sd_backend_ops_t *ops = m->backend->ops;
     sd_backend_t *be = m->backend;
     int nh = m->tp.n_head, nkv = m->tp.n_head_kv, hd = m->hp.head_dim, n_ctx = p->kv->n_ctx;
     size_t kvd = (size_t)nkv * hd, qd = (size_t)nh * hd, r0 = (size_t)p->row0;
@@ -171,9 +165,9 @@ static void attend_part(const fwd_t *f, const fwd_part_t *p, int il, const int32
     float *k_cache = p->kv->k + layer_off, *v_cache = p->kv->v + layer_off; /* [n_ctx, kvd] */
     const int32_t *ppos = pos + p->row0;                                     /* [n] */
 
-    ops->kv_store(be, k_cache, f->sc.kn + r0 * kvd, ppos, p->n, n_ctx, kvd); /* cache rows pos[i] */
-    ops->kv_store(be, v_cache, f->sc.vn + r0 * kvd, ppos, p->n, n_ctx, kvd);
-    ops->attention(be, f->sc.q + r0 * qd, k_cache, v_cache, ppos, p->n, n_ctx, nh, nkv, hd,
+    sd_backend_kv_store(be, k_cache, f->sc.kn + r0 * kvd, ppos, p->n, n_ctx, kvd); /* cache rows pos[i] */
+    sd_backend_kv_store(be, v_cache, f->sc.vn + r0 * kvd, ppos, p->n, n_ctx, kvd);
+    sd_backend_attention(be, f->sc.q + r0 * qd, k_cache, v_cache, ppos, p->n, n_ctx, nh, nkv, hd,
                    f->sc.att + r0 * qd); /* att[n, qd] */
 }
 
@@ -185,21 +179,20 @@ static sd_status_t attention_block(const fwd_t *f, int il, const int32_t *pos)
     const sd_model_t *m = f->m;
     const sd_hparams_t *hp = &m->hp;
     const sd_layer_t *L = &m->layers[il];
-    const sd_backend_ops_t *ops = m->backend->ops;
     sd_backend_t *be = m->backend;
     int n = f->n;
 
-    ops->rmsnorm(be, f->sc.x, L->attn_norm, n, hp->n_embd, hp->norm_eps, f->sc.xb); /* xb[n, E] */
-    ops->matmul(be, &L->wq, f->sc.xb, n, L->bq, f->sc.q);                          /* q[n, qd] */
-    ops->matmul(be, &L->wk, f->sc.xb, n, L->bk, f->sc.kn);                         /* kn[n, kvd] */
-    ops->matmul(be, &L->wv, f->sc.xb, n, L->bv, f->sc.vn);                         /* vn[n, kvd] */
-    ops->rope(be, f->sc.q, pos, n, m->tp.n_head, hp->head_dim, &hp->rope);
-    ops->rope(be, f->sc.kn, pos, n, m->tp.n_head_kv, hp->head_dim, &hp->rope);
+    sd_backend_rmsnorm(be, f->sc.x, L->attn_norm, n, hp->n_embd, hp->norm_eps, f->sc.xb); /* xb[n, E] */
+    sd_backend_matmul(be, &L->wq, f->sc.xb, n, L->bq, f->sc.q);                          /* q[n, qd] */
+    sd_backend_matmul(be, &L->wk, f->sc.xb, n, L->bk, f->sc.kn);                         /* kn[n, kvd] */
+    sd_backend_matmul(be, &L->wv, f->sc.xb, n, L->bv, f->sc.vn);                         /* vn[n, kvd] */
+    sd_backend_rope(be, f->sc.q, pos, n, m->tp.n_head, hp->head_dim, &hp->rope);
+    sd_backend_rope(be, f->sc.kn, pos, n, m->tp.n_head_kv, hp->head_dim, &hp->rope);
     for (int i = 0; i < f->n_parts; i++)
         attend_part(f, &f->parts[i], il, pos);
-    ops->matmul(be, &L->wo, f->sc.att, n, NULL, f->sc.xb); /* xb[n, E], partial under TP */
+    sd_backend_matmul(be, &L->wo, f->sc.att, n, NULL, f->sc.xb); /* xb[n, E], partial under TP */
     SD_CHECK(tp_allreduce(m, f->sc.xb, n));
-    ops->add(be, f->sc.x, f->sc.xb, (size_t)n * hp->n_embd);
+    sd_backend_add(be, f->sc.x, f->sc.xb, (size_t)n * hp->n_embd);
     return SD_OK;
 }
 
@@ -210,17 +203,16 @@ static sd_status_t mlp_block(const fwd_t *f, int il)
     const sd_model_t *m = f->m;
     const sd_hparams_t *hp = &m->hp;
     const sd_layer_t *L = &m->layers[il];
-    const sd_backend_ops_t *ops = m->backend->ops;
     sd_backend_t *be = m->backend;
     int n = f->n;
 
-    ops->rmsnorm(be, f->sc.x, L->ffn_norm, n, hp->n_embd, hp->norm_eps, f->sc.xb);
-    ops->matmul(be, &L->w_gate, f->sc.xb, n, NULL, f->sc.hb); /* hb[n, ff] */
-    ops->matmul(be, &L->w_up, f->sc.xb, n, NULL, f->sc.hb2);  /* hb2[n, ff] */
-    ops->swiglu(be, f->sc.hb, f->sc.hb2, (size_t)n * m->tp.n_ff, f->sc.hb);
-    ops->matmul(be, &L->w_down, f->sc.hb, n, NULL, f->sc.xb); /* xb[n, E], partial under TP */
+    sd_backend_rmsnorm(be, f->sc.x, L->ffn_norm, n, hp->n_embd, hp->norm_eps, f->sc.xb);
+    sd_backend_matmul(be, &L->w_gate, f->sc.xb, n, NULL, f->sc.hb); /* hb[n, ff] */
+    sd_backend_matmul(be, &L->w_up, f->sc.xb, n, NULL, f->sc.hb2);  /* hb2[n, ff] */
+    sd_backend_swiglu(be, f->sc.hb, f->sc.hb2, (size_t)n * m->tp.n_ff, f->sc.hb);
+    sd_backend_matmul(be, &L->w_down, f->sc.hb, n, NULL, f->sc.xb); /* xb[n, E], partial under TP */
     SD_CHECK(tp_allreduce(m, f->sc.xb, n));
-    ops->add(be, f->sc.x, f->sc.xb, (size_t)n * hp->n_embd);
+    sd_backend_add(be, f->sc.x, f->sc.xb, (size_t)n * hp->n_embd);
     return SD_OK;
 }
 
@@ -230,18 +222,17 @@ static sd_status_t forward_ops(const fwd_t *f, int n_layers)
 {
     const sd_model_t *m = f->m;
     const sd_hparams_t *hp = &m->hp;
-    const sd_backend_ops_t *ops = m->backend->ops;
     sd_backend_t *be = m->backend;
     const int32_t *pos = f->sc.ids_dev + f->n; /* [n] */
 
-    ops->embed(be, &m->tok_embd, f->sc.ids_dev, f->n, f->sc.x); /* x[n, E] */
+    sd_backend_embed(be, &m->tok_embd, f->sc.ids_dev, f->n, f->sc.x); /* x[n, E] */
     for (int il = 0; il < n_layers; il++) {
         SD_CHECK(attention_block(f, il, pos));
         SD_CHECK(mlp_block(f, il));
     }
     if (f->n_head_rows == 0) return SD_OK;
-    ops->rmsnorm(be, f->sc.x, m->output_norm, f->n_head_rows, hp->n_embd, hp->norm_eps, f->sc.xb);
-    ops->matmul(be, &m->output, f->sc.xb, f->n_head_rows, NULL, f->sc.logits_dev); /* [rows, n_vocab] */
+    sd_backend_rmsnorm(be, f->sc.x, m->output_norm, f->n_head_rows, hp->n_embd, hp->norm_eps, f->sc.xb);
+    sd_backend_matmul(be, &m->output, f->sc.xb, f->n_head_rows, NULL, f->sc.logits_dev); /* [rows, n_vocab] */
     return SD_OK;
 }
 
@@ -265,24 +256,23 @@ static int graph_is_current(const sd_seq_graph_t *g, const sd_seq_t *s, int n_la
 static sd_status_t forward_graph(sd_seq_t *s, int n, int n_layers)
 {
     sd_backend_t *be = s->model->backend;
-    const sd_backend_ops_t *ops = be->ops;
     sd_seq_graph_t *g = &s->graphs[n];
     if (g->graph != NULL && !graph_is_current(g, s, n_layers)) {
-        ops->graph_free(be, g->graph);
+        sd_backend_graph_free(be, g->graph);
         g->graph = NULL;
     }
     if (g->graph == NULL) {
         fwd_part_t part = {&s->kv, 0, n};
         fwd_t f = seq_fwd(s, n, &part);
-        ops->graph_begin(be);
+        sd_backend_graph_begin(be);
         sd_status_t st = forward_ops(&f, n_layers); /* SD_OK: graphs imply no TP comm */
-        void *graph = ops->graph_end(be);
+        void *graph = sd_backend_graph_end(be);
         if (st != SD_OK) {
-            if (graph) ops->graph_free(be, graph);
+            if (graph) sd_backend_graph_free(be, graph);
             return st;
         }
         if (graph == NULL) {
-            st = ops->sync(be);
+            st = sd_backend_sync(be);
             return st != SD_OK ? st
                                : sd_set_error(SD_ERR_DEVICE,
                                               "sd_forward: capturing the forward of n = %d failed", n);
@@ -290,7 +280,7 @@ static sd_status_t forward_graph(sd_seq_t *s, int n, int n_layers)
         *g = (sd_seq_graph_t){.graph = graph, .n_layers = n_layers, .kv_k = s->kv.k,
                               .kv_v = s->kv.v, .kv_n_ctx = s->kv.n_ctx};
     }
-    ops->graph_launch(be, g->graph);
+    sd_backend_graph_launch(be, g->graph);
     return SD_OK;
 }
 
@@ -299,13 +289,12 @@ sd_status_t sd_forward(sd_seq_t *s, const int32_t *tokens, int n, int n_layers_u
     SD_CHECK(check_forward_args(s, tokens, n, n_layers_used));
     const sd_model_t *m = s->model;
     const sd_hparams_t *hp = &m->hp;
-    const sd_backend_ops_t *ops = m->backend->ops;
     sd_backend_t *be = m->backend;
     int n_layers = n_layers_used > 0 ? n_layers_used : hp->n_layer;
 
     memcpy(s->ids, tokens, (size_t)n * sizeof(int32_t));
     for (int i = 0; i < n; i++) s->ids[n + i] = s->kv.len + i;
-    ops->upload(be, s->sc.ids_dev, s->ids, 2 * (size_t)n * sizeof(int32_t)); /* ids, positions */
+    sd_backend_upload(be, s->sc.ids_dev, s->ids, 2 * (size_t)n * sizeof(int32_t)); /* ids, positions */
 
     fwd_part_t part = {&s->kv, 0, n};
     fwd_t f = seq_fwd(s, n, &part);
@@ -314,8 +303,8 @@ sd_status_t sd_forward(sd_seq_t *s, const int32_t *tokens, int n, int n_layers_u
     else
         SD_CHECK(forward_ops(&f, n_layers));
     if (!s->keep_logits_on_device)
-        ops->download(be, s->logits, s->sc.logits_dev, (size_t)n * hp->n_vocab * sizeof(float));
-    SD_CHECK(ops->sync(be)); /* a device op's failure surfaces here; kv.len unchanged */
+        sd_backend_download(be, s->logits, s->sc.logits_dev, (size_t)n * hp->n_vocab * sizeof(float));
+    SD_CHECK(sd_backend_sync(be)); /* a device op's failure surfaces here; kv.len unchanged */
     s->kv.len += n;
     return SD_OK;
 }
@@ -426,7 +415,6 @@ sd_status_t sd_forward_batch_layers(sd_batch_t *b, const sd_batch_part_t *parts,
     int n = 0, n_logits = 0;
     SD_CHECK(check_batch(b, parts, n_parts, n_layers, &n, &n_logits));
     const sd_model_t *m = b->model;
-    const sd_backend_ops_t *ops = m->backend->ops;
     sd_backend_t *be = m->backend;
     size_t row_bytes = (size_t)m->hp.n_vocab * sizeof(float);
     fwd_part_t *fp = b->parts;
@@ -437,15 +425,15 @@ sd_status_t sd_forward_batch_layers(sd_batch_t *b, const sd_batch_part_t *parts,
         memcpy(b->ids + row, parts[i].tokens, (size_t)parts[i].n * sizeof(int32_t)); /* ids[n] */
         for (int t = 0; t < parts[i].n; t++) b->ids[n + row + t] = kv->len + t; /* then pos[n] */
     }
-    ops->upload(be, b->sc.ids_dev, b->ids, 2 * (size_t)n * sizeof(int32_t));
+    sd_backend_upload(be, b->sc.ids_dev, b->ids, 2 * (size_t)n * sizeof(int32_t));
     fwd_t f = {.m = m, .sc = b->sc, .n = n, .n_head_rows = n_logits, .parts = fp,
                .n_parts = n_parts};
     SD_CHECK(forward_ops(&f, n_layers > 0 ? n_layers : m->hp.n_layer));
     for (int i = 0; i < n_parts && parts[i].want_logits; i++)
-        ops->download(be, parts[i].seq->logits,
+        sd_backend_download(be, parts[i].seq->logits,
                       b->sc.logits_dev + (size_t)fp[i].row0 * m->hp.n_vocab,
                       (size_t)parts[i].n * row_bytes);
-    SD_CHECK(ops->sync(be)); /* a device op's failure surfaces here; no kv.len changed */
+    SD_CHECK(sd_backend_sync(be)); /* a device op's failure surfaces here; no kv.len changed */
     for (int i = 0; i < n_parts; i++) parts[i].seq->kv.len += parts[i].n;
     return SD_OK;
 }

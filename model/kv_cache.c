@@ -39,8 +39,8 @@ sd_status_t sd_kv_cache_init(sd_kv_cache_t *kv, const sd_model_t *m, int n_ctx)
         return sd_set_error(SD_ERR_OUT_OF_MEMORY, "KV cache of %d positions overflows size_t",
                             n_ctx);
     sd_backend_t *be = m->backend;
-    kv->k = be->ops->alloc(be, bytes);
-    kv->v = kv->k ? be->ops->alloc(be, bytes) : NULL;
+    kv->k = sd_backend_alloc(be, bytes);
+    kv->v = kv->k ? sd_backend_alloc(be, bytes) : NULL;
     if (kv->v == NULL) {
         sd_kv_cache_free(kv, m);
         return sd_set_error(SD_ERR_OUT_OF_MEMORY,
@@ -58,8 +58,8 @@ sd_status_t sd_kv_cache_init(sd_kv_cache_t *kv, const sd_model_t *m, int n_ctx)
 void sd_kv_cache_free(sd_kv_cache_t *kv, const sd_model_t *m)
 {
     if (kv == NULL || m == NULL) return;
-    if (kv->k) m->backend->ops->release(m->backend, kv->k);
-    if (kv->v) m->backend->ops->release(m->backend, kv->v);
+    if (kv->k) sd_backend_release(m->backend, kv->k);
+    if (kv->v) sd_backend_release(m->backend, kv->v);
     memset(kv, 0, sizeof *kv);
 }
 

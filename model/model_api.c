@@ -44,7 +44,7 @@ sd_status_t sd_model_get_info(const sd_model_t *model, sd_model_info_t *out)
         .n_ctx = model->n_ctx,
         .bos = t ? sd_tokenizer_bos(t) : -1,
         .eos = t ? sd_tokenizer_eos(t) : -1,
-        .device = model->backend->ops->name,
+        .device = sd_backend_name(model->backend),
     };
     return SD_OK;
 }

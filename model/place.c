@@ -77,12 +77,12 @@ static sd_status_t place(placement_t *pl, const void **ptr, size_t bytes, const 
     }
     sd_model_t *m = pl->m;
     sd_backend_t *be = m->backend;
-    void *dev = be->ops->alloc(be, bytes);
+    void *dev = sd_backend_alloc(be, bytes);
     if (dev == NULL)
         return sd_set_error(SD_ERR_OUT_OF_MEMORY, "out of %s memory placing %s (%zu bytes)",
-                            be->ops->name, what, bytes);
+                            sd_backend_name(be), what, bytes);
     m->device_bufs[m->n_device_bufs++] = dev;
-    be->ops->upload(be, dev, *ptr, bytes);
+    sd_backend_upload(be, dev, *ptr, bytes);
     *ptr = dev;
     return SD_OK;
 }
@@ -148,7 +148,7 @@ static sd_status_t fit_default_ctx(sd_model_t *m, size_t free_bytes)
 sd_status_t sd_model_place_weights(sd_model_t *m, int ctx_given)
 {
     sd_backend_t *be = m->backend;
-    if (be->ops->host_memory) return SD_OK; /* the CPU computes on the file's pages */
+    if (sd_backend_host_memory(be)) return SD_OK; /* the CPU computes on the file's pages */
     placement_t pl = {.m = m};
     SD_CHECK(place_all(&pl));
     size_t used = 0, cap = 0;
@@ -157,21 +157,21 @@ sd_status_t sd_model_place_weights(sd_model_t *m, int ctx_given)
         return sd_set_error(SD_ERR_OUT_OF_MEMORY,
                             "the model's weights need %.1f MiB but the %s device has %.1f MiB "
                             "left of its %.1f MiB cap (SPECDEC_GPU_MEMORY_FRACTION)",
-                            pl.bytes / 1048576.0, be->ops->name, (cap - used) / 1048576.0,
+                            pl.bytes / 1048576.0, sd_backend_name(be), (cap - used) / 1048576.0,
                             cap / 1048576.0);
     size_t n_bufs = 3 + (size_t)m->hp.n_layer * MAX_DEVICE_BUFS_PER_LAYER;
     m->device_bufs = calloc(n_bufs, sizeof *m->device_bufs);
     SD_ALLOC_CHECK(m->device_bufs, n_bufs * sizeof *m->device_bufs, "device buffer table");
     pl.uploading = 1;
     SD_CHECK(place_all(&pl));
-    SD_CHECK(be->ops->sync(be));
+    SD_CHECK(sd_backend_sync(be));
     SD_CHECK(sd_backend_cuda_memory(be, &used, &cap));
     return ctx_given ? SD_OK : fit_default_ctx(m, cap - used);
 }
 
 void sd_model_release_weights(sd_model_t *m)
 {
-    for (int i = 0; i < m->n_device_bufs; i++) m->backend->ops->release(m->backend, m->device_bufs[i]);
+    for (int i = 0; i < m->n_device_bufs; i++) sd_backend_release(m->backend, m->device_bufs[i]);
     free(m->device_bufs);
     m->device_bufs = NULL;
     m->n_device_bufs = 0;

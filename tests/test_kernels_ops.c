@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "kernels/backend.h"
+#include "kernels/backend_impl.h"
 #include "support/test_util.h"
 #include "support/test_weight.h"
 

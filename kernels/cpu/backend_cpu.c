@@ -8,7 +8,7 @@
 #include <string.h>
 
 #include "core/check.h"
-#include "kernels/backend.h"
+#include "kernels/backend_impl.h"
 #include "kernels/cpu/quants.h"
 #include "kernels/cpu/threadpool.h"
 #include "kernels/cpu/vec_f32.h"

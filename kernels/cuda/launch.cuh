@@ -17,7 +17,7 @@
 #include <stdint.h>
 
 extern "C" {
-#include "kernels/backend.h"
+#include "kernels/backend_impl.h"
 }
 
 // ---- matmul.cu: weights in their GGUF type ---------------------------------------------

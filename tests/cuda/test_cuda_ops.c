@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "kernels/backend.h"
+#include "kernels/backend_impl.h"
 #include "kernels/cuda.h"
 #include "support/test_util.h"
 

@@ -14,7 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "kernels/backend.h"
+#include "kernels/backend_impl.h"
 #include "kernels/cuda.h"
 #include "verify/cuda_verify.h"
 #include "verify/philox.h"
