@@ -2,7 +2,7 @@
  * draft model (all its layers). */
 #include <string.h>
 
-#include "draft/group_drafter.h"
+#include "core/check.h"
 #include "draft/model_drafter.h"
 #include "draft/seq_drafter.h"
 
@@ -50,9 +50,4 @@ sd_status_t sd_drafter_model_new(sd_model_t *draft, const sd_model_t *target, sd
 uint64_t sd_drafter_model_forwards(const sd_drafter_t *d)
 {
     return sd_seq_drafter_is(d, SD_SEQ_DRAFTER_MODEL) ? sd_seq_drafter_forwards(d) : 0;
-}
-
-uint64_t sd_drafter_forwards(const sd_drafter_t *d)
-{
-    return sd_drafter_is_group(d) ? sd_drafter_group_forwards(d) : sd_seq_drafter_forwards(d);
 }

@@ -22,8 +22,4 @@ sd_status_t sd_drafter_model_new(sd_model_t *draft, const sd_model_t *target, sd
  * 0 for NULL or a drafter of another kind. */
 uint64_t sd_drafter_model_forwards(const sd_drafter_t *d);
 
-/* Generic: forward passes of any model-backed drafter (draft model or layer-skip);
- * 0 for other drafters (n-gram: no model). */
-uint64_t sd_drafter_forwards(const sd_drafter_t *d);
-
 #endif

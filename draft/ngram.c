@@ -16,8 +16,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "draft/drafter.h"
 #include "core/check.h"
+#include "draft/drafter_impl.h"
+#include "draft/ngram.h"
 
 typedef struct ngram_table {
     uint64_t *keys; /* [cap] hash of the n-gram; 0 = empty */
@@ -294,7 +295,6 @@ static void ngram_destroy(sd_drafter_t *d)
 }
 
 static const sd_drafter_ops_t ngram_ops = {
-    .version = SD_DRAFTER_OPS_VERSION,
     .name = "ngram",
     .begin = ngram_begin,
     .propose = ngram_propose,

@@ -49,7 +49,6 @@
 #include <time.h>
 
 #include "comm/comm.h"
-#include "draft/model_drafter.h"
 #include "core/check.h"
 #include "core/hash.h"
 #include "engine/gen.h"

@@ -8,6 +8,7 @@
 #include "draft/group_drafter.h"
 #include "draft/layerskip.h"
 #include "draft/model_drafter.h"
+#include "draft/ngram.h"
 #include "core/check.h"
 #include "engine/speculative.h"
 

@@ -1,0 +1,22 @@
+/* N-gram prompt-lookup drafter: finds the longest suffix of the context (n_max down to
+ * n_min tokens) that occurred earlier in it and proposes the tokens that followed its most
+ * recent earlier occurrence (at most k, and never past the end of the context).
+ * Deterministic (has_q = 0); ignores the sampler settings and seed. */
+#ifndef SPECDEC_DRAFT_NGRAM_H
+#define SPECDEC_DRAFT_NGRAM_H
+
+#include "draft/drafter.h"
+
+#define SD_NGRAM_N_LIMIT 32 /* the longest n-gram n_max may ask for */
+
+typedef struct sd_ngram_params {
+    int n_min; /* shortest suffix tried, >= 1 (default 1) */
+    int n_max; /* longest suffix, tried first: n_min .. SD_NGRAM_N_LIMIT (default 3) */
+} sd_ngram_params_t;
+
+void sd_ngram_params_default(sd_ngram_params_t *p);
+
+/* SD_ERR_INVALID_ARG naming the field for bad params. */
+sd_status_t sd_drafter_ngram_new(const sd_ngram_params_t *p, sd_drafter_t **out);
+
+#endif
