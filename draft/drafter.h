@@ -22,7 +22,6 @@
 
 #include <stdint.h>
 
-#include "core/check.h"
 #include "specdec/specdec.h"
 #include "verify/sampler.h"
 
