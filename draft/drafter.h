@@ -1,4 +1,5 @@
-/* Drafters behind one ops table: a cheap proposer of the next k tokens of one request.
+/* Drafters, as the step loop sees them: a cheap proposer of the next k tokens of one
+ * request behind an opaque handle (implementations: draft/drafter_impl.h).
  *
  * A drafter holds the request's context — the tokens already committed (prompt +
  * accepted output), which stand at positions 0 .. n-1 — and nothing shared: one drafter
@@ -15,23 +16,14 @@
  * SD_RNG_DRAFT). A drafter whose proposals are deterministic (the n-gram drafter; a model
  * drafting greedily) sets out.has_q = 0: its q is a one-hot at d_i, which
  * sd_spec_verify takes as q = NULL — verification stays lossless (the acceptance test and
- * residual are those of the one-hot q) and needs no [k, n_vocab] rows.
- *
- * Implementations embed sd_drafter_t as their first member and fill ops with designated
- * initializers; callers use the static inline wrappers below. */
+ * residual are those of the one-hot q) and needs no [k, n_vocab] rows. */
 #ifndef SPECDEC_DRAFT_DRAFTER_H
 #define SPECDEC_DRAFT_DRAFTER_H
 
 #include <stdint.h>
 
-#include "core/check.h"
 #include "specdec/specdec.h"
 #include "verify/sampler.h"
-
-/* Version 1: every member below up to destroy. Version 2 appends proposes_cheaply.
- * Version 3 appends propose_begin / propose_resume. A later version appends members;
- * callers check ops->version before using one added after their own version. */
-#define SD_DRAFTER_OPS_VERSION 3
 
 /* Classes of evidence a proposal may report (sd_draft_out_t.evidence): 0 .. this - 1. */
 #define SD_DRAFT_EVIDENCE_CLASSES 8
@@ -64,9 +56,9 @@ typedef struct sd_draft_out {
                         second (engine/speculative.h). */
 } sd_draft_out_t;
 
-/* A forward a drafter needs run before it can go on (version 3 proposals in rounds): the
- * tokens[n] at the end of seq, through its first n_layers layers (0: all), with logits for
- * every row (n <= seq->max_tokens). n = 0: nothing to run, the proposal is complete. */
+/* A forward a drafter needs run before it can go on (proposals in rounds): the tokens[n]
+ * at the end of seq, through its first n_layers layers (0: all), with logits for every
+ * row (n <= seq->max_tokens). n = 0: nothing to run, the proposal is complete. */
 typedef struct sd_draft_forward {
     struct sd_seq *seq; /* sd_seq_t, model/model.h */
     const int32_t *tokens;
@@ -74,126 +66,43 @@ typedef struct sd_draft_forward {
     int n_layers;
 } sd_draft_forward_t;
 
-typedef struct sd_drafter_ops {
-    int version;      /* SD_DRAFTER_OPS_VERSION */
-    const char *name; /* "ngram", "model", "layerskip" */
-    /* Start a request: the context becomes tokens[n] (replacing any earlier one). */
-    sd_status_t (*begin)(sd_drafter_t *d, const int32_t *tokens, int n);
-    /* Propose up to req->k tokens continuing the context; fills out->tokens, out->n,
-     * out->has_q (and out->q rows when has_q). The context does not change. */
-    sd_status_t (*propose)(sd_drafter_t *d, const sd_draft_request_t *req, sd_draft_out_t *out);
-    /* Commit the step: the first n_accepted tokens of the last proposal, then next_token
-     * (the target's correction or bonus). Forgets the proposal. */
-    sd_status_t (*accept)(sd_drafter_t *d, int n_accepted, int32_t next_token);
-    /* Truncate the context to its first n tokens (0 <= n <= length). */
-    sd_status_t (*rollback)(sd_drafter_t *d, int n);
-    /* Forget the request (empty context), keeping allocations for the next one. */
-    void (*reset)(sd_drafter_t *d);
-    /* Free the drafter and everything it owns. */
-    void (*destroy)(sd_drafter_t *d);
-    /* Version 2. 1 when a proposal costs next to nothing beside a target forward (no model
-     * runs): the adaptive step loop then asks for the longest draft it allows and cuts the
-     * proposal to the length its evidence class earns; 0 when every proposed token costs
-     * drafter work, so the loop asks only for the tokens it will verify. */
-    int proposes_cheaply;
-    /* Version 3, optional (NULL: propose only). The same proposal as propose, in rounds, so
-     * a caller stepping many requests can run their drafters' forwards together
-     * (sd_forward_batch): propose_begin takes propose's arguments and fills *fwd with the
-     * first forward it needs; after the caller has run it (the sequence's logits then hold
-     * its rows and its cache grew by fwd->n), propose_resume continues and fills *fwd with
-     * the next one. The proposal is in *out once a call leaves fwd->n == 0. out must stay
-     * valid until then; a failing call ends the proposal like a failing propose. */
-    sd_status_t (*propose_begin)(sd_drafter_t *d, const sd_draft_request_t *req,
-                                 sd_draft_out_t *out, sd_draft_forward_t *fwd);
-    sd_status_t (*propose_resume)(sd_drafter_t *d, sd_draft_forward_t *fwd);
-} sd_drafter_ops_t;
+/* The implementation's name: "ngram", "model", "layerskip", "group". */
+const char *sd_drafter_name(const sd_drafter_t *d);
+/* 1 when a proposal costs next to nothing beside a target forward (no model runs): the
+ * adaptive step loop then asks for the longest draft and cuts it to its evidence class's k. */
+int sd_drafter_proposes_cheaply(const sd_drafter_t *d);
+/* Forward passes the drafter's model has run since it was made; 0 for a drafter that runs
+ * no model (n-gram) and for NULL. */
+uint64_t sd_drafter_forwards(const sd_drafter_t *d);
 
+/* Start a request: the context becomes tokens[n] (replacing any earlier one).
+ * SD_ERR_INVALID_ARG for n < 0 or NULL tokens with n > 0. */
+sd_status_t sd_drafter_begin(sd_drafter_t *d, const int32_t *tokens, int n);
+/* Propose up to req->k tokens continuing the context; fills out->tokens, out->n,
+ * out->has_q (and out->q rows when has_q). The context does not change.
+ * SD_ERR_INVALID_ARG without a request with k >= 1 or an output token buffer. */
+sd_status_t sd_drafter_propose(sd_drafter_t *d, const sd_draft_request_t *req, sd_draft_out_t *out);
 
-struct sd_drafter {
-    const sd_drafter_ops_t *ops;
-};
+/* 1 when the drafter can propose in rounds (sd_drafter_propose_begin / _resume). */
+int sd_drafter_has_rounds(const sd_drafter_t *d);
+/* The same proposal as propose, in rounds, so a caller stepping many requests can run
+ * their drafters' forwards together (sd_forward_batch): begin fills *fwd with the first
+ * forward it needs; after the caller has run it (the sequence's logits then hold its rows
+ * and its cache grew by fwd->n), resume continues and fills *fwd with the next one. The
+ * proposal is in *out once a call leaves fwd->n == 0; out must stay valid until then. A
+ * failing call ends the proposal like a failing propose. */
+sd_status_t sd_drafter_propose_begin(sd_drafter_t *d, const sd_draft_request_t *req,
+                                     sd_draft_out_t *out, sd_draft_forward_t *fwd);
+sd_status_t sd_drafter_propose_resume(sd_drafter_t *d, sd_draft_forward_t *fwd);
 
-static inline const char *sd_drafter_name(const sd_drafter_t *d) { return d->ops->name; }
-/* The proposes_cheaply flag of an ops table of any version (0 before version 2). */
-static inline int sd_drafter_proposes_cheaply(const sd_drafter_t *d)
-{
-    return d->ops->version >= 2 && d->ops->proposes_cheaply;
-}
-
-static inline sd_status_t sd_drafter_begin(sd_drafter_t *d, const int32_t *tokens, int n)
-{
-    if (n < 0 || (tokens == NULL && n > 0))
-        return sd_set_error(SD_ERR_INVALID_ARG, "drafter %s: begin with %d tokens at %p",
-                            d->ops->name, n, (const void *)tokens);
-    return d->ops->begin(d, tokens, n);
-}
-
-static inline sd_status_t sd_drafter_propose(sd_drafter_t *d, const sd_draft_request_t *req,
-                                             sd_draft_out_t *out)
-{
-    if (req == NULL || out == NULL || out->tokens == NULL || req->k < 1)
-        return sd_set_error(SD_ERR_INVALID_ARG,
-                            "drafter %s: propose needs a request with k >= 1 (k = %d) and an "
-                            "output token buffer", d->ops->name, req ? req->k : 0);
-    return d->ops->propose(d, req, out);
-}
-
-/* 1 when the drafter proposes in rounds (ops version 3 with propose_begin). */
-static inline int sd_drafter_has_rounds(const sd_drafter_t *d)
-{
-    return d->ops->version >= 3 && d->ops->propose_begin != NULL;
-}
-
-static inline sd_status_t sd_drafter_propose_begin(sd_drafter_t *d, const sd_draft_request_t *req,
-                                                   sd_draft_out_t *out, sd_draft_forward_t *fwd)
-{
-    fwd->n = 0;
-    if (req == NULL || out == NULL || out->tokens == NULL || req->k < 1)
-        return sd_set_error(SD_ERR_INVALID_ARG,
-                            "drafter %s: propose needs a request with k >= 1 (k = %d) and an "
-                            "output token buffer", d->ops->name, req ? req->k : 0);
-    return d->ops->propose_begin(d, req, out, fwd);
-}
-
-static inline sd_status_t sd_drafter_propose_resume(sd_drafter_t *d, sd_draft_forward_t *fwd)
-{
-    return d->ops->propose_resume(d, fwd);
-}
-
-static inline sd_status_t sd_drafter_accept(sd_drafter_t *d, int n_accepted, int32_t next_token)
-{
-    return d->ops->accept(d, n_accepted, next_token);
-}
-
-static inline sd_status_t sd_drafter_rollback(sd_drafter_t *d, int n)
-{
-    return d->ops->rollback(d, n);
-}
-
-static inline void sd_drafter_reset(sd_drafter_t *d) { d->ops->reset(d); }
-
-static inline void sd_drafter_free(sd_drafter_t *d)
-{
-    if (d != NULL)
-        d->ops->destroy(d);
-}
-
-/* ---- n-gram prompt lookup ---------------------------------------------------------- */
-
-#define SD_NGRAM_N_LIMIT 32 /* the longest n-gram n_max may ask for */
-
-typedef struct sd_ngram_params {
-    int n_min; /* shortest suffix tried, >= 1 (default 1) */
-    int n_max; /* longest suffix, tried first: n_min .. SD_NGRAM_N_LIMIT (default 3) */
-} sd_ngram_params_t;
-
-void sd_ngram_params_default(sd_ngram_params_t *p);
-
-/* Prompt-lookup drafter: finds the longest suffix of the context (n_max down to n_min
- * tokens) that occurred earlier in it and proposes the tokens that followed its most
- * recent earlier occurrence (at most k, and never past the end of the context).
- * Deterministic (has_q = 0); ignores the sampler settings and seed. SD_ERR_INVALID_ARG
- * naming the field for bad params. */
-sd_status_t sd_drafter_ngram_new(const sd_ngram_params_t *p, sd_drafter_t **out);
+/* Commit the step: the first n_accepted tokens of the last proposal, then next_token
+ * (the target's correction or bonus). Forgets the proposal. */
+sd_status_t sd_drafter_accept(sd_drafter_t *d, int n_accepted, int32_t next_token);
+/* Truncate the context to its first n tokens (0 <= n <= length). */
+sd_status_t sd_drafter_rollback(sd_drafter_t *d, int n);
+/* Forget the request (empty context), keeping allocations for the next one. */
+void sd_drafter_reset(sd_drafter_t *d);
+/* Free the drafter and everything it owns; NULL is a no-op. */
+void sd_drafter_free(sd_drafter_t *d);
 
 #endif

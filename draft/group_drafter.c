@@ -5,8 +5,9 @@
 #include <string.h>
 
 #include "comm/comm.h"
+#include "core/check.h"
+#include "draft/drafter_impl.h"
 #include "draft/group_drafter.h"
-#include "draft/model_drafter.h"
 
 #define AGREE_MSG_LEN 512
 
@@ -122,8 +123,13 @@ static void group_destroy(sd_drafter_t *d)
     free(g);
 }
 
+/* Rank 0's draft forward count, as last broadcast (the same on every rank). */
+static uint64_t group_forwards(const sd_drafter_t *d)
+{
+    return ((const group_drafter_t *)d)->forwards;
+}
+
 static const sd_drafter_ops_t group_ops = {
-    .version = SD_DRAFTER_OPS_VERSION,
     .name = "group",
     .begin = group_begin,
     .propose = group_propose,
@@ -131,11 +137,5 @@ static const sd_drafter_ops_t group_ops = {
     .rollback = group_rollback,
     .reset = group_reset,
     .destroy = group_destroy,
+    .forwards = group_forwards,
 };
-
-int sd_drafter_is_group(const sd_drafter_t *d) { return d != NULL && d->ops == &group_ops; }
-
-uint64_t sd_drafter_group_forwards(const sd_drafter_t *d)
-{
-    return sd_drafter_is_group(d) ? ((const group_drafter_t *)d)->forwards : 0;
-}

@@ -29,10 +29,4 @@
 sd_status_t sd_drafter_group_new(sd_comm_t *world, int draft_ranks, sd_status_t inner_status,
                                  sd_drafter_t *inner, int n_vocab, sd_drafter_t **out);
 
-
-/* Draft-model forward passes as counted on rank 0 (the same on every rank); 0 when d is
- * not a group drafter. */
-int sd_drafter_is_group(const sd_drafter_t *d);
-uint64_t sd_drafter_group_forwards(const sd_drafter_t *d);
-
 #endif

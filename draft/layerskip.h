@@ -7,7 +7,7 @@
 
 #include <stdint.h>
 
-#include "draft/drafter.h"
+#include "draft/registry.h"
 #include "model/forward.h"
 #include "model/model.h"
 
@@ -27,5 +27,20 @@ sd_status_t sd_drafter_layerskip_share_kv(sd_drafter_t *d, sd_seq_t *target_seq)
 
 /* Forward passes the drafter has run; 0 for NULL or a drafter of another kind. */
 uint64_t sd_drafter_layerskip_forwards(const sd_drafter_t *d);
+
+/* Its registry row's functions (draft/registry.h): "layerskip:L", and "layerskip", which
+ * leaves layerskip_layers 0: L = n_layer / 2 of the target, resolved by make, text and
+ * batch_model. */
+sd_status_t sd_drafter_layerskip_parse(const char *text, const char *arg, sd_spec_config_t *spec,
+                                       const char **model_path);
+sd_status_t sd_drafter_layerskip_check(const sd_spec_config_t *spec);
+sd_status_t sd_drafter_layerskip_make(sd_model_t *target, const sd_spec_config_t *spec,
+                                      sd_drafter_t **out);
+int sd_drafter_layerskip_hash_words(const sd_spec_config_t *spec,
+                                    int32_t words[SD_DRAFTER_HASH_WORDS]);
+sd_status_t sd_drafter_layerskip_text(const sd_spec_config_t *spec, const sd_model_t *target,
+                                      char *buf, size_t cap);
+const sd_model_t *sd_drafter_layerskip_batch_model(const sd_model_t *target,
+                                                   const sd_spec_config_t *spec, int *n_layers);
 
 #endif

@@ -1,7 +1,10 @@
 /* Draft-model drafter: the vocabulary check, then the shared sequence drafter over the
- * draft model (all its layers). */
+ * draft model (all its layers); under a draft group, the group drafter around it. */
+#include <stdio.h>
 #include <string.h>
 
+#include "comm/comm.h"
+#include "core/check.h"
 #include "draft/group_drafter.h"
 #include "draft/model_drafter.h"
 #include "draft/seq_drafter.h"
@@ -52,7 +55,70 @@ uint64_t sd_drafter_model_forwards(const sd_drafter_t *d)
     return sd_seq_drafter_is(d, SD_SEQ_DRAFTER_MODEL) ? sd_seq_drafter_forwards(d) : 0;
 }
 
-uint64_t sd_drafter_forwards(const sd_drafter_t *d)
+/* ---- registry row -------------------------------------------------------------------- */
+
+sd_status_t sd_drafter_model_parse(const char *text, const char *arg, sd_spec_config_t *spec,
+                                   const char **model_path)
 {
-    return sd_drafter_is_group(d) ? sd_drafter_group_forwards(d) : sd_seq_drafter_forwards(d);
+    if (arg == NULL || arg[0] == '\0')
+        return sd_set_error(SD_ERR_INVALID_ARG, "drafter '%s': a draft model needs a file: "
+                            "model:PATH", text);
+    spec->drafter = SD_DRAFTER_MODEL;
+    *model_path = arg;
+    return SD_OK;
+}
+
+sd_status_t sd_drafter_model_check(const sd_spec_config_t *spec)
+{
+    if (spec->draft_model == NULL && spec->draft_ranks == 0)
+        return sd_set_error(SD_ERR_INVALID_ARG, "spec drafter is a draft model but draft_model is NULL");
+    return SD_OK;
+}
+
+/* A draft model on the target group's first draft_ranks ranks, its drafts broadcast to
+ * all (draft/group_drafter.h). Collective over the target's comm. */
+static sd_status_t make_group_drafter(sd_model_t *target, const sd_spec_config_t *spec,
+                                      sd_drafter_t **out)
+{
+    sd_comm_t *world = target->comm;
+    sd_drafter_t *inner = NULL;
+    sd_status_t st = SD_OK;
+    if (sd_comm_rank(world) < spec->draft_ranks && spec->draft_model != NULL)
+        st = sd_drafter_model_new(spec->draft_model, target, &inner);
+    sd_status_t gs = sd_drafter_group_new(world, spec->draft_ranks, st, inner,
+                                          target->hp.n_vocab, out);
+    if (gs != SD_OK) sd_drafter_free(inner);
+    return gs;
+}
+
+sd_status_t sd_drafter_model_make(sd_model_t *target, const sd_spec_config_t *spec,
+                                  sd_drafter_t **out)
+{
+    if (spec->draft_ranks > 0 && sd_comm_size(target->comm) > 1)
+        return make_group_drafter(target, spec, out);
+    if (spec->draft_model == NULL)
+        return sd_set_error(SD_ERR_INVALID_ARG, "spec draft_ranks = %d needs tensor parallelism "
+                            "(a target with a comm of size > 1); without it draft_model must be set",
+                            spec->draft_ranks);
+    return sd_drafter_model_new(spec->draft_model, target, out);
+}
+
+int sd_drafter_model_hash_words(const sd_spec_config_t *spec, int32_t words[SD_DRAFTER_HASH_WORDS])
+{
+    words[0] = spec->draft_ranks;
+    return 1;
+}
+
+sd_status_t sd_drafter_model_text(const sd_spec_config_t *spec, const sd_model_t *target,
+                                  char *buf, size_t cap)
+{
+    snprintf(buf, cap, "model");
+    return SD_OK;
+}
+
+const sd_model_t *sd_drafter_model_batch_model(const sd_model_t *target,
+                                               const sd_spec_config_t *spec, int *n_layers)
+{
+    *n_layers = 0;
+    return spec->draft_ranks == 0 ? spec->draft_model : NULL;
 }

@@ -9,7 +9,7 @@
 
 #include <stdint.h>
 
-#include "draft/drafter.h"
+#include "draft/registry.h"
 
 /* The drafter borrows `draft` (it must outlive the drafter; the drafter never frees it).
  * Its sequence has the draft model's n_ctx. SD_ERR_VOCAB_MISMATCH when the vocabularies
@@ -22,8 +22,18 @@ sd_status_t sd_drafter_model_new(sd_model_t *draft, const sd_model_t *target, sd
  * 0 for NULL or a drafter of another kind. */
 uint64_t sd_drafter_model_forwards(const sd_drafter_t *d);
 
-/* Generic: forward passes of any model-backed drafter (draft model or layer-skip);
- * 0 for other drafters (n-gram: no model). */
-uint64_t sd_drafter_forwards(const sd_drafter_t *d);
+/* Its registry row's functions (draft/registry.h): "model:PATH" and any text naming no
+ * drafter (PATH). make builds the drafter over spec->draft_model, or under tensor
+ * parallelism with draft_ranks > 0 the group drafter (draft/group_drafter.h). */
+sd_status_t sd_drafter_model_parse(const char *text, const char *arg, sd_spec_config_t *spec,
+                                   const char **model_path);
+sd_status_t sd_drafter_model_check(const sd_spec_config_t *spec);
+sd_status_t sd_drafter_model_make(sd_model_t *target, const sd_spec_config_t *spec,
+                                  sd_drafter_t **out);
+int sd_drafter_model_hash_words(const sd_spec_config_t *spec, int32_t words[SD_DRAFTER_HASH_WORDS]);
+sd_status_t sd_drafter_model_text(const sd_spec_config_t *spec, const sd_model_t *target,
+                                  char *buf, size_t cap);
+const sd_model_t *sd_drafter_model_batch_model(const sd_model_t *target,
+                                               const sd_spec_config_t *spec, int *n_layers);
 
 #endif

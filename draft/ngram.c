@@ -13,11 +13,13 @@
  * Keys are 64-bit hashes (never 0, which marks an empty slot); a proposal compares the
  * actual tokens, so a hash collision can only cost a match, never propose a wrong one.
  * Slots whose value went back to -1 (no occurrence) stay until the next resize. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "draft/drafter.h"
 #include "core/check.h"
+#include "draft/drafter_impl.h"
+#include "draft/ngram.h"
 
 typedef struct ngram_table {
     uint64_t *keys; /* [cap] hash of the n-gram; 0 = empty */
@@ -294,7 +296,6 @@ static void ngram_destroy(sd_drafter_t *d)
 }
 
 static const sd_drafter_ops_t ngram_ops = {
-    .version = SD_DRAFTER_OPS_VERSION,
     .name = "ngram",
     .begin = ngram_begin,
     .propose = ngram_propose,
@@ -305,16 +306,23 @@ static const sd_drafter_ops_t ngram_ops = {
     .proposes_cheaply = 1, /* a hash lookup and a copy */
 };
 
-sd_status_t sd_drafter_ngram_new(const sd_ngram_params_t *p, sd_drafter_t **out)
+/* SD_ERR_INVALID_ARG naming the field when p is out of range. */
+static sd_status_t check_params(const sd_ngram_params_t *p)
 {
-    if (p == NULL || out == NULL)
-        return sd_set_error(SD_ERR_INVALID_ARG, "ngram drafter: params and out must be non-NULL");
     if (p->n_min < 1 || p->n_min > SD_NGRAM_N_LIMIT)
         return sd_set_error(SD_ERR_INVALID_ARG, "ngram drafter: n_min %d must be in [1, %d]",
                             p->n_min, SD_NGRAM_N_LIMIT);
     if (p->n_max < p->n_min || p->n_max > SD_NGRAM_N_LIMIT)
         return sd_set_error(SD_ERR_INVALID_ARG, "ngram drafter: n_max %d must be in [n_min %d, %d]",
                             p->n_max, p->n_min, SD_NGRAM_N_LIMIT);
+    return SD_OK;
+}
+
+sd_status_t sd_drafter_ngram_new(const sd_ngram_params_t *p, sd_drafter_t **out)
+{
+    if (p == NULL || out == NULL)
+        return sd_set_error(SD_ERR_INVALID_ARG, "ngram drafter: params and out must be non-NULL");
+    SD_CHECK(check_params(p));
     sd_ngram_t *g = calloc(1, sizeof *g);
     SD_ALLOC_CHECK(g, sizeof *g, "ngram drafter");
     g->base.ops = &ngram_ops;
@@ -327,5 +335,58 @@ sd_status_t sd_drafter_ngram_new(const sd_ngram_params_t *p, sd_drafter_t **out)
                             p->n_max - p->n_min + 1);
     }
     *out = &g->base;
+    return SD_OK;
+}
+
+/* ---- registry row -------------------------------------------------------------------- */
+
+static sd_ngram_params_t params_of(const sd_spec_config_t *spec)
+{
+    return (sd_ngram_params_t){spec->ngram_min, spec->ngram_max};
+}
+
+sd_status_t sd_drafter_ngram_parse(const char *text, const char *arg, sd_spec_config_t *spec,
+                                   const char **model_path)
+{
+    sd_ngram_params_t p;
+    sd_ngram_params_default(&p);
+    if (arg != NULL)
+        SD_CHECK(sd_drafter_parse_int(text, arg, "N", p.n_min, SD_NGRAM_N_LIMIT, &p.n_max));
+    spec->drafter = SD_DRAFTER_NGRAM;
+    spec->ngram_min = p.n_min;
+    spec->ngram_max = p.n_max;
+    *model_path = NULL;
+    return SD_OK;
+}
+
+sd_status_t sd_drafter_ngram_check(const sd_spec_config_t *spec)
+{
+    sd_ngram_params_t p = params_of(spec);
+    return check_params(&p);
+}
+
+sd_status_t sd_drafter_ngram_make(sd_model_t *target, const sd_spec_config_t *spec,
+                                  sd_drafter_t **out)
+{
+    sd_ngram_params_t p = params_of(spec);
+    return sd_drafter_ngram_new(&p, out);
+}
+
+int sd_drafter_ngram_hash_words(const sd_spec_config_t *spec, int32_t words[SD_DRAFTER_HASH_WORDS])
+{
+    words[0] = spec->ngram_min;
+    words[1] = spec->ngram_max;
+    return 2;
+}
+
+sd_status_t sd_drafter_ngram_text(const sd_spec_config_t *spec, const sd_model_t *target,
+                                  char *buf, size_t cap)
+{
+    sd_ngram_params_t p;
+    sd_ngram_params_default(&p);
+    if (spec->ngram_min == p.n_min && spec->ngram_max == p.n_max)
+        snprintf(buf, cap, "ngram");
+    else
+        snprintf(buf, cap, "ngram:%d", spec->ngram_max);
     return SD_OK;
 }

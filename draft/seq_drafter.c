@@ -16,8 +16,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "draft/seq_drafter.h"
 #include "core/check.h"
+#include "draft/drafter_impl.h"
+#include "draft/seq_drafter.h"
 #include "verify/philox.h"
 
 
@@ -354,7 +355,6 @@ static void seq_destroy(sd_drafter_t *dr)
 }
 
 static const sd_drafter_ops_t model_ops = {
-    .version = SD_DRAFTER_OPS_VERSION,
     .name = "model",
     .begin = seq_begin,
     .propose = seq_propose,
@@ -365,10 +365,10 @@ static const sd_drafter_ops_t model_ops = {
     .proposes_cheaply = 0,
     .propose_begin = seq_propose_begin,
     .propose_resume = seq_propose_resume,
+    .forwards = sd_seq_drafter_forwards,
 };
 
 static const sd_drafter_ops_t layerskip_ops = {
-    .version = SD_DRAFTER_OPS_VERSION,
     .name = "layerskip",
     .begin = seq_begin,
     .propose = seq_propose,
@@ -379,6 +379,7 @@ static const sd_drafter_ops_t layerskip_ops = {
     .proposes_cheaply = 0,
     .propose_begin = seq_propose_begin,
     .propose_resume = seq_propose_resume,
+    .forwards = sd_seq_drafter_forwards,
 };
 
 /* ---- construction -------------------------------------------------------------------- */

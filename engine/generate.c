@@ -49,7 +49,6 @@
 #include <time.h>
 
 #include "comm/comm.h"
-#include "draft/model_drafter.h"
 #include "core/check.h"
 #include "core/hash.h"
 #include "engine/gen.h"
@@ -202,10 +201,11 @@ static uint64_t request_hash(const int32_t *prompt, size_t n_prompt, const sd_ge
     uint64_t h = sd_fnv1a64(SD_FNV64_INIT, &n_prompt, sizeof n_prompt);
     h = sd_fnv1a64(h, prompt, n_prompt * sizeof *prompt);
     int32_t ints[] = {c->max_tokens, c->top_k, c->ignore_eos, (int32_t)c->n_stop_strings,
-                      (int32_t)c->n_stop_tokens, (int32_t)s->drafter, s->k, s->adaptive,
-                      s->ngram_min, s->ngram_max, s->layerskip_layers, s->draft_ranks};
+                      (int32_t)c->n_stop_tokens, (int32_t)s->drafter, s->k, s->adaptive};
+    int32_t words[SD_DRAFTER_HASH_WORDS];
     float floats[] = {c->temperature, c->top_p, c->min_p, s->min_confidence};
     h = sd_fnv1a64(h, ints, sizeof ints);
+    h = sd_fnv1a64(h, words, (size_t)sd_spec_hash_words(s, words) * sizeof *words);
     h = sd_fnv1a64(h, floats, sizeof floats);
     h = sd_fnv1a64(h, &c->seed, sizeof c->seed);
     for (size_t i = 0; i < c->n_stop_strings; i++)

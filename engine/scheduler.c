@@ -578,13 +578,10 @@ static sd_status_t check_params(const sd_engine_params_t *p)
  * chunk of SD_PREFILL_CHUNK tokens). Nothing for the n-gram drafter or under a draft group. */
 static sd_status_t draft_batch_init(sd_engine_t *e)
 {
-    const sd_spec_config_t *s = &e->p.spec;
-    const sd_model_t *m = s->drafter == SD_DRAFTER_LAYERSKIP ? e->model
-                          : s->drafter == SD_DRAFTER_MODEL && s->draft_ranks == 0 ? s->draft_model
-                          : NULL;
+    const sd_model_t *m = sd_spec_batch_model(e->model, &e->p.spec, &e->draft_layers);
     if (m == NULL) return SD_OK;
-    e->draft_layers = s->drafter == SD_DRAFTER_LAYERSKIP ? s->layerskip_layers : 0;
-    int na = e->p.max_active, rows = e->p.max_batch_rows > SD_PREFILL_CHUNK ? e->p.max_batch_rows : SD_PREFILL_CHUNK;
+    int na = e->p.max_active;
+    int rows = e->p.max_batch_rows > SD_PREFILL_CHUNK ? e->p.max_batch_rows : SD_PREFILL_CHUNK;
     e->drafting = calloc((size_t)na, sizeof *e->drafting);
     e->draft_parts = calloc((size_t)na, sizeof *e->draft_parts);
     if (e->drafting == NULL || e->draft_parts == NULL)

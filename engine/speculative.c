@@ -1,33 +1,13 @@
-/* Speculative decoding set-up around the step loop in engine/generate.c: the default
- * spec, its validation, drafter construction, adaptive draft length and statistics.
- *
- * Defaults (sd_spec_config_default): no drafter, n-gram lengths 1..3, k = 4, adaptive on
- * with min_confidence 0.3, layerskip_layers 0 (a layer-skip drafter needs it set). */
-#include <string.h>
-
-#include "draft/group_drafter.h"
-#include "draft/layerskip.h"
-#include "draft/model_drafter.h"
+/* Speculative decoding set-up around the step loop in engine/generate.c: the spec's
+ * validation, drafter construction, adaptive draft length and statistics. */
 #include "core/check.h"
+#include "draft/registry.h"
 #include "engine/speculative.h"
 
 #define SPEC_DECAY 0.7        /* weight of the older evidence per step */
 #define SPEC_PRIOR_HITS 3.0   /* the estimate starts at alpha = 0.75 */
 #define SPEC_PRIOR_MISSES 1.0
 #define SPEC_ROW_COST 0.5     /* cost of one more verified row relative to a 1-row forward */
-
-void sd_spec_config_default(sd_spec_config_t *config)
-{
-    if (config == NULL)
-        return;
-    memset(config, 0, sizeof *config);
-    config->drafter = SD_DRAFTER_NONE;
-    config->ngram_min = 1;
-    config->ngram_max = 3;
-    config->k = 4;
-    config->adaptive = 1;
-    config->min_confidence = 0.3f;
-}
 
 sd_status_t sd_spec_check(const sd_spec_config_t *spec, int drafter_given)
 {
@@ -41,32 +21,12 @@ sd_status_t sd_spec_check(const sd_spec_config_t *spec, int drafter_given)
                             (double)spec->min_confidence);
     if (drafter_given)
         return SD_OK;
-    if (spec->drafter != SD_DRAFTER_MODEL && spec->drafter != SD_DRAFTER_NGRAM &&
-        spec->drafter != SD_DRAFTER_LAYERSKIP)
-        return sd_set_error(SD_ERR_INVALID_ARG, "spec drafter = %d is not a drafter kind",
-                            (int)spec->drafter);
+    const sd_drafter_row_t *row;
+    SD_CHECK(sd_drafter_row_get(spec->drafter, &row));
     if (spec->draft_ranks < 0)
         return sd_set_error(SD_ERR_INVALID_ARG, "spec draft_ranks = %d, must be >= 0",
                             spec->draft_ranks);
-    if (spec->drafter == SD_DRAFTER_MODEL && spec->draft_model == NULL && spec->draft_ranks == 0)
-        return sd_set_error(SD_ERR_INVALID_ARG, "spec drafter is a draft model but draft_model is NULL");
-    return SD_OK;
-}
-
-/* A draft model on the target group's first draft_ranks ranks, its drafts broadcast to
- * all (draft/group_drafter.h). Collective over the target's comm. */
-static sd_status_t make_group_drafter(sd_model_t *target, const sd_spec_config_t *spec,
-                                      sd_drafter_t **out)
-{
-    sd_comm_t *world = target->comm;
-    sd_drafter_t *inner = NULL;
-    sd_status_t st = SD_OK;
-    if (sd_comm_rank(world) < spec->draft_ranks && spec->draft_model != NULL)
-        st = sd_drafter_model_new(spec->draft_model, target, &inner);
-    sd_status_t gs = sd_drafter_group_new(world, spec->draft_ranks, st, inner,
-                                          target->hp.n_vocab, out);
-    if (gs != SD_OK) sd_drafter_free(inner);
-    return gs;
+    return row->check(spec);
 }
 
 sd_status_t sd_spec_make_drafter(sd_model_t *target, const sd_spec_config_t *spec,
@@ -75,19 +35,23 @@ sd_status_t sd_spec_make_drafter(sd_model_t *target, const sd_spec_config_t *spe
     *out = NULL;
     if (spec == NULL || spec->drafter == SD_DRAFTER_NONE)
         return SD_OK;
-    if (spec->drafter == SD_DRAFTER_NGRAM) {
-        sd_ngram_params_t p = {spec->ngram_min, spec->ngram_max};
-        return sd_drafter_ngram_new(&p, out);
-    }
-    if (spec->drafter == SD_DRAFTER_MODEL && spec->draft_ranks > 0 && sd_comm_size(target->comm) > 1)
-        return make_group_drafter(target, spec, out);
-    if (spec->drafter == SD_DRAFTER_MODEL && spec->draft_model == NULL)
-        return sd_set_error(SD_ERR_INVALID_ARG, "spec draft_ranks = %d needs tensor parallelism "
-                            "(a target with a comm of size > 1); without it draft_model must be set",
-                            spec->draft_ranks);
-    if (spec->drafter == SD_DRAFTER_MODEL)
-        return sd_drafter_model_new(spec->draft_model, target, out);
-    return sd_drafter_layerskip_new(target, spec->layerskip_layers, out);
+    const sd_drafter_row_t *row;
+    SD_CHECK(sd_drafter_row_get(spec->drafter, &row));
+    return row->make(target, spec, out);
+}
+
+int sd_spec_hash_words(const sd_spec_config_t *spec, int32_t words[SD_DRAFTER_HASH_WORDS])
+{
+    const sd_drafter_row_t *row = sd_drafter_row_for(spec->drafter);
+    return row ? row->hash_words(spec, words) : 0;
+}
+
+const sd_model_t *sd_spec_batch_model(const sd_model_t *target, const sd_spec_config_t *spec,
+                                      int *n_layers)
+{
+    const sd_drafter_row_t *row = sd_drafter_row_for(spec->drafter);
+    *n_layers = 0;
+    return row && row->batch_model ? row->batch_model(target, spec, n_layers) : NULL;
 }
 
 /* ---- adaptive k ------------------------------------------------------------------------ */

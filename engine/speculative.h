@@ -17,20 +17,31 @@
 #include <stdint.h>
 
 #include "draft/drafter.h"
+#include "draft/registry.h"
 #include "model/forward.h"
 #include "model/model.h"
 
 /* SD_ERR_INVALID_ARG naming the field for a bad spec (k outside 1..SD_SPEC_MAX_K,
- * min_confidence outside [0, 1], unknown drafter kind, SD_DRAFTER_MODEL without a model).
- * Drafter NONE without a caller-given drafter (drafter_given = 0) is always valid; with
- * one, only k and min_confidence matter. */
+ * min_confidence outside [0, 1], an unknown drafter kind, draft_ranks < 0, or the
+ * drafter's own fields: its registry row's check, draft/registry.h). Drafter NONE without
+ * a caller-given drafter (drafter_given = 0) is always valid; with one, only k and
+ * min_confidence matter. */
 sd_status_t sd_spec_check(const sd_spec_config_t *spec, int drafter_given);
 
-/* The drafter spec asks for, begun on nothing (*out = NULL for SD_DRAFTER_NONE). The
- * constructors report their own errors (SD_ERR_VOCAB_MISMATCH for a draft model whose
- * vocabulary differs, SD_ERR_INVALID_ARG for layer-skip L >= n_layer, ...). */
+/* The drafter spec asks for, built by its registry row and begun on nothing (*out = NULL
+ * for SD_DRAFTER_NONE). The constructors report their own errors (SD_ERR_VOCAB_MISMATCH
+ * for a draft model whose vocabulary differs, SD_ERR_INVALID_ARG for layer-skip
+ * L >= n_layer, ...). */
 sd_status_t sd_spec_make_drafter(sd_model_t *target, const sd_spec_config_t *spec,
                                  sd_drafter_t **out);
+
+/* spec's drafter fields as words[0 .. return) for a request's hash (0 for NONE). */
+int sd_spec_hash_words(const sd_spec_config_t *spec, int32_t words[SD_DRAFTER_HASH_WORDS]);
+
+/* The model and layer count (0: all) a batched draft forward runs for spec's drafter over
+ * target, or NULL when its drafters run no model or propose one request at a time. */
+const sd_model_t *sd_spec_batch_model(const sd_model_t *target, const sd_spec_config_t *spec,
+                                      int *n_layers);
 
 /* Draft length control.
  * Fixed (adaptive = 0): every step asks for k_max tokens.

@@ -568,7 +568,7 @@ Test(engine_speculative, bad_spec_is_a_clear_error, .timeout = 60)
         {SD_DRAFTER_NGRAM, 0, 1, "k = 0"},
         {SD_DRAFTER_NGRAM, SD_SPEC_MAX_K + 1, 1, "k = 17"},
         {SD_DRAFTER_LAYERSKIP, 4, 2, "2"},  /* L == n_layer */
-        {SD_DRAFTER_LAYERSKIP, 4, 0, "0"},
+        {SD_DRAFTER_LAYERSKIP, 4, -1, "layerskip_layers = -1"}, /* 0 is n_layer / 2 */
         {SD_DRAFTER_MODEL, 4, 1, "draft_model is NULL"},
         {(sd_drafter_kind_t)9, 4, 1, "drafter = 9"},
     };

@@ -38,8 +38,7 @@ enum {
 typedef struct bench_drafter {
     char label[NAME_LEN];  /* "ngram", "ngram:4", "layerskip:15", "model:FILE" */
     sd_spec_config_t spec; /* k and adaptive are set per run */
-    const char *path;      /* draft model file (SD_DRAFTER_MODEL) */
-    int layerskip_half;    /* "layerskip" without L: n_layer / 2 once the model is loaded */
+    const char *path;      /* draft model file, or NULL */
 } bench_drafter_t;
 
 typedef struct bench_opts {
@@ -87,7 +86,7 @@ static const char bench_usage[] =
     "usage: specdec bench [-m MODEL] [options]\n"
     "  target-only vs speculative decode speed on a prompt set, per drafter and k\n"
     "  -m, --model PATH     target GGUF model (default: SmolLM2-135M-Instruct Q4_1 from the cache)\n"
-    "  --draft D            drafter, repeatable: ngram[:N] | layerskip[:L] | PATH (draft model);\n"
+    "  --draft D            drafter, repeatable: %s (a draft model);\n"
     "                       default: ngram and layerskip:L with L = n_layer / 2\n"
     "  --k LIST             draft lengths, comma-separated (default 1,2,4,8)\n"
     "  --no-adaptive        draft exactly k tokens per step (default: adaptive, k the maximum)\n"
@@ -131,7 +130,7 @@ static int parse_k_list(const char *v, bench_opts_t *o)
     }
 }
 
-/* --draft ngram[:N] | layerskip[:L] | PATH */
+/* --draft D (sd_spec_parse_drafter); the label is D, or model:FILE for a draft model. */
 static int parse_draft(const char *v, bench_opts_t *o)
 {
     if (o->n_drafters == MAX_DRAFTERS) {
@@ -141,23 +140,10 @@ static int parse_draft(const char *v, bench_opts_t *o)
     bench_drafter_t *d = &o->drafters[o->n_drafters++];
     memset(d, 0, sizeof *d);
     sd_spec_config_default(&d->spec);
-    snprintf(d->label, sizeof d->label, "%s", v);
-    if (!strcmp(v, "ngram"))
-        return d->spec.drafter = SD_DRAFTER_NGRAM, 1;
-    if (!strncmp(v, "ngram:", 6)) {
-        d->spec.drafter = SD_DRAFTER_NGRAM;
-        return cli_parse_int("--draft ngram:N", v + 6, 1, 32, &d->spec.ngram_max);
-    }
-    if (!strcmp(v, "layerskip"))
-        return d->spec.drafter = SD_DRAFTER_LAYERSKIP, d->layerskip_half = 1, 1;
-    if (!strncmp(v, "layerskip:", 10)) {
-        d->spec.drafter = SD_DRAFTER_LAYERSKIP;
-        return cli_parse_int("--draft layerskip:L", v + 10, 1, INT_MAX, &d->spec.layerskip_layers);
-    }
-    const char *base = strrchr(v, '/');
-    snprintf(d->label, sizeof d->label, "model:%s", base ? base + 1 : v);
-    d->spec.drafter = SD_DRAFTER_MODEL;
-    d->path = v;
+    if (!cli_parse_draft(v, &d->spec, &d->path)) return 0;
+    const char *base = d->path ? strrchr(d->path, '/') : NULL;
+    if (d->path) snprintf(d->label, sizeof d->label, "model:%s", base ? base + 1 : d->path);
+    else snprintf(d->label, sizeof d->label, "%s", v);
     return 1;
 }
 
@@ -236,16 +222,15 @@ static int load_models(bench_t *b)
     if (s != SD_OK) return cli_fail("model info", s);
     for (int i = 0; i < b->o.n_drafters; i++) {
         bench_drafter_t *d = &b->o.drafters[i];
-        if (d->layerskip_half) {
-            d->spec.layerskip_layers = b->info.n_layer / 2;
-            snprintf(d->label, sizeof d->label, "layerskip:%d", d->spec.layerskip_layers);
+        if (d->path == NULL) { /* the label with what the target decides ("layerskip:15") */
+            char text[NAME_LEN];
+            if (sd_spec_drafter_text(&d->spec, b->model, text, sizeof text) != SD_OK) {
+                fprintf(stderr, "specdec: error: --draft %s: %s\n", d->label, sd_last_error());
+                return 2;
+            }
+            snprintf(d->label, sizeof d->label, "%s", text);
+            continue;
         }
-        if (d->spec.drafter == SD_DRAFTER_LAYERSKIP && d->spec.layerskip_layers >= b->info.n_layer) {
-            fprintf(stderr, "specdec: error: --draft %s: L must be below the model's %d layers\n",
-                    d->label, b->info.n_layer);
-            return 2;
-        }
-        if (d->path == NULL) continue;
         sd_model_params_t p;
         sd_model_params_default(&p);
         p.path = d->path;
@@ -814,7 +799,7 @@ static void bench_free(bench_t *b)
 int cmd_bench(int argc, char **argv)
 {
     if (argc > 2 && (!strcmp(argv[2], "-h") || !strcmp(argv[2], "--help")))
-        return fputs(bench_usage, stdout), 0;
+        return cli_print_usage(bench_usage), 0;
     bench_t *b = calloc(1, sizeof *b);
     if (!b) return fprintf(stderr, "specdec: error: out of memory\n"), 1;
     b->argc = argc, b->argv = argv;

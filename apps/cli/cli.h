@@ -41,6 +41,12 @@ int cli_parse_int(const char *flag, const char *v, long lo, long hi, int *out);
 int cli_parse_float(const char *flag, const char *v, float lo, float hi, float *out);
 int cli_parse_seed(const char *v, uint64_t *out);
 
+/* --draft v (sd_spec_parse_drafter) into spec and *model_path; on bad input print one
+ * "specdec: error: --draft: ..." line, return 0. */
+int cli_parse_draft(const char *v, sd_spec_config_t *spec, const char **model_path);
+/* printf(usage, the --draft forms of every drafter): usage has one %s and no other %. */
+void cli_print_usage(const char *usage);
+
 /* Print "specdec: error: ..." for a failed call; returns cli_exit_code(s). */
 int cli_fail(const char *what, sd_status_t s);
 /* Parse argv[first..] into opts; prints a one-line error and returns 0 on bad input. */

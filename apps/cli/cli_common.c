@@ -75,26 +75,18 @@ int cli_parse_seed(const char *v, uint64_t *out)
     return 1;
 }
 
-/* --draft ngram[:N] | layerskip:L | PATH. */
-static int parse_draft(const char *v, cli_gen_opts_t *o)
+int cli_parse_draft(const char *v, sd_spec_config_t *spec, const char **model_path)
 {
-    sd_spec_config_t *s = &o->spec;
-    if (!strcmp(v, "ngram")) return s->drafter = SD_DRAFTER_NGRAM, 1;
-    if (!strncmp(v, "ngram:", 6)) {
-        s->drafter = SD_DRAFTER_NGRAM;
-        return cli_parse_int("--draft ngram:N", v + 6, 1, 32, &s->ngram_max);
-    }
-    if (!strncmp(v, "layerskip:", 10)) {
-        s->drafter = SD_DRAFTER_LAYERSKIP;
-        return cli_parse_int("--draft layerskip:L", v + 10, 1, INT_MAX, &s->layerskip_layers);
-    }
-    if (!strcmp(v, "layerskip")) {
-        fprintf(stderr, "specdec: error: --draft layerskip needs a layer count: layerskip:L\n");
-        return 0;
-    }
-    s->drafter = SD_DRAFTER_MODEL;
-    o->draft_path = v;
-    return 1;
+    if (sd_spec_parse_drafter(v, spec, model_path) == SD_OK) return 1;
+    fprintf(stderr, "specdec: error: --draft: %s\n", sd_last_error());
+    return 0;
+}
+
+void cli_print_usage(const char *usage)
+{
+    char forms[256];
+    sd_spec_drafter_usage(forms, sizeof forms);
+    printf(usage, forms);
 }
 
 /* One option with its value; returns 0 on error, 1 on success. */
@@ -114,7 +106,7 @@ static int parse_one(const char *flag, const char *v, cli_gen_opts_t *o)
     if (!strcmp(flag, "--top-p")) return cli_parse_float(flag, v, 0.0f, 1.0f, &g->top_p);
     if (!strcmp(flag, "--min-p")) return cli_parse_float(flag, v, 0.0f, 1.0f, &g->min_p);
     if (!strcmp(flag, "--seed")) return cli_parse_seed(v, &g->seed);
-    if (!strcmp(flag, "--draft")) return parse_draft(v, o);
+    if (!strcmp(flag, "--draft")) return cli_parse_draft(v, &o->spec, &o->draft_path);
     if (!strcmp(flag, "--k")) return cli_parse_int(flag, v, 1, SD_SPEC_MAX_K, &o->spec.k);
     if (!strcmp(flag, "--draft-ranks"))
         return cli_parse_int(flag, v, 1, 4096, &o->spec.draft_ranks);
@@ -263,10 +255,9 @@ static void print_stats(const sd_gen_result_t *r)
 
 static void print_spec_stats(const cli_gen_opts_t *o, const sd_gen_stats_t *s)
 {
-    static const char *const drafters[] = {"none", "draft model", "ngram", "layerskip"};
     fprintf(stderr, "specdec: drafter %s, k %d%s: %llu steps, %llu tokens; drafted %llu, "
                     "accepted %llu, acceptance %.1f%%, mean accepted length %.2f tokens/step\n",
-            drafters[o->spec.drafter], o->spec.drafter ? o->spec.k : 0,
+            sd_drafter_kind_name(o->spec.drafter), o->spec.drafter ? o->spec.k : 0,
             o->spec.drafter && o->spec.adaptive ? " (adaptive)" : "",
             (unsigned long long)s->steps, (unsigned long long)s->tokens_generated,
             (unsigned long long)s->drafted, (unsigned long long)s->accepted,

@@ -18,7 +18,8 @@ static const char serve_usage[] =
     "  OpenAI-compatible HTTP server: POST /v1/chat/completions, /v1/completions;\n"
     "  GET /v1/models, /health, /metrics (docs/serve.md)\n"
     "  -m, --model PATH       the target model (GGUF)\n"
-    "  --draft ngram[:N] | layerskip:L | PATH, --k K, --no-adaptive   speculative decoding\n"
+    "  --draft %s, --k K, --no-adaptive\n"
+    "                         speculative decoding\n"
     "  -t, --threads N, -c, --ctx N, --device D   as for `specdec run`\n"
     "  --host ADDR            address to listen on (default 127.0.0.1)\n"
     "  --port P               port (default 8080; 0 = any free port)\n"
@@ -74,7 +75,7 @@ static int parse_options(int argc, char **argv, serve_options_t *o, char **gen_a
     int n_gen = 0, takes_value;
     for (int i = 2; i < argc; i++) {
         const char *flag = argv[i];
-        if (!strcmp(flag, "-h") || !strcmp(flag, "--help")) return fputs(serve_usage, stdout), -1;
+        if (!strcmp(flag, "-h") || !strcmp(flag, "--help")) return cli_print_usage(serve_usage), -1;
         if (!strcmp(flag, "--no-load-aware-drafts")) {
             o->no_load_aware = 1;
             continue;
@@ -115,11 +116,10 @@ static void serve_init(serve_t *s, const serve_options_t *o)
     s->opts = o;
     if (o->model_id) snprintf(s->model_id, sizeof s->model_id, "%s", o->model_id);
     else file_stem(o->gen.model_path, s->model_id, sizeof s->model_id);
-    static const char *const drafters[] = {"", "", "ngram", "layerskip"};
-    if (o->gen.spec.drafter == SD_DRAFTER_MODEL)
+    if (o->gen.draft_path)
         file_stem(o->gen.draft_path, s->drafter, sizeof s->drafter);
-    else
-        snprintf(s->drafter, sizeof s->drafter, "%s", drafters[o->gen.spec.drafter]);
+    else if (o->gen.spec.drafter != SD_DRAFTER_NONE)
+        snprintf(s->drafter, sizeof s->drafter, "%s", sd_drafter_kind_name(o->gen.spec.drafter));
     atomic_init(&s->state, SERVE_LOADING);
     atomic_init(&s->next_id, 1);
     atomic_init(&s->next_seed, 1);

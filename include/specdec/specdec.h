@@ -220,7 +220,8 @@ typedef struct sd_spec_config {
     sd_drafter_kind_t drafter;
     sd_model_t *draft_model; /* SD_DRAFTER_MODEL; SD_ERR_VOCAB_MISMATCH if its vocabulary differs */
     int ngram_min, ngram_max; /* SD_DRAFTER_NGRAM: n-gram lengths tried (default 1..3) */
-    int layerskip_layers;     /* SD_DRAFTER_LAYERSKIP: L, 1 <= L < n_layer */
+    int layerskip_layers;     /* SD_DRAFTER_LAYERSKIP: L, 1 <= L < n_layer; 0 (default): the
+                                 target's n_layer / 2, resolved when the drafter is built */
     int k;                    /* draft length (the maximum when adaptive), 1..SD_SPEC_MAX_K */
     int adaptive;             /* 1 (default): adapt k from recent acceptance and stop drafting
                                  early when the drafter's top probability is low */
@@ -233,6 +234,27 @@ typedef struct sd_spec_config {
 } sd_spec_config_t;
 
 void sd_spec_config_default(sd_spec_config_t *config);
+
+/* A --draft text into spec: "ngram" (n-grams 1..3), "ngram:N" (1..N, N in [1, 32]),
+ * "layerskip" (layerskip_layers 0: L = n_layer / 2), "layerskip:L", "model:PATH", and any
+ * other text = PATH of a draft model. Sets spec->drafter and that drafter's fields (the
+ * rest is kept) and *model_path (NULL unless a draft model, then a pointer into text: the
+ * caller loads it into spec->draft_model; model_path may be NULL). SD_ERR_INVALID_ARG
+ * naming the text and listing the drafters, spec unchanged. */
+sd_status_t sd_spec_parse_drafter(const char *text, sd_spec_config_t *spec, const char **model_path);
+/* The --draft word of a kind ("ngram", "layerskip", "model"), "none" for SD_DRAFTER_NONE,
+ * NULL for a value that is no kind. */
+const char *sd_drafter_kind_name(sd_drafter_kind_t kind);
+/* Every drafter's --draft forms, for help texts ("ngram[:N] | layerskip[:L] | ..."), into
+ * buf[cap] (cap >= 1; truncated to fit). */
+void sd_spec_drafter_usage(char *buf, size_t cap);
+/* The --draft text giving spec's drafter into buf[cap] (truncated to fit): "ngram:4",
+ * "layerskip:15"; a draft model is "model" (its file is not in the spec). With a target,
+ * what the target decides is resolved ("layerskip" -> "layerskip:15") and a drafter that
+ * cannot run on it is SD_ERR_INVALID_ARG naming the values; target may be NULL.
+ * SD_ERR_INVALID_ARG for SD_DRAFTER_NONE. */
+sd_status_t sd_spec_drafter_text(const sd_spec_config_t *spec, const sd_model_t *target,
+                                 char *buf, size_t cap);
 
 /* sd_generate with a drafter: the output is token for token what sd_generate gives for
  * greedy configs, and distributed exactly as sd_generate's sampling otherwise (same seed

@@ -48,6 +48,9 @@ check "ngram run exits 0" [ "$rc" -eq 0 ]
 check "greedy output is non-empty" [ -s "$tmp/g0" ]
 check "--draft ngram greedy == plain greedy" cmp -s "$tmp/g0" "$tmp/g1"
 check "--draft layerskip greedy == plain greedy" cmp -s "$tmp/g0" "$tmp/g2"
+# bare layerskip: L = n_layer / 2, as in bench (the one --draft parser)
+"$bin" chat -m "$model" -p "$q" -n 40 --temp 0 -t 2 --draft layerskip --k 3 >"$tmp/g3" 2>/dev/null
+check "--draft layerskip (L = n_layer / 2) greedy == plain greedy" cmp -s "$tmp/g0" "$tmp/g3"
 check "--stats prints the acceptance line to stderr" grep -q 'acceptance [0-9.]*%, mean accepted length' "$tmp/ge1"
 check "--stats leaves stdout text only" bash -c "! grep -q 'acceptance' '$tmp/g1'"
 "$bin" chat -m "$model" -p "$q" -n 40 --temp 0.8 --seed 5 >"$tmp/t0" 2>/dev/null

@@ -1,0 +1,66 @@
+/* The callers' drafter calls (draft/drafter.h): argument checks, then the ops table. */
+#include "core/check.h"
+#include "draft/drafter_impl.h"
+
+const char *sd_drafter_name(const sd_drafter_t *d) { return d->ops->name; }
+
+int sd_drafter_proposes_cheaply(const sd_drafter_t *d) { return d->ops->proposes_cheaply; }
+
+uint64_t sd_drafter_forwards(const sd_drafter_t *d)
+{
+    return d != NULL && d->ops->forwards != NULL ? d->ops->forwards(d) : 0;
+}
+
+sd_status_t sd_drafter_begin(sd_drafter_t *d, const int32_t *tokens, int n)
+{
+    if (n < 0 || (tokens == NULL && n > 0))
+        return sd_set_error(SD_ERR_INVALID_ARG, "drafter %s: begin with %d tokens at %p",
+                            d->ops->name, n, (const void *)tokens);
+    return d->ops->begin(d, tokens, n);
+}
+
+static sd_status_t check_propose(const sd_drafter_t *d, const sd_draft_request_t *req,
+                                 const sd_draft_out_t *out)
+{
+    if (req == NULL || out == NULL || out->tokens == NULL || req->k < 1)
+        return sd_set_error(SD_ERR_INVALID_ARG,
+                            "drafter %s: propose needs a request with k >= 1 (k = %d) and an "
+                            "output token buffer", d->ops->name, req ? req->k : 0);
+    return SD_OK;
+}
+
+sd_status_t sd_drafter_propose(sd_drafter_t *d, const sd_draft_request_t *req, sd_draft_out_t *out)
+{
+    SD_CHECK(check_propose(d, req, out));
+    return d->ops->propose(d, req, out);
+}
+
+int sd_drafter_has_rounds(const sd_drafter_t *d) { return d->ops->propose_begin != NULL; }
+
+sd_status_t sd_drafter_propose_begin(sd_drafter_t *d, const sd_draft_request_t *req,
+                                     sd_draft_out_t *out, sd_draft_forward_t *fwd)
+{
+    fwd->n = 0;
+    SD_CHECK(check_propose(d, req, out));
+    return d->ops->propose_begin(d, req, out, fwd);
+}
+
+sd_status_t sd_drafter_propose_resume(sd_drafter_t *d, sd_draft_forward_t *fwd)
+{
+    return d->ops->propose_resume(d, fwd);
+}
+
+sd_status_t sd_drafter_accept(sd_drafter_t *d, int n_accepted, int32_t next_token)
+{
+    return d->ops->accept(d, n_accepted, next_token);
+}
+
+sd_status_t sd_drafter_rollback(sd_drafter_t *d, int n) { return d->ops->rollback(d, n); }
+
+void sd_drafter_reset(sd_drafter_t *d) { d->ops->reset(d); }
+
+void sd_drafter_free(sd_drafter_t *d)
+{
+    if (d != NULL)
+        d->ops->destroy(d);
+}
