@@ -1,12 +1,7 @@
-/* One generation as a state machine its caller drives one forward at a time. sd_generate_ex
- * drives one with sd_forward; the serving engine (engine/scheduler.c) drives many at once,
- * running the forwards they plan together in one sd_forward_batch per step. Everything a
- * generation does besides the target forward (drafting, verification, emitting, rollback,
- * stops, statistics) happens inside sd_gen_plan / sd_gen_advance, so a generation gives
- * the same tokens whichever way it is driven (the forward is batch-invariant).
- *
- *   sd_gen_new -> { sd_gen_plan -> forward the plan -> sd_gen_advance } until done
- *              -> sd_gen_finish */
+/* One generation as a state machine its caller drives one target forward at a time
+ * (sd_generate_ex alone, the scheduler many at once in one batch): everything else happens
+ * inside plan and advance, so the tokens do not depend on the driver.
+ *   sd_gen_new -> { sd_gen_plan -> forward the plan -> sd_gen_advance } until done -> sd_gen_finish */
 #ifndef SPECDEC_ENGINE_GEN_H
 #define SPECDEC_ENGINE_GEN_H
 
@@ -30,6 +25,13 @@ sd_status_t sd_gen_check(const char *caller, const sd_model_t *model, const int3
                          size_t n_prompt, const sd_gen_config_t *config,
                          const sd_spec_config_t *spec, int drafter_given);
 
+/* Under TP, before any collective of a request: every rank gets the first rank's refusal
+ * (local != SD_OK somewhere), or SD_ERR_RANK_DIVERGENCE when the ranks' requests differ.
+ * comm NULL or of size 1: returns local. Collective otherwise. */
+sd_status_t sd_gen_agree_on_request(sd_comm_t *comm, sd_status_t local, const int32_t *prompt,
+                                    size_t n_prompt, const sd_gen_config_t *config,
+                                    const sd_spec_config_t *spec);
+
 /* sd_gen_check, then (under TP) the ranks' agreement on the request, then the generation's
  * state: target sequence, drafter, verifier, buffers. prompt and config (with its strings)
  * must stay valid until sd_gen_finish. batched: the forwards will run through
@@ -39,21 +41,16 @@ sd_status_t sd_gen_new(sd_model_t *model, const int32_t *prompt, size_t n_prompt
                        const sd_gen_options_t *opts, sd_token_callback callback, void *user,
                        int batched, sd_gen_t **out);
 
-/* The next forward: a chunk of at most max_rows prompt tokens while the prompt is being
- * prefilled (no logits), else a step — the drafter proposes here — forwarding the last
- * token and the drafts (k + 1 rows with logits; k is capped so k + 1 <= max_rows).
- * row_cost > 0: the step runs in a loaded batch where a verified row costs that much
- * (sd_spec_batch_row_cost); drafts whose length does not decide the tokens are cut to what
- * pays at that cost. 0: alone (the controller's constant cost). */
+/* The next forward: a prompt chunk of at most max_rows tokens (no logits), else a step —
+ * the drafter proposes here — of the last token and k drafts (k + 1 <= max_rows rows, with
+ * logits). row_cost: a loaded batch's price of a verified row (0: alone; load-aware drafts,
+ * docs/design-notes.md "Serving"). */
 sd_status_t sd_gen_plan(sd_gen_t *g, int max_rows, double row_cost, sd_gen_plan_t *plan);
 
-/* Drafting in rounds (the serving engine batches the drafters' forwards across requests):
- * 1 when g's next step has a draft to propose and its drafter proposes in rounds (drafter
- * ops v3: a draft model, layer-skip). sd_gen_draft_begin starts the proposal of the next
- * step (capped like sd_gen_plan's with max_rows and row_cost) and fills *fwd with the
- * drafter's first forward; after the caller has run it, sd_gen_draft_resume continues.
- * When a call leaves fwd->n == 0 the draft is ready and the next sd_gen_plan uses it
- * instead of proposing. The draft depends only on the generation, never on the batch. */
+/* Drafting in rounds, so a caller can batch many drafters' forwards: drafts_in_rounds is 1
+ * when the next step's drafter proposes in rounds (it runs a model). draft_begin starts the
+ * proposal (capped as sd_gen_plan's) and fills *fwd with its first forward; after the caller
+ * ran it, draft_resume goes on. fwd->n == 0: the draft is ready for the next sd_gen_plan. */
 int sd_gen_drafts_in_rounds(const sd_gen_t *g);
 sd_status_t sd_gen_draft_begin(sd_gen_t *g, int max_rows, double row_cost,
                                sd_draft_forward_t *fwd);

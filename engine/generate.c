@@ -1,63 +1,23 @@
-/* The generation loop — target-only and speculative are one loop: prefill the prompt, then
- * steps of "draft up to k tokens, verify them with one target forward, emit, roll back"
- * (engine/speculative.h describes a step). Without a drafter every step drafts nothing and
- * is one target-only decode step, so streaming, stops, max_tokens, seeds and statistics
- * behave identically with and without speculation.
- *
- * Defaults (sd_gen_config_default), llama.cpp-like: max_tokens 128, temperature 0.8,
- * top_k 40, top_p 0.95, min_p 0.05, seed 0, no stop strings or tokens, ignore_eos 0.
- *
- * Sampling: greedy when temperature <= 0; otherwise the token at absolute position p
- * (prompt tokens are positions 0 .. n_prompt-1) is drawn with the uniform
- * sd_rng_uniform(seed, p, SD_RNG_SAMPLE), so it depends only on (seed, p), never on
- * chunking, thread count or timing. sd_spec_verify keeps this for the target's own tokens
- * (a correction or bonus), so speculative output is distributed as target-only output,
- * and with a deterministic drafter (n-gram) is the same tokens.
- *
- * Stops, checked per token in this order (also for each token of an accepted draft
- * block; the rest of the block is discarded):
- *   - an end-of-generation token (unless ignore_eos) -> SD_STOP_EOS, and a token of
- *     config->stop_tokens -> SD_STOP_TOKEN: the token appears neither in tokens nor text;
- *   - the first occurrence of any stop string in the generated text (also across token
- *     boundaries) -> SD_STOP_STRING: text ends before the match, tokens keep every token
- *     generated (including those that spelled the match);
- *   - the callback returning non-zero -> SD_STOP_CALLBACK (the token it saw is kept);
- *   - max_tokens generated, or prompt + generated reaching the context length
- *     -> SD_STOP_MAX_TOKENS. Drafts are capped so a step never emits past either limit.
- *
- * Streaming: the callback gets every kept token with the text it releases. Text is held
- * while it ends inside an incomplete UTF-8 sequence or while its tail could be the start
- * of a stop string; it is released as soon as it cannot, and the last kept token's call
- * carries everything still held when generation reaches max_tokens. After an EOS, stop
- * token or callback stop, text still held (if any) comes in one final call with token -1,
- * whose return value is ignored. Text of a matched stop string is never delivered. The
- * callback texts concatenate to exactly out->text.
- *
- * Statistics (out->stats) for every generation: one step = one target forward. Times:
- * prefill_seconds covers the prompt and the drafter's begin; decode_seconds splits into
- * draft (propose + accept), verify (target forward + sd_spec_verify) and other (emitting,
- * text, rollback). A drafter whose propose fails with SD_ERR_CONTEXT_FULL (a draft model
- * with a shorter context than the target's) stops drafting; the rest is target-only.
- *
- * A model without a tokenizer still generates tokens; its text is "" (stop strings then
- * give SD_ERR_NO_TOKENIZER). All state lives in this call: concurrent calls on one model
- * share nothing but the read-only weights. */
+/* The generation loop (engine/gen.h): target-only and speculative decoding are one loop of
+ * "draft up to k tokens, verify them with one target forward, emit, roll back"; without a
+ * drafter a step drafts nothing. Stops, streaming, seeds and statistics: docs/design-notes.md,
+ * "Generation". */
 #include <limits.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "comm/comm.h"
 #include "core/check.h"
+#include "core/clock.h"
 #include "core/hash.h"
-#include "engine/gen.h"
-#include "engine/generate_text.h"
 #include "core/log.h"
-#include "model/forward.h"
-#include "model/model.h"
+#include "engine/gen.h"
+#include "engine/gen_output.h"
 #include "engine/speculative.h"
 #include "engine/verifier.h"
+#include "model/forward.h"
+#include "model/model.h"
 #include "verify/sampler.h"
 #include "verify/speculative.h"
 
@@ -82,161 +42,63 @@ void sd_gen_result_free(sd_gen_result_t *result)
     memset(result, 0, sizeof *result);
 }
 
-/* Per-call generation state. */
+/* The draft side of a generation. */
+typedef struct gen_draft {
+    sd_drafter_t *drafter;      /* NULL: target-only */
+    sd_drafter_t *owned;        /* built here from the spec, freed here */
+    int active;                 /* 0 once the drafter ran out of context */
+    sd_spec_k_t kc;             /* the adaptive draft length */
+    float min_confidence;
+    float *q;                   /* [k_max, n_vocab] the drafter's distributions, or NULL */
+    uint64_t forwards0;         /* drafter passes before decoding */
+    /* a proposal made in rounds before its step is planned (sd_gen_draft_begin) */
+    int ready;                  /* the step's plan (n, has_q, evidence) holds it */
+    long k;                     /* tokens asked of the drafter */
+    sd_draft_request_t req;
+    sd_draft_out_t out;
+    double t_begin;             /* when the rounds began */
+} gen_draft_t;
+
+typedef enum gen_plan_kind { PLAN_NONE = 0, PLAN_PROMPT, PLAN_STEP } gen_plan_kind_t;
+
+/* The forward a generation planned, and how far its prompt is. */
+typedef struct gen_plan {
+    gen_plan_kind_t kind;       /* what sd_gen_advance will conclude */
+    size_t prefilled;           /* prompt tokens forwarded (of n_prompt - 1) */
+    int decoding;               /* the prompt is prefilled and the drafter begun */
+    int32_t *tokens;            /* [k_max + 1] a step's forward: the last token, the drafts */
+    int n;                      /* rows of a prompt chunk, or drafts of a step */
+    int has_q, evidence;        /* the step's draft distributions and evidence class */
+    size_t len;                 /* the step's context length */
+    double row_cost;            /* the step's batch row cost (0: alone) */
+} gen_plan_t;
+
+/* One generation: the request, the target's sequence and verifier, and the three concerns
+ * that change as it runs (drafting, planning, output). */
 typedef struct gen {
     const sd_model_t *model;
     const sd_gen_config_t *cfg;
     sd_sampler_params_t sp;
-    int n_vocab;
-    int n_ctx;                      /* prompt + generated never exceed this */
-    sd_seq_t seq;                   /* the target: holds the context but its last token */
-    int seq_ready;
-    sd_verifier_t ver;              /* host or kernel verification of each step */
-    int ver_ready;
-    sd_text_stream_t *stream;       /* NULL without a tokenizer */
-    sd_token_callback callback;
-    void *user;
     const int32_t *prompt;
     size_t n_prompt;
-    int32_t *tokens;                /* [cap_tokens] generated */
-    size_t n_tokens, cap_tokens;
-    char *text;                     /* [text_cap] generated text, text_len valid bytes */
-    size_t text_len, text_cap;
-    size_t released;                /* text[0..released) has gone to the callback */
-    int matched;                    /* a stop string matched; text ends before it */
-    sd_stop_reason_t reason;
-    /* speculation */
-    sd_drafter_t *drafter;          /* NULL: target-only */
-    sd_drafter_t *owned_drafter;    /* built here from the spec, freed here */
-    int drafting;                   /* 0 once the drafter ran out of context */
-    sd_spec_k_t kc;
-    float min_confidence;
-    int32_t *batch;                 /* [k_max + 1] the verify forward: last token, drafts */
-    float *q;                       /* [k_max, n_vocab] drafter distributions, or NULL */
+    int n_vocab;
+    int n_ctx;                  /* prompt + generated never exceed this */
     const sd_gen_options_t *opts;
-    sd_comm_t *comm;                /* the target's TP group, or NULL */
-    int check_consistency;          /* compare every step's tokens across the ranks */
+    int batched;                /* forwards run through sd_forward_batch */
+    int cancelled;              /* sd_gen_cancel */
+    sd_seq_t seq;               /* the target: holds the context but its last token */
+    int seq_ready;
+    sd_verifier_t ver;          /* host or kernel verification of each step */
+    int ver_ready;
+    sd_comm_t *comm;            /* the target's TP group, or NULL */
+    int check_consistency;      /* compare every step's tokens across the ranks */
+    gen_draft_t draft;
+    gen_plan_t plan;
+    sd_gen_output_t out;
     uint64_t n_steps;
     sd_gen_stats_t stats;
-    uint64_t draft_forwards0;       /* drafter passes before decoding */
-    /* driving (engine/gen.h) */
-    int batched;                    /* forwards run through sd_forward_batch */
-    size_t prefilled;               /* prompt tokens forwarded (of n_prompt - 1) */
-    int decoding;                   /* the prompt is prefilled and the drafter begun */
-    int cancelled;                  /* sd_gen_cancel */
-    double row_cost;                /* the planned step's batch row cost (0: alone) */
-    /* a draft proposed in rounds before the step is planned (sd_gen_draft_begin) */
-    int draft_ready;                /* plan_n / plan_has_q / plan_evidence hold it */
-    long draft_k;                   /* tokens asked of the drafter */
-    sd_draft_request_t dreq;
-    sd_draft_out_t dout;
-    double t_draft;                 /* when the rounds began */
-    int planned;                    /* 0: nothing planned, 1: a prompt chunk, 2: a step */
-    int plan_n;                     /* rows of the planned chunk, or drafts of the step */
-    int plan_has_q, plan_evidence;  /* the planned step's draft distributions and class */
-    size_t plan_len;                /* the planned step's context length */
     double t_start, t_decode, t_plan; /* first plan, end of prefill, the last step's draft end */
 } gen_t;
-
-static double now_seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-/* ---- validation -------------------------------------------------------------------- */
-
-static sd_status_t check_config(const sd_model_t *m, const sd_gen_config_t *c)
-{
-    if (c->max_tokens <= 0)
-        return sd_set_error(SD_ERR_INVALID_ARG, "config max_tokens = %d, must be > 0",
-                            c->max_tokens);
-    sd_sampler_params_t sp = {c->temperature, c->top_k, c->top_p, c->min_p};
-    SD_CHECK(sd_sampler_params_check(&sp));
-    if (c->n_stop_strings > 0 && c->stop_strings == NULL)
-        return sd_set_error(SD_ERR_INVALID_ARG, "config stop_strings is NULL with n_stop_strings = %zu",
-                            c->n_stop_strings);
-    for (size_t i = 0; i < c->n_stop_strings; i++)
-        if (c->stop_strings[i] == NULL || c->stop_strings[i][0] == '\0')
-            return sd_set_error(SD_ERR_INVALID_ARG, "config stop_strings[%zu] is %s", i,
-                                c->stop_strings[i] == NULL ? "NULL" : "empty");
-    if (c->n_stop_strings > 0 && m->tokenizer == NULL)
-        return sd_set_error(SD_ERR_NO_TOKENIZER,
-                            "config has %zu stop strings but the model has no tokenizer",
-                            c->n_stop_strings);
-    if (c->n_stop_tokens > 0 && c->stop_tokens == NULL)
-        return sd_set_error(SD_ERR_INVALID_ARG, "config stop_tokens is NULL with n_stop_tokens = %zu",
-                            c->n_stop_tokens);
-    for (size_t i = 0; i < c->n_stop_tokens; i++)
-        if (c->stop_tokens[i] < 0 || c->stop_tokens[i] >= m->hp.n_vocab)
-            return sd_set_error(SD_ERR_INVALID_ARG,
-                                "config stop_tokens[%zu] = %d outside the vocabulary [0, %d)", i,
-                                (int)c->stop_tokens[i], m->hp.n_vocab);
-    return SD_OK;
-}
-
-static sd_status_t check_prompt(const sd_model_t *m, const int32_t *prompt, size_t n_prompt)
-{
-    if (n_prompt == 0 || prompt == NULL)
-        return sd_set_error(SD_ERR_INVALID_ARG, "prompt is empty (n_prompt = %zu%s)", n_prompt,
-                            prompt == NULL ? ", prompt NULL" : "");
-    if (n_prompt > (size_t)m->n_ctx - 1)
-        return sd_set_error(SD_ERR_CONTEXT_FULL,
-                            "prompt of %zu tokens leaves no room to generate in a context of %d",
-                            n_prompt, m->n_ctx);
-    for (size_t i = 0; i < n_prompt; i++)
-        if (prompt[i] < 0 || prompt[i] >= m->hp.n_vocab)
-            return sd_set_error(SD_ERR_INVALID_ARG, "prompt[%zu] = %d outside the vocabulary [0, %d)",
-                                i, (int)prompt[i], m->hp.n_vocab);
-    return SD_OK;
-}
-
-/* ---- agreement between ranks -------------------------------------------------------- */
-
-/* The request as a hash: prompt, sampler settings, seed, stops and the spec. */
-static uint64_t request_hash(const int32_t *prompt, size_t n_prompt, const sd_gen_config_t *c,
-                             const sd_spec_config_t *s)
-{
-    uint64_t h = sd_fnv1a64(SD_FNV64_INIT, &n_prompt, sizeof n_prompt);
-    h = sd_fnv1a64(h, prompt, n_prompt * sizeof *prompt);
-    int32_t ints[] = {c->max_tokens, c->top_k, c->ignore_eos, (int32_t)c->n_stop_strings,
-                      (int32_t)c->n_stop_tokens, (int32_t)s->drafter, s->k, s->adaptive};
-    int32_t words[SD_DRAFTER_HASH_WORDS];
-    float floats[] = {c->temperature, c->top_p, c->min_p, s->min_confidence};
-    h = sd_fnv1a64(h, ints, sizeof ints);
-    h = sd_fnv1a64(h, words, (size_t)sd_spec_hash_words(s, words) * sizeof *words);
-    h = sd_fnv1a64(h, floats, sizeof floats);
-    h = sd_fnv1a64(h, &c->seed, sizeof c->seed);
-    for (size_t i = 0; i < c->n_stop_strings; i++)
-        h = sd_fnv1a64(h, c->stop_strings[i], strlen(c->stop_strings[i]) + 1);
-    return sd_fnv1a64(h, c->stop_tokens, c->n_stop_tokens * sizeof *c->stop_tokens);
-}
-
-/* Under TP, before any collective of the request: every rank learns whether any rank
- * refused it (the first refusal's status and message on all), and ranks given different
- * requests (prompt, settings, seed) get SD_ERR_RANK_DIVERGENCE instead of mismatched
- * collectives. A request that validated locally is hashed only then. */
-static sd_status_t agree_on_request(sd_comm_t *comm, sd_status_t local, const int32_t *prompt,
-                                    size_t n_prompt, const sd_gen_config_t *c,
-                                    const sd_spec_config_t *s)
-{
-    int size = sd_comm_size(comm);
-    if (size == 1) return local;
-    SD_CHECK(sd_comm_agree(comm, local));
-    uint64_t h = request_hash(prompt, n_prompt, c, s);
-    uint64_t *all = malloc((size_t)size * sizeof *all);
-    SD_ALLOC_CHECK(all, (size_t)size * sizeof *all, "request hashes");
-    sd_status_t st = sd_comm_allgather(comm, &h, sizeof h, all);
-    for (int r = 1; st == SD_OK && r < size; r++)
-        if (all[r] != all[0])
-            st = sd_set_error(SD_ERR_RANK_DIVERGENCE,
-                              "rank %d was given a different request than rank 0 (prompt, "
-                              "settings or seed; this rank: %zu prompt tokens, seed %llu)", r,
-                              n_prompt, (unsigned long long)c->seed);
-    free(all);
-    return st;
-}
 
 /* ---- state ------------------------------------------------------------------------- */
 
@@ -253,27 +115,28 @@ static sd_status_t spec_init(gen_t *g, sd_model_t *m, const sd_spec_config_t *sp
 {
     const sd_gen_options_t *o = g->opts;
     if (o != NULL && o->drafter != NULL) {
-        g->drafter = o->drafter;
+        g->draft.drafter = o->drafter;
     } else {
-        SD_CHECK(sd_spec_make_drafter(m, spec, &g->owned_drafter));
-        g->drafter = g->owned_drafter;
+        SD_CHECK(sd_spec_make_drafter(m, spec, &g->draft.owned));
+        g->draft.drafter = g->draft.owned;
     }
-    int k_max = g->drafter != NULL ? spec->k : 0;
-    g->drafting = g->drafter != NULL;
-    sd_spec_k_init(&g->kc, k_max, g->drafter != NULL && spec->adaptive);
-    g->min_confidence = g->kc.adaptive ? spec->min_confidence : 0.0f;
-    g->batch = malloc((size_t)(k_max + 1) * sizeof *g->batch);
-    SD_ALLOC_CHECK(g->batch, (size_t)(k_max + 1) * sizeof *g->batch, "verify batch");
-    if (g->drafter != NULL && g->sp.temperature > 0.0f) {
-        size_t bytes = (size_t)k_max * (size_t)g->n_vocab * sizeof *g->q;
-        g->q = malloc(bytes);
-        SD_ALLOC_CHECK(g->q, bytes, "draft distributions");
+    int k_max = g->draft.drafter != NULL ? spec->k : 0;
+    g->draft.active = g->draft.drafter != NULL;
+    sd_spec_k_init(&g->draft.kc, k_max, g->draft.drafter != NULL && spec->adaptive);
+    g->draft.min_confidence = g->draft.kc.adaptive ? spec->min_confidence : 0.0f;
+    g->plan.tokens = malloc((size_t)(k_max + 1) * sizeof *g->plan.tokens);
+    SD_ALLOC_CHECK(g->plan.tokens, (size_t)(k_max + 1) * sizeof *g->plan.tokens, "verify batch");
+    if (g->draft.drafter != NULL && g->sp.temperature > 0.0f) {
+        size_t bytes = (size_t)k_max * (size_t)g->n_vocab * sizeof *g->draft.q;
+        g->draft.q = malloc(bytes);
+        SD_ALLOC_CHECK(g->draft.q, bytes, "draft distributions");
     }
     return SD_OK;
 }
 
 static sd_status_t gen_init(gen_t *g, sd_model_t *m, const sd_gen_config_t *c,
-                            const sd_spec_config_t *spec, const int32_t *prompt, size_t n_prompt)
+                            const sd_spec_config_t *spec, const int32_t *prompt, size_t n_prompt,
+                            sd_token_callback callback, void *user)
 {
     g->model = m;
     g->cfg = c;
@@ -286,22 +149,12 @@ static sd_status_t gen_init(gen_t *g, sd_model_t *m, const sd_gen_config_t *c,
     SD_CHECK(spec_init(g, m, spec));
     g->n_ctx = (int)sd_gen_kv_positions_for(m, n_prompt, c) + 1; /* prompt + generated */
     int chunk = n_prompt - 1 < SD_PREFILL_CHUNK ? (int)n_prompt - 1 : SD_PREFILL_CHUNK;
-    int rows = chunk > g->kc.k_max + 1 ? chunk : g->kc.k_max + 1;
+    int rows = chunk > g->draft.kc.k_max + 1 ? chunk : g->draft.kc.k_max + 1;
     SD_CHECK(sd_seq_init(&g->seq, m, g->n_ctx - 1, rows));
     g->seq_ready = 1;
-    SD_CHECK(sd_verifier_init(&g->ver, m, &g->seq, g->kc.k_max, g->q != NULL, g->batched));
+    SD_CHECK(sd_verifier_init(&g->ver, m, &g->seq, g->draft.kc.k_max, g->draft.q != NULL, g->batched));
     g->ver_ready = 1;
-    size_t max_gen = (size_t)(g->n_ctx) - n_prompt;
-    g->cap_tokens = max_gen < 256 ? max_gen : 256;
-    g->tokens = malloc(g->cap_tokens * sizeof *g->tokens);
-    SD_ALLOC_CHECK(g->tokens, g->cap_tokens * sizeof *g->tokens, "generated tokens");
-    g->text_cap = 256;
-    g->text = malloc(g->text_cap);
-    SD_ALLOC_CHECK(g->text, g->text_cap, "generated text");
-    g->text[0] = '\0';
-    if (m->tokenizer != NULL)
-        SD_CHECK(sd_text_stream_new(m, &g->stream));
-    return SD_OK;
+    return sd_gen_output_init(&g->out, m, c, callback, user, (size_t)g->n_ctx - n_prompt);
 }
 
 static void gen_release(gen_t *g)
@@ -310,113 +163,10 @@ static void gen_release(gen_t *g)
         sd_seq_free(&g->seq);
     if (g->ver_ready)
         sd_verifier_free(&g->ver);
-    sd_text_stream_free(g->stream);
-    sd_drafter_free(g->owned_drafter);
-    free(g->batch);
-    free(g->q);
-    free(g->tokens);
-    free(g->text);
-}
-
-static sd_status_t push_token(gen_t *g, int32_t token)
-{
-    if (g->n_tokens == g->cap_tokens) {
-        size_t cap = g->cap_tokens * 2;
-        int32_t *grown = realloc(g->tokens, cap * sizeof *grown);
-        SD_ALLOC_CHECK(grown, cap * sizeof *grown, "generated tokens");
-        g->tokens = grown;
-        g->cap_tokens = cap;
-    }
-    g->tokens[g->n_tokens++] = token;
-    return SD_OK;
-}
-
-/* Append bytes to the text, keeping it NUL-terminated. */
-static sd_status_t append_text(gen_t *g, const char *bytes, size_t n)
-{
-    if (g->text_len + n + 1 > g->text_cap) {
-        size_t cap = g->text_cap * 2;
-        while (cap < g->text_len + n + 1)
-            cap *= 2;
-        char *grown = realloc(g->text, cap);
-        SD_ALLOC_CHECK(grown, cap, "generated text");
-        g->text = grown;
-        g->text_cap = cap;
-    }
-    memcpy(g->text + g->text_len, bytes, n);
-    g->text_len += n;
-    g->text[g->text_len] = '\0';
-    return SD_OK;
-}
-
-/* ---- text and stops ---------------------------------------------------------------- */
-
-/* Truncate the text at the first stop-string match in its unreleased part (no earlier
- * match is possible: released text was never the start of a stop string). */
-static void match_stop(gen_t *g)
-{
-    const sd_gen_config_t *c = g->cfg;
-    size_t at = sd_stop_find(c->stop_strings, c->n_stop_strings, g->text, g->released,
-                             g->text_len);
-    if (at == SIZE_MAX)
-        return;
-    g->text_len = at;
-    g->text[at] = '\0';
-    g->matched = 1;
-}
-
-/* Decode a kept token into the text and find a stop-string match it completes. */
-static sd_status_t add_token_text(gen_t *g, int32_t token)
-{
-    if (g->stream == NULL)
-        return SD_OK;
-    const char *piece;
-    size_t len;
-    SD_CHECK(sd_text_stream_next(g->stream, token, &piece, &len));
-    SD_CHECK(append_text(g, piece, len));
-    match_stop(g);
-    return SD_OK;
-}
-
-/* Generation ends: bytes the stream still holds join the text (raw), which may complete
- * a stop string. */
-static sd_status_t flush_text(gen_t *g)
-{
-    if (g->stream == NULL || g->matched)
-        return SD_OK;
-    const char *rest;
-    size_t len;
-    sd_text_stream_take_rest(g->stream, &rest, &len);
-    SD_CHECK(append_text(g, rest, len));
-    match_stop(g);
-    return SD_OK;
-}
-
-/* Release text up to `upto` to the callback with `token`; the callback's answer. */
-static int release(gen_t *g, int32_t token, size_t upto)
-{
-    size_t from = g->released;
-    g->released = upto;
-    if (g->callback == NULL)
-        return 0;
-    return g->callback(g->user, token, g->text + from, upto - from);
-}
-
-/* Everything that can no longer be part of a stop string. */
-static size_t releasable(const gen_t *g)
-{
-    if (g->matched)
-        return g->text_len;
-    const sd_gen_config_t *c = g->cfg;
-    return sd_stop_hold(c->stop_strings, c->n_stop_strings, g->text, g->released, g->text_len);
-}
-
-static int is_stop_token(const gen_t *g, int32_t token)
-{
-    for (size_t i = 0; i < g->cfg->n_stop_tokens; i++)
-        if (g->cfg->stop_tokens[i] == token)
-            return 1;
-    return 0;
+    sd_gen_output_free(&g->out);
+    sd_drafter_free(g->draft.owned);
+    free(g->plan.tokens);
+    free(g->draft.q);
 }
 
 /* ---- the loop ---------------------------------------------------------------------- */
@@ -425,44 +175,21 @@ static int is_stop_token(const gen_t *g, int32_t token)
  * step, like every step feeds the token the previous one ended with): begin the drafter. */
 static sd_status_t begin_decoding(gen_t *g)
 {
-    if (g->drafter != NULL) {
-        SD_CHECK(sd_drafter_begin(g->drafter, g->prompt, (int)g->n_prompt));
-        g->draft_forwards0 = sd_drafter_forwards(g->drafter);
+    if (g->draft.drafter != NULL) {
+        SD_CHECK(sd_drafter_begin(g->draft.drafter, g->prompt, (int)g->n_prompt));
+        g->draft.forwards0 = sd_drafter_forwards(g->draft.drafter);
     }
-    g->decoding = 1;
-    g->t_decode = now_seconds();
+    g->plan.decoding = 1;
+    g->t_decode = sd_now();
     return SD_OK;
 }
 
-/* Emit one token: returns 1 in *stop when generation ends with it (g->reason set). */
+/* Emit one token: *stop = 1 when generation ends with it (g->out.reason set). */
 static sd_status_t emit(gen_t *g, int32_t token, int *stop)
 {
-    *stop = 1;
-    if (!g->cfg->ignore_eos && g->model->tokenizer != NULL &&
-        sd_tokenizer_is_eog(g->model->tokenizer, token)) {
-        g->reason = SD_STOP_EOS;
-        return SD_OK;
-    }
-    if (is_stop_token(g, token)) {
-        g->reason = SD_STOP_TOKEN;
-        return SD_OK;
-    }
-    SD_CHECK(push_token(g, token));
-    SD_CHECK(add_token_text(g, token));
-    int last = g->n_tokens == (size_t)g->cfg->max_tokens ||
-               g->n_prompt + g->n_tokens >= (size_t)g->n_ctx;
-    if (last)
-        SD_CHECK(flush_text(g));
-    int answer = release(g, token, last ? g->text_len : releasable(g));
-    if (g->matched)
-        g->reason = SD_STOP_STRING;
-    else if (answer != 0)
-        g->reason = SD_STOP_CALLBACK;
-    else if (last)
-        g->reason = SD_STOP_MAX_TOKENS;
-    else
-        *stop = 0;
-    return SD_OK;
+    size_t n = g->out.n_tokens + 1; /* with this token */
+    int last = n == (size_t)g->cfg->max_tokens || g->n_prompt + n >= (size_t)g->n_ctx;
+    return sd_gen_output_emit(&g->out, token, last, stop);
 }
 
 /* The draft length to ask the drafter for: the controller's k, or for a drafter that
@@ -470,28 +197,28 @@ static sd_status_t emit(gen_t *g, int32_t token, int *stop)
  * class's k once it is known: cut_to_class). */
 static long draft_request_len(gen_t *g)
 {
-    if (g->kc.adaptive && sd_drafter_proposes_cheaply(g->drafter))
-        return g->kc.k_max;
-    return sd_spec_k_next(&g->kc);
+    if (g->draft.kc.adaptive && sd_drafter_proposes_cheaply(g->draft.drafter))
+        return g->draft.kc.k_max;
+    return sd_spec_k_next(&g->draft.kc);
 }
 
 /* A cheap drafter's proposal o cut to the k its evidence class earns (0: a plain decode). */
 static void cut_to_class(gen_t *g, sd_draft_out_t *o)
 {
-    if (o->n < 1 || !g->kc.adaptive || !sd_drafter_proposes_cheaply(g->drafter))
+    if (o->n < 1 || !g->draft.kc.adaptive || !sd_drafter_proposes_cheaply(g->draft.drafter))
         return;
-    int k = sd_spec_k_next_for(&g->kc, o->evidence);
+    int k = sd_spec_k_next_for(&g->draft.kc, o->evidence);
     o->n = o->n < k ? o->n : k;
 }
 
-/* In a loaded batch (g->row_cost > 0) the k the class's estimate earns at that cost, for a
+/* In a loaded batch (g->plan.row_cost > 0) the k the class's estimate earns at that cost, for a
  * draft whose length does not decide the tokens (greedy, or deterministic proposals);
  * else no limit (engine/speculative.h, sd_spec_batch_row_cost). */
 static int load_cap(const gen_t *g, int evidence, int has_q)
 {
-    if (g->row_cost <= 0.0 || (g->sp.temperature > 0.0f && has_q))
+    if (g->plan.row_cost <= 0.0 || (g->sp.temperature > 0.0f && has_q))
         return SD_SPEC_MAX_K;
-    return sd_spec_k_at_cost(&g->kc, evidence, g->row_cost);
+    return sd_spec_k_at_cost(&g->draft.kc, evidence, g->plan.row_cost);
 }
 
 /* The draft length this step asks the drafter for (0: no drafting): the controller's, cut
@@ -500,12 +227,12 @@ static int load_cap(const gen_t *g, int evidence, int has_q)
  * token, to what the load pays for. */
 static long draft_len(gen_t *g, size_t len, int max_rows)
 {
-    if (!g->drafting)
+    if (!g->draft.active)
         return 0;
-    long room_tokens = (long)g->cfg->max_tokens - (long)g->n_tokens - 1;
+    long room_tokens = (long)g->cfg->max_tokens - (long)g->out.n_tokens - 1;
     long room_ctx = (long)g->n_ctx - (long)len - 1;
     long k = draft_request_len(g);
-    if (!sd_drafter_proposes_cheaply(g->drafter)) {
+    if (!sd_drafter_proposes_cheaply(g->draft.drafter)) {
         long cap = load_cap(g, 0, g->sp.temperature > 0.0f); /* before the drafter works */
         k = k < cap ? k : cap;
     }
@@ -526,16 +253,16 @@ static sd_status_t draft_conclude(gen_t *g, sd_status_t st, size_t len, long k,
     *evidence = 0;
     if (st == SD_ERR_CONTEXT_FULL) {
         sd_log(SD_LOG_WARN, "drafter %s out of context at %zu tokens (%s); continuing without "
-                            "drafts", sd_drafter_name(g->drafter), len, sd_last_error());
+                            "drafts", sd_drafter_name(g->draft.drafter), len, sd_last_error());
         sd_clear_error();
-        g->drafting = 0;
+        g->draft.active = 0;
         return SD_OK;
     }
     SD_CHECK(st);
-    if (o->n < 0 || o->n > k || (o->has_q && g->q == NULL))
+    if (o->n < 0 || o->n > k || (o->has_q && g->draft.q == NULL))
         return sd_set_error(SD_ERR_INTERNAL, "drafter %s proposed %d tokens (asked <= %ld)%s",
-                            sd_drafter_name(g->drafter), o->n, k,
-                            o->has_q && g->q == NULL ? " with distributions while greedy" : "");
+                            sd_drafter_name(g->draft.drafter), o->n, k,
+                            o->has_q && g->draft.q == NULL ? " with distributions while greedy" : "");
     sd_draft_out_t cut = *o;
     cut_to_class(g, &cut);
     int cap = load_cap(g, cut.evidence, cut.has_q);
@@ -549,8 +276,8 @@ static sd_status_t draft_conclude(gen_t *g, sd_status_t st, size_t len, long k,
 static void draft_request(gen_t *g, size_t len, long k, sd_draft_request_t *req,
                           sd_draft_out_t *o)
 {
-    *req = (sd_draft_request_t){(int)k, &g->sp, g->cfg->seed, (int64_t)len, g->min_confidence};
-    *o = (sd_draft_out_t){.tokens = g->batch + 1, .q = g->q, .n_vocab = g->n_vocab};
+    *req = (sd_draft_request_t){(int)k, &g->sp, g->cfg->seed, (int64_t)len, g->draft.min_confidence};
+    *o = (sd_draft_out_t){.tokens = g->plan.tokens + 1, .q = g->draft.q, .n_vocab = g->n_vocab};
 }
 
 /* Propose the step's drafts into batch[1 .. 1 + *n) for positions len ..; *has_q when q
@@ -565,7 +292,7 @@ static sd_status_t draft(gen_t *g, size_t len, int max_rows, int *n, int *has_q,
     sd_draft_request_t req;
     sd_draft_out_t o;
     draft_request(g, len, k, &req, &o);
-    sd_status_t st = sd_drafter_propose(g->drafter, &req, &o);
+    sd_status_t st = sd_drafter_propose(g->draft.drafter, &req, &o);
     return draft_conclude(g, st, len, k, &o, n, has_q, evidence);
 }
 
@@ -574,7 +301,7 @@ static sd_status_t draft(gen_t *g, size_t len, int max_rows, int *n, int *has_q,
 static sd_status_t emit_block(gen_t *g, const sd_spec_result_t *r, int *stop)
 {
     for (int i = 0; i < r->n_accepted; i++) {
-        SD_CHECK(emit(g, g->batch[1 + i], stop));
+        SD_CHECK(emit(g, g->plan.tokens[1 + i], stop));
         if (*stop)
             return SD_OK;
     }
@@ -585,8 +312,8 @@ static sd_status_t call_hook(gen_t *g, int n, const sd_spec_result_t *r)
 {
     if (g->opts == NULL || g->opts->hook == NULL)
         return SD_OK;
-    sd_spec_step_view_t v = {&g->seq, g->drafting ? g->drafter : NULL, g->prompt, g->n_prompt,
-                             g->tokens, g->n_tokens, n, r->n_accepted, r->next_token, g->kc.k};
+    sd_spec_step_view_t v = {&g->seq, g->draft.active ? g->draft.drafter : NULL, g->prompt, g->n_prompt,
+                             g->out.tokens, g->out.n_tokens, n, r->n_accepted, r->next_token, g->draft.kc.k};
     return g->opts->hook(g->opts->hook_user, &v);
 }
 
@@ -601,7 +328,7 @@ static sd_status_t check_ranks_agree(gen_t *g, size_t len, const sd_spec_result_
     uint64_t w[3] = {len, (uint64_t)r->n_accepted, (uint64_t)(uint32_t)r->next_token};
     uint64_t h = sd_fnv1a64(SD_FNV64_INIT, w, sizeof w);
     for (int i = 0; i < r->n_accepted; i++) {
-        uint64_t t = (uint64_t)(uint32_t)g->batch[1 + i];
+        uint64_t t = (uint64_t)(uint32_t)g->plan.tokens[1 + i];
         h = sd_fnv1a64(h, &t, sizeof t);
     }
     int size = sd_comm_size(g->comm);
@@ -624,101 +351,65 @@ static sd_status_t check_ranks_agree(gen_t *g, size_t len, const sd_spec_result_
 /* Plan a step: the drafter proposes; the forward is [last token, drafts]. */
 static sd_status_t step_plan(gen_t *g, int max_rows, sd_gen_plan_t *p)
 {
-    size_t len = g->n_prompt + g->n_tokens;
-    g->batch[0] = g->n_tokens ? g->tokens[g->n_tokens - 1] : g->prompt[g->n_prompt - 1];
-    double t0 = now_seconds();
-    if (g->draft_ready) /* proposed in rounds */
-        g->draft_ready = 0;
+    size_t len = g->n_prompt + g->out.n_tokens;
+    g->plan.tokens[0] = g->out.n_tokens ? g->out.tokens[g->out.n_tokens - 1] : g->prompt[g->n_prompt - 1];
+    double t0 = sd_now();
+    if (g->draft.ready) /* proposed in rounds */
+        g->draft.ready = 0;
     else
-        SD_CHECK(draft(g, len, max_rows, &g->plan_n, &g->plan_has_q, &g->plan_evidence));
-    g->t_plan = now_seconds();
+        SD_CHECK(draft(g, len, max_rows, &g->plan.n, &g->plan.has_q, &g->plan.evidence));
+    g->t_plan = sd_now();
     g->stats.draft_seconds += g->t_plan - t0;
-    g->plan_len = len;
-    *p = (sd_gen_plan_t){&g->seq, g->batch, g->plan_n + 1, 1};
+    g->plan.len = len;
+    *p = (sd_gen_plan_t){&g->seq, g->plan.tokens, g->plan.n + 1, 1};
     return SD_OK;
 }
 
 /* After the step's forward: verify, emit, roll back, commit to the drafter. */
 static sd_status_t step_advance(gen_t *g, int *stop)
 {
-    size_t len = g->plan_len;
-    int n = g->plan_n, evidence = g->plan_evidence;
+    size_t len = g->plan.len;
+    int n = g->plan.n, evidence = g->plan.evidence;
     sd_spec_result_t r;
-    SD_CHECK(sd_verifier_run(&g->ver, &g->seq, &g->sp, g->cfg->seed, (uint64_t)len, g->batch + 1,
-                             g->plan_has_q ? g->q : NULL, n, &r));
-    g->stats.verify_seconds += now_seconds() - g->t_plan; /* the forward and the check */
+    SD_CHECK(sd_verifier_run(&g->ver, &g->seq, &g->sp, g->cfg->seed, (uint64_t)len, g->plan.tokens + 1,
+                             g->plan.has_q ? g->draft.q : NULL, n, &r));
+    g->stats.verify_seconds += sd_now() - g->t_plan; /* the forward and the check */
     g->n_steps++;
     if (sd_comm_fault_corrupt_step(g->comm, g->n_steps))
         r.next_token = (r.next_token + 1) % g->n_vocab; /* test-only: SPECDEC_FAULT corrupt */
     SD_CHECK(check_ranks_agree(g, len, &r));
     sd_gen_stats_step(&g->stats, n, r.n_accepted);
-    sd_spec_k_update_for(&g->kc, evidence, n, r.n_accepted);
+    sd_spec_k_update_for(&g->draft.kc, evidence, n, r.n_accepted);
     SD_CHECK(emit_block(g, &r, stop));
     if (*stop)
         return SD_OK;
     SD_CHECK(sd_kv_cache_truncate(&g->seq.kv, (int)len + r.n_accepted));
-    if (g->drafting) {
-        double t3 = now_seconds();
-        SD_CHECK(sd_drafter_accept(g->drafter, r.n_accepted, r.next_token));
-        g->stats.draft_seconds += now_seconds() - t3;
+    if (g->draft.active) {
+        double t3 = sd_now();
+        SD_CHECK(sd_drafter_accept(g->draft.drafter, r.n_accepted, r.next_token));
+        g->stats.draft_seconds += sd_now() - t3;
     }
     return call_hook(g, n, &r);
-}
-
-/* Held text after an EOS, stop token or callback stop goes out with token -1. */
-static sd_status_t finish_text(gen_t *g)
-{
-    SD_CHECK(flush_text(g));
-    if (g->text_len > g->released)
-        (void)release(g, -1, g->text_len);
-    if (g->matched)
-        g->reason = SD_STOP_STRING;
-    return SD_OK;
 }
 
 /* Generation ended (SD_OK): held text, timings, statistics. */
 static sd_status_t finish_run(gen_t *g, sd_gen_result_t *out)
 {
-    if (g->reason != SD_STOP_STRING && g->reason != SD_STOP_MAX_TOKENS)
-        SD_CHECK(finish_text(g));
-    double t_end = now_seconds();
+    if (g->out.reason != SD_STOP_STRING && g->out.reason != SD_STOP_MAX_TOKENS)
+        SD_CHECK(sd_gen_output_finish(&g->out));
+    double t_end = sd_now();
     out->prefill_seconds = g->t_decode - g->t_start;
     out->decode_seconds = t_end - g->t_decode;
     sd_gen_stats_t *s = &g->stats;
-    s->draft_forwards = sd_drafter_forwards(g->drafter) - g->draft_forwards0;
+    s->draft_forwards = sd_drafter_forwards(g->draft.drafter) - g->draft.forwards0;
     s->other_seconds = out->decode_seconds - s->draft_seconds - s->verify_seconds;
     if (s->other_seconds < 0.0)
         s->other_seconds = 0.0;
-    sd_gen_stats_finish(s, g->n_tokens);
+    sd_gen_stats_finish(s, g->out.n_tokens);
     return SD_OK;
 }
 
-static void hand_over(gen_t *g, sd_gen_result_t *out)
-{
-    out->tokens = g->tokens;
-    out->n_tokens = g->n_tokens;
-    out->text = g->text;
-    out->text_len = g->text_len;
-    out->stop_reason = g->reason;
-    out->n_prompt = g->n_prompt;
-    out->stats = g->stats;
-    g->tokens = NULL;
-    g->text = NULL;
-}
-
 /* ---- driving (engine/gen.h) ------------------------------------------------------- */
-
-sd_status_t sd_gen_check(const char *caller, const sd_model_t *model, const int32_t *prompt,
-                         size_t n_prompt, const sd_gen_config_t *config,
-                         const sd_spec_config_t *spec, int drafter_given)
-{
-    if (model == NULL || config == NULL || spec == NULL)
-        return sd_set_error(SD_ERR_INVALID_ARG, "%s: %s is NULL", caller,
-                            model == NULL ? "model" : config == NULL ? "config" : "spec");
-    SD_CHECK(check_config(model, config));
-    SD_CHECK(check_prompt(model, prompt, n_prompt));
-    return sd_spec_check(spec, drafter_given);
-}
 
 sd_status_t sd_gen_new(sd_model_t *model, const int32_t *prompt, size_t n_prompt,
                        const sd_gen_config_t *config, const sd_spec_config_t *spec,
@@ -734,11 +425,11 @@ sd_status_t sd_gen_new(sd_model_t *model, const int32_t *prompt, size_t n_prompt
     sd_status_t st = sd_gen_check("sd_generate", model, prompt, n_prompt, config, spec,
                                   opts != NULL && opts->drafter != NULL);
     if (model == NULL || config == NULL) return st;
-    SD_CHECK(agree_on_request(model->comm, st, prompt, n_prompt, config, spec));
+    SD_CHECK(sd_gen_agree_on_request(model->comm, st, prompt, n_prompt, config, spec));
     gen_t *g = calloc(1, sizeof *g);
     SD_ALLOC_CHECK(g, sizeof *g, "generation state");
-    *g = (gen_t){.callback = callback, .user = user, .opts = opts, .batched = batched};
-    st = gen_init(g, model, config, spec, prompt, n_prompt);
+    *g = (gen_t){.opts = opts, .batched = batched};
+    st = gen_init(g, model, config, spec, prompt, n_prompt, callback, user);
     st = sd_comm_agree(g->comm, st); /* e.g. one rank out of memory */
     if (st != SD_OK) {
         gen_release(g);
@@ -753,33 +444,33 @@ sd_status_t sd_gen_plan(sd_gen_t *g, int max_rows, double row_cost, sd_gen_plan_
 {
     if (max_rows < 1)
         return sd_set_error(SD_ERR_INVALID_ARG, "sd_gen_plan: max_rows = %d", max_rows);
-    if (g->t_start == 0.0) g->t_start = now_seconds();
-    size_t left = g->n_prompt - 1 - g->prefilled;
-    if (!g->decoding && left == 0) SD_CHECK(begin_decoding(g));
-    if (g->decoding) {
-        g->planned = 2;
-        g->row_cost = row_cost;
+    if (g->t_start == 0.0) g->t_start = sd_now();
+    size_t left = g->n_prompt - 1 - g->plan.prefilled;
+    if (!g->plan.decoding && left == 0) SD_CHECK(begin_decoding(g));
+    if (g->plan.decoding) {
+        g->plan.kind = PLAN_STEP;
+        g->plan.row_cost = row_cost;
         return step_plan(g, max_rows, plan);
     }
     /* sd_forward computes in the sequence's own scratch; a batch in its own */
     size_t cap = g->batched ? (size_t)max_rows : (size_t)g->seq.max_tokens;
     cap = cap < (size_t)max_rows ? cap : (size_t)max_rows;
-    g->plan_n = (int)(left < cap ? left : cap);
-    g->planned = 1;
-    *plan = (sd_gen_plan_t){&g->seq, g->prompt + g->prefilled, g->plan_n, 0};
+    g->plan.n = (int)(left < cap ? left : cap);
+    g->plan.kind = PLAN_PROMPT;
+    *plan = (sd_gen_plan_t){&g->seq, g->prompt + g->plan.prefilled, g->plan.n, 0};
     return SD_OK;
 }
 
 sd_status_t sd_gen_advance(sd_gen_t *g, int *done)
 {
     *done = 0;
-    int planned = g->planned;
-    g->planned = 0;
-    if (planned == 1) {
-        g->prefilled += (size_t)g->plan_n;
+    gen_plan_kind_t planned = g->plan.kind;
+    g->plan.kind = PLAN_NONE;
+    if (planned == PLAN_PROMPT) {
+        g->plan.prefilled += (size_t)g->plan.n;
         return SD_OK;
     }
-    if (planned != 2)
+    if (planned != PLAN_STEP)
         return sd_set_error(SD_ERR_INTERNAL, "sd_gen_advance without a planned forward");
     return step_advance(g, done);
 }
@@ -788,19 +479,19 @@ sd_status_t sd_gen_advance(sd_gen_t *g, int *done)
 
 int sd_gen_drafts_in_rounds(const sd_gen_t *g)
 {
-    return !sd_gen_prefilling(g) && g->drafting && !g->draft_ready &&
-           sd_drafter_has_rounds(g->drafter);
+    return !sd_gen_prefilling(g) && g->draft.active && !g->draft.ready &&
+           sd_drafter_has_rounds(g->draft.drafter);
 }
 
 /* The rounds ended (status st): the proposal becomes the step's draft. */
 static sd_status_t draft_rounds_end(gen_t *g, sd_status_t st, sd_draft_forward_t *fwd)
 {
     fwd->n = 0;
-    size_t len = g->n_prompt + g->n_tokens;
-    st = draft_conclude(g, st, len, g->draft_k, &g->dout, &g->plan_n, &g->plan_has_q,
-                        &g->plan_evidence);
-    g->draft_ready = st == SD_OK;
-    g->stats.draft_seconds += now_seconds() - g->t_draft;
+    size_t len = g->n_prompt + g->out.n_tokens;
+    st = draft_conclude(g, st, len, g->draft.k, &g->draft.out, &g->plan.n, &g->plan.has_q,
+                        &g->plan.evidence);
+    g->draft.ready = st == SD_OK;
+    g->stats.draft_seconds += sd_now() - g->draft.t_begin;
     return st;
 }
 
@@ -808,37 +499,31 @@ sd_status_t sd_gen_draft_begin(sd_gen_t *g, int max_rows, double row_cost,
                                sd_draft_forward_t *fwd)
 {
     fwd->n = 0;
-    if (!g->decoding) SD_CHECK(begin_decoding(g));
-    g->t_draft = now_seconds();
-    g->row_cost = row_cost;
-    size_t len = g->n_prompt + g->n_tokens;
-    g->draft_k = draft_len(g, len, max_rows);
-    g->dout = (sd_draft_out_t){0};
-    if (g->draft_k == 0) return draft_rounds_end(g, SD_OK, fwd);
-    draft_request(g, len, g->draft_k, &g->dreq, &g->dout);
-    sd_status_t st = sd_drafter_propose_begin(g->drafter, &g->dreq, &g->dout, fwd);
+    if (!g->plan.decoding) SD_CHECK(begin_decoding(g));
+    g->draft.t_begin = sd_now();
+    g->plan.row_cost = row_cost;
+    size_t len = g->n_prompt + g->out.n_tokens;
+    g->draft.k = draft_len(g, len, max_rows);
+    g->draft.out = (sd_draft_out_t){0};
+    if (g->draft.k == 0) return draft_rounds_end(g, SD_OK, fwd);
+    draft_request(g, len, g->draft.k, &g->draft.req, &g->draft.out);
+    sd_status_t st = sd_drafter_propose_begin(g->draft.drafter, &g->draft.req, &g->draft.out, fwd);
     return st != SD_OK || fwd->n == 0 ? draft_rounds_end(g, st, fwd) : SD_OK;
 }
 
 sd_status_t sd_gen_draft_resume(sd_gen_t *g, sd_draft_forward_t *fwd)
 {
-    sd_status_t st = sd_drafter_propose_resume(g->drafter, fwd);
+    sd_status_t st = sd_drafter_propose_resume(g->draft.drafter, fwd);
     return st != SD_OK || fwd->n == 0 ? draft_rounds_end(g, st, fwd) : SD_OK;
 }
 
-size_t sd_gen_n_tokens(const sd_gen_t *g) { return g->n_tokens; }
+size_t sd_gen_n_tokens(const sd_gen_t *g) { return g->out.n_tokens; }
 
-int sd_gen_prefilling(const sd_gen_t *g) { return !g->decoding && g->prefilled + 1 < g->n_prompt; }
+int sd_gen_prefilling(const sd_gen_t *g) { return !g->plan.decoding && g->plan.prefilled + 1 < g->n_prompt; }
 
-int sd_gen_max_step_rows(const sd_gen_t *g) { return g->kc.k_max + 1; }
+int sd_gen_max_step_rows(const sd_gen_t *g) { return g->draft.kc.k_max + 1; }
 
 const sd_gen_stats_t *sd_gen_stats(const sd_gen_t *g) { return &g->stats; }
-
-size_t sd_gen_kv_positions_for(const sd_model_t *m, size_t n_prompt, const sd_gen_config_t *c)
-{
-    size_t want = n_prompt + (size_t)c->max_tokens;
-    return (want < (size_t)m->n_ctx ? want : (size_t)m->n_ctx) - 1;
-}
 
 size_t sd_gen_kv_bytes(const sd_gen_t *g)
 {
@@ -855,10 +540,12 @@ sd_status_t sd_gen_finish(sd_gen_t *g, sd_status_t st, sd_gen_result_t *out)
         /* Generation had started: keep what was produced (text held back for a possible
          * stop string included), timings aside. */
         memset(out, 0, sizeof *out);
-        g->reason = g->cancelled ? SD_STOP_CANCELLED : SD_STOP_ERROR;
-        sd_gen_stats_finish(&g->stats, g->n_tokens);
+        g->out.reason = g->cancelled ? SD_STOP_CANCELLED : SD_STOP_ERROR;
+        sd_gen_stats_finish(&g->stats, g->out.n_tokens);
     }
-    hand_over(g, out);
+    sd_gen_output_take(&g->out, out);
+    out->n_prompt = g->n_prompt;
+    out->stats = g->stats;
     gen_release(g);
     free(g);
     return st;

@@ -35,6 +35,7 @@
 #include <time.h>
 
 #include "core/check.h"
+#include "core/clock.h"
 #include "engine/gen.h"
 #include "core/log.h"
 #include "model/forward.h"
@@ -165,7 +166,7 @@ static int on_token(void *user, int32_t token, const char *text, size_t len)
         r->got_first_token = 1;
         sd_engine_t *e = r->engine;
         pthread_mutex_lock(&e->mu);
-        hist_observe(&e->m.ttft_seconds, sd_comm_now() - r->t_submit);
+        hist_observe(&e->m.ttft_seconds, sd_now() - r->t_submit);
         pthread_mutex_unlock(&e->mu);
     }
     return r->callback ? r->callback(r->user, token, text, len) : 0;
@@ -221,7 +222,7 @@ static void pop_admissions(sd_engine_t *e, sched_decision_t *d)
            kv + r->kv_positions <= e->m.kv_positions_cap) {
         e->queue_head = r->next;
         if (e->queue_head == NULL) e->queue_tail = NULL;
-        r->t_admit = sd_comm_now();
+        r->t_admit = sd_now();
         hist_observe(&e->m.queue_seconds, r->t_admit - r->t_submit);
         kv += r->kv_positions;
         d->admit[d->n_admit++] = r;
@@ -400,7 +401,7 @@ static void advance_planned(sd_engine_t *e, int n_parts, sd_status_t st)
 /* One step over the active requests. */
 static void run_step(sd_engine_t *e)
 {
-    double t0 = sd_comm_now();
+    double t0 = sd_now();
     for (int i = 0; i < e->n_active; i++) e->active[i]->plan_status = SD_OK;
     int n_parts = plan_step(e);
     for (int i = e->n_active - 1; i >= 0; i--) /* plans that failed */
@@ -413,7 +414,7 @@ static void run_step(sd_engine_t *e)
     pthread_mutex_lock(&e->mu);
     e->m.steps++;
     e->m.batch_rows += (uint64_t)rows;
-    hist_observe(&e->m.step_seconds, sd_comm_now() - t0);
+    hist_observe(&e->m.step_seconds, sd_now() - t0);
     pthread_mutex_unlock(&e->mu);
 }
 
@@ -444,7 +445,7 @@ static void leader_decide(sd_engine_t *e, sched_decision_t *d)
 {
     pthread_mutex_lock(&e->mu);
     d->stop = !wait_for_work(e);
-    int expire = e->deadline > 0.0 && sd_comm_now() >= e->deadline;
+    int expire = e->deadline > 0.0 && sd_now() >= e->deadline;
     sweep_queue(e, expire);
     pthread_mutex_unlock(&e->mu);
     pick_cancellations(e, expire, d);
@@ -494,7 +495,7 @@ static sd_status_t follower_accept(sd_engine_t *e, sched_decision_t *d)
     for (int i = 0; i < d->n_admit; i++) {
         sd_request_t *r = d->admit[i];
         r->kv_positions = sd_gen_kv_positions_for(e->model, r->n_prompt, &r->config);
-        r->t_submit = r->t_admit = sd_comm_now();
+        r->t_submit = r->t_admit = sd_now();
     }
     return SD_OK;
 }
@@ -663,7 +664,7 @@ static sd_status_t enqueue(sd_engine_t *e, sd_request_t *r)
     if (waiting + e->n_active >= e->p.max_active + e->p.max_queued)
         return sd_set_error(SD_ERR_BUSY, "%d requests active and %d queued: the queue (max_queued "
                             "= %d) is full", e->n_active, waiting, e->p.max_queued);
-    r->t_submit = sd_comm_now();
+    r->t_submit = sd_now();
     if (e->queue_tail) e->queue_tail->next = r;
     else e->queue_head = r;
     e->queue_tail = r;
@@ -776,7 +777,7 @@ void sd_engine_shutdown(sd_engine_t *e, double grace_seconds)
     if (e == NULL) return;
     pthread_mutex_lock(&e->mu);
     e->accepting = 0;
-    double deadline = sd_comm_now() + (grace_seconds > 0 ? grace_seconds : 0);
+    double deadline = sd_now() + (grace_seconds > 0 ? grace_seconds : 0);
     if (e->deadline == 0.0 || deadline < e->deadline) e->deadline = deadline;
     pthread_cond_signal(&e->work_cv);
     while (e->n_active > 0 || e->queue_head != NULL) {
