@@ -1,8 +1,8 @@
 /* The default tensor-parallel plan of the llama/qwen2 family (Megatron style; never "no
  * plan") and the sharding of loaded layers by it. The plan and why: docs/design-notes.md,
  * "Tensor parallelism". */
-#ifndef SPECDEC_ENGINE_TP_H
-#define SPECDEC_ENGINE_TP_H
+#ifndef SPECDEC_MODEL_TP_PLAN_H
+#define SPECDEC_MODEL_TP_PLAN_H
 
 #include "model/model.h" /* sd_tp_shard_t lives there: struct sd_model holds one */
 

@@ -1,6 +1,6 @@
 /* Tokenizer internals shared by the .c files of tokenizer/ (not a public contract). */
-#ifndef SPECDEC_ENGINE_TOKENIZER_IMPL_H
-#define SPECDEC_ENGINE_TOKENIZER_IMPL_H
+#ifndef SPECDEC_TOKENIZER_TOKENIZER_IMPL_H
+#define SPECDEC_TOKENIZER_TOKENIZER_IMPL_H
 
 #include <stdbool.h>
 #include <stddef.h>
