@@ -1,49 +1,19 @@
 /* The intra-node backend on the CPU: the ranks of a communicator share one POSIX
  * shared-memory segment, /dev/shm/specdec-<job>-<path> (path "world", or
- * "<parent path>.first<n>.<parent seq>" for a split).
+ * "<parent path>.first<n>.<parent seq>" for a split). Segment layout, setup, and why two
+ * slot parities with monotonic stamps can neither race nor hang: docs/comm.md, "The CPU
+ * `intra` backend".
  *
- * Segment: a header { magic, size, slot_bytes, attached, unlinked, one 128-byte line per
- * rank { arrive stamp, reduced stamp, pid, desc[2] } written only by that rank }, then
- * slots[2 parities][size ranks][INTRA_SLOT_BYTES].
- *
- * Setup: rank 0 creates the segment (O_EXCL), sizes it, writes the header and publishes
- * the magic last; the others open it (retrying until the deadline), check the header and
- * count themselves in `attached`. Once all have attached rank 0 unlinks the name and
- * says so in `unlinked`, which the others wait for: nothing is left in /dev/shm even if a
- * rank crashes later, and the name is free again before anyone returns.
- *
- * A collective is a sequence of rounds (one per piece of at most INTRA_SLOT_BYTES); every
- * rank runs the same rounds, numbered 1, 2, ... (ctx->round). Round r uses the slot set
- * of parity r & 1:
- *   1. the rank copies its piece into its slot and writes its descriptor (op, seq,
- *      bytes, aux) for that parity;
- *   2. start barrier: it stores arrive = r (release) and waits until every rank's
- *      arrive >= r (acquire), then checks every descriptor equals its own (else
- *      SD_ERR_RANK_DIVERGENCE: mismatched collectives fail instead of hanging);
- *   3. one-shot (allreduce <= INTRA_ONE_SHOT_MAX): it sums every slot in rank order into
- *      its own buffer. Two-shot (larger): it sums chunk `rank` of every slot in rank
- *      order into that chunk of its own slot (reduce-scatter), stores reduced = r, waits
- *      until every reduced >= r, and copies every rank's chunk out (allgather).
- *
- * The race this rules out: a rank that leaves round r may enter round r + 1 while a slow
- * peer is still reading round r's slots. With one set of slots it would overwrite its
- * slot under that reader (wrong sums), and with flags that are reset or toggled per
- * round, the slow peer could take the fast rank's round r + 1 flag for round r's, or miss
- * a toggle and spin forever - the data-dependent hang of custom allreduces. Here:
- *   - the two alternating slot sets: round r + 1 writes the other parity, and round r + 2
- *     (which reuses round r's slots) writes only after round r + 1's start barrier, which
- *     the slow peer reaches only once it has finished reading round r. So each round's
- *     start barrier is also the previous same-parity round's end barrier, and a round
- *     needs no third barrier (two-shot's `reduced` barrier is the end of its reduce);
- *   - flags are per-rank monotonic stamps (the round number) compared with >=: never
- *     reset, so a stamp from a later round can only satisfy a wait, never confuse it.
- *
- * Determinism: both algorithms compute every element as ((x0 + x1) + x2) + ... in f32 in
- * rank order, rounded once to the dtype, so every rank gets the same bits and one-shot
- * equals two-shot.
- *
- * Waits poll the deadline and abort flag (sd_comm_wait_step) and, every ~10 ms, whether
- * the ranks not yet arrived are alive (SD_ERR_PEER_LOST naming the rank). */
+ * A collective is a sequence of rounds (one per piece of at most INTRA_SLOT_BYTES), numbered
+ * 1, 2, ... (ctx->round) on every rank; round r uses the slot set of parity r & 1:
+ *   1. copy my piece into my slot, write my descriptor (op, seq, bytes, aux) for the parity;
+ *   2. start barrier: store arrive = r (release), wait until every arrive >= r (acquire),
+ *      check every descriptor equals mine (else SD_ERR_RANK_DIVERGENCE);
+ *   3. one-shot (allreduce <= INTRA_ONE_SHOT_MAX): sum every slot in rank order into my
+ *      buffer. Two-shot: sum chunk `rank` of every slot into that chunk of my slot, store
+ *      reduced = r, wait until every reduced >= r, copy every rank's chunk out.
+ * Sums: sd_comm_reduce_rank_order. Waits: sd_comm_wait_step, plus a liveness check of the
+ * ranks not yet arrived every ~10 ms (SD_ERR_PEER_LOST naming the rank). */
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>

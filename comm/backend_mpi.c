@@ -1,25 +1,9 @@
-/* The `mpi` backend: Open MPI communicators for CPU ranks started by mpirun.
- *
- * Every collective is non-blocking (MPI_Iallgather, MPI_Ialltoallv, MPI_Ibcast,
- * MPI_Ibarrier, MPI_Comm_idup) and polled with MPI_Test between sd_comm_wait_step calls,
- * so it honours the deadline and the abort flag and yields the core. On a timeout the
- * call returns SD_ERR_COMM_TIMEOUT and the wrappers mark the communicator failed; the
- * library never calls MPI_Abort (the CLI exits non-zero and mpirun takes the job down).
- * A request still pending then may write into its buffers later, so a failed
- * communicator keeps its scratch and its MPI communicator until the process exits.
- *
- * Allreduce is deterministic and bit-identical on every rank: element i is
- * ((x_0 + x_1) + x_2) + ... in rank order, accumulated in f32 (f16/bf16 inputs converted
- * exactly, one rounding at the end). Small messages: allgather every rank's buffer, then
- * each rank sums locally (one-shot). From TWO_SHOT_BYTES on: rank r's chunk of every
- * rank's buffer goes to rank r (MPI_Ialltoallv), r sums its chunk in rank order, and an
- * MPI_Iallgatherv hands the sums around (two-shot: 2 (n-1)/n of the bytes per rank
- * instead of n-1). Both give the same bits for every element.
- *
- * MPI's lifetime: MPI_Init_thread when MPI is not initialized yet; MPI_Finalize when the
- * last communicator we created is destroyed, if we initialized MPI and no communicator
- * failed (finalizing with a stalled peer would hang). MPI cannot be initialized twice, so
- * a later sd_comm_mpi_new in the same process is an error. */
+/* The `mpi` backend: Open MPI communicators for CPU ranks started by mpirun. Every
+ * collective is non-blocking and polled with MPI_Test between sd_comm_wait_step calls;
+ * allreduce is gather + sd_comm_reduce_rank_order, one-shot below TWO_SHOT_BYTES, two-shot
+ * from there. A failed communicator keeps its scratch and MPI communicator until exit (a
+ * pending request may still write them). MPI's lifetime and why: docs/comm.md, "The `mpi`
+ * backend". */
 #include <limits.h>
 #include <mpi.h>
 #include <stdio.h>

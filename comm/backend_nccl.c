@@ -1,33 +1,10 @@
-/* The nccl backend: NCCL 2.28 communicators in non-blocking mode, one CUDA stream each.
- *
- * Buffers: the ops table's buffers are device pointers for this backend (the fast path).
- * Host pointers also work: they are staged through the communicator's device scratch
- * (copied in before, out after), for CPU callers and tests. The work producing a device
- * buffer must be complete or on the legacy default stream (the comm's stream is a
- * blocking stream, ordered after it); every op returns only when its result is in place.
- *
- * No silent hang: NCCL calls are non-blocking (config.blocking = 0). Every call that
- * answers ncclInProgress, and every enqueued collective, is polled (ncclCommGetAsyncError,
- * cudaStreamQuery) in a sd_comm_wait_step loop against the op's deadline and the abort
- * flag the watchdog sets. On the deadline or the abort flag: ncclCommAbort and
- * SD_ERR_COMM_TIMEOUT; on an asynchronous NCCL error: ncclCommAbort and SD_ERR_DEVICE
- * naming NCCL's error string.
- *
- * Allreduce, three ways (the same on every rank of a communicator):
- *   - default: ncclAllGather of every rank's buffer into scratch [size][count], then a
- *     kernel that sums the rows in rank order (comm/cuda/gather_sum.cu). Bit-identical on
- *     every rank, for every message size, and equal to the CPU backends' sums.
- *     ncclAllReduce promises none of that: its summation order follows the algorithm
- *     (ring, tree, NVLS, ...), protocol and channel count NCCL picks for the message size
- *     and topology, so an element's last bits change with the message size, the machine
- *     and the NCCL version, differ from the CPU backends' sums, and are not documented to
- *     agree across ranks for every algorithm - any of which can flip a greedy argmax.
- *   - SPECDEC_NCCL_FAST_ALLREDUCE=1: plain ncclAllReduce (less traffic, no determinism
- *     promise across ranks or against the CPU backends).
- *   - after sd_comm_nccl_use_intra(): the CUDA IPC allreduce (comm/cuda/intra_cuda.h),
- *     one-shot or two-shot over IPC-mapped buffers on one node, deterministic like the
- *     default. Its buffers are set up by the first allreduce after the call (a collective
- *     already, so no extra rendezvous); allgather, broadcast and barrier stay on NCCL. */
+/* The nccl backend: NCCL communicators in non-blocking mode (config.blocking = 0), one CUDA
+ * stream each; every NCCL call and enqueued collective is polled in a sd_comm_wait_step loop
+ * (deadline or abort flag: ncclCommAbort). Buffers are device pointers, or host pointers
+ * staged through the device scratch. Allreduce: allgather + rank-order sum
+ * (comm/cuda/gather_sum.cu) by default, ncclAllReduce with SPECDEC_NCCL_FAST_ALLREDUCE=1, the
+ * CUDA IPC allreduce after sd_comm_nccl_use_intra. Why and the details: docs/comm.md, "The
+ * `nccl` backend". */
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -219,7 +196,7 @@ static sd_status_t scratch(nccl_ctx_t *x, size_t bytes, char **out)
     return SD_OK;
 }
 
-/* ---- the CUDA IPC allreduce (protocol and kernels: comm/cuda/intra_cuda.h) ------------- */
+/* ---- the CUDA IPC allreduce (kernels: comm/cuda/intra_cuda.h; protocol: docs/comm.md) -- */
 
 typedef struct ipc_hello {
     cudaIpcMemHandle_t handle;

@@ -1,20 +1,7 @@
-/* For comm backends and the generic layer (comm/): the communicator's internals, the ops
- * table a backend fills, the backend table, and the machinery that makes a hang impossible
- * to miss. Callers include comm/comm.h only.
- *
- * Every collective goes through the wrappers of comm/comm.h (comm/comm.c), which
- *   1. give it the communicator's next sequence number and a deadline
- *      (now + SPECDEC_COMM_TIMEOUT_MS, default 60000);
- *   2. record it in the communicator's flight recorder (the last SD_FLIGHT_LEN ops);
- *   3. apply test-only fault injection (SPECDEC_FAULT, comm/fault.c);
- *   4. call the backend, whose every wait polls the deadline and the abort flag and
- *      yields after a bounded number of spins (ranks may outnumber cores);
- *   5. on failure print the flight record once to stderr and mark the communicator
- *      failed: every later collective on it returns the same status at once.
- * A watchdog thread per process (comm/watchdog.c) catches what a backend cannot: an op
- * still running SD_WATCHDOG_GRACE_MS after its deadline gets the flight record printed
- * and the abort flag set (backends whose waits are outside our loops, e.g. NCCL, abort
- * the communicator from there). */
+/* For comm backends, the generic layer (comm/) and tests of internals: struct sd_comm, the
+ * ops table a backend fills, the backend table, and the deadline, flight-recorder, watchdog
+ * and fault machinery every collective goes through (docs/comm.md, "What every collective
+ * goes through"). Callers include comm/comm.h only. */
 #ifndef SPECDEC_COMM_COMM_IMPL_H
 #define SPECDEC_COMM_COMM_IMPL_H
 
@@ -128,16 +115,14 @@ void sd_comm_teardown(sd_comm_t *c);
 void sd_comm_op_begin(sd_comm_t *c, sd_comm_op_t op, size_t bytes);
 sd_status_t sd_comm_op_end(sd_comm_t *c, sd_status_t status);
 
-/* One bounded wait step for a spin loop (start each wait with *spins = 0): returns SD_OK
- * to keep spinning, or SD_ERR_COMM_TIMEOUT once the deadline has passed or the abort flag
- * is set (with a message naming the group, op, seq and `waiting_for`, e.g. "rank 1's
- * arrival"). The first 256 steps pause (none when the group has more ranks than online
- * cores), the next 1024 sched_yield(), then each sleeps 50 us: ranks may outnumber cores. */
+/* One bounded step of a spin-wait (*spins = 0 at the start of each wait): SD_OK to keep
+ * waiting, SD_ERR_COMM_TIMEOUT once the deadline has passed or the abort flag is set (naming
+ * group, op, seq and `waiting_for`, e.g. "rank 1's arrival"). Backoff: docs/comm.md. */
 sd_status_t sd_comm_wait_step(sd_comm_t *c, unsigned *spins, const char *waiting_for);
 
-/* dst[n] = src[0][n] + src[1][n] + ... + src[p-1][n] in rank order, in f32, rounded once to
- * dt (comm/comm_reduce.c): the one reduction of the CPU backends, so every rank and every
- * algorithm gets the same bits. dst may be one of the sources. */
+/* dst[i] = ((src[0][i] + src[1][i]) + ...) + src[p-1][i] for i < n, in f32, rounded once to
+ * dt (comm/comm_reduce.c): the CPU backends' one reduction and the C reference of the GPU
+ * rank-order sums (comm/cuda/rank_sum.cuh). dst may be one of the sources. */
 void sd_comm_reduce_rank_order(void *dst, uint8_t *const *src, int p, size_t n, sd_comm_dtype_t dt);
 
 /* The flight record (rank, group, op, seq, bytes, state of the last SD_FLIGHT_LEN ops) on
@@ -145,16 +130,8 @@ void sd_comm_reduce_rank_order(void *dst, uint8_t *const *src, int p, size_t n, 
 void sd_comm_print_flight(const sd_comm_t *c, const char *why);
 
 /* ---- fault injection (comm/fault.c), test-only -------------------------------------- */
-/* SPECDEC_FAULT is a comma-separated list of
- *   stall:rank=R:op=N      rank R blocks forever (sleeping) at its N-th collective
- *                          (N counts the process's collectives from 1, over all its
- *                          communicators; a backend's SD_OP_INIT is not one)
- *   crash:rank=R:op=N      rank R dies (SIGKILL to itself) at its N-th collective
- *   delay:rank=R:ms=D      rank R sleeps D ms before every collective
- *   corrupt:rank=R:step=N  rank R flips its accepted token at speculative step N
- * R is the world rank. Read by sd_fault_check_env (sd_comm_setup calls it, so at every
- * communicator creation); a changed value restarts the count. A malformed value is
- * SD_ERR_INVALID_ARG naming the token. */
+/* (Re)reads SPECDEC_FAULT (grammar: docs/comm.md, "Fault injection"); sd_comm_setup calls
+ * it. SD_ERR_INVALID_ARG naming a malformed token. */
 sd_status_t sd_fault_check_env(void);
 /* Called by the wrappers before each collective. */
 void sd_fault_before_collective(int world_rank);

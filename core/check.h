@@ -1,6 +1,6 @@
 /* Internal status helpers: set the thread-local error detail, propagate with a trail. */
-#ifndef SPECDEC_ENGINE_CHECK_H
-#define SPECDEC_ENGINE_CHECK_H
+#ifndef SPECDEC_CORE_CHECK_H
+#define SPECDEC_CORE_CHECK_H
 
 #include "specdec/specdec.h"
 

@@ -1,6 +1,6 @@
 /* Logging to stderr, filtered by SPECDEC_LOG (error|warn|info|debug; default warn). */
-#ifndef SPECDEC_ENGINE_LOG_H
-#define SPECDEC_ENGINE_LOG_H
+#ifndef SPECDEC_CORE_LOG_H
+#define SPECDEC_CORE_LOG_H
 
 #include "check.h"
 

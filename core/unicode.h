@@ -1,7 +1,7 @@
 /* Unicode helpers for the tokenizer: lenient UTF-8 decoding and the code-point classes the
  * pre-tokenizer regexes need (\p{L}, \p{N}, \s). */
-#ifndef SPECDEC_ENGINE_UNICODE_H
-#define SPECDEC_ENGINE_UNICODE_H
+#ifndef SPECDEC_CORE_UNICODE_H
+#define SPECDEC_CORE_UNICODE_H
 
 #include <stddef.h>
 #include <stdint.h>

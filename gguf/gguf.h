@@ -1,6 +1,6 @@
 /* GGUF v2/v3 reader (mmap or caller's buffer, zero-copy, fully validated) and writer. */
-#ifndef SPECDEC_ENGINE_GGUF_H
-#define SPECDEC_ENGINE_GGUF_H
+#ifndef SPECDEC_GGUF_GGUF_H
+#define SPECDEC_GGUF_GGUF_H
 
 #include <stdbool.h>
 #include <stddef.h>

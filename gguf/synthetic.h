@@ -1,7 +1,7 @@
 /* Random-weight GGUF models of any llama/qwen2 shape, written with the project's GGUF
  * writer: tests and benchmarks use them so they need no download. */
-#ifndef SPECDEC_ENGINE_SYNTHETIC_MODEL_H
-#define SPECDEC_ENGINE_SYNTHETIC_MODEL_H
+#ifndef SPECDEC_GGUF_SYNTHETIC_H
+#define SPECDEC_GGUF_SYNTHETIC_H
 
 #include <stdint.h>
 

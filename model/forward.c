@@ -1,13 +1,8 @@
-/* The llama/qwen2 forward pass over n tokens at once, through the backend ops table.
- * Scratch lives in sd_seq_t, so a forward call allocates nothing. Under tensor
- * parallelism the attention and MLP blocks run on the rank's shard (m->tp: local heads
- * and MLP features) and end with an allreduce of their partial outputs; everything
- * else (embedding, norms, residual stream, head) is replicated.
- *
- * Every op argument is fixed for a given (sequence, n, layer count): token ids and positions
- * live in ids_dev (uploaded before the ops run), K/V rows reach the cache through kv_store
- * at those positions, and attention reads them there. So a device backend with graph ops
- * captures the ops of the first forward of each n and replays them afterwards. */
+/* The llama/qwen2 forward pass over n tokens at once, through the backend ops table;
+ * scratch lives in sd_seq_t / sd_batch_t, so a forward allocates nothing. Under TP the
+ * attention and MLP blocks run on the rank's shard (m->tp) and end with an allreduce;
+ * the rest is replicated (docs/design-notes.md, "Tensor parallelism"). No op argument
+ * changes between steps, so a device backend can replay graphs (docs/cuda.md, "CUDA graphs"). */
 #include <stdlib.h>
 #include <string.h>
 
@@ -341,7 +336,6 @@ void sd_batch_free(sd_batch_t *b)
     memset(b, 0, sizeof *b);
 }
 
-/* Part i may join batch b: its sequence, tokens and room (see sd_forward_batch). */
 /* 1 when s runs b's model, or a layer-skip view of it (its weights, fewer layers) that
  * holds the n_layers layers the forward runs. */
 static int runs_batch_model(const sd_batch_t *b, const sd_seq_t *s, int n_layers)
@@ -350,6 +344,7 @@ static int runs_batch_model(const sd_batch_t *b, const sd_seq_t *s, int n_layers
            (s->model->layers == b->model->layers && n_layers > 0 && n_layers <= s->model->hp.n_layer);
 }
 
+/* Part i may join batch b: its sequence, tokens and room (see sd_forward_batch). */
 static sd_status_t check_part(const sd_batch_t *b, const sd_batch_part_t *p, int i,
                               int logits_done, int n_layers)
 {

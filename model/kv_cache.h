@@ -1,4 +1,5 @@
-/* The KV cache of one sequence. */
+/* The KV cache of one sequence (model/kv_cache.c); f32 for exact rollback by length
+ * (docs/design-notes.md, "CPU kernels"). */
 #ifndef SPECDEC_MODEL_KV_CACHE_H
 #define SPECDEC_MODEL_KV_CACHE_H
 

@@ -18,7 +18,7 @@ typedef struct sd_hparams {
     sd_rope_params_t rope;
 } sd_hparams_t;
 
-/* This rank's part of a tensor-parallel model (model/tp_plan.h has the plan). */
+/* This rank's part of a tensor-parallel model (sd_tp_plan in model/tp_plan.h computes it). */
 typedef struct sd_tp_shard {
     int rank, size;          /* position in the model's comm (0, 1 without one) */
     int head0, n_head;       /* local query heads [head0, head0 + n_head) */

@@ -1,5 +1,5 @@
 /* Tensor parallelism: the default sharding plan of the llama/qwen2 family and the shard
- * of a loaded model (model/tp_plan.h has the plan in words). */
+ * of a loaded model (the plan in words: docs/design-notes.md, "Tensor parallelism"). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

@@ -1,7 +1,7 @@
 /* Tokenizer built from GGUF metadata: byte-level BPE (tokenizer.ggml.model = "gpt2",
  * with the pre-tokenizer named by tokenizer.ggml.pre) and SentencePiece-style ("llama"). */
-#ifndef SPECDEC_ENGINE_TOKENIZER_H
-#define SPECDEC_ENGINE_TOKENIZER_H
+#ifndef SPECDEC_TOKENIZER_TOKENIZER_H
+#define SPECDEC_TOKENIZER_TOKENIZER_H
 
 #include <stddef.h>
 #include <stdint.h>

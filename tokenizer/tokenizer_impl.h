@@ -1,6 +1,6 @@
-/* Tokenizer internals shared by tokenizer*.c (not a public contract). */
-#ifndef SPECDEC_ENGINE_TOKENIZER_IMPL_H
-#define SPECDEC_ENGINE_TOKENIZER_IMPL_H
+/* Tokenizer internals shared by the .c files of tokenizer/ (not a public contract). */
+#ifndef SPECDEC_TOKENIZER_TOKENIZER_IMPL_H
+#define SPECDEC_TOKENIZER_TOKENIZER_IMPL_H
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -89,10 +89,11 @@ static inline void sd_tok_emit(sd_tok_out_t *o, int32_t id)
     o->n++;
 }
 
-/* Grow a scratch array to hold at least n elements of elem bytes. */
+/* Grow *p (capacity *cap elements of elem bytes) to at least n; SD_ERR_OUT_OF_MEMORY naming
+ * `what`, *p and *cap unchanged. */
 sd_status_t sd_tok_reserve(void **p, size_t *cap, size_t n, size_t elem, const char *what);
 
-/* ---- maps (tokenizer_map.c) ---- */
+/* ---- maps (maps.c) ---- */
 sd_status_t sd_text_map_init(sd_text_map_t *m, size_t n);
 void sd_text_map_free(sd_text_map_t *m);
 void sd_text_map_put(sd_text_map_t *m, const sd_tokenizer_t *t, int32_t id);
@@ -103,16 +104,16 @@ void sd_pair_map_free(sd_pair_map_t *m);
 void sd_pair_map_put(sd_pair_map_t *m, int32_t a, int32_t b, int32_t rank, int32_t id);
 const sd_pair_slot_t *sd_pair_map_get(const sd_pair_map_t *m, int32_t a, int32_t b);
 
-/* ---- vocabulary loading (tokenizer_vocab.c) ---- */
+/* ---- vocabulary loading (vocab.c) ---- */
 sd_status_t sd_tokenizer_load_vocab(const gguf_file_t *f, sd_tokenizer_t *t);
 
-/* ---- pre-tokenizer (tokenizer_pretok.c) ---- */
+/* ---- pre-tokenizer (pretok.c) ---- */
 /* Called with each piece as a byte range [start, end) of the segment. */
 typedef sd_status_t (*sd_piece_fn)(void *ctx, size_t start, size_t end);
 sd_status_t sd_pretokenize(sd_pretok_t kind, const uint8_t *text, size_t len,
                            sd_tok_scratch_t *s, sd_piece_fn fn, void *ctx);
 
-/* ---- models ---- */
+/* ---- models (bpe.c, spm.c) ---- */
 /* Byte-level BPE over one segment of raw text (no special tokens inside). */
 sd_status_t sd_bpe_encode(const sd_tokenizer_t *t, sd_tok_scratch_t *s, const uint8_t *text,
                           size_t len, sd_tok_out_t *o);
@@ -130,7 +131,7 @@ typedef struct sd_merge_cand {
     int32_t check[3];
 } sd_merge_cand_t;
 
-/* Binary min-heap over h[0..*n) ordered by (key, left). */
+/* Binary min-heap over h[0..*n) ordered by (key, left) (tokenizer.c). */
 void sd_merge_heap_push(sd_merge_cand_t *h, size_t *n, sd_merge_cand_t c);
 sd_merge_cand_t sd_merge_heap_pop(sd_merge_cand_t *h, size_t *n);
 

@@ -1,5 +1,6 @@
-// The CUDA intra-node allreduce over IPC-mapped regions: the protocol is described in
-// intra_cuda.h; the host side (IPC setup, waits, errors) is in comm/backend_nccl.c.
+// The CUDA intra-node allreduce over IPC-mapped regions (contract: intra_cuda.h; protocol:
+// docs/comm.md, "The CUDA IPC allreduce"); the host side (IPC setup, waits, errors) is in
+// comm/backend_nccl.c.
 #include <cuda/atomic>
 
 #include "rank_sum.cuh"

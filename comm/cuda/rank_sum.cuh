@@ -1,7 +1,6 @@
 // Rank-order sums on the device: element i of P inputs accumulated in f32 in the order
-// 0, 1, ..., P-1 and rounded once to the element type (round to nearest even). Every
-// rank and every algorithm that sums this way gets the same bits, and so does the C
-// reference in comm/cuda/reference.h.
+// 0, 1, ..., P-1 and rounded once to the element type (round to nearest even): the same
+// bits as the C reference, sd_comm_reduce_rank_order (comm/comm_impl.h, comm/comm_reduce.c).
 #ifndef SPECDEC_COMM_CUDA_RANK_SUM_CUH
 #define SPECDEC_COMM_CUDA_RANK_SUM_CUH
 

@@ -1,4 +1,5 @@
-/* GGML block layouts and the CPU dot-product kernels (internal to kernels/cpu). */
+/* GGML block layouts and the CPU dot-product kernels (internal to kernels/cpu). The two dot
+ * paths and their cost: docs/design-notes.md, "CPU kernels". */
 #ifndef SPECDEC_KERNELS_CPU_QUANTS_H
 #define SPECDEC_KERNELS_CPU_QUANTS_H
 
@@ -78,9 +79,8 @@ void sd_quant_q6_k(const float *x, sd_block_q6_k *b, int64_t nb);
 void sd_vec_dot_rows(sd_dtype_t type, const void *w_row, const float *x, size_t ldx, int nr,
                      int64_t n, float *out);
 
-/* Integer fast path for matmul (Q4_0, Q4_1, Q8_0 with AVX2): activations quantized per block
- * of 32 to int16 (scale = max|x| / 32767, relative error <= 2^-16 of the block's largest
- * value) and the dot taken with integer multiply-adds. */
+/* The int16 path of matmul (Q4_0, Q4_1, Q8_0): 1 for those types. Activations are quantized
+ * per block of 32 to int16 (scale = max|x| / 32767: error <= 2^-16 of the block's max). */
 int sd_dot_i16_supported(sd_dtype_t type);
 /* int16 values one quantized activation row of n elements takes for weights of `type`
  * (n, or 2n where the kernel reads a duplicated layout). */
@@ -90,9 +90,8 @@ int64_t sd_act_i16_len(sd_dtype_t type, int64_t n);
 void sd_quantize_act_i16(sd_dtype_t type, const float *x, int64_t n, int16_t *q, float *scale,
                          float *sum);
 
-/* The int16 matmul computes tiles of SD_I16_TILE_W weight rows (AVX2; the AVX-512 kernel:
- * 8, or 16 from 3 activation rows on), decoding each block of a tile once for up to
- * SD_I16_TILE_X activation rows (more rows take more passes). */
+/* Weight rows per tile of the AVX2 kernel (sd_i16_tile_rows: the chosen kernel's widest),
+ * and activation rows one decode of a tile serves (more rows take more passes). */
 #define SD_I16_TILE_W 4
 #define SD_I16_TILE_X 16
 /* y[c * ldy + r] = dot(weight row r, activation row c) for r < nw, c < nx (nx >= 1).
@@ -104,19 +103,16 @@ void sd_vec_dot_rows_i16(sd_dtype_t type, const void *w, size_t row_bytes, int64
                          const int16_t *q, const float *scale, const float *sum, int nx,
                          int64_t n, float *y, size_t ldy);
 
-/* Kernels of sd_vec_dot_rows_i16, all with the same results bit for bit: the portable scalar
- * one (builds without AVX2; it reads the natural activation order), the AVX2 tile kernel
- * (x86-64 builds) and its AVX-512 VNNI variant (x86-64 CPUs with AVX-512 F/BW/VL/DQ and
- * VNNI). sd_vec_dot_rows_i16 uses the best one available, chosen once per process (single-row
- * Q8_0 calls stay on AVX2, faster there); the environment variable SPECDEC_CPU_ISA=avx2
- * forces the AVX2 kernel. */
+/* The kernels of sd_vec_dot_rows_i16, bit-identical: scalar (builds without AVX2), AVX2, and
+ * AVX-512 VNNI (CPUs with AVX-512 F/BW/VL/DQ and VNNI). The best available is chosen once per
+ * process; SPECDEC_CPU_ISA=avx2 forces AVX2. */
 typedef enum { SD_I16_ISA_SCALAR, SD_I16_ISA_AVX2, SD_I16_ISA_AVX512 } sd_i16_isa_t;
 /* 1 if this build and CPU can run `isa` on the activation layout sd_quantize_act_i16 writes. */
 int sd_i16_isa_available(sd_i16_isa_t isa);
 /* The kernel sd_vec_dot_rows_i16 uses. */
 sd_i16_isa_t sd_i16_isa(void);
-/* Weight rows per tile of that kernel at its widest: a split of the rows into multiples of
- * it leaves no tile partly idle (SD_I16_TILE_W, or 16 for the AVX-512 kernel). */
+/* Weight rows per tile of that kernel at its widest (SD_I16_TILE_W, or 16 for AVX-512): a
+ * split of the rows into multiples of it leaves no tile partly idle. */
 int sd_i16_tile_rows(void);
 /* sd_vec_dot_rows_i16 with the kernel `isa` (for tests and benchmarks); SD_ERR_INVALID_ARG
  * (nothing computed) where it is not available, else SD_OK. */

@@ -1,30 +1,21 @@
-/* Integer dot products for matmul: 4/8-bit weights times int16-quantized activations.
+/* Integer dot products for matmul: 4/8-bit weights times int16-quantized activations
+ * (kernel choice: quants.h; cost: docs/design-notes.md, "CPU kernels").
  *
- * Per weight row, activation row and block b, the 32 integer products q * xq are summed
- * exactly (int32) in two halves: lo = elements 0..7 and 16..23, hi = 8..15 and 24..31
- * (the AVX2 kernel's integer lanes reduce onto exactly these halves). Each half is converted to float and
- * accumulated with one FMA: acc_lo = fma(lo, d_b * xscale_b, acc_lo), same for hi; Q4_1
- * adds msum = fma(m_b, xsum_b, msum). The result is (acc_lo + acc_hi) + msum. Each
- * (weight row, activation row) pair owns its accumulators and sees this exact sequence
- * whatever tile it is computed in, so results never depend on the batch (batch
- * invariance); the scalar fallback performs the same operations.
+ * Numerics, the contract of every kernel (scalar, AVX2 below, AVX-512 in
+ * vecdot_i16_avx512.c): per weight row, activation row and block b, the 32 integer products
+ * q * xq are summed exactly (int32) in two halves: lo = elements 0..7 and 16..23, hi = 8..15
+ * and 24..31 (the AVX2 kernel's integer lanes reduce onto exactly these halves). Each half
+ * is converted to float and accumulated with one FMA: acc_lo = fma(lo, d_b * xscale_b,
+ * acc_lo), same for hi; Q4_1 adds msum = fma(m_b, xsum_b, msum). The result is
+ * (acc_lo + acc_hi) + msum. Each (weight row, activation row) pair owns its accumulators and
+ * sees this exact sequence whatever tile it is computed in (batch invariance).
  *
  * Activation layout: for Q4_0/Q4_1 the AVX2 kernel reads each quantized block as four
  * quarters (x0, x2, .., x14), (x16, x18, .., x30), (x1, x3, .., x15), (x17, x19, .., x31),
  * each stored twice (64 values per block): the even and odd elements match the nibbles of
  * 16-bit weight lanes, so no byte unpacking is needed, and one plain load feeds the two
  * weight rows held in the two 128-bit lanes of a register. Q8_0 and the scalar path use
- * the natural order.
- *
- * Kernels: the AVX2 tile kernel below; on CPUs with AVX-512 F/BW/VL/DQ and VNNI its
- * AVX-512 variant (vecdot_i16_avx512.c: 8 weight rows per tile, vpdpwssd, the same
- * activation layout and float operations, so the same bits), chosen once per process
- * (SPECDEC_CPU_ISA=avx2 forces AVX2); the scalar fallback where AVX2 is not compiled.
- *
- * Cost (AVX2, Zen 3): a tile's block is decoded once for up to SD_I16_TILE_X activation
- * rows; each further row costs 8 multiply-adds, 7 adds/shuffles and the float stage, about
- * half of a single row's cost (decode included), so n rows cost about 1 + 0.55 (n - 1)
- * single rows (bench/matmul_rows.c). */
+ * the natural order. */
 #include <math.h>
 
 #include "core/check.h"

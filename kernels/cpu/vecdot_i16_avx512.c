@@ -7,38 +7,12 @@
  * acc_lo = fma((float)lo, d_b * xscale_b, acc_lo) (same for hi), Q4_1 msum =
  * fma(m_b, xsum_b, msum), result (acc_lo + acc_hi) + msum. Integer sums are exact, so only
  * their grouping differs from the AVX2 kernel; the float operations are the same ones, one
- * lane per (weight row, half).
+ * lane per (weight row, half). The multiply-adds are vpdpwssd (int16 pairs into int32).
  *
- * Two tile shapes, each block decoded once for up to SD_I16_TILE_X activation rows; the
- * multiply-adds are vpdpwssd (int16 pairs into int32, accumulating), in place of the AVX2
- * kernel's madd + add:
- * - 8-row tiles (calls of 1 or 2 activation rows, and tails of <= 8 weight rows): the AVX2
- *   lane arrangement widened to four 128-bit lanes, below; the 16 float lanes of one zmm
- *   hold the 8 rows' lo and hi accumulators.
- * - 16-row "wide" tiles (3 or more activation rows): row r in lane r of every register,
- *   each activation pair broadcast to all lanes, so no horizontal reduction at all (see
- *   "wide tiles" below); the decode transposes the rows, which pays from 3 rows on.
- *
- * 8-row tiles:
- *
- * Q4_0 / Q4_1 (activations in the duplicated order of vecdot_i16.c; only the first copy of
- * each quarter is read, broadcast to the four 128-bit lanes): v[4h + k] holds rows h, h + 2,
- * h + 4, h + 6 (128-bit lanes 0..3), k-th quarter, exactly the AVX2 per-lane arrangement.
- * Each lane's int32 sums are (lo, lo, hi, hi); one hadd_pairs gives lanes
- * (row 0 lo, row 0 hi, row 1 lo, row 1 hi, .., row 7 lo, row 7 hi).
- *
- * Q8_0 (natural order): v[2j + h] holds rows 2j (low 256 bits) and 2j + 1 (high 256 bits),
- * elements 16h .. 16h + 15; the activation's half h is broadcast to both 256-bit halves.
- * Two vpdpwssd per row pair give 128-bit lanes (row 2j lo, row 2j hi, row 2j+1 lo,
- * row 2j+1 hi); two hadd_pairs levels over the four pairs give lane 4L + j = row pair j,
- * 128-bit lane L: (rows 0, 2, 4, 6 lo | same hi | rows 1, 3, 5, 7 lo | same hi).
- *
- * Cost per block and further activation row, per 16 weight rows: wide tiles 16 vpdpwssd +
- * 2 adds and the float stage on two registers; 8-row tiles 16 vpdpwssd + 6 (Q4) or 18 (Q8_0)
- * shuffles / adds and the float stage on two registers; the AVX2 kernel 76 (Q4) or 84 (Q8_0)
- * integer uops and four float stages. Measured (Xeon with AVX-512 VNNI, one thread, hot
- * weights, bench/matmul_rows): each further activation row costs about 0.45x (Q4_1 576x576)
- * and 0.4x (Q8_0 49152x576) of the AVX2 kernel's. */
+ * Two tile shapes, each block decoded once for up to SD_I16_TILE_X activation rows: 8-row
+ * tiles (calls of 1 or 2 activation rows, and tails of <= 8 weight rows) and 16-row "wide"
+ * tiles (3 or more activation rows), each described at its section below. Cost and
+ * measurements: docs/design-notes.md, "CPU kernels". */
 #include "kernels/cpu/quants.h"
 
 /* Compiled where vecdot_i16.c calls it: x86-64 builds of the AVX2 kernel (I16_AVX512 there). */
@@ -62,8 +36,24 @@ KERNEL __m512i load_4x128(const char *p0, const char *p1, const char *p2, const 
     return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
 }
 
+/* ---- 8-row tiles: the AVX2 lane arrangement widened to four 128-bit lanes --------------
+ *
+ * The 16 float lanes of one zmm hold the 8 rows' lo and hi accumulators.
+ *
+ * Q4_0 / Q4_1 (activations in the duplicated order of vecdot_i16.c; only the first copy of
+ * each quarter is read, broadcast to the four 128-bit lanes): v[4h + k] holds rows h, h + 2,
+ * h + 4, h + 6 (128-bit lanes 0..3), k-th quarter, exactly the AVX2 per-lane arrangement.
+ * Each lane's int32 sums are (lo, lo, hi, hi); one hadd_pairs gives lanes
+ * (row 0 lo, row 0 hi, row 1 lo, row 1 hi, .., row 7 lo, row 7 hi).
+ *
+ * Q8_0 (natural order): v[2j + h] holds rows 2j (low 256 bits) and 2j + 1 (high 256 bits),
+ * elements 16h .. 16h + 15; the activation's half h is broadcast to both 256-bit halves.
+ * Two vpdpwssd per row pair give 128-bit lanes (row 2j lo, row 2j hi, row 2j+1 lo,
+ * row 2j+1 hi); two hadd_pairs levels over the four pairs give lane 4L + j = row pair j,
+ * 128-bit lane L: (rows 0, 2, 4, 6 lo | same hi | rows 1, 3, 5, 7 lo | same hi). */
+
 /* Block b of the tile's TW rows as int16 lanes, decoded once for all activation rows (lane
- * arrangement: header comment). */
+ * arrangement: above). */
 KERNEL void decode_block(sd_dtype_t type, const char *const rows[TW], int64_t b, __m512i v[8])
 {
     if (type == SD_DTYPE_Q8_0) {
@@ -130,7 +120,7 @@ KERNEL __m512i hadd_pairs(__m512i a, __m512i b)
 }
 
 /* Integer stage of one block against one activation row (xq: its quantized block): the
- * exact int32 half sums of the TW rows, lanes as the header comment. */
+ * exact int32 half sums of the TW rows, lanes as described above decode_block. */
 KERNEL __m512i block_sums(sd_dtype_t type, const __m512i v[8], const int16_t *xq)
 {
     if (type == SD_DTYPE_Q8_0) {
@@ -151,7 +141,7 @@ KERNEL __m512i block_sums(sd_dtype_t type, const __m512i v[8], const int16_t *xq
     return hadd_pairs(p[0], p[1]);
 }
 
-/* Lanes of row r's lo and hi accumulators (header comment). */
+/* Lanes of row r's lo and hi accumulators (as described above decode_block). */
 KERNEL int lane_lo(sd_dtype_t type, int r) { return type == SD_DTYPE_Q8_0 ? 8 * (r & 1) + r / 2 : 2 * r; }
 KERNEL int lane_hi(sd_dtype_t type, int r) { return type == SD_DTYPE_Q8_0 ? lane_lo(type, r) + 4 : 2 * r + 1; }
 

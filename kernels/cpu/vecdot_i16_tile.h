@@ -36,13 +36,10 @@ KERNEL size_t block_bytes(sd_dtype_t type)
                                    : sizeof(sd_block_q4_1);
 }
 
-/* Software prefetch PREFETCH_TILES tiles ahead: the tile_rows rows of a tile are read as
- * that many short interleaved streams (a few cache lines each), which the hardware
- * prefetcher does not follow. A tile's rows are contiguous, so while block b of this tile
- * is computed, the bytes [b, b + 1) * tile_rows * block_bytes of the tile PREFETCH_TILES
- * further are requested; over the tile the whole region is covered. A prefetch never
- * faults, so the address may lie past the matrix; it is formed as an integer for that
- * reason. */
+/* Software prefetch of the tile PREFETCH_TILES ahead (why: docs/design-notes.md, "CPU
+ * kernels"): while block b of this tile is computed, bytes [b, b + 1) * tile_rows *
+ * block_bytes of that tile's contiguous rows. The address may lie past the matrix (a prefetch
+ * never faults), so it is formed as an integer. */
 #define PREFETCH_TILES 2
 
 KERNEL void prefetch_tile_part(const char *tile, int tile_rows, size_t row_bytes, size_t block_bytes,

@@ -1,18 +1,9 @@
-// The CUDA backend: the ops table of kernels/backend.h on one device. Ops are enqueued on
-// one non-blocking stream and return at once; a launch that fails (or refuses its
-// arguments) is kept as the backend's first error, which the next sync returns as
-// SD_ERR_DEVICE. upload, download and sync wait for the stream. Memory is plain cudaMalloc
-// under a cap (a fraction of the device's memory) that counts the attention workspace.
-//
-// Graphs: graph_begin captures the ops issued on the stream (cudaStreamBeginCapture,
-// thread-local mode) until graph_end instantiates them; graph_launch replays one on the
-// stream. While capturing, the calls that would wait for the stream, copy to or from the
-// host, or allocate (upload, download, sync, alloc, release) are refused with an error, and
-// any error noted during the capture makes graph_end discard it (NULL).
-//
-// A backend is used by one thread at a time (as the CPU backend); every call that touches
-// the device first selects ctx->device, so backends on several devices or threads do not
-// disturb each other.
+// The CUDA backend: the ops table of kernels/backend_impl.h on one device, one non-blocking
+// stream. A launch that fails or refuses its arguments is kept as the first error for the
+// next sync (docs/cuda.md, "Errors"); memory is plain cudaMalloc under a cap that counts the
+// attention workspace. Graphs are stream captures (thread-local mode) during which upload,
+// download, sync, alloc and release are refused (docs/cuda.md, "CUDA graphs"). One thread
+// at a time; every call that touches the device first selects ctx->device.
 #include <cstdarg>
 #include <cstdio>
 #include <cstdlib>

@@ -1,43 +1,24 @@
 // Fused dequantize-matmul and embedding straight from GGUF-typed weights (F32, F16, BF16,
-// Q8_0, Q4_0, Q4_1, Q5_0, Q4_K, Q6_K). Contract: launch.cuh.
+// Q8_0, Q4_0, Q4_1, Q5_0, Q4_K, Q6_K). Contract: launch.cuh; why it is batch-invariant and
+// its expected speed: docs/cuda.md, "Batch invariance".
 //
 // Units. A weight row is walked in units of 32 consecutive weights: one Q8_0/Q4_0/Q4_1/Q5_0
 // block, one 32-weight sub-block of a Q4_K/Q6_K super-block (8 units per super-block), or 32
 // plain F32/F16/BF16 values (a plain row's last unit may be partial: cols need not be a
-// multiple of 32). Lane l of a warp owns element l of every unit, so a warp reads each unit's
-// bytes (and the matching 32 activations) in one coalesced sweep, and decodes each weight once.
+// multiple of 32). Lane l of a warp owns element l of every unit and decodes it once.
 //
 // matmul. One warp per output feature o; a block of MM_WARPS warps covers MM_WARPS
 // consecutive features (blockIdx.y, grid-stride past 65535 groups) for one tile of MM_TILE
-// activation rows (blockIdx.x). For units u = 0, 1, ..., U-1 in order, each lane decodes its
-// weight once and feeds it to the tile's per-row accumulators with one fmaf each; then the 32
-// lane sums are combined by a fixed xor butterfly (16, 8, 4, 2, 1) and the bias is added last.
+// activation rows (blockIdx.x, the fast dimension). For units u = 0, 1, ..., U-1 in order,
+// each lane feeds its weight to the tile's per-row accumulators with one fmaf each; then the
+// 32 lane sums are combined by a fixed xor butterfly (16, 8, 4, 2, 1) and the bias is added
+// last. Slots past n are skipped.
 //
-// Batch invariance. Row i sits in tile i / MM_TILE at slot i % MM_TILE, but every slot runs
-// the same operation sequence (fmaf chain over the units in order, then the same butterfly,
-// then the bias add); slots past n are skipped, never mixed in. One compiled kernel per weight
-// type serves every n; nothing depends on n but which tiles exist. So y[i, o] has the same
-// bits whatever n is and wherever row i sits. No atomics, no split of the reduction over cols.
-//
-// Exact decode. Each weight is the same float as sd_dequantize_row (kernels/cpu/quants.c,
-// quants_k.c): the products and sums of the formulas d*q (+m) are rounded one by one with
-// __fmul_rn / __fadd_rn / __fsub_rn, which the compiler never contracts into an FMA.
-//
-// Alignment. Quantized blocks (18/20/22/34/144/210 bytes) are read byte by byte, their f16
-// scales assembled from two bytes, so any address works. F16/BF16 rows are read as 16-bit and
-// F32 rows as 32-bit words: the host check refuses data or row_bytes not aligned to 2 / 4.
-//
-// Expected speed at n = 1 (decode): memory-bound on the weight bytes. Each warp sweeps one
-// weight row with coalesced loads (34 bytes per unit for Q8_0, 18 for Q4_0, ...) and does one
-// fmaf per weight; the activation row (a few KiB) stays in L1/L2 and is shared by the warps of
-// a block. Small matrices (a few hundred rows) leave SMs idle and are latency-bound; large ones
-// (FFN, output head) have thousands of warps in flight and should approach DRAM bandwidth.
-// For prefill the tile index is the fast grid dimension, so the blocks that read one group of
-// weight rows run back to back and the rows come from L2 after the first tile.
-//
-// Every kernel has a host mirror below (sd_cuda_matmul_host, sd_cuda_embed_host): the same
-// decode and accumulation functions run lane by lane on the CPU; they should give the device's
-// bits exactly (tests/cuda/test_cuda_matmul.c checks that where a GPU is present).
+// Exact decode: each weight is the float sd_dequantize_row gives (kernels/cpu/quants.c,
+// quants_k.c), products and sums rounded one by one (__fmul_rn / __fadd_rn / __fsub_rn).
+// Quant blocks are read byte by byte; F16/BF16 and F32 rows as 16- and 32-bit words, so the
+// host check refuses data or row_bytes not aligned to 2 / 4. The host mirrors
+// (sd_cuda_matmul_host, sd_cuda_embed_host) run the same decode and accumulation lane by lane.
 #include <cmath>
 #include <cstdint>
 #include <cstring>

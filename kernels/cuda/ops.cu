@@ -1,13 +1,6 @@
 // The non-matmul ops of the forward on the GPU: rmsnorm, rope, attention, kv_store, swiglu,
-// add.
-// The C reference of every kernel is the CPU backend (kernels/cpu/backend_cpu.c); each
-// kernel mirrors its formula and its float/double choices.
-//
-// Batch invariance: a row's result is computed by the same instructions in the same
-// order whatever n is. rmsnorm reduces one row per block with a fixed tree; rope and the
-// element-wise ops have no reductions; attention cuts each query's context into chunks
-// whose size depends only on that query's context length, and combines them in chunk
-// order (see the attention section).
+// add. Each kernel's C reference is the CPU backend (kernels/cpu/backend_cpu.c), whose
+// formula and float/double choices it mirrors; batch invariance: docs/cuda.md.
 #include <math.h>
 
 #include "launch.cuh"
