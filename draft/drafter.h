@@ -1,22 +1,6 @@
-/* Drafters, as the step loop sees them: a cheap proposer of the next k tokens of one
- * request behind an opaque handle (implementations: draft/drafter_impl.h).
- *
- * A drafter holds the request's context — the tokens already committed (prompt +
- * accepted output), which stand at positions 0 .. n-1 — and nothing shared: one drafter
- * per request, so requests never touch each other's state. One speculative step:
- *
- *   sd_drafter_propose(d, &req, &out)    d[0..out.n) for positions n .. n+out.n-1
- *   (the target verifies them: sd_spec_verify)
- *   sd_drafter_accept(d, n_accepted, next_token)
- *                                       context += d[0..n_accepted) + next_token
- *
- * Distributions: when sampling, a drafter that samples its tokens fills out.q with its
- * own distribution q_i (after the request's sampler settings, the same filters the
- * target's p goes through) and draws d_i from q_i with sd_rng_uniform(seed, n + i,
- * SD_RNG_DRAFT). A drafter whose proposals are deterministic (the n-gram drafter; a model
- * drafting greedily) sets out.has_q = 0: its q is a one-hot at d_i, which
- * sd_spec_verify takes as q = NULL — verification stays lossless (the acceptance test and
- * residual are those of the one-hot q) and needs no [k, n_vocab] rows. */
+/* Drafters as the step loop sees them: one per request, proposing the next k tokens of its
+ * context behind an opaque handle (implementations: draft/drafter_impl.h). The step and the
+ * q / has_q rules: docs/design-notes.md, "A speculative step" and "Verification". */
 #ifndef SPECDEC_DRAFT_DRAFTER_H
 #define SPECDEC_DRAFT_DRAFTER_H
 
@@ -45,15 +29,13 @@ typedef struct sd_draft_out {
     int n_vocab;     /* row length of q */
     int n;           /* set by propose: tokens proposed, 0..k (0: no idea; the step then
                         decodes one token with the target alone) */
-    int has_q;       /* set by propose: 1 when q[0..n) holds the drafter's distributions;
-                        0 when the proposals are deterministic (verify with q = NULL) */
-    int evidence;    /* set by propose (the caller zeroes it; drafters without classes leave
-                        it): how strong the support of this proposal is, a class in
-                        0 .. SD_DRAFT_EVIDENCE_CLASSES - 1 (n-gram: the matched suffix
-                        length). The adaptive draft length keeps acceptance statistics per
-                        class, so a drafter whose proposals are sometimes well founded and
-                        sometimes guesses gets a long draft for the first and none for the
-                        second (engine/speculative.h). */
+    int has_q;       /* set by propose: 1 when q[0..n) holds the drafter's distributions
+                        (d_i drawn from q_i with SD_RNG_DRAFT at pos0 + i); 0 when the
+                        proposals are deterministic (verify with q = NULL) */
+    int evidence;    /* set by propose (zeroed by the caller; drafters without classes leave
+                        it): the proposal's support class, 0 .. SD_DRAFT_EVIDENCE_CLASSES - 1
+                        (n-gram: the matched suffix length); docs/design-notes.md,
+                        "Adaptive draft length" */
 } sd_draft_out_t;
 
 /* A forward a drafter needs run before it can go on (proposals in rounds): the tokens[n]
@@ -68,8 +50,8 @@ typedef struct sd_draft_forward {
 
 /* The implementation's name: "ngram", "model", "layerskip", "group". */
 const char *sd_drafter_name(const sd_drafter_t *d);
-/* 1 when a proposal costs next to nothing beside a target forward (no model runs): the
- * adaptive step loop then asks for the longest draft and cuts it to its evidence class's k. */
+/* 1 when a proposal runs no model: the adaptive step loop asks for the longest draft and
+ * cuts it to its evidence class's k. */
 int sd_drafter_proposes_cheaply(const sd_drafter_t *d);
 /* Forward passes the drafter's model has run since it was made; 0 for a drafter that runs
  * no model (n-gram) and for NULL. */
@@ -85,12 +67,10 @@ sd_status_t sd_drafter_propose(sd_drafter_t *d, const sd_draft_request_t *req, s
 
 /* 1 when the drafter can propose in rounds (sd_drafter_propose_begin / _resume). */
 int sd_drafter_has_rounds(const sd_drafter_t *d);
-/* The same proposal as propose, in rounds, so a caller stepping many requests can run
- * their drafters' forwards together (sd_forward_batch): begin fills *fwd with the first
- * forward it needs; after the caller has run it (the sequence's logits then hold its rows
- * and its cache grew by fwd->n), resume continues and fills *fwd with the next one. The
- * proposal is in *out once a call leaves fwd->n == 0; out must stay valid until then. A
- * failing call ends the proposal like a failing propose. */
+/* The same proposal as propose, in rounds, so the caller can batch the forwards: begin
+ * fills *fwd with the first forward; once the caller has run it (logits for its rows, cache
+ * grown by fwd->n), resume fills the next. The proposal is in *out once a call leaves
+ * fwd->n == 0 (out stays valid until then); a failing call ends it like propose. */
 sd_status_t sd_drafter_propose_begin(sd_drafter_t *d, const sd_draft_request_t *req,
                                      sd_draft_out_t *out, sd_draft_forward_t *fwd);
 sd_status_t sd_drafter_propose_resume(sd_drafter_t *d, sd_draft_forward_t *fwd);

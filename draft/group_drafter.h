@@ -1,18 +1,7 @@
-/* Draft group -> target group: a drafter that runs on the first D ranks of the world and
- * reaches every rank by broadcast.
- *
- * Under tensor parallelism the target runs on every rank of the world; a draft model may
- * run on fewer (its own group: the world's first D ranks, or rank 0 alone). The group
- * drafter wraps the real drafter on ranks < D and nothing on the others. Each call is
- * collective over the world, in the same order on every rank:
- *   begin    ranks < D begin the inner drafter; rank 0 broadcasts its status and its
- *            forward count
- *   propose  ranks < D propose (the draft group runs its own collectives); rank 0
- *            broadcasts {status, n, has_q, forwards}, then the n tokens, then the n q rows
- *            when has_q: every rank holds the same proposal and returns the same status
- *            (a draft model out of context is SD_ERR_CONTEXT_FULL everywhere)
- *   accept / rollback / reset   ranks < D only (the others hold no draft state)
- * so every rank of the world verifies the same drafts and makes the same decision. */
+/* Draft group -> target group: a drafter that runs on the world's first D ranks and reaches
+ * every rank by broadcast. Every rank makes every call, in the same order; begin and
+ * propose return the same status and proposal everywhere (docs/design-notes.md, "The step
+ * loop over ranks"). */
 #ifndef SPECDEC_DRAFT_GROUP_DRAFTER_H
 #define SPECDEC_DRAFT_GROUP_DRAFTER_H
 

@@ -1,7 +1,6 @@
 /* Self-speculative layer-skip drafter: the target's first L layers, then its final norm
- * and output head (sd_forward with n_layers_used = L), reusing the target's weights
- * without a copy. Its own KV cache holds only those L layers. Proposals, q rows, early
- * stop and accept/rollback follow draft/seq_drafter.h, as for the draft-model drafter. */
+ * and output head, on the target's weights (no copy) and a KV cache of L layers; proposals,
+ * q rows, early stop and context limits as in draft/seq_drafter.h. */
 #ifndef SPECDEC_DRAFT_LAYERSKIP_H
 #define SPECDEC_DRAFT_LAYERSKIP_H
 
@@ -15,14 +14,11 @@
  * borrows `target` (it must outlive the drafter). Its sequence has the target's n_ctx. */
 sd_status_t sd_drafter_layerskip_new(const sd_model_t *target, int n_layers, sd_drafter_t **out);
 
-/* Share the target's KV cache: the drafter runs on target_seq's K/V buffers (a sequence
- * over the same target; its layers 0..L-1 at committed positions are exactly the
- * drafter's) and releases its own. begin then prefills nothing and propose feeds only
- * the committed tokens past the target's cache (at least the last one). The step loop
- * must keep target_seq's cache a prefix of the drafter's context between drafter calls
- * (its usual invariant: roll back to the accepted length), and target_seq must outlive
- * the drafter. Resets the drafter's context. SD_ERR_INVALID_ARG for a drafter of another
- * kind, NULL, or a sequence over another model. */
+/* Run on target_seq's K/V buffers (a sequence over the same target), releasing its own
+ * cache and resetting its context: begin prefills nothing, propose feeds only the tokens
+ * past the target's cache. target_seq must outlive the drafter and, between drafter calls,
+ * hold a prefix of its context (roll back to the accepted length). SD_ERR_INVALID_ARG for
+ * a drafter of another kind, NULL, or a sequence over another model. */
 sd_status_t sd_drafter_layerskip_share_kv(sd_drafter_t *d, sd_seq_t *target_seq);
 
 /* Forward passes the drafter has run; 0 for NULL or a drafter of another kind. */

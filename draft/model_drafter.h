@@ -1,9 +1,6 @@
-/* Draft-model drafter: a second, smaller model with the target's vocabulary proposes the
- * next k tokens autoregressively from a KV cache of its own (one drafter per request).
- * Greedy requests propose the argmax chain (has_q = 0); sampling requests draw d_i from
- * q_i = sd_sampler_probs(request params, draft logits) with SD_RNG_DRAFT uniforms and
- * return the q rows (has_q = 1). Early stop, context limits and the accept/rollback
- * bookkeeping are those of draft/seq_drafter.h. */
+/* Draft-model drafter: a second, smaller model with the target's vocabulary proposes from
+ * a KV cache of its own, one drafter per request; proposals, q rows, early stop and context
+ * limits as in draft/seq_drafter.h. */
 #ifndef SPECDEC_DRAFT_MODEL_DRAFTER_H
 #define SPECDEC_DRAFT_MODEL_DRAFTER_H
 

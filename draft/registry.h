@@ -1,7 +1,5 @@
-/* The drafter registry: one row per drafter kind (draft/registry.c holds the table; each
- * row's functions live in that drafter's own file). Everything that turns an
- * sd_spec_config_t into a drafter, or text into a spec, reads these rows; nothing else
- * names a drafter kind. */
+/* The drafter registry: one row per drafter kind (the table: draft/registry.c; each row's
+ * functions: that drafter's own file). docs/design-notes.md, "Drafters: one registry row each". */
 #ifndef SPECDEC_DRAFT_REGISTRY_H
 #define SPECDEC_DRAFT_REGISTRY_H
 
@@ -37,8 +35,7 @@ typedef struct sd_drafter_row {
     /* The --draft text giving spec (sd_spec_drafter_text) into buf[cap]. */
     sd_status_t (*text)(const sd_spec_config_t *spec, const sd_model_t *target, char *buf,
                         size_t cap);
-    /* Capabilities. Cheap to ask: 1 when its drafters propose without running a model
-     * (their ops' proposes_cheaply). */
+    /* 1 when its drafters propose without running a model (their ops' proposes_cheaply). */
     int proposes_cheaply;
     /* Runs a model (NULL: it runs none): the model and layer count (0: all) a batched draft
      * forward runs for spec over target, or NULL when its drafters propose one request

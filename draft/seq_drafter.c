@@ -1,4 +1,5 @@
-/* The autoregressive drafter over an sd_seq_t (see seq_drafter.h for the bookkeeping).
+/* The autoregressive drafter over an sd_seq_t (seq_drafter.h; the bookkeeping:
+ * docs/design-notes.md, "Drafters").
  *
  * Layer-skip: the sequence runs over a shallow copy of the target's sd_model_t whose
  * hp.n_layer is L. Every pointer in it (weights, layers, backend, tokenizer) is the

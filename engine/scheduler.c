@@ -1,25 +1,8 @@
 /* The serving engine: thread-safe submission and continuous batching of speculative
- * requests (include/specdec/specdec.h, "serving engine").
- *
- * One scheduler thread owns every generation (engine/gen.h) and is the only thread that
- * runs the model. A step:
- *   1. admit queued requests (FIFO) while a slot is free and their KV positions fit;
- *   2. end cancelled requests (and, past a shutdown deadline, every request);
- *   3. draft: drafters that run a model propose in rounds, every request's round in one
- *      batched forward of the drafter's model; then plan every active request — decoding
- *      ones first (their rows want logits: the last token and the drafts; an n-gram
- *      drafter proposes now), then prompt chunks in the rows left — starting from a
- *      rotating position so no request waits twice in a row;
- *   4. run ONE sd_forward_batch over all planned rows;
- *   5. advance each request (verify, emit through its callback, roll back); finished ones
- *      leave the batch, freeing their slot and KV cache.
- * A decoding request whose full step (1 + its longest draft) does not fit in the rows left
- * waits for the next step instead of drafting less, so its tokens never depend on what
- * else is in the batch. With load_aware_drafts, when c >= 2 requests decode in a step their
- * drafts are priced at sd_spec_batch_row_cost(c) (engine/speculative.h): on the CPU a
- * verified row costs nearly as much as a row that brings a sure token, so only drafts with
- * a high estimated acceptance stay; only drafts whose length cannot change the tokens
- * (greedy, or the n-gram drafter's) are cut.
+ * requests (include/specdec/specdec.h, "serving engine"). One scheduler thread owns every
+ * generation (engine/gen.h) and is the only thread that runs the model; a step admits,
+ * cancels, drafts, plans, runs one sd_forward_batch and advances each request
+ * (docs/design-notes.md, "Serving", also for load-aware drafts).
  *
  * Locking: engine->mu guards the queue, the counters and the flags; each request's own
  * mutex guards its completion (done, result, references), so a request handle outlives the

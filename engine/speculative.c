@@ -1,5 +1,6 @@
 /* Speculative decoding set-up around the step loop in engine/generate.c: the spec's
- * validation, drafter construction, adaptive draft length and statistics. */
+ * validation, drafter construction, adaptive draft length (the model and its constants:
+ * docs/design-notes.md, "Adaptive draft length") and statistics. */
 #include "core/check.h"
 #include "draft/registry.h"
 #include "engine/speculative.h"

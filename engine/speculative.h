@@ -1,15 +1,8 @@
-/* The step loop's internals (engine/generate.c runs the loop, engine/speculative.c holds
- * these pieces): drafter set-up from sd_spec_config_t, the adaptive draft length, the
- * statistics, and an entry point that takes a caller-owned drafter and a per-step hook
- * (tests use it to check the KV caches after every step).
- *
- * One step, with the context = prompt + generated tokens (length L) and the target's KV
- * cache holding its first L - 1 tokens (the last token is fed by the next step):
- *   drafter proposes d[0..n), n <= k  ->  target forwards [ctx[L-1], d0..d(n-1)] in one
- *   call (cache: L + n)  ->  sd_spec_verify keeps a = n_accepted drafts + next_token  ->
- *   the tokens are emitted one by one (stops checked per token)  ->  the target cache is
- *   truncated to L + a (the new length minus one)  ->  sd_drafter_accept(a, next_token).
- * With no drafter (or n = 0) a step is exactly one target-only decode step. */
+/* The step loop's pieces (engine/speculative.c; engine/generate.c runs the loop): spec
+ * checks and drafter set-up, the adaptive draft length, statistics, and sd_generate_ex with
+ * a caller-owned drafter and a per-step hook. A step: drafter proposes d[0..n) -> target
+ * forwards [last, d] -> sd_spec_verify -> emit -> roll back (docs/design-notes.md, "A
+ * speculative step"; with no drafter or n = 0, one target-only decode step). */
 #ifndef SPECDEC_ENGINE_SPECULATIVE_H
 #define SPECDEC_ENGINE_SPECULATIVE_H
 
@@ -43,35 +36,10 @@ int sd_spec_hash_words(const sd_spec_config_t *spec, int32_t words[SD_DRAFTER_HA
 const sd_model_t *sd_spec_batch_model(const sd_model_t *target, const sd_spec_config_t *spec,
                                       int *n_layers);
 
-/* Draft length control.
- * Fixed (adaptive = 0): every step asks for k_max tokens.
- * Adaptive: each draft token is taken as accepted with probability alpha, estimated from
- * exponentially decayed counts: after a step that drafted n > 0 tokens of which a were
- * accepted, hits <- 0.7 hits + a and misses <- 0.7 misses + (a < n), alpha = hits /
- * (hits + misses) (prior 3 : 1, alpha = 0.75). The next k in [1, k_max] maximises the
- * expected tokens per step over its cost, (1 + alpha + ... + alpha^k) / (1 + 0.5 k):
- * a verify forward of k + 1 rows costs about 1 + 0.5 k single-row forwards on the CPU
- * (SmolLM2 Q4_1, 1 thread: 1 row 8.9 ms, 5 rows 26.4 ms with the AVX2 kernel; about 1 + 0.4 k
- * with the AVX-512 one; bench/results). The cost is a constant, never measured at run time:
- * k decides which positions get drafts, so with sampling it decides the tokens a seed gives,
- * and those must not depend on the machine or its load. So alpha 0.6
- * gives k = 1, alpha 0.8 k = 2, alpha 0.9 k = 4. When even the best k is expected to lose
- * (gain < 1: alpha below 0.5), drafting pauses (k = 0: the step is a plain target decode) and every
- * SD_SPEC_PROBE_INTERVAL-th paused step drafts one token to see whether acceptance came
- * back. k depends only on acceptance counts and step counts, never on timing, so a seeded
- * run is reproducible (and every rank of a tensor-parallel group picks the same k). The
- * drafter's own early stop (min_confidence) cuts a single draft short and is passed in
- * the request.
- *
- * Evidence classes: the estimate above is kept per class of evidence a proposal reports
- * (sd_draft_out_t.evidence; drafters without classes always report 0). A drafter that
- * proposes cheaply (sd_drafter_proposes_cheaply: the n-gram drafter) is asked for k_max
- * tokens every step and its proposal is cut to the k of its class
- * (sd_spec_k_next_for), then that class alone learns from the outcome: an n-gram
- * proposal backed by a 3-token match in text the model is copying keeps drafting long,
- * while 1-token matches in new text pause, and neither disturbs the other's estimate (a
- * single estimate paused during new text and then lost up to SD_SPEC_PROBE_INTERVAL
- * steps of a copy before probing). */
+/* Draft length control, per evidence class (docs/design-notes.md, "Adaptive draft
+ * length"): fixed (adaptive = 0) asks for k_max every step; adaptive picks the k that best
+ * pays for the estimated acceptance, 0 (paused) with a 1-token probe every
+ * SD_SPEC_PROBE_INTERVAL-th paused proposal. Depends on counts only, never on timing. */
 #define SD_SPEC_PROBE_INTERVAL 8
 typedef struct sd_spec_class {
     double hits, misses; /* decayed counts of accepted and rejected draft tokens */
@@ -88,23 +56,18 @@ typedef struct sd_spec_k {
 void sd_spec_k_init(sd_spec_k_t *c, int k_max, int adaptive);
 /* After a step that drafted n_drafted tokens and had n_accepted accepted (class 0). */
 void sd_spec_k_update(sd_spec_k_t *c, int n_drafted, int n_accepted);
-/* The draft length of the next step (class 0; 0: no drafting; a paused controller returns
- * 1 on every SD_SPEC_PROBE_INTERVAL-th call). Call once per step. */
+/* The draft length of the next step (class 0; 0: no drafting, or 1 on every
+ * SD_SPEC_PROBE_INTERVAL-th call while paused). Call once per step. */
 int sd_spec_k_next(sd_spec_k_t *c);
-/* The same for a proposal of evidence class `evidence` (clamped to the class range): the
- * length to cut it to, counting a paused class's probe interval in its own proposals. */
+/* The same two for class `evidence` (clamped to the class range): the length to cut its
+ * proposal to, counting a paused class's probe interval in its own proposals. */
 int sd_spec_k_next_for(sd_spec_k_t *c, int evidence);
 void sd_spec_k_update_for(sd_spec_k_t *c, int evidence, int n_drafted, int n_accepted);
 
-/* Batched serving (engine/scheduler.c): when c requests decode in one batched forward, one
- * more verified row costs the batch about c r / (1 + c r) of its cost per token (each of
- * the c base rows brings a token; r = the cost of a row relative to the weight reads, 1 on
- * the CPU, where c = 1 gives the constant 0.5 above), so drafting pays only for a higher
- * acceptance: alpha >= 0.8 at c = 4 for one draft token. sd_spec_batch_row_cost(c) is that
- * cost; sd_spec_k_at_cost the k a class's current estimate earns at a given cost (0: none;
- * k_max when not adaptive). This cost depends on the load, so it may only shorten drafts
- * whose length does not decide the tokens: greedy decoding, or a deterministic drafter
- * (has_q = 0; verification then gives target-only's tokens for any k). */
+/* Under load (docs/design-notes.md, "Serving"): the cost of one more verified row when
+ * n_decoding requests share a step (c/(1+c); 0.5 for one), and the k a class's estimate earns
+ * at row_cost (0: none; k_max when not adaptive). Only for drafts whose length cannot change
+ * the tokens: greedy, or deterministic proposals (has_q = 0). */
 double sd_spec_batch_row_cost(int n_decoding);
 int sd_spec_k_at_cost(const sd_spec_k_t *c, int evidence, double row_cost);
 

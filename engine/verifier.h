@@ -1,10 +1,7 @@
-/* Where a step's verification runs: on the host over the downloaded logits
- * (verify/speculative.h), or with the verify kernel over the logits where the forward left
- * them (verify/cuda_verify.h: on the GPU for a CUDA model, one small copy back per step;
- * its host emulation for a CPU model). Both give the same result bit for bit.
- *
- * SPECDEC_VERIFY chooses: "auto" (default: the kernel for a CUDA model, else the host),
- * "host", or "kernel" (an error naming why where the kernel is not built). */
+/* Where a step's verification runs, with the same result bit for bit: on the host
+ * (verify/speculative.h) or with the verify kernel where the forward left the logits
+ * (verify/cuda_verify.h; its host emulation for a CPU model). SPECDEC_VERIFY: "auto"
+ * (default: the kernel for a CUDA model), "host", or "kernel" (an error where not built). */
 #ifndef SPECDEC_ENGINE_VERIFIER_H
 #define SPECDEC_ENGINE_VERIFIER_H
 
@@ -20,10 +17,10 @@ typedef struct sd_verifier {
     sd_spec_scratch_t host;   /* the host path's scratch */
 } sd_verifier_t;
 
-/* For steps of up to k_max draft tokens; need_q: the drafter's distributions will be
- * passed (sampling with a drafter); host_only: verify on the host whatever SPECDEC_VERIFY
- * says (the batched forward leaves the logits there). Sets seq->keep_logits_on_device when
- * the kernel runs. */
+/* For steps of up to k_max draft tokens; need_q: the drafter's q will be passed; host_only:
+ * the host whatever SPECDEC_VERIFY says. Sets seq->keep_logits_on_device when the kernel
+ * runs. SD_ERR_INVALID_ARG for an unknown SPECDEC_VERIFY, else the scratch's or
+ * sd_cuda_verify_create's errors (SD_ERR_NOT_BUILT: "kernel" without CUDA). */
 sd_status_t sd_verifier_init(sd_verifier_t *v, const sd_model_t *m, sd_seq_t *seq, int k_max,
                              int need_q, int host_only);
 void sd_verifier_free(sd_verifier_t *v);

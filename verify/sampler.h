@@ -1,5 +1,6 @@
 /* Samplers: greedy, temperature, top-k, top-p, min-p — as a distribution (for
- * speculative verification) and as a draw from one uniform (inverse CDF). */
+ * speculative verification) and as a draw from one uniform (inverse CDF). The definition:
+ * verify/sampler.c; why it is bit-exact with the GPU: docs/design-notes.md, "Samplers". */
 #ifndef SPECDEC_VERIFY_SAMPLER_H
 #define SPECDEC_VERIFY_SAMPLER_H
 
@@ -22,7 +23,8 @@ sd_status_t sd_sampler_params_check(const sd_sampler_params_t *p);
 /* Argmax; lowest index wins ties. */
 int32_t sd_sample_greedy(const float *logits, int n_vocab);
 
-/* Scratch for sd_sampler_probs: caller-owned, per thread/request. */
+/* Scratch for sd_sampler_probs: caller-owned, per thread/request. Init: SD_ERR_INVALID_ARG
+ * for n_vocab <= 0, SD_ERR_OUT_OF_MEMORY (nothing held); free: NULL is a no-op. */
 typedef struct sd_sampler_scratch {
     int n_vocab;
     int32_t *idx; /* [n_vocab] */
@@ -31,10 +33,9 @@ typedef struct sd_sampler_scratch {
 sd_status_t sd_sampler_scratch_init(sd_sampler_scratch_t *s, int n_vocab);
 void sd_sampler_scratch_free(sd_sampler_scratch_t *s);
 
-/* probs[n_vocab]: the distribution the sampler draws from — softmax(logits / T)
- * restricted by top-k, then top-p, then min-p, renormalised; 0 outside the kept set.
- * Greedy (T <= 0) gives a one-hot at the argmax. Deterministic (stable ordering,
- * ties by lower index). */
+/* probs[n_vocab]: softmax(logits / T) restricted by top-k, then top-p, then min-p,
+ * renormalised; 0 outside the kept set; ties rank by lower index. Greedy (T <= 0): the
+ * one-hot at the argmax, also when top-k/top-p lack a scratch of n_vocab (error set). */
 void sd_sampler_probs(const sd_sampler_params_t *p, const float *logits, int n_vocab,
                       sd_sampler_scratch_t *scratch, float *probs);
 /* Inverse CDF over token order 0..n-1 with u in (0, 1]; always returns a token with

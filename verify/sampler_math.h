@@ -1,24 +1,7 @@
-/* The arithmetic the CPU sampler (verify/sampler.c, verify/speculative.c) and the CUDA
- * sampler/verify kernels (verify/cuda/verify.cu) share, so that both compute the same
- * distributions and draws bit for bit. Everything here is header-inline, so sd_cuda needs
- * nothing from sd_verify at link time.
- *
- * Why the two sides agree:
- *   - Only IEEE basic operations, each rounded once: +, -, *, / and fma in float or double,
- *     conversions, rint, bit manipulation. No libm exp: sd_exp_nonpos is range reduction +
- *     a polynomial written with explicit fma. On the device every operation is an _rn
- *     intrinsic (never contracted into an FMA, whatever -fmad says, and exact division
- *     whatever -prec-div says); on the host no expression here multiplies and then adds,
- *     so FP contraction (-ffp-contract=fast in GNU/C++ modes) has nothing to fuse. Both
- *     sides must keep denormals (nvcc's default -ftz=false; no -ffast-math on the host).
- *   - Sums are exact: sd_xsum_t is a fixed-point superaccumulator that holds any sum of
- *     floats without rounding, so its value does not depend on the order of the additions
- *     (a sequential CPU loop and a parallel GPU tree give the same bits). It is read once,
- *     as a correctly rounded double (sd_xsum_value), which is monotone in the exact sum.
- *   - Selections are by rank, a total order (logit desc, NaN as -inf, -0 == +0, then index
- *     asc), never by weight: the exp here is not guaranteed monotone to the last ulp, so
- *     "ranked above" and "heavier" may disagree by one ulp, and only rank is used to decide
- *     which tokens are kept. */
+/* The arithmetic the CPU sampler and verifier (verify/sampler.c, verify/speculative.c) and
+ * the CUDA kernels (verify/cuda/verify.cu) share, so both give the same bits; header-inline,
+ * so sd_cuda links nothing from sd_verify. Only correctly rounded basic operations, exact
+ * sums, selections by rank: docs/design-notes.md, "Samplers". */
 #ifndef SPECDEC_VERIFY_SAMPLER_MATH_H
 #define SPECDEC_VERIFY_SAMPLER_MATH_H
 
@@ -148,13 +131,8 @@ SD_HOST_DEVICE static inline uint64_t sd_rank_of(float logit, int i, int n)
 
 /* ---- softmax weight ---------------------------------------------------------------- */
 
-/* e^d rounded to float, for d <= 0 (the softmax weight relative to the maximum):
- * x = k ln2/2 + r with k = rint(x 2 log2 e), |r| <= ln2/4 (two-part ln2/2, fma); e^r by its
- * degree-8 Taylor polynomial in double (truncation < 4e-13 relative), evaluated by Estrin's
- * scheme with explicit fma; times sqrt(2) when k
- * is odd (one rounding) and 2^floor(k/2) (exact); then one rounding to float, subnormal
- * results included (and results below 2^-150 are 0). Almost always the correctly rounded
- * float, never more than one ulp from it. No branch on the data but the range test. */
+/* e^d rounded to float for d <= 0, within 1 ulp of the correctly rounded value; 0 below
+ * 2^-150 and for -inf and NaN. The algorithm: docs/design-notes.md, "Samplers". */
 SD_HOST_DEVICE static inline float sd_exp_nonpos(float d)
 {
     if (!(d > -104.0f)) /* e^-104 < 2^-150: rounds to 0; also -inf and NaN */
@@ -201,11 +179,9 @@ SD_HOST_DEVICE static inline int sd_min_p_keeps(float min_p, float w)
 
 /* ---- exact sums ---------------------------------------------------------------------- */
 
-/* A sum of floats held exactly: value = 2^-149 * sum_j limb[j] * 2^(32 j). Every float is
- * an integer multiple of 2^-149 below 2^128, i.e. at most 278 bits of fixed point; an add
- * puts less than 2^32 into each of two limbs, so up to 2^31 adds (any mix of adds and
- * merges) never overflow a limb. Values that are not > 0 (0, negatives, NaN) add nothing;
- * +inf adds FLT_MAX. Integer addition is associative: the value never depends on order. */
+/* A sum of floats held exactly, whatever the order: value = 2^-149 * sum_j limb[j] *
+ * 2^(32 j) (every float is a multiple of 2^-149 below 2^128). Exact for up to 2^31 adds
+ * and merges together; values not > 0 (0, negatives, NaN) add nothing, +inf adds FLT_MAX. */
 #define SD_XSUM_LIMBS 9
 typedef struct sd_xsum {
     uint64_t limb[SD_XSUM_LIMBS];

@@ -1,5 +1,5 @@
-/* Speculative verification: greedy prefix match and lossless rejection sampling (see
- * speculative.h for the rules and the uniforms each decision uses). Target rows are
+/* Speculative verification: greedy prefix match and lossless rejection sampling (the rules
+ * and the uniforms each decision uses: docs/design-notes.md, "Verification"). Target rows are
  * turned into distributions one at a time, only up to the first rejection. The
  * arithmetic of each decision (u * q(d) <= p(d) in double, the residual p - q in float)
  * is the one verify/cuda/verify.cu repeats, so the GPU reaches the same result. */

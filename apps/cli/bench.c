@@ -1,18 +1,7 @@
-/* `specdec bench`: decode speed of target-only vs speculative decoding on a prompt set.
- *
- * Prompt files: the .txt files of DIR, taken in name order. Line 1 is "category: NAME" (chat, code,
- * summarize, ...), then the prompt text (leading blank lines and trailing white space
- * dropped); each prompt is rendered as one user message with the model's chat template.
- *
- * Schedule: an untimed warm-up of 8 tokens per configuration (every model's weights are
- * read once before any timing), then for each repeat and each prompt: target-only, then
- * every (drafter, k) in order. Interleaving makes a drift in machine load hit every
- * configuration alike. Per (prompt, configuration) the run with the median decode time
- * (lower median for an even count) is kept; aggregates over a category divide the sum of
- * generated tokens by the sum of those decode times, and speedup is that rate over the
- * target-only rate of the same prompts. With temperature 0 every speculative output is
- * compared with the target-only output token for token (and every repeat with the
- * first); a difference prints MISMATCH and makes the exit status 1. */
+/* `specdec bench`: decode speed of target-only vs speculative decoding on a prompt set
+ * (bench/README.md: prompt files, schedule, aggregates, the exactness check). A prompt's
+ * leading blank lines and trailing white space are dropped; the untimed warm-up reads every
+ * model's weights once before any timing. */
 #include <dirent.h>
 #include <errno.h>
 #include <limits.h>

@@ -1,15 +1,8 @@
 /* `specdec commbench`: allreduce latency and bus bandwidth of the comm backend that
- * sd_comm_init picks (SPECDEC_COMM / ENABLE_INTRA_NODE_COMM), nccl-tests style.
- *
- * Run it under `specdec launch -n N -- specdec commbench` or `mpirun -n N specdec commbench`.
- * Per size: `warmup` untimed then `iters` timed allreduces, each after a barrier, on a
- * buffer restored from the rank's input. An iteration's latency is the slowest rank's
- * time in the call; median and p99 (nearest rank) are over the timed iterations.
- * algbw = bytes / median, busbw = algbw * 2 (n - 1) / n (GB/s = 1e9 B/s). Every result,
- * warm-up included, is compared bit for bit with the rank-order reference (element i =
- * x_0 + x_1 + ... + x_{n-1} in that order, f32 accumulation, one rounding), computed on
- * each rank from every rank's inputs (a pure function of rank and index); a difference
- * prints MISMATCH and makes every rank exit 1. Rank 0 prints the table (and JSON). */
+ * sd_comm_init picks, nccl-tests style (docs/comm.md, "specdec commbench"). p99 is the
+ * nearest rank; GB/s = 1e9 B/s. Every result, warm-up included, is checked bit for bit
+ * against the rank-order reference (x_0 + x_1 + ... in that order, f32 accumulation, one
+ * rounding; inputs a pure function of rank and index). Rank 0 prints the table (and JSON). */
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>

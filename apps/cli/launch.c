@@ -1,25 +1,7 @@
 /* `specdec launch -n N [--] CMD ARGS...`: N ranks of CMD on this node, bootstrapped through
- * the environment (no MPI needed).
- *
- * Every rank gets SPECDEC_RANK, SPECDEC_WORLD_SIZE and one SPECDEC_JOB_ID
- * ("<launcher pid>-<time>-<random>", hex digits and '-'). Streams:
- *   stdout  rank 0 inherits the launcher's fd 1 (byte for byte: a TP run's text diffs
- *           against a single-rank run); the other ranks' stdout is discarded (/dev/null):
- *           every rank computes the same result, so it would only repeat rank 0's.
- *   stderr  every rank's goes through a pipe; each line is written to the launcher's stderr
- *           as one write, prefixed "[rank R] " (a partial last line gets a newline at EOF;
- *           a line longer than LINE_CAP is split).
- *   stdin   rank 0 inherits it unless it is a terminal (ranks run in a background process
- *           group, where reading a terminal would stop them); otherwise /dev/null.
- * Ranks form one process group of their own, so the terminal's Ctrl-C reaches the launcher
- * only, which forwards SIGINT/SIGTERM/SIGHUP to the group (a second one kills the group).
- * Each rank has PR_SET_PDEATHSIG(SIGKILL): ranks die with the launcher.
- *
- * Failure: the first rank that exits non-zero or dies by a signal is named in one line
- * ("specdec launch: rank 1 killed by signal 9"); the others get SPECDEC_LAUNCH_GRACE_MS
- * (default 5000) to report their own COMM_TIMEOUT / PEER_LOST errors, then SIGTERM, then
- * after TERM_GRACE_MS SIGKILL. Once every rank is reaped, whatever is left in the group is
- * killed and leftover /dev/shm/specdec-<job>-* segments are removed. */
+ * the environment (no MPI needed). Environment, streams, failure handling, signals and
+ * clean-up: docs/comm.md, "specdec launch". stdin stays /dev/null when it is a terminal
+ * because the ranks run in a background process group, where reading it would stop them. */
 #define _GNU_SOURCE /* pipe2 */
 #include <dirent.h>
 #include <errno.h>

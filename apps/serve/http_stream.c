@@ -1,13 +1,8 @@
-/* Server-Sent Events for "stream": true. Three threads meet in a stream_t:
- *   - the scheduler thread calls on_token: it appends the text piece under the lock and
- *     signals (it never waits for anything but that short lock);
- *   - a waiter thread sits in sd_request_wait; when the request ends it stores the result,
- *     sets finished and signals;
- *   - the connection thread (MHD's content reader) waits for pieces or the end and turns
- *     them into events; after 1 s with neither it sends a keep-alive comment, so a client
- *     that left is noticed by the failed write even while its request waits in the queue.
- * MHD calls free_stream once the response is sent or the client has gone: it cancels the
- * request if it still runs, joins the waiter and frees everything. */
+/* Server-Sent Events for "stream": true. Three threads meet in a stream_t — the scheduler's
+ * on_token (appends under the lock, never waits otherwise), a waiter in sd_request_wait and
+ * the connection's content reader (events; a keep-alive after 1 s idle): docs/serve.md,
+ * "Threads". MHD calls free_stream once the response is sent or the client has gone: it
+ * cancels the request if it still runs, joins the waiter and frees everything. */
 #include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>

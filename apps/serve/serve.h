@@ -1,7 +1,5 @@
-/* `specdec serve`: an OpenAI-compatible HTTP server in front of the serving engine
- * (docs/serve.md). serve_main.c parses options, loads the model and runs the lifecycle;
- * http.c is the libmicrohttpd glue (routes, bodies, Server-Sent Events); openai.c the wire
- * format; metrics.c the Prometheus text. */
+/* `specdec serve`, an OpenAI-compatible HTTP server in front of the serving engine: its
+ * options, state, HTTP lifecycle and metrics text (docs/serve.md lists the files). */
 #ifndef SPECDEC_APPS_SERVE_SERVE_H
 #define SPECDEC_APPS_SERVE_SERVE_H
 
@@ -25,7 +23,7 @@ typedef struct serve_options {
     int max_batch_rows;   /* --max-batch-rows: rows of one batched forward */
     int max_body_bytes;   /* --max-body-bytes: larger request bodies get a 413 */
     float grace_seconds;  /* --grace-seconds: shutdown lets requests run this long */
-    int no_load_aware;    /* --no-load-aware-drafts: draft as if alone whatever the batch */
+    int no_load_aware;    /* --no-load-aware-drafts: engine load_aware_drafts = 0 */
     const char *model_id; /* --model-id; NULL = the GGUF file name without ".gguf" */
 } serve_options_t;
 

@@ -1,7 +1,8 @@
 /* specdec — speculative-decoding inference runtime. Public C API.
  *
  * Every fallible call returns sd_status_t; sd_last_error() (thread-local) holds a
- * message naming the value that was wrong. No CUDA types appear here. */
+ * message naming the value that was wrong. No CUDA types appear here. Design and
+ * rationale: docs/design-notes.md. */
 #ifndef SPECDEC_SPECDEC_H
 #define SPECDEC_SPECDEC_H
 
@@ -83,6 +84,8 @@ typedef struct sd_model_params {
 } sd_model_params_t;
 
 void sd_model_params_default(sd_model_params_t *params);
+/* *out is NULL on failure: SD_ERR_IO, SD_ERR_BAD_MODEL, SD_ERR_UNSUPPORTED_ARCH /
+ * _TYPE, SD_ERR_TP_PLAN, SD_ERR_DEVICE, SD_ERR_OUT_OF_MEMORY, naming the value. */
 sd_status_t sd_model_load(const sd_model_params_t *params, sd_model_t **out);
 void sd_model_free(sd_model_t *model);
 
@@ -196,12 +199,10 @@ typedef struct sd_gen_result {
     sd_gen_stats_t stats;
 } sd_gen_result_t;
 
-/* Generate from prompt[n_prompt] (token ids). Deterministic for a given seed.
- * On SD_OK *out holds the result. A failure before generation starts (bad config or
- * prompt) leaves *out zeroed; a failure during generation returns its status with *out
- * holding every token and all text generated until then (stop_reason SD_STOP_ERROR),
- * so nothing already produced is lost. Release *out with sd_gen_result_free in every
- * case (it is safe on a zeroed result). */
+/* Generate from prompt[n_prompt] (token ids), deterministic for a given seed. A failure
+ * before generation starts (bad config or prompt) leaves *out zeroed; one during it returns
+ * its status with *out holding every token and all text made so far (SD_STOP_ERROR).
+ * Release *out with sd_gen_result_free in every case (safe on a zeroed result). */
 sd_status_t sd_generate(sd_model_t *model, const int32_t *prompt, size_t n_prompt,
                         const sd_gen_config_t *config, sd_token_callback callback, void *user,
                         sd_gen_result_t *out);
@@ -223,14 +224,14 @@ typedef struct sd_spec_config {
     int layerskip_layers;     /* SD_DRAFTER_LAYERSKIP: L, 1 <= L < n_layer; 0 (default): the
                                  target's n_layer / 2, resolved when the drafter is built */
     int k;                    /* draft length (the maximum when adaptive), 1..SD_SPEC_MAX_K */
-    int adaptive;             /* 1 (default): adapt k from recent acceptance and stop drafting
-                                 early when the drafter's top probability is low */
+    int adaptive;             /* 1 (default): adapt k to recent acceptance and stop a draft
+                                 early when the drafter's top probability is low
+                                 (docs/design-notes.md, "Adaptive draft length") */
     float min_confidence;     /* adaptive early-stop threshold (default 0.3) */
-    int draft_ranks;          /* SD_DRAFTER_MODEL under tensor parallelism: the draft model is
-                                 loaded on the target group's first draft_ranks ranks (its own
-                                 comm, or none for 1); the other ranks pass draft_model = NULL
-                                 and receive the drafts by broadcast. 0 = every rank holds
-                                 the draft model (default). */
+    int draft_ranks;          /* SD_DRAFTER_MODEL under TP: the draft model is loaded on the
+                                 target group's first draft_ranks ranks (its own comm, or none
+                                 for 1); the others pass draft_model = NULL and receive the
+                                 drafts by broadcast. 0 (default): every rank holds it. */
 } sd_spec_config_t;
 
 void sd_spec_config_default(sd_spec_config_t *config);
@@ -266,20 +267,11 @@ sd_status_t sd_generate_speculative(sd_model_t *model, const int32_t *prompt, si
 
 /* ---- serving engine: thread-safe submission, continuous batching -------------------- */
 
-/* One scheduler thread steps every active request together: each step it drafts for every
- * decoding request (a drafter that runs a model does so in rounds, each round of all
- * requests one batched forward of the drafter's model), plans every request's rows (a
- * prefill chunk, or the last token plus that request's drafts), runs ONE batched target
- * forward over all of them (ragged lengths; the weights are read once for
- * the whole batch), then verifies, emits and rolls back each request on its own. Requests
- * are admitted from the queue between steps and leave the batch when they finish or are
- * cancelled. Per-request state (KV cache, drafter, adaptive k, sampler) is owned by the
- * scheduler; the model is shared read-only. A request yields the same tokens as
+/* One scheduler thread steps every active request together, one batched target forward
+ * per step (docs/design-notes.md, "Serving"). A request yields the same tokens as
  * sd_generate_speculative with the same model, config and spec, whatever else is in the
- * batch and in whatever order requests arrive (the CPU kernels are batch-invariant).
- *
- * Thread safety: every sd_engine_* and sd_request_* call may be made from any thread at
- * any time, concurrently; the token callback runs on the scheduler thread. */
+ * batch and in whatever order requests arrive. Every sd_engine_* and sd_request_* call may
+ * be made from any thread, concurrently; the token callback runs on the scheduler thread. */
 typedef struct sd_engine sd_engine_t;
 typedef struct sd_request sd_request_t;
 
@@ -289,15 +281,12 @@ typedef struct sd_engine_params {
                                a draft model in spec.draft_model is not owned either */
     int max_active;         /* requests stepping together (default 16) */
     int max_queued;         /* requests waiting for a slot; one more is SD_ERR_BUSY (default 64) */
-    int max_batch_rows;     /* rows of one batched forward (default 256): a request's step
-                               (1 + its longest draft) waits for the next step when it does
-                               not fit, never runs shortened, so its tokens do not depend
-                               on the batch; prompt prefill is chunked into what is left */
-    int load_aware_drafts;  /* 1 (default): when several requests decode in one step, a draft
-                               row costs the batch nearly a whole token, so drafts are cut to
-                               what their acceptance pays for at that load; only drafts whose
-                               length cannot change the tokens (greedy, or the n-gram
-                               drafter) are cut. 0: every request drafts as if alone. */
+    int max_batch_rows;     /* rows of one batched forward (default 256), spec.k + 1 (1
+                               without a drafter) .. 65536: a request's step that does not
+                               fit waits, never shortened; prompts prefill in what is left */
+    int load_aware_drafts;  /* 1 (default): cut drafts to what they pay at the batch's load,
+                               never changing the tokens (docs/design-notes.md, "Serving");
+                               0: every request drafts as if alone */
     size_t max_kv_positions; /* KV-cache positions all active requests may hold together (a
                                 request holds prompt + max_tokens, capped by the context);
                                 0 = max_active * the model's n_ctx. A request waits in the
@@ -305,8 +294,9 @@ typedef struct sd_engine_params {
 } sd_engine_params_t;
 
 void sd_engine_params_default(sd_engine_params_t *params);
-/* Starts the scheduler thread. SD_ERR_INVALID_ARG naming a bad field; the spec is checked
- * like sd_generate_speculative's (SD_ERR_VOCAB_MISMATCH, ...). */
+/* Starts the scheduler thread (collective under TP, see sd_engine_wait_stopped).
+ * SD_ERR_INVALID_ARG naming a bad field (max_active outside 1..4096, max_queued < 0, ...);
+ * the spec is checked like sd_generate_speculative's (SD_ERR_VOCAB_MISMATCH, ...). */
 sd_status_t sd_engine_create(const sd_engine_params_t *params, sd_engine_t **out);
 /* Stop admitting (sd_engine_submit answers SD_ERR_BUSY from now on), let queued and active
  * requests run for up to grace_seconds, then cancel what is left (SD_STOP_CANCELLED);
@@ -317,14 +307,11 @@ void sd_engine_shutdown(sd_engine_t *engine, double grace_seconds);
  * Ranks > 0 of a tensor-parallel engine: waits for rank 0 to stop first (see below). */
 void sd_engine_free(sd_engine_t *engine);
 /* Tensor parallelism: a model split over a comm (sd_model_params_t.comm) is served by one
- * engine per rank, created on every rank with the same parameters. Rank 0 takes the
- * requests (sd_engine_submit elsewhere is SD_ERR_INVALID_ARG) and, before each step,
- * broadcasts what changed (requests admitted with their prompts and configs, requests
- * cancelled); every rank then runs the same batched step, so all ranks hold the same
- * batch and step together. While idle, rank 0 sends an empty step every second, well
- * within the collective deadline. On ranks > 0 this call blocks until rank 0 frees its
- * engine (SD_OK) or the group fails (its status: SD_ERR_COMM_TIMEOUT, SD_ERR_PEER_LOST, ...).
- * A failed group ends every request with that status and refuses later submits with it.
+ * engine per rank, created on every rank with the same parameters; rank 0 takes the
+ * requests (sd_engine_submit elsewhere is SD_ERR_INVALID_ARG) and every rank runs the same
+ * steps (docs/design-notes.md, "Serving"). On ranks > 0 this call blocks until rank 0 frees
+ * its engine (SD_OK) or the group fails (its status: SD_ERR_COMM_TIMEOUT, SD_ERR_PEER_LOST,
+ * ...), which also ends every request and later submit with that status.
  * SD_ERR_INVALID_ARG on rank 0 or without TP. */
 sd_status_t sd_engine_wait_stopped(sd_engine_t *engine);
 
