@@ -15,6 +15,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "core/clock.h"
 #include "specdec/specdec.h"
 
 enum { MAX_LEVELS = 8, N_PROMPTS = 6 };
@@ -39,13 +40,6 @@ typedef struct job {
     size_t n_tokens;
     sd_status_t status;
 } job_t;
-
-static double now_seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 static void *run_job(void *arg)
 {
@@ -133,19 +127,16 @@ int main(int argc, char **argv)
         ep.model = m;
         ep.max_active = c;
         ep.max_queued = n_req;
-        if (!strcmp(draft, "ngram")) {
-            ep.spec.drafter = SD_DRAFTER_NGRAM;
-            ep.spec.k = k;
-        } else if (!strncmp(draft, "layerskip:", 10)) {
-            ep.spec.drafter = SD_DRAFTER_LAYERSKIP;
-            ep.spec.layerskip_layers = atoi(draft + 10);
-            ep.spec.k = k;
-        }
+        const char *draft_path = NULL;
+        if (strcmp(draft, "none") != 0 &&
+            (sd_spec_parse_drafter(draft, &ep.spec, &draft_path) != SD_OK || draft_path != NULL))
+            return fail("--draft (a draft model file is not supported here)");
+        ep.spec.k = k;
         sd_engine_t *e = NULL;
         if (sd_engine_create(&ep, &e) != SD_OK) return fail("engine");
         job_t *jobs = calloc((size_t)n_req, sizeof *jobs);
         pthread_t *th = calloc((size_t)n_req, sizeof *th);
-        double t0 = now_seconds();
+        double t0 = sd_now();
         for (int r = 0; r < n_req; r++) {
             jobs[r] = (job_t){.engine = e, .prompt = toks[r % N_PROMPTS],
                               .n_prompt = n_toks[r % N_PROMPTS]};
@@ -161,7 +152,7 @@ int main(int argc, char **argv)
             if (jobs[r].status != SD_OK) return fail("request");
             tokens += jobs[r].n_tokens;
         }
-        double secs = now_seconds() - t0, tps = (double)tokens / secs;
+        double secs = sd_now() - t0, tps = (double)tokens / secs;
         if (li == 0) base = tps;
         sd_engine_metrics_t mt;
         sd_engine_get_metrics(e, &mt);

@@ -9,12 +9,7 @@
 #include <time.h>
 #include <unistd.h>
 
-static inline double bench_now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e9 + (double)ts.tv_nsec;
-}
+#include "core/clock.h"
 
 /* A counter of this thread's user-space events, or -1 where perf events are not allowed. */
 static inline int bench_counter_open(uint64_t config)

@@ -18,17 +18,11 @@
 #include <strings.h>
 #include <time.h>
 
+#include "core/clock.h"
 #include "model/forward.h"
 #include "model/model.h"
 #include "gguf/synthetic.h"
 #include "kernels/cuda.h"
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static int set_shape(sd_synth_spec_t *s, const char *name)
 {
@@ -80,23 +74,23 @@ static double host_copy_gbps(void)
     memset(a, 1, bytes), memset(b, 2, bytes);
     double best = 1e30;
     for (int r = 0; r < 5; r++) {
-        double t = now_s();
+        double t = sd_now();
         memcpy(b, a, bytes);
-        t = now_s() - t;
+        t = sd_now() - t;
         best = t < best ? t : best;
     }
     free(a), free(b);
     return 2.0 * (double)bytes / best / 1e9;
 }
 
-/* "on" or "off", and why: the sequence's setting (model/model.h: sd_seq_t.use_graphs). */
+/* "on" or "off", and why: the sequence's setting (model/forward.h: sd_seq_t.use_graphs). */
 static void describe_graphs(const sd_seq_t *seq, char *buf, size_t cap)
 {
     const char *env = getenv("SPECDEC_CUDA_GRAPHS");
     if (seq->use_graphs)
         snprintf(buf, cap, "on (SPECDEC_CUDA_GRAPHS=%s)", env ? env : "unset");
-    else if (seq->model->backend->ops->graph_begin == NULL)
-        snprintf(buf, cap, "off (the %s backend has none)", seq->model->backend->ops->name);
+    else if (!sd_backend_has_graphs(seq->model->backend))
+        snprintf(buf, cap, "off (the %s backend has none)", sd_backend_name(seq->model->backend));
     else
         snprintf(buf, cap, "off (SPECDEC_CUDA_GRAPHS=%s)", env ? env : "unset");
 }
@@ -131,9 +125,9 @@ int main(int argc, char **argv)
     s.weight_type = s.embd_type = s.output_type = type;
     char path[512];
     snprintf(path, sizeof path, "%s", keep ? keep : "/tmp/specdec-roofline.gguf");
-    double t0 = now_s();
+    double t0 = sd_now();
     if (sd_synth_write_file(&s, path) != SD_OK) return fail("write the model");
-    double t_write = now_s() - t0;
+    double t_write = sd_now() - t0;
 
     sd_model_params_t p;
     sd_model_params_default(&p);
@@ -146,12 +140,12 @@ int main(int argc, char **argv)
     if (sd_seq_init(&seq, m, 0, 1) != SD_OK) return fail("sequence");
     int32_t tok = 1;
     if (sd_forward(&seq, &tok, 1, 0) != SD_OK) return fail("first forward");
-    double t = now_s();
+    double t = sd_now();
     for (int i = 0; i < tokens; i++) {
         tok = (tok * 7 + 3) % s.n_vocab;
         if (sd_forward(&seq, &tok, 1, 0) != SD_OK) return fail("decode");
     }
-    t = now_s() - t;
+    t = sd_now() - t;
     double bytes = weight_bytes(m), gbps = 0.0;
     if (strcmp(info.device, "cuda") == 0) {
         if (sd_cuda_copy_bandwidth(0, (size_t)1 << 30, 10, &gbps) != SD_OK) return fail("bandwidth");

@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "comm/comm_impl.h"
+#include "core/clock.h"
 
 #define INTRA_MAX_RANKS 64
 #define INTRA_SLOT_BYTES ((size_t)256 << 10)
@@ -165,7 +166,7 @@ static sd_status_t wait_all(sd_comm_t *c, stamp_t s, uint64_t r)
         sd_status_t st = sd_comm_wait_step(c, &spins, "peers");
         if (st != SD_OK) return not_arrived(c, s, r, st);
         if ((spins & 31u) != 0) continue;
-        double now = sd_comm_now();
+        double now = sd_now();
         if (now < next_check) continue;
         next_check = now + INTRA_LIVENESS_S;
         SD_CHECK(check_alive(c, s, r));

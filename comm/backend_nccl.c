@@ -15,6 +15,7 @@
 #include "comm/comm_impl.h"
 #include "comm/cuda/gpu_check.h"
 #include "comm/cuda/intra_cuda.h"
+#include "core/clock.h"
 #include "core/log.h"
 
 _Static_assert((int)SD_GPU_F32 == (int)SD_COMM_F32 && (int)SD_GPU_F16 == (int)SD_COMM_F16 &&
@@ -286,9 +287,9 @@ static sd_status_t ipc_wait(sd_comm_t *c, nccl_ctx_t *x)
             st = sd_comm_wait_step(c, &spins, "the peers' IPC flags");
             if (st != SD_OK) {
                 *s->abort_word = 1;
-                drain_until = sd_comm_now() + IPC_DRAIN_S;
+                drain_until = sd_now() + IPC_DRAIN_S;
             }
-        } else if (sd_comm_now() > drain_until) {
+        } else if (sd_now() > drain_until) {
             return sd_set_error(SD_ERR_COMM_TIMEOUT,
                                 "group '%s' rank %d: allreduce seq %llu: the CUDA IPC kernel did "
                                 "not exit %.0f s after the abort",
@@ -305,7 +306,7 @@ static sd_status_t ipc_wait(sd_comm_t *c, nccl_ctx_t *x)
 /* Nanoseconds left to the running op's deadline (at least 1). */
 static uint64_t budget_ns(const sd_comm_t *c)
 {
-    double left = c->deadline - sd_comm_now();
+    double left = c->deadline - sd_now();
     return left > 1e-9 ? (uint64_t)(left * 1e9) : 1;
 }
 
@@ -428,9 +429,9 @@ static void free_ctx(nccl_ctx_t *x)
 static sd_status_t finalize(sd_comm_t *c, nccl_ctx_t *x)
 {
     ncclResult_t r = ncclCommFinalize(x->nc);
-    double deadline = sd_comm_now() + c->timeout_ms * 1e-3;
+    double deadline = sd_now() + c->timeout_ms * 1e-3;
     struct timespec nap = {.tv_sec = 0, .tv_nsec = SETUP_POLL_NS};
-    while (r == ncclInProgress && sd_comm_now() < deadline) {
+    while (r == ncclInProgress && sd_now() < deadline) {
         nanosleep(&nap, NULL);
         if (ncclCommGetAsyncError(x->nc, &r) != ncclSuccess) break;
     }

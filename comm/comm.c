@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "comm/comm_impl.h"
+#include "core/clock.h"
 #include "core/log.h"
 
 /* wait-step schedule: pause (unless ranks outnumber cores), then yield, then sleep */
@@ -46,13 +47,6 @@ const char *sd_comm_op_name(sd_comm_op_t op)
     };
     if ((unsigned)op >= sizeof names / sizeof names[0]) return "unknown-op";
     return names[op];
-}
-
-double sd_comm_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
 /* ---- setup / teardown ---------------------------------------------------------------- */
@@ -115,7 +109,7 @@ static const char *state_name(sd_flight_state_t s)
 
 void sd_comm_op_begin(sd_comm_t *c, sd_comm_op_t op, size_t bytes)
 {
-    double now = sd_comm_now();
+    double now = sd_now();
     pthread_mutex_lock(&c->lock);
     c->seq++;
     c->flight[c->seq % SD_FLIGHT_LEN] = (sd_flight_entry_t){
@@ -138,7 +132,7 @@ static void mark_failed(sd_comm_t *c, sd_status_t status)
 
 sd_status_t sd_comm_op_end(sd_comm_t *c, sd_status_t status)
 {
-    double now = sd_comm_now();
+    double now = sd_now();
     pthread_mutex_lock(&c->lock);
     sd_flight_entry_t *e = &c->flight[c->seq % SD_FLIGHT_LEN];
     e->state = status == SD_OK ? SD_FLIGHT_DONE : SD_FLIGHT_FAILED;
@@ -170,7 +164,7 @@ void sd_comm_print_flight(const sd_comm_t *c, const char *why)
     for (uint64_t s = first; s <= last && n < sizeof out; s++) {
         const sd_flight_entry_t *e = &ring[s % SD_FLIGHT_LEN];
         if (e->seq != s) continue;
-        double ms = ((e->t_end > 0 ? e->t_end : sd_comm_now()) - e->t_start) * 1e3;
+        double ms = ((e->t_end > 0 ? e->t_end : sd_now()) - e->t_start) * 1e3;
         n += (size_t)snprintf(out + n, sizeof out - n,
                               "specdec flight:   rank %d group '%s' op %s seq %llu bytes %zu "
                               "state %s%s%s %.3f ms\n",
@@ -235,7 +229,7 @@ sd_status_t sd_comm_wait_step(sd_comm_t *c, unsigned *spins, const char *waiting
     }
     if (atomic_load_explicit(&c->abort_flag, memory_order_relaxed))
         return wait_failed(c, waiting_for, "aborted by the watchdog");
-    if (sd_comm_now() > c->deadline) return wait_failed(c, waiting_for, "timed out");
+    if (sd_now() > c->deadline) return wait_failed(c, waiting_for, "timed out");
     return SD_OK;
 }
 

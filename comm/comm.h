@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "specdec/specdec.h"
+#include "core/clock.h"
 
 typedef enum sd_comm_dtype { SD_COMM_F32 = 0, SD_COMM_F16, SD_COMM_BF16 } sd_comm_dtype_t;
 size_t sd_comm_dtype_size(sd_comm_dtype_t dt);
@@ -34,9 +35,6 @@ sd_status_t sd_comm_barrier(sd_comm_t *c);
  * rank's status with its sd_last_error() message prefixed "rank R: " (or the collective's
  * own failure). */
 sd_status_t sd_comm_agree(sd_comm_t *c, sd_status_t local);
-
-/* Monotonic seconds (the clock of the deadlines; callers time with it too). */
-double sd_comm_now(void);
 
 /* ---- creating communicators (sd_comm_init picks one from the environment) ---------------- */
 /* Each gives a communicator the caller frees with sd_comm_free; a backend not in this build

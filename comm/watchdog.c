@@ -12,6 +12,7 @@
 #include <time.h>
 
 #include "comm/comm_impl.h"
+#include "core/clock.h"
 #include "core/log.h"
 
 #define WATCH_PERIOD_NS 100000000L
@@ -91,7 +92,7 @@ static void *watch(void *arg)
             ts.tv_nsec -= 1000000000L;
         }
         pthread_cond_timedwait(&g_wake, &g_reg, &ts);
-        double now = sd_comm_now();
+        double now = sd_now();
         for (sd_comm_t *c = g_head; c && !g_stop; c = c->wd_next) check(c, now);
     }
     pthread_mutex_unlock(&g_reg);

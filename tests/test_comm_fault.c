@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "comm/comm_impl.h"
+#include "core/clock.h"
 #include "support/ranks.h"
 #include "support/test_util.h"
 
@@ -74,10 +75,10 @@ static int faulty_rank(int rank, int size, const char *job, void *argp, void *ou
         return 2;
     }
     float v[100];
-    double t0 = sd_comm_now();
+    double t0 = sd_now();
     for (int op = 1; op <= N_OPS && out->fail_at == 0; op++) {
         for (int i = 0; i < 100; i++) v[i] = (float)(rank + i);
-        double t = sd_comm_now();
+        double t = sd_now();
         sd_status_t st = sd_comm_allreduce_sum(w, v, 100, SD_COMM_F32);
         if (st == SD_OK && v[7] != (float)(size * 7 + size * (size - 1) / 2)) {
             snprintf(out->msg, sizeof out->msg, "op %d: wrong sum %g", op, v[7]);
@@ -86,14 +87,14 @@ static int faulty_rank(int rank, int size, const char *job, void *argp, void *ou
         if (st == SD_OK) continue;
         out->fail_at = op;
         out->status = st;
-        out->fail_seconds = sd_comm_now() - t;
+        out->fail_seconds = sd_now() - t;
         snprintf(out->msg, sizeof out->msg, "%s", sd_last_error());
-        t = sd_comm_now();
+        t = sd_now();
         out->again = sd_comm_barrier(w);
-        out->again_seconds = sd_comm_now() - t;
+        out->again_seconds = sd_now() - t;
         snprintf(out->again_msg, sizeof out->again_msg, "%s", sd_last_error());
     }
-    out->total_seconds = sd_comm_now() - t0;
+    out->total_seconds = sd_now() - t0;
     sd_comm_free(w);
     return 0;
 }
@@ -203,10 +204,10 @@ static int mismatch_rank(int rank, int size, const char *job, void *arg, void *o
     sd_comm_t *w = NULL;
     if (sd_comm_intra_new(rank, size, job, &w) != SD_OK) return 2;
     float v[10] = {0};
-    double t = sd_comm_now();
+    double t = sd_now();
     out->status = rank == 0 ? sd_comm_allreduce_sum(w, v, 10, SD_COMM_F32)
                             : sd_comm_allgather(w, v, 40, (float[20]){0});
-    out->fail_seconds = sd_comm_now() - t;
+    out->fail_seconds = sd_now() - t;
     snprintf(out->msg, sizeof out->msg, "%s", sd_last_error());
     sd_comm_free(w);
     return 0;
@@ -304,9 +305,9 @@ Test(comm_fault, watchdog_aborts_an_overdue_op, .timeout = 20)
     int saved = dup(2), fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
     dup2(fd, 2);
     float v = 1;
-    double t = sd_comm_now();
+    double t = sd_now();
     sd_status_t st = sd_comm_allreduce_sum(c, &v, 1, SD_COMM_F32);
-    double took = sd_comm_now() - t;
+    double took = sd_now() - t;
     sd_status_t again = sd_comm_allreduce_sum(c, &v, 1, SD_COMM_F32);
     dup2(saved, 2);
     close(fd);

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "comm/comm.h"
+#include "core/clock.h"
 
 enum { MAX_RANKS = 4, MAX_LINES = 256, LINE = 512 };
 
@@ -82,7 +83,7 @@ static void run_mpirun(int n, const char *mode, const char *const *env, int time
              counter++);
     cr_assert_eq(mkdir(r->dir, 0755), 0, "mkdir %s", r->dir);
     snprintf(r->log, sizeof r->log, "%s/mpirun.log", r->dir);
-    double t0 = sd_comm_now();
+    double t0 = sd_now();
     pid_t pid = fork();
     cr_assert_geq(pid, 0);
     if (pid == 0) {
@@ -105,14 +106,14 @@ static void run_mpirun(int n, const char *mode, const char *const *env, int time
     }
     setpgid(pid, pid);
     while (waitpid(pid, &r->status, WNOHANG) == 0) {
-        if (sd_comm_now() - t0 > timeout_s) {
+        if (sd_now() - t0 > timeout_s) {
             stop_mpirun(pid);
             cr_assert_fail("mpirun -n %d %s still running after %d s (log %s)", n, mode, timeout_s,
                            r->log);
         }
         nanosleep(&(struct timespec){.tv_nsec = 10 * 1000 * 1000}, NULL);
     }
-    r->seconds = sd_comm_now() - t0;
+    r->seconds = sd_now() - t0;
 }
 
 /* Remove the run's files, unless mpirun ended unexpectedly (its log is then kept). */

@@ -19,6 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/clock.h"
 #include "comm/comm.h"
 #include "model/forward.h"
 #include "model/model.h"
@@ -165,13 +166,6 @@ typedef struct rank_out {
 
 typedef int (*rank_fn)(sd_comm_t *comm, rank_out_t *out, const void *arg);
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 static int fail(rank_out_t *o, int code, const char *what, sd_status_t st)
 {
     snprintf(o->err, sizeof o->err, "%s: %s: %s", what, sd_status_string(st), sd_last_error());
@@ -181,12 +175,12 @@ static int fail(rank_out_t *o, int code, const char *what, sd_status_t st)
 static void run_rank(int rank, int size, const char *job, rank_fn fn, const void *arg,
                      rank_out_t *o)
 {
-    double t0 = now_s();
+    double t0 = sd_now();
     sd_comm_t *c = NULL;
     sd_status_t st = sd_comm_intra_new(rank, size, job, &c);
     int code = st == SD_OK ? fn(c, o, arg) : fail(o, 90, "sd_comm_intra_new", st);
     sd_comm_free(c);
-    o->seconds = now_s() - t0;
+    o->seconds = sd_now() - t0;
     _exit(code);
 }
 
@@ -194,7 +188,7 @@ static void run_rank(int rank, int size, const char *job, rank_fn fn, const void
 static int wait_ranks(const pid_t *pids, int size, double deadline, char *why, size_t cap)
 {
     int ok = 1, left = size, done[MAX_RANKS] = {0};
-    while (left > 0 && now_s() < deadline) {
+    while (left > 0 && sd_now() < deadline) {
         for (int r = 0; r < size; r++) {
             int wst;
             if (done[r] || waitpid(pids[r], &wst, WNOHANG) != pids[r]) continue;
@@ -226,7 +220,7 @@ static double run_ranks(int size, rank_fn fn, const void *arg, rank_out_t *out)
     snprintf(job, sizeof job, "tp%d-%d", run++, (int)getpid());
     memset(out, 0, (size_t)size * sizeof *out);
     fflush(NULL);
-    double t0 = now_s();
+    double t0 = sd_now();
     pid_t pids[MAX_RANKS];
     for (int r = 0; r < size; r++) {
         pids[r] = fork();
@@ -239,7 +233,7 @@ static double run_ranks(int size, rank_fn fn, const void *arg, rank_out_t *out)
     while (bad < size - 1 && out[bad].code == 0) bad++;
     cr_assert(ok, "TP %d: %s; rank %d: code %d: %s", size, why, bad, out[bad].code,
               out[bad].err);
-    return now_s() - t0;
+    return sd_now() - t0;
 }
 
 static rank_out_t *shared_outs(void)
@@ -608,15 +602,15 @@ static int lost_peer_work(sd_comm_t *comm, rank_out_t *o, const void *arg)
     sd_seq_t s;
     if ((st = sd_seq_init(&s, m, 0, 4)) != SD_OK) return fail(o, 2, "seq_init", st);
     int32_t tok[2] = {1, 2};
-    double t0 = now_s();
+    double t0 = sd_now();
     o->statuses[0] = sd_forward(&s, tok, 2, 0);
     o->kv_len[0] = s.kv.len;
     snprintf(o->err, sizeof o->err, "%s", sd_last_error());
-    double t1 = now_s();
+    double t1 = sd_now();
     o->statuses[1] = sd_forward(&s, tok, 2, 0);
     o->kv_len[1] = s.kv.len;
     o->call_seconds[0] = t1 - t0;
-    o->call_seconds[1] = now_s() - t1;
+    o->call_seconds[1] = sd_now() - t1;
     sd_seq_free(&s);
     sd_model_free(m);
     return 0;

@@ -20,6 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/clock.h"
 #include "gguf/synthetic.h"
 #include "support/json_path.h"
 #include "support/test_util.h"
@@ -46,13 +47,6 @@ static void sleep_ms(int ms)
 {
     struct timespec t = {ms / 1000, (ms % 1000) * 1000000L};
     nanosleep(&t, NULL);
-}
-
-static double now_seconds(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec + t.tv_nsec * 1e-9;
 }
 
 /* ---- HTTP --------------------------------------------------------------------------------- */
@@ -195,8 +189,8 @@ static void start_server_ranks(server_t *s, int ranks, const char *const *extra)
             live[i] = s;
             break;
         }
-    double until = now_seconds() + 60;
-    while (!(s->port = serving_port(s->log)) && now_seconds() < until) sleep_ms(10);
+    double until = sd_now() + 60;
+    while (!(s->port = serving_port(s->log)) && sd_now() < until) sleep_ms(10);
     if (!s->port) dump_log(s);
     cr_assert(s->port > 0, "no 'serving' line from the server");
     for (;;) {
@@ -205,7 +199,7 @@ static void start_server_ranks(server_t *s, int ranks, const char *const *extra)
         free(r.body);
         if (status == 200) break;
         cr_assert_eq(status, 503, "/health while loading");
-        cr_assert(now_seconds() < until, "the server never became ready");
+        cr_assert(sd_now() < until, "the server never became ready");
         sleep_ms(10);
     }
 }
@@ -224,8 +218,8 @@ static void stop_server_expect(server_t *s, int want_status)
     kill(s->pid, SIGTERM);
     int status = 0;
     pid_t got = 0;
-    for (double until = now_seconds() + 60; !(got = waitpid(s->pid, &status, WNOHANG)) &&
-                                            now_seconds() < until;)
+    for (double until = sd_now() + 60; !(got = waitpid(s->pid, &status, WNOHANG)) &&
+                                            sd_now() < until;)
         sleep_ms(10);
     if (!got) kill(s->pid, SIGKILL), waitpid(s->pid, &status, 0);
     s->pid = 0;
@@ -696,8 +690,8 @@ static void *run_long_stream(void *arg)
 
 static void wait_started(long_stream_t *ls)
 {
-    for (double until = now_seconds() + 60; !atomic_load(&ls->started); sleep_ms(5))
-        cr_assert(now_seconds() < until, "the long stream never started");
+    for (double until = sd_now() + 60; !atomic_load(&ls->started); sleep_ms(5))
+        cr_assert(sd_now() < until, "the long stream never started");
 }
 
 /* The value of a metrics line starting with `name ` (or `name{labels} `). */
@@ -721,10 +715,10 @@ Test(serve_http, disconnect_mid_stream_cancels)
     cr_assert_eq(pthread_create(&th, NULL, run_long_stream, &ls), 0);
     pthread_join(th, NULL);
     cr_expect_eq(ls.rc, CURLE_WRITE_ERROR, "the client hung up: %s", curl_easy_strerror(ls.rc));
-    double until = now_seconds() + 60;
+    double until = sd_now() + 60;
     while (metric(port, "specdec_requests_active ") != 0 ||
            metric(port, "specdec_requests_finished_total{reason=\"cancelled\"}") <= cancelled) {
-        cr_assert(now_seconds() < until, "the request was not cancelled");
+        cr_assert(sd_now() < until, "the request was not cancelled");
         sleep_ms(20);
     }
     cr_expect_eq(metric(port, "specdec_kv_cache_positions_used "), 0, "its KV cache is freed");
@@ -753,14 +747,14 @@ Test(serve_http, full_queue_is_429)
     pthread_join(th, NULL);
     free(ls.reply.body);
     /* the slot frees once the hung-up stream is cancelled */
-    double until = now_seconds() + 60;
+    double until = sd_now() + 60;
     for (;;) {
         r = http(small.port, "POST", CHAT, body);
         long status = r.status;
         free(r.body);
         if (status == 200) break;
         cr_assert_eq(status, 429);
-        cr_assert(now_seconds() < until, "the slot never freed");
+        cr_assert(sd_now() < until, "the slot never freed");
         sleep_ms(20);
     }
     free(body);

@@ -3,6 +3,7 @@
 #define SPECDEC_APPS_CLI_H
 
 #include <stdint.h>
+#include <stdio.h>
 
 #include "specdec/specdec.h"
 
@@ -46,6 +47,7 @@ int cli_parse_seed(const char *v, uint64_t *out);
 int cli_parse_draft(const char *v, sd_spec_config_t *spec, const char **model_path);
 /* printf(usage, the --draft forms of every drafter): usage has one %s and no other %. */
 void cli_print_usage(const char *usage);
+void cli_fprint_usage(FILE *f, const char *usage); /* the same to f */
 
 /* Print "specdec: error: ..." for a failed call; returns cli_exit_code(s). */
 int cli_fail(const char *what, sd_status_t s);

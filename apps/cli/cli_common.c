@@ -82,12 +82,14 @@ int cli_parse_draft(const char *v, sd_spec_config_t *spec, const char **model_pa
     return 0;
 }
 
-void cli_print_usage(const char *usage)
+void cli_fprint_usage(FILE *f, const char *usage)
 {
     char forms[256];
     sd_spec_drafter_usage(forms, sizeof forms);
-    printf(usage, forms);
+    fprintf(f, usage, forms);
 }
+
+void cli_print_usage(const char *usage) { cli_fprint_usage(stdout, usage); }
 
 /* One option with its value; returns 0 on error, 1 on success. */
 static int parse_one(const char *flag, const char *v, cli_gen_opts_t *o)

@@ -31,6 +31,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "core/clock.h"
 #include "apps/cli/cli.h"
 #include "apps/cli/hangtest.h"
 #include "comm/comm.h"
@@ -42,7 +43,9 @@
 typedef struct ht_opts {
     int ranks, steps, draft_ranks, n_threads, json;
     int no_payload; /* --no-payload: time the speculative loop alone (benchmarks) */
-    const char *comm, *model_path, *draft;
+    const char *comm, *model_path;
+    sd_spec_config_t draft;  /* --draft as parsed (default: a random draft model) */
+    const char *draft_path;  /* a draft model file, or NULL */
     uint64_t seed;
     int seed_given;
 } ht_opts_t;
@@ -58,13 +61,6 @@ typedef struct ht_run {
     float *payload, *expect; /* [HT_PAYLOAD_MAX] */
 } ht_run_t;
 
-static double ht_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
 static uint64_t mix64(uint64_t x)
 {
     x ^= x >> 33;
@@ -79,6 +75,8 @@ static uint64_t mix64(uint64_t x)
 static int ht_parse(int argc, char **argv, ht_opts_t *o)
 {
     *o = (ht_opts_t){.ranks = 2, .steps = 2000, .draft_ranks = 1, .n_threads = 1};
+    sd_spec_config_default(&o->draft);
+    o->draft.drafter = SD_DRAFTER_MODEL; /* no --draft: the random draft model */
     for (int i = 2; i < argc; i++) {
         const char *f = argv[i];
         if (!strcmp(f, "--json")) { o->json = 1; continue; }
@@ -94,16 +92,17 @@ static int ht_parse(int argc, char **argv, ht_opts_t *o)
         else if (!strcmp(f, "--seed")) ok = cli_parse_seed(v, &o->seed), o->seed_given = 1;
         else if (!strcmp(f, "--comm")) o->comm = v;
         else if (!strcmp(f, "-m") || !strcmp(f, "--model")) o->model_path = v;
-        else if (!strcmp(f, "--draft")) o->draft = v;
+        else if (!strcmp(f, "--draft")) ok = cli_parse_draft(v, &o->draft, &o->draft_path);
         else return fprintf(stderr, "specdec: error: hangtest: unknown option '%s'\n", f), 0;
         if (!ok) return 0;
     }
     if (o->draft_ranks > o->ranks)
         return fprintf(stderr, "specdec: error: --draft-ranks %d exceeds --ranks %d\n",
                        o->draft_ranks, o->ranks), 0;
-    if (o->comm && strcmp(o->comm, "intra") && strcmp(o->comm, "mpi") && strcmp(o->comm, "nccl"))
-        return fprintf(stderr, "specdec: error: --comm expects intra, mpi or nccl, got '%s'\n",
-                       o->comm), 0;
+    const char *backend;
+    if (o->comm && (setenv("SPECDEC_COMM", o->comm, 1) != 0 ||
+                    sd_comm_select(o->ranks, 0, &backend) != SD_OK))
+        return fprintf(stderr, "specdec: error: --comm %s: %s\n", o->comm, sd_last_error()), 0;
     return 1;
 }
 
@@ -155,24 +154,14 @@ static sd_status_t ht_load_path(ht_run_t *h, const char *path, sd_comm_t *comm, 
     return sd_model_load(&p, out);
 }
 
-/* --draft: ngram[:n] | layerskip:L | PATH; none = the random draft model. */
+/* The --draft drafter; a draft model (a file, or the random one) is loaded here. */
 static sd_status_t ht_setup_drafter(ht_run_t *h)
 {
     sd_spec_config_t *s = &h->spec;
-    sd_spec_config_default(s);
+    *s = h->o.draft;
     s->k = 6;
-    const char *d = h->o.draft;
-    if (d && !strncmp(d, "ngram", 5)) {
-        s->drafter = SD_DRAFTER_NGRAM;
-        if (d[5] == ':') s->ngram_max = atoi(d + 6);
-        return SD_OK;
-    }
-    if (d && !strncmp(d, "layerskip:", 10)) {
-        s->drafter = SD_DRAFTER_LAYERSKIP;
-        s->layerskip_layers = atoi(d + 10);
-        return SD_OK;
-    }
-    s->drafter = SD_DRAFTER_MODEL;
+    if (s->drafter != SD_DRAFTER_MODEL) return SD_OK; /* runs on the target alone */
+    const char *d = h->o.draft_path;
     int dr = h->o.draft_ranks;
     s->draft_ranks = h->size > 1 ? dr : 0;
     if (h->size > 1 && dr > 1) SD_CHECK(sd_comm_split_first(h->world, dr, &h->draft_comm));
@@ -217,7 +206,7 @@ static sd_status_t ht_hook(void *user, const sd_spec_step_view_t *v)
     h->steps_done++;
     h->tokens_done += (uint64_t)v->n_accepted + 1;
     if (h->world != NULL && !h->o.no_payload) SD_CHECK(ht_payload(h, v));
-    double t = ht_now();
+    double t = sd_now();
     if (t - h->t_last > h->max_step) h->max_step = t - h->t_last;
     h->t_last = t;
     if (h->steps_done >= (uint64_t)h->o.steps) return SD_ERR_CANCELLED; /* enough: stop */
@@ -319,10 +308,10 @@ static int ht_rank_main(const ht_opts_t *o)
 {
     ht_run_t h = {.o = *o};
     sd_status_t st = ht_setup(&h);
-    h.t_start = h.t_last = ht_now();
+    h.t_start = h.t_last = sd_now();
     for (uint64_t req = 0; st == SD_OK && h.steps_done < (uint64_t)o->steps; req++)
         st = ht_request(&h, req);
-    if (st == SD_OK) ht_report(&h, ht_now() - h.t_start);
+    if (st == SD_OK) ht_report(&h, sd_now() - h.t_start);
     else if (h.rank == 0 || st != SD_ERR_INVALID_ARG)
         fprintf(stderr, "specdec: hangtest failed after %llu steps (seed %llu): %s: %s\n",
                 (unsigned long long)h.steps_done, (unsigned long long)h.o.seed,
@@ -384,7 +373,6 @@ int cmd_hangtest(int argc, char **argv)
 {
     ht_opts_t o;
     if (!ht_parse(argc, argv, &o)) return CLI_EXIT_USAGE;
-    if (o.comm) setenv("SPECDEC_COMM", o.comm, 1);
     int is_rank = getenv("SPECDEC_RANK") || getenv("OMPI_COMM_WORLD_SIZE") || getenv("PMI_SIZE");
     if (is_rank || o.ranks == 1) return ht_rank_main(&o);
     if (o.comm && strcmp(o.comm, "mpi") == 0) /* forked ranks have no MPI world to join */

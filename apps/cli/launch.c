@@ -19,6 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/clock.h"
 #include "cli.h"
 #include "comm/comm.h"
 #include "launch.h"
@@ -68,13 +69,6 @@ static const char launch_usage[] =
     "  stops the job (others get SPECDEC_LAUNCH_GRACE_MS, default 5000, then SIGTERM, then\n"
     "  SIGKILL); the exit code is the first failing rank's (128 + signal if killed).\n"
     "  Under mpirun, run the command with mpirun directly instead.\n";
-
-static double now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
 
 static void write_all(int fd, const char *p, size_t n)
 {
@@ -248,7 +242,7 @@ static void drain_stderr(launch_t *l, int r)
 static void enter_stage(launch_t *l, int stage, double after_ms)
 {
     l->stage = stage;
-    l->stage_deadline = now_ms() + after_ms;
+    l->stage_deadline = (sd_now() * 1e3) + after_ms;
     if (stage == TERMINATED) killpg(l->pgid, SIGTERM);
     if (stage == KILLED) killpg(l->pgid, SIGKILL);
 }
@@ -256,7 +250,7 @@ static void enter_stage(launch_t *l, int stage, double after_ms)
 /* Move to the next stage when its time has come. */
 static void escalate(launch_t *l)
 {
-    if (l->stage == RUNNING || l->stage == KILLED || now_ms() < l->stage_deadline) return;
+    if (l->stage == RUNNING || l->stage == KILLED || (sd_now() * 1e3) < l->stage_deadline) return;
     if (l->stage == GRACE) {
         fprintf(stderr, "specdec launch: %d rank(s) still running after %d ms: SIGTERM\n", l->alive,
                 l->grace_ms);
@@ -341,7 +335,7 @@ static void run_ranks(launch_t *l)
     while (l->alive > 0) {
         int wait_ms = REAP_POLL_MS;
         if (l->stage != RUNNING && l->stage != KILLED) {
-            double left = l->stage_deadline - now_ms();
+            double left = l->stage_deadline - (sd_now() * 1e3);
             wait_ms = left < 0 ? 0 : left < wait_ms ? (int)left + 1 : wait_ms;
         }
         poll_once(l, wait_ms);
@@ -349,9 +343,9 @@ static void run_ranks(launch_t *l)
         escalate(l);
     }
     killpg(l->pgid, SIGKILL); /* whatever the ranks left running in their group */
-    double end = now_ms() + DRAIN_MS;
+    double end = (sd_now() * 1e3) + DRAIN_MS;
     int open_pipes = 1;
-    while (open_pipes && now_ms() < end) {
+    while (open_pipes && (sd_now() * 1e3) < end) {
         open_pipes = 0;
         for (int r = 0; r < l->n; r++) open_pipes |= l->ranks[r].err_fd >= 0;
         if (open_pipes) poll_once(l, 50);

@@ -33,9 +33,9 @@ static const char usage[] =
     "  --seed S           sampling seed (same seed -> same tokens)\n"
     "  --stop STR         stop before STR (repeatable)\n"
     "  --ignore-eos       do not stop at end-of-text tokens\n"
-    "  --draft PATH       speculative decoding with a draft model (same vocabulary)\n"
-    "  --draft ngram[:N]  ... with n-gram prompt lookup (n-grams up to N, default 3)\n"
-    "  --draft layerskip:L  ... with the target's first L layers (self-speculative)\n"
+    "  --draft D          speculative decoding with drafter D: %s\n"
+    "                     (ngram: n-grams up to N, default 3; layerskip: the target's first\n"
+    "                     L layers, default n_layer / 2; PATH: a draft model, same vocabulary)\n"
     "  --k K              draft length (the maximum when adaptive; default 4, at most 16)\n"
     "  --no-adaptive      draft exactly K tokens each step (default: adapt K to acceptance)\n"
     "  --stats            print acceptance rate, accepted-length histogram and timings\n"
@@ -146,7 +146,7 @@ int main(int argc, char **argv)
 {
     if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") ||
         !strcmp(argv[1], "help")) {
-        fputs(usage, argc < 2 ? stderr : stdout);
+        cli_fprint_usage(argc < 2 ? stderr : stdout, usage);
         return argc < 2 ? 2 : 0;
     }
     if (!strcmp(argv[1], "run")) return cmd_run(argc, argv);

@@ -17,6 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/clock.h"
 #include "comm/comm_impl.h"
 #include "comm/cuda/intra_cuda.h"
 #include "support/ranks.h"
@@ -36,13 +37,6 @@ typedef struct gpu_result {
         (res)->failed = 1;                                                                       \
         return 1;                                                                                \
     } while (0)
-
-static inline double gpu_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 static inline int gpu_count_rank(int rank, int size, const char *job, void *arg, void *out,
                                  size_t cap)
@@ -185,9 +179,9 @@ static inline int gpu_stall_rank1(sd_comm_t *c, int timeout_ms, const char *must
         return 0;
     }
     static float v[4096];
-    double t0 = gpu_now();
+    double t0 = sd_now();
     sd_status_t st = sd_comm_allreduce_sum(c, v, 4096, SD_COMM_F32);
-    res->seconds = gpu_now() - t0;
+    res->seconds = sd_now() - t0;
     snprintf(res->msg, sizeof res->msg, "%s", sd_last_error());
     if (st != SD_ERR_COMM_TIMEOUT)
         GPU_FAIL(res, "allreduce with a stalled peer returned %s: %s", sd_status_string(st),

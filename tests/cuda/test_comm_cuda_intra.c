@@ -2,6 +2,7 @@
  * sd_comm_nccl_use_intra, ranks as processes sharing device 0 (tests/cuda/gpu_ranks.h).
  * Skips cleanly without CUDA+NCCL or without a device. Results are checked bit for bit
  * against the C reference (sd_comm_reduce_rank_order) and across ranks. */
+#include "core/clock.h"
 #include "gpu_ranks.h"
 
 /* Open this rank's nccl communicator with the IPC allreduce, or fail the rank. */
@@ -66,7 +67,7 @@ static int hang_rank(int rank, int size, const char *job, void *arg, void *out, 
     gpu_result_t *res = out;
     OPEN_INTRA_OR_FAIL(c);
     uint64_t h = 0x5eed;
-    double t0 = gpu_now();
+    double t0 = sd_now();
     for (int step = 0; step < HANG_STEPS; step++) {
         sd_comm_dtype_t dt = (sd_comm_dtype_t)(step % 3);
         size_t n = 1 + gpu_mix(h) % (2 * SD_IPC_ONE_SHOT_BYTES / sd_comm_dtype_size(dt));
@@ -79,7 +80,7 @@ static int hang_rank(int rank, int size, const char *job, void *arg, void *out, 
             return 1;
         }
     }
-    res->seconds = gpu_now() - t0;
+    res->seconds = sd_now() - t0;
     res->hash[0] = h;
     sd_comm_free(c);
     return 0;

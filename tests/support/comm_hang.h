@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "comm/comm.h"
+#include "core/clock.h"
 #include "core/hash.h"
 #include "support/ranks.h"
 
@@ -66,7 +67,7 @@ static int sd_hang_rank(int rank, int size, const char *job, void *arg, void *ou
     float *buf = malloc(SD_HANG_MAX_ELEMS * sizeof *buf);
     float *ref = malloc(SD_HANG_MAX_ELEMS * sizeof *ref);
     uint64_t prev = a->seed, jitter = sd_hang_mix(a->seed + 7919u * (uint64_t)(rank + 1));
-    double t0 = sd_comm_now();
+    double t0 = sd_now();
     int code = 0;
     for (int step = 0; step < a->steps && code == 0; step++) {
         uint64_t h = sd_hang_mix(prev ^ (uint64_t)step);
@@ -92,7 +93,7 @@ static int sd_hang_rank(int rank, int size, const char *job, void *arg, void *ou
         out->steps_done = step + 1;
     }
     out->last_hash = prev;
-    out->seconds = sd_comm_now() - t0;
+    out->seconds = sd_now() - t0;
     free(buf);
     free(ref);
     sd_comm_free(c);

@@ -9,14 +9,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/clock.h"
 #include "support/ranks.h"
-
-static double mono_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 static void rank_child(int rank, int size, const char *job, sd_test_rank_fn fn, void *arg,
                        void *out, size_t cap)
@@ -36,7 +30,7 @@ static void rank_child(int rank, int size, const char *job, sd_test_rank_fn fn, 
 static int reap(pid_t *pids, sd_test_ranks_t *r, double deadline)
 {
     int left = r->size;
-    while (left > 0 && mono_now() < deadline) {
+    while (left > 0 && sd_now() < deadline) {
         left = 0;
         for (int i = 0; i < r->size; i++) {
             if (pids[i] <= 0) continue;
@@ -69,7 +63,7 @@ int sd_test_run_ranks(int size, sd_test_rank_fn fn, void *arg, size_t cap, int t
     char *job = r->job;
     snprintf(job, sizeof r->job, "t%d-%d-%ld", (int)getpid(), ++runs, (long)time(NULL) % 100000);
     pid_t pids[64] = {0};
-    double t0 = mono_now();
+    double t0 = sd_now();
     fflush(NULL);
     for (int i = 0; i < size; i++) {
         pids[i] = fork();
@@ -81,7 +75,7 @@ int sd_test_run_ranks(int size, sd_test_rank_fn fn, void *arg, size_t cap, int t
         if (pids[i] > 0) kill(pids[i], SIGKILL);
     for (int i = 0; i < size; i++)
         if (pids[i] > 0) waitpid(pids[i], NULL, 0); /* codes stay -1: timed out */
-    r->seconds = mono_now() - t0;
+    r->seconds = sd_now() - t0;
     int ok = left == 0;
     for (int i = 0; i < size; i++) ok = ok && r->codes[i] == 0;
     return ok;
