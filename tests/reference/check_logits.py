@@ -50,9 +50,10 @@ PROMPTS = [
                260, 8612, 1137, 42]),
 ]
 
-SYNTH_CASES = [("qwen2", t) for t in ("f32", "f16", "q8_0", "q4_k")] + \
-              [("llama", t) for t in ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q4_k",
-                                      "q6_k")]
+SYNTH_CASES = [("qwen2", t) for t in ("f32", "f16", "q8_0", "q4_k", "q5_k", "iq4_nl")] + \
+              [("llama", t) for t in ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0",
+                                      "q5_1", "iq4_nl", "q2_k", "q3_k", "q4_k", "q5_k", "q6_k",
+                                      "iq4_xs")]
 SYNTH_LENGTHS = (6, 17)
 
 
@@ -130,6 +131,8 @@ def run_synthetic(dump, outdir, args, tmpdir):
     os.makedirs(outdir, exist_ok=True)
     rows, failures = [], []
     for k, (arch, wtype) in enumerate(SYNTH_CASES):
+        if args.only and wtype not in args.only.split(","):
+            continue
         path = os.path.join(outdir, f"ref_synth_{arch}_{wtype}.gguf")
         run_tool([dump, "synth", path, arch, wtype])
         ref_model = RefModel(path)
@@ -162,6 +165,7 @@ def main(argv):
     ap.add_argument("--synthetic", metavar="DIR", help="also check synthetic models written here")
     ap.add_argument("--top", type=int, default=20, help="reference top-K logits compared")
     ap.add_argument("--tol", type=float, default=1e-3, help="max relative error")
+    ap.add_argument("--only", help="synthetic cases of these weight types only (comma list)")
     args = ap.parse_args(argv)
 
     model = args.model or default_model()
@@ -189,6 +193,11 @@ def main(argv):
     print_table(rows)
     print(f"metric: top-{args.top} reference logits, |C - ref| / max|ref| per position, "
           f"tolerance {args.tol:g}")
+    return verdict(failures)
+
+
+def verdict(failures):
+    """Print the failures (or PASSED); the exit status: 1 if any, else 0."""
     if failures:
         print(f"FAILED: {len(failures)} problem(s)")
         for f in failures:
