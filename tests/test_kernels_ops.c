@@ -27,7 +27,9 @@ typedef struct {
 static mm_param_t mm_params[] = {
     {SD_DTYPE_F32, 37, 19},   {SD_DTYPE_F16, 41, 67},   {SD_DTYPE_BF16, 13, 96},
     {SD_DTYPE_Q8_0, 67, 96},  {SD_DTYPE_Q4_0, 33, 64},  {SD_DTYPE_Q4_1, 129, 576},
-    {SD_DTYPE_Q4_K, 29, 512}, {SD_DTYPE_Q6_K, 31, 768},
+    {SD_DTYPE_Q4_K, 29, 512}, {SD_DTYPE_Q6_K, 31, 768},  {SD_DTYPE_Q5_0, 19, 96},
+    {SD_DTYPE_Q5_1, 23, 64},  {SD_DTYPE_IQ4_NL, 9, 160}, {SD_DTYPE_Q2_K, 17, 256},
+    {SD_DTYPE_Q3_K, 25, 512}, {SD_DTYPE_Q5_K, 33, 256},  {SD_DTYPE_IQ4_XS, 12, 768},
 };
 
 ParameterizedTestParameters(kernels_ops, matmul)
@@ -57,7 +59,7 @@ ParameterizedTest(mm_param_t *p, kernels_ops, matmul, .timeout = 60)
                 mag += fabs(t);
             }
             float got = y[(size_t)i * (size_t)p->rows + (size_t)r];
-            double tol = 2e-6 * mag + sd_test_i16_bound(&tw, r, x + (size_t)i * (size_t)p->cols);
+            double tol = 2e-6 * mag + sd_test_act_bound(&tw, r, x + (size_t)i * (size_t)p->cols);
             cr_assert(fabs(got - ref) <= tol, "%s y[%d,%d] = %.9g, reference %.9g (tol %g)",
                       sd_dtype_name(p->type), i, r, got, ref, tol);
         }

@@ -85,6 +85,10 @@ typedef struct {
     const int16_t *xq; /* xq[n, sd_act_i16_len(cols)] */
     const float *xs;   /* block scales [n, cols / 32] */
     const float *xsum; /* block sums [n, cols / 32] */
+    /* int8 path: the same, in int8 */
+    const int8_t *q8;     /* q8[n, cols] */
+    const float *q8d;     /* block scales [n, cols / sd_act_q8_block] */
+    const int16_t *q8sum; /* sums of 16 [n, cols / 16] */
 } matmul_job_t;
 static void store_dots(const matmul_job_t *job, int64_t r, int j, int nr, const float *dots)
 {
@@ -112,6 +116,15 @@ static void matmul_rows_f32(const matmul_job_t *job, int64_t r0, int64_t r1)
     }
 }
 
+/* The bias of rows r0 .. r1 added to y[n, rows] (the integer paths add it last). */
+static void add_bias(const matmul_job_t *job, int64_t r0, int64_t r1)
+{
+    if (!job->bias) return;
+    size_t ldy = (size_t)job->w->rows;
+    for (int c = 0; c < job->n; c++)
+        for (int64_t r = r0; r < r1; r++) job->y[(size_t)c * ldy + (size_t)r] += job->bias[r];
+}
+
 /* int16 activations (quantized once per call): one chunk of weight rows against every
  * activation row (the kernel reads each weight tile once for all of them); the bias is
  * added last. */
@@ -122,9 +135,16 @@ static void matmul_rows_i16(const matmul_job_t *job, int64_t r0, int64_t r1)
     float *y = job->y + (size_t)r0; /* y[n, rows], columns r0 .. r1 */
     sd_vec_dot_rows_i16(w->type, (const char *)w->data + (size_t)r0 * w->row_bytes, w->row_bytes, r1 - r0,
                         job->xq, job->xs, job->xsum, job->n, w->cols, y, ldy);
-    if (job->bias)
-        for (int c = 0; c < job->n; c++)
-            for (int64_t r = 0; r < r1 - r0; r++) y[(size_t)c * ldy + (size_t)r] += job->bias[r0 + r];
+    add_bias(job, r0, r1);
+}
+
+/* int8 activations (quantized once per call), as matmul_rows_i16. */
+static void matmul_rows_q8(const matmul_job_t *job, int64_t r0, int64_t r1)
+{
+    const sd_weight_t *w = job->w;
+    sd_vec_dot_rows_q8(w->type, (const char *)w->data + (size_t)r0 * w->row_bytes, w->row_bytes, r1 - r0, job->q8,
+                       job->q8d, job->q8sum, job->n, w->cols, job->y + (size_t)r0, (size_t)w->rows);
+    add_bias(job, r0, r1);
 }
 
 static void matmul_task(void *arg, int task)
@@ -134,6 +154,8 @@ static void matmul_task(void *arg, int task)
     int64_t r1 = r0 + job->rows_per_task < job->w->rows ? r0 + job->rows_per_task : job->w->rows;
     if (job->xq)
         matmul_rows_i16(job, r0, r1);
+    else if (job->q8)
+        matmul_rows_q8(job, r0, r1);
     else
         matmul_rows_f32(job, r0, r1);
 }
@@ -157,17 +179,36 @@ static void *quantize_activations(matmul_job_t *job)
     return buf;
 }
 
+/* The same for the int8 path. */
+static void *quantize_activations_q8(matmul_job_t *job)
+{
+    size_t n = (size_t)job->n, cols = (size_t)job->w->cols;
+    size_t nb = cols / (size_t)sd_act_q8_block(job->w->type), ng = cols / 16;
+    size_t q_bytes = n * cols, d_bytes = n * nb * sizeof(float), s_bytes = n * ng * sizeof(int16_t);
+    char *buf = malloc(d_bytes + s_bytes + q_bytes);
+    if (!buf) return NULL;
+    float *d = (float *)buf;
+    int16_t *bsum = (int16_t *)(buf + d_bytes);
+    int8_t *q = (int8_t *)(buf + d_bytes + s_bytes);
+    for (size_t i = 0; i < n; i++)
+        sd_quantize_act_q8(job->w->type, job->x + i * cols, (int64_t)cols, q + i * cols, d + i * nb, bsum + i * ng);
+    job->q8 = q, job->q8d = d, job->q8sum = bsum;
+    return buf;
+}
+
 static void cpu_matmul(sd_backend_t *be, const sd_weight_t *w, const float *x, int n,
                        const float *bias, float *y)
 {
     if (n <= 0 || w->rows <= 0) return;
     int threads = sd_threadpool_size(pool_of(be));
+    int q8 = sd_dot_q8_supported(w->type);
     /* about 4 tasks per thread (dynamic balance, few claims per call), whole tiles each */
-    int64_t tile = sd_i16_tile_rows(), per = w->rows / ((int64_t)threads * 4);
+    int64_t tile = q8 ? SD_Q8_TILE_W : sd_i16_tile_rows(), per = w->rows / ((int64_t)threads * 4);
     per = per < tile ? tile : per / tile * tile;
     matmul_job_t job = {.w = w, .x = x, .bias = bias, .y = y, .n = n, .rows_per_task = per};
     void *act = NULL;
     if (sd_dot_i16_supported(w->type)) act = quantize_activations(&job);
+    if (q8) act = quantize_activations_q8(&job);
     sd_threadpool_run(pool_of(be), (int)((w->rows + per - 1) / per), matmul_task, &job);
     free(act);
 }

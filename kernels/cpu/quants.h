@@ -1,5 +1,5 @@
-/* GGML block layouts and the CPU dot-product kernels (internal to kernels/cpu). The two dot
- * paths and their cost: docs/design-notes.md, "CPU kernels". */
+/* GGML block layouts and the CPU dot-product kernels (internal to kernels/cpu). The three dot
+ * paths (f32, int16, int8) and their cost: docs/design-notes.md, "CPU kernels". */
 #ifndef SPECDEC_KERNELS_CPU_QUANTS_H
 #define SPECDEC_KERNELS_CPU_QUANTS_H
 
@@ -180,6 +180,8 @@ typedef enum { SD_I16_ISA_SCALAR, SD_I16_ISA_AVX2, SD_I16_ISA_AVX512 } sd_i16_is
 int sd_i16_isa_available(sd_i16_isa_t isa);
 /* The kernel sd_vec_dot_rows_i16 uses. */
 sd_i16_isa_t sd_i16_isa(void);
+/* "scalar", "avx2" or "avx512". */
+const char *sd_i16_isa_name(sd_i16_isa_t isa);
 /* Weight rows per tile of that kernel at its widest (SD_I16_TILE_W, or 16 for AVX-512): a
  * split of the rows into multiples of it leaves no tile partly idle. */
 int sd_i16_tile_rows(void);
@@ -192,5 +194,45 @@ sd_status_t sd_vec_dot_rows_i16_isa(sd_i16_isa_t isa, sd_dtype_t type, const voi
 void sd_vec_dot_rows_i16_avx512(sd_dtype_t type, const void *w, size_t row_bytes, int64_t nw,
                                 const int16_t *q, const float *scale, const float *sum, int nx,
                                 int64_t n, float *y, size_t ldy);
+
+/* ---- The int8 path of matmul: K-quants, IQ4_NL/IQ4_XS, Q5_0, Q5_1 (vecdot_q8.c) ----------- */
+
+/* 1 for the types whose matmul quantizes activations to int8 (sd_quantize_act_q8). */
+int sd_dot_q8_supported(sd_dtype_t type);
+/* Elements per activation scale for weights of `type`: 256 (K-quants, IQ4_XS) or 32 (Q5_0,
+ * Q5_1, IQ4_NL), the type's block size. */
+int64_t sd_act_q8_block(sd_dtype_t type);
+/* x[n] (n a multiple of the block) -> q[n], per block of B = sd_act_q8_block(type):
+ * d[n/B] = max|x| / 127 and q = x * (127 / max|x|) rounded to nearest even (every finite
+ * value lands in -127..127; a NaN gives -127); bsum[n/16] = the sum of each 16 q. */
+void sd_quantize_act_q8(sd_dtype_t type, const float *x, int64_t n, int8_t *q, float *d,
+                        int16_t *bsum);
+
+/* Weight rows per tile of the SIMD kernels (a split of the rows into multiples of it leaves
+ * no tile partly idle). */
+#define SD_Q8_TILE_W 8
+/* y[c * ldy + r] = dot(weight row r, activation row c) for r < nw, c < nx: weight row r at
+ * w + r * row_bytes, activation row c at q + c * n, d + c * n / B, bsum + c * n / 16. The
+ * numbers (exact integer block sums, then a fixed float order per pair) are written at the
+ * top of vecdot_q8.c; each result is bit-identical whatever nw, nx, the rows' places in the
+ * ranges and the kernel (batch invariance). */
+void sd_vec_dot_rows_q8(sd_dtype_t type, const void *w, size_t row_bytes, int64_t nw,
+                        const int8_t *q, const float *d, const int16_t *bsum, int nx, int64_t n,
+                        float *y, size_t ldy);
+/* 1 if kernel `isa` runs here (the scalar one always; AVX2 in x86-64 builds; AVX-512 where
+ * sd_i16_isa_available says so). The choice is sd_i16_isa()'s, for both integer paths. */
+int sd_q8_isa_available(sd_i16_isa_t isa);
+/* sd_vec_dot_rows_q8 with kernel `isa`; SD_ERR_INVALID_ARG (nothing computed) where it is not
+ * available, else SD_OK. */
+sd_status_t sd_vec_dot_rows_q8_isa(sd_i16_isa_t isa, sd_dtype_t type, const void *w, size_t row_bytes,
+                                   int64_t nw, const int8_t *q, const float *d, const int16_t *bsum,
+                                   int nx, int64_t n, float *y, size_t ldy);
+/* The SIMD kernels (vecdot_q8.c, vecdot_q8_avx512.c); call only where available. */
+void sd_vec_dot_rows_q8_avx2(sd_dtype_t type, const void *w, size_t row_bytes, int64_t nw,
+                             const int8_t *q, const float *d, const int16_t *bsum, int nx,
+                             int64_t n, float *y, size_t ldy);
+void sd_vec_dot_rows_q8_avx512(sd_dtype_t type, const void *w, size_t row_bytes, int64_t nw,
+                               const int8_t *q, const float *d, const int16_t *bsum, int nx,
+                               int64_t n, float *y, size_t ldy);
 
 #endif
