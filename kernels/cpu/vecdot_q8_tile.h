@@ -362,7 +362,11 @@ KERNEL __m256i small_decode(sd_dtype_t type, const char *blk)
     }
     const uint8_t *qh = type == SD_DTYPE_Q5_0 ? ((const sd_block_q5_0 *)blk)->qh : ((const sd_block_q5_1 *)blk)->qh;
     const uint8_t *qs = type == SD_DTYPE_Q5_0 ? ((const sd_block_q5_0 *)blk)->qs : ((const sd_block_q5_1 *)blk)->qs;
+#ifdef Q8_AVX512
+    return _mm256_or_si256(nibbles32(qs), _mm256_maskz_mov_epi8((__mmask32)load_u32(qh), _mm256_set1_epi8(0x10)));
+#else
     return _mm256_or_si256(nibbles32(qs), bits_to_0x10(qh));
+#endif
 }
 
 KERNEL void small_block(sd_dtype_t type, const char *blk, const xblock_t *xb, int NX, __m256i *s)
