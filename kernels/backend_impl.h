@@ -64,6 +64,11 @@ typedef struct sd_backend_ops {
     void *(*graph_end)(sd_backend_t *be);
     void (*graph_launch)(sd_backend_t *be, void *graph);
     void (*graph_free)(sd_backend_t *be, void *graph);
+
+    /* As sd_backend_matmul_group (optional, last so that positional tables leave it NULL;
+     * NULL: the wrapper calls matmul once per weight). */
+    void (*matmul_group)(sd_backend_t *be, int nw, const sd_weight_t *const *w, const float *x, int n,
+                         const float *const *bias, float *const *y);
 } sd_backend_ops_t;
 
 struct sd_backend {

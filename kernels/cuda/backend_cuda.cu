@@ -372,6 +372,7 @@ static const sd_backend_ops_t cuda_ops = {
     /* .graph_end = */ cuda_graph_end,
     /* .graph_launch = */ cuda_graph_launch,
     /* .graph_free = */ cuda_graph_free,
+    /* .matmul_group = */ NULL, // one matmul launch per weight
 };
 
 // ---- creation -----------------------------------------------------------------------------
