@@ -120,6 +120,7 @@ static void assert_stats(const sd_gen_result_t *r, int k_max)
     cr_assert_float_eq(s->mean_accepted_len, (double)(s->accepted + s->steps) / (double)s->steps,
                        1e-12);
     cr_assert(s->draft_seconds >= 0 && s->verify_seconds > 0 && s->other_seconds >= 0);
+    cr_assert(s->check_seconds > 0 && s->check_seconds <= s->verify_seconds);
 }
 
 /* ---- greedy exactness on synthetic shapes ---------------------------------------- */
