@@ -19,6 +19,7 @@ typedef struct cli_gen_opts {
     sd_spec_config_t spec;  /* --draft, --k, --no-adaptive */
     const char *draft_path; /* --draft PATH: a draft model, loaded by cli_load_draft */
     int stats;              /* --stats: speculative statistics to stderr */
+    const char *logprobs_file; /* --logprobs-file PATH (with --logprobs N); NULL: stderr */
     /* tensor parallelism: under `specdec launch -n N` or mpirun the target is split over
      * the world; --draft-ranks D puts a draft model on the first D ranks only */
     sd_comm_t *world;       /* NULL on a single rank */

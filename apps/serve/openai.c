@@ -1,8 +1,8 @@
 /* OpenAI request parsing and response building with cJSON (see openai.h and docs/serve.md).
  *
  * Parsing checks, in order: the body is a JSON object; "model" names the served model;
- * no field that would change the output unsupported here is in use (n > 1, logprobs,
- * tools, ...); the sampling fields, stop strings and stream options have the right types
+ * no field that would change the output unsupported here is in use (best_of, tools, ...);
+ * the sampling fields, n, logprobs, stop strings and stream options have the right types
  * and ranges; the messages (chat template applied) or the prompt tokenize to a non-empty
  * prompt that, with max_tokens, fits the context. Unknown fields are ignored. */
 #include "openai.h"
@@ -137,7 +137,6 @@ static sd_status_t get_integer(const cJSON *root, const char *name, double lo, d
 typedef enum used_rule {
     USED_IF_TRUE,         /* true, or a non-zero number */
     USED_IF_NONZERO,      /* a non-zero number (or true) */
-    USED_IF_NOT_ONE,      /* a number other than 1 */
     USED_IF_ABOVE_ONE,    /* a number above 1 */
     USED_IF_NONEMPTY,     /* a non-empty string, array or object */
     USED_IF_NOT_NONE,     /* anything but "none" */
@@ -148,8 +147,7 @@ static const struct {
     const char *field;
     used_rule_t rule;
 } unsupported_fields[] = {
-    {"n", USED_IF_NOT_ONE},           {"best_of", USED_IF_ABOVE_ONE},
-    {"logprobs", USED_IF_TRUE},       {"top_logprobs", USED_IF_NONZERO},
+    {"best_of", USED_IF_ABOVE_ONE},
     {"echo", USED_IF_TRUE},           {"suffix", USED_IF_NONEMPTY},
     {"tools", USED_IF_NONEMPTY},      {"functions", USED_IF_NONEMPTY},
     {"tool_choice", USED_IF_NOT_NONE}, {"function_call", USED_IF_NOT_NONE},
@@ -164,7 +162,6 @@ static int field_in_use(const cJSON *v, used_rule_t rule)
     switch (rule) {
     case USED_IF_TRUE:
     case USED_IF_NONZERO: return cJSON_IsFalse(v) ? 0 : isnan(x) || x != 0;
-    case USED_IF_NOT_ONE: return isnan(x) || x != 1;
     case USED_IF_ABOVE_ONE: return isnan(x) || x > 1;
     case USED_IF_NONEMPTY:
         if (cJSON_IsString(v)) return v->valuestring[0] != '\0';
@@ -186,9 +183,8 @@ static sd_status_t check_unsupported(const cJSON *root, oai_error_t *e)
         char t[96];
         if (v && field_in_use(v, unsupported_fields[i].rule))
             return bad_request(e, name, "unsupported_parameter",
-                               "%s = %s is not supported by specdec serve%s", name,
-                               value_text(v, t, sizeof t),
-                               strcmp(name, "n") ? "" : " (only n = 1)");
+                               "%s = %s is not supported by specdec serve", name,
+                               value_text(v, t, sizeof t));
     }
     return SD_OK;
 }
@@ -224,6 +220,37 @@ static sd_status_t parse_sampling(const cJSON *root, oai_request_t *r, oai_error
     SD_CHECK(get_bool(root, "ignore_eos", &g->ignore_eos, e));
     g->top_k = (int)top_k;
     g->seed = (uint64_t)seed;
+    return SD_OK;
+}
+
+/* "n" (1..OAI_MAX_N); log-probabilities: chat "logprobs" (bool) and "top_logprobs"
+ * (0..SD_MAX_TOP_LOGPROBS, with logprobs true), completions "logprobs": N
+ * (0..OAI_MAX_COMPLETION_LOGPROBS alternatives). */
+static sd_status_t parse_choices(const cJSON *root, oai_request_t *r, oai_error_t *e)
+{
+    double n = 1, top = 0;
+    int given = 0;
+    char t[96];
+    SD_CHECK(get_integer(root, "n", 1, OAI_MAX_N, &n, NULL, e));
+    r->n = (int)n;
+    if (r->endpoint == OAI_COMPLETIONS) {
+        const cJSON *v = field(root, "top_logprobs");
+        if (v && !(cJSON_IsNumber(v) && v->valuedouble == 0))
+            return bad_request(e, "top_logprobs", "unsupported_parameter",
+                               "top_logprobs = %s is a chat parameter; completions take "
+                               "\"logprobs\": N (0..%d)", value_text(v, t, sizeof t),
+                               OAI_MAX_COMPLETION_LOGPROBS);
+        SD_CHECK(get_integer(root, "logprobs", 0, OAI_MAX_COMPLETION_LOGPROBS, &top, &given, e));
+        r->gen.logprobs = given;
+        r->gen.top_logprobs = (int)top;
+        return SD_OK;
+    }
+    SD_CHECK(get_bool(root, "logprobs", &r->gen.logprobs, e));
+    SD_CHECK(get_integer(root, "top_logprobs", 0, SD_MAX_TOP_LOGPROBS, &top, &given, e));
+    if (top > 0 && !r->gen.logprobs)
+        return bad_request(e, "top_logprobs", NULL,
+                           "top_logprobs = %.0f needs \"logprobs\": true", top);
+    r->gen.top_logprobs = (int)top;
     return SD_OK;
 }
 
@@ -508,6 +535,7 @@ static sd_status_t parse_fields(const oai_model_t *m, const cJSON *root, oai_req
     SD_CHECK(check_model(m, root, e));
     SD_CHECK(check_unsupported(root, e));
     SD_CHECK(parse_sampling(root, r, e));
+    SD_CHECK(parse_choices(root, r, e));
     SD_CHECK(parse_stop(root, r, e));
     SD_CHECK(parse_stream(root, r, e));
     if (r->endpoint == OAI_CHAT) SD_CHECK(parse_messages(m, root, r, e));
@@ -521,6 +549,7 @@ sd_status_t oai_parse_request(const oai_model_t *m, oai_endpoint_t endpoint, con
     memset(out, 0, sizeof *out);
     memset(e, 0, sizeof *e);
     out->endpoint = endpoint;
+    out->n = 1;
     gen_defaults(&out->gen);
     out->gen.stop_strings = (const char *const *)out->stop;
     cJSON *root = NULL;

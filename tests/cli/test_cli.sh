@@ -57,6 +57,25 @@ check "--stats leaves stdout text only" bash -c "! grep -q 'acceptance' '$tmp/g1
 "$bin" chat -m "$model" -p "$q" -n 40 --temp 0.8 --seed 5 --draft ngram:2 --k 6 >"$tmp/t1" 2>/dev/null
 check "--draft ngram sampling == plain sampling (same seed)" cmp -s "$tmp/t0" "$tmp/t1"
 
+# --logprobs N: one JSON line (stderr or --logprobs-file), stdout unchanged, the same values
+# with a drafter
+"$bin" run -m "$model" -p "$p" -n 12 --temp 0 -t 2 --logprobs 3 >"$tmp/l0" 2>"$tmp/le0"; rc=$?
+"$bin" run -m "$model" -p "$p" -n 12 --temp 0 -t 2 --logprobs 3 --draft layerskip --k 3 \
+  --logprobs-file "$tmp/lp1.json" >"$tmp/l1" 2>/dev/null
+check "--logprobs: exit 0, stdout is the text alone" bash -c "[ $rc -eq 0 ] && cmp -s '$tmp/a2' '$tmp/l0'"
+grep '^{"prompt_tokens"' "$tmp/le0" >"$tmp/lp0.json"
+check "--logprobs: log-probabilities identical with a layer-skip drafter" cmp -s "$tmp/lp0.json" "$tmp/lp1.json"
+check "--logprobs: JSON with 12 tokens, 3 alternatives each, greedy = the first" python3 - "$tmp/lp0.json" <<'PY'
+import json, sys
+d = json.loads(open(sys.argv[1]).read())
+t = d["tokens"]
+ok = len(t) == 12 and all(len(x["top_logprobs"]) == 3 and x["id"] == x["top_logprobs"][0]["id"]
+                          and x["logprob"] <= 0 for x in t)
+sys.exit(0 if ok else 1)
+PY
+"$bin" run -m "$model" -p hi --logprobs 21 >"$tmp/o" 2>"$tmp/e"; rc=$?
+check "--logprobs 21: exit 2, one line" bash -c "[ $rc -eq 2 ] && [ \$(wc -l < '$tmp/e') -eq 1 ]"
+
 "$bin" run -m "$tmp/missing.gguf" -p hi >"$tmp/o" 2>"$tmp/e"; rc=$?
 check "missing model: exit 1" [ "$rc" -eq 1 ]
 check "missing model: one error line naming the file" bash -c "grep -q missing.gguf '$tmp/e'"
