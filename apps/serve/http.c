@@ -279,6 +279,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
 {
     serve_t *s = cls;
     exchange_t *x = *con_cls;
+    listener_request_done(c); /* every response closes its connection */
     if (!x) return;
     free(x->body);
     free(x);

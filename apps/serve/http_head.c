@@ -158,7 +158,8 @@ static http_head_state_t body_rules(const head_facts_t *f, int http11,
 }
 
 http_head_state_t http_head_screen(const char *buf, size_t n, unsigned long long max_body,
-                                   int peer_done, size_t *head_len, http_head_error_t *e)
+                                   int peer_done, unsigned long long *request_len,
+                                   http_head_error_t *e)
 {
     char t[200];
     /* the method so far: refuse what is not HTTP (a TLS hello, a stray protocol) at once */
@@ -195,7 +196,7 @@ http_head_state_t http_head_screen(const char *buf, size_t n, unsigned long long
         len = (size_t)(nl - (buf + pos));
         if (len > 0 && buf[pos + len - 1] == '\r') len--;
         if (len == 0) {
-            *head_len = (size_t)(nl - buf) + 1;
+            *request_len = (unsigned long long)(nl - buf) + 1 + f.length;
             return body_rules(&f, http11, max_body, e) == HTTP_HEAD_REFUSED ? HTTP_HEAD_REFUSED
                                                                            : HTTP_HEAD_COMPLETE;
         }

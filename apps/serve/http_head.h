@@ -14,7 +14,7 @@
 
 typedef enum http_head_state {
     HTTP_HEAD_INCOMPLETE, /* acceptable so far; wait for more bytes */
-    HTTP_HEAD_COMPLETE,   /* the head is whole and acceptable: *head_len its bytes */
+    HTTP_HEAD_COMPLETE,   /* the head is whole and acceptable */
     HTTP_HEAD_REFUSED,    /* answer with the error and close */
 } http_head_state_t;
 
@@ -25,8 +25,10 @@ typedef struct http_head_error {
 } http_head_error_t;
 
 /* Screen the first n bytes a client sent. max_body: the largest Content-Length allowed.
- * peer_done: the client has sent all it will (then an incomplete head is refused too). */
+ * peer_done: the client has sent all it will (then an incomplete head is refused too).
+ * COMPLETE: *request_len = the head's bytes plus its Content-Length, the whole request. */
 http_head_state_t http_head_screen(const char *buf, size_t n, unsigned long long max_body,
-                                   int peer_done, size_t *head_len, http_head_error_t *err);
+                                   int peer_done, unsigned long long *request_len,
+                                   http_head_error_t *err);
 
 #endif

@@ -7,13 +7,15 @@
  *   BODY    libmicrohttpd's: the head was complete, the body is arriving
  *   ANSWER  libmicrohttpd's: the request arrived whole and is being answered
  *
- * HEAD and BODY share one deadline, accept + --request-timeout. A HEAD connection past it
+ * A head that arrives with its whole body goes straight to ANSWER. HEAD and BODY share one
+ * deadline, accept + --request-timeout. A HEAD connection past it
  * gets a 408 in OpenAI's shape; a BODY one is shut down (its socket is ours too: a duplicate
  * descriptor taken at the hand-off, so shutting it down can never hit a descriptor number
  * libmicrohttpd has closed and the kernel has reused). A new connection that would pass
  * --max-client-connections (its address) or --max-connections (all) closes the oldest
- * HEAD, LINGER or BODY connection of that address (or of all) instead; only when every
- * connection is being answered is the new one refused. ANSWER connections are never
+ * HEAD, LINGER or BODY connection of that address (or of all) instead, if it is at least
+ * EVICT_MIN_AGE old; when there is none (every connection is being answered, or has only
+ * just arrived) the new one is refused. ANSWER connections are never
  * touched: the work in flight is bounded by the engine's own queue.
  *
  * Threads: the listener thread owns HEAD and LINGER records; libmicrohttpd's threads
@@ -51,6 +53,7 @@
 #define LINGER_SECONDS 2.0    /* an answered HEAD connection is read this long at most */
 #define ACCEPT_BATCH 64       /* accepts per wake-up, so that arrivals are served too */
 #define DRAIN_MAX (4u << 20)  /* bytes read and dropped before answering a refused head */
+#define EVICT_MIN_AGE 0.5     /* seconds a connection is safe from eviction */
 
 typedef enum conn_phase { CONN_HEAD = 1, CONN_LINGER, CONN_BODY, CONN_ANSWER } conn_phase_t;
 
@@ -63,6 +66,7 @@ typedef struct conn {
     struct sockaddr_storage addr;
     socklen_t addr_len;
     uint8_t client[16];     /* the address as IPv6 (IPv4-mapped), for the per-client cap */
+    double accepted;        /* when */
     double deadline;        /* HEAD, BODY: the request's; LINGER: the close */
     int counted;            /* holds a place under the caps (0 once evicted or timed out) */
     int adding;             /* inside MHD_add_connection */
@@ -143,10 +147,12 @@ static size_t count_client(const struct serve_listener *l, const uint8_t key[16]
     return n;
 }
 
-/* The oldest connection that may give way (of the client `key`, or of anyone when NULL). */
-static conn_t *oldest_idle(const struct serve_listener *l, const uint8_t *key)
+/* The oldest connection that may give way (of the client `key`, or of anyone when NULL):
+ * still sending and at least EVICT_MIN_AGE old, so that a burst of new connections cannot
+ * push out one that has only just arrived (it is refused instead). */
+static conn_t *oldest_idle(const struct serve_listener *l, const uint8_t *key, double now)
 {
-    for (conn_t *c = l->head; c; c = c->next)
+    for (conn_t *c = l->head; c && c->accepted <= now - EVICT_MIN_AGE; c = c->next)
         if (c->counted && c->phase != CONN_ANSWER && !c->adding &&
             (!key || !memcmp(c->client, key, 16)))
             return c;
@@ -202,10 +208,11 @@ static void answer(struct serve_listener *l, conn_t *c, int status, const char *
 
 /* ---- hand-off -------------------------------------------------------------------------------- */
 
-/* Give a HEAD connection whose head is complete to libmicrohttpd. Called and returns with
+/* Give a HEAD connection whose head is complete to libmicrohttpd; `whole`: its body has
+ * arrived too (it is being answered from now on, never evicted). Called and returns with
  * the lock held; releases it around MHD_add_connection (which reports the start through
  * listener_notify). */
-static void hand_off(struct serve_listener *l, conn_t *c)
+static void hand_off(struct serve_listener *l, conn_t *c, int whole)
 {
     if (l->handed + 1 >= listener_mhd_limit(l->s->opts) - 32) {
         answer(l, c, 503, "server_busy", "the server is closing too many connections; retry");
@@ -217,7 +224,7 @@ static void hand_off(struct serve_listener *l, conn_t *c)
         return;
     }
     epoll_ctl(l->epoll_fd, EPOLL_CTL_DEL, c->fd, NULL);
-    c->phase = CONN_BODY;
+    c->phase = whole ? CONN_ANSWER : CONN_BODY;
     c->dup_fd = dup;
     c->adding = 1;
     l->handed++;
@@ -245,16 +252,16 @@ static void on_readable(struct serve_listener *l, conn_t *c, uint32_t events)
         return;
     }
     int peer_done = (events & (EPOLLRDHUP | EPOLLHUP)) != 0;
-    size_t head_len = 0;
+    unsigned long long request_len = 0;
     http_head_error_t err;
     switch (http_head_screen(l->buf, (size_t)n, (unsigned long long)l->s->opts->max_body_bytes,
-                             peer_done, &head_len, &err)) {
+                             peer_done, &request_len, &err)) {
     case HTTP_HEAD_INCOMPLETE: break;
     case HTTP_HEAD_REFUSED:
         l->bad_request++;
         answer(l, c, err.status, err.code, err.message);
         break;
-    case HTTP_HEAD_COMPLETE: hand_off(l, c); break;
+    case HTTP_HEAD_COMPLETE: hand_off(l, c, (unsigned long long)n >= request_len); break;
     }
 }
 
@@ -262,16 +269,16 @@ static void on_readable(struct serve_listener *l, conn_t *c, uint32_t events)
 
 /* Make room under both caps for a connection from key: the oldest idle connection of the
  * same client, then of anyone, gives way. 0 when every candidate is being answered. */
-static int make_room(struct serve_listener *l, const uint8_t key[16])
+static int make_room(struct serve_listener *l, const uint8_t key[16], double now)
 {
     const serve_options_t *o = l->s->opts;
     while (count_client(l, key) >= (size_t)o->max_client_connections) {
-        conn_t *v = oldest_idle(l, key);
+        conn_t *v = oldest_idle(l, key, now);
         if (!v) return 0;
         evict(l, v);
     }
     while (l->open >= (uint64_t)o->max_connections) {
-        conn_t *v = oldest_idle(l, NULL);
+        conn_t *v = oldest_idle(l, NULL, now);
         if (!v) return 0;
         evict(l, v);
     }
@@ -286,11 +293,12 @@ static void admit(struct serve_listener *l, int fd, const struct sockaddr_storag
         close(fd);
         return;
     }
+    double now = sd_now();
     *c = (conn_t){.l = l, .phase = CONN_HEAD, .fd = fd, .dup_fd = -1, .addr = *addr,
-                  .addr_len = addr_len, .counted = 1,
-                  .deadline = sd_now() + l->s->opts->request_timeout};
+                  .addr_len = addr_len, .counted = 1, .accepted = now,
+                  .deadline = now + l->s->opts->request_timeout};
     client_key(addr, c->client);
-    if (!make_room(l, c->client)) {
+    if (!make_room(l, c->client, now)) {
         l->refused++;
         close(fd);
         free(c);
@@ -336,7 +344,7 @@ static double expire(struct serve_listener *l, double now)
         } else if (c->phase == CONN_LINGER && due) {
             drop(l, c);
             continue;
-        } else if (c->phase == CONN_BODY && !c->attached && !c->adding && due) {
+        } else if (c->dup_fd >= 0 && !c->attached && !c->adding && due) {
             l->timed_out++; /* never started by libmicrohttpd (it dropped it): ours to free */
             shutdown(c->dup_fd, SHUT_RDWR);
             drop(l, c);
@@ -347,7 +355,7 @@ static double expire(struct serve_listener *l, double now)
             continue;
         }
         int waits = c->phase == CONN_HEAD || c->phase == CONN_LINGER ||
-                    (c->phase == CONN_BODY && (c->counted || !c->attached));
+                    (c->phase == CONN_BODY && c->counted) || (c->dup_fd >= 0 && !c->attached);
         if (waits && (next == 0 || c->deadline < next)) next = c->deadline;
     }
     return next;
@@ -524,7 +532,7 @@ void listener_notify(void *cls, struct MHD_Connection *mc, void **socket_context
         pthread_mutex_lock(&l->lock);
         /* the newest with that descriptor: an older one was dropped by libmicrohttpd */
         for (conn_t *c = l->tail; c; c = c->prev)
-            if (c->phase == CONN_BODY && !c->attached && c->fd == ci->connect_fd) {
+            if (c->dup_fd >= 0 && !c->attached && c->fd == ci->connect_fd) {
                 c->attached = 1;
                 *socket_context = c;
                 break;
@@ -541,11 +549,17 @@ void listener_notify(void *cls, struct MHD_Connection *mc, void **socket_context
     pthread_mutex_unlock(&l->lock);
 }
 
-void listener_request_received(struct MHD_Connection *mc)
+/* The record libmicrohttpd's connection carries (NULL: none was attached). */
+static conn_t *record_of(struct MHD_Connection *mc)
 {
     const union MHD_ConnectionInfo *ci =
         MHD_get_connection_info(mc, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
-    conn_t *c = ci ? ci->socket_context : NULL;
+    return ci ? ci->socket_context : NULL;
+}
+
+void listener_request_received(struct MHD_Connection *mc)
+{
+    conn_t *c = record_of(mc);
     if (!c) return;
     pthread_mutex_lock(&c->l->lock);
     if (c->phase == CONN_BODY) c->phase = CONN_ANSWER;
@@ -555,6 +569,15 @@ void listener_request_received(struct MHD_Connection *mc)
 unsigned listener_mhd_limit(const serve_options_t *o)
 {
     return 2u * (unsigned)o->max_connections + 64u;
+}
+
+void listener_request_done(struct MHD_Connection *mc)
+{
+    conn_t *c = record_of(mc);
+    if (!c) return;
+    pthread_mutex_lock(&c->l->lock);
+    uncount(c->l, c); /* closing now; still held against libmicrohttpd's limit until closed */
+    pthread_mutex_unlock(&c->l->lock);
 }
 
 void listener_get_stats(serve_t *s, listener_stats_t *out)

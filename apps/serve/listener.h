@@ -33,6 +33,8 @@ void listener_notify(void *cls, struct MHD_Connection *c, void **socket_context,
 /* The request on c has arrived whole or is being answered: its deadline no longer applies
  * and it is never evicted. */
 void listener_request_received(struct MHD_Connection *c);
+/* The response on c has been sent (or given up): it no longer counts toward the caps. */
+void listener_request_done(struct MHD_Connection *c);
 
 /* libmicrohttpd's MHD_OPTION_CONNECTION_LIMIT: above what the listener ever hands over. */
 unsigned listener_mhd_limit(const serve_options_t *opts);

@@ -53,7 +53,8 @@ long sh_raw(int port, const char *from, const void *data, size_t n, double timeo
 /* A connected TCP socket from `from` to the server (blocking), or -1. */
 int sh_connect(int port, const char *from);
 
-/* The value of the /metrics line starting with `name ` or `name{labels} `. */
+/* The value of the /metrics line starting with `name ` or `name{labels} ` (a connection
+ * closed at once, as a full cap does, is retried for up to 10 s). */
 double sh_metric(int port, const char *name, const char *const *headers);
 
 /* A small synthetic model (GPT-2 tokenizer, ChatML template) at a fresh temp path. */
