@@ -594,20 +594,37 @@ static void loris_stop(loris_t *l)
     pthread_join(l->thread, NULL);
 }
 
+/* method path [body] from `from`, answered 200 within a second of the first try: a
+ * connection the caps close at once (the attacker shares the address and has just filled
+ * its slots) is tried again within that second, as a client would. */
+static void answered_within_a_second(int port, const char *from, const char *what,
+                                     const char *method, const char *path, const char *body)
+{
+    double t0 = sd_now();
+    sh_reply_t r;
+    int tries = 0;
+    for (;;) {
+        r = sh_http(port, from, method, path, body, NULL);
+        tries++;
+        if (r.status != 0 || sd_now() - t0 > 1.0) break;
+        sh_reply_free(&r);
+        sleep_ms(50);
+    }
+    double took = sd_now() - t0;
+    cr_expect_eq(r.status, 200, "%s: %s from %s: %s %s", what, path, from,
+                 curl_easy_strerror(r.curl_code), r.body);
+    cr_expect_lt(took, 1.0, "%s: %s from %s took %.3f s", what, path, from, took);
+    fprintf(stderr, "%s: %s from %s: %.1f ms (%d tries)\n", what, path, from, 1e3 * took, tries);
+    sh_reply_free(&r);
+}
+
 /* /health and a completion, from `from`, each answered within a second. */
 static void served_within_a_second(int port, const char *from, const char *what)
 {
-    sh_reply_t r = sh_http(port, from, "GET", "/health", NULL, NULL);
-    cr_expect_eq(r.status, 200, "%s: /health from %s: %s", what, from, curl_easy_strerror(r.curl_code));
-    cr_expect_lt(r.seconds, 1.0, "%s: /health from %s took %.3f s", what, from, r.seconds);
-    fprintf(stderr, "%s: /health from %s: %.1f ms\n", what, from, 1e3 * r.seconds);
-    sh_reply_free(&r);
     char *body = chat_body("Hi", 4);
-    r = sh_http(port, from, "POST", CHAT, body, NULL);
-    cr_expect_eq(r.status, 200, "%s: chat from %s: %s %s", what, from, curl_easy_strerror(r.curl_code), r.body);
-    cr_expect_lt(r.seconds, 1.0, "%s: chat from %s took %.3f s", what, from, r.seconds);
-    fprintf(stderr, "%s: completion from %s: %.1f ms\n", what, from, 1e3 * r.seconds);
-    sh_reply_free(&r), free(body);
+    answered_within_a_second(port, from, what, "GET", "/health", NULL);
+    answered_within_a_second(port, from, what, "POST", CHAT, body);
+    free(body);
 }
 
 /* The issue's slowloris, and more: 400 connections from one address trickling a head byte
@@ -636,9 +653,8 @@ Test(serve_exposure, a_slowloris_leaves_the_server_answering, .timeout = 120)
 
 /* The same with whole heads and trickled bodies (those reach the HTTP library's threads),
  * with a per-client cap of 64 and a total cap of 100: the oldest bodies are cut. (An
- * attacker that reconnects more connections each second than its cap allows keeps every
- * one of its slots younger than the eviction age, so a client sharing its address may be
- * refused then; other addresses never are.) */
+ * attacker that reconnects what the server closes keeps its slots young, so a client
+ * sharing its address may be refused for a moment: it retries within the second.) */
 Test(serve_exposure, trickled_bodies_give_way_too, .timeout = 120)
 {
     sh_server_t s;
