@@ -67,6 +67,9 @@ void cli_release(cli_gen_opts_t *opts);
 /* Generate from text, streaming to stdout; statistics to stderr. */
 int cli_generate_text(sd_model_t *m, const char *text, int flags, const cli_gen_opts_t *opts,
                       char **reply);
+/* The same from prompt token ids[n]. */
+int cli_generate_ids(sd_model_t *m, const int32_t *ids, size_t n, const cli_gen_opts_t *opts,
+                     char **reply);
 
 int cmd_run(int argc, char **argv);
 int cmd_chat(int argc, char **argv);

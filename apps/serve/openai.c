@@ -18,6 +18,7 @@
 
 #include "core/check.h"
 #include "core/unicode.h"
+#include "json_text.h"
 
 /* Seeds travel as JSON numbers (doubles): integers up to 2^53 are exact. */
 #define OAI_MAX_SEED 9007199254740992.0
@@ -385,22 +386,25 @@ static sd_status_t parse_message(const cJSON *v, int index, sd_chat_message_t *m
     return SD_OK;
 }
 
-/* Render messages[n] with the chat template and tokenize (BOS, special tokens parsed). */
+/* Render messages[n] with the chat template and tokenize: BOS, the template's markup as
+ * special tokens, the messages as plain text (unless --special). */
 static sd_status_t render_chat(const oai_model_t *m, const sd_chat_message_t *msgs, size_t n,
                                oai_request_t *r, oai_error_t *e)
 {
-    size_t len = 0;
-    sd_status_t s = sd_chat_apply(m->model, msgs, n, 1, NULL, 0, &len);
-    if (s != SD_OK && s != SD_ERR_BUFFER_TOO_SMALL) return server_failure(e, "chat template", s);
-    char *text = malloc(len + 1);
-    if (!text) return server_failure(e, "chat template", SD_ERR_OUT_OF_MEMORY);
-    s = sd_chat_apply(m->model, msgs, n, 1, text, len + 1, &len);
-    if (s == SD_OK)
-        s = tokenize(m, text, len, SD_TOKENIZE_ADD_BOS | SD_TOKENIZE_PARSE_SPECIAL, r, e);
-    else
-        server_failure(e, "chat template", s);
-    free(text);
-    return s;
+    int flags = SD_TOKENIZE_ADD_BOS | (m->parse_special ? SD_TOKENIZE_PARSE_SPECIAL : 0);
+    size_t cap = 256, got = 0;
+    for (int attempt = 0; attempt < 2; attempt++) {
+        free(r->prompt);
+        r->prompt = malloc(cap * sizeof *r->prompt);
+        if (!r->prompt) return server_failure(e, "chat template", SD_ERR_OUT_OF_MEMORY);
+        sd_status_t s = sd_chat_tokenize(m->model, msgs, n, 1, flags, r->prompt, cap, &got);
+        if (s == SD_OK) return r->n_prompt = got, SD_OK;
+        if (s == SD_ERR_INVALID_ARG) /* the template refuses the messages (Llama-2's roles) */
+            return bad_request(e, "messages", NULL, "%s", sd_last_error());
+        if (s != SD_ERR_BUFFER_TOO_SMALL) return server_failure(e, "chat template", s);
+        cap = got;
+    }
+    return server_failure(e, "chat template", SD_ERR_INTERNAL);
 }
 
 static sd_status_t parse_messages(const oai_model_t *m, const cJSON *root, oai_request_t *r,
@@ -464,7 +468,8 @@ static sd_status_t parse_prompt(const oai_model_t *m, const cJSON *root, oai_req
         return bad_request(e, "prompt", NULL,
                            "prompt must be a string or an array of token ids, got %s",
                            v ? value_text(v, t, sizeof t) : "nothing");
-    return tokenize(m, v->valuestring, strlen(v->valuestring), SD_TOKENIZE_ADD_BOS, r, e);
+    int flags = SD_TOKENIZE_ADD_BOS | (m->parse_special ? SD_TOKENIZE_PARSE_SPECIAL : 0);
+    return tokenize(m, v->valuestring, strlen(v->valuestring), flags, r, e);
 }
 
 /* ---- max_tokens and the context --------------------------------------------------------- */
@@ -500,7 +505,7 @@ static sd_status_t parse_max_tokens(const oai_model_t *m, const cJSON *root, oai
 /* cJSON records a failed parse's position in a global; keep concurrent parses apart. */
 static pthread_mutex_t parse_lock = PTHREAD_MUTEX_INITIALIZER;
 
-static sd_status_t parse_json(const char *body, size_t len, cJSON **root, oai_error_t *e)
+sd_status_t oai_parse_json(const char *body, size_t len, cJSON **root, oai_error_t *e)
 {
     const char *end = NULL;
     pthread_mutex_lock(&parse_lock);
@@ -517,6 +522,13 @@ static sd_status_t parse_json(const char *body, size_t len, cJSON **root, oai_er
                            used);
     if (!cJSON_IsObject(*root))
         return bad_request(e, NULL, NULL, "the request body must be a JSON object");
+    size_t at = 0;
+    if (json_find_nul(body, len, e->param_text, sizeof e->param_text, &at)) {
+        bad_request(e, NULL, NULL, "%s holds a NUL character (\\u0000) at character %zu; "
+                    "text with NUL is refused, not cut there", e->param_text, at);
+        e->param = e->param_text;
+        return SD_ERR_INVALID_ARG;
+    }
     return SD_OK;
 }
 
@@ -553,7 +565,7 @@ sd_status_t oai_parse_request(const oai_model_t *m, oai_endpoint_t endpoint, con
     gen_defaults(&out->gen);
     out->gen.stop_strings = (const char *const *)out->stop;
     cJSON *root = NULL;
-    sd_status_t s = parse_json(body, len, &root, e);
+    sd_status_t s = oai_parse_json(body, len, &root, e);
     if (s == SD_OK) s = parse_fields(m, root, out, e);
     cJSON_Delete(root);
     return s;

@@ -18,9 +18,10 @@ typedef enum oai_endpoint {
 typedef struct oai_error {
     int http_status;   /* 400, 404, 405, 413, 429, 500, 503 */
     const char *type;  /* "invalid_request_error", "server_error", "requests" (429) */
-    const char *param; /* the request field at fault, or NULL */
+    const char *param; /* the request field at fault, or NULL (may point at param_text) */
     const char *code;  /* "model_not_found", "context_length_exceeded", ... or NULL */
     char message[512]; /* names the value that was wrong */
+    char param_text[80]; /* a param built for this error ("messages[0].content") */
 } oai_error_t;
 
 /* What the parser needs to know about the served model. */
@@ -29,6 +30,8 @@ typedef struct oai_model {
     const char *id;    /* the "model" a request must name */
     int n_ctx;         /* KV-cache length: prompt + max_tokens must fit */
     int n_vocab;       /* token ids of a prompt array are checked against it */
+    int parse_special; /* --special: "<|im_end|>" in client text becomes the control token
+                        * (trusted clients); 0: only the chat template's markup does */
 } oai_model_t;
 
 #define OAI_MAX_STOP 4
@@ -56,6 +59,12 @@ sd_status_t oai_parse_request(const oai_model_t *model, oai_endpoint_t endpoint,
                               const char *body, size_t len, oai_request_t *out,
                               oai_error_t *err);
 void oai_request_free(oai_request_t *request);
+
+struct cJSON;
+/* body[len] as a JSON object into *root (cJSON_Delete it), or SD_ERR_INVALID_ARG with *err
+ * a 400: malformed JSON (naming the byte offset), not an object, or a string holding
+ * U+0000 (naming its path: cJSON would cut the string there). */
+sd_status_t oai_parse_json(const char *body, size_t len, struct cJSON **root, oai_error_t *err);
 
 /* Fill *err with an error of the given status, type and code (param and code may be NULL). */
 void oai_error_set(oai_error_t *err, int http_status, const char *type, const char *param,
@@ -125,6 +134,9 @@ char *oai_final_chunk_json(const oai_reply_t *reply, int index, sd_stop_reason_t
 char *oai_usage_chunk_json(const oai_reply_t *reply, const sd_gen_result_t *results, int n);
 /* {"error":{...}} */
 char *oai_error_json(const oai_error_t *err);
+/* A JSON string of text[len] made valid UTF-8 (undecodable bytes and NUL become U+FFFD);
+ * NULL when out of memory. */
+struct cJSON *oai_json_text(const char *text, size_t len);
 /* GET /v1/models: {"object":"list","data":[{"id","object":"model","created","owned_by"}]}. */
 char *oai_models_json(const char *model_id, long long created);
 

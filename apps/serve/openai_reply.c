@@ -417,3 +417,8 @@ char *oai_models_json(const char *model_id, long long created)
     add(m, "owned_by", cJSON_CreateString("specdec"), &ok);
     return finish(root, ok);
 }
+
+cJSON *oai_json_text(const char *text, size_t len)
+{
+    return utf8_string(text, len);
+}

@@ -3,6 +3,8 @@
 #define _GNU_SOURCE /* POLLRDHUP */
 #include "routes.h"
 
+#include "tokenize_api.h"
+
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -136,16 +138,41 @@ static enum MHD_Result post_generation(serve_t *s, struct MHD_Connection *c,
     return ok;
 }
 
+/* ---- token ids (llama-server's /tokenize and /detokenize) ------------------------------------ */
+
+static enum MHD_Result post_tokenize(serve_t *s, struct MHD_Connection *c,
+                                     const serve_route_t *route, const char *body, size_t len)
+{
+    oai_error_t err;
+    char *out = tokenize_api_tokenize(&s->oai, body, len, &err);
+    return out ? http_respond_json(s, c, 200, out) : http_respond_error(s, c, &err);
+}
+
+static enum MHD_Result post_detokenize(serve_t *s, struct MHD_Connection *c,
+                                       const serve_route_t *route, const char *body, size_t len)
+{
+    oai_error_t err;
+    char *out = tokenize_api_detokenize(&s->oai, body, len, &err);
+    return out ? http_respond_json(s, c, 200, out) : http_respond_error(s, c, &err);
+}
+
 /* ---- the table ----------------------------------------------------------------------------- */
 
 const serve_route_t serve_routes[] = {
-    {.method = MHD_HTTP_METHOD_GET, .path = "/health", .handler = get_health},
-    {.method = MHD_HTTP_METHOD_GET, .path = "/metrics", .handler = get_metrics},
-    {.method = MHD_HTTP_METHOD_GET, .path = "/v1/models", .handler = get_models, .needs_model = 1},
-    {.method = MHD_HTTP_METHOD_POST, .path = "/v1/chat/completions",
-     .handler = post_generation, .needs_model = 1, .reads_body = 1, .endpoint = OAI_CHAT},
-    {.method = MHD_HTTP_METHOD_POST, .path = "/v1/completions",
-     .handler = post_generation, .needs_model = 1, .reads_body = 1, .endpoint = OAI_COMPLETIONS},
+    {.method = MHD_HTTP_METHOD_GET, .path = "/health", .handler = get_health,
+     .auth = SERVE_AUTH_OPEN},
+    {.method = MHD_HTTP_METHOD_GET, .path = "/metrics", .handler = get_metrics,
+     .auth = SERVE_AUTH_METRICS},
+    {.method = MHD_HTTP_METHOD_GET, .path = "/v1/models", .handler = get_models,
+     .auth = SERVE_AUTH_API, .needs_model = 1},
+    {.method = MHD_HTTP_METHOD_POST, .path = "/v1/chat/completions", .handler = post_generation,
+     .auth = SERVE_AUTH_API, .needs_model = 1, .reads_body = 1, .endpoint = OAI_CHAT},
+    {.method = MHD_HTTP_METHOD_POST, .path = "/v1/completions", .handler = post_generation,
+     .auth = SERVE_AUTH_API, .needs_model = 1, .reads_body = 1, .endpoint = OAI_COMPLETIONS},
+    {.method = MHD_HTTP_METHOD_POST, .path = "/tokenize", .handler = post_tokenize,
+     .auth = SERVE_AUTH_API, .needs_model = 1, .reads_body = 1},
+    {.method = MHD_HTTP_METHOD_POST, .path = "/detokenize", .handler = post_detokenize,
+     .auth = SERVE_AUTH_API, .needs_model = 1, .reads_body = 1},
 };
 const size_t serve_n_routes = sizeof serve_routes / sizeof serve_routes[0];
 

@@ -137,6 +137,19 @@ typedef struct sd_chat_message {
 sd_status_t sd_chat_apply(const sd_model_t *model, const sd_chat_message_t *messages, size_t n,
                           int add_generation_prompt, char *buf, size_t cap, size_t *len);
 
+/* Render messages with the chat template and tokenize the text, the way to turn untrusted
+ * messages into a prompt: only the template's own markup becomes special tokens; a role or
+ * content that spells "<|im_end|>" stays plain text, so a message cannot close its turn or
+ * forge another. The text is split at the markup's special tokens and each piece between
+ * them is tokenized as sd_tokenize would (so ids equal HF's for messages without special
+ * text). flags: SD_TOKENIZE_ADD_BOS adds the BOS the model asks for unless the template
+ * wrote one; SD_TOKENIZE_PARSE_SPECIAL trusts the messages: special tokens inside them are
+ * parsed too (sd_tokenize of sd_chat_apply's text). SD_ERR_BUFFER_TOO_SMALL with
+ * *n_tokens = the count needed when cap is too small. */
+sd_status_t sd_chat_tokenize(const sd_model_t *model, const sd_chat_message_t *messages, size_t n,
+                             int add_generation_prompt, int flags, int32_t *tokens, size_t cap,
+                             size_t *n_tokens);
+
 /* ---- generation --------------------------------------------------------- */
 
 /* The most alternatives a generation reports per token (sd_gen_config_t.top_logprobs). */
