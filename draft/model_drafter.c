@@ -5,6 +5,7 @@
 
 #include "comm/comm.h"
 #include "core/check.h"
+#include "core/escape.h"
 #include "draft/group_drafter.h"
 #include "draft/model_drafter.h"
 #include "draft/seq_drafter.h"
@@ -35,8 +36,7 @@ static sd_status_t check_vocab(const sd_model_t *draft, const sd_model_t *target
         if (nd != nt || memcmp(sd, st, nd) != 0)
             return sd_set_error(SD_ERR_VOCAB_MISMATCH,
                                 "draft and target vocabularies differ first at token %d: "
-                                "draft '%.*s', target '%.*s'", (int)id, (int)(nd > 64 ? 64 : nd),
-                                sd, (int)(nt > 64 ? 64 : nt), st);
+                                "draft '%s', target '%s'", (int)id, SD_ESC(sd, nd), SD_ESC(st, nt));
     }
     return SD_OK;
 }
