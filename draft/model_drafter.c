@@ -106,7 +106,10 @@ sd_status_t sd_drafter_model_make(sd_model_t *target, const sd_spec_config_t *sp
 int sd_drafter_model_hash_words(const sd_spec_config_t *spec, int32_t words[SD_DRAFTER_HASH_WORDS])
 {
     words[0] = spec->draft_ranks;
-    return 1;
+    /* a draft model every rank holds: its context decides when drafting stops (draft
+     * groups: only the group's leader decides, and the others have no draft model) */
+    words[1] = spec->draft_ranks == 0 && spec->draft_model ? spec->draft_model->n_ctx : 0;
+    return 2;
 }
 
 sd_status_t sd_drafter_model_text(const sd_spec_config_t *spec, const sd_model_t *target,

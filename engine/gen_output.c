@@ -126,8 +126,9 @@ static int is_stop_token(const sd_gen_output_t *o, int32_t token)
     return 0;
 }
 
-sd_status_t sd_gen_output_emit(sd_gen_output_t *o, int32_t token, int last, int *stop)
+sd_status_t sd_gen_output_emit(sd_gen_output_t *o, int32_t token, sd_stop_reason_t end, int *stop)
 {
+    int last = end != SD_STOP_NONE;
     *stop = 1;
     if (!o->cfg->ignore_eos && o->tok != NULL && sd_tokenizer_is_eog(o->tok, token)) {
         o->reason = SD_STOP_EOS;
@@ -143,7 +144,7 @@ sd_status_t sd_gen_output_emit(sd_gen_output_t *o, int32_t token, int last, int 
     int answer = release(o, token, last ? o->text_len : releasable(o));
     if (o->matched) o->reason = SD_STOP_STRING;
     else if (answer != 0) o->reason = SD_STOP_CALLBACK;
-    else if (last) o->reason = SD_STOP_MAX_TOKENS;
+    else if (last) o->reason = end;
     else *stop = 0;
     return SD_OK;
 }

@@ -102,14 +102,6 @@ typedef struct gen {
 
 /* ---- state ------------------------------------------------------------------------- */
 
-/* SPECDEC_CHECK_CONSISTENCY: "0" turns the per-step rank agreement check off; anything
- * else (or unset) keeps it on. It costs one 8-byte allgather per step. */
-static int consistency_check_enabled(void)
-{
-    const char *v = getenv("SPECDEC_CHECK_CONSISTENCY");
-    return v == NULL || strcmp(v, "0") != 0;
-}
-
 /* Drafter, draft length and buffers for spec (NULL or drafter NONE: none). */
 static sd_status_t spec_init(gen_t *g, sd_model_t *m, const sd_spec_config_t *spec)
 {
@@ -145,7 +137,7 @@ static sd_status_t gen_init(gen_t *g, sd_model_t *m, const sd_gen_config_t *c,
     g->prompt = prompt;
     g->n_prompt = n_prompt;
     g->comm = sd_comm_size(m->comm) > 1 ? m->comm : NULL;
-    g->check_consistency = g->comm != NULL && consistency_check_enabled();
+    g->check_consistency = g->comm != NULL && sd_gen_consistency_check();
     SD_CHECK(spec_init(g, m, spec));
     g->n_ctx = (int)sd_gen_kv_positions_for(m, n_prompt, c) + 1; /* prompt + generated */
     int chunk = n_prompt - 1 < SD_PREFILL_CHUNK ? (int)n_prompt - 1 : SD_PREFILL_CHUNK;
@@ -184,12 +176,15 @@ static sd_status_t begin_decoding(gen_t *g)
     return SD_OK;
 }
 
-/* Emit one token: *stop = 1 when generation ends with it (g->out.reason set). */
+/* Emit one token: *stop = 1 when generation ends with it (g->out.reason set). max_tokens
+ * first: a request that asked for exactly what the context holds got what it asked for. */
 static sd_status_t emit(gen_t *g, int32_t token, int *stop)
 {
     size_t n = g->out.n_tokens + 1; /* with this token */
-    int last = n == (size_t)g->cfg->max_tokens || g->n_prompt + n >= (size_t)g->n_ctx;
-    return sd_gen_output_emit(&g->out, token, last, stop);
+    sd_stop_reason_t end = n == (size_t)g->cfg->max_tokens ? SD_STOP_MAX_TOKENS
+                           : g->n_prompt + n >= (size_t)g->n_ctx ? SD_STOP_CONTEXT_FULL
+                                                                  : SD_STOP_NONE;
+    return sd_gen_output_emit(&g->out, token, end, stop);
 }
 
 /* The draft length to ask the drafter for: the controller's k, or for a drafter that
@@ -395,7 +390,8 @@ static sd_status_t step_advance(gen_t *g, int *stop)
 /* Generation ended (SD_OK): held text, timings, statistics. */
 static sd_status_t finish_run(gen_t *g, sd_gen_result_t *out)
 {
-    if (g->out.reason != SD_STOP_STRING && g->out.reason != SD_STOP_MAX_TOKENS)
+    sd_stop_reason_t why = g->out.reason;
+    if (why != SD_STOP_STRING && why != SD_STOP_MAX_TOKENS && why != SD_STOP_CONTEXT_FULL)
         SD_CHECK(sd_gen_output_finish(&g->out));
     double t_end = sd_now();
     out->prefill_seconds = g->t_decode - g->t_start;
@@ -425,7 +421,7 @@ sd_status_t sd_gen_new(sd_model_t *model, const int32_t *prompt, size_t n_prompt
     sd_status_t st = sd_gen_check("sd_generate", model, prompt, n_prompt, config, spec,
                                   opts != NULL && opts->drafter != NULL);
     if (model == NULL || config == NULL) return st;
-    SD_CHECK(sd_gen_agree_on_request(model->comm, st, prompt, n_prompt, config, spec));
+    SD_CHECK(sd_gen_agree_on_request(model, st, prompt, n_prompt, config, spec));
     gen_t *g = calloc(1, sizeof *g);
     SD_ALLOC_CHECK(g, sizeof *g, "generation state");
     *g = (gen_t){.opts = opts, .batched = batched};

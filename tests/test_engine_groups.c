@@ -34,7 +34,9 @@ typedef struct group_case {
     float temperature;
     int draft_missing_on; /* rank that passes no draft model (-1: none) */
     const char *fault;    /* SPECDEC_FAULT for the ranks, or NULL */
-    int rank1_differs;    /* 1: rank 1 gets a shorter prompt; 2: rank 1 asks max_tokens 0 */
+    int rank1_differs;    /* 1: rank 1 gets a shorter prompt; 2: rank 1 asks max_tokens 0;
+                             3: rank 1 loads the target with a context of 40; 4: rank 1 runs
+                             with SPECDEC_CHECK_CONSISTENCY=0 */
 } group_case_t;
 
 static char g_target_path[512], g_draft_path[512];
@@ -52,14 +54,20 @@ static void write_models(void)
     cr_assert_eq(sd_synth_write_file(&s, g_draft_path), SD_OK, "%s", sd_last_error());
 }
 
-static sd_status_t load(const char *path, sd_comm_t *comm, sd_model_t **out)
+static sd_status_t load_ctx(const char *path, sd_comm_t *comm, int n_ctx, sd_model_t **out)
 {
     sd_model_params_t p;
     sd_model_params_default(&p);
     p.path = path;
     p.n_threads = 1;
+    p.n_ctx = n_ctx;
     p.comm = comm;
     return sd_model_load(&p, out);
+}
+
+static sd_status_t load(const char *path, sd_comm_t *comm, sd_model_t **out)
+{
+    return load_ctx(path, comm, 0, out);
 }
 
 static void gen_config(sd_gen_config_t *g, float temperature)
@@ -99,7 +107,9 @@ static int group_rank(int rank, int size, const char *job, void *arg, void *out,
     sd_comm_t *world = NULL, *dcomm = NULL;
     sd_model_t *target = NULL, *draft = NULL;
     sd_status_t st = sd_comm_intra_new(rank, size, job, &world);
-    if (st == SD_OK) st = load(g_target_path, world, &target);
+    if (rank == 1 && gc->rank1_differs == 4) setenv("SPECDEC_CHECK_CONSISTENCY", "0", 1);
+    if (st == SD_OK)
+        st = load_ctx(g_target_path, world, rank == 1 && gc->rank1_differs == 3 ? 40 : 0, &target);
     if (st == SD_OK && gc->draft_ranks > 1) st = sd_comm_split_first(world, gc->draft_ranks, &dcomm);
     if (st == SD_OK && rank < gc->draft_ranks && rank != gc->draft_missing_on)
         st = load(g_draft_path, gc->draft_ranks > 1 ? dcomm : NULL, &draft);
@@ -275,6 +285,37 @@ Test(engine_groups, different_requests_are_refused_on_every_rank, .timeout = 60)
     }
     cr_assert_lt(r.seconds, 15.0);
     sd_test_ranks_free(&r);
+}
+
+/* Every value that changes a request's tokens, its length or its collectives is compared:
+ * a rank whose context is shorter (it would stop early and leave the others waiting) or
+ * that skips the per-step check is named, with both values, on every rank before any
+ * collective of the request. */
+Test(engine_groups, context_size_and_check_setting_are_compared, .timeout = 60)
+{
+    write_models();
+    const struct {
+        int differs;
+        const char *msg;
+    } cases[] = {
+        {3, "rank 1 was given a different request than rank 0: the context size (n_ctx) is "},
+        {4, "rank 1 was given a different request than rank 0: SPECDEC_CHECK_CONSISTENCY is 1 "
+            "on rank 0, 0 on rank 1"},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        group_case_t gc = {2, 1, 0.0f, -1, NULL, cases[c].differs};
+        sd_test_ranks_t r = run_case(&gc);
+        for (int i = 0; i < r.size; i++) {
+            const rank_result_t *ri = sd_test_rank_out(&r, i);
+            cr_assert_eq(ri->status, SD_ERR_RANK_DIVERGENCE, "case %zu rank %d: status %d (%s)",
+                         c, i, ri->status, ri->error);
+            cr_assert(strstr(ri->error, cases[c].msg) != NULL, "case %zu rank %d: '%s'", c, i,
+                      ri->error);
+            cr_assert_eq(ri->n_tokens, 0);
+        }
+        cr_assert_lt(r.seconds, 15.0);
+        sd_test_ranks_free(&r);
+    }
 }
 
 /* A request one rank refuses (rank 1: max_tokens 0) fails on every rank with that rank's

@@ -164,6 +164,8 @@ typedef enum sd_stop_reason {
     SD_STOP_CALLBACK,
     SD_STOP_ERROR, /* a failure after generation started; the result keeps what was made */
     SD_STOP_CANCELLED, /* sd_request_cancel (or engine shutdown) ended it; what was made is kept */
+    SD_STOP_CONTEXT_FULL, /* the context (n_ctx) filled before max_tokens was reached */
+    SD_STOP_REASON_COUNT
 } sd_stop_reason_t;
 
 /* Called for each generated token with the text it completes (possibly empty
@@ -357,7 +359,7 @@ typedef struct sd_engine_metrics {
     uint64_t submitted;          /* requests accepted by sd_engine_submit */
     uint64_t rejected_busy;      /* submits answered SD_ERR_BUSY */
     uint64_t rejected_invalid;   /* submits refused as invalid */
-    uint64_t finished[SD_STOP_CANCELLED + 1]; /* finished requests by stop reason */
+    uint64_t finished[SD_STOP_REASON_COUNT]; /* finished requests by stop reason */
     uint64_t prompt_tokens;      /* of finished and active requests, counted at admission */
     uint64_t generated_tokens;
     uint64_t steps;              /* batched forwards */
