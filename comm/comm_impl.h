@@ -137,6 +137,8 @@ sd_status_t sd_fault_check_env(void);
 void sd_fault_before_collective(int world_rank);
 /* 1 when rank world_rank must corrupt its token at step `step` (1-based). */
 int sd_fault_corrupt_step(int world_rank, uint64_t step);
+/* 1 when rank world_rank must corrupt an accepted draft token at step `step` (from N on). */
+int sd_fault_corrupt_draft(int world_rank, uint64_t step);
 
 /* ---- watchdog (comm/watchdog.c); sd_comm_setup/teardown call these --------------------- */
 void sd_watchdog_register(sd_comm_t *c);

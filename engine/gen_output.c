@@ -167,3 +167,15 @@ void sd_gen_output_take(sd_gen_output_t *o, sd_gen_result_t *out)
     o->tokens = NULL;
     o->text = NULL;
 }
+
+const char *sd_stop_reason_string(sd_stop_reason_t reason)
+{
+    static const char *const names[SD_STOP_REASON_COUNT] = {
+        [SD_STOP_NONE] = "none",          [SD_STOP_MAX_TOKENS] = "max tokens",
+        [SD_STOP_EOS] = "end of text",    [SD_STOP_TOKEN] = "stop token",
+        [SD_STOP_STRING] = "stop string", [SD_STOP_CALLBACK] = "callback",
+        [SD_STOP_ERROR] = "error",        [SD_STOP_CANCELLED] = "cancelled",
+        [SD_STOP_CONTEXT_FULL] = "context full",
+    };
+    return (unsigned)reason < SD_STOP_REASON_COUNT && names[reason] ? names[reason] : "unknown";
+}

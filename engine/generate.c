@@ -4,6 +4,7 @@
  * "Generation". */
 #include <limits.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -312,35 +313,72 @@ static sd_status_t call_hook(gen_t *g, int n, const sd_spec_result_t *r)
     return g->opts->hook(g->opts->hook_user, &v);
 }
 
-/* Under TP every rank must accept the same tokens: compare a hash of this step's
- * outcome (position, drafts accepted, their tokens, the next token) across the ranks
- * (one 8-byte allgather). A disagreement is SD_ERR_RANK_DIVERGENCE naming the step on
- * every rank, instead of mismatched collectives later. */
-static sd_status_t check_ranks_agree(gen_t *g, size_t len, const sd_spec_result_t *r)
+/* How a step ended on a rank, as the ranks compare it: 0 when generation goes on, else
+ * STEP_STOPPED with the stop reason and the tokens kept, or STEP_FAILED with the status. */
+#define STEP_STOPPED (1ull << 62)
+#define STEP_FAILED (1ull << 63)
+
+static uint64_t step_end(const gen_t *g, sd_status_t emitted, int stop)
+{
+    if (emitted != SD_OK) return STEP_FAILED | (uint64_t)emitted;
+    return stop ? STEP_STOPPED | (uint64_t)g->out.reason << 40 | g->out.n_tokens : 0;
+}
+
+static const char *step_end_text(uint64_t end, char *buf, size_t cap)
+{
+    if (end & STEP_FAILED)
+        snprintf(buf, cap, "failed (%s)", sd_status_string((sd_status_t)(end & 0xffff)));
+    else if (end & STEP_STOPPED)
+        snprintf(buf, cap, "stopped after %llu tokens (%s)",
+                 (unsigned long long)(end & ((1ull << 40) - 1)),
+                 sd_stop_reason_string((sd_stop_reason_t)((end >> 40) & 0xff)));
+    else
+        snprintf(buf, cap, "went on");
+    return buf;
+}
+
+/* Under TP every rank must accept the same tokens and end at the same one: after the step's
+ * tokens were emitted, compare a hash of its outcome (position, drafts accepted, their
+ * tokens, the next token) and how it ended (a stop, e.g. a callback's on one rank only, or
+ * a local failure) across the ranks (one 16-byte allgather). A disagreement is
+ * SD_ERR_RANK_DIVERGENCE naming the step on every rank at once, instead of mismatched
+ * collectives or a rank waiting out its deadline. emitted: this rank's emit status,
+ * returned when the ranks agree. */
+static sd_status_t check_ranks_agree(gen_t *g, size_t len, const sd_spec_result_t *r,
+                                     sd_status_t emitted, int stop)
 {
     if (!g->check_consistency)
-        return SD_OK;
+        return emitted;
     uint64_t w[3] = {len, (uint64_t)r->n_accepted, (uint64_t)(uint32_t)r->next_token};
     uint64_t h = sd_fnv1a64(SD_FNV64_INIT, w, sizeof w);
     for (int i = 0; i < r->n_accepted; i++) {
         uint64_t t = (uint64_t)(uint32_t)g->plan.tokens[1 + i];
         h = sd_fnv1a64(h, &t, sizeof t);
     }
+    uint64_t mine[2] = {h, step_end(g, emitted, stop)};
     int size = sd_comm_size(g->comm);
-    uint64_t *all = malloc((size_t)size * sizeof *all);
-    SD_ALLOC_CHECK(all, (size_t)size * sizeof *all, "consistency hashes");
-    sd_status_t st = sd_comm_allgather(g->comm, &h, sizeof h, all);
-    int bad = -1;
-    for (int rk = 1; st == SD_OK && rk < size && bad < 0; rk++)
-        if (all[rk] != all[0]) bad = rk;
-    if (bad >= 0)
+    uint64_t *all = malloc((size_t)size * sizeof mine);
+    SD_ALLOC_CHECK(all, (size_t)size * sizeof mine, "consistency hashes");
+    sd_status_t st = sd_comm_allgather(g->comm, mine, sizeof mine, all);
+    int bad = -1, part = 0; /* the first rank that differs from rank 0: in part 0 (tokens), else 1 */
+    for (; st == SD_OK && bad < 0 && part < 2; part += bad < 0)
+        for (int rk = 1; rk < size && bad < 0; rk++)
+            if (all[2 * rk + part] != all[part]) bad = rk;
+    char a[80], b[80];
+    if (bad >= 0 && part == 0)
         st = sd_set_error(SD_ERR_RANK_DIVERGENCE,
                           "ranks disagree on the tokens of step %llu (position %zu): rank 0 "
                           "hash %016llx, rank %d hash %016llx",
                           (unsigned long long)g->n_steps, len, (unsigned long long)all[0], bad,
-                          (unsigned long long)all[bad]);
+                          (unsigned long long)all[2 * bad]);
+    else if (bad >= 0)
+        st = sd_set_error(SD_ERR_RANK_DIVERGENCE,
+                          "ranks disagree on where generation ends at step %llu (position %zu): "
+                          "rank 0 %s, rank %d %s", (unsigned long long)g->n_steps, len,
+                          step_end_text(all[1], a, sizeof a), bad,
+                          step_end_text(all[2 * bad + 1], b, sizeof b));
     free(all);
-    return st;
+    return st != SD_OK ? st : emitted;
 }
 
 /* Plan a step: the drafter proposes; the forward is [last token, drafts]. */
@@ -370,12 +408,15 @@ static sd_status_t step_advance(gen_t *g, int *stop)
                              g->plan.has_q ? g->draft.q : NULL, n, &r));
     g->stats.verify_seconds += sd_now() - g->t_plan; /* the forward and the check */
     g->n_steps++;
+    /* test-only: SPECDEC_FAULT corrupt / corrupt-draft */
     if (sd_comm_fault_corrupt_step(g->comm, g->n_steps))
-        r.next_token = (r.next_token + 1) % g->n_vocab; /* test-only: SPECDEC_FAULT corrupt */
-    SD_CHECK(check_ranks_agree(g, len, &r));
+        r.next_token = (r.next_token + 1) % g->n_vocab;
+    if (r.n_accepted > 0 && sd_comm_fault_corrupt_draft(g->comm, g->n_steps))
+        g->plan.tokens[1] = (g->plan.tokens[1] + 1) % g->n_vocab;
     sd_gen_stats_step(&g->stats, n, r.n_accepted);
     sd_spec_k_update_for(&g->draft.kc, evidence, n, r.n_accepted);
-    SD_CHECK(emit_block(g, &r, stop));
+    sd_status_t emitted = emit_block(g, &r, stop);
+    SD_CHECK(check_ranks_agree(g, len, &r, emitted, *stop));
     if (*stop)
         return SD_OK;
     SD_CHECK(sd_kv_cache_truncate(&g->seq.kv, (int)len + r.n_accepted));

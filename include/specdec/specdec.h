@@ -168,11 +168,17 @@ typedef enum sd_stop_reason {
     SD_STOP_REASON_COUNT
 } sd_stop_reason_t;
 
+/* Stable text of a stop reason, e.g. "max tokens", "context full". Never NULL. */
+const char *sd_stop_reason_string(sd_stop_reason_t reason);
+
 /* Called for each generated token with the text it completes (possibly empty
  * while a UTF-8 sequence or a possible stop string is pending). Return non-zero
  * to stop generation. When generation ends on EOS, a stop token or a callback stop
  * while text is still held back, one last call with token = -1 delivers it (its
- * return value is ignored): the texts of all calls always join to result->text. */
+ * return value is ignored): the texts of all calls always join to result->text. Under
+ * tensor parallelism every rank must give the same answers: a stop on one rank only ends
+ * the generation on every rank at that step with SD_ERR_RANK_DIVERGENCE (the per-step
+ * check, SPECDEC_CHECK_CONSISTENCY). */
 typedef int (*sd_token_callback)(void *user, int32_t token, const char *text, size_t text_len);
 
 /* Statistics of one generation (speculative or not). */
