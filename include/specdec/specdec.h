@@ -374,7 +374,7 @@ typedef struct sd_engine_metrics {
     uint64_t draft_forwards;     /* batched forwards of a drafter's model (draft model or
                                     layer-skip): every request's draft round in one */
     uint64_t draft_rows;         /* rows over those forwards */
-    int queued, active;          /* now */
+    int queued, active;          /* now; active: admitted (being set up or stepping) */
     size_t kv_positions_used;    /* now: positions the active requests hold */
     size_t kv_positions_cap;     /* max_kv_positions as resolved */
     size_t kv_bytes_used;        /* now: bytes of their target (and draft) KV caches */
