@@ -43,6 +43,12 @@ clean_run "intra T=2 ngram" "$bin" hangtest --ranks 2 --draft ngram --steps "$st
 if command -v mpirun >/dev/null && bounded 60 "$bin" hangtest --ranks 1 --steps 1 --comm mpi >/dev/null 2>&1; then
   clean_run "mpi T=2 D=1" mpirun --oversubscribe -n 2 "$bin" hangtest --ranks 2 --comm mpi --steps "$steps"
   clean_run "mpi T=4 D=2" mpirun --oversubscribe -n 4 "$bin" hangtest --ranks 4 --draft-ranks 2 --comm mpi --steps "$steps"
+  # a stalled rank under mpi is named by the others, as under intra
+  SPECDEC_COMM_TIMEOUT_MS=1500 SPECDEC_FAULT=stall:rank=1:op=300 bounded "$fault_secs" \
+    mpirun --oversubscribe -n 2 "$bin" hangtest --ranks 2 --comm mpi --steps 400 --seed 3 \
+    >"$tmp/out" 2>"$tmp/err"; rc=$?
+  check "mpi stall: exit 3 (got $rc)" [ "$rc" -eq 3 ]
+  check "mpi stall: rank 1 named" grep -q "SD_ERR_COMM_TIMEOUT: .*rank(s) 1 had not arrived" "$tmp/err"
 else
   echo "note: mpi backend not built or mpirun missing: mpi runs skipped"
 fi
