@@ -16,6 +16,7 @@
 #define SD_FLIGHT_LEN 64
 #define SD_COMM_TIMEOUT_MS_DEFAULT 60000
 #define SD_WATCHDOG_GRACE_MS 1000
+#define SD_WATCHDOG_THREAD_NAME "sd-watchdog" /* the watchdog thread's name (/proc/.../comm) */
 
 typedef enum sd_comm_op {
     SD_OP_ALLREDUCE = 0, SD_OP_ALLGATHER, SD_OP_BROADCAST, SD_OP_BARRIER, SD_OP_SPLIT,

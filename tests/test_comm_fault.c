@@ -292,11 +292,21 @@ static const sd_comm_ops_t deaf_ops = {
     .destroy = deaf_destroy,
 };
 
+/* Threads of this process named as the watchdog (by name: a sanitizer may run threads of
+ * its own, ThreadSanitizer starts one in a forked child). */
 static int n_threads(void)
 {
     DIR *d = opendir("/proc/self/task");
     int n = 0;
-    for (struct dirent *e; d && (e = readdir(d)) != NULL;) n += e->d_name[0] != '.';
+    for (struct dirent *e; d && (e = readdir(d)) != NULL;) {
+        if (e->d_name[0] == '.') continue;
+        char path[300], name[32] = "";
+        snprintf(path, sizeof path, "/proc/self/task/%s/comm", e->d_name);
+        FILE *f = fopen(path, "r");
+        if (f && fgets(name, sizeof name, f)) name[strcspn(name, "\n")] = '\0';
+        if (f) fclose(f);
+        n += strcmp(name, SD_WATCHDOG_THREAD_NAME) == 0;
+    }
     if (d) closedir(d);
     return n;
 }
