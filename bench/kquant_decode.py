@@ -234,7 +234,7 @@ def main(argv):
         models.append(qwen_model())
 
     date = datetime.datetime.now(datetime.timezone.utc)
-    load_before = os.getloadavg()
+    load_before, commit = os.getloadavg(), git_commit()
     results = []
     order = 0
     prompts = {}  # one prefill text per tokenizer (every SmolLM2 type shares one)
@@ -282,7 +282,7 @@ def main(argv):
                    "load1_during": {"min": min(loads), "median": median(loads), "max": max(loads)}},
         "date": date.isoformat(timespec="seconds"),
         "command": " ".join(shlex.quote(a) for a in [sys.executable, os.path.relpath(__file__, ROOT)] + argv),
-        "specdec_commit": git_commit(),
+        "specdec_commit": commit,
         "llama_cpp": f"llama-cpp-python {LLAMA_VERSION} sdist vendor/llama.cpp, Release, GGML_NATIVE=ON, llama-bench",
         "config": {"decode_tokens": args.n, "prefill_tokens": args.prefill, "repeats": args.repeats,
                    "threads": threads, "short": args.short},
