@@ -3,6 +3,7 @@
 #include "draft/model_drafter.h"
 #include "draft/ngram.h"
 #include "draft/registry.h"
+#include "draft/xvocab.h"
 
 const sd_drafter_row_t sd_drafter_registry[] = {
     {
@@ -37,6 +38,17 @@ const sd_drafter_row_t sd_drafter_registry[] = {
         .make = sd_drafter_model_make,
         .hash_words = sd_drafter_model_hash_words,
         .text = sd_drafter_model_text,
+        .batch_model = sd_drafter_model_batch_model,
+    },
+    {
+        .name = "xvocab",
+        .kind = SD_DRAFTER_XVOCAB,
+        .usage = "xvocab:PATH",
+        .parse = sd_drafter_xvocab_parse,
+        .check = sd_drafter_model_check,
+        .make = sd_drafter_xvocab_make,
+        .hash_words = sd_drafter_model_hash_words,
+        .text = sd_drafter_xvocab_text,
         .batch_model = sd_drafter_model_batch_model,
     },
 };

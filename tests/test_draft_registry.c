@@ -106,6 +106,7 @@ static const form_t FORMS[] = {
     {"/tmp/d.gguf", SD_DRAFTER_MODEL, 3, 0, "/tmp/d.gguf", NULL},
     {"models/a:b.gguf", SD_DRAFTER_MODEL, 3, 0, "models/a:b.gguf", NULL},
     {"ngrams.gguf", SD_DRAFTER_MODEL, 3, 0, "ngrams.gguf", NULL},
+    {"xvocab:/tmp/d.gguf", SD_DRAFTER_XVOCAB, 3, 0, "/tmp/d.gguf", NULL},
 };
 #define N_FORMS (sizeof FORMS / sizeof FORMS[0])
 
@@ -165,7 +166,7 @@ Test(draft_registry, parser_refuses_bad_text_naming_it, .timeout = 10)
 {
     static const char *const bad[] = {"", "ngram:0", "ngram:33", "ngram:x", "ngram:", "ngram:4x",
                                       "layerskip:x", "layerskip:0", "layerskip:-2", "layerskip:",
-                                      "model:", "model"};
+                                      "model:", "model", "xvocab", "xvocab:"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         sd_spec_config_t s, before;
         sd_spec_config_default(&s);

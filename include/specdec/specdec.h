@@ -215,11 +215,14 @@ typedef enum sd_drafter_kind {
     SD_DRAFTER_MODEL,     /* a separate draft model (same vocabulary as the target) */
     SD_DRAFTER_NGRAM,     /* prompt lookup: continue the longest recent n-gram match */
     SD_DRAFTER_LAYERSKIP, /* self-speculative: the target's first L layers + its head */
+    SD_DRAFTER_XVOCAB,    /* a draft model with another tokenizer, proposing through text */
 } sd_drafter_kind_t;
 
 typedef struct sd_spec_config {
     sd_drafter_kind_t drafter;
-    sd_model_t *draft_model; /* SD_DRAFTER_MODEL; SD_ERR_VOCAB_MISMATCH if its vocabulary differs */
+    sd_model_t *draft_model; /* SD_DRAFTER_MODEL: SD_ERR_VOCAB_MISMATCH if its vocabulary
+                                differs; SD_DRAFTER_XVOCAB: any vocabulary (both models need
+                                a tokenizer), drafts translated through text */
     int ngram_min, ngram_max; /* SD_DRAFTER_NGRAM: n-gram lengths tried (default 1..3) */
     int layerskip_layers;     /* SD_DRAFTER_LAYERSKIP: L, 1 <= L < n_layer; 0 (default): the
                                  target's n_layer / 2, resolved when the drafter is built */
@@ -237,8 +240,9 @@ typedef struct sd_spec_config {
 void sd_spec_config_default(sd_spec_config_t *config);
 
 /* A --draft text into spec: "ngram" (n-grams 1..3), "ngram:N" (1..N, N in [1, 32]),
- * "layerskip" (layerskip_layers 0: L = n_layer / 2), "layerskip:L", "model:PATH", and any
- * other text = PATH of a draft model. Sets spec->drafter and that drafter's fields (the
+ * "layerskip" (layerskip_layers 0: L = n_layer / 2), "layerskip:L", "model:PATH",
+ * "xvocab:PATH" (a draft model with another tokenizer), and any other text = PATH of a
+ * draft model. Sets spec->drafter and that drafter's fields (the
  * rest is kept) and *model_path (NULL unless a draft model, then a pointer into text: the
  * caller loads it into spec->draft_model; model_path may be NULL). SD_ERR_INVALID_ARG
  * naming the text and listing the drafters, spec unchanged. */
