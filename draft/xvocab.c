@@ -356,11 +356,7 @@ static sd_status_t translate(xv_drafter_t *g, const int32_t *d, int n, int k)
 
 static sd_status_t check_token(const xv_drafter_t *g, int32_t token, const char *what)
 {
-    if (token < 0 || token >= g->t_vocab)
-        return sd_set_error(SD_ERR_INVALID_ARG,
-                            "xvocab drafter: %s token %d outside the vocabulary [0, %d)", what,
-                            token, g->t_vocab);
-    return SD_OK;
+    return sd_drafter_check_token(&g->base, token, g->t_vocab, what);
 }
 
 static sd_status_t xv_begin(sd_drafter_t *d, const int32_t *tokens, int n)

@@ -39,6 +39,7 @@ static const char usage[] =
     "  --k K              draft length (the maximum when adaptive; default 4, at most 16)\n"
     "  --no-adaptive      draft exactly K tokens each step (default: adapt K to acceptance)\n"
     "  --stats            print acceptance rate, accepted-length histogram and timings\n"
+    "  --trace FILE       every speculative step as a JSON line (drafts, accepted, k, timings)\n"
     "  --special          parse special tokens like <|im_start|> in the prompt (run)\n"
     "  -t, --threads N    CPU threads (default: all cores)\n"
     "  -c, --ctx N        context length (default: min(model, 4096); on a GPU, what fits)\n"
@@ -54,8 +55,9 @@ int cmd_run(int argc, char **argv)
     sd_status_t s = cli_load_model(&o, &m);
     if (s == SD_OK) s = cli_load_draft(&o);
     if (s != SD_OK) return sd_model_free(m), cli_release(&o), cli_exit_code(s);
+    if (!cli_start_trace(&o, m)) return sd_model_free(m), cli_release(&o), CLI_EXIT_ERROR;
     int flags = SD_TOKENIZE_ADD_BOS | (o.parse_special ? SD_TOKENIZE_PARSE_SPECIAL : 0);
-    int rc = cli_generate_text(m, o.prompt, flags, &o, NULL);
+    int rc = cli_stop_trace(&o, cli_generate_text(m, o.prompt, flags, &o, NULL));
     sd_model_free(m);
     cli_release(&o);
     return rc;
@@ -102,6 +104,7 @@ int cmd_chat(int argc, char **argv)
     sd_status_t s = cli_load_model(&o, &m);
     if (s == SD_OK) s = cli_load_draft(&o);
     if (s != SD_OK) return sd_model_free(m), cli_release(&o), cli_exit_code(s);
+    if (!cli_start_trace(&o, m)) return sd_model_free(m), cli_release(&o), CLI_EXIT_ERROR;
     sd_chat_message_t msgs[MAX_TURNS];
     char *owned[MAX_TURNS];
     size_t n = 0, n_owned = 0;
@@ -119,6 +122,7 @@ int cmd_chat(int argc, char **argv)
         if (!interactive) break;
     }
     for (size_t i = 0; i < n_owned; i++) free(owned[i]);
+    rc = cli_stop_trace(&o, rc);
     sd_model_free(m);
     cli_release(&o);
     return rc;
