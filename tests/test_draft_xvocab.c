@@ -95,7 +95,7 @@ static sd_status_t o_begin(sd_drafter_t *d, const int32_t *tokens, int n)
 {
     oracle_t *o = (oracle_t *)d;
     cr_assert_leq(n, MAX_CTX);
-    memcpy(o->ctx, tokens, (size_t)n * sizeof *tokens);
+    if (n > 0) memcpy(o->ctx, tokens, (size_t)n * sizeof *tokens);
     o->len = n;
     o->prop_n = 0;
     return SD_OK;

@@ -123,7 +123,8 @@ static int parse_k_list(const char *v, bench_opts_t *o)
     }
 }
 
-/* --draft D (sd_spec_parse_drafter); the label is D, or model:FILE for a draft model. */
+/* --draft D (sd_spec_parse_drafter); the label is D, or KIND:FILE for a draft model
+ * ("model:FILE", "xvocab:FILE"). */
 static int parse_draft(const char *v, bench_opts_t *o)
 {
     if (o->n_drafters == MAX_DRAFTERS) {
@@ -135,7 +136,9 @@ static int parse_draft(const char *v, bench_opts_t *o)
     sd_spec_config_default(&d->spec);
     if (!cli_parse_draft(v, &d->spec, &d->path)) return 0;
     const char *base = d->path ? strrchr(d->path, '/') : NULL;
-    if (d->path) snprintf(d->label, sizeof d->label, "model:%s", base ? base + 1 : d->path);
+    if (d->path)
+        snprintf(d->label, sizeof d->label, "%s:%s", sd_drafter_kind_name(d->spec.drafter),
+                 base ? base + 1 : d->path);
     else snprintf(d->label, sizeof d->label, "%s", v);
     return 1;
 }

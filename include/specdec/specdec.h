@@ -247,13 +247,10 @@ typedef struct sd_draft_outcome {
     int32_t next_token;
 } sd_draft_outcome_t;
 
-/* A drafter as callbacks over the caller's state; a non-SD_OK return ends the generation
- * with that status. Each generation makes its own state: create(user, &state) (optional:
- * state = user when NULL), destroy(state) once it ends (optional). begin, accept and
- * rollback are optional; propose is required. Calls for one state never overlap; in the
- * serving engine they come from the scheduler thread. Under tensor parallelism only rank 0
- * calls them and its proposals reach the other ranks by broadcast. Proposals are verified
- * as deterministic guesses: greedy output is the target's, sampling stays lossless. */
+/* A drafter as callbacks (docs/design-notes.md, "A drafter of the caller's own"): propose is
+ * required, the rest optional; create makes each generation's state (NULL: state = user),
+ * destroy frees it; a non-SD_OK return ends the generation with that status. Under tensor
+ * parallelism only rank 0's are called. */
 typedef struct sd_callback_drafter {
     void *user;
     sd_status_t (*create)(void *user, void **state);
@@ -314,10 +311,10 @@ void sd_spec_config_default(sd_spec_config_t *config);
 /* A --draft text into spec: "ngram" (n-grams 1..3), "ngram:N" (1..N, N in [1, 32]),
  * "layerskip" (layerskip_layers 0: L = n_layer / 2), "layerskip:L", "model:PATH",
  * "xvocab:PATH" (a draft model with another tokenizer), "callback" (spec->callback is then
- * the caller's to set), and any other text = PATH of a draft model. Sets spec->drafter and that drafter's fields (the
- * rest is kept) and *model_path (NULL unless a draft model, then a pointer into text: the
- * caller loads it into spec->draft_model; model_path may be NULL). SD_ERR_INVALID_ARG
- * naming the text and listing the drafters, spec unchanged. */
+ * the caller's to set), and any other text = PATH of a draft model. Sets spec->drafter and
+ * that drafter's fields (the rest is kept) and *model_path (NULL unless a draft model, then
+ * a pointer into text: the caller loads it into spec->draft_model; model_path may be NULL).
+ * SD_ERR_INVALID_ARG naming the text and listing the drafters, spec unchanged. */
 sd_status_t sd_spec_parse_drafter(const char *text, sd_spec_config_t *spec, const char **model_path);
 /* The --draft word of a kind ("ngram", "layerskip", "model"), "none" for SD_DRAFTER_NONE,
  * NULL for a value that is no kind. */

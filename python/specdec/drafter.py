@@ -213,8 +213,8 @@ class Speculation:
             self.errors.append(e)
 
     def raise_for(self, status: int, what: str, result: Any = None) -> None:
-        """After a generation: raise what went wrong (a Python drafter's or observer's
-        exception first, as DrafterError), if anything did."""
+        """After a generation: raise what went wrong (an exception of the Python code it
+        called first, as DrafterError), if anything did."""
         if self.errors:
             e = self.errors[0]
             detail = (lib.sd_last_error() or b"").decode("utf-8", "replace")

@@ -25,7 +25,8 @@ class SpecdecError(RuntimeError):
 
 
 class DrafterError(SpecdecError):
-    """A drafter written in Python raised; the exception is the ``__cause__``."""
+    """Python code a generation called — a drafter, ``on_token`` or ``on_step`` — raised;
+    the exception is the ``__cause__`` (the generation stopped there)."""
 
 
 def check(status: int, what: str = "") -> None:

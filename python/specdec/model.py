@@ -215,9 +215,11 @@ class Model(Owner):
 
 
 class Stream:
-    """An iterator over a generation running on a worker thread (Model.stream)."""
+    """An iterator over a generation running on a worker thread (Model.stream); the worker
+    runs at most AHEAD tokens ahead of the consumer."""
 
     _END = object()
+    AHEAD = 16
 
     def __init__(self, model: Model, prompt: Prompt, kwargs: Dict[str, Any]) -> None:
         if "on_token" in kwargs:
@@ -239,6 +241,9 @@ class Stream:
             self._queue.put(self._END)
 
     def _on_token(self, token: int, text: str) -> bool:
+        while self._queue.qsize() >= self.AHEAD:
+            if self._stop.wait(0.005):
+                return True
         if self._stop.is_set():
             return True
         self._queue.put(Chunk(token, text))
