@@ -32,10 +32,9 @@ SD_TOKENIZE_PARSE_SPECIAL = 1 << 1
 
 SD_SPEC_MAX_K = 16
 SD_HIST_MAX_BOUNDS = 20
-SD_STOP_CANCELLED = 7
 
 STOP_REASONS = ("none", "max_tokens", "eos", "stop_token", "stop_string", "callback", "error",
-                "cancelled")
+                "cancelled", "context_full")
 
 status_t = c_int  # sd_status_t
 
@@ -60,7 +59,8 @@ class GenConfig(Structure):
                 ("top_p", c_float), ("min_p", c_float), ("seed", c_uint64),
                 ("stop_strings", POINTER(c_char_p)), ("n_stop_strings", c_size_t),
                 ("stop_tokens", POINTER(c_int32)), ("n_stop_tokens", c_size_t),
-                ("ignore_eos", c_int)]
+                ("ignore_eos", c_int), ("logprobs", c_int), ("top_logprobs", c_int),
+                ("logprobs_callback", c_void_p)]
 
 
 class GenStats(Structure):
@@ -75,7 +75,9 @@ class GenStats(Structure):
 class GenResult(Structure):
     _fields_ = [("tokens", POINTER(c_int32)), ("n_tokens", c_size_t), ("text", c_void_p),
                 ("text_len", c_size_t), ("stop_reason", c_int), ("n_prompt", c_size_t),
-                ("prefill_seconds", c_double), ("decode_seconds", c_double), ("stats", GenStats)]
+                ("prefill_seconds", c_double), ("decode_seconds", c_double), ("stats", GenStats),
+                ("logprobs", POINTER(c_float)), ("n_top", c_int), ("top_tokens", POINTER(c_int32)),
+                ("top_logprobs", POINTER(c_float))]
 
 
 class DraftQuery(Structure):
@@ -139,7 +141,7 @@ class Histogram(Structure):
 
 class EngineMetrics(Structure):
     _fields_ = [("submitted", c_uint64), ("rejected_busy", c_uint64),
-                ("rejected_invalid", c_uint64), ("finished", c_uint64 * (SD_STOP_CANCELLED + 1)),
+                ("rejected_invalid", c_uint64), ("finished", c_uint64 * len(STOP_REASONS)),
                 ("prompt_tokens", c_uint64), ("generated_tokens", c_uint64), ("steps", c_uint64),
                 ("batch_rows", c_uint64), ("drafted", c_uint64), ("accepted", c_uint64),
                 ("draft_forwards", c_uint64), ("draft_rows", c_uint64), ("queued", c_int),

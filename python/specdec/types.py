@@ -82,8 +82,8 @@ class Chunk:
 @dataclass
 class Result:
     """A finished generation. ``stop_reason`` is one of "max_tokens", "eos", "stop_token",
-    "stop_string", "callback", "error", "cancelled". ``steps`` holds every step's record
-    when the generation was asked to keep them (``record_steps=True``)."""
+    "stop_string", "callback", "error", "cancelled", "context_full". ``steps`` holds every
+    step's record when the generation was asked to keep them (``record_steps=True``)."""
 
     tokens: List[int]
     text: str

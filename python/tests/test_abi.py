@@ -22,6 +22,7 @@ def test_struct_layouts_match_the_header() -> None:
             f"{name}: size {ctypes.sizeof(cls)} != C {want['size']}: a field was added in " \
             "specdec.h; mirror it in python/specdec/_lib.py"
     assert c["stop_reasons"] == list(range(len(_lib.STOP_REASONS)))
+    assert c["stop_count"] == len(_lib.STOP_REASONS), "a stop reason was added in specdec.h"
 
 
 def test_status_codes_come_from_the_library() -> None:

@@ -36,7 +36,9 @@ static void abi(void)
         F(sd_gen_config_t, top_k), F(sd_gen_config_t, top_p), F(sd_gen_config_t, min_p),
         F(sd_gen_config_t, seed), F(sd_gen_config_t, stop_strings),
         F(sd_gen_config_t, n_stop_strings), F(sd_gen_config_t, stop_tokens),
-        F(sd_gen_config_t, n_stop_tokens), F(sd_gen_config_t, ignore_eos), END();
+        F(sd_gen_config_t, n_stop_tokens), F(sd_gen_config_t, ignore_eos),
+        F(sd_gen_config_t, logprobs), F(sd_gen_config_t, top_logprobs),
+        F(sd_gen_config_t, logprobs_callback), END();
     BEGIN(sd_gen_stats_t), F(sd_gen_stats_t, tokens_generated), F(sd_gen_stats_t, target_forwards),
         F(sd_gen_stats_t, draft_forwards), F(sd_gen_stats_t, drafted), F(sd_gen_stats_t, accepted),
         F(sd_gen_stats_t, steps), F(sd_gen_stats_t, acceptance_rate),
@@ -46,7 +48,9 @@ static void abi(void)
     BEGIN(sd_gen_result_t), F(sd_gen_result_t, tokens), F(sd_gen_result_t, n_tokens),
         F(sd_gen_result_t, text), F(sd_gen_result_t, text_len), F(sd_gen_result_t, stop_reason),
         F(sd_gen_result_t, n_prompt), F(sd_gen_result_t, prefill_seconds),
-        F(sd_gen_result_t, decode_seconds), F(sd_gen_result_t, stats), END();
+        F(sd_gen_result_t, decode_seconds), F(sd_gen_result_t, stats),
+        F(sd_gen_result_t, logprobs), F(sd_gen_result_t, n_top), F(sd_gen_result_t, top_tokens),
+        F(sd_gen_result_t, top_logprobs), END();
     BEGIN(sd_draft_query_t), F(sd_draft_query_t, context), F(sd_draft_query_t, n_context),
         F(sd_draft_query_t, k), F(sd_draft_query_t, temperature), F(sd_draft_query_t, seed), END();
     BEGIN(sd_draft_proposal_t), F(sd_draft_proposal_t, tokens), F(sd_draft_proposal_t, capacity),
@@ -86,9 +90,10 @@ static void abi(void)
         F(sd_engine_metrics_t, step_seconds), F(sd_engine_metrics_t, ttft_seconds),
         F(sd_engine_metrics_t, queue_seconds), F(sd_engine_metrics_t, acceptance_rate),
         F(sd_engine_metrics_t, accepted_len), END();
-    printf("},\n \"stop_reasons\": [%d, %d, %d, %d, %d, %d, %d, %d]}\n", SD_STOP_NONE,
-           SD_STOP_MAX_TOKENS, SD_STOP_EOS, SD_STOP_TOKEN, SD_STOP_STRING, SD_STOP_CALLBACK,
-           SD_STOP_ERROR, SD_STOP_CANCELLED);
+    printf("},\n \"stop_reasons\": [%d, %d, %d, %d, %d, %d, %d, %d, %d], \"stop_count\": %d}\n",
+           SD_STOP_NONE, SD_STOP_MAX_TOKENS, SD_STOP_EOS, SD_STOP_TOKEN, SD_STOP_STRING,
+           SD_STOP_CALLBACK, SD_STOP_ERROR, SD_STOP_CANCELLED, SD_STOP_CONTEXT_FULL,
+           SD_STOP_REASON_COUNT);
 }
 
 static int synth(char **argv)
