@@ -45,3 +45,21 @@ Test(core_status, last_error_is_thread_local)
     pthread_join(t, NULL);
     cr_assert_str_eq(sd_last_error(), "mine");
 }
+
+/* Messages quote bytes from files and requests: what a terminal would act on is escaped, a
+ * message that does not fit says so, and re-setting the current message is safe. */
+Test(core_status, messages_escape_terminal_controls)
+{
+    sd_set_error(SD_ERR_BAD_MODEL, "key '%s'", "a\x1b]0;pwned\x07\n\x7f\xc2\x9b" "2Jb\xc3\xa9");
+    cr_assert_str_eq(sd_last_error(),
+                     "key 'a\\x1b]0;pwned\\x07\\x0a\\x7f\\xc2\\x9b2Jb\xc3\xa9'");
+    sd_set_error(SD_ERR_BAD_MODEL, "again: %s", sd_last_error());
+    cr_assert(strncmp(sd_last_error(), "again: key 'a\\x1b", 17) == 0, "%s", sd_last_error());
+    char big[3000];
+    memset(big, 'x', sizeof big - 1);
+    big[sizeof big - 1] = '\0';
+    sd_set_error(SD_ERR_BAD_MODEL, "%s", big);
+    size_t n = strlen(sd_last_error());
+    cr_assert(n < 1024 && n > 1000, "%zu", n);
+    cr_assert_str_eq(sd_last_error() + n - 3, "...");
+}
