@@ -1,5 +1,6 @@
 /* Public model and tokenizer API (specdec.h) over the engine's model and tokenizer. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "core/check.h"
@@ -109,6 +110,20 @@ static void token_text(const sd_tokenizer_t *t, int32_t id, char *buf, size_t ca
     snprintf(buf, cap, "%.*s", (int)(n < cap ? n : cap - 1), s ? s : "");
 }
 
+/* The model's chat template over messages[n], with the template's marks when markup is not
+ * NULL (the caller checked the arguments and the tokenizer). */
+static sd_status_t render_chat(const sd_model_t *model, const sd_chat_message_t *messages,
+                               size_t n, int add_generation_prompt, char *buf, uint8_t *markup,
+                               size_t cap, size_t *len)
+{
+    const sd_tokenizer_t *t = model->tokenizer;
+    char bos[256], eos[256];
+    token_text(t, sd_tokenizer_bos(t), bos, sizeof bos);
+    token_text(t, sd_tokenizer_eos(t), eos, sizeof eos);
+    return sd_chat_render_marked(sd_tokenizer_chat_template(t), bos, eos, messages, n,
+                                 add_generation_prompt, buf, markup, cap, len);
+}
+
 sd_status_t sd_chat_apply(const sd_model_t *model, const sd_chat_message_t *messages, size_t n,
                           int add_generation_prompt, char *buf, size_t cap, size_t *len)
 {
@@ -118,10 +133,35 @@ sd_status_t sd_chat_apply(const sd_model_t *model, const sd_chat_message_t *mess
     if (len == NULL) return NULL_ARG("sd_chat_apply", "len");
     *len = 0;
     SD_CHECK(need_tokenizer(model, "sd_chat_apply"));
-    const sd_tokenizer_t *t = model->tokenizer;
-    char bos[256], eos[256];
-    token_text(t, sd_tokenizer_bos(t), bos, sizeof bos);
-    token_text(t, sd_tokenizer_eos(t), eos, sizeof eos);
-    return sd_chat_render(sd_tokenizer_chat_template(t), bos, eos, messages, n,
-                          add_generation_prompt, buf, cap, len);
+    return render_chat(model, messages, n, add_generation_prompt, buf, NULL, cap, len);
+}
+
+sd_status_t sd_chat_tokenize(const sd_model_t *model, const sd_chat_message_t *messages,
+                             size_t n, int add_generation_prompt, int32_t *tokens, size_t cap,
+                             size_t *n_tokens)
+{
+    if (model == NULL) return NULL_ARG("sd_chat_tokenize", "model");
+    if (messages == NULL && n > 0) return NULL_ARG("sd_chat_tokenize", "messages");
+    if (tokens == NULL && cap > 0) return NULL_ARG("sd_chat_tokenize", "tokens");
+    if (n_tokens == NULL) return NULL_ARG("sd_chat_tokenize", "n_tokens");
+    *n_tokens = 0;
+    SD_CHECK(need_tokenizer(model, "sd_chat_tokenize"));
+    size_t len = 0;
+    sd_status_t st = render_chat(model, messages, n, add_generation_prompt, NULL, NULL, 0, &len);
+    if (st != SD_OK && st != SD_ERR_BUFFER_TOO_SMALL) return st;
+    char *text = malloc(len + 1);
+    uint8_t *markup = malloc(len + 1);
+    if (text == NULL || markup == NULL) {
+        free(text), free(markup);
+        return sd_set_error(SD_ERR_OUT_OF_MEMORY, "out of memory allocating %zu bytes for %s",
+                            2 * (len + 1), "the chat text");
+    }
+    st = render_chat(model, messages, n, add_generation_prompt, text, markup, len + 1, &len);
+    if (st == SD_OK)
+        st = sd_tokenizer_encode_marked(model->tokenizer, text, len, markup,
+                                        SD_TOKENIZE_ADD_BOS | SD_TOKENIZE_PARSE_SPECIAL, tokens,
+                                        cap, n_tokens);
+    free(text);
+    free(markup);
+    return st;
 }

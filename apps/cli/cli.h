@@ -66,6 +66,9 @@ void cli_release(cli_gen_opts_t *opts);
 /* Generate from text, streaming to stdout; statistics to stderr. */
 int cli_generate_text(sd_model_t *m, const char *text, int flags, const cli_gen_opts_t *opts,
                       char **reply);
+/* The same from prompt tokens (a chat's, from sd_chat_tokenize). */
+int cli_generate_tokens(sd_model_t *m, const int32_t *ids, size_t n, const cli_gen_opts_t *opts,
+                        char **reply);
 
 int cmd_run(int argc, char **argv);
 int cmd_chat(int argc, char **argv);

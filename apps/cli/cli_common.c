@@ -283,11 +283,18 @@ int cli_generate_text(sd_model_t *m, const char *text, int flags, const cli_gen_
     if (!ids) return fprintf(stderr, "specdec: error: out of memory\n"), 1;
     sd_status_t s = sd_tokenize(m, text, len, flags, ids, cap, &n);
     if (s != SD_OK) return free(ids), cli_fail("tokenize", s);
+    int rc = cli_generate_tokens(m, ids, n, o, reply);
+    free(ids);
+    return rc;
+}
+
+int cli_generate_tokens(sd_model_t *m, const int32_t *ids, size_t n, const cli_gen_opts_t *o,
+                        char **reply)
+{
     sd_gen_result_t r;
     /* every rank generates the same text; only rank 0 writes it (also under mpirun) */
     sd_token_callback out = sd_comm_rank(o->world) == 0 ? stream_to_stdout : NULL;
-    s = sd_generate_speculative(m, ids, n, &o->gen, &o->spec, out, NULL, &r);
-    free(ids);
+    sd_status_t s = sd_generate_speculative(m, ids, n, &o->gen, &o->spec, out, NULL, &r);
     if (s != SD_OK) {
         if (r.n_tokens) fprintf(stderr, "\nspecdec: generation failed after %zu tokens\n", r.n_tokens);
         sd_gen_result_free(&r);

@@ -63,19 +63,20 @@ int cmd_run(int argc, char **argv)
 
 enum { MAX_TURNS = 256 };
 
-/* One chat turn: render the history with the template, generate, append the reply. */
+/* One chat turn: the history through the template into tokens (special tokens from the
+ * template only, never from what was typed), generate, append the reply. */
 static int chat_turn(sd_model_t *m, const cli_gen_opts_t *o, sd_chat_message_t *msgs, size_t *n)
 {
-    size_t len = 0;
-    sd_status_t s = sd_chat_apply(m, msgs, *n, 1, NULL, 0, &len);
+    size_t count = 0;
+    sd_status_t s = sd_chat_tokenize(m, msgs, *n, 1, NULL, 0, &count);
     if (s != SD_OK && s != SD_ERR_BUFFER_TOO_SMALL) return cli_fail("chat template", s);
-    char *text = malloc(len + 1);
-    if (!text) return fprintf(stderr, "specdec: error: out of memory\n"), 1;
-    s = sd_chat_apply(m, msgs, *n, 1, text, len + 1, &len);
-    if (s != SD_OK) return free(text), cli_fail("chat template", s);
+    int32_t *ids = malloc((count + 1) * sizeof *ids);
+    if (!ids) return fprintf(stderr, "specdec: error: out of memory\n"), 1;
+    s = sd_chat_tokenize(m, msgs, *n, 1, ids, count + 1, &count);
+    if (s != SD_OK) return free(ids), cli_fail("chat template", s);
     char *reply = NULL;
-    int rc = cli_generate_text(m, text, SD_TOKENIZE_ADD_BOS | SD_TOKENIZE_PARSE_SPECIAL, o, &reply);
-    free(text);
+    int rc = cli_generate_tokens(m, ids, count, o, &reply);
+    free(ids);
     if (rc == 0) {
         msgs[(*n)++] = (sd_chat_message_t){"assistant", reply};
         if (!isatty(STDOUT_FILENO)) putchar('\n'); /* one reply per line */

@@ -358,22 +358,23 @@ static sd_status_t parse_message(const cJSON *v, int index, sd_chat_message_t *m
     return SD_OK;
 }
 
-/* Render messages[n] with the chat template and tokenize (BOS, special tokens parsed). */
+/* Render messages[n] with the chat template and tokenize: BOS, and special tokens parsed in
+ * the template's markup only — message text that spells "<|im_end|>" stays text. */
 static sd_status_t render_chat(const oai_model_t *m, const sd_chat_message_t *msgs, size_t n,
                                oai_request_t *r, oai_error_t *e)
 {
-    size_t len = 0;
-    sd_status_t s = sd_chat_apply(m->model, msgs, n, 1, NULL, 0, &len);
-    if (s != SD_OK && s != SD_ERR_BUFFER_TOO_SMALL) return server_failure(e, "chat template", s);
-    char *text = malloc(len + 1);
-    if (!text) return server_failure(e, "chat template", SD_ERR_OUT_OF_MEMORY);
-    s = sd_chat_apply(m->model, msgs, n, 1, text, len + 1, &len);
-    if (s == SD_OK)
-        s = tokenize(m, text, len, SD_TOKENIZE_ADD_BOS | SD_TOKENIZE_PARSE_SPECIAL, r, e);
-    else
-        server_failure(e, "chat template", s);
-    free(text);
-    return s;
+    size_t cap = 0, count = 0;
+    for (size_t i = 0; i < n; i++) cap += strlen(msgs[i].content) + 16;
+    for (int attempt = 0; attempt < 2; attempt++) {
+        free(r->prompt);
+        r->prompt = malloc((cap + 64) * sizeof *r->prompt);
+        if (!r->prompt) return server_failure(e, "chat template", SD_ERR_OUT_OF_MEMORY);
+        sd_status_t s = sd_chat_tokenize(m->model, msgs, n, 1, r->prompt, cap + 64, &count);
+        if (s == SD_OK) return r->n_prompt = count, SD_OK;
+        if (s != SD_ERR_BUFFER_TOO_SMALL) return server_failure(e, "chat template", s);
+        cap = count;
+    }
+    return server_failure(e, "chat template", SD_ERR_INTERNAL);
 }
 
 static sd_status_t parse_messages(const oai_model_t *m, const cJSON *root, oai_request_t *r,

@@ -136,6 +136,13 @@ typedef struct sd_chat_message {
  * SD_ERR_BUFFER_TOO_SMALL convention with *len = bytes needed (without NUL). */
 sd_status_t sd_chat_apply(const sd_model_t *model, const sd_chat_message_t *messages, size_t n,
                           int add_generation_prompt, char *buf, size_t cap, size_t *len);
+/* The prompt tokens of a chat: sd_chat_apply's text, tokenized with BOS where the model asks
+ * for it and special tokens parsed in the template's markup only — a role or content that
+ * spells "<|im_end|>" stays text, never a control token. Decoding the tokens gives
+ * sd_chat_apply's text. SD_ERR_BUFFER_TOO_SMALL convention with *n_tokens = count needed. */
+sd_status_t sd_chat_tokenize(const sd_model_t *model, const sd_chat_message_t *messages,
+                             size_t n, int add_generation_prompt, int32_t *tokens, size_t cap,
+                             size_t *n_tokens);
 
 /* ---- generation --------------------------------------------------------- */
 
