@@ -168,7 +168,11 @@ int sd_fault_corrupt_step(int world_rank, uint64_t step)
     fault_set_t set;
     if (!snapshot(&set)) return 0;
     for (int i = 0; i < set.n; i++)
-        if (set.f[i].kind == FAULT_CORRUPT && set.f[i].rank == world_rank && set.f[i].n == step)
+        if (set.f[i].kind == FAULT_CORRUPT && set.f[i].rank == world_rank && set.f[i].n == step) {
+            /* the moment of injection, as for stall and crash (tests/soak/hang_faults.py) */
+            sd_log(SD_LOG_WARN, "fault injection: rank %d corrupts its token at step %llu",
+                   world_rank, (unsigned long long)step);
             return 1;
+        }
     return 0;
 }
