@@ -2,8 +2,8 @@
 """The fuzz corpus of the chat templates (tests/fuzz/chat/) against jinja2.
 
 For every corpus input that uses one of the four real templates (byte 0 in 0..3: SmolLM2,
-Qwen2.5, Llama-3, Llama-2), whose roles are system/user/assistant (the API's domain) and whose
-text is UTF-8, the C rendering (printed by the harness with FUZZ_CHAT_PRINT=1, which also
+Qwen2.5, Llama-3, Llama-2), has at least one message, whose roles are system/user/assistant
+(the API's domain) and whose text is UTF-8, the C rendering (printed by the harness with FUZZ_CHAT_PRINT=1, which also
 prints the template it used) must equal what jinja2 renders from the same template, as
 transformers' apply_chat_template does it (trim_blocks, lstrip_blocks, raise_exception);
 a template that raises must be refused by C too. Exit 0 when all agree, 1 on a mismatch,
@@ -23,17 +23,27 @@ def parse(data):
     if len(data) < 2 or (data[0] & 7) > 3:
         return None
     opts = data[1]
-    fields = data[2:].split(b"\0") if len(data) > 2 else []
-    msgs = []
-    for i in range(0, len(fields), 2):
-        role = fields[i].decode("utf-8", "strict")
-        content = fields[i + 1].decode("utf-8", "strict") if i + 1 < len(fields) else ""
-        role = ROLES.get(role, role)
+
+    def take(b):  # the harness's fuzz_field: up to the next NUL, which is consumed
+        i = b.find(b"\0")
+        return (b, b"") if i < 0 else (b[:i], b[i + 1:])
+
+    rest, msgs = data[2:], []
+    while rest and len(msgs) < 64:
+        raw, rest = take(rest)
+        text, rest = take(rest)
+        content = text.decode("utf-8", "strict")
+        if raw.decode("latin-1") in ROLES:
+            role = ROLES[raw.decode("latin-1")]
+        elif len(raw) <= 1:  # the harness's rule: one byte b (or none, b = 0) is role b % 3
+            role = ("system", "user", "assistant")[(raw[0] if raw else 0) % 3]
+        else:
+            role = raw.decode("utf-8", "strict")
         if role not in ("system", "user", "assistant"):
             return None
         msgs.append({"role": role, "content": content})
-        if len(msgs) == 64:
-            break
+    if not msgs:  # templates index messages[0]: jinja2 raises on an empty chat, C renders it
+        return None
     bos, eos = ("<s>", "</s>") if opts & 2 else ("<|begin_of_text|>", "<|eot_id|>")
     return data[0] & 7, bool(opts & 1), bos, eos, msgs
 

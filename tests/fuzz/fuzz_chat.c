@@ -6,7 +6,8 @@
  * recognised, 7 the input's own (its first field); byte 1: bit 0 add_generation_prompt, bit 1
  * the BOS/EOS texts ("<s>"/"</s>" instead of "<|begin_of_text|>"/"<|eot_id|>"). Then fields
  * separated by NUL: role, content, role, content, ... (a role "s", "u" or "a" is system, user,
- * assistant). tests/fuzz/chat_jinja.py renders the same corpus with jinja2 for templates 0-3
+ * assistant; any other role of one byte b, or empty (b = 0), is system/user/assistant by b % 3;
+ * longer roles are taken as they are). tests/fuzz/chat_jinja.py renders the same corpus with jinja2 for templates 0-3
  * (FUZZ_CHAT_PRINT=1 makes this program print each template and rendering for it).
  * Properties:
  *   - the size query, a buffer one short and an exact buffer follow the
@@ -237,8 +238,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         char *role = fuzz_strndup(fp, len);
         len = fuzz_field(&in, 0, &fp);
         char *content = fuzz_strndup(fp, len);
+        static const char *const roles[] = {"system", "user", "assistant"};
         const char *r = !strcmp(role, "s") ? "system" : !strcmp(role, "u") ? "user"
-                      : !strcmp(role, "a") ? "assistant" : role;
+                      : !strcmp(role, "a") ? "assistant"
+                      : strlen(role) <= 1 ? roles[(uint8_t)role[0] % 3] : role;
         m[n] = (sd_chat_message_t){r, content};
         char *cr = strdup(r), *cc = strdup(content);
         for (char *p = cr; *p; p++) if (*p == '<') *p = 'x';
