@@ -41,6 +41,22 @@ def shm_segments():
         return set()
 
 
+def left_behind(new):
+    """Of segments that appeared during a run, those still there a second later whose
+    creator is gone: the job id starts with the launcher's pid in hex. (Other jobs on the
+    machine make and unlink their own segments meanwhile; those are not this run's.)"""
+    time.sleep(1)
+    out = []
+    for name in sorted(new & shm_segments()):
+        try:
+            pid = int(name.split("-")[1], 16)
+        except (IndexError, ValueError):
+            pid = 0
+        if pid <= 0 or not os.path.exists(f"/proc/{pid}"):
+            out.append(name)
+    return out
+
+
 def run_segment(cmd, env, limit_s):
     """Runs cmd; returns (exit code or None after limit_s, [(t, line)] of stderr stamped on
     arrival, stdout, t_start)."""
@@ -184,7 +200,7 @@ def main():
             if left:
                 problems.append("ranks left running: " + left.decode().replace("\n", " "))
                 subprocess.run(["pkill", "-9", "-f", f"--seed {seed}"], check=False)
-            leaked = shm_segments() - shm_before
+            leaked = left_behind(shm_segments() - shm_before)
             if leaked:
                 problems.append(f"/dev/shm left: {sorted(leaked)}")
             done += seg_steps
@@ -198,8 +214,25 @@ def main():
                     print(f"    {t - t0:8.3f} {l}")
             rows.append((launcher, seg, fault, rc, seg_steps, lat, det_line or "", status))
         print(f"{launcher}: {seg} segments, {done} steps, ops/step ~{ops_per_step}", flush=True)
+    summary = []
+    for launcher in launchers:
+        for kind in KINDS:
+            rs = [r for r in rows if r[0] == launcher and r[2].startswith(kind)]
+            if not rs:
+                continue
+            lats = [float(r[5]) for r in rs if r[5] != "-"]
+            ok = sum(1 for r in rs if r[7] == "ok")
+            worst = f"{max(lats):.3f}" if lats else "-"
+            summary.append((launcher, kind, len(rs), ok, sum(r[4] for r in rs), worst))
+            print(f"  {launcher} {kind}: {ok}/{len(rs)} passed, {sum(r[4] for r in rs)} steps, "
+                  f"slowest naming {worst} s")
     if args.report:
         with open(args.report, "a") as f:
+            f.write("| launcher | fault | segments | passed | steps | slowest naming (s) |\n")
+            f.write("|---|---|---|---|---|---|\n")
+            for r in summary:
+                f.write(f"| {r[0]} | {r[1]} | {r[2]} | {r[3]} | {r[4]} | {r[5]} |\n")
+            f.write("\n")
             f.write("| launcher | # | fault | exit | steps | named after (s) | naming line | result |\n")
             f.write("|---|---|---|---|---|---|---|---|\n")
             for r in rows:
