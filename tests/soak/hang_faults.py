@@ -42,17 +42,14 @@ def shm_segments():
 
 
 def left_behind(new):
-    """Of segments that appeared during a run, those still there a second later whose
-    creator is gone: the job id starts with the launcher's pid in hex. (Other jobs on the
-    machine make and unlink their own segments meanwhile; those are not this run's.)"""
+    """Of segments that appeared during a run, those still there a second later that a
+    launcher made (job id "<pid>-<time>-<random>" in hex) which is gone. Other jobs on the
+    machine (tests name theirs "t<pid>-...") make and unlink their own meanwhile."""
     time.sleep(1)
     out = []
     for name in sorted(new & shm_segments()):
-        try:
-            pid = int(name.split("-")[1], 16)
-        except (IndexError, ValueError):
-            pid = 0
-        if pid <= 0 or not os.path.exists(f"/proc/{pid}"):
+        m = re.match(r"specdec-([0-9a-f]+)-[0-9a-f]+-[0-9a-f]{8}-", name)  # launch's job ids
+        if m and not os.path.exists(f"/proc/{int(m.group(1), 16)}"):
             out.append(name)
     return out
 
