@@ -190,11 +190,11 @@ static sd_status_t render_llama2(const char *bos, const char *eos, const sd_chat
     if (n > 0 && strcmp(m[0].role, "system") == 0) sys = m[0].content, m++, n--;
     for (size_t i = 0; i < n; i++) {
         int user = strcmp(m[i].role, "user") == 0;
-        if (user != (i % 2 == 0))
+        if (user != (i % 2 == 0)) /* the role quoted up to 64 bytes: the reason must fit */
             return sd_set_error(SD_ERR_INVALID_ARG,
-                                "chat message %zu has role '%s': Llama-2 roles must alternate "
-                                "user/assistant",
-                                i + (sys != NULL), m[i].role);
+                                "chat message %zu has role '%.64s%s': Llama-2 roles must "
+                                "alternate user/assistant",
+                                i + (sys != NULL), m[i].role, strlen(m[i].role) > 64 ? "..." : "");
         if (user) {
             puts_(w, bos);
             puts_(w, "[INST] ");
