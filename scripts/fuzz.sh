@@ -30,7 +30,7 @@ rc=0
 (cd build-fuzz && nice -n "$niceness" ctest -L fuzz -R "$regex" -j "$jobs" --output-on-failure) || rc=$?
 
 echo
-echo "target | seconds | executions | exec/s | cov | ft | corpus | crashes"
+echo "target | seconds run | exit | executions | exec/s | cov | ft | corpus | crashes"
 for t in "${targets[@]}"; do
   log="build-fuzz/tests/fuzz-work/$t/log"
   [ -f "$log" ] || { echo "$t | (no log)"; continue; }
@@ -41,6 +41,7 @@ for t in "${targets[@]}"; do
   ft=$(sed -n 's/.* ft: \([0-9]*\) .*/\1/p' <<<"$last")
   corp=$(sed -n 's/.* corp: \([0-9]*\/[0-9a-zA-Z]*\) .*/\1/p' <<<"$last")
   crashes=$(ls "build-fuzz/tests/fuzz-work/$t" | grep -cE '^(crash|timeout|oom|leak)-' || true)
-  echo "$t | $seconds | ${execs:-?} | ${rate:-?} | ${cov:-?} | ${ft:-?} | ${corp:-?} | $crashes"
+  read -r rc_t secs_t <"build-fuzz/tests/fuzz-work/$t/summary" || true
+  echo "$t | ${secs_t:-?} | ${rc_t:-?} | ${execs:-?} | ${rate:-?} | ${cov:-?} | ${ft:-?} | ${corp:-?} | $crashes"
 done
 exit "$rc"

@@ -38,8 +38,10 @@ const char *fuzz_cli_last(int argc, char **argv, const char *flag, const char *a
 int fuzz_cli_strict_int(const char *v, long long lo, long long hi, long long *out)
 {
     const char *d = v + (v[0] == '-');
-    if (!*d || strspn(d, "0123456789") != strlen(d) || strlen(d) > 18) return 0;
-    long long x = strtoll(v, NULL, 10);
+    if (!*d || strspn(d, "0123456789") != strlen(d)) return 0;
+    while (d[0] == '0' && d[1]) d++; /* leading zeros are fine: "007" is 7 */
+    if (strlen(d) > 18) return 0;
+    long long x = strtoll(d, NULL, 10) * (v[0] == '-' ? -1 : 1);
     if (x < lo || x > hi) return 0;
     *out = x;
     return 1;

@@ -22,6 +22,7 @@ end=$(date +%s)
 grep -E '^stat::|^(INFO|==|SUMMARY|fuzz property)' "$work/log" | grep -v '^INFO: Seed\|^INFO: Loaded' | tail -30
 last=$(grep -E '^#[0-9]+' "$work/log" | tail -1)
 execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$work/log")
+echo "$rc $((end - start))" >"$work/summary" # for scripts/fuzz.sh's table
 echo "fuzz $name: rc $rc, $((end - start)) s, ${execs:-?} executions; last status: ${last:-none}"
 echo "fuzz $name: corpus now $(ls "$work/corpus" | wc -l) inputs in $work/corpus; log $work/log"
 if [ "$rc" -ne 0 ]; then
