@@ -5,16 +5,18 @@
 #include "fuzz/fuzz.h"
 #include "fuzz/fuzz_cli.h"
 
-/* --sizes read independently: tokens split by single commas, each digits with an optional
- * K or M, in [1, 1 GiB]. Returns the count, or -1 where the list is not that. */
+/* --sizes read independently: tokens split by single commas, each digits (leading zeros
+ * allowed) with an optional K or M, in [1, 1 GiB]. Returns the count, or -1 where the list
+ * is not that. */
 static int strict_sizes(const char *v, long *out)
 {
     int n = 0;
     for (const char *p = v;;) {
         const char *comma = strchr(p, ',');
         size_t len = comma ? (size_t)(comma - p) : strlen(p);
-        size_t digits = strspn(p, "0123456789");
-        if (digits == 0 || digits > 10 || n == MAX_SIZES) return -1;
+        size_t digits = strspn(p, "0123456789"), zeros = strspn(p, "0");
+        if (zeros == digits && zeros > 0) zeros--; /* leading zeros are fine: "0004" is 4 */
+        if (digits == 0 || digits - zeros > 10 || n == MAX_SIZES) return -1;
         long mult = 1;
         if (digits + 1 == len && (p[digits] == 'K' || p[digits] == 'M'))
             mult = p[digits] == 'K' ? 1024 : 1024 * 1024;
