@@ -21,6 +21,15 @@ static sd_status_t check_config(const sd_model_t *m, const sd_gen_config_t *c)
                             c->max_tokens);
     sd_sampler_params_t sp = {c->temperature, c->top_k, c->top_p, c->min_p};
     SD_CHECK(sd_sampler_params_check(&sp));
+    if (c->logprobs != 0 && c->logprobs != 1)
+        return sd_set_error(SD_ERR_INVALID_ARG, "config logprobs = %d, must be 0 or 1", c->logprobs);
+    int max_top = m->hp.n_vocab < SD_MAX_TOP_LOGPROBS ? m->hp.n_vocab : SD_MAX_TOP_LOGPROBS;
+    if (c->top_logprobs < 0 || c->top_logprobs > max_top)
+        return sd_set_error(SD_ERR_INVALID_ARG, "config top_logprobs = %d outside [0, %d]",
+                            c->top_logprobs, max_top);
+    if (c->top_logprobs > 0 && !c->logprobs)
+        return sd_set_error(SD_ERR_INVALID_ARG, "config top_logprobs = %d needs logprobs = 1",
+                            c->top_logprobs);
     if (c->n_stop_strings > 0 && c->stop_strings == NULL)
         return sd_set_error(SD_ERR_INVALID_ARG, "config stop_strings is NULL with n_stop_strings = %zu",
                             c->n_stop_strings);

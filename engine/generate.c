@@ -18,6 +18,7 @@
 #include "engine/verifier.h"
 #include "model/forward.h"
 #include "model/model.h"
+#include "verify/logprobs.h"
 #include "verify/sampler.h"
 #include "verify/speculative.h"
 
@@ -39,6 +40,9 @@ void sd_gen_result_free(sd_gen_result_t *result)
         return;
     free(result->tokens);
     free(result->text);
+    free(result->logprobs);
+    free(result->top_tokens);
+    free(result->top_logprobs);
     memset(result, 0, sizeof *result);
 }
 
@@ -184,12 +188,30 @@ static sd_status_t begin_decoding(gen_t *g)
     return SD_OK;
 }
 
-/* Emit one token: *stop = 1 when generation ends with it (g->out.reason set). */
-static sd_status_t emit(gen_t *g, int32_t token, int *stop)
+/* Emit one token, drawn from row `row` of the step's logits: *stop = 1 when generation ends
+ * with it (g->out.reason set). With logprobs the row gives its log-probabilities. */
+static sd_status_t emit(gen_t *g, int32_t token, int row, int *stop)
 {
     size_t n = g->out.n_tokens + 1; /* with this token */
     int last = n == (size_t)g->cfg->max_tokens || g->n_prompt + n >= (size_t)g->n_ctx;
-    return sd_gen_output_emit(&g->out, token, last, stop);
+    if (!g->cfg->logprobs) return sd_gen_output_emit(&g->out, token, NULL, last, stop);
+    int32_t top[SD_MAX_TOP_LOGPROBS];
+    float top_lp[SD_MAX_TOP_LOGPROBS];
+    sd_token_logprobs_t lp = {.token = token, .top_tokens = top, .top_logprobs = top_lp};
+    const float *logits = g->seq.logits + (size_t)row * (size_t)g->n_vocab;
+    lp.n_top = sd_logprobs_row(logits, g->n_vocab, token, g->out.n_top, &lp.logprob, top, top_lp);
+    return sd_gen_output_emit(&g->out, token, &lp, last, stop);
+}
+
+/* With logprobs, the step's rows that hold logits only on the device (the verify kernel's
+ * forward) come to the host: rows 0 .. n_rows - 1, the rows of the tokens it emits. */
+static sd_status_t fetch_rows(gen_t *g, int n_rows)
+{
+    if (!g->cfg->logprobs || !g->seq.keep_logits_on_device) return SD_OK;
+    sd_backend_t *be = g->model->backend;
+    sd_backend_download(be, g->seq.logits, g->seq.sc.logits_dev,
+                        (size_t)n_rows * (size_t)g->n_vocab * sizeof(float));
+    return sd_backend_sync(be);
 }
 
 /* The draft length to ask the drafter for: the controller's k, or for a drafter that
@@ -300,12 +322,13 @@ static sd_status_t draft(gen_t *g, size_t len, int max_rows, int *n, int *has_q,
  * (the rest of the block is dropped). */
 static sd_status_t emit_block(gen_t *g, const sd_spec_result_t *r, int *stop)
 {
+    SD_CHECK(fetch_rows(g, r->n_accepted + 1));
     for (int i = 0; i < r->n_accepted; i++) {
-        SD_CHECK(emit(g, g->plan.tokens[1 + i], stop));
+        SD_CHECK(emit(g, g->plan.tokens[1 + i], i, stop));
         if (*stop)
             return SD_OK;
     }
-    return emit(g, r->next_token, stop);
+    return emit(g, r->next_token, r->n_accepted, stop);
 }
 
 static sd_status_t call_hook(gen_t *g, int n, const sd_spec_result_t *r)

@@ -35,6 +35,7 @@ struct sd_request {
     char **stops;             /* [config.n_stop_strings] */
     int32_t *stop_tokens;     /* [config.n_stop_tokens] */
     sd_token_callback callback;
+    sd_logprobs_callback logprobs_callback; /* the caller's (config.logprobs_callback wraps it) */
     void *user;
     size_t kv_positions;      /* the target cache it holds once admitted */
     size_t kv_bytes;          /* its bytes, once admitted */

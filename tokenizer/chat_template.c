@@ -1,8 +1,7 @@
 /* Chat templates recognised from tokenizer.chat_template and rendered in C, producing what the
  * Jinja template renders: ChatML (with the template's default system message, if any),
- * Llama-3 headers and Llama-2 [INST] blocks. Every byte written is either the template's
- * markup or a message's role or content (data); sd_chat_render_marked reports which, so the
- * tokenizer parses special tokens in the markup only ("Untrusted input is data"). */
+ * Llama-3 headers and Llama-2 [INST] blocks. */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,29 +13,34 @@
 
 typedef enum chat_kind { CHAT_CHATML, CHAT_LLAMA3, CHAT_LLAMA2 } chat_kind_t;
 
+/* The rendered text in buf[cap] (n: its length so far, also past cap); mark[cap], when not
+ * NULL, gets 1 for each byte of the template's own text and 0 for each byte from a message. */
 typedef struct writer {
     char *buf;
-    uint8_t *markup; /* [cap] or NULL: 1 for the template's bytes, 0 for the messages' */
+    uint8_t *mark;
     size_t cap, n;
+    int from_message; /* what put writes now */
 } writer_t;
 
-/* s[n], each byte marked marks[i] (marks NULL: all marked `mark`). */
-static void put_marked(writer_t *w, const char *s, size_t n, const uint8_t *marks, uint8_t mark)
+static void put(writer_t *w, const char *s, size_t n)
 {
-    for (size_t i = 0; i < n; i++, w->n++)
-        if (w->n < w->cap) {
-            w->buf[w->n] = s[i];
-            if (w->markup) w->markup[w->n] = marks ? marks[i] : mark;
-        }
+    for (size_t i = 0; i < n; i++, w->n++) {
+        if (w->n >= w->cap) continue;
+        w->buf[w->n] = s[i];
+        if (w->mark) w->mark[w->n] = !w->from_message;
+    }
 }
 
-/* The template's own text: markup, where special tokens may be parsed. */
-static void put(writer_t *w, const char *s, size_t n) { put_marked(w, s, n, NULL, 1); }
-
+/* The template's text. */
 static void puts_(writer_t *w, const char *s) { put(w, s, strlen(s)); }
 
-/* A message's role or content: data, never markup. */
-static void put_data(writer_t *w, const char *s) { put_marked(w, s, strlen(s), NULL, 0); }
+/* Text from a message (a role or content): never markup. */
+static void put_message(writer_t *w, const char *s)
+{
+    w->from_message = 1;
+    puts_(w, s);
+    w->from_message = 0;
+}
 
 static chat_kind_t detect(const char *tmpl)
 {
@@ -113,9 +117,9 @@ static void render_chatml(const char *tmpl, const sd_chat_message_t *m, size_t n
     }
     for (size_t i = 0; i < n; i++) {
         puts_(w, "<|im_start|>");
-        put_data(w, m[i].role);
+        put_message(w, m[i].role);
         puts_(w, "\n");
-        put_data(w, m[i].content);
+        put_message(w, m[i].content);
         puts_(w, "<|im_end|>\n");
     }
     if (gen) puts_(w, "<|im_start|>assistant\n");
@@ -129,9 +133,9 @@ static int py_space(uint32_t cp)
     return (cp >= 0x1C && cp <= 0x1F) || (sd_unicode_flags(cp) & SD_UNI_WS);
 }
 
-/* Jinja `| trim` / str.strip(): write s without leading and trailing whitespace, as data
- * (marks NULL) or with the given per-byte marks. */
-static void put_trimmed(writer_t *w, const char *s, const uint8_t *marks)
+/* Jinja `| trim` / str.strip(): write s (from a message) without leading and trailing
+ * whitespace. */
+static void put_trimmed(writer_t *w, const char *s)
 {
     const uint8_t *p = (const uint8_t *)s;
     size_t n = strlen(s), a = 0, b = 0, pos = 0;
@@ -145,25 +149,22 @@ static void put_trimmed(writer_t *w, const char *s, const uint8_t *marks)
         }
         pos += adv;
     }
-    if (seen) put_marked(w, s + a, b - a, marks ? marks + a : NULL, 0);
+    w->from_message = 1;
+    if (seen) put(w, s + a, b - a);
+    w->from_message = 0;
 }
 
 /* ('<<SYS>>\n' + sys + '\n<</SYS>>\n\n' + content).strip() */
 static sd_status_t put_trimmed_concat(writer_t *w, const char *sys, const char *content)
 {
     static const char head[] = "<<SYS>>\n", mid[] = "\n<</SYS>>\n\n";
-    size_t ls = strlen(sys), lc = strlen(content), lh = sizeof head - 1, lm = sizeof mid - 1;
-    size_t total = lh + ls + lm + lc + 1;
+    size_t ls = strlen(sys), lc = strlen(content);
+    size_t total = sizeof head - 1 + ls + sizeof mid - 1 + lc + 1;
     char *tmp = malloc(total);
-    uint8_t *marks = malloc(total);
-    if (!tmp || !marks) free(tmp), free(marks), tmp = NULL;
-    SD_ALLOC_CHECK(tmp, 2 * total, "the Llama-2 system block");
+    SD_ALLOC_CHECK(tmp, total, "the Llama-2 system block");
     snprintf(tmp, total, "%s%s%s%s", head, sys, mid, content);
-    memset(marks, 1, lh), memset(marks + lh, 0, ls), memset(marks + lh + ls, 1, lm);
-    memset(marks + lh + ls + lm, 0, lc + 1);
-    put_trimmed(w, tmp, marks);
+    put_trimmed(w, tmp);
     free(tmp);
-    free(marks);
     return SD_OK;
 }
 
@@ -173,9 +174,9 @@ static void render_llama3(const char *bos, const sd_chat_message_t *m, size_t n,
     for (size_t i = 0; i < n; i++) {
         if (i == 0) puts_(w, bos);
         puts_(w, "<|start_header_id|>");
-        put_data(w, m[i].role);
+        put_message(w, m[i].role);
         puts_(w, "<|end_header_id|>\n\n");
-        put_trimmed(w, m[i].content, NULL);
+        put_trimmed(w, m[i].content);
         puts_(w, "<|eot_id|>");
     }
     if (gen) puts_(w, "<|start_header_id|>assistant<|end_header_id|>\n\n");
@@ -201,11 +202,11 @@ static sd_status_t render_llama2(const char *bos, const char *eos, const sd_chat
             if (i == 0 && sys)
                 SD_CHECK(put_trimmed_concat(w, sys, m[i].content));
             else
-                put_trimmed(w, m[i].content, NULL);
+                put_trimmed(w, m[i].content);
             puts_(w, " [/INST]");
         } else if (strcmp(m[i].role, "assistant") == 0) {
             puts_(w, " ");
-            put_trimmed(w, m[i].content, NULL);
+            put_trimmed(w, m[i].content);
             puts_(w, " ");
             puts_(w, eos);
         }
@@ -232,7 +233,7 @@ sd_status_t sd_chat_render_marked(const char *chat_template, const char *bos_tex
         if (msgs[i].role == NULL || msgs[i].content == NULL)
             return sd_set_error(SD_ERR_INVALID_ARG, "chat message %zu has a NULL %s", i,
                                 msgs[i].role == NULL ? "role" : "content");
-    writer_t w = {buf, markup, cap, 0};
+    writer_t w = {.buf = buf, .mark = markup, .cap = cap};
     switch (detect(chat_template)) {
     case CHAT_CHATML: render_chatml(chat_template, msgs, n, add_generation_prompt, &w); break;
     case CHAT_LLAMA3: render_llama3(bos_text ? bos_text : "", msgs, n, add_generation_prompt, &w); break;

@@ -136,15 +136,40 @@ typedef struct sd_chat_message {
  * SD_ERR_BUFFER_TOO_SMALL convention with *len = bytes needed (without NUL). */
 sd_status_t sd_chat_apply(const sd_model_t *model, const sd_chat_message_t *messages, size_t n,
                           int add_generation_prompt, char *buf, size_t cap, size_t *len);
-/* The prompt tokens of a chat: sd_chat_apply's text, tokenized with BOS where the model asks
- * for it and special tokens parsed in the template's markup only — a role or content that
- * spells "<|im_end|>" stays text, never a control token. Decoding the tokens gives
- * sd_chat_apply's text. SD_ERR_BUFFER_TOO_SMALL convention with *n_tokens = count needed. */
-sd_status_t sd_chat_tokenize(const sd_model_t *model, const sd_chat_message_t *messages,
-                             size_t n, int add_generation_prompt, int32_t *tokens, size_t cap,
+
+/* Render messages with the chat template and tokenize the text, the way to turn untrusted
+ * messages into a prompt: only the template's own markup becomes special tokens; a role or
+ * content that spells "<|im_end|>" stays plain text, so a message cannot close its turn or
+ * forge another. The text is split at the markup's special tokens and each piece between
+ * them is tokenized as sd_tokenize would (so ids equal HF's for messages without special
+ * text). flags: SD_TOKENIZE_ADD_BOS adds the BOS the model asks for unless the template
+ * wrote one; SD_TOKENIZE_PARSE_SPECIAL trusts the messages: special tokens inside them are
+ * parsed too (sd_tokenize of sd_chat_apply's text). SD_ERR_BUFFER_TOO_SMALL with
+ * *n_tokens = the count needed when cap is too small. */
+sd_status_t sd_chat_tokenize(const sd_model_t *model, const sd_chat_message_t *messages, size_t n,
+                             int add_generation_prompt, int flags, int32_t *tokens, size_t cap,
                              size_t *n_tokens);
 
 /* ---- generation --------------------------------------------------------- */
+
+/* The most alternatives a generation reports per token (sd_gen_config_t.top_logprobs). */
+#define SD_MAX_TOP_LOGPROBS 20
+
+/* Log-probabilities of one generated token: ln p(token) under the target's raw distribution
+ * at its position (log-softmax of the target's logits, temperature 1, no top-k/top-p/min-p;
+ * docs/design-notes.md, "Log-probabilities"), and the n_top most likely tokens there, most
+ * likely first (ties: lower id first). -INFINITY where p is 0. */
+typedef struct sd_token_logprobs {
+    int32_t token;
+    float logprob;
+    int n_top;
+    const int32_t *top_tokens; /* [n_top] */
+    const float *top_logprobs; /* [n_top] */
+} sd_token_logprobs_t;
+
+/* Called with the token callback's user for each kept token, just before that token's
+ * token callback; lp is valid during the call only. Runs where the token callback runs. */
+typedef void (*sd_logprobs_callback)(void *user, const sd_token_logprobs_t *lp);
 
 typedef struct sd_gen_config {
     int max_tokens;     /* > 0 */
@@ -158,6 +183,11 @@ typedef struct sd_gen_config {
     const int32_t *stop_tokens;      /* in addition to the model's end-of-generation tokens */
     size_t n_stop_tokens;
     int ignore_eos;                  /* 1: do not stop at EOS */
+    int logprobs;                    /* 1: each kept token's log-probability in out->logprobs
+                                        (and to logprobs_callback); 0 (default): none */
+    int top_logprobs;                /* 0..SD_MAX_TOP_LOGPROBS alternatives per token (needs
+                                        logprobs = 1): out->top_tokens / out->top_logprobs */
+    sd_logprobs_callback logprobs_callback; /* may be NULL; see sd_logprobs_callback */
 } sd_gen_config_t;
 
 void sd_gen_config_default(sd_gen_config_t *config);
@@ -204,6 +234,11 @@ typedef struct sd_gen_result {
     size_t n_prompt;
     double prefill_seconds, decode_seconds;
     sd_gen_stats_t stats;
+    /* with config->logprobs (else NULL and 0); owned, the same values for every drafter */
+    float *logprobs;       /* [n_tokens] ln p of each token (sd_token_logprobs_t) */
+    int n_top;             /* config->top_logprobs */
+    int32_t *top_tokens;   /* [n_tokens * n_top] token i's alternatives at [i * n_top ..] */
+    float *top_logprobs;   /* [n_tokens * n_top] their log-probabilities */
 } sd_gen_result_t;
 
 /* Generate from prompt[n_prompt] (token ids), deterministic for a given seed. A failure
@@ -332,6 +367,22 @@ sd_status_t sd_engine_wait_stopped(sd_engine_t *engine);
 sd_status_t sd_engine_submit(sd_engine_t *engine, const int32_t *prompt, size_t n_prompt,
                              const sd_gen_config_t *config, sd_token_callback callback,
                              void *user, sd_request_t **out);
+/* n choices of one request: the most sd_engine_submit_choices takes. */
+#define SD_MAX_CHOICES 128
+/* The seed of choice i (0 <= i < SD_MAX_CHOICES) of a request seeded `seed`: seed itself for
+ * i = 0 (so n = 1 is unchanged), else splitmix64(seed + i * 0x9E3779B97F4A7C15) >> 11, a
+ * value below 2^53 (exact as a JSON number): submitting it alone reproduces that choice. */
+uint64_t sd_choice_seed(uint64_t seed, int i);
+/* n generations of one prompt, choice i being exactly sd_engine_submit with config->seed
+ * replaced by sd_choice_seed(config->seed, i) and user users[i] (users NULL: every user
+ * NULL). Queued together, all or none (SD_ERR_BUSY when the queue cannot take n more), and
+ * admitted in order, so they step in the same batches as far as slots allow. out[n] gets
+ * the handles (each freed with sd_request_free). SD_ERR_INVALID_ARG for n outside
+ * [1, SD_MAX_CHOICES] or above max_active + max_queued (could never be queued). */
+sd_status_t sd_engine_submit_choices(sd_engine_t *engine, const int32_t *prompt, size_t n_prompt,
+                                     const sd_gen_config_t *config, int n,
+                                     sd_token_callback callback, void *const *users,
+                                     sd_request_t **out);
 /* Ask the scheduler to stop the request; it ends within one step with SD_STOP_CANCELLED
  * keeping the tokens made so far, its KV cache freed. No effect once finished. */
 void sd_request_cancel(sd_request_t *request);

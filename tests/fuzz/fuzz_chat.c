@@ -128,12 +128,12 @@ static rendered_t render(const char *tmpl, const char *bos, const char *eos,
 static int32_t *encode(const char *text, size_t len, const uint8_t *markup, size_t *n)
 {
     size_t need = 0;
-    sd_status_t s = sd_tokenizer_encode_marked(tok, text, len, markup, SD_TOKENIZE_PARSE_SPECIAL,
+    sd_status_t s = sd_tokenizer_encode_marked(tok, text, len, SD_TOKENIZE_PARSE_SPECIAL, markup,
                                                NULL, 0, &need);
     FUZZ_CHECK(s == SD_OK || s == SD_ERR_BUFFER_TOO_SMALL, "encode: %s", sd_last_error());
     int32_t *ids = malloc((need + 1) * sizeof *ids);
     if (!ids) abort();
-    s = sd_tokenizer_encode_marked(tok, text, len, markup, SD_TOKENIZE_PARSE_SPECIAL, ids,
+    s = sd_tokenizer_encode_marked(tok, text, len, SD_TOKENIZE_PARSE_SPECIAL, markup, ids,
                                    need + 1, n);
     FUZZ_CHECK(s == SD_OK && *n == need, "encode: %s", sd_last_error());
     return ids;
@@ -172,11 +172,11 @@ static int32_t *public_tokens(const sd_chat_message_t *m, size_t n, int gen, siz
 {
     const sd_tokenizer_t *t = chatml->tokenizer;
     size_t need = 0, got = 0, pl = 0, al = 0;
-    sd_status_t s = sd_chat_tokenize(chatml, m, n, gen, NULL, 0, &need);
+    sd_status_t s = sd_chat_tokenize(chatml, m, n, gen, SD_TOKENIZE_ADD_BOS, NULL, 0, &need);
     FUZZ_CHECK(s == SD_OK || s == SD_ERR_BUFFER_TOO_SMALL, "sd_chat_tokenize: %s", sd_last_error());
     int32_t *ids = malloc((need + 1) * sizeof *ids), *ctl = malloc((need + 1) * sizeof *ctl);
     if (!ids || !ctl) abort();
-    s = sd_chat_tokenize(chatml, m, n, gen, ids, need + 1, &got);
+    s = sd_chat_tokenize(chatml, m, n, gen, SD_TOKENIZE_ADD_BOS, ids, need + 1, &got);
     FUZZ_CHECK(s == SD_OK && got == need, "sd_chat_tokenize: %s", sd_last_error());
     s = sd_chat_apply(chatml, m, n, gen, NULL, 0, &al);
     FUZZ_CHECK(s == SD_ERR_BUFFER_TOO_SMALL, "sd_chat_apply: %s", sd_last_error());

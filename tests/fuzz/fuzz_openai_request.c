@@ -8,8 +8,8 @@
  *     tokens, 1 <= max_tokens <= n_ctx - prompt, temperature in [0, 2], top_p in (0, 1],
  *     min_p in [0, 1], top_k >= 0, at most 4 non-empty UTF-8 stop strings; parsing again
  *     gives the same request (no hidden state: seeds, stops and prompt are the body's);
- *   - SD_ERR_INVALID_ARG is a 400 invalid_request_error naming a field of the request (or
- *     none for malformed JSON), any other status a 500 server_error;
+ *   - SD_ERR_INVALID_ARG is a 400 invalid_request_error naming a field of the request or a
+ *     path inside one (or none for malformed JSON), any other status a 500 server_error;
  *   - the error body is JSON that parses back to the same message, type, param and code;
  *   - a chat's control tokens come from the template only (as many <|im_start|> as
  *     messages + 1 for the generation prompt, no <|endoftext|>). */
@@ -52,10 +52,12 @@ static const char *const fields[] = {
     "tool_choice", "function_call", "logit_bias", "response_format", "presence_penalty",
     "frequency_penalty"};
 
+/* A field of the request, or a path inside one ("messages[0].content"). */
 static int known_field(const char *param)
 {
+    size_t top = strcspn(param, "[.");
     for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++)
-        if (!strcmp(param, fields[i])) return 1;
+        if (strlen(fields[i]) == top && !strncmp(param, fields[i], top)) return 1;
     return 0;
 }
 

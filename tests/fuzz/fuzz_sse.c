@@ -98,8 +98,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t first = n_rec < 2 ? n_rec : 2;
 
     /* the engine: pieces through the token callback, then the result */
-    stream_t *st = stream_new(&reply, include_usage);
+    stream_t *st = stream_new(&reply, include_usage, 1, 0);
     FUZZ_CHECK(st != NULL, "stream_new");
+    choice_t *ch = &st->choices[0];
     size_t total = 0;
     for (size_t i = first; i < n_rec; i++) total += rec[i].n;
     char *whole = malloc(total + 1);
@@ -107,7 +108,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t at = 0;
     int splits = 0;
     for (size_t i = first; i < n_rec; i++) {
-        FUZZ_CHECK(on_token(st, 1, rec[i].p, rec[i].n) == 0, "on_token asked to stop");
+        FUZZ_CHECK(on_token(ch, 1, rec[i].p, rec[i].n) == 0, "on_token asked to stop");
         memcpy(whole + at, rec[i].p, rec[i].n);
         at += rec[i].n;
     }
@@ -115,11 +116,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     sd_gen_result_t result = {.text = whole, .text_len = total, .n_prompt = 5, .n_tokens = n_rec,
                               .stop_reason = fails ? SD_STOP_ERROR : reason};
     pthread_mutex_lock(&st->lock);
-    st->status = fails ? SD_ERR_DEVICE : reason == SD_STOP_CANCELLED ? SD_ERR_CANCELLED : SD_OK;
-    st->result = (sd_gen_result_t){0}; /* freed by free_stream: ours stays ours */
-    st->result.stop_reason = result.stop_reason;
-    st->result.n_prompt = result.n_prompt, st->result.n_tokens = result.n_tokens;
-    st->finished = 1;
+    ch->status = fails ? SD_ERR_DEVICE : reason == SD_STOP_CANCELLED ? SD_ERR_CANCELLED : SD_OK;
+    ch->result = (sd_gen_result_t){0}; /* freed by free_stream: ours stays ours */
+    ch->result.stop_reason = result.stop_reason;
+    ch->result.n_prompt = result.n_prompt, ch->result.n_tokens = result.n_tokens;
+    ch->finished = 1;
+    st->n_finished = 1;
     pthread_mutex_unlock(&st->lock);
 
     /* MHD: pull the bytes in reads of `max` */
@@ -229,7 +231,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     FUZZ_CHECK(seen_usage == (include_usage && !fails), "usage chunk %d", seen_usage);
 
     /* the non-streamed response: valid JSON whose content joins the deltas */
-    char *body = oai_response_json(&reply, &result);
+    char *body = oai_response_json(&reply, &result, 1);
     FUZZ_CHECK(body && utf8_valid(body, strlen(body)), "the response is not UTF-8");
     cJSON *resp = cJSON_Parse(body);
     FUZZ_CHECK(cJSON_IsObject(resp), "the response is not JSON: %s", body);
