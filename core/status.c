@@ -1,9 +1,11 @@
 /* sd_status_t names, the thread-local error detail, and the SD_CHECK trail. */
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "check.h"
+#include "escape.h"
 #include "log.h"
 
 static const char *const status_names[SD_STATUS_COUNT] = {
@@ -43,45 +45,21 @@ const char *sd_last_error(void) { return last_error; }
 
 void sd_clear_error(void) { last_error[0] = '\0'; }
 
-/* Messages quote names and strings from files and requests; bytes a terminal acts on (C0
- * controls, DEL, the UTF-8 encodings of the C1 controls) are written as \xNN so such data
- * never reaches a terminal as an escape sequence, and the message stays one line. A message
- * cut to fit the buffer ends in "...". */
-static void escape_message(char *dst, size_t cap, const char *src, int cut)
-{
-    static const char hex[] = "0123456789abcdef";
-    const unsigned char *u = (const unsigned char *)src;
-    size_t o = 0, room = cap - 4; /* keep space for "..." and the NUL */
-    for (size_t i = 0; u[i]; i++) {
-        size_t n = u[i] == 0xC2 && u[i + 1] >= 0x80 && u[i + 1] <= 0x9F ? 2
-                   : u[i] < 0x20 || u[i] == 0x7F                       ? 1
-                                                                       : 0;
-        if (o + (n ? 4 * n : 1) > room) {
-            cut = 1;
-            break;
-        }
-        if (n == 0) {
-            dst[o++] = (char)u[i];
-            continue;
-        }
-        for (size_t k = 0; k < n; k++) {
-            unsigned char b = u[i + k];
-            dst[o++] = '\\', dst[o++] = 'x', dst[o++] = hex[b >> 4], dst[o++] = hex[b & 15];
-        }
-        i += n - 1;
-    }
-    if (cut) memcpy(dst + o, "...", 3), o += 3;
-    dst[o] = '\0';
-}
-
 sd_status_t sd_set_error(sd_status_t status, const char *fmt, ...)
 {
-    char raw[sizeof last_error]; /* also makes sd_set_error(s, "%s", sd_last_error()) safe */
-    va_list ap;
+    char raw[sizeof last_error]; /* the arguments may be sd_last_error() itself */
+    va_list ap, again;
     va_start(ap, fmt);
+    va_copy(again, ap);
     int n = vsnprintf(raw, sizeof raw, fmt, ap);
     va_end(ap);
-    escape_message(last_error, sizeof last_error, raw, n >= (int)sizeof raw);
+    /* longer than the buffer: formatted whole, so the escaper's mark says what was left out */
+    char *whole = n >= (int)sizeof raw ? malloc((size_t)n + 1) : NULL;
+    if (whole) vsnprintf(whole, (size_t)n + 1, fmt, again);
+    va_end(again);
+    const char *text = whole ? whole : raw;
+    sd_escape(text, strlen(text), last_error, sizeof last_error); /* file or user text inside */
+    free(whole);
     sd_log(SD_LOG_DEBUG, "%s: %s", sd_status_string(status), last_error);
     return status;
 }

@@ -159,8 +159,9 @@ static int is_stop_token(const sd_gen_output_t *o, int32_t token)
 }
 
 sd_status_t sd_gen_output_emit(sd_gen_output_t *o, int32_t token, const sd_token_logprobs_t *lp,
-                               int last, int *stop)
+                               sd_stop_reason_t end, int *stop)
 {
+    int last = end != SD_STOP_NONE;
     *stop = 1;
     if (!o->cfg->ignore_eos && o->tok != NULL && sd_tokenizer_is_eog(o->tok, token)) {
         o->reason = SD_STOP_EOS;
@@ -177,7 +178,7 @@ sd_status_t sd_gen_output_emit(sd_gen_output_t *o, int32_t token, const sd_token
     int answer = release(o, token, last ? o->text_len : releasable(o));
     if (o->matched) o->reason = SD_STOP_STRING;
     else if (answer != 0) o->reason = SD_STOP_CALLBACK;
-    else if (last) o->reason = SD_STOP_MAX_TOKENS;
+    else if (last) o->reason = end;
     else *stop = 0;
     return SD_OK;
 }
@@ -205,4 +206,16 @@ void sd_gen_output_take(sd_gen_output_t *o, sd_gen_result_t *out)
     o->text = NULL;
     o->lps = o->top_lps = NULL;
     o->top_tokens = NULL;
+}
+
+const char *sd_stop_reason_string(sd_stop_reason_t reason)
+{
+    static const char *const names[SD_STOP_REASON_COUNT] = {
+        [SD_STOP_NONE] = "none",          [SD_STOP_MAX_TOKENS] = "max tokens",
+        [SD_STOP_EOS] = "end of text",    [SD_STOP_TOKEN] = "stop token",
+        [SD_STOP_STRING] = "stop string", [SD_STOP_CALLBACK] = "callback",
+        [SD_STOP_ERROR] = "error",        [SD_STOP_CANCELLED] = "cancelled",
+        [SD_STOP_CONTEXT_FULL] = "context full",
+    };
+    return (unsigned)reason < SD_STOP_REASON_COUNT && names[reason] ? names[reason] : "unknown";
 }

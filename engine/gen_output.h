@@ -37,10 +37,11 @@ void sd_gen_output_free(sd_gen_output_t *o);
 /* Keep `token` (or stop before it: end of generation, a stop token), decode its text, match
  * stop strings and release what can no longer start one to the callback. lp: the token's
  * log-probabilities when cfg->logprobs (kept with it, and given to cfg->logprobs_callback
- * before the token callback), else NULL. last: no token may follow (max_tokens or the
- * context). *stop = 1 with o->reason set when generation ends. */
+ * before the token callback), else NULL. end: why no token may follow this one
+ * (SD_STOP_MAX_TOKENS, SD_STOP_CONTEXT_FULL), SD_STOP_NONE while more may. *stop = 1 with
+ * o->reason set when generation ends. */
 sd_status_t sd_gen_output_emit(sd_gen_output_t *o, int32_t token, const sd_token_logprobs_t *lp,
-                               int last, int *stop);
+                               sd_stop_reason_t end, int *stop);
 
 /* Generation ended on its own (not on a stop string or max_tokens): held text goes out in
  * one last callback with token -1. */

@@ -188,7 +188,8 @@ static void finish_active(sd_engine_t *e, int i, sd_status_t st, int cancelled)
     memmove(&e->active[i], &e->active[i + 1], (size_t)(e->n_active - i - 1) * sizeof *e->active);
     e->n_active--;
     request_complete(r, st, &res); /* done before shutdown can see the batch empty */
-    if (e->n_active == 0 && e->queue_head == NULL) pthread_cond_broadcast(&e->idle_cv);
+    if (e->n_active == 0 && e->n_admitting == 0 && e->queue_head == NULL)
+        pthread_cond_broadcast(&e->idle_cv);
     pthread_mutex_unlock(&e->mu);
 }
 
@@ -217,6 +218,7 @@ static void pop_admissions(sd_engine_t *e, sched_decision_t *d)
         kv += r->kv_positions;
         d->admit[d->n_admit++] = r;
     }
+    e->n_admitting += d->n_admit;
 }
 
 /* Remove cancelled requests from the queue; past the shutdown deadline, all of them
@@ -246,6 +248,7 @@ static void admit_requests(sd_engine_t *e, sd_request_t *const *list, int n)
         sd_status_t st = sd_gen_new(e->model, r->prompt, r->n_prompt, &r->config, &e->p.spec, NULL,
                                     on_token, r, 1, &r->gen);
         pthread_mutex_lock(&e->mu);
+        e->n_admitting--;
         e->m.prompt_tokens += r->n_prompt;
         if (st != SD_OK) {
             finish_queued(e, r, st);
@@ -487,6 +490,9 @@ static sd_status_t follower_accept(sd_engine_t *e, sched_decision_t *d)
         r->kv_positions = sd_gen_kv_positions_for(e->model, r->n_prompt, &r->config);
         r->t_submit = r->t_admit = sd_now();
     }
+    pthread_mutex_lock(&e->mu);
+    e->n_admitting += d->n_admit;
+    pthread_mutex_unlock(&e->mu);
     return SD_OK;
 }
 
@@ -507,6 +513,7 @@ static int iterate(sd_engine_t *e)
     if (st != SD_OK) {
         if (e->rank == 0) { /* popped for admission, not yet admitted */
             pthread_mutex_lock(&e->mu);
+            e->n_admitting -= d->n_admit;
             for (int i = 0; i < d->n_admit; i++) finish_queued(e, d->admit[i], st);
             pthread_mutex_unlock(&e->mu);
         }
@@ -651,9 +658,10 @@ static sd_status_t enqueue(sd_engine_t *e, sd_request_t *const *rs, int n)
         return sd_set_error(SD_ERR_BUSY, "the engine is shutting down and accepts no requests");
     int waiting = 0;
     for (sd_request_t *q = e->queue_head; q != NULL; q = q->next) waiting++;
-    if (waiting + e->n_active + n > e->p.max_active + e->p.max_queued)
+    int active = e->n_active + e->n_admitting;
+    if (waiting + active + n > e->p.max_active + e->p.max_queued)
         return sd_set_error(SD_ERR_BUSY, "%d requests active and %d queued: the queue (max_queued "
-                            "= %d) cannot take %d more", e->n_active, waiting, e->p.max_queued, n);
+                            "= %d) cannot take %d more", active, waiting, e->p.max_queued, n);
     double now = sd_now();
     for (int i = 0; i < n; i++) {
         sd_request_t *r = rs[i];
@@ -837,7 +845,7 @@ void sd_engine_shutdown(sd_engine_t *e, double grace_seconds)
     double deadline = sd_now() + (grace_seconds > 0 ? grace_seconds : 0);
     if (e->deadline == 0.0 || deadline < e->deadline) e->deadline = deadline;
     pthread_cond_signal(&e->work_cv);
-    while (e->n_active > 0 || e->queue_head != NULL) {
+    while (e->n_active > 0 || e->n_admitting > 0 || e->queue_head != NULL) {
         struct timespec tick = deadline_in(0.05); /* the scheduler may be mid-step */
         pthread_cond_signal(&e->work_cv);
         pthread_cond_timedwait(&e->idle_cv, &e->mu, &tick);
@@ -881,7 +889,7 @@ sd_status_t sd_engine_get_metrics(sd_engine_t *e, sd_engine_metrics_t *out)
                             e == NULL ? "engine" : "out");
     pthread_mutex_lock(&e->mu);
     *out = e->m;
-    out->active = e->n_active;
+    out->active = e->n_active + e->n_admitting;
     out->queued = 0;
     for (sd_request_t *q = e->queue_head; q != NULL; q = q->next) out->queued++;
     pthread_mutex_unlock(&e->mu);

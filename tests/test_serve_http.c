@@ -42,7 +42,9 @@ typedef struct server {
 
 static char model_path[512];
 static server_t main_server;
-static server_t *live[4]; /* started and not yet stopped: killed by teardown after a failure */
+/* Servers started and not yet stopped, by pid (a failed assertion leaves the test's own
+ * server_t out of scope): teardown kills them, so none outlives a failed test. */
+static pid_t live[4];
 
 static void sleep_ms(int ms)
 {
@@ -182,12 +184,14 @@ static void start_server_ranks(server_t *s, int ranks, const char *const *extra)
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_addopen(&fa, 2, s->log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    /* not the test's stdout: a server left running would hold CTest's pipe open */
+    posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
     int rc = posix_spawn(&s->pid, SPECDEC_BIN, &fa, NULL, (char *const *)argv, environ);
     posix_spawn_file_actions_destroy(&fa);
     cr_assert_eq(rc, 0, "posix_spawn %s: %s", SPECDEC_BIN, strerror(rc));
     for (int i = 0; i < 4; i++)
         if (!live[i]) {
-            live[i] = s;
+            live[i] = s->pid;
             break;
         }
     double until = sd_now() + 60;
@@ -215,7 +219,7 @@ static void start_server(server_t *s, const char *const *extra)
 static void stop_server_expect(server_t *s, int want_status)
 {
     for (int i = 0; i < 4; i++)
-        if (live[i] == s) live[i] = NULL;
+        if (live[i] == s->pid) live[i] = 0;
     kill(s->pid, SIGTERM);
     int status = 0;
     pid_t got = 0;
@@ -248,7 +252,7 @@ static void setup(void)
 static void teardown(void)
 {
     for (int i = 0; i < 4; i++)
-        if (live[i]) kill(live[i]->pid, SIGKILL), waitpid(live[i]->pid, NULL, 0);
+        if (live[i]) kill(live[i], SIGKILL), waitpid(live[i], NULL, 0);
     remove(model_path);
     rmdir(dirname_of(model_path));
 }

@@ -492,6 +492,24 @@ Test(serve_openai, completion_response_body)
     cJSON_Delete(v);
 }
 
+/* Every stop reason has its own name; OpenAI's finish_reason is "length" when max_tokens or
+ * the context ended the generation, "stop" otherwise. */
+Test(serve_openai, stop_reasons_map_to_finish_reasons)
+{
+    for (int r = SD_STOP_NONE + 1; r < SD_STOP_REASON_COUNT; r++) {
+        const char *name = oai_stop_reason_name((sd_stop_reason_t)r);
+        cr_expect_str_neq(name, "none", "stop reason %d has no name", r);
+        for (int q = SD_STOP_NONE + 1; q < r; q++)
+            cr_expect_str_neq(name, oai_stop_reason_name((sd_stop_reason_t)q), "reasons %d, %d", q, r);
+        oai_reply_t reply = {.endpoint = OAI_CHAT, .id = "chatcmpl-2", .model_id = "synth"};
+        cJSON *v = parsed(oai_final_chunk_json(&reply, 0, (sd_stop_reason_t)r, NULL));
+        int length = r == SD_STOP_MAX_TOKENS || r == SD_STOP_CONTEXT_FULL;
+        cr_expect_str_eq(str_at(v, "choices.0.finish_reason"), length ? "length" : "stop", "%s", name);
+        cJSON_Delete(v);
+    }
+    cr_expect_str_eq(oai_stop_reason_name(SD_STOP_CONTEXT_FULL), "context_full");
+}
+
 Test(serve_openai, stream_chunks)
 {
     oai_reply_t reply = {.endpoint = OAI_CHAT, .id = "chatcmpl-1", .model_id = "synth"};

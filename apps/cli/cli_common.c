@@ -263,14 +263,12 @@ static int stream_to_stdout(void *user, int32_t token, const char *text, size_t 
 
 static void print_stats(const sd_gen_result_t *r)
 {
-    static const char *const reasons[] = {"none",        "max tokens", "end of text", "stop token",
-                                          "stop string", "callback",   "error"};
     double pre = r->prefill_seconds > 0 ? r->n_prompt / r->prefill_seconds : 0;
     double dec = r->decode_seconds > 0 ? r->n_tokens / r->decode_seconds : 0;
     fprintf(stderr, "\nspecdec: prefill %zu tokens in %.3f s (%.1f tok/s); decode %zu tokens in "
                     "%.3f s (%.1f tok/s); stop: %s\n",
             r->n_prompt, r->prefill_seconds, pre, r->n_tokens, r->decode_seconds, dec,
-            reasons[r->stop_reason]);
+            sd_stop_reason_string(r->stop_reason));
 }
 
 static void print_spec_stats(const cli_gen_opts_t *o, const sd_gen_stats_t *s)

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "bench.h"
+#include "core/escape.h"
 #include "cli.h"
 #include "hangtest.h"
 #include "launch.h"
@@ -170,7 +171,7 @@ static int cmd_info(int argc, char **argv)
     sd_model_get_info(m, &i);
     printf("name: %s\narch: %s\nlayers: %d\nembedding: %d\nffn: %d\nheads: %d\nkv heads: %d\n"
            "vocab: %d\ncontext: %d\nbos: %d\neos: %d\n",
-           i.name, i.arch, i.n_layer, i.n_embd, i.n_ff, i.n_head, i.n_head_kv, i.n_vocab, i.n_ctx,
+           SD_ESC_STR(i.name), i.arch, i.n_layer, i.n_embd, i.n_ff, i.n_head, i.n_head_kv, i.n_vocab, i.n_ctx,
            i.bos, i.eos);
     sd_model_free(m);
     cli_release(&o);

@@ -46,7 +46,7 @@ static void requests(FILE *f, serve_t *s, const sd_engine_metrics_t *m)
     }
     name = "specdec_requests_finished_total";
     header(f, name, "counter", "Generation requests finished, by stop reason.");
-    for (int r = SD_STOP_MAX_TOKENS; r <= SD_STOP_CANCELLED; r++)
+    for (int r = SD_STOP_MAX_TOKENS; r < SD_STOP_REASON_COUNT; r++)
         fprintf(f, "%s{reason=\"%s\"} %llu\n", name, oai_stop_reason_name((sd_stop_reason_t)r),
                 (unsigned long long)m->finished[r]);
     name = "specdec_requests_rejected_total";

@@ -39,13 +39,14 @@ const char *oai_stop_reason_name(sd_stop_reason_t reason)
         [SD_STOP_EOS] = "eos",         [SD_STOP_TOKEN] = "stop_token",
         [SD_STOP_STRING] = "stop",     [SD_STOP_CALLBACK] = "callback",
         [SD_STOP_ERROR] = "error",     [SD_STOP_CANCELLED] = "cancelled",
+        [SD_STOP_CONTEXT_FULL] = "context_full",
     };
     return (unsigned)reason < sizeof names / sizeof names[0] ? names[reason] : "none";
 }
 
 static const char *finish_reason(sd_stop_reason_t reason)
 {
-    return reason == SD_STOP_MAX_TOKENS ? "length" : "stop";
+    return reason == SD_STOP_MAX_TOKENS || reason == SD_STOP_CONTEXT_FULL ? "length" : "stop";
 }
 
 /* Attach item to parent under name (arrays: name NULL); on any failure *ok = 0. */

@@ -201,13 +201,21 @@ typedef enum sd_stop_reason {
     SD_STOP_CALLBACK,
     SD_STOP_ERROR, /* a failure after generation started; the result keeps what was made */
     SD_STOP_CANCELLED, /* sd_request_cancel (or engine shutdown) ended it; what was made is kept */
+    SD_STOP_CONTEXT_FULL, /* the context (n_ctx) filled before max_tokens was reached */
+    SD_STOP_REASON_COUNT
 } sd_stop_reason_t;
+
+/* Stable text of a stop reason, e.g. "max tokens", "context full". Never NULL. */
+const char *sd_stop_reason_string(sd_stop_reason_t reason);
 
 /* Called for each generated token with the text it completes (possibly empty
  * while a UTF-8 sequence or a possible stop string is pending). Return non-zero
  * to stop generation. When generation ends on EOS, a stop token or a callback stop
  * while text is still held back, one last call with token = -1 delivers it (its
- * return value is ignored): the texts of all calls always join to result->text. */
+ * return value is ignored): the texts of all calls always join to result->text. Under
+ * tensor parallelism every rank must give the same answers: a stop on one rank only ends
+ * the generation on every rank at that step with SD_ERR_RANK_DIVERGENCE (the per-step
+ * check, SPECDEC_CHECK_CONSISTENCY). */
 typedef int (*sd_token_callback)(void *user, int32_t token, const char *text, size_t text_len);
 
 /* Statistics of one generation (speculative or not). */
@@ -415,7 +423,7 @@ typedef struct sd_engine_metrics {
     uint64_t submitted;          /* requests accepted by sd_engine_submit */
     uint64_t rejected_busy;      /* submits answered SD_ERR_BUSY */
     uint64_t rejected_invalid;   /* submits refused as invalid */
-    uint64_t finished[SD_STOP_CANCELLED + 1]; /* finished requests by stop reason */
+    uint64_t finished[SD_STOP_REASON_COUNT]; /* finished requests by stop reason */
     uint64_t prompt_tokens;      /* of finished and active requests, counted at admission */
     uint64_t generated_tokens;
     uint64_t steps;              /* batched forwards */
@@ -424,7 +432,7 @@ typedef struct sd_engine_metrics {
     uint64_t draft_forwards;     /* batched forwards of a drafter's model (draft model or
                                     layer-skip): every request's draft round in one */
     uint64_t draft_rows;         /* rows over those forwards */
-    int queued, active;          /* now */
+    int queued, active;          /* now; active: admitted (being set up or stepping) */
     size_t kv_positions_used;    /* now: positions the active requests hold */
     size_t kv_positions_cap;     /* max_kv_positions as resolved */
     size_t kv_bytes_used;        /* now: bytes of their target (and draft) KV caches */

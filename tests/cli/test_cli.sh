@@ -25,6 +25,9 @@ check "greedy text mentions Paris" grep -q Paris "$tmp/a1"
 check "greedy identical for 1 and 2 threads" cmp -s "$tmp/a1" "$tmp/a2"
 check "stats go to stderr" grep -q 'decode .* tok/s' "$tmp/e1"
 check "stdout has no statistics" bash -c "! grep -q 'tok/s' '$tmp/a1'"
+check "12 tokens: stop: max tokens" grep -q 'stop: max tokens$' "$tmp/e1"
+"$bin" run -m "$model" -p "$p" -n 2000 -c 32 --temp 0 --ignore-eos -t 1 >"$tmp/full" 2>"$tmp/e"
+check "-n 2000 -c 32: 5 + 27 tokens, stop: context full" grep -q 'prefill 5 tokens.*decode 27 tokens.*stop: context full$' "$tmp/e"
 
 "$bin" run -m "$model" -p "$p" -n 16 --temp 1 --seed 11 >"$tmp/s1" 2>/dev/null
 "$bin" run -m "$model" -p "$p" -n 16 --temp 1 --seed 11 >"$tmp/s2" 2>/dev/null

@@ -6,9 +6,9 @@
  * result) and MHD (read_stream) itself.
  *
  * Input: byte 0 — bit 0 completions (else chat), bit 1 include_usage, bit 2 the generation
- * fails (an error event), bits 3-5 the stop reason; byte 1 — the size of MHD's reads (0:
- * 4096). Then length-prefixed records (one byte of length): the model id, the drafter's
- * name (empty: none), then the text pieces the engine released.
+ * fails (an error event), bits 3-6 the stop reason (modulo their count); byte 1 — the size
+ * of MHD's reads (0: 4096). Then length-prefixed records (one byte of length): the model id,
+ * the drafter's name (empty: none), then the text pieces the engine released.
  * Properties:
  *   - the bytes are UTF-8 and well-formed SSE: "data: <one line>\n\n" events, the last one
  *     "data: [DONE]", nothing after it, whatever the read size;
@@ -80,7 +80,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                          .k = 4, .seed = 7};
     snprintf(reply.id, sizeof reply.id, "%s-%d", flags & 1 ? "cmpl" : "chatcmpl", 42);
     int include_usage = (flags >> 1) & 1, fails = (flags >> 2) & 1;
-    sd_stop_reason_t reason = (sd_stop_reason_t)((flags >> 3) & 7);
+    sd_stop_reason_t reason = (sd_stop_reason_t)(((flags >> 3) & 15) % SD_STOP_REASON_COUNT);
     size_t max = chunk ? chunk : 4096;
     /* records */
     piece_t rec[256];
@@ -204,7 +204,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             text = str_field(delta, "content");
         }
         if (cJSON_IsString(finish)) {
-            FUZZ_CHECK(!strcmp(finish->valuestring, reason == SD_STOP_MAX_TOKENS ? "length" : "stop"),
+            int length = reason == SD_STOP_MAX_TOKENS || reason == SD_STOP_CONTEXT_FULL;
+            FUZZ_CHECK(!strcmp(finish->valuestring, length ? "length" : "stop"),
                        "finish_reason %s for stop reason %d", finish->valuestring, (int)reason);
             FUZZ_CHECK(!fails, "a final chunk for a failed generation");
             FUZZ_CHECK(!text || !text[0], "the final chunk carries text: %s", payload);
