@@ -3,8 +3,9 @@
  * variable cannot hold one). Properties:
  *   - the parser accepts exactly the documented grammar — tokens separated by single
  *     commas, each kind:rank=R:key=N with kind/key one of stall/op, crash/op, delay/ms,
- *     corrupt/step, R and N plain decimal numbers below 2^31 (N >= 1, delay's ms >= 0),
- *     at most 8 tokens, under 256 characters — checked against an independent parser;
+ *     corrupt/step, corrupt-draft/step, R and N plain decimal numbers below 2^31 (N >= 1,
+ *     delay's ms >= 0), at most 8 tokens, under 256 characters — checked against an
+ *     independent parser;
  *   - what it accepts is what the reference read, and printing it back parses to the same;
  *   - a refusal is SD_ERR_INVALID_ARG with a message naming SPECDEC_FAULT and holding no
  *     terminal control bytes.
@@ -32,13 +33,13 @@ static int ref_number(const char *s, size_t n, long lo, long *out)
 /* One token s[n]: "kind:rank=R:key=N" with exactly three fields. */
 static int ref_token(const char *s, size_t n, fault_t *f)
 {
-    static const char *const key_of[] = {"op", "op", "ms", "step"};
-    static const char *const kind_of[] = {"stall", "crash", "delay", "corrupt"};
+    static const char *const key_of[] = {"op", "op", "ms", "step", "step"};
+    static const char *const kind_of[] = {"stall", "crash", "delay", "corrupt", "corrupt-draft"};
     const char *c1 = memchr(s, ':', n);
     if (!c1) return 0;
     const char *c2 = memchr(c1 + 1, ':', (size_t)(s + n - c1 - 1));
     if (!c2 || memchr(c2 + 1, ':', (size_t)(s + n - c2 - 1))) return 0;
-    for (int k = 0; k < 4; k++) {
+    for (int k = 0; k < 5; k++) {
         size_t lk = strlen(kind_of[k]), lkey = strlen(key_of[k]);
         if ((size_t)(c1 - s) != lk || memcmp(s, kind_of[k], lk) != 0) continue;
         const char *r = c1 + 1, *a = c2 + 1;
