@@ -9,7 +9,8 @@
  *     min_p in [0, 1], top_k >= 0, at most 4 non-empty UTF-8 stop strings; parsing again
  *     gives the same request (no hidden state: seeds, stops and prompt are the body's);
  *   - SD_ERR_INVALID_ARG is a 400 invalid_request_error naming a field of the request or a
- *     path inside one (or none for malformed JSON), any other status a 500 server_error;
+ *     path inside one (or none for malformed JSON) — a NUL refusal names the path of the
+ *     NUL, under any key, and the body holds one —, any other status a 500 server_error;
  *   - the error body is JSON that parses back to the same message, type, param and code;
  *   - a chat's control tokens come from the template only (as many <|im_start|> as
  *     messages + 1 for the generation prompt, no <|endoftext|>). */
@@ -69,13 +70,26 @@ static int utf8_ok(const char *s)
     return 1;
 }
 
-static void check_error(sd_status_t s, const oai_error_t *e)
+/* 1 when body[len] holds a NUL character: a raw NUL byte or the escape \u0000. */
+static int has_nul(const char *body, size_t len)
+{
+    if (memchr(body, '\0', len)) return 1;
+    for (size_t i = 0; i + 6 <= len; i++)
+        if (!memcmp(body + i, "\\u0000", 6)) return 1;
+    return 0;
+}
+
+static void check_error(sd_status_t s, const oai_error_t *e, const char *body, size_t len)
 {
     FUZZ_CHECK(e->message[0] != '\0', "%s without a message", sd_status_string(s));
     if (s == SD_ERR_INVALID_ARG) {
         FUZZ_CHECK(e->http_status == 400 && e->type && !strcmp(e->type, "invalid_request_error"),
                    "a refusal answered %d %s", e->http_status, e->type ? e->type : "(null)");
-        FUZZ_CHECK(e->param == NULL || known_field(e->param), "param '%s'", e->param);
+        if (e->param && e->param == e->param_text) /* a NUL, named where it is, in any key */
+            FUZZ_CHECK(strstr(e->message, "holds a NUL character") && has_nul(body, len),
+                       "a NUL refusal '%s'", e->message);
+        else
+            FUZZ_CHECK(e->param == NULL || known_field(e->param), "param '%s'", e->param);
     } else {
         FUZZ_CHECK(e->http_status == 500 && e->type && !strcmp(e->type, "server_error"),
                    "%s answered %d", sd_status_string(s), e->http_status);
@@ -151,7 +165,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     oai_error_t e;
     sd_status_t s = oai_parse_request(&served, ep, body, len, &r, &e);
     if (s == SD_OK) check_request(ep, &r, body, len);
-    else check_error(s, &e);
+    else check_error(s, &e, body, len);
     oai_request_free(&r);
     return 0;
 }
