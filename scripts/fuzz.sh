@@ -34,7 +34,7 @@ echo "target | seconds run | exit | executions | exec/s | cov | ft | corpus | cr
 for t in "${targets[@]}"; do
   log="build-fuzz/tests/fuzz-work/$t/log"
   [ -f "$log" ] || { echo "$t | (no log)"; continue; }
-  last=$(grep -aE '^#[0-9]+' "$log" | tail -1)
+  last=$(grep -aE '^#[0-9]+' "$log" | tail -1 || true) # none when it stopped while loading
   execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log")
   rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log")
   cov=$(sed -n 's/.* cov: \([0-9]*\) .*/\1/p' <<<"$last")
