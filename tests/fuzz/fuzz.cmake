@@ -49,7 +49,8 @@ if(TARGET sd_serve AND SPECDEC_HAVE_SERVE)
                SOURCES ${fuzz_src}/fuzz_cli_bench.c ${fuzz_src}/fuzz_cli_commbench.c
                        ${fuzz_src}/fuzz_cli_hangtest.c ${fuzz_src}/fuzz_cli_launch.c
                        ${fuzz_src}/fuzz_cli_serve.c ${PROJECT_SOURCE_DIR}/apps/cli/cli_common.c
-                       ${PROJECT_SOURCE_DIR}/apps/cli/launch.c)
+                       ${PROJECT_SOURCE_DIR}/apps/cli/launch.c
+                       ${PROJECT_SOURCE_DIR}/apps/cli/trace.c)
 endif()
 
 # The corpora against independent references (label reference, as tests/reference): the
