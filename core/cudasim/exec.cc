@@ -159,8 +159,7 @@ enum fiber_state : uint8_t { F_READY, F_YIELDED, F_WARP, F_BARRIER, F_DONE };
 struct alignas(64) fiber { // what a switch touches, in one cache line (without ASan)
     context ctx;
     uint3 idx;
-    int lane, warp;
-    fiber_state state;
+    int id, lane, warp; // id: the thread's linear index in its block
     uint64_t value, result; // a warp operation's operand and result; a barrier's count
     int arg, width;
     char *stack; // its lowest usable byte
@@ -180,6 +179,7 @@ struct block_run {
     launch_state *launch;
     int n;          // threads
     fiber *fibers;  // [n], the worker's
+    uint8_t *state; // [n] fiber_state, apart from the fibers: scanned often
     warp_group *warps;
     // A round's order: warps one after the other (order[seg_begin[s] .. seg_begin[s + 1]) are
     // the lanes of the s-th warp to run); a warp runs until none of its lanes can.
@@ -206,6 +206,7 @@ const int MAX_THREADS = 1024;
 // Per OS thread: fibers, their stacks (with a guard page below each), scratch.
 struct worker {
     fiber fibers[MAX_THREADS];
+    uint8_t state[MAX_THREADS];
     warp_group warps[MAX_THREADS / 32];
     int order[MAX_THREADS], seg_begin[MAX_THREADS / 32 + 1], warp_order[MAX_THREADS / 32];
     std::vector<char *> regions; // stacks, in chunks of STACKS_PER_REGION
@@ -319,20 +320,16 @@ void fail(block_run *b, fiber *f, const char *fmt, ...)
 // while one can run (they stay in the cache), then the warps after it; NULL at the end.
 inline fiber *next_ready(block_run *b)
 {
-    int lo = b->seg_begin[b->seg], len = b->seg_begin[b->seg + 1] - lo;
-    for (int k = 1; k <= len; k++) {
-        int p = lo + (b->pos - lo + k) % len;
-        if (b->fibers[b->order[p]].state == F_READY) {
-            b->pos = p;
-            return &b->fibers[b->order[p]];
-        }
-    }
+    const int lo = b->seg_begin[b->seg], hi = b->seg_begin[b->seg + 1];
+    for (int p = b->pos + 1; p < hi; p++)
+        if (b->state[b->order[p]] == F_READY) return &b->fibers[b->order[b->pos = p]];
+    for (int p = lo; p <= b->pos; p++)
+        if (b->state[b->order[p]] == F_READY) return &b->fibers[b->order[b->pos = p]];
     for (int s = b->seg + 1; s < b->n_segs; s++)
         for (int p = b->seg_begin[s]; p < b->seg_begin[s + 1]; p++)
-            if (b->fibers[b->order[p]].state == F_READY) {
+            if (b->state[b->order[p]] == F_READY) {
                 b->seg = s;
-                b->pos = p;
-                return &b->fibers[b->order[p]];
+                return &b->fibers[b->order[b->pos = p]];
             }
     return nullptr;
 }
@@ -368,7 +365,7 @@ block_run *current_block(const char *what)
 // The fiber ends: nothing may wait for it at a barrier or in a warp operation.
 void thread_exit(block_run *b, fiber *f)
 {
-    f->state = F_DONE;
+    b->state[f->id] = F_DONE;
     b->done++;
     warp_group *w = &b->warps[f->warp];
     w->exited |= 1u << f->lane;
@@ -394,7 +391,6 @@ void fiber_main(fiber *f)
 
 void fiber_init(fiber *f)
 {
-    f->state = F_READY;
 #ifdef SD_SIM_ASAN
     f->ctx.stack_bottom = f->stack;
     f->ctx.stack_size = STACK_BYTES;
@@ -455,11 +451,11 @@ void diagnose_stall(block_run *b)
 {
     for (int i = 0; i < b->n; i++) {
         fiber *f = &b->fibers[i];
-        if (f->state != F_WARP) continue;
+        if (b->state[i] != F_WARP) continue;
         warp_group *w = &b->warps[f->warp];
         for (int l = 0; l < 32; l++) {
             fiber *g = &b->fibers[f->warp * 32 + l];
-            if ((w->mask >> l & 1u) && g->state == F_BARRIER)
+            if ((w->mask >> l & 1u) && b->state[g->id] == F_BARRIER)
                 return fail(b, nullptr,
                             "deadlock: lanes of warp %d wait in %s (mask 0x%08x) for lane %d, which "
                             "waits at __syncthreads()",
@@ -499,7 +495,7 @@ void plan_round(block_run *b, order_kind kind, int *warp_order)
     b->seg = 0;
     b->pos = -1;
     for (int i = 0; i < b->n; i++)
-        if (b->fibers[i].state == F_YIELDED) b->fibers[i].state = F_READY;
+        if (b->state[i] == F_YIELDED) b->state[i] = F_READY;
 }
 
 void run_block(launch_state *L, uint64_t linear)
@@ -511,6 +507,7 @@ void run_block(launch_state *L, uint64_t linear)
     b.launch = L;
     b.n = (int)(k.block.x * k.block.y * k.block.z);
     b.fibers = w.fibers;
+    b.state = w.state;
     b.warps = w.warps;
     b.order = w.order;
     b.seg_begin = w.seg_begin;
@@ -534,6 +531,8 @@ void run_block(launch_state *L, uint64_t linear)
     for (int i = 0; i < b.n; i++) {
         fiber *f = &b.fibers[i];
         f->idx = uint3{i % k.block.x, i / k.block.x % k.block.y, i / (k.block.x * k.block.y)};
+        f->id = i;
+        b.state[i] = F_READY;
         f->lane = i % 32;
         f->warp = i / 32;
         fiber_init(f);
@@ -658,7 +657,7 @@ uint64_t warp_op(warp_kind kind, unsigned mask, uint64_t value, int arg, int wid
     f->arg = arg;
     f->width = width;
     if (++w->arrived < __builtin_popcount(mask)) {
-        f->state = F_WARP;
+        b->state[f->id] = F_WARP;
         switch_from(b, f);
         return f->result;
     }
@@ -668,7 +667,7 @@ uint64_t warp_op(warp_kind kind, unsigned mask, uint64_t value, int arg, int wid
         if (!(mask >> l & 1u)) continue;
         lanes[l].result = lane_result(b, w, f->warp, &lanes[l]);
         if (b->failed) switch_context(&f->ctx, &b->scheduler, true);
-        lanes[l].state = F_READY;
+        b->state[lanes[l].id] = F_READY;
     }
     return f->result;
 }
@@ -682,7 +681,7 @@ int barrier(int pred)
                    "divergent code)", b->done);
     b->barrier_count += pred != 0;
     if (++b->at_barrier < b->n) {
-        f->state = F_BARRIER;
+        b->state[f->id] = F_BARRIER;
         switch_from(b, f);
         return (int)f->result;
     }
@@ -690,9 +689,9 @@ int barrier(int pred)
     b->at_barrier = 0;
     b->barrier_count = 0;
     for (int i = 0; i < b->n; i++)
-        if (b->fibers[i].state == F_BARRIER) {
+        if (b->state[i] == F_BARRIER) {
             b->fibers[i].result = (uint64_t)count;
-            b->fibers[i].state = F_READY;
+            b->state[i] = F_READY;
         }
     return count;
 }
@@ -700,7 +699,7 @@ int barrier(int pred)
 void yield(void)
 {
     block_run *b = current_block("__nanosleep");
-    b->current->state = F_YIELDED;
+    b->state[b->current->id] = F_YIELDED;
     switch_from(b, b->current);
 }
 
