@@ -26,13 +26,17 @@ fi
 # kernel tests run again with the threads of each block in reverse and in a seeded random
 # order (a result that changes is a missing barrier or a race), and under ASan+UBSan.
 if [ "${SPECDEC_SKIP_CUDA_SIM:-0}" != 1 ]; then
-  kernel_tests="test_cuda_lang test_cuda_device test_cuda_backend test_cuda_ops test_cuda_matmul test_cuda_verify"
+  kernel_tests="test_cuda_lang test_cuda_device test_cuda_backend test_cuda_ops test_cuda_matmul test_cuda_verify
+                test_comm_cuda_kernels"
   kernel_regex="^($(echo $kernel_tests | tr ' ' '|'))\$"
   cmake -S . -B build-cudasim -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSPECDEC_CUDA_SIM=ON >/dev/null
   # shellcheck disable=SC2086
   cmake --build build-cudasim -j "$jobs" --target $kernel_tests test_cuda_engine test_cuda_serving \
     test_comm_cuda_intra test_comm_nccl specdec_cli
   (cd build-cudasim && ctest --output-on-failure -j "$jobs" -L cuda -LE slow)
+  # what executed there (a skipped test does not count as tested): one line per test binary
+  awk '/ Testing: /{t=$3} /Synthesis/{sub(/.*Synthesis: /, ""); print "  " t ": " $0}' \
+    build-cudasim/Testing/Temporary/LastTest.log
   for schedule in reverse random:1; do
     (cd build-cudasim && SPECDEC_CUDA_SIM_SCHEDULE=$schedule ctest --output-on-failure -j "$jobs" -R "$kernel_regex")
   done

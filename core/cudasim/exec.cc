@@ -251,7 +251,7 @@ struct launch_state {
     int users = 0; // helpers working on it (pool mutex)
     std::mutex error_mutex;
     std::string error;
-    uint64_t id;            // seeds the random schedule
+    uint64_t id;            // seeds the random schedule of threads
     uint64_t stride, shift; // block order: (stride * i + shift) mod n_blocks
 };
 
@@ -381,7 +381,7 @@ void fiber_main(fiber *f)
 {
     block_run *b = tls_block;
 #ifdef SD_SIM_ASAN
-    __sanitizer_finish_switch_fiber(nullptr, &b->scheduler.stack_bottom, &b->scheduler.stack_size);
+    __sanitizer_finish_switch_fiber(nullptr, nullptr, nullptr);
 #endif
     (*b->launch->k->body)();
     thread_exit(b, f);
@@ -498,6 +498,29 @@ void plan_round(block_run *b, order_kind kind, int *warp_order)
         if (b->state[i] == F_YIELDED) b->state[i] = F_READY;
 }
 
+#ifdef SD_SIM_ASAN
+// The bounds of this OS thread's own stack, where the scheduler runs (ASan's fiber switches
+// name the stack they go to).
+void os_thread_stack(const void **bottom, size_t *size)
+{
+    static thread_local const void *cached_bottom;
+    static thread_local size_t cached_size;
+    if (!cached_bottom) {
+        pthread_attr_t attr;
+        void *addr = nullptr;
+        size_t bytes = 0;
+        if (pthread_getattr_np(pthread_self(), &attr) == 0) {
+            pthread_attr_getstack(&attr, &addr, &bytes);
+            pthread_attr_destroy(&attr);
+        }
+        cached_bottom = addr;
+        cached_size = bytes;
+    }
+    *bottom = cached_bottom;
+    *size = cached_size;
+}
+#endif
+
 void run_block(launch_state *L, uint64_t linear)
 {
     worker &w = tls_worker;
@@ -545,6 +568,9 @@ void run_block(launch_state *L, uint64_t linear)
         w.dyn_shared.assign(k.shmem, (char)0xff);
         b.dyn_shared = w.dyn_shared.data();
     }
+#ifdef SD_SIM_ASAN
+    os_thread_stack(&b.scheduler.stack_bottom, &b.scheduler.stack_size);
+#endif
     tls_block = &b;
     while (b.done < b.n && !b.failed) { // one round: every warp runs until it cannot
         plan_round(&b, s.order, w.warp_order);
@@ -730,9 +756,12 @@ cudaError_t run_kernel(const kernel_launch &k, std::string *why)
         L.stride = L.n_blocks - 1; // == -1 mod n
         L.shift = L.n_blocks - 1;
     } else if (s.order == ORDER_RANDOM) {
-        L.stride = mix64(s.seed ^ L.id) % L.n_blocks | 1;
+        // a function of the seed and the grid only: launches that wait for each other's
+        // blocks (the IPC allreduce's ranks) take them in the same order, as co-resident
+        // blocks on a GPU would never deadlock
+        L.stride = mix64(s.seed ^ L.n_blocks) % L.n_blocks | 1;
         while (gcd64(L.stride, L.n_blocks) != 1) L.stride += 2;
-        L.shift = mix64(L.id ^ ~s.seed) % L.n_blocks;
+        L.shift = mix64(L.n_blocks ^ ~s.seed) % L.n_blocks;
     }
     pool &p = the_pool();
     bool shared = false;

@@ -504,6 +504,24 @@ cudaError_t cudaFree(void *ptr) { return sim_free(ptr, true, "cudaFree"); }
 cudaError_t cudaMallocHost(void **ptr, size_t bytes) { return sim_alloc(ptr, bytes, false, "cudaMallocHost"); }
 cudaError_t cudaFreeHost(void *ptr) { return sim_free(ptr, false, "cudaFreeHost"); }
 
+cudaError_t cudaHostAlloc(void **ptr, size_t bytes, unsigned flags)
+{
+    if (flags & ~(cudaHostAllocDefault | cudaHostAllocMapped)) return ret(cudaErrorInvalidValue);
+    return sim_alloc(ptr, bytes, false, "cudaHostAlloc");
+}
+
+cudaError_t cudaHostGetDevicePointer(void **dev, void *host, unsigned flags)
+{
+    SIM_ENTER();
+    if (!dev || flags != 0) return ret(cudaErrorInvalidValue);
+    state &s = the_state();
+    std::lock_guard<std::mutex> lock(s.m);
+    auto it = s.allocs.find((uintptr_t)host);
+    if (it == s.allocs.end() || it->second.device) return ret(cudaErrorInvalidValue);
+    *dev = host;
+    return cudaSuccess;
+}
+
 static node copy_node(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind)
 {
     node n = {};

@@ -279,6 +279,15 @@ cudaError_t cudaFree(void *ptr);
 cudaError_t cudaMallocHost(void **ptr, size_t bytes);
 template <class T> static inline cudaError_t cudaMallocHost(T **ptr, size_t bytes) { return cudaMallocHost((void **)ptr, bytes); }
 cudaError_t cudaFreeHost(void *ptr);
+#define cudaHostAllocDefault 0x0u
+#define cudaHostAllocMapped 0x2u
+// Pinned host memory; "mapped" changes nothing: a kernel reads host memory as it is.
+cudaError_t cudaHostAlloc(void **ptr, size_t bytes, unsigned flags);
+template <class T> static inline cudaError_t cudaHostAlloc(T **ptr, size_t bytes, unsigned flags)
+{
+    return cudaHostAlloc((void **)ptr, bytes, flags);
+}
+cudaError_t cudaHostGetDevicePointer(void **dev, void *host, unsigned flags);
 cudaError_t cudaMemcpy(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind);
 cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind,
                             cudaStream_t stream = 0);
