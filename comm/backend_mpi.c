@@ -2,10 +2,12 @@
  * collective is non-blocking and polled with MPI_Test between sd_comm_wait_step calls;
  * allreduce is gather + sd_comm_reduce_rank_order, one-shot below TWO_SHOT_BYTES, two-shot
  * from there. A failed communicator keeps its scratch and MPI communicator until exit (a
- * pending request may still write them). MPI's lifetime and why: docs/comm.md, "The `mpi`
- * backend". */
+ * pending request may still write them). Ranks on one node share an arrival table (an MPI
+ * shared-memory window: the last seq each rank entered), so a timeout names the ranks that
+ * had not arrived. MPI's lifetime and why: docs/comm.md, "The `mpi` backend". */
 #include <limits.h>
 #include <mpi.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +16,7 @@
 
 enum {
     TWO_SHOT_BYTES = 64 * 1024, /* messages from this size on use reduce-scatter + allgather */
+    ARRIVAL_STRIDE = 8,         /* uint64 words per rank in the arrival table: a cache line */
 };
 
 typedef struct mpi_ctx {
@@ -22,6 +25,9 @@ typedef struct mpi_ctx {
     size_t scratch_cap;
     int *counts, *displs, *rcounts, *rdispls; /* [n] each, for the v-collectives */
     uint8_t **src;                            /* [n] the rank-order sum's sources */
+    MPI_Comm node;                            /* the same ranks as a shared-memory comm */
+    MPI_Win arrival_win;                      /* MPI_WIN_NULL: the ranks share no node */
+    _Atomic uint64_t *arrived;                /* [n * ARRIVAL_STRIDE]: seq each rank entered */
     struct mpi_ctx *kept_next;                /* in g_mpi.kept once its communicator failed */
 } mpi_ctx_t;
 
@@ -51,15 +57,78 @@ static sd_status_t mpi_fail(const sd_comm_t *c, int rc, const char *call)
                         c->group, c->rank, c->size, msg, rc);
 }
 
+/* ---- the arrival table ---------------------------------------------------------------- */
+
+static _Atomic uint64_t *arrival_of(const mpi_ctx_t *x, int rank)
+{
+    return x->arrived + (size_t)rank * ARRIVAL_STRIDE;
+}
+
+/* This rank entered collective c->seq. */
+static void arrive(const sd_comm_t *c)
+{
+    const mpi_ctx_t *x = c->ctx;
+    if (x->arrived) atomic_store_explicit(arrival_of(x, c->rank), c->seq, memory_order_release);
+}
+
+/* A failed wait's status st, its message extended by the ranks that had not entered this
+ * collective (from the arrival table; without one it cannot tell and says so). */
+static sd_status_t not_arrived(const sd_comm_t *c, sd_status_t st)
+{
+    const mpi_ctx_t *x = c->ctx;
+    if (x->arrived == NULL)
+        return sd_set_error(st, "%s (the ranks share no node: which had not arrived is unknown)",
+                            sd_last_error());
+    char list[256] = "";
+    size_t n = 0;
+    for (int q = 0; q < c->size && n < sizeof list - 8; q++)
+        if (atomic_load_explicit(arrival_of(x, q), memory_order_acquire) < c->seq)
+            n += (size_t)snprintf(list + n, sizeof list - n, "%s%d", n ? ", " : "", q);
+    if (n == 0) return sd_set_error(st, "%s: every rank had arrived", sd_last_error());
+    return sd_set_error(st, "%s: rank(s) %s had not arrived", sd_last_error(), list);
+}
+
+/* Ranks that share a node get the table: the arrival window over a shared-memory comm of
+ * the same ranks, rank 0's segment holding every rank's line. Collective, blocking: called
+ * right after every rank completed a collective of this communicator. Without a shared
+ * node (or on an error) the communicator works without it. */
+static void arrival_table(sd_comm_t *c)
+{
+    mpi_ctx_t *x = c->ctx;
+    int node_size = 0;
+    if (MPI_Comm_split_type(x->comm, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &x->node) !=
+        MPI_SUCCESS) {
+        x->node = MPI_COMM_NULL;
+        return;
+    }
+    MPI_Comm_size(x->node, &node_size);
+    if (node_size != c->size) return; /* the window would be collective over part of us */
+    MPI_Aint bytes = c->rank == 0 ? (MPI_Aint)c->size * ARRIVAL_STRIDE * 8 : 0, size;
+    void *base = NULL;
+    int unit;
+    if (MPI_Win_allocate_shared(bytes, 8, MPI_INFO_NULL, x->node, &base, &x->arrival_win) !=
+        MPI_SUCCESS) {
+        x->arrival_win = MPI_WIN_NULL;
+        return;
+    }
+    if (MPI_Win_shared_query(x->arrival_win, 0, &size, &unit, &base) != MPI_SUCCESS) return;
+    x->arrived = base;
+    atomic_store_explicit(arrival_of(x, c->rank), 0, memory_order_release);
+}
+
+/* ---- waiting ------------------------------------------------------------------------- */
+
 /* Poll `req` until done, the deadline or the abort flag. */
 static sd_status_t mpi_wait(sd_comm_t *c, MPI_Request *req, const char *call)
 {
     unsigned spins = 0;
+    arrive(c);
     for (;;) {
         int done = 0, rc = MPI_Test(req, &done, MPI_STATUS_IGNORE);
         if (rc != MPI_SUCCESS) return mpi_fail(c, rc, call);
         if (done) return SD_OK;
-        SD_CHECK(sd_comm_wait_step(c, &spins, call));
+        sd_status_t st = sd_comm_wait_step(c, &spins, call);
+        if (st != SD_OK) return not_arrived(c, st);
     }
 }
 
@@ -203,6 +272,8 @@ static const sd_comm_ops_t mpi_ops = {
 static void free_ctx(mpi_ctx_t *x)
 {
     if (!x) return;
+    if (x->arrival_win != MPI_WIN_NULL) MPI_Win_free(&x->arrival_win);
+    if (x->node != MPI_COMM_NULL) MPI_Comm_free(&x->node);
     free(x->scratch);
     free(x->counts);
     free(x->src);
@@ -214,6 +285,8 @@ static sd_status_t alloc_ctx(int size, mpi_ctx_t **out)
     mpi_ctx_t *x = calloc(1, sizeof *x);
     SD_ALLOC_CHECK(x, sizeof *x, "the mpi backend's state");
     x->comm = MPI_COMM_NULL;
+    x->node = MPI_COMM_NULL;
+    x->arrival_win = MPI_WIN_NULL;
     x->counts = calloc(4 * (size_t)size, sizeof(int)); /* counts | displs | rcounts | rdispls */
     x->src = calloc((size_t)size, sizeof *x->src);
     if (!x->counts || !x->src) {
@@ -239,11 +312,14 @@ static sd_status_t new_comm(int rank, int size, const char *group, int world_ran
     return SD_OK;
 }
 
+/* c's MPI communicator is mc, made by a collective every rank completed: set up the arrival
+ * table over it. */
 static void attach(sd_comm_t *c, MPI_Comm mc)
 {
     mpi_ctx_t *x = c->ctx;
     MPI_Comm_set_errhandler(mc, MPI_ERRORS_RETURN);
     x->comm = mc;
+    arrival_table(c);
 }
 
 static sd_status_t mpi_init_once(void)

@@ -350,6 +350,11 @@ int sd_comm_fault_corrupt_step(const sd_comm_t *c, uint64_t step)
     return c != NULL && sd_fault_corrupt_step(c->world_rank, step);
 }
 
+int sd_comm_fault_corrupt_draft(const sd_comm_t *c, uint64_t step)
+{
+    return c != NULL && sd_fault_corrupt_draft(c->world_rank, step);
+}
+
 /* ---- sd_comm_init: the world from the environment ------------------------------------- */
 
 static sd_status_t env_int(const char *name, const char *v, int lo, int hi, int *out)

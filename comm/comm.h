@@ -72,5 +72,9 @@ sd_status_t sd_comm_select(int world_size, int on_gpu, const char **name);
 /* 1 when SPECDEC_FAULT=corrupt:rank=R:step=N names c's world rank R and step == N (1-based
  * speculative steps); always 0 for a NULL c. */
 int sd_comm_fault_corrupt_step(const sd_comm_t *c, uint64_t step);
+/* 1 when SPECDEC_FAULT=corrupt-draft:rank=R:step=N names c's world rank R and step >= N: the
+ * caller changes the first draft token the step accepted (asked only of steps that accepted
+ * one, so the first such step from N on); always 0 for a NULL c. */
+int sd_comm_fault_corrupt_draft(const sd_comm_t *c, uint64_t step);
 
 #endif

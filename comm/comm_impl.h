@@ -16,6 +16,7 @@
 #define SD_FLIGHT_LEN 64
 #define SD_COMM_TIMEOUT_MS_DEFAULT 60000
 #define SD_WATCHDOG_GRACE_MS 1000
+#define SD_WATCHDOG_THREAD_NAME "sd-watchdog" /* the watchdog thread's name (/proc/.../comm) */
 
 typedef enum sd_comm_op {
     SD_OP_ALLREDUCE = 0, SD_OP_ALLGATHER, SD_OP_BROADCAST, SD_OP_BARRIER, SD_OP_SPLIT,
@@ -137,6 +138,8 @@ sd_status_t sd_fault_check_env(void);
 void sd_fault_before_collective(int world_rank);
 /* 1 when rank world_rank must corrupt its token at step `step` (1-based). */
 int sd_fault_corrupt_step(int world_rank, uint64_t step);
+/* 1 when rank world_rank must corrupt an accepted draft token at step `step` (from N on). */
+int sd_fault_corrupt_draft(int world_rank, uint64_t step);
 
 /* ---- watchdog (comm/watchdog.c); sd_comm_setup/teardown call these --------------------- */
 void sd_watchdog_register(sd_comm_t *c);

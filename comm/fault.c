@@ -15,12 +15,14 @@
 #define FAULT_MAX 8
 #define FAULT_SPEC_MAX 256
 
-typedef enum fault_kind { FAULT_STALL, FAULT_CRASH, FAULT_DELAY, FAULT_CORRUPT } fault_kind_t;
+typedef enum fault_kind {
+    FAULT_STALL, FAULT_CRASH, FAULT_DELAY, FAULT_CORRUPT, FAULT_CORRUPT_DRAFT
+} fault_kind_t;
 
 typedef struct fault {
     fault_kind_t kind;
     int rank;
-    uint64_t n; /* stall/crash: collective number; delay: ms; corrupt: step */
+    uint64_t n; /* stall/crash: collective number; delay: ms; corrupt(-draft): step */
 } fault_t;
 
 typedef struct fault_set {
@@ -41,13 +43,15 @@ static const struct {
     [FAULT_CRASH] = {"crash", "op"},
     [FAULT_DELAY] = {"delay", "ms"},
     [FAULT_CORRUPT] = {"corrupt", "step"},
+    [FAULT_CORRUPT_DRAFT] = {"corrupt-draft", "step"},
 };
 
 static sd_status_t bad_token(const char *tok)
 {
     return sd_set_error(SD_ERR_INVALID_ARG,
                         "SPECDEC_FAULT: malformed token '%s' (expected stall:rank=R:op=N, "
-                        "crash:rank=R:op=N, delay:rank=R:ms=D or corrupt:rank=R:step=N)",
+                        "crash:rank=R:op=N, delay:rank=R:ms=D, corrupt:rank=R:step=N or "
+                        "corrupt-draft:rank=R:step=N)",
                         tok);
 }
 
@@ -165,6 +169,16 @@ int sd_fault_corrupt_step(int world_rank, uint64_t step)
     if (!snapshot(&set)) return 0;
     for (int i = 0; i < set.n; i++)
         if (set.f[i].kind == FAULT_CORRUPT && set.f[i].rank == world_rank && set.f[i].n == step)
+            return 1;
+    return 0;
+}
+
+int sd_fault_corrupt_draft(int world_rank, uint64_t step)
+{
+    fault_set_t set;
+    if (!snapshot(&set)) return 0;
+    for (int i = 0; i < set.n; i++)
+        if (set.f[i].kind == FAULT_CORRUPT_DRAFT && set.f[i].rank == world_rank && set.f[i].n <= step)
             return 1;
     return 0;
 }

@@ -7,6 +7,7 @@
  * registry and g_stop; the thread takes c->lock inside g_reg. Owners never hold c->lock
  * while taking g_reg. fork(): the child inherits no thread, so an atfork handler gives
  * it an empty registry (a forked rank starts its own watchdog with its first comm). */
+#define _GNU_SOURCE /* pthread_setname_np */
 #include <pthread.h>
 #include <stdio.h>
 #include <time.h>
@@ -109,9 +110,10 @@ void sd_watchdog_register(sd_comm_t *c)
     g_stop = 0;
     pthread_mutex_unlock(&g_reg);
     if (!g_running) {
-        if (pthread_create(&g_thread, NULL, watch, NULL) == 0)
+        if (pthread_create(&g_thread, NULL, watch, NULL) == 0) {
             g_running = 1;
-        else
+            pthread_setname_np(g_thread, SD_WATCHDOG_THREAD_NAME); /* for debuggers, tests */
+        } else
             sd_log(SD_LOG_WARN, "comm: could not start the watchdog thread");
     }
     pthread_mutex_unlock(&g_life);

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "escape.h"
 #include "log.h"
 
 static sd_log_level_t parse_level(const char *s)
@@ -25,10 +26,10 @@ void sd_log(sd_log_level_t level, const char *fmt, ...)
 {
     static const char *const tags[] = {"error", "warn", "info", "debug"};
     if (level > sd_log_level()) return;
-    char line[1200];
+    char raw[1200], line[1200];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(line, sizeof line, fmt, ap);
+    vsnprintf(raw, sizeof raw, fmt, ap);
     va_end(ap);
-    fprintf(stderr, "specdec %s: %s\n", tags[level], line);
+    fprintf(stderr, "specdec %s: %s\n", tags[level], sd_escape(raw, strlen(raw), line, sizeof line));
 }

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "check.h"
+#include "escape.h"
 #include "log.h"
 
 static const char *const status_names[SD_STATUS_COUNT] = {
@@ -45,10 +46,12 @@ void sd_clear_error(void) { last_error[0] = '\0'; }
 
 sd_status_t sd_set_error(sd_status_t status, const char *fmt, ...)
 {
+    char raw[sizeof last_error]; /* the arguments may be sd_last_error() itself */
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(last_error, sizeof last_error, fmt, ap);
+    vsnprintf(raw, sizeof raw, fmt, ap);
     va_end(ap);
+    sd_escape(raw, strlen(raw), last_error, sizeof last_error); /* file or user text inside */
     sd_log(SD_LOG_DEBUG, "%s: %s", sd_status_string(status), last_error);
     return status;
 }

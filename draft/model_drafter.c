@@ -5,6 +5,7 @@
 
 #include "comm/comm.h"
 #include "core/check.h"
+#include "core/escape.h"
 #include "draft/group_drafter.h"
 #include "draft/model_drafter.h"
 #include "draft/seq_drafter.h"
@@ -35,8 +36,7 @@ static sd_status_t check_vocab(const sd_model_t *draft, const sd_model_t *target
         if (nd != nt || memcmp(sd, st, nd) != 0)
             return sd_set_error(SD_ERR_VOCAB_MISMATCH,
                                 "draft and target vocabularies differ first at token %d: "
-                                "draft '%.*s', target '%.*s'", (int)id, (int)(nd > 64 ? 64 : nd),
-                                sd, (int)(nt > 64 ? 64 : nt), st);
+                                "draft '%s', target '%s'", (int)id, SD_ESC(sd, nd), SD_ESC(st, nt));
     }
     return SD_OK;
 }
@@ -106,7 +106,10 @@ sd_status_t sd_drafter_model_make(sd_model_t *target, const sd_spec_config_t *sp
 int sd_drafter_model_hash_words(const sd_spec_config_t *spec, int32_t words[SD_DRAFTER_HASH_WORDS])
 {
     words[0] = spec->draft_ranks;
-    return 1;
+    /* a draft model every rank holds: its context decides when drafting stops (draft
+     * groups: only the group's leader decides, and the others have no draft model) */
+    words[1] = spec->draft_ranks == 0 && spec->draft_model ? spec->draft_model->n_ctx : 0;
+    return 2;
 }
 
 sd_status_t sd_drafter_model_text(const sd_spec_config_t *spec, const sd_model_t *target,

@@ -25,12 +25,16 @@ sd_status_t sd_gen_check(const char *caller, const sd_model_t *model, const int3
                          size_t n_prompt, const sd_gen_config_t *config,
                          const sd_spec_config_t *spec, int drafter_given);
 
-/* Under TP, before any collective of a request: every rank gets the first rank's refusal
- * (local != SD_OK somewhere), or SD_ERR_RANK_DIVERGENCE when the ranks' requests differ.
- * comm NULL or of size 1: returns local. Collective otherwise. */
-sd_status_t sd_gen_agree_on_request(sd_comm_t *comm, sd_status_t local, const int32_t *prompt,
-                                    size_t n_prompt, const sd_gen_config_t *config,
-                                    const sd_spec_config_t *spec);
+/* Under TP (model->comm of size > 1), before any collective of a request: every rank gets
+ * the first rank's refusal (local != SD_OK somewhere), or SD_ERR_RANK_DIVERGENCE naming what
+ * differs when the ranks' requests differ — prompt, config, spec, the context size, the
+ * model's shape, SPECDEC_CHECK_CONSISTENCY. Without TP: returns local. Collective otherwise. */
+sd_status_t sd_gen_agree_on_request(const sd_model_t *model, sd_status_t local,
+                                    const int32_t *prompt, size_t n_prompt,
+                                    const sd_gen_config_t *config, const sd_spec_config_t *spec);
+
+/* SPECDEC_CHECK_CONSISTENCY: 0 when it is "0" (no per-step check between ranks), else 1. */
+int sd_gen_consistency_check(void);
 
 /* sd_gen_check, then (under TP) the ranks' agreement on the request, then the generation's
  * state: target sequence, drafter, verifier, buffers. prompt and config (with its strings)

@@ -9,13 +9,38 @@
 #include "core/check.h"
 #include "engine/generate_text.h"
 
+/* Room for cap tokens (and their log-probabilities when asked). */
+static sd_status_t grow_tokens(sd_gen_output_t *o, size_t cap)
+{
+    size_t k = (size_t)o->n_top;
+    int32_t *t = realloc(o->tokens, cap * sizeof *t);
+    SD_ALLOC_CHECK(t, cap * sizeof *t, "generated tokens");
+    o->tokens = t;
+    if (o->logprobs) {
+        float *l = realloc(o->lps, cap * sizeof *l);
+        SD_ALLOC_CHECK(l, cap * sizeof *l, "log-probabilities");
+        o->lps = l;
+    }
+    if (k) {
+        int32_t *tt = realloc(o->top_tokens, cap * k * sizeof *tt);
+        SD_ALLOC_CHECK(tt, cap * k * sizeof *tt, "top log-probability tokens");
+        o->top_tokens = tt;
+        float *tl = realloc(o->top_lps, cap * k * sizeof *tl);
+        SD_ALLOC_CHECK(tl, cap * k * sizeof *tl, "top log-probabilities");
+        o->top_lps = tl;
+    }
+    o->cap_tokens = cap;
+    return SD_OK;
+}
+
 sd_status_t sd_gen_output_init(sd_gen_output_t *o, const sd_model_t *m, const sd_gen_config_t *cfg,
                                sd_token_callback callback, void *user, size_t max_tokens)
 {
-    *o = (sd_gen_output_t){.cfg = cfg, .tok = m->tokenizer, .callback = callback, .user = user};
+    *o = (sd_gen_output_t){.cfg = cfg, .tok = m->tokenizer, .callback = callback, .user = user,
+                           .logprobs = cfg->logprobs != 0};
+    o->n_top = o->logprobs ? cfg->top_logprobs : 0;
     o->cap_tokens = max_tokens < 256 ? max_tokens : 256;
-    o->tokens = malloc(o->cap_tokens * sizeof *o->tokens);
-    SD_ALLOC_CHECK(o->tokens, o->cap_tokens * sizeof *o->tokens, "generated tokens");
+    SD_CHECK(grow_tokens(o, o->cap_tokens));
     o->text_cap = 256;
     o->text = malloc(o->text_cap);
     SD_ALLOC_CHECK(o->text, o->text_cap, "generated text");
@@ -29,21 +54,28 @@ void sd_gen_output_free(sd_gen_output_t *o)
     sd_text_stream_free(o->stream);
     free(o->tokens);
     free(o->text);
+    free(o->lps);
+    free(o->top_tokens);
+    free(o->top_lps);
     o->stream = NULL;
     o->tokens = NULL;
     o->text = NULL;
+    o->lps = o->top_lps = NULL;
+    o->top_tokens = NULL;
 }
 
-static sd_status_t push_token(sd_gen_output_t *o, int32_t token)
+static sd_status_t push_token(sd_gen_output_t *o, int32_t token, const sd_token_logprobs_t *lp)
 {
-    if (o->n_tokens == o->cap_tokens) {
-        size_t cap = o->cap_tokens * 2;
-        int32_t *grown = realloc(o->tokens, cap * sizeof *grown);
-        SD_ALLOC_CHECK(grown, cap * sizeof *grown, "generated tokens");
-        o->tokens = grown;
-        o->cap_tokens = cap;
-    }
-    o->tokens[o->n_tokens++] = token;
+    if (o->n_tokens == o->cap_tokens) SD_CHECK(grow_tokens(o, o->cap_tokens * 2));
+    size_t i = o->n_tokens++, k = (size_t)o->n_top;
+    o->tokens[i] = token;
+    if (!o->logprobs) return SD_OK;
+    if (lp == NULL || lp->token != token || lp->n_top != o->n_top)
+        return sd_set_error(SD_ERR_INTERNAL, "token %d kept without its log-probabilities",
+                            (int)token);
+    o->lps[i] = lp->logprob;
+    if (k) memcpy(o->top_tokens + i * k, lp->top_tokens, k * sizeof *o->top_tokens);
+    if (k) memcpy(o->top_lps + i * k, lp->top_logprobs, k * sizeof *o->top_lps);
     return SD_OK;
 }
 
@@ -126,8 +158,10 @@ static int is_stop_token(const sd_gen_output_t *o, int32_t token)
     return 0;
 }
 
-sd_status_t sd_gen_output_emit(sd_gen_output_t *o, int32_t token, int last, int *stop)
+sd_status_t sd_gen_output_emit(sd_gen_output_t *o, int32_t token, const sd_token_logprobs_t *lp,
+                               sd_stop_reason_t end, int *stop)
 {
+    int last = end != SD_STOP_NONE;
     *stop = 1;
     if (!o->cfg->ignore_eos && o->tok != NULL && sd_tokenizer_is_eog(o->tok, token)) {
         o->reason = SD_STOP_EOS;
@@ -137,13 +171,14 @@ sd_status_t sd_gen_output_emit(sd_gen_output_t *o, int32_t token, int last, int 
         o->reason = SD_STOP_TOKEN;
         return SD_OK;
     }
-    SD_CHECK(push_token(o, token));
+    SD_CHECK(push_token(o, token, lp));
+    if (o->logprobs && o->cfg->logprobs_callback) o->cfg->logprobs_callback(o->user, lp);
     SD_CHECK(add_token_text(o, token));
     if (last) SD_CHECK(flush_text(o));
     int answer = release(o, token, last ? o->text_len : releasable(o));
     if (o->matched) o->reason = SD_STOP_STRING;
     else if (answer != 0) o->reason = SD_STOP_CALLBACK;
-    else if (last) o->reason = SD_STOP_MAX_TOKENS;
+    else if (last) o->reason = end;
     else *stop = 0;
     return SD_OK;
 }
@@ -163,6 +198,24 @@ void sd_gen_output_take(sd_gen_output_t *o, sd_gen_result_t *out)
     out->text = o->text;
     out->text_len = o->text_len;
     out->stop_reason = o->reason;
+    out->logprobs = o->lps;
+    out->n_top = o->n_top;
+    out->top_tokens = o->top_tokens;
+    out->top_logprobs = o->top_lps;
     o->tokens = NULL;
     o->text = NULL;
+    o->lps = o->top_lps = NULL;
+    o->top_tokens = NULL;
+}
+
+const char *sd_stop_reason_string(sd_stop_reason_t reason)
+{
+    static const char *const names[SD_STOP_REASON_COUNT] = {
+        [SD_STOP_NONE] = "none",          [SD_STOP_MAX_TOKENS] = "max tokens",
+        [SD_STOP_EOS] = "end of text",    [SD_STOP_TOKEN] = "stop token",
+        [SD_STOP_STRING] = "stop string", [SD_STOP_CALLBACK] = "callback",
+        [SD_STOP_ERROR] = "error",        [SD_STOP_CANCELLED] = "cancelled",
+        [SD_STOP_CONTEXT_FULL] = "context full",
+    };
+    return (unsigned)reason < SD_STOP_REASON_COUNT && names[reason] ? names[reason] : "unknown";
 }

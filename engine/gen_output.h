@@ -17,6 +17,10 @@ typedef struct sd_gen_output {
     void *user;
     int32_t *tokens;              /* [cap_tokens] kept tokens */
     size_t n_tokens, cap_tokens;
+    int logprobs, n_top;          /* cfg->logprobs, cfg->top_logprobs (0 without logprobs) */
+    float *lps;                   /* [cap_tokens] their log-probabilities, or NULL */
+    int32_t *top_tokens;          /* [cap_tokens * n_top] alternatives, or NULL */
+    float *top_lps;               /* [cap_tokens * n_top] */
     char *text;                   /* [text_cap] their text, text_len bytes, NUL-terminated */
     size_t text_len, text_cap;
     size_t released;              /* text[0 .. released) has gone to the callback */
@@ -31,15 +35,19 @@ sd_status_t sd_gen_output_init(sd_gen_output_t *o, const sd_model_t *m, const sd
 void sd_gen_output_free(sd_gen_output_t *o);
 
 /* Keep `token` (or stop before it: end of generation, a stop token), decode its text, match
- * stop strings and release what can no longer start one to the callback. last: no token may
- * follow (max_tokens or the context). *stop = 1 with o->reason set when generation ends. */
-sd_status_t sd_gen_output_emit(sd_gen_output_t *o, int32_t token, int last, int *stop);
+ * stop strings and release what can no longer start one to the callback. lp: the token's
+ * log-probabilities when cfg->logprobs (kept with it, and given to cfg->logprobs_callback
+ * before the token callback), else NULL. end: why no token may follow this one
+ * (SD_STOP_MAX_TOKENS, SD_STOP_CONTEXT_FULL), SD_STOP_NONE while more may. *stop = 1 with
+ * o->reason set when generation ends. */
+sd_status_t sd_gen_output_emit(sd_gen_output_t *o, int32_t token, const sd_token_logprobs_t *lp,
+                               sd_stop_reason_t end, int *stop);
 
 /* Generation ended on its own (not on a stop string or max_tokens): held text goes out in
  * one last callback with token -1. */
 sd_status_t sd_gen_output_finish(sd_gen_output_t *o);
 
-/* Move tokens, text and stop reason into out (which then owns them). */
+/* Move tokens, text, log-probabilities and stop reason into out (which then owns them). */
 void sd_gen_output_take(sd_gen_output_t *o, sd_gen_result_t *out);
 
 #endif

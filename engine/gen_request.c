@@ -21,6 +21,15 @@ static sd_status_t check_config(const sd_model_t *m, const sd_gen_config_t *c)
                             c->max_tokens);
     sd_sampler_params_t sp = {c->temperature, c->top_k, c->top_p, c->min_p};
     SD_CHECK(sd_sampler_params_check(&sp));
+    if (c->logprobs != 0 && c->logprobs != 1)
+        return sd_set_error(SD_ERR_INVALID_ARG, "config logprobs = %d, must be 0 or 1", c->logprobs);
+    int max_top = m->hp.n_vocab < SD_MAX_TOP_LOGPROBS ? m->hp.n_vocab : SD_MAX_TOP_LOGPROBS;
+    if (c->top_logprobs < 0 || c->top_logprobs > max_top)
+        return sd_set_error(SD_ERR_INVALID_ARG, "config top_logprobs = %d outside [0, %d]",
+                            c->top_logprobs, max_top);
+    if (c->top_logprobs > 0 && !c->logprobs)
+        return sd_set_error(SD_ERR_INVALID_ARG, "config top_logprobs = %d needs logprobs = 1",
+                            c->top_logprobs);
     if (c->n_stop_strings > 0 && c->stop_strings == NULL)
         return sd_set_error(SD_ERR_INVALID_ARG, "config stop_strings is NULL with n_stop_strings = %zu",
                             c->n_stop_strings);
@@ -61,46 +70,101 @@ static sd_status_t check_prompt(const sd_model_t *m, const int32_t *prompt, size
 
 /* ---- agreement between ranks -------------------------------------------------------- */
 
-/* The request as a hash: prompt, sampler settings, seed, stops and the spec. */
-static uint64_t request_hash(const int32_t *prompt, size_t n_prompt, const sd_gen_config_t *c,
-                             const sd_spec_config_t *s)
+int sd_gen_consistency_check(void)
 {
-    uint64_t h = sd_fnv1a64(SD_FNV64_INIT, &n_prompt, sizeof n_prompt);
-    h = sd_fnv1a64(h, prompt, n_prompt * sizeof *prompt);
-    int32_t ints[] = {c->max_tokens, c->top_k, c->ignore_eos, (int32_t)c->n_stop_strings,
-                      (int32_t)c->n_stop_tokens, (int32_t)s->drafter, s->k, s->adaptive};
-    int32_t words[SD_DRAFTER_HASH_WORDS];
-    float floats[] = {c->temperature, c->top_p, c->min_p, s->min_confidence};
-    h = sd_fnv1a64(h, ints, sizeof ints);
-    h = sd_fnv1a64(h, words, (size_t)sd_spec_hash_words(s, words) * sizeof *words);
-    h = sd_fnv1a64(h, floats, sizeof floats);
-    h = sd_fnv1a64(h, &c->seed, sizeof c->seed);
+    const char *v = getenv("SPECDEC_CHECK_CONSISTENCY");
+    return v == NULL || strcmp(v, "0") != 0;
+}
+
+/* What the ranks compare before a request: every value that decides its tokens, its length
+ * or the collectives it runs. Numbers are compared as they are (and named with both values
+ * in the message); the rest as hashes. */
+enum {
+    REQ_N_PROMPT, REQ_PROMPT, REQ_MAX_TOKENS, REQ_N_CTX, REQ_SEED, REQ_SAMPLER, REQ_STOPS,
+    REQ_SPEC, REQ_MODEL, REQ_CHECK, REQ_FIELDS
+};
+
+static const struct {
+    const char *name;
+    int number; /* 1: the value itself, 0: a hash */
+} req_fields[REQ_FIELDS] = {
+    [REQ_N_PROMPT] = {"the prompt length", 1},
+    [REQ_PROMPT] = {"the prompt tokens", 0},
+    [REQ_MAX_TOKENS] = {"max_tokens", 1},
+    [REQ_N_CTX] = {"the context size (n_ctx)", 1},
+    [REQ_SEED] = {"the seed", 1},
+    [REQ_SAMPLER] = {"the sampler settings (temperature, top_k, top_p, min_p)", 0},
+    [REQ_STOPS] = {"the stops (stop strings, stop tokens, ignore_eos)", 0},
+    [REQ_SPEC] = {"the drafter settings", 0},
+    [REQ_MODEL] = {"the model's shape", 0},
+    [REQ_CHECK] = {"SPECDEC_CHECK_CONSISTENCY", 1},
+};
+
+static void request_digest(const sd_model_t *m, const int32_t *prompt, size_t n_prompt,
+                           const sd_gen_config_t *c, const sd_spec_config_t *s,
+                           uint64_t d[REQ_FIELDS])
+{
+    d[REQ_N_PROMPT] = n_prompt;
+    d[REQ_PROMPT] = sd_fnv1a64(SD_FNV64_INIT, prompt, n_prompt * sizeof *prompt);
+    d[REQ_MAX_TOKENS] = (uint64_t)c->max_tokens;
+    d[REQ_N_CTX] = (uint64_t)m->n_ctx;
+    d[REQ_SEED] = c->seed;
+    float floats[] = {c->temperature, c->top_p, c->min_p};
+    d[REQ_SAMPLER] = sd_fnv1a64(sd_fnv1a64(SD_FNV64_INIT, floats, sizeof floats), &c->top_k,
+                                sizeof c->top_k);
+    uint64_t h = sd_fnv1a64(SD_FNV64_INIT, &c->ignore_eos, sizeof c->ignore_eos);
     for (size_t i = 0; i < c->n_stop_strings; i++)
         h = sd_fnv1a64(h, c->stop_strings[i], strlen(c->stop_strings[i]) + 1);
-    return sd_fnv1a64(h, c->stop_tokens, c->n_stop_tokens * sizeof *c->stop_tokens);
+    h = sd_fnv1a64(h, &c->n_stop_strings, sizeof c->n_stop_strings);
+    d[REQ_STOPS] = sd_fnv1a64(h, c->stop_tokens, c->n_stop_tokens * sizeof *c->stop_tokens);
+    int32_t ints[3 + SD_DRAFTER_HASH_WORDS] = {(int32_t)s->drafter, s->k, s->adaptive};
+    int n = 3 + sd_spec_hash_words(s, ints + 3);
+    d[REQ_SPEC] = sd_fnv1a64(sd_fnv1a64(SD_FNV64_INIT, ints, (size_t)n * sizeof *ints),
+                             &s->min_confidence, sizeof s->min_confidence);
+    const sd_hparams_t *hp = &m->hp;
+    int32_t shape[] = {(int32_t)hp->arch, hp->n_vocab, hp->n_embd, hp->n_layer, hp->n_head,
+                       hp->n_head_kv, hp->head_dim, hp->n_ff};
+    d[REQ_MODEL] = sd_fnv1a64(SD_FNV64_INIT, shape, sizeof shape);
+    d[REQ_CHECK] = (uint64_t)sd_gen_consistency_check();
+}
+
+/* SD_ERR_RANK_DIVERGENCE naming the first field where rank r's request differs from rank
+ * 0's (the same message on every rank), or SD_OK. */
+static sd_status_t compare_digests(const uint64_t *all, int size)
+{
+    for (int r = 1; r < size; r++)
+        for (int f = 0; f < REQ_FIELDS; f++) {
+            uint64_t a = all[f], b = all[(size_t)r * REQ_FIELDS + f];
+            if (a == b) continue;
+            if (!req_fields[f].number)
+                return sd_set_error(SD_ERR_RANK_DIVERGENCE,
+                                    "rank %d was given a different request than rank 0: %s "
+                                    "differ", r, req_fields[f].name);
+            return sd_set_error(SD_ERR_RANK_DIVERGENCE,
+                                "rank %d was given a different request than rank 0: %s is %llu "
+                                "on rank 0, %llu on rank %d", r, req_fields[f].name,
+                                (unsigned long long)a, (unsigned long long)b, r);
+        }
+    return SD_OK;
 }
 
 /* Under TP, before any collective of the request: every rank learns whether any rank
  * refused it (the first refusal's status and message on all), and ranks given different
- * requests (prompt, settings, seed) get SD_ERR_RANK_DIVERGENCE instead of mismatched
- * collectives. A request that validated locally is hashed only then. */
-sd_status_t sd_gen_agree_on_request(sd_comm_t *comm, sd_status_t local, const int32_t *prompt,
+ * requests get SD_ERR_RANK_DIVERGENCE naming what differs instead of mismatched
+ * collectives. A request that validated locally is digested only then. */
+sd_status_t sd_gen_agree_on_request(const sd_model_t *m, sd_status_t local, const int32_t *prompt,
                                     size_t n_prompt, const sd_gen_config_t *c,
                                     const sd_spec_config_t *s)
 {
-    int size = sd_comm_size(comm);
+    int size = sd_comm_size(m->comm);
     if (size == 1) return local;
-    SD_CHECK(sd_comm_agree(comm, local));
-    uint64_t h = request_hash(prompt, n_prompt, c, s);
-    uint64_t *all = malloc((size_t)size * sizeof *all);
-    SD_ALLOC_CHECK(all, (size_t)size * sizeof *all, "request hashes");
-    sd_status_t st = sd_comm_allgather(comm, &h, sizeof h, all);
-    for (int r = 1; st == SD_OK && r < size; r++)
-        if (all[r] != all[0])
-            st = sd_set_error(SD_ERR_RANK_DIVERGENCE,
-                              "rank %d was given a different request than rank 0 (prompt, "
-                              "settings or seed; this rank: %zu prompt tokens, seed %llu)", r,
-                              n_prompt, (unsigned long long)c->seed);
+    SD_CHECK(sd_comm_agree(m->comm, local));
+    uint64_t mine[REQ_FIELDS];
+    request_digest(m, prompt, n_prompt, c, s, mine);
+    uint64_t *all = malloc((size_t)size * sizeof mine);
+    SD_ALLOC_CHECK(all, (size_t)size * sizeof mine, "request digests");
+    sd_status_t st = sd_comm_allgather(m->comm, mine, sizeof mine, all);
+    if (st == SD_OK) st = compare_digests(all, size);
     free(all);
     return st;
 }

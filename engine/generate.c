@@ -4,6 +4,7 @@
  * "Generation". */
 #include <limits.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -18,6 +19,7 @@
 #include "engine/verifier.h"
 #include "model/forward.h"
 #include "model/model.h"
+#include "verify/logprobs.h"
 #include "verify/sampler.h"
 #include "verify/speculative.h"
 
@@ -39,6 +41,9 @@ void sd_gen_result_free(sd_gen_result_t *result)
         return;
     free(result->tokens);
     free(result->text);
+    free(result->logprobs);
+    free(result->top_tokens);
+    free(result->top_logprobs);
     memset(result, 0, sizeof *result);
 }
 
@@ -102,14 +107,6 @@ typedef struct gen {
 
 /* ---- state ------------------------------------------------------------------------- */
 
-/* SPECDEC_CHECK_CONSISTENCY: "0" turns the per-step rank agreement check off; anything
- * else (or unset) keeps it on. It costs one 8-byte allgather per step. */
-static int consistency_check_enabled(void)
-{
-    const char *v = getenv("SPECDEC_CHECK_CONSISTENCY");
-    return v == NULL || strcmp(v, "0") != 0;
-}
-
 /* Drafter, draft length and buffers for spec (NULL or drafter NONE: none). */
 static sd_status_t spec_init(gen_t *g, sd_model_t *m, const sd_spec_config_t *spec)
 {
@@ -145,7 +142,7 @@ static sd_status_t gen_init(gen_t *g, sd_model_t *m, const sd_gen_config_t *c,
     g->prompt = prompt;
     g->n_prompt = n_prompt;
     g->comm = sd_comm_size(m->comm) > 1 ? m->comm : NULL;
-    g->check_consistency = g->comm != NULL && consistency_check_enabled();
+    g->check_consistency = g->comm != NULL && sd_gen_consistency_check();
     SD_CHECK(spec_init(g, m, spec));
     g->n_ctx = (int)sd_gen_kv_positions_for(m, n_prompt, c) + 1; /* prompt + generated */
     int chunk = n_prompt - 1 < SD_PREFILL_CHUNK ? (int)n_prompt - 1 : SD_PREFILL_CHUNK;
@@ -184,12 +181,33 @@ static sd_status_t begin_decoding(gen_t *g)
     return SD_OK;
 }
 
-/* Emit one token: *stop = 1 when generation ends with it (g->out.reason set). */
-static sd_status_t emit(gen_t *g, int32_t token, int *stop)
+/* Emit one token, drawn from row `row` of the step's logits: *stop = 1 when generation ends
+ * with it (g->out.reason set). max_tokens first: a request that asked for exactly what the
+ * context holds got what it asked for. With logprobs the row gives its log-probabilities. */
+static sd_status_t emit(gen_t *g, int32_t token, int row, int *stop)
 {
     size_t n = g->out.n_tokens + 1; /* with this token */
-    int last = n == (size_t)g->cfg->max_tokens || g->n_prompt + n >= (size_t)g->n_ctx;
-    return sd_gen_output_emit(&g->out, token, last, stop);
+    sd_stop_reason_t end = n == (size_t)g->cfg->max_tokens ? SD_STOP_MAX_TOKENS
+                           : g->n_prompt + n >= (size_t)g->n_ctx ? SD_STOP_CONTEXT_FULL
+                                                                  : SD_STOP_NONE;
+    if (!g->cfg->logprobs) return sd_gen_output_emit(&g->out, token, NULL, end, stop);
+    int32_t top[SD_MAX_TOP_LOGPROBS];
+    float top_lp[SD_MAX_TOP_LOGPROBS];
+    sd_token_logprobs_t lp = {.token = token, .top_tokens = top, .top_logprobs = top_lp};
+    const float *logits = g->seq.logits + (size_t)row * (size_t)g->n_vocab;
+    lp.n_top = sd_logprobs_row(logits, g->n_vocab, token, g->out.n_top, &lp.logprob, top, top_lp);
+    return sd_gen_output_emit(&g->out, token, &lp, end, stop);
+}
+
+/* With logprobs, the step's rows that hold logits only on the device (the verify kernel's
+ * forward) come to the host: rows 0 .. n_rows - 1, the rows of the tokens it emits. */
+static sd_status_t fetch_rows(gen_t *g, int n_rows)
+{
+    if (!g->cfg->logprobs || !g->seq.keep_logits_on_device) return SD_OK;
+    sd_backend_t *be = g->model->backend;
+    sd_backend_download(be, g->seq.logits, g->seq.sc.logits_dev,
+                        (size_t)n_rows * (size_t)g->n_vocab * sizeof(float));
+    return sd_backend_sync(be);
 }
 
 /* The draft length to ask the drafter for: the controller's k, or for a drafter that
@@ -300,12 +318,13 @@ static sd_status_t draft(gen_t *g, size_t len, int max_rows, int *n, int *has_q,
  * (the rest of the block is dropped). */
 static sd_status_t emit_block(gen_t *g, const sd_spec_result_t *r, int *stop)
 {
+    SD_CHECK(fetch_rows(g, r->n_accepted + 1));
     for (int i = 0; i < r->n_accepted; i++) {
-        SD_CHECK(emit(g, g->plan.tokens[1 + i], stop));
+        SD_CHECK(emit(g, g->plan.tokens[1 + i], i, stop));
         if (*stop)
             return SD_OK;
     }
-    return emit(g, r->next_token, stop);
+    return emit(g, r->next_token, r->n_accepted, stop);
 }
 
 static sd_status_t call_hook(gen_t *g, int n, const sd_spec_result_t *r)
@@ -317,35 +336,72 @@ static sd_status_t call_hook(gen_t *g, int n, const sd_spec_result_t *r)
     return g->opts->hook(g->opts->hook_user, &v);
 }
 
-/* Under TP every rank must accept the same tokens: compare a hash of this step's
- * outcome (position, drafts accepted, their tokens, the next token) across the ranks
- * (one 8-byte allgather). A disagreement is SD_ERR_RANK_DIVERGENCE naming the step on
- * every rank, instead of mismatched collectives later. */
-static sd_status_t check_ranks_agree(gen_t *g, size_t len, const sd_spec_result_t *r)
+/* How a step ended on a rank, as the ranks compare it: 0 when generation goes on, else
+ * STEP_STOPPED with the stop reason and the tokens kept, or STEP_FAILED with the status. */
+#define STEP_STOPPED (1ull << 62)
+#define STEP_FAILED (1ull << 63)
+
+static uint64_t step_end(const gen_t *g, sd_status_t emitted, int stop)
+{
+    if (emitted != SD_OK) return STEP_FAILED | (uint64_t)emitted;
+    return stop ? STEP_STOPPED | (uint64_t)g->out.reason << 40 | g->out.n_tokens : 0;
+}
+
+static const char *step_end_text(uint64_t end, char *buf, size_t cap)
+{
+    if (end & STEP_FAILED)
+        snprintf(buf, cap, "failed (%s)", sd_status_string((sd_status_t)(end & 0xffff)));
+    else if (end & STEP_STOPPED)
+        snprintf(buf, cap, "stopped after %llu tokens (%s)",
+                 (unsigned long long)(end & ((1ull << 40) - 1)),
+                 sd_stop_reason_string((sd_stop_reason_t)((end >> 40) & 0xff)));
+    else
+        snprintf(buf, cap, "went on");
+    return buf;
+}
+
+/* Under TP every rank must accept the same tokens and end at the same one: after the step's
+ * tokens were emitted, compare a hash of its outcome (position, drafts accepted, their
+ * tokens, the next token) and how it ended (a stop, e.g. a callback's on one rank only, or
+ * a local failure) across the ranks (one 16-byte allgather). A disagreement is
+ * SD_ERR_RANK_DIVERGENCE naming the step on every rank at once, instead of mismatched
+ * collectives or a rank waiting out its deadline. emitted: this rank's emit status,
+ * returned when the ranks agree. */
+static sd_status_t check_ranks_agree(gen_t *g, size_t len, const sd_spec_result_t *r,
+                                     sd_status_t emitted, int stop)
 {
     if (!g->check_consistency)
-        return SD_OK;
+        return emitted;
     uint64_t w[3] = {len, (uint64_t)r->n_accepted, (uint64_t)(uint32_t)r->next_token};
     uint64_t h = sd_fnv1a64(SD_FNV64_INIT, w, sizeof w);
     for (int i = 0; i < r->n_accepted; i++) {
         uint64_t t = (uint64_t)(uint32_t)g->plan.tokens[1 + i];
         h = sd_fnv1a64(h, &t, sizeof t);
     }
+    uint64_t mine[2] = {h, step_end(g, emitted, stop)};
     int size = sd_comm_size(g->comm);
-    uint64_t *all = malloc((size_t)size * sizeof *all);
-    SD_ALLOC_CHECK(all, (size_t)size * sizeof *all, "consistency hashes");
-    sd_status_t st = sd_comm_allgather(g->comm, &h, sizeof h, all);
-    int bad = -1;
-    for (int rk = 1; st == SD_OK && rk < size && bad < 0; rk++)
-        if (all[rk] != all[0]) bad = rk;
-    if (bad >= 0)
+    uint64_t *all = malloc((size_t)size * sizeof mine);
+    SD_ALLOC_CHECK(all, (size_t)size * sizeof mine, "consistency hashes");
+    sd_status_t st = sd_comm_allgather(g->comm, mine, sizeof mine, all);
+    int bad = -1, part = 0; /* the first rank that differs from rank 0: in part 0 (tokens), else 1 */
+    for (; st == SD_OK && bad < 0 && part < 2; part += bad < 0)
+        for (int rk = 1; rk < size && bad < 0; rk++)
+            if (all[2 * rk + part] != all[part]) bad = rk;
+    char a[80], b[80];
+    if (bad >= 0 && part == 0)
         st = sd_set_error(SD_ERR_RANK_DIVERGENCE,
                           "ranks disagree on the tokens of step %llu (position %zu): rank 0 "
                           "hash %016llx, rank %d hash %016llx",
                           (unsigned long long)g->n_steps, len, (unsigned long long)all[0], bad,
-                          (unsigned long long)all[bad]);
+                          (unsigned long long)all[2 * bad]);
+    else if (bad >= 0)
+        st = sd_set_error(SD_ERR_RANK_DIVERGENCE,
+                          "ranks disagree on where generation ends at step %llu (position %zu): "
+                          "rank 0 %s, rank %d %s", (unsigned long long)g->n_steps, len,
+                          step_end_text(all[1], a, sizeof a), bad,
+                          step_end_text(all[2 * bad + 1], b, sizeof b));
     free(all);
-    return st;
+    return st != SD_OK ? st : emitted;
 }
 
 /* Plan a step: the drafter proposes; the forward is [last token, drafts]. */
@@ -375,12 +431,15 @@ static sd_status_t step_advance(gen_t *g, int *stop)
                              g->plan.has_q ? g->draft.q : NULL, n, &r));
     g->stats.verify_seconds += sd_now() - g->t_plan; /* the forward and the check */
     g->n_steps++;
+    /* test-only: SPECDEC_FAULT corrupt / corrupt-draft */
     if (sd_comm_fault_corrupt_step(g->comm, g->n_steps))
-        r.next_token = (r.next_token + 1) % g->n_vocab; /* test-only: SPECDEC_FAULT corrupt */
-    SD_CHECK(check_ranks_agree(g, len, &r));
+        r.next_token = (r.next_token + 1) % g->n_vocab;
+    if (r.n_accepted > 0 && sd_comm_fault_corrupt_draft(g->comm, g->n_steps))
+        g->plan.tokens[1] = (g->plan.tokens[1] + 1) % g->n_vocab;
     sd_gen_stats_step(&g->stats, n, r.n_accepted);
     sd_spec_k_update_for(&g->draft.kc, evidence, n, r.n_accepted);
-    SD_CHECK(emit_block(g, &r, stop));
+    sd_status_t emitted = emit_block(g, &r, stop);
+    SD_CHECK(check_ranks_agree(g, len, &r, emitted, *stop));
     if (*stop)
         return SD_OK;
     SD_CHECK(sd_kv_cache_truncate(&g->seq.kv, (int)len + r.n_accepted));
@@ -395,7 +454,8 @@ static sd_status_t step_advance(gen_t *g, int *stop)
 /* Generation ended (SD_OK): held text, timings, statistics. */
 static sd_status_t finish_run(gen_t *g, sd_gen_result_t *out)
 {
-    if (g->out.reason != SD_STOP_STRING && g->out.reason != SD_STOP_MAX_TOKENS)
+    sd_stop_reason_t why = g->out.reason;
+    if (why != SD_STOP_STRING && why != SD_STOP_MAX_TOKENS && why != SD_STOP_CONTEXT_FULL)
         SD_CHECK(sd_gen_output_finish(&g->out));
     double t_end = sd_now();
     out->prefill_seconds = g->t_decode - g->t_start;
@@ -425,7 +485,7 @@ sd_status_t sd_gen_new(sd_model_t *model, const int32_t *prompt, size_t n_prompt
     sd_status_t st = sd_gen_check("sd_generate", model, prompt, n_prompt, config, spec,
                                   opts != NULL && opts->drafter != NULL);
     if (model == NULL || config == NULL) return st;
-    SD_CHECK(sd_gen_agree_on_request(model->comm, st, prompt, n_prompt, config, spec));
+    SD_CHECK(sd_gen_agree_on_request(model, st, prompt, n_prompt, config, spec));
     gen_t *g = calloc(1, sizeof *g);
     SD_ALLOC_CHECK(g, sizeof *g, "generation state");
     *g = (gen_t){.opts = opts, .batched = batched};

@@ -155,6 +155,13 @@ static int on_token(void *user, int32_t token, const char *text, size_t len)
     return r->callback ? r->callback(r->user, token, text, len) : 0;
 }
 
+/* The log-probabilities callback a generation gets when its caller gave one. */
+static void on_logprobs(void *user, const sd_token_logprobs_t *lp)
+{
+    sd_request_t *r = user;
+    r->logprobs_callback(r->user, lp);
+}
+
 /* ---- the scheduler -------------------------------------------------------------------- */
 
 /* End active request i (engine->mu not held): its result and counters; it leaves the batch. */
@@ -181,7 +188,8 @@ static void finish_active(sd_engine_t *e, int i, sd_status_t st, int cancelled)
     memmove(&e->active[i], &e->active[i + 1], (size_t)(e->n_active - i - 1) * sizeof *e->active);
     e->n_active--;
     request_complete(r, st, &res); /* done before shutdown can see the batch empty */
-    if (e->n_active == 0 && e->queue_head == NULL) pthread_cond_broadcast(&e->idle_cv);
+    if (e->n_active == 0 && e->n_admitting == 0 && e->queue_head == NULL)
+        pthread_cond_broadcast(&e->idle_cv);
     pthread_mutex_unlock(&e->mu);
 }
 
@@ -210,6 +218,7 @@ static void pop_admissions(sd_engine_t *e, sched_decision_t *d)
         kv += r->kv_positions;
         d->admit[d->n_admit++] = r;
     }
+    e->n_admitting += d->n_admit;
 }
 
 /* Remove cancelled requests from the queue; past the shutdown deadline, all of them
@@ -239,6 +248,7 @@ static void admit_requests(sd_engine_t *e, sd_request_t *const *list, int n)
         sd_status_t st = sd_gen_new(e->model, r->prompt, r->n_prompt, &r->config, &e->p.spec, NULL,
                                     on_token, r, 1, &r->gen);
         pthread_mutex_lock(&e->mu);
+        e->n_admitting--;
         e->m.prompt_tokens += r->n_prompt;
         if (st != SD_OK) {
             finish_queued(e, r, st);
@@ -480,6 +490,9 @@ static sd_status_t follower_accept(sd_engine_t *e, sched_decision_t *d)
         r->kv_positions = sd_gen_kv_positions_for(e->model, r->n_prompt, &r->config);
         r->t_submit = r->t_admit = sd_now();
     }
+    pthread_mutex_lock(&e->mu);
+    e->n_admitting += d->n_admit;
+    pthread_mutex_unlock(&e->mu);
     return SD_OK;
 }
 
@@ -500,6 +513,7 @@ static int iterate(sd_engine_t *e)
     if (st != SD_OK) {
         if (e->rank == 0) { /* popped for admission, not yet admitted */
             pthread_mutex_lock(&e->mu);
+            e->n_admitting -= d->n_admit;
             for (int i = 0; i < d->n_admit; i++) finish_queued(e, d->admit[i], st);
             pthread_mutex_unlock(&e->mu);
         }
@@ -634,8 +648,8 @@ sd_status_t sd_engine_create(const sd_engine_params_t *params, sd_engine_t **out
     return SD_OK;
 }
 
-/* Queue r or refuse it with SD_ERR_BUSY (engine->mu held). */
-static sd_status_t enqueue(sd_engine_t *e, sd_request_t *r)
+/* Queue rs[n] together or refuse them all with SD_ERR_BUSY (engine->mu held). */
+static sd_status_t enqueue(sd_engine_t *e, sd_request_t *const *rs, int n)
 {
     if (e->failed != SD_OK)
         return sd_set_error(e->failed, "the engine's tensor-parallel group failed (%s); it "
@@ -644,16 +658,82 @@ static sd_status_t enqueue(sd_engine_t *e, sd_request_t *r)
         return sd_set_error(SD_ERR_BUSY, "the engine is shutting down and accepts no requests");
     int waiting = 0;
     for (sd_request_t *q = e->queue_head; q != NULL; q = q->next) waiting++;
-    if (waiting + e->n_active >= e->p.max_active + e->p.max_queued)
+    int active = e->n_active + e->n_admitting;
+    if (waiting + active + n > e->p.max_active + e->p.max_queued)
         return sd_set_error(SD_ERR_BUSY, "%d requests active and %d queued: the queue (max_queued "
-                            "= %d) is full", e->n_active, waiting, e->p.max_queued);
-    r->t_submit = sd_now();
-    if (e->queue_tail) e->queue_tail->next = r;
-    else e->queue_head = r;
-    e->queue_tail = r;
-    e->m.submitted++;
+                            "= %d) cannot take %d more", active, waiting, e->p.max_queued, n);
+    double now = sd_now();
+    for (int i = 0; i < n; i++) {
+        sd_request_t *r = rs[i];
+        r->t_submit = now;
+        if (e->queue_tail) e->queue_tail->next = r;
+        else e->queue_head = r;
+        e->queue_tail = r;
+    }
+    e->m.submitted += (uint64_t)n;
     pthread_cond_signal(&e->work_cv);
     return SD_OK;
+}
+
+/* Validate a submission of n generations (the caller named in messages) and make request i
+ * of rs[n] with the seed sd_choice_seed(config->seed, i) and user users[i]; a refusal is
+ * counted as invalid. */
+static sd_status_t make_requests(sd_engine_t *e, const char *caller, const int32_t *prompt,
+                                 size_t n_prompt, const sd_gen_config_t *config, int n,
+                                 sd_token_callback callback, void *const *users,
+                                 sd_request_t **rs)
+{
+    sd_status_t st = sd_gen_check(caller, e->model, prompt, n_prompt, config, &e->p.spec, 0);
+    size_t kv = st == SD_OK ? sd_gen_kv_positions_for(e->model, n_prompt, config) : 0;
+    if (st == SD_OK && kv > e->m.kv_positions_cap)
+        st = sd_set_error(SD_ERR_CONTEXT_FULL,
+                          "request needs %zu KV positions (%zu prompt + %d max_tokens) but the "
+                          "engine holds at most %zu", kv, n_prompt, config->max_tokens,
+                          e->m.kv_positions_cap);
+    int made = 0;
+    for (; st == SD_OK && made < n; made++) {
+        sd_request_t *r = NULL;
+        st = sched_request_new(prompt, n_prompt, config, &r);
+        if (st != SD_OK) break;
+        r->config.seed = sd_choice_seed(config->seed, made);
+        r->engine = e;
+        r->callback = callback;
+        r->logprobs_callback = config->logprobs_callback;
+        r->config.logprobs_callback = config->logprobs_callback ? on_logprobs : NULL;
+        r->user = users ? users[made] : NULL;
+        r->kv_positions = kv;
+        rs[made] = r;
+    }
+    if (st == SD_OK) return SD_OK;
+    while (made > 0) sched_request_destroy(rs[--made]);
+    pthread_mutex_lock(&e->mu);
+    e->m.rejected_invalid++;
+    pthread_mutex_unlock(&e->mu);
+    return st;
+}
+
+/* The checks every submit makes before anything else. */
+static sd_status_t check_submit(const sd_engine_t *e, const char *caller, const void *out)
+{
+    if (e == NULL || out == NULL)
+        return sd_set_error(SD_ERR_INVALID_ARG, "%s: %s is NULL", caller,
+                            e == NULL ? "engine" : "out");
+    if (e->rank != 0)
+        return sd_set_error(SD_ERR_INVALID_ARG, "%s on rank %d: requests are submitted on rank "
+                            "0 of a tensor-parallel engine", caller, e->rank);
+    return SD_OK;
+}
+
+/* Queue rs[n] (made by make_requests) or destroy them with the refusal. */
+static sd_status_t submit_requests(sd_engine_t *e, sd_request_t **rs, int n)
+{
+    pthread_mutex_lock(&e->mu);
+    sd_status_t st = enqueue(e, rs, n);
+    if (st != SD_OK) e->m.rejected_busy++;
+    pthread_mutex_unlock(&e->mu);
+    if (st != SD_OK)
+        for (int i = 0; i < n; i++) sched_request_destroy(rs[i]);
+    return st;
 }
 
 sd_status_t sd_engine_submit(sd_engine_t *e, const int32_t *prompt, size_t n_prompt,
@@ -661,41 +741,43 @@ sd_status_t sd_engine_submit(sd_engine_t *e, const int32_t *prompt, size_t n_pro
                              void *user, sd_request_t **out)
 {
     if (out != NULL) *out = NULL;
-    if (e == NULL || out == NULL)
-        return sd_set_error(SD_ERR_INVALID_ARG, "sd_engine_submit: %s is NULL",
-                            e == NULL ? "engine" : "out");
-    if (e->rank != 0)
-        return sd_set_error(SD_ERR_INVALID_ARG, "sd_engine_submit on rank %d: requests are "
-                            "submitted on rank 0 of a tensor-parallel engine", e->rank);
-    sd_status_t st = sd_gen_check("sd_engine_submit", e->model, prompt, n_prompt, config,
-                                  &e->p.spec, 0);
-    size_t kv = st == SD_OK ? sd_gen_kv_positions_for(e->model, n_prompt, config) : 0;
-    if (st == SD_OK && kv > e->m.kv_positions_cap)
-        st = sd_set_error(SD_ERR_CONTEXT_FULL,
-                          "request needs %zu KV positions (%zu prompt + %d max_tokens) but the "
-                          "engine holds at most %zu", kv, n_prompt, config->max_tokens,
-                          e->m.kv_positions_cap);
+    SD_CHECK(check_submit(e, "sd_engine_submit", out));
     sd_request_t *r = NULL;
-    if (st == SD_OK) st = sched_request_new(prompt, n_prompt, config, &r);
-    if (st != SD_OK) {
-        pthread_mutex_lock(&e->mu);
-        e->m.rejected_invalid++;
-        pthread_mutex_unlock(&e->mu);
-        return st;
-    }
-    r->engine = e;
-    r->callback = callback;
-    r->user = user;
-    r->kv_positions = kv;
-    pthread_mutex_lock(&e->mu);
-    st = enqueue(e, r);
-    if (st != SD_OK) e->m.rejected_busy++;
-    pthread_mutex_unlock(&e->mu);
-    if (st != SD_OK) {
-        sched_request_destroy(r);
-        return st;
-    }
+    void *users[1] = {user};
+    SD_CHECK(make_requests(e, "sd_engine_submit", prompt, n_prompt, config, 1, callback, users, &r));
+    SD_CHECK(submit_requests(e, &r, 1));
     *out = r;
+    return SD_OK;
+}
+
+uint64_t sd_choice_seed(uint64_t seed, int i)
+{
+    if (i == 0) return seed;
+    uint64_t z = seed + (uint64_t)i * 0x9E3779B97F4A7C15ull; /* splitmix64 */
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return (z ^ (z >> 31)) >> 11;
+}
+
+sd_status_t sd_engine_submit_choices(sd_engine_t *e, const int32_t *prompt, size_t n_prompt,
+                                     const sd_gen_config_t *config, int n,
+                                     sd_token_callback callback, void *const *users,
+                                     sd_request_t **out)
+{
+    const char *caller = "sd_engine_submit_choices";
+    for (int i = 0; out != NULL && i < n && i < SD_MAX_CHOICES; i++) out[i] = NULL;
+    SD_CHECK(check_submit(e, caller, out));
+    if (n < 1 || n > SD_MAX_CHOICES)
+        return sd_set_error(SD_ERR_INVALID_ARG, "%s: n = %d outside [1, %d]", caller, n,
+                            SD_MAX_CHOICES);
+    if (n > e->p.max_active + e->p.max_queued)
+        return sd_set_error(SD_ERR_INVALID_ARG, "%s: n = %d exceeds what the engine queues at "
+                            "once (max_active %d + max_queued %d)", caller, n, e->p.max_active,
+                            e->p.max_queued);
+    sd_request_t *rs[SD_MAX_CHOICES];
+    SD_CHECK(make_requests(e, caller, prompt, n_prompt, config, n, callback, users, rs));
+    SD_CHECK(submit_requests(e, rs, n));
+    memcpy(out, rs, (size_t)n * sizeof *rs);
     return SD_OK;
 }
 
@@ -763,7 +845,7 @@ void sd_engine_shutdown(sd_engine_t *e, double grace_seconds)
     double deadline = sd_now() + (grace_seconds > 0 ? grace_seconds : 0);
     if (e->deadline == 0.0 || deadline < e->deadline) e->deadline = deadline;
     pthread_cond_signal(&e->work_cv);
-    while (e->n_active > 0 || e->queue_head != NULL) {
+    while (e->n_active > 0 || e->n_admitting > 0 || e->queue_head != NULL) {
         struct timespec tick = deadline_in(0.05); /* the scheduler may be mid-step */
         pthread_cond_signal(&e->work_cv);
         pthread_cond_timedwait(&e->idle_cv, &e->mu, &tick);
@@ -807,7 +889,7 @@ sd_status_t sd_engine_get_metrics(sd_engine_t *e, sd_engine_metrics_t *out)
                             e == NULL ? "engine" : "out");
     pthread_mutex_lock(&e->mu);
     *out = e->m;
-    out->active = e->n_active;
+    out->active = e->n_active + e->n_admitting;
     out->queued = 0;
     for (sd_request_t *q = e->queue_head; q != NULL; q = q->next) out->queued++;
     pthread_mutex_unlock(&e->mu);

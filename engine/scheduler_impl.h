@@ -35,6 +35,7 @@ struct sd_request {
     char **stops;             /* [config.n_stop_strings] */
     int32_t *stop_tokens;     /* [config.n_stop_tokens] */
     sd_token_callback callback;
+    sd_logprobs_callback logprobs_callback; /* the caller's (config.logprobs_callback wraps it) */
     void *user;
     size_t kv_positions;      /* the target cache it holds once admitted */
     size_t kv_bytes;          /* its bytes, once admitted */
@@ -68,6 +69,8 @@ struct sd_engine {
     sd_request_t *queue_head, *queue_tail;
     sd_request_t **active;    /* [max_active], scheduler-owned order of admission */
     int n_active;             /* guarded by mu (read by metrics) */
+    int n_admitting;          /* taken off the queue, generation being built (mu): counted
+                                 with the active ones by submit's limit, metrics, shutdown */
     int accepting, stopping;
     double deadline;          /* shutdown: cancel everything after this (0: none) */
     sd_batch_t batch;

@@ -4,7 +4,8 @@
  *
  *   int32 cancel[n_cancel]                      active indices, descending
  *   per admitted request, in admission order:
- *     u64 n_prompt; i32 max_tokens, top_k, ignore_eos; f32 temperature, top_p, min_p;
+ *     u64 n_prompt; i32 max_tokens, top_k, ignore_eos, logprobs, top_logprobs;
+ *     f32 temperature, top_p, min_p;
  *     u64 seed; u32 n_stop_strings, n_stop_tokens; i32 prompt[n_prompt];
  *     i32 stop_tokens[n_stop_tokens]; per stop string: u32 length, bytes
  *
@@ -63,7 +64,7 @@ static void put_request(wire_t *w, const sd_request_t *r)
 {
     const sd_gen_config_t *c = &r->config;
     uint64_t n_prompt = r->n_prompt, seed = c->seed;
-    int32_t ints[3] = {c->max_tokens, c->top_k, c->ignore_eos};
+    int32_t ints[5] = {c->max_tokens, c->top_k, c->ignore_eos, c->logprobs, c->top_logprobs};
     float floats[3] = {c->temperature, c->top_p, c->min_p};
     uint32_t counts[2] = {(uint32_t)c->n_stop_strings, (uint32_t)c->n_stop_tokens};
     put(w, &n_prompt, sizeof n_prompt);
@@ -84,7 +85,7 @@ static void put_request(wire_t *w, const sd_request_t *r)
 static sd_status_t get_request(sd_engine_t *e, wire_t *w, sd_request_t **out)
 {
     uint64_t n_prompt = 0;
-    int32_t ints[3];
+    int32_t ints[5];
     float floats[3];
     uint32_t counts[2];
     sd_gen_config_t c;
@@ -100,6 +101,8 @@ static sd_status_t get_request(sd_engine_t *e, wire_t *w, sd_request_t **out)
     c.max_tokens = ints[0];
     c.top_k = ints[1];
     c.ignore_eos = ints[2];
+    c.logprobs = ints[3]; /* computed on every rank alike; only rank 0 has a caller */
+    c.top_logprobs = ints[4];
     c.temperature = floats[0];
     c.top_p = floats[1];
     c.min_p = floats[2];

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "core/check.h"
+#include "core/escape.h"
 #include "gguf/gguf.h"
 
 #define GGUF_MAX_NESTING 8
@@ -42,7 +43,7 @@ static int take_u64(cursor_t *c, uint64_t *v) { return take(c, v, sizeof *v); }
 static sd_status_t truncated(const cursor_t *c, const char *fmt, ...) SD_PRINTF(2, 3);
 static sd_status_t truncated(const cursor_t *c, const char *fmt, ...)
 {
-    char field[256];
+    char field[SD_ESCAPE_BUF + 128];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(field, sizeof field, fmt, ap);
@@ -89,7 +90,7 @@ static sd_status_t take_type(cursor_t *c, gguf_type_t *t, const char *what)
 /* Array header: element type and count, the count bounded by the bytes left. */
 static sd_status_t take_array_header(cursor_t *c, gguf_type_t *elem, uint64_t *n, const char *what)
 {
-    char field[200];
+    char field[SD_ESCAPE_BUF + 96];
     snprintf(field, sizeof field, "%s array element type", what);
     SD_CHECK(take_type(c, elem, field));
     if (!take_u64(c, n)) return truncated(c, "%s array count", what);
@@ -265,12 +266,12 @@ static sd_status_t parse_header(cursor_t *c, gguf_file_t *f)
 
 static sd_status_t parse_kv(cursor_t *c, gguf_kv_t *kv, uint64_t idx)
 {
-    char what[160];
+    char what[SD_ESCAPE_BUF + 32];
     snprintf(what, sizeof what, "kv[%llu] key", (unsigned long long)idx);
     SD_CHECK(take_str(c, &kv->key, what));
-    snprintf(what, sizeof what, "kv[%llu] '%.*s'", (unsigned long long)idx,
-             (int)(kv->key.len > 100 ? 100 : kv->key.len), kv->key.data);
-    char field[200];
+    snprintf(what, sizeof what, "kv[%llu] '%s'", (unsigned long long)idx,
+             SD_ESC(kv->key.data, kv->key.len));
+    char field[SD_ESCAPE_BUF + 64];
     snprintf(field, sizeof field, "%s value type", what);
     SD_CHECK(take_type(c, &kv->type, field));
     if (kv->type == GGUF_TYPE_STRING) return take_str(c, &kv->v.str, what);
@@ -286,8 +287,8 @@ static sd_status_t parse_kvs(cursor_t *c, gguf_file_t *f)
     int64_t a, b;
     SD_CHECK(find_duplicate(f->kv, sizeof *f->kv, f->n_kv, &a, &b));
     if (a >= 0)
-        return sd_set_error(SD_ERR_BAD_MODEL, "GGUF: duplicate key '%.*s' (kv[%lld] and kv[%lld])",
-                            (int)f->kv[b].key.len, f->kv[b].key.data, (long long)a, (long long)b);
+        return sd_set_error(SD_ERR_BAD_MODEL, "GGUF: duplicate key '%s' (kv[%lld] and kv[%lld])",
+                            SD_ESC(f->kv[b].key.data, f->kv[b].key.len), (long long)a, (long long)b);
     return SD_OK;
 }
 
@@ -304,17 +305,18 @@ static sd_status_t read_alignment(gguf_file_t *f)
     return SD_OK;
 }
 
-#define TNAME(t) (int)((t)->name.len > 100 ? 100 : (t)->name.len), (t)->name.data
+/* a tensor's name in a message (its bytes come from the file) */
+#define TNAME(t) SD_ESC((t)->name.data, (t)->name.len)
 
 static sd_status_t check_tensor_type(gguf_tensor_t *t, uint32_t id)
 {
     const char *name = sd_dtype_name(id);
     if (name == NULL)
-        return sd_set_error(SD_ERR_UNSUPPORTED_TYPE, "GGUF: tensor '%.*s' has unknown type id %u",
+        return sd_set_error(SD_ERR_UNSUPPORTED_TYPE, "GGUF: tensor '%s' has unknown type id %u",
                             TNAME(t), id);
     if (!sd_dtype_supported(id))
         return sd_set_error(SD_ERR_UNSUPPORTED_TYPE,
-                            "GGUF: tensor '%.*s' has type %s (id %u), which this build does not "
+                            "GGUF: tensor '%s' has type %s (id %u), which this build does not "
                             "support",
                             TNAME(t), name, id);
     t->type = (sd_dtype_t)id;
@@ -327,7 +329,7 @@ static sd_status_t tensor_nbytes(gguf_tensor_t *t)
     int64_t blk = sd_dtype_block_elems(t->type);
     if (blk <= 0 || t->ne[0] % blk != 0)
         return sd_set_error(SD_ERR_BAD_MODEL,
-                            "GGUF: tensor '%.*s' ne[0] = %lld is not a multiple of the %s block "
+                            "GGUF: tensor '%s' ne[0] = %lld is not a multiple of the %s block "
                             "size %lld",
                             TNAME(t), (long long)t->ne[0], sd_dtype_name(t->type), (long long)blk);
     uint64_t rows = 1, bytes;
@@ -338,7 +340,7 @@ static sd_status_t tensor_nbytes(gguf_tensor_t *t)
     over |= __builtin_mul_overflow(bytes, rows, &bytes);
     if (over || bytes > SIZE_MAX)
         return sd_set_error(SD_ERR_BAD_MODEL,
-                            "GGUF: tensor '%.*s' size overflows (ne = {%lld, %lld, %lld, %lld})",
+                            "GGUF: tensor '%s' size overflows (ne = {%lld, %lld, %lld, %lld})",
                             TNAME(t), (long long)t->ne[0], (long long)t->ne[1], (long long)t->ne[2],
                             (long long)t->ne[3]);
     t->nbytes = (size_t)bytes;
@@ -351,29 +353,29 @@ static sd_status_t parse_tensor_info(cursor_t *c, const gguf_file_t *f, gguf_ten
     char what[64];
     snprintf(what, sizeof what, "tensor[%llu] name", (unsigned long long)idx);
     SD_CHECK(take_str(c, &t->name, what));
-    if (!take_u32(c, &t->n_dims)) return truncated(c, "tensor '%.*s' n_dims", TNAME(t));
+    if (!take_u32(c, &t->n_dims)) return truncated(c, "tensor '%s' n_dims", TNAME(t));
     if (t->n_dims < 1 || t->n_dims > 4)
-        return sd_set_error(SD_ERR_BAD_MODEL, "GGUF: tensor '%.*s' n_dims %u is not in 1..4",
+        return sd_set_error(SD_ERR_BAD_MODEL, "GGUF: tensor '%s' n_dims %u is not in 1..4",
                             TNAME(t), t->n_dims);
     for (int d = 0; d < 4; d++) t->ne[d] = 1;
     for (uint32_t d = 0; d < t->n_dims; d++) {
         uint64_t ne;
-        if (!take_u64(c, &ne)) return truncated(c, "tensor '%.*s' ne[%u]", TNAME(t), d);
+        if (!take_u64(c, &ne)) return truncated(c, "tensor '%s' ne[%u]", TNAME(t), d);
         if (ne == 0 || ne > INT64_MAX)
             return sd_set_error(SD_ERR_BAD_MODEL,
-                                "GGUF: tensor '%.*s' ne[%u] = %llu is not in 1..2^63-1", TNAME(t),
+                                "GGUF: tensor '%s' ne[%u] = %llu is not in 1..2^63-1", TNAME(t),
                                 d, (unsigned long long)ne);
         t->ne[d] = (int64_t)ne;
     }
     uint32_t type_id;
-    if (!take_u32(c, &type_id)) return truncated(c, "tensor '%.*s' type", TNAME(t));
-    if (!take_u64(c, &t->offset)) return truncated(c, "tensor '%.*s' offset", TNAME(t));
+    if (!take_u32(c, &type_id)) return truncated(c, "tensor '%s' type", TNAME(t));
+    if (!take_u64(c, &t->offset)) return truncated(c, "tensor '%s' offset", TNAME(t));
     SD_CHECK(check_tensor_type(t, type_id));
     SD_CHECK(tensor_nbytes(t));
     if (t->offset % f->alignment != 0)
         return sd_set_error(
             SD_ERR_BAD_MODEL,
-            "GGUF: tensor '%.*s' offset %llu is not a multiple of the alignment %zu", TNAME(t),
+            "GGUF: tensor '%s' offset %llu is not a multiple of the alignment %zu", TNAME(t),
             (unsigned long long)t->offset, f->alignment);
     return SD_OK;
 }
@@ -396,7 +398,7 @@ static sd_status_t place_tensors(const cursor_t *c, gguf_file_t *f)
         gguf_tensor_t *t = &f->tensors[i];
         if (t->offset > avail || t->nbytes > avail - t->offset)
             return sd_set_error(SD_ERR_BAD_MODEL,
-                                "GGUF: tensor '%.*s' data [offset %llu, +%zu) past end of file "
+                                "GGUF: tensor '%s' data [offset %llu, +%zu) past end of file "
                                 "(data section %zu bytes at %zu, file size %zu)",
                                 TNAME(t), (unsigned long long)t->offset, t->nbytes, avail,
                                 f->data_offset, c->size);
@@ -415,7 +417,7 @@ static sd_status_t parse_tensors(cursor_t *c, gguf_file_t *f)
     SD_CHECK(find_duplicate(f->tensors, sizeof *f->tensors, f->n_tensors, &a, &b));
     if (a >= 0)
         return sd_set_error(SD_ERR_BAD_MODEL,
-                            "GGUF: duplicate tensor name '%.*s' (tensor[%lld] and tensor[%lld])",
+                            "GGUF: duplicate tensor name '%s' (tensor[%lld] and tensor[%lld])",
                             TNAME(&f->tensors[b]), (long long)a, (long long)b);
     return place_tensors(c, f);
 }

@@ -624,7 +624,8 @@ static sd_status_t write_gpt2(gguf_writer_t *w, const sd_synth_spec_t *s, const 
     SD_CHECK(gguf_writer_set_u32(w, "tokenizer.ggml.eos_token_id", (uint32_t)(v->n - 3)));
     SD_CHECK(gguf_writer_set_u32(w, "tokenizer.ggml.eot_token_id", (uint32_t)(v->n - 1)));
     SD_CHECK(gguf_writer_set_bool(w, "tokenizer.ggml.add_bos_token", false));
-    return gguf_writer_set_str(w, "tokenizer.chat_template", chatml_template);
+    return gguf_writer_set_str(w, "tokenizer.chat_template",
+                               s->chat_template ? s->chat_template : chatml_template);
 }
 
 /* SentencePiece layout: <unk> <s> </s>, <0x00>..<0xFF>, then pieces (chars, then merges). */
@@ -655,7 +656,7 @@ static sd_status_t llama_vocab(vocab_t *v, int n_vocab)
     return fill_pairs(v, SPM_FIRST_PIECE, n_vocab);
 }
 
-static sd_status_t write_llama(gguf_writer_t *w, const vocab_t *v)
+static sd_status_t write_llama(gguf_writer_t *w, const sd_synth_spec_t *s, const vocab_t *v)
 {
     float *scores = malloc((size_t)v->n * sizeof *scores);
     SD_ALLOC_CHECK(scores, (size_t)v->n * sizeof *scores, "token scores");
@@ -673,6 +674,8 @@ static sd_status_t write_llama(gguf_writer_t *w, const vocab_t *v)
     SD_CHECK(gguf_writer_set_u32(w, "tokenizer.ggml.eos_token_id", 2));
     SD_CHECK(gguf_writer_set_u32(w, "tokenizer.ggml.unknown_token_id", 0));
     SD_CHECK(gguf_writer_set_bool(w, "tokenizer.ggml.add_bos_token", true));
+    if (s->chat_template)
+        SD_CHECK(gguf_writer_set_str(w, "tokenizer.chat_template", s->chat_template));
     return gguf_writer_set_bool(w, "tokenizer.ggml.add_eos_token", false);
 }
 
@@ -686,7 +689,7 @@ static sd_status_t add_tokenizer(gguf_writer_t *w, const sd_synth_spec_t *s)
         if (st == SD_OK) st = write_gpt2(w, s, &v);
     } else if (st == SD_OK) {
         st = llama_vocab(&v, s->n_vocab);
-        if (st == SD_OK) st = write_llama(w, &v);
+        if (st == SD_OK) st = write_llama(w, s, &v);
     }
     if (st == SD_OK && v.n != s->n_vocab)
         st = sd_set_error(SD_ERR_INTERNAL, "sd_synth: built %d tokens, n_vocab is %d", v.n,

@@ -24,6 +24,7 @@ typedef struct sd_synth_spec {
     sd_dtype_t output_type; /* output head */
     int tied_embeddings;    /* 1: no output.weight */
     sd_synth_tokenizer_t tokenizer; /* GPT2/LLAMA need n_vocab >= 300 */
+    const char *chat_template; /* tokenizer.chat_template; NULL: ChatML for GPT2, none for LLAMA */
     uint64_t seed;
     float weight_scale;     /* std of the random weights; 0 = 0.02 */
 } sd_synth_spec_t;

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "core/check.h"
+#include "core/escape.h"
 #include "model/arch.h"
 
 /* llama.cpp's names, shared by llama and qwen2 */
@@ -64,9 +65,8 @@ sd_status_t sd_arch_find(const char *name, size_t len, const sd_arch_info_t **ou
         used += (size_t)snprintf(known + used, sizeof known - used, "%s%s", i ? ", " : "", n);
         if (used >= sizeof known) used = sizeof known - 1;
     }
-    int shown = len > 64 ? 64 : (int)len;
-    return sd_set_error(SD_ERR_UNSUPPORTED_ARCH,
-                        "general.architecture '%.*s' is not supported (%s)", shown, name, known);
+    return sd_set_error(SD_ERR_UNSUPPORTED_ARCH, "general.architecture '%s' is not supported (%s)",
+                        SD_ESC(name, len), known);
 }
 
 const char *sd_arch_tensor_name(const sd_arch_info_t *a, sd_arch_tensor_t t, int il, char *buf,

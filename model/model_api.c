@@ -1,5 +1,6 @@
 /* Public model and tokenizer API (specdec.h) over the engine's model and tokenizer. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "core/check.h"
@@ -124,4 +125,71 @@ sd_status_t sd_chat_apply(const sd_model_t *model, const sd_chat_message_t *mess
     token_text(t, sd_tokenizer_eos(t), eos, sizeof eos);
     return sd_chat_render(sd_tokenizer_chat_template(t), bos, eos, messages, n,
                           add_generation_prompt, buf, cap, len);
+}
+
+/* messages rendered into a malloc'd *text[*len] with *markup[*len] (1: the template's text). */
+static sd_status_t render_marked(const sd_model_t *model, const sd_chat_message_t *messages,
+                                 size_t n, int add_generation_prompt, char **text,
+                                 uint8_t **markup, size_t *len)
+{
+    const sd_tokenizer_t *t = model->tokenizer;
+    const char *tmpl = sd_tokenizer_chat_template(t);
+    char bos[256], eos[256];
+    token_text(t, sd_tokenizer_bos(t), bos, sizeof bos);
+    token_text(t, sd_tokenizer_eos(t), eos, sizeof eos);
+    sd_status_t st = sd_chat_render_marked(tmpl, bos, eos, messages, n, add_generation_prompt,
+                                           NULL, NULL, 0, len);
+    if (st != SD_ERR_BUFFER_TOO_SMALL)
+        return st == SD_OK ? sd_set_error(SD_ERR_INTERNAL, "chat text fits in 0 bytes") : st;
+    *text = malloc(*len + 1);
+    *markup = malloc(*len + 1);
+    if (*text == NULL || *markup == NULL)
+        return sd_set_error(SD_ERR_OUT_OF_MEMORY, "sd_chat_tokenize: %zu bytes of chat text",
+                            *len + 1);
+    return sd_chat_render_marked(tmpl, bos, eos, messages, n, add_generation_prompt, *text,
+                                 *markup, *len + 1, len);
+}
+
+sd_status_t sd_chat_tokenize(const sd_model_t *model, const sd_chat_message_t *messages, size_t n,
+                             int add_generation_prompt, int flags, int32_t *tokens, size_t cap,
+                             size_t *n_tokens)
+{
+    if (model == NULL) return NULL_ARG("sd_chat_tokenize", "model");
+    if (messages == NULL && n > 0) return NULL_ARG("sd_chat_tokenize", "messages");
+    if (tokens == NULL && cap > 0) return NULL_ARG("sd_chat_tokenize", "tokens");
+    if (n_tokens == NULL) return NULL_ARG("sd_chat_tokenize", "n_tokens");
+    *n_tokens = 0;
+    SD_CHECK(need_tokenizer(model, "sd_chat_tokenize"));
+    const sd_tokenizer_t *t = model->tokenizer;
+    char *text = NULL;
+    uint8_t *markup = NULL;
+    int32_t *ids = NULL;
+    size_t len = 0, n_ids = 0;
+    sd_status_t st = render_marked(model, messages, n, add_generation_prompt, &text, &markup, &len);
+    /* A token covers at least one byte: len + 1 ids hold the text and a BOS. */
+    if (st == SD_OK && (ids = malloc((len + 1) * sizeof *ids)) == NULL)
+        st = sd_set_error(SD_ERR_OUT_OF_MEMORY, "sd_chat_tokenize: %zu token ids", len + 1);
+    /* Special tokens are always parsed, but only in the template's text unless the caller
+     * trusts the messages (SD_TOKENIZE_PARSE_SPECIAL). */
+    const uint8_t *special_ok = (flags & SD_TOKENIZE_PARSE_SPECIAL) ? NULL : markup;
+    if (st == SD_OK)
+        st = sd_tokenizer_encode_marked(t, text, len, flags | SD_TOKENIZE_PARSE_SPECIAL,
+                                        special_ok, ids, len + 1, &n_ids);
+    /* SD_TOKENIZE_ADD_BOS adds the BOS the model asks for, unless the template wrote one. */
+    int32_t bos = sd_tokenizer_bos(t);
+    size_t first = (flags & SD_TOKENIZE_ADD_BOS) && n_ids >= 2 && ids[0] == bos && ids[1] == bos;
+    if (st == SD_OK) {
+        n_ids -= first;
+        *n_tokens = n_ids;
+        if (n_ids > cap)
+            st = sd_set_error(SD_ERR_BUFFER_TOO_SMALL,
+                              "sd_chat_tokenize: %zu tokens do not fit in a buffer of %zu", n_ids,
+                              cap);
+        else if (n_ids > 0)
+            memcpy(tokens, ids + first, n_ids * sizeof *ids);
+    }
+    free(ids);
+    free(markup);
+    free(text);
+    return st;
 }

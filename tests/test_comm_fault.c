@@ -244,6 +244,7 @@ Test(comm_fault, malformed_fault_spec_names_the_token, .timeout = 10)
         {"delay:rank=1:op=5", "'delay:rank=1:op=5'"},
         {"delay:rank=1:ms=5:x=1", "'delay:rank=1:ms=5:x=1'"},
         {"delay:rank=0:ms=1,corrupt:rank=1:step=", "'corrupt:rank=1:step='"},
+        {"corrupt-draft:rank=1:op=3", "'corrupt-draft:rank=1:op=3'"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         setenv("SPECDEC_FAULT", bad[i][0], 1);
@@ -258,6 +259,13 @@ Test(comm_fault, malformed_fault_spec_names_the_token, .timeout = 10)
     cr_expect(sd_fault_corrupt_step(1, 5));
     cr_expect(!sd_fault_corrupt_step(1, 4));
     cr_expect(!sd_fault_corrupt_step(0, 5));
+    cr_expect(!sd_fault_corrupt_draft(1, 5), "corrupt is not corrupt-draft");
+    setenv("SPECDEC_FAULT", "corrupt-draft:rank=1:step=5", 1); /* from step 5 on */
+    cr_assert_eq(sd_fault_check_env(), SD_OK, "%s", sd_last_error());
+    cr_expect(!sd_fault_corrupt_draft(1, 4));
+    cr_expect(sd_fault_corrupt_draft(1, 5) && sd_fault_corrupt_draft(1, 9));
+    cr_expect(!sd_fault_corrupt_draft(0, 9));
+    cr_expect(!sd_fault_corrupt_step(1, 5), "corrupt-draft is not corrupt");
     unsetenv("SPECDEC_FAULT");
     cr_assert_eq(sd_fault_check_env(), SD_OK);
     cr_expect(!sd_fault_corrupt_step(1, 5), "the fault outlived SPECDEC_FAULT");
@@ -284,11 +292,21 @@ static const sd_comm_ops_t deaf_ops = {
     .destroy = deaf_destroy,
 };
 
+/* Threads of this process named as the watchdog (by name: a sanitizer may run threads of
+ * its own, ThreadSanitizer starts one in a forked child). */
 static int n_threads(void)
 {
     DIR *d = opendir("/proc/self/task");
     int n = 0;
-    for (struct dirent *e; d && (e = readdir(d)) != NULL;) n += e->d_name[0] != '.';
+    for (struct dirent *e; d && (e = readdir(d)) != NULL;) {
+        if (e->d_name[0] == '.') continue;
+        char path[300], name[32] = "";
+        snprintf(path, sizeof path, "/proc/self/task/%s/comm", e->d_name);
+        FILE *f = fopen(path, "r");
+        if (f && fgets(name, sizeof name, f)) name[strcspn(name, "\n")] = '\0';
+        if (f) fclose(f);
+        n += strcmp(name, SD_WATCHDOG_THREAD_NAME) == 0;
+    }
     if (d) closedir(d);
     return n;
 }

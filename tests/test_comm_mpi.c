@@ -196,8 +196,24 @@ Test(comm_mpi, stalled_peer_times_out, .timeout = 60)
     cr_expect_str_eq(status, "SD_ERR_COMM_TIMEOUT");
     cr_expect(secs >= 1.9 && secs <= 4.0, "timed out after %.3f s (timeout 2 s)", secs);
     cr_expect(strstr(lines[1], "barrier seq "), "message names the op and seq: %s", lines[1]);
+    cr_expect(strstr(lines[1], "rank(s) 1 had not arrived"), "message names rank 1: %s", lines[1]);
     cr_expect(WIFEXITED(run.status) && WEXITSTATUS(run.status) == 3, "mpirun status %#x (log %s)",
               run.status, run.log);
     cr_expect_lt(run.seconds, 20, "mpirun took %.1f s to end the job", run.seconds);
     cleanup(&run, 2, 3);
+}
+
+/* 4 ranks, rank 2 stalls: rank 0 names rank 2 (and only it) as the one that had not arrived. */
+Test(comm_mpi, stalled_peer_is_named, .timeout = 60)
+{
+    skip_without_mpi();
+    const char *env[] = {"SPECDEC_FAULT=stall:rank=2:op=5", "SPECDEC_COMM_TIMEOUT_MS=1500", NULL};
+    mpi_run_t run;
+    run_mpirun(4, "timeout", env, 30, &run);
+    char lines[MAX_LINES][LINE];
+    int n = read_rank(&run, 0, lines);
+    cr_assert_eq(n, 2, "rank 0 wrote %d lines (log %s)", n, run.log);
+    cr_expect(strstr(lines[1], "SD_ERR_COMM_TIMEOUT") && strstr(lines[1], ": rank(s) 2 had not arrived"),
+              "rank 0: %s", lines[1]);
+    cleanup(&run, 4, 3);
 }

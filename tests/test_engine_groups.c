@@ -27,6 +27,7 @@ typedef struct rank_result {
     uint64_t hist[SD_SPEC_MAX_K + 1];
     char text_hash[17];
     char error[256];
+    int barrier_status; /* a barrier over the world after the generation */
 } rank_result_t;
 
 typedef struct group_case {
@@ -34,7 +35,10 @@ typedef struct group_case {
     float temperature;
     int draft_missing_on; /* rank that passes no draft model (-1: none) */
     const char *fault;    /* SPECDEC_FAULT for the ranks, or NULL */
-    int rank1_differs;    /* 1: rank 1 gets a shorter prompt; 2: rank 1 asks max_tokens 0 */
+    int rank1_differs;    /* 1: rank 1 gets a shorter prompt; 2: rank 1 asks max_tokens 0;
+                             3: rank 1 loads the target with a context of 40; 4: rank 1 runs
+                             with SPECDEC_CHECK_CONSISTENCY=0 */
+    int rank1_callback_stop; /* > 0: rank 1's token callback stops after this many tokens */
 } group_case_t;
 
 static char g_target_path[512], g_draft_path[512];
@@ -52,14 +56,20 @@ static void write_models(void)
     cr_assert_eq(sd_synth_write_file(&s, g_draft_path), SD_OK, "%s", sd_last_error());
 }
 
-static sd_status_t load(const char *path, sd_comm_t *comm, sd_model_t **out)
+static sd_status_t load_ctx(const char *path, sd_comm_t *comm, int n_ctx, sd_model_t **out)
 {
     sd_model_params_t p;
     sd_model_params_default(&p);
     p.path = path;
     p.n_threads = 1;
+    p.n_ctx = n_ctx;
     p.comm = comm;
     return sd_model_load(&p, out);
+}
+
+static sd_status_t load(const char *path, sd_comm_t *comm, sd_model_t **out)
+{
+    return load_ctx(path, comm, 0, out);
 }
 
 static void gen_config(sd_gen_config_t *g, float temperature)
@@ -91,6 +101,14 @@ static void record(rank_result_t *o, sd_status_t st, const sd_gen_result_t *r)
     snprintf(o->error, sizeof o->error, "%s", st == SD_OK ? "" : sd_last_error());
 }
 
+/* A token callback that stops once it has seen *left tokens. */
+static int stop_after(void *user, int32_t token, const char *text, size_t len)
+{
+    (void)text, (void)len;
+    int *left = user;
+    return token >= 0 && --*left == 0;
+}
+
 /* One rank: the target over the world, the draft model over the first D ranks. */
 static int group_rank(int rank, int size, const char *job, void *arg, void *out, size_t cap)
 {
@@ -99,7 +117,9 @@ static int group_rank(int rank, int size, const char *job, void *arg, void *out,
     sd_comm_t *world = NULL, *dcomm = NULL;
     sd_model_t *target = NULL, *draft = NULL;
     sd_status_t st = sd_comm_intra_new(rank, size, job, &world);
-    if (st == SD_OK) st = load(g_target_path, world, &target);
+    if (rank == 1 && gc->rank1_differs == 4) setenv("SPECDEC_CHECK_CONSISTENCY", "0", 1);
+    if (st == SD_OK)
+        st = load_ctx(g_target_path, world, rank == 1 && gc->rank1_differs == 3 ? 40 : 0, &target);
     if (st == SD_OK && gc->draft_ranks > 1) st = sd_comm_split_first(world, gc->draft_ranks, &dcomm);
     if (st == SD_OK && rank < gc->draft_ranks && rank != gc->draft_missing_on)
         st = load(g_draft_path, gc->draft_ranks > 1 ? dcomm : NULL, &draft);
@@ -116,11 +136,14 @@ static int group_rank(int rank, int size, const char *job, void *arg, void *out,
         s.draft_ranks = gc->draft_ranks;
         s.k = 4;
         s.adaptive = 0; /* a fixed k: adaptive k may pause drafting on a weak draft model */
-        st = sd_generate_speculative(target, k_prompt, n_prompt, &g, &s, NULL, NULL, &r);
+        int left = gc->rank1_callback_stop;
+        st = sd_generate_speculative(target, k_prompt, n_prompt, &g, &s,
+                                     rank == 1 && left > 0 ? stop_after : NULL, &left, &r);
     } else {
         snprintf(o->error, sizeof o->error, "%s", sd_last_error());
     }
     record(o, st, &r);
+    o->barrier_status = world ? (int)sd_comm_barrier(world) : -1;
     sd_gen_result_free(&r);
     sd_model_free(draft);
     sd_model_free(target);
@@ -184,10 +207,10 @@ static void assert_equals_target_only(const rank_result_t *r0)
 }
 
 static group_case_t k_greedy_cases[] = {
-    {2, 1, 0.0f, -1, NULL, 0},
-    {4, 1, 0.0f, -1, NULL, 0},
-    {4, 2, 0.0f, -1, NULL, 0},
-    {2, 2, 0.0f, -1, NULL, 0},
+    {2, 1, 0.0f, -1, NULL, 0, 0},
+    {4, 1, 0.0f, -1, NULL, 0, 0},
+    {4, 2, 0.0f, -1, NULL, 0, 0},
+    {2, 2, 0.0f, -1, NULL, 0, 0},
 };
 
 ParameterizedTestParameters(engine_groups, greedy_same_on_every_rank)
@@ -213,7 +236,7 @@ ParameterizedTest(group_case_t *gc, engine_groups, greedy_same_on_every_rank, .t
 Test(engine_groups, sampling_same_on_every_rank, .timeout = 90)
 {
     write_models();
-    group_case_t gc = {4, 1, 0.8f, -1, NULL, 0};
+    group_case_t gc = {4, 1, 0.8f, -1, NULL, 0, 0};
     sd_test_ranks_t r = run_case(&gc);
     const rank_result_t *r0 = sd_test_rank_out(&r, 0);
     cr_assert_eq(r0->status, SD_OK, "%s", r0->error);
@@ -227,7 +250,7 @@ Test(engine_groups, sampling_same_on_every_rank, .timeout = 90)
 Test(engine_groups, divergence_is_caught_at_its_step, .timeout = 90)
 {
     write_models();
-    group_case_t gc = {2, 1, 0.0f, -1, "corrupt:rank=1:step=3", 0};
+    group_case_t gc = {2, 1, 0.0f, -1, "corrupt:rank=1:step=3", 0, 0};
     sd_test_ranks_t r = run_case(&gc);
     for (int i = 0; i < r.size; i++) {
         const rank_result_t *ri = sd_test_rank_out(&r, i);
@@ -242,12 +265,51 @@ Test(engine_groups, divergence_is_caught_at_its_step, .timeout = 90)
     sd_test_ranks_free(&r);
 }
 
+/* SPECDEC_FAULT corrupt-draft: rank 1 changes the first draft token it accepted (from step
+ * 2 on) and keeps the same count and next token, so only the accepted tokens in the per-step
+ * hash can tell: every rank must stop there with SD_ERR_RANK_DIVERGENCE. */
+Test(engine_groups, a_differing_accepted_draft_is_caught, .timeout = 90)
+{
+    write_models();
+    group_case_t gc = {2, 1, 0.0f, -1, "corrupt-draft:rank=1:step=2", 0, 0};
+    sd_test_ranks_t r = run_case(&gc);
+    for (int i = 0; i < r.size; i++) {
+        const rank_result_t *ri = sd_test_rank_out(&r, i);
+        cr_assert_eq(ri->status, SD_ERR_RANK_DIVERGENCE, "rank %d: status %d (%s)", i,
+                     ri->status, ri->error);
+        cr_assert(strstr(ri->error, "ranks disagree on the tokens of step") != NULL, "rank %d: '%s'",
+                  i, ri->error);
+        cr_assert_lt(ri->n_tokens, 48, "rank %d generated everything: the fault never fired", i);
+    }
+    sd_test_ranks_free(&r);
+}
+
+/* Rank 1's callback stops its generation after 10 tokens, the others' do not: every rank
+ * learns it at that step's check (SD_ERR_RANK_DIVERGENCE naming the stop, at once, not at the
+ * 20 s collective deadline) and the group stays usable. */
+Test(engine_groups, a_stop_on_one_rank_reaches_every_rank, .timeout = 90)
+{
+    write_models();
+    group_case_t gc = {2, 1, 0.0f, -1, NULL, 0, 10};
+    sd_test_ranks_t r = run_case(&gc);
+    for (int i = 0; i < r.size; i++) {
+        const rank_result_t *ri = sd_test_rank_out(&r, i);
+        cr_assert_eq(ri->status, SD_ERR_RANK_DIVERGENCE, "rank %d: status %d (%s)", i,
+                     ri->status, ri->error);
+        cr_assert(strstr(ri->error, "rank 0 went on, rank 1 stopped after 10 tokens (callback)"),
+                  "rank %d: '%s'", i, ri->error);
+        cr_assert_eq(ri->barrier_status, SD_OK, "rank %d: the group failed after the stop", i);
+    }
+    cr_assert_lt(r.seconds, 10.0);
+    sd_test_ranks_free(&r);
+}
+
 /* A draft-group rank without its draft model: every rank gets the same clear error,
  * none hangs. */
 Test(engine_groups, missing_draft_model_fails_on_every_rank, .timeout = 60)
 {
     write_models();
-    group_case_t gc = {2, 1, 0.0f, 0, NULL, 0};
+    group_case_t gc = {2, 1, 0.0f, 0, NULL, 0, 0};
     sd_test_ranks_t r = run_case(&gc);
     for (int i = 0; i < r.size; i++) {
         const rank_result_t *ri = sd_test_rank_out(&r, i);
@@ -263,7 +325,7 @@ Test(engine_groups, missing_draft_model_fails_on_every_rank, .timeout = 60)
 Test(engine_groups, different_requests_are_refused_on_every_rank, .timeout = 60)
 {
     write_models();
-    group_case_t gc = {4, 1, 0.0f, -1, NULL, 1};
+    group_case_t gc = {4, 1, 0.0f, -1, NULL, 1, 0};
     sd_test_ranks_t r = run_case(&gc);
     for (int i = 0; i < r.size; i++) {
         const rank_result_t *ri = sd_test_rank_out(&r, i);
@@ -277,12 +339,43 @@ Test(engine_groups, different_requests_are_refused_on_every_rank, .timeout = 60)
     sd_test_ranks_free(&r);
 }
 
+/* Every value that changes a request's tokens, its length or its collectives is compared:
+ * a rank whose context is shorter (it would stop early and leave the others waiting) or
+ * that skips the per-step check is named, with both values, on every rank before any
+ * collective of the request. */
+Test(engine_groups, context_size_and_check_setting_are_compared, .timeout = 60)
+{
+    write_models();
+    const struct {
+        int differs;
+        const char *msg;
+    } cases[] = {
+        {3, "rank 1 was given a different request than rank 0: the context size (n_ctx) is "},
+        {4, "rank 1 was given a different request than rank 0: SPECDEC_CHECK_CONSISTENCY is 1 "
+            "on rank 0, 0 on rank 1"},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        group_case_t gc = {2, 1, 0.0f, -1, NULL, cases[c].differs, 0};
+        sd_test_ranks_t r = run_case(&gc);
+        for (int i = 0; i < r.size; i++) {
+            const rank_result_t *ri = sd_test_rank_out(&r, i);
+            cr_assert_eq(ri->status, SD_ERR_RANK_DIVERGENCE, "case %zu rank %d: status %d (%s)",
+                         c, i, ri->status, ri->error);
+            cr_assert(strstr(ri->error, cases[c].msg) != NULL, "case %zu rank %d: '%s'", c, i,
+                      ri->error);
+            cr_assert_eq(ri->n_tokens, 0);
+        }
+        cr_assert_lt(r.seconds, 15.0);
+        sd_test_ranks_free(&r);
+    }
+}
+
 /* A request one rank refuses (rank 1: max_tokens 0) fails on every rank with that rank's
  * message, before any collective of the request. */
 Test(engine_groups, a_refusal_on_one_rank_reaches_every_rank, .timeout = 60)
 {
     write_models();
-    group_case_t gc = {2, 1, 0.0f, -1, NULL, 2};
+    group_case_t gc = {2, 1, 0.0f, -1, NULL, 2, 0};
     sd_test_ranks_t r = run_case(&gc);
     for (int i = 0; i < r.size; i++) {
         const rank_result_t *ri = sd_test_rank_out(&r, i);

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "comm/comm.h"
+#include "core/clock.h"
 #include "gguf/synthetic.h"
 #include "specdec/specdec.h"
 #include "support/ranks.h"
@@ -91,21 +92,29 @@ static int leader(sd_engine_t *e, const tp_case_t *c, sd_gen_result_t *alone, ra
     return bad >= 0 ? report(out, 10, which, "differs from the same request alone under TP") : 0;
 }
 
+/* This rank joins the job's intra world and loads its shard of the model (n_ctx). */
+static int join_and_load(int rank, int size, const char *job, const char *path, int n_ctx,
+                         sd_comm_t **comm, sd_model_t **m, rank_report_t *out)
+{
+    if (sd_comm_intra_new(rank, size, job, comm) != SD_OK) return report(out, 2, "comm", sd_last_error());
+    sd_model_params_t mp;
+    sd_model_params_default(&mp);
+    mp.path = path;
+    mp.n_threads = 1;
+    mp.n_ctx = n_ctx;
+    mp.comm = *comm;
+    return sd_model_load(&mp, m) != SD_OK ? report(out, 3, "load", sd_last_error()) : 0;
+}
+
 static int rank_main(int rank, int size, const char *job, void *arg, void *outp, size_t cap)
 {
     (void)cap;
     const tp_case_t *c = arg;
     rank_report_t *out = outp;
     sd_comm_t *comm = NULL;
-    if (sd_comm_intra_new(rank, size, job, &comm) != SD_OK) return report(out, 2, "comm", sd_last_error());
-    sd_model_params_t mp;
-    sd_model_params_default(&mp);
-    mp.path = c->path;
-    mp.n_threads = 1;
-    mp.n_ctx = 128;
-    mp.comm = comm;
     sd_model_t *m = NULL;
-    if (sd_model_load(&mp, &m) != SD_OK) return report(out, 3, "load", sd_last_error());
+    int joined = join_and_load(rank, size, job, c->path, 128, &comm, &m, out);
+    if (joined) return joined;
     sd_spec_config_t spec;
     sd_spec_config_default(&spec);
     spec.drafter = SD_DRAFTER_NGRAM;
@@ -190,5 +199,101 @@ Test(engine_scheduler_tp, idle_heartbeat_keeps_the_group_alive, .timeout = 120)
     tp_case_t c = {.idle_ms = 2500};
     write_model(&c);
     run_case(&c, 2);
+    remove(c.path);
+}
+
+/* ---- admission: a request being admitted stays counted ------------------------------ */
+
+/* Rank 0 with one slot and one queue place. Rank 1 is slow at every collective
+ * (SPECDEC_FAULT delay), so admitting request A — the step broadcast, then its generation
+ * (collective) — takes over a second. Meanwhile A must count as active: /metrics shows it,
+ * and with B queued a third request is SD_ERR_BUSY (it used to be accepted, A being
+ * neither queued nor active while admitted). */
+static int admission_leader(sd_engine_t *e, rank_report_t *out)
+{
+    int32_t prompt[3] = {5, 6, 7};
+    sd_gen_config_t c;
+    sd_gen_config_default(&c);
+    c.max_tokens = 1;
+    c.temperature = 0.0f;
+    c.ignore_eos = 1;
+    sd_request_t *r[3] = {NULL, NULL, NULL};
+    if (sd_engine_submit(e, prompt, 3, &c, NULL, NULL, &r[0]) != SD_OK)
+        return report(out, 20, "submit A", sd_last_error());
+    sd_engine_metrics_t m;
+    double until = sd_now() + 10.0;
+    do sd_engine_get_metrics(e, &m);
+    while (m.queued != 0 && sd_now() < until); /* A was taken off the queue */
+    int code = 0;
+    char what[96];
+    snprintf(what, sizeof what, "queued %d + active %d after A left the queue", m.queued, m.active);
+    if (m.queued + m.active != 1) code = report(out, 21, what, "A is lost between queue and active");
+    sd_status_t sb = sd_engine_submit(e, prompt, 3, &c, NULL, NULL, &r[1]);
+    sd_status_t sc = sd_engine_submit(e, prompt, 3, &c, NULL, NULL, &r[2]);
+    if (!code && sb != SD_OK) code = report(out, 22, "submit B", sd_last_error());
+    if (!code && sc != SD_ERR_BUSY)
+        code = report(out, 23, "submit C", "accepted with A admitted and B queued (max_active 1, "
+                                           "max_queued 1)");
+    for (int i = 0; i < 3; i++) {
+        sd_gen_result_t res;
+        sd_status_t st = r[i] ? sd_request_wait(r[i], 60, &res) : SD_OK;
+        if (r[i] && st != SD_OK && !code) code = report(out, 24, "wait", sd_last_error());
+        if (r[i]) sd_gen_result_free(&res);
+        sd_request_free(r[i]);
+    }
+    return code;
+}
+
+static int admission_rank(int rank, int size, const char *job, void *arg, void *outp, size_t cap)
+{
+    (void)cap;
+    const tp_case_t *c = arg;
+    rank_report_t *out = outp;
+    sd_comm_t *comm = NULL;
+    sd_model_t *m = NULL;
+    int joined = join_and_load(rank, size, job, c->path, 32, &comm, &m, out);
+    if (joined) return joined;
+    sd_engine_params_t ep;
+    sd_engine_params_default(&ep);
+    ep.model = m;
+    ep.spec.drafter = SD_DRAFTER_NONE;
+    ep.max_active = 1;
+    ep.max_queued = 1;
+    sd_engine_t *e = NULL;
+    if (sd_engine_create(&ep, &e) != SD_OK) return report(out, 5, "engine", sd_last_error());
+    int code = 0;
+    if (rank == 0) {
+        code = admission_leader(e, out);
+    } else if (sd_engine_wait_stopped(e) != SD_OK) {
+        code = report(out, 8, "wait_stopped", sd_last_error());
+    }
+    sd_engine_free(e);
+    sd_model_free(m);
+    sd_comm_free(comm);
+    return code;
+}
+
+Test(engine_scheduler_tp, admitted_requests_stay_counted, .timeout = 120)
+{
+    setenv("SPECDEC_COMM_TIMEOUT_MS", "10000", 1);
+    setenv("SPECDEC_FAULT", "delay:rank=1:ms=200", 1);
+    tp_case_t c = {.idle_ms = 0};
+    sd_synth_spec_t s;
+    sd_synth_spec_default(&s);
+    s.tokenizer = SD_SYNTH_TOKENIZER_NONE;
+    s.n_vocab = 96;
+    s.n_layer = 1; /* few collectives: each costs rank 1 its 200 ms */
+    sd_test_tmp_path(c.path, sizeof c.path, "schedtp-admit");
+    cr_assert_eq(sd_synth_write_file(&s, c.path), SD_OK, "%s", sd_last_error());
+    sd_test_ranks_t r;
+    int ok = sd_test_run_ranks(2, admission_rank, &c, sizeof(rank_report_t), 90, &r);
+    unsetenv("SPECDEC_FAULT");
+    for (int i = 0; i < 2; i++) {
+        rank_report_t *o = sd_test_rank_out(&r, i);
+        cr_expect_eq(r.codes[i], 0, "rank %d: exit %d: %s", i, r.codes[i], o->msg);
+    }
+    cr_assert(ok);
+    cr_log_info("admission test: %.1f s", r.seconds);
+    sd_test_ranks_free(&r);
     remove(c.path);
 }

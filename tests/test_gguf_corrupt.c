@@ -308,3 +308,63 @@ Test(gguf_corrupt, truncated_file_on_disk)
     remove(path);
     free(buf);
 }
+
+/* Names and strings from the file reach messages escaped: a crafted key, tensor name or
+ * architecture writes no control byte to the user's terminal, and a name is shown whole
+ * (an embedded NUL does not cut it). */
+static void assert_printable(const char *what)
+{
+    const char *e = sd_last_error();
+    for (const unsigned char *p = (const unsigned char *)e; *p; p++)
+        cr_assert(*p >= 0x20 && *p != 0x7f, "%s: byte 0x%02x at %zu in the message", what, *p,
+                  (size_t)(p - (const unsigned char *)e));
+    cr_assert(strstr(e, "\\x1b[31m") != NULL, "%s: '%s' does not show the escape", what, e);
+}
+
+Test(gguf_corrupt, file_text_in_messages_is_escaped)
+{
+    gguf_writer_t *w;
+    cr_assert_eq(gguf_writer_new(&w), SD_OK);
+    cr_assert_eq(gguf_writer_set_str(w, "general.architecture", "\x1b[31mllama\x1b[0m"), SD_OK);
+    cr_assert_eq(gguf_writer_set_i32(w, "k.\x1b[31mA\x1b[2J", 1), SD_OK);
+    cr_assert_eq(gguf_writer_set_i32(w, "k.\x1b[31mB\x1b[2J", 2), SD_OK);
+    cr_assert_eq(gguf_writer_set_i32(w, "k.\x1b[31mNUL", 3), SD_OK);
+    float x[8] = {0};
+    cr_assert_eq(gguf_writer_add_tensor_f32(w, "t.\x1b[31m\x1b]0;title\x07", SD_DTYPE_F32, 1,
+                                            (int64_t[]){8}, x), SD_OK);
+    uint8_t *buf;
+    size_t size;
+    cr_assert_eq(gguf_writer_write_buffer(w, (void **)&buf, &size), SD_OK, "%s", sd_last_error());
+    gguf_writer_free(w);
+
+    uint8_t *b = malloc(size); /* duplicate key: B becomes A */
+    memcpy(b, buf, size);
+    b[after(b, size, "k.\x1b[31mB") - 1] = 'A';
+    cr_assert_eq(open_copy(b, size), SD_ERR_BAD_MODEL);
+    assert_printable("duplicate key");
+    cr_assert(strstr(sd_last_error(), "'k.\\x1b[31mA\\x1b[2J'"), "%s", sd_last_error());
+
+    memcpy(b, buf, size); /* a NUL inside a key, and that kv's value type broken */
+    size_t end = after(b, size, "k.\x1b[31mNUL");
+    b[end - 3] = '\0';
+    put_u32(b, end, 99);
+    cr_assert_eq(open_copy(b, size), SD_ERR_BAD_MODEL);
+    assert_printable("NUL in a key");
+    cr_assert(strstr(sd_last_error(), "'k.\\x1b[31m\\x00UL'"), "%s", sd_last_error());
+
+    memcpy(b, buf, size); /* a tensor of unknown type */
+    put_u32(b, after(b, size, "\x07") + 4 + 8, 99);
+    cr_assert_eq(open_copy(b, size), SD_ERR_UNSUPPORTED_TYPE);
+    assert_printable("tensor name");
+    cr_assert(strstr(sd_last_error(), "\\x1b]0;title\\x07"), "%s", sd_last_error());
+    free(b);
+
+    gguf_file_t *f = NULL; /* the architecture: a string value, through the model layer's lookup */
+    cr_assert_eq(gguf_open_buffer(buf, size, &f), SD_OK, "%s", sd_last_error());
+    gguf_str_t arch;
+    cr_assert_eq(gguf_get_str(f, "general.architecture", &arch), SD_OK);
+    sd_set_error(SD_ERR_UNSUPPORTED_ARCH, "architecture '%.*s'", (int)arch.len, arch.data);
+    assert_printable("a value through sd_set_error");
+    gguf_close(f);
+    free(buf);
+}

@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "core/clock.h"
+#include "core/unicode.h"
 #include "gguf/synthetic.h"
 #include "support/json_path.h"
 #include "support/test_util.h"
@@ -41,7 +42,9 @@ typedef struct server {
 
 static char model_path[512];
 static server_t main_server;
-static server_t *live[4]; /* started and not yet stopped: killed by teardown after a failure */
+/* Servers started and not yet stopped, by pid (a failed assertion leaves the test's own
+ * server_t out of scope): teardown kills them, so none outlives a failed test. */
+static pid_t live[4];
 
 static void sleep_ms(int ms)
 {
@@ -181,12 +184,14 @@ static void start_server_ranks(server_t *s, int ranks, const char *const *extra)
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_addopen(&fa, 2, s->log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    /* not the test's stdout: a server left running would hold CTest's pipe open */
+    posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
     int rc = posix_spawn(&s->pid, SPECDEC_BIN, &fa, NULL, (char *const *)argv, environ);
     posix_spawn_file_actions_destroy(&fa);
     cr_assert_eq(rc, 0, "posix_spawn %s: %s", SPECDEC_BIN, strerror(rc));
     for (int i = 0; i < 4; i++)
         if (!live[i]) {
-            live[i] = s;
+            live[i] = s->pid;
             break;
         }
     double until = sd_now() + 60;
@@ -214,7 +219,7 @@ static void start_server(server_t *s, const char *const *extra)
 static void stop_server_expect(server_t *s, int want_status)
 {
     for (int i = 0; i < 4; i++)
-        if (live[i] == s) live[i] = NULL;
+        if (live[i] == s->pid) live[i] = 0;
     kill(s->pid, SIGTERM);
     int status = 0;
     pid_t got = 0;
@@ -247,7 +252,7 @@ static void setup(void)
 static void teardown(void)
 {
     for (int i = 0; i < 4; i++)
-        if (live[i]) kill(live[i]->pid, SIGKILL), waitpid(live[i]->pid, NULL, 0);
+        if (live[i]) kill(live[i], SIGKILL), waitpid(live[i], NULL, 0);
     remove(model_path);
     rmdir(dirname_of(model_path));
 }
@@ -446,6 +451,117 @@ Test(serve_http, streaming_equals_non_streaming)
     stop_server(&main_server);
 }
 
+#define MAX_CHOICES 4
+#define CHAT "/v1/chat/completions"
+/* An event stream of up to MAX_CHOICES choices: per index the joined text, the
+ * finish_reason and the log-probabilities joined over its chunks (chat: the content
+ * entries; completions: each field's array), and the usage chunk. */
+typedef struct sse_n {
+    char *text[MAX_CHOICES];
+    char finish[MAX_CHOICES][32];
+    cJSON *lp[MAX_CHOICES];
+    int roles[MAX_CHOICES];
+    cJSON *usage;
+} sse_n_t;
+
+/* Append every item of array src to dst. */
+static void append_items(cJSON *dst, const cJSON *src)
+{
+    cr_assert(cJSON_IsArray(src), "not an array");
+    const cJSON *item;
+    cJSON_ArrayForEach(item, src) cJSON_AddItemToArray(dst, cJSON_Duplicate(item, 1));
+}
+
+static void sse_n_choice(sse_n_t *s, const cJSON *ch, int chat)
+{
+    int i = (int)num_at(ch, "index");
+    cr_assert(i >= 0 && i < MAX_CHOICES, "index %d", i);
+    const cJSON *delta = cJSON_GetObjectItem(ch, "delta");
+    const cJSON *piece = chat ? cJSON_GetObjectItem(delta, "content") : cJSON_GetObjectItem(ch, "text");
+    if (chat && cJSON_GetObjectItem(delta, "role")) s->roles[i]++;
+    if (cJSON_IsString(piece)) {
+        s->text[i] = realloc(s->text[i], strlen(s->text[i]) + strlen(piece->valuestring) + 1);
+        strcat(s->text[i], piece->valuestring);
+    }
+    const cJSON *fin = cJSON_GetObjectItem(ch, "finish_reason");
+    if (cJSON_IsString(fin)) snprintf(s->finish[i], sizeof s->finish[i], "%s", fin->valuestring);
+    const cJSON *lp = cJSON_GetObjectItem(ch, "logprobs");
+    if (!lp || cJSON_IsNull(lp)) return;
+    if (chat) return append_items(s->lp[i], cJSON_GetObjectItem(lp, "content"));
+    static const char *const fields[] = {"tokens", "token_logprobs", "top_logprobs", "text_offset"};
+    for (int f = 0; f < 4; f++)
+        append_items(cJSON_GetObjectItem(s->lp[i], fields[f]), cJSON_GetObjectItem(lp, fields[f]));
+}
+
+static sse_n_t sse_n_parse(const reply_t *r, int chat)
+{
+    cr_assert_eq(r->status, 200, "%s", r->body);
+    sse_n_t s = {0};
+    for (int i = 0; i < MAX_CHOICES; i++) {
+        s.text[i] = calloc(1, 1);
+        s.lp[i] = chat ? cJSON_CreateArray() : cJSON_CreateObject();
+        if (!chat)
+            for (int f = 0; f < 4; f++)
+                cJSON_AddItemToObject(s.lp[i], (const char *[]){"tokens", "token_logprobs",
+                                                                 "top_logprobs", "text_offset"}[f],
+                                      cJSON_CreateArray());
+    }
+    char *body = strdup(r->body), *save = NULL;
+    int done = 0;
+    for (char *ev = strtok_r(body, "\n", &save); ev; ev = strtok_r(NULL, "\n", &save)) {
+        if (ev[0] == ':') continue;
+        cr_assert(!strncmp(ev, "data: ", 6) && !done, "bad event: %s", ev);
+        if (!strcmp(ev + 6, "[DONE]")) {
+            done = 1;
+            continue;
+        }
+        cJSON *v = cJSON_Parse(ev + 6);
+        cr_assert(v, "not JSON: %s", ev);
+        const cJSON *choices = at(v, "choices"), *ch;
+        if (cJSON_GetArraySize(choices) == 0) {
+            s.usage = v;
+            continue;
+        }
+        cr_assert_eq(cJSON_GetArraySize(choices), 1, "one choice per chunk");
+        cJSON_ArrayForEach(ch, choices) sse_n_choice(&s, ch, chat);
+        cJSON_Delete(v);
+    }
+    free(body);
+    cr_assert(done, "no data: [DONE]");
+    return s;
+}
+
+static void sse_n_free(sse_n_t *s)
+{
+    for (int i = 0; i < MAX_CHOICES; i++) free(s->text[i]), cJSON_Delete(s->lp[i]);
+    cJSON_Delete(s->usage);
+}
+
+/* The bytes of chat logprobs entries joined, made valid UTF-8 as the server does. */
+static char *joined_bytes(const cJSON *content)
+{
+    size_t n = 0, cap = 4096;
+    unsigned char *raw = malloc(cap);
+    const cJSON *t, *b;
+    cJSON_ArrayForEach(t, content) {
+        cJSON_ArrayForEach(b, cJSON_GetObjectItem(t, "bytes")) {
+            cr_assert(n < cap);
+            raw[n++] = (unsigned char)b->valueint;
+        }
+    }
+    char *out = malloc(3 * n + 1), *o = out;
+    size_t adv;
+    for (size_t i = 0; i < n; i += adv) {
+        uint32_t cp = sd_utf8_decode(raw + i, n - i, &adv);
+        int keep = cp != 0 && cp < SD_UTF8_INVALID;
+        memcpy(o, keep ? (char *)raw + i : "\xEF\xBF\xBD", keep ? adv : 3);
+        o += keep ? adv : 3;
+    }
+    *o = '\0';
+    free(raw);
+    return out;
+}
+
 /* A stop string taken from the unstopped text: generation ends right before its first
  * occurrence, streaming or not. */
 Test(serve_http, stop_sequences)
@@ -476,6 +592,21 @@ Test(serve_http, stop_sequences)
         if (stream) sse_free(&s);
         free(got), free(r.body), free(body);
     }
+    /* log-probabilities cover every generated token, also those that spelled the stop
+     * (streamed: in the final chunk, as they release no text) */
+    snprintf(extra, sizeof extra, "\"stop\":[\"%s\"],\"logprobs\":true", stop);
+    char *plain = chat_body(33, 60, 0, extra), *streamed = chat_body(33, 60, 1, extra);
+    reply_t a = http(main_server.port, "POST", CHAT, plain);
+    reply_t b = http(main_server.port, "POST", CHAT, streamed);
+    cJSON *v = json_of(&a);
+    sse_n_t sn = sse_n_parse(&b, 1);
+    cr_expect_eq(cJSON_GetArraySize(at(v, "choices.0.logprobs.content")),
+                 (int)num_at(v, "usage.completion_tokens"));
+    cr_expect(cJSON_Compare(sn.lp[0], at(v, "choices.0.logprobs.content"), 1),
+              "streamed logprobs equal the non-streamed ones with a stop string");
+    sse_n_free(&sn);
+    cJSON_Delete(v);
+    free(a.body), free(b.body), free(plain), free(streamed);
     free(full);
     stop_server(&main_server);
 }
@@ -501,6 +632,144 @@ Test(serve_http, seeds_reproduce)
     cr_expect_str_eq(ta, tb, "the reported seed reproduces the text");
     cJSON_Delete(v);
     free(ta), free(tb), free(a.body), free(b.body);
+    stop_server(&main_server);
+}
+
+/* ---- log-probabilities and n choices ------------------------------------------------------ */
+
+/* Chat: logprobs with 3 alternatives, the same streamed and not; each entry has its bytes,
+ * which join to the content, and 3 alternatives led by the most likely token. */
+Test(serve_http, chat_logprobs_streamed_equal_non_streamed)
+{
+    const char *extra = "\"logprobs\":true,\"top_logprobs\":3";
+    char *plain = chat_body(8, 30, 0, extra), *streamed = chat_body(8, 30, 1, extra);
+    reply_t a = http(main_server.port, "POST", CHAT, plain);
+    reply_t b = http(main_server.port, "POST", CHAT, streamed);
+    cr_assert_eq(a.status, 200, "%s", a.body);
+    cJSON *v = json_of(&a);
+    const cJSON *content = at(v, "choices.0.logprobs.content");
+    cr_assert_eq(cJSON_GetArraySize(content), 30, "one entry per completion token");
+    const cJSON *t;
+    cJSON_ArrayForEach(t, content) {
+        const cJSON *top = at(t, "top_logprobs");
+        cr_assert_eq(cJSON_GetArraySize(top), 3);
+        double lp = num_at(t, "logprob"), best = num_at(top, "0.logprob");
+        cr_expect(lp <= 0 && best >= lp && best >= num_at(top, "1.logprob"), "ordered");
+        cr_expect(best >= num_at(top, "1.logprob") && num_at(top, "1.logprob") >= num_at(top, "2.logprob"));
+    }
+    char *joined = joined_bytes(content);
+    cr_expect_str_eq(joined, str_at(v, "choices.0.message.content"), "the bytes join to the text");
+    sse_n_t s = sse_n_parse(&b, 1);
+    cr_expect_str_eq(s.text[0], str_at(v, "choices.0.message.content"));
+    cr_expect(cJSON_Compare(s.lp[0], content, 1), "streamed logprobs equal the non-streamed ones");
+    free(joined);
+    sse_n_free(&s);
+    cJSON_Delete(v);
+    free(a.body), free(b.body), free(plain), free(streamed);
+    stop_server(&main_server);
+}
+
+/* Completions: "logprobs": 2, streamed and not, with text_offset; a greedy request's chosen
+ * token is the first alternative. */
+Test(serve_http, completion_logprobs_streamed_equal_non_streamed)
+{
+    const char *body = "{\"model\":\"synth\",\"prompt\":\"abc\",\"max_tokens\":20,\"seed\":4,"
+                       "\"temperature\":%s,\"ignore_eos\":true,\"logprobs\":2%s}";
+    for (int greedy = 0; greedy < 2; greedy++) {
+        char c1[256], c2[256];
+        snprintf(c1, sizeof c1, body, greedy ? "0" : "1", "");
+        snprintf(c2, sizeof c2, body, greedy ? "0" : "1", ",\"stream\":true");
+        reply_t a = http(main_server.port, "POST", "/v1/completions", c1);
+        reply_t b = http(main_server.port, "POST", "/v1/completions", c2);
+        cJSON *v = json_of(&a);
+        const cJSON *lp = at(v, "choices.0.logprobs");
+        cr_assert_eq(cJSON_GetArraySize(at(lp, "tokens")), 20);
+        cr_assert_eq(cJSON_GetArraySize(at(lp, "text_offset")), 20);
+        cr_expect_eq(num_at(lp, "text_offset.0"), 0);
+        for (int i = 0; i < 20; i++) {
+            char path[32];
+            snprintf(path, sizeof path, "top_logprobs.%d", i);
+            int size = cJSON_GetArraySize(at(lp, path));
+            cr_expect(size == 2 || size == 3, "2 alternatives, and the chosen token: %d", size);
+            if (greedy) cr_expect_eq(size, 2, "greedy: the chosen token is among the 2 best");
+        }
+        sse_n_t s = sse_n_parse(&b, 0);
+        cr_expect_str_eq(s.text[0], str_at(v, "choices.0.text"));
+        cr_expect(cJSON_Compare(s.lp[0], lp, 1), "streamed logprobs equal the non-streamed ones");
+        sse_n_free(&s);
+        cJSON_Delete(v);
+        free(a.body), free(b.body);
+    }
+    stop_server(&main_server);
+}
+
+/* n = 3: three choices whose seeds specdec reports; each equals an n = 1 request with its
+ * seed (choice 0: the request's own); usage counts the prompt once; the stream carries the
+ * same texts under their indices. */
+Test(serve_http, n_choices_equal_single_requests)
+{
+    for (int chat = 0; chat < 2; chat++) {
+        char body[512], streamed[512];
+        const char *path = chat ? CHAT : "/v1/completions";
+        if (chat) {
+            char *b1 = chat_body(31, 16, 0, "\"n\":3,\"logprobs\":true");
+            char *b2 = chat_body(31, 16, 1, "\"n\":3,\"logprobs\":true,\"stream_options\":"
+                                            "{\"include_usage\":true}");
+            snprintf(body, sizeof body, "%s", b1), snprintf(streamed, sizeof streamed, "%s", b2);
+            free(b1), free(b2);
+        } else {
+            snprintf(body, sizeof body, "{\"model\":\"synth\",\"prompt\":\"xyz\",\"max_tokens\":16,"
+                                        "\"ignore_eos\":true,\"seed\":31,\"n\":3,\"logprobs\":1}");
+            snprintf(streamed, sizeof streamed, "{\"model\":\"synth\",\"prompt\":\"xyz\",\"max_tokens\":"
+                     "16,\"ignore_eos\":true,\"seed\":31,\"n\":3,\"logprobs\":1,\"stream\":true,"
+                     "\"stream_options\":{\"include_usage\":true}}");
+        }
+        reply_t a = http(main_server.port, "POST", path, body);
+        reply_t b = http(main_server.port, "POST", path, streamed);
+        cJSON *v = json_of(&a);
+        cr_assert_eq(a.status, 200, "%s", a.body);
+        cr_assert_eq(cJSON_GetArraySize(at(v, "choices")), 3);
+        cr_expect_eq(num_at(v, "usage.completion_tokens"), 48, "16 tokens in each of 3 choices");
+        cr_expect_eq(num_at(v, "usage.total_tokens"), num_at(v, "usage.prompt_tokens") + 48);
+        cr_expect_eq(num_at(v, "specdec.seeds.0"), 31, "choice 0 has the request's seed");
+        sse_n_t s = sse_n_parse(&b, chat);
+        int differ = 0;
+        for (int i = 0; i < 3; i++) {
+            char p[64];
+            snprintf(p, sizeof p, "choices.%d.index", i);
+            cr_expect_eq(num_at(v, p), i);
+            snprintf(p, sizeof p, chat ? "choices.%d.message.content" : "choices.%d.text", i);
+            const char *text = str_at(v, p);
+            cr_expect_str_eq(s.text[i], text, "choice %d streamed", i);
+            if (chat) cr_expect_eq(s.roles[i], 1, "choice %d: one role chunk", i);
+            cr_expect_str_eq(s.finish[i], "length");
+            snprintf(p, sizeof p, "choices.%d.logprobs%s", i, chat ? ".content" : "");
+            cr_expect(cJSON_Compare(s.lp[i], at(v, p), 1), "choice %d: streamed logprobs", i);
+            differ += i > 0 && strcmp(text, str_at(v, chat ? "choices.0.message.content"
+                                                            : "choices.0.text")) != 0;
+            /* alone, with its seed */
+            snprintf(p, sizeof p, "specdec.seeds.%d", i);
+            char one[512], seed[40];
+            snprintf(seed, sizeof seed, "\"seed\":%.0f", num_at(v, p));
+            snprintf(one, sizeof one, "%s", body);
+            char *at_n = strstr(one, "\"n\":3"), *at_seed = strstr(one, "\"seed\":31");
+            cr_assert(at_n && at_seed);
+            memcpy(at_n, "\"n\":1", 5);
+            char tail[512];
+            snprintf(tail, sizeof tail, "%s", at_seed + strlen("\"seed\":31"));
+            snprintf(at_seed, sizeof one - (size_t)(at_seed - one), "%s%s", seed, tail);
+            reply_t r1 = http(main_server.port, "POST", path, one);
+            char *alone = content_of(&r1);
+            cr_expect_str_eq(alone, text, "choice %d equals n = 1 with seed %s", i, seed);
+            free(alone), free(r1.body);
+        }
+        cr_expect_gt(differ, 0, "sampled choices differ");
+        cr_assert(s.usage, "no usage chunk");
+        cr_expect_eq(num_at(s.usage, "usage.completion_tokens"), 48);
+        sse_n_free(&s);
+        cJSON_Delete(v);
+        free(a.body), free(b.body);
+    }
     stop_server(&main_server);
 }
 
@@ -575,7 +844,6 @@ static void check_error(const bad_row_t *row, const reply_t *r)
     cJSON_Delete(v);
 }
 
-#define CHAT "/v1/chat/completions"
 #define MSGS "\"messages\":[{\"role\":\"user\",\"content\":\"Hi\"}]"
 
 Test(serve_http, bad_input_table)
@@ -595,12 +863,20 @@ Test(serve_http, bad_input_table)
          "invalid_request_error", "max_tokens", NULL},
         {"POST", CHAT, "{\"model\":\"synth\"," MSGS ",\"max_tokens\":1000000000}", 400,
          "invalid_request_error", "max_tokens", "context_length_exceeded"},
-        {"POST", CHAT, "{\"model\":\"synth\"," MSGS ",\"n\":3}", 400, "invalid_request_error",
-         "n", "unsupported_parameter"},
+        {"POST", CHAT, "{\"model\":\"synth\"," MSGS ",\"n\":0}", 400, "invalid_request_error",
+         "n", NULL},
+        {"POST", CHAT, "{\"model\":\"synth\"," MSGS ",\"n\":129}", 400, "invalid_request_error",
+         "n", NULL},
+        {"POST", "/v1/completions", "{\"model\":\"synth\",\"prompt\":\"a\",\"n\":81}", 400,
+         "invalid_request_error", "n", NULL}, /* above --max-active 16 + --max-queued 64 */
+        {"POST", CHAT, "{\"model\":\"synth\"," MSGS ",\"logprobs\":true,\"top_logprobs\":21}",
+         400, "invalid_request_error", "top_logprobs", NULL},
+        {"POST", CHAT, "{\"model\":\"synth\"," MSGS ",\"top_logprobs\":2}", 400,
+         "invalid_request_error", "top_logprobs", NULL},
+        {"POST", "/v1/completions", "{\"model\":\"synth\",\"prompt\":\"a\",\"logprobs\":6}", 400,
+         "invalid_request_error", "logprobs", NULL},
         {"POST", CHAT, "{\"model\":\"synth\"," MSGS ",\"tools\":[{\"type\":\"function\"}]}", 400,
          "invalid_request_error", "tools", "unsupported_parameter"},
-        {"POST", CHAT, "{\"model\":\"synth\"," MSGS ",\"logprobs\":true}", 400,
-         "invalid_request_error", "logprobs", "unsupported_parameter"},
         {"POST", "/v1/completions", "{\"model\":\"synth\",\"prompt\":[\"a\",\"b\"]}", 400,
          "invalid_request_error", "prompt", NULL},
         {"GET", CHAT, NULL, 405, "invalid_request_error", NULL, "method_not_allowed"},

@@ -15,6 +15,8 @@ Test(serve_routes, rows_are_complete, .timeout = 10)
         cr_assert_not_null(r->handler, "row %zu (%s %s) has no handler", i, r->method, r->path);
         cr_assert(r->method[0] != '\0', "row %zu (%s) has an empty method", i, r->path);
         cr_assert_eq(r->path[0], '/', "row %zu: path '%s' does not start with /", i, r->path);
+        cr_assert(r->auth >= SERVE_AUTH_OPEN && r->auth <= SERVE_AUTH_METRICS,
+                  "row %zu (%s %s) names no auth class", i, r->method, r->path);
     }
 }
 
@@ -44,20 +46,24 @@ Test(serve_routes, the_endpoints, .timeout = 10)
 {
     static const struct {
         const char *method, *path;
+        serve_auth_t auth;
         int needs_model, reads_body;
         oai_endpoint_t endpoint;
     } want[] = {
-        {"GET", "/health", 0, 0, 0},
-        {"GET", "/metrics", 0, 0, 0},
-        {"GET", "/v1/models", 1, 0, 0},
-        {"POST", "/v1/chat/completions", 1, 1, OAI_CHAT},
-        {"POST", "/v1/completions", 1, 1, OAI_COMPLETIONS},
+        {"GET", "/health", SERVE_AUTH_OPEN, 0, 0, 0},
+        {"GET", "/metrics", SERVE_AUTH_METRICS, 0, 0, 0},
+        {"GET", "/v1/models", SERVE_AUTH_API, 1, 0, 0},
+        {"POST", "/v1/chat/completions", SERVE_AUTH_API, 1, 1, OAI_CHAT},
+        {"POST", "/v1/completions", SERVE_AUTH_API, 1, 1, OAI_COMPLETIONS},
+        {"POST", "/tokenize", SERVE_AUTH_API, 1, 1, 0},
+        {"POST", "/detokenize", SERVE_AUTH_API, 1, 1, 0},
     };
     cr_assert_eq(serve_n_routes, sizeof want / sizeof want[0]);
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
         const serve_route_t *r = NULL;
         cr_assert_eq(serve_route_find(want[i].method, want[i].path, &r), SERVE_ROUTE_FOUND,
                      "%s %s", want[i].method, want[i].path);
+        cr_expect_eq(r->auth, want[i].auth, "%s auth", want[i].path);
         cr_expect_eq(r->needs_model, want[i].needs_model, "%s needs_model", want[i].path);
         cr_expect_eq(r->reads_body, want[i].reads_body, "%s reads_body", want[i].path);
         if (r->reads_body)

@@ -136,3 +136,44 @@ Test(chat, rejects_null_fields)
     cr_assert_eq(sd_chat_render(SMOL_TMPL, NULL, NULL, bad, 1, 0, buf, sizeof buf, &len),
                  SD_ERR_INVALID_ARG);
 }
+
+/* sd_chat_render_marked: the bytes marked as coming from a message, read in order, are
+ * exactly the messages' roles and contents (as each template writes them: trimmed for
+ * Llama-3 and Llama-2, Llama-2's system block folded into the first user turn); every
+ * other byte is the template's. */
+typedef struct marked_case {
+    int tmpl;
+    char from_messages[256];
+} marked_case_t;
+
+ParameterizedTestParameters(chat, marks_message_text)
+{
+    static marked_case_t cases[] = {
+        {T_SMOL, "systemBe brief.user  What is 2+2?\nassistant4 userThanks"},
+        {T_QWEN, "systemBe brief.user  What is 2+2?\nassistant4 userThanks"},
+        {T_LLAMA3, "systemBe brief.userWhat is 2+2?assistant4userThanks"},
+        {T_LLAMA2, "<<SYS>>\nBe brief.\n<</SYS>>\n\n  What is 2+2?4Thanks"},
+    };
+    return cr_make_param_array(marked_case_t, cases, sizeof cases / sizeof cases[0]);
+}
+
+ParameterizedTest(marked_case_t *c, chat, marks_message_text)
+{
+    char buf[1024], plain[1024], from_messages[1024];
+    uint8_t markup[1024];
+    size_t len = 0, plain_len = 0, k = 0;
+    memset(markup, 7, sizeof markup);
+    cr_assert_eq(sd_chat_render_marked(templates[c->tmpl], "<s>", "</s>", MSG_SUA, 4, 1, buf,
+                                       markup, sizeof buf, &len),
+                 SD_OK, "%s", sd_last_error());
+    cr_assert_eq(sd_chat_render(templates[c->tmpl], "<s>", "</s>", MSG_SUA, 4, 1, plain,
+                                sizeof plain, &plain_len), SD_OK);
+    cr_assert_eq(len, plain_len);
+    cr_assert_str_eq(buf, plain, "marking changes nothing in the text");
+    for (size_t i = 0; i < len; i++) {
+        cr_assert(markup[i] <= 1, "byte %zu is not marked", i);
+        if (!markup[i]) from_messages[k++] = buf[i];
+    }
+    from_messages[k] = '\0';
+    cr_assert_str_eq(from_messages, c->from_messages);
+}

@@ -3,7 +3,9 @@
  * three tokens generated speculatively (a deliberately different draft distribution, k = 1..3)
  * follow the exact target-only joint distribution (chi-square goodness of fit, p > 0.001),
  * while planted bugs (the rejection residual replaced by p or by q) are rejected with
- * p < 1e-6, so the test has the power to catch them. */
+ * p < 1e-6, so the test has the power to catch them; and over 400,000 seeds each draft
+ * token is accepted with probability min(1, p/q) (a per-token binomial test that sees a
+ * 2% acceptance bias, which the whole-sequence test does not). */
 #include <criterion/criterion.h>
 #include <criterion/parameterized.h>
 #include <math.h>
@@ -201,7 +203,7 @@ static double lossless_pvalue(harness_t *h, int spec, int *df, double *stat)
 
 /* ---- a test-local verifier, identical to the library's but for one planted bug ------- */
 
-typedef enum { BUG_NONE, BUG_RESIDUAL_FROM_P, BUG_RESIDUAL_FROM_Q } bug_t;
+typedef enum { BUG_NONE, BUG_RESIDUAL_FROM_P, BUG_RESIDUAL_FROM_Q, BUG_ACCEPT_BIAS } bug_t;
 
 static int32_t ref_rejected_token(bug_t bug, const float *p, const float *q, float u)
 {
@@ -226,7 +228,8 @@ static sd_status_t ref_verify(bug_t bug, const sd_sampler_params_t *params, uint
     for (int i = 0; i < k; i++) {
         sd_sampler_probs(params, logits + i * V, V, &s->sampler, p);
         float u = sd_rng_uniform(seed, pos0 + i, SD_RNG_ACCEPT);
-        if ((double)u * q[i * V + d[i]] <= p[d[i]])
+        double bias = bug == BUG_ACCEPT_BIAS ? 1.02 : 1.0; /* planted: accepts 2% too often */
+        if ((double)u * q[i * V + d[i]] <= bias * p[d[i]])
             continue;
         out->n_accepted = i;
         out->next_token =
@@ -250,6 +253,7 @@ static sd_status_t ref_verify(bug_t bug, const sd_sampler_params_t *params, uint
 REF_VARIANT(ref_correct, BUG_NONE)
 REF_VARIANT(ref_residual_from_p, BUG_RESIDUAL_FROM_P)
 REF_VARIANT(ref_residual_from_q, BUG_RESIDUAL_FROM_Q)
+REF_VARIANT(ref_accept_bias, BUG_ACCEPT_BIAS)
 
 /* ---- lossless sampling ------------------------------------------------------------- */
 
@@ -345,6 +349,79 @@ Test(verify_speculative, planted_bugs_are_detected, .timeout = 120)
             fprintf(stderr, "planted bug '%s' T=%.1f k=3: chi-square %.1f, df %d, p = %.3g\n",
                     bugs[b].name, (double)cfg[c].temperature, stat, df, p);
             cr_assert(p < 1e-6, "planted bug '%s' went unnoticed: p = %g", bugs[b].name, p);
+            harness_free(&h);
+        }
+}
+
+/* ---- the acceptance probability, token by token ------------------------------------------ */
+
+#define N_ACCEPT_SEEDS 400000
+
+/* One k = 1 step per seed after the prompt token: the draft d ~ q, accepted or not. A draft
+ * token d must be accepted with probability exactly min(1, p(d) / q(d)): per token, the
+ * accepted count is binomial; the p-value of the summed squared z-scores (chi-square, one
+ * degree of freedom per token accepted with probability strictly between 0 and 1). Tokens
+ * with probability 0 or 1 must be rejected or accepted every time (*exact_ok). */
+static double acceptance_pvalue(harness_t *h, int *df, double *stat, int *exact_ok)
+{
+    const world_t *w = world();
+    float p[V], q[V];
+    sd_sampler_probs(&h->params, w->target[0][PROMPT_TOKEN], V, &h->sampler, p);
+    sd_sampler_probs(&h->params, w->draft[0][PROMPT_TOKEN], V, &h->sampler, q);
+    long drafted[V] = {0}, accepted[V] = {0};
+    for (uint64_t seed = 1; seed <= N_ACCEPT_SEEDS; seed++) {
+        int32_t d[1];
+        float qq[V], logits[2 * V];
+        draft_step(h, seed, 0, PROMPT_TOKEN, d, qq, logits);
+        sd_spec_result_t r;
+        cr_assert_eq(h->verify(&h->params, seed, 0, d, qq, 1, logits, V, &h->spec, &r), SD_OK);
+        drafted[d[0]]++;
+        accepted[d[0]] += r.n_accepted;
+    }
+    *df = 0, *stat = 0.0, *exact_ok = 1;
+    for (int t = 0; t < V; t++) {
+        if (drafted[t] == 0) continue;
+        double a = fmin(1.0, (double)p[t] / q[t]), n = (double)drafted[t];
+        if (a <= 0.0 || a >= 1.0) {
+            *exact_ok &= accepted[t] == (a <= 0.0 ? 0 : drafted[t]);
+            continue;
+        }
+        double z = ((double)accepted[t] - n * a) / sqrt(n * a * (1.0 - a));
+        *stat += z * z;
+        ++*df;
+    }
+    return sd_test_chi2_sf(*stat, *df);
+}
+
+/* The library accepts each draft token with probability min(1, p/q) exactly (p > 1e-3),
+ * and the test has the power to see a 2% acceptance bias (p < 1e-6), which the chi-square
+ * over whole sequences above does not. */
+Test(verify_speculative, acceptance_probability_is_exact, .timeout = 120)
+{
+    const sd_sampler_params_t cfg[] = {sp(1.0f, 0, 1.0f, 0.0f), sp(0.7f, 0, 1.0f, 0.1f)};
+    const struct {
+        verify_fn fn;
+        const char *name;
+        int biased;
+    } verifiers[] = {{sd_spec_verify, "library", 0}, {ref_accept_bias, "2% acceptance bias", 1}};
+    for (int c = 0; c < 2; c++)
+        for (int v = 0; v < 2; v++) {
+            harness_t h;
+            harness_init(&h, cfg[c], 1, DRAFT_SAMPLED, verifiers[v].fn);
+            int df, exact_ok;
+            double stat, p = acceptance_pvalue(&h, &df, &stat, &exact_ok);
+            fprintf(stderr, "acceptance %-18s T=%.1f: chi-square %.1f, df %d, p = %.3g\n",
+                    verifiers[v].name, (double)cfg[c].temperature, stat, df, p);
+            cr_assert_geq(df, 2, "T=%.1f: only %d tokens with 0 < min(1, p/q) < 1",
+                          (double)cfg[c].temperature, df);
+            if (verifiers[v].biased) {
+                cr_assert(p < 1e-6, "%s went unnoticed: p = %g", verifiers[v].name, p);
+            } else {
+                cr_assert(exact_ok, "T=%.1f: a token of acceptance 0 or 1 was not",
+                          (double)cfg[c].temperature);
+                cr_assert(p > 1e-3, "T=%.1f: acceptance differs from min(1, p/q): p = %g",
+                          (double)cfg[c].temperature, p);
+            }
             harness_free(&h);
         }
 }

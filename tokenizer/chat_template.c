@@ -1,6 +1,7 @@
 /* Chat templates recognised from tokenizer.chat_template and rendered in C, producing what the
  * Jinja template renders: ChatML (with the template's default system message, if any),
  * Llama-3 headers and Llama-2 [INST] blocks. */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,18 +13,34 @@
 
 typedef enum chat_kind { CHAT_CHATML, CHAT_LLAMA3, CHAT_LLAMA2 } chat_kind_t;
 
+/* The rendered text in buf[cap] (n: its length so far, also past cap); mark[cap], when not
+ * NULL, gets 1 for each byte of the template's own text and 0 for each byte from a message. */
 typedef struct writer {
     char *buf;
+    uint8_t *mark;
     size_t cap, n;
+    int from_message; /* what put writes now */
 } writer_t;
 
 static void put(writer_t *w, const char *s, size_t n)
 {
-    for (size_t i = 0; i < n; i++, w->n++)
-        if (w->n < w->cap) w->buf[w->n] = s[i];
+    for (size_t i = 0; i < n; i++, w->n++) {
+        if (w->n >= w->cap) continue;
+        w->buf[w->n] = s[i];
+        if (w->mark) w->mark[w->n] = !w->from_message;
+    }
 }
 
+/* The template's text. */
 static void puts_(writer_t *w, const char *s) { put(w, s, strlen(s)); }
+
+/* Text from a message (a role or content): never markup. */
+static void put_message(writer_t *w, const char *s)
+{
+    w->from_message = 1;
+    puts_(w, s);
+    w->from_message = 0;
+}
 
 static chat_kind_t detect(const char *tmpl)
 {
@@ -100,9 +117,9 @@ static void render_chatml(const char *tmpl, const sd_chat_message_t *m, size_t n
     }
     for (size_t i = 0; i < n; i++) {
         puts_(w, "<|im_start|>");
-        puts_(w, m[i].role);
+        put_message(w, m[i].role);
         puts_(w, "\n");
-        puts_(w, m[i].content);
+        put_message(w, m[i].content);
         puts_(w, "<|im_end|>\n");
     }
     if (gen) puts_(w, "<|im_start|>assistant\n");
@@ -116,7 +133,8 @@ static int py_space(uint32_t cp)
     return (cp >= 0x1C && cp <= 0x1F) || (sd_unicode_flags(cp) & SD_UNI_WS);
 }
 
-/* Jinja `| trim` / str.strip(): write s without leading and trailing whitespace. */
+/* Jinja `| trim` / str.strip(): write s (from a message) without leading and trailing
+ * whitespace. */
 static void put_trimmed(writer_t *w, const char *s)
 {
     const uint8_t *p = (const uint8_t *)s;
@@ -131,7 +149,9 @@ static void put_trimmed(writer_t *w, const char *s)
         }
         pos += adv;
     }
+    w->from_message = 1;
     if (seen) put(w, s + a, b - a);
+    w->from_message = 0;
 }
 
 /* ('<<SYS>>\n' + sys + '\n<</SYS>>\n\n' + content).strip() */
@@ -154,7 +174,7 @@ static void render_llama3(const char *bos, const sd_chat_message_t *m, size_t n,
     for (size_t i = 0; i < n; i++) {
         if (i == 0) puts_(w, bos);
         puts_(w, "<|start_header_id|>");
-        puts_(w, m[i].role);
+        put_message(w, m[i].role);
         puts_(w, "<|end_header_id|>\n\n");
         put_trimmed(w, m[i].content);
         puts_(w, "<|eot_id|>");
@@ -198,13 +218,22 @@ sd_status_t sd_chat_render(const char *chat_template, const char *bos_text, cons
                            const sd_chat_message_t *msgs, size_t n, int add_generation_prompt,
                            char *buf, size_t cap, size_t *len)
 {
+    return sd_chat_render_marked(chat_template, bos_text, eos_text, msgs, n,
+                                 add_generation_prompt, buf, NULL, cap, len);
+}
+
+sd_status_t sd_chat_render_marked(const char *chat_template, const char *bos_text,
+                                  const char *eos_text, const sd_chat_message_t *msgs, size_t n,
+                                  int add_generation_prompt, char *buf, uint8_t *markup,
+                                  size_t cap, size_t *len)
+{
     if (len == NULL || (buf == NULL && cap > 0) || (msgs == NULL && n > 0))
         return sd_set_error(SD_ERR_INVALID_ARG, "sd_chat_render: NULL argument");
     for (size_t i = 0; i < n; i++)
         if (msgs[i].role == NULL || msgs[i].content == NULL)
             return sd_set_error(SD_ERR_INVALID_ARG, "chat message %zu has a NULL %s", i,
                                 msgs[i].role == NULL ? "role" : "content");
-    writer_t w = {buf, cap, 0};
+    writer_t w = {.buf = buf, .mark = markup, .cap = cap};
     switch (detect(chat_template)) {
     case CHAT_CHATML: render_chatml(chat_template, msgs, n, add_generation_prompt, &w); break;
     case CHAT_LLAMA3: render_llama3(bos_text ? bos_text : "", msgs, n, add_generation_prompt, &w); break;

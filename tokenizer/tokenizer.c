@@ -67,16 +67,27 @@ const char *sd_tokenizer_token_text(const sd_tokenizer_t *t, int32_t token, size
     return t->blob + t->off[token];
 }
 
-/* Leftmost special-token occurrence in text[from..len), longest text on ties. Returns its
- * start (len if none) and the token in *id. */
+/* 1 when text[p, p + n) may hold a special token: no mask (every byte may), or every byte
+ * of it marked. */
+static int special_allowed(const uint8_t *special_ok, size_t p, size_t n)
+{
+    if (special_ok == NULL) return 1;
+    for (size_t i = p; i < p + n; i++)
+        if (!special_ok[i]) return 0;
+    return 1;
+}
+
+/* Leftmost special-token occurrence in text[from..len) where special_ok allows one, longest
+ * text on ties. Returns its start (len if none) and the token in *id. */
 static size_t find_special(const sd_tokenizer_t *t, const char *text, size_t from, size_t len,
-                           int32_t *id)
+                           const uint8_t *special_ok, int32_t *id)
 {
     for (size_t p = from; p < len; p++) {
         if (!t->special_first[(uint8_t)text[p]]) continue;
         for (size_t k = 0; k < t->n_specials; k++) {
             int32_t s = t->specials[k];
-            if (t->len[s] <= len - p && memcmp(text + p, t->blob + t->off[s], t->len[s]) == 0) {
+            if (t->len[s] <= len - p && memcmp(text + p, t->blob + t->off[s], t->len[s]) == 0 &&
+                special_allowed(special_ok, p, t->len[s])) {
                 *id = s;
                 return p;
             }
@@ -94,14 +105,16 @@ static sd_status_t encode_segment(const sd_tokenizer_t *t, sd_tok_scratch_t *s, 
 }
 
 static sd_status_t encode_all(const sd_tokenizer_t *t, sd_tok_scratch_t *s, const char *text,
-                              size_t len, int flags, sd_tok_out_t *o)
+                              size_t len, int flags, const uint8_t *special_ok, sd_tok_out_t *o)
 {
     if ((flags & SD_TOKENIZE_ADD_BOS) && t->add_bos) sd_tok_emit(o, t->bos);
     bool after_special = true; /* SPM: a space prefix starts the text and follows specials */
     size_t pos = 0;
     while (pos < len) {
         int32_t id = -1;
-        size_t at = (flags & SD_TOKENIZE_PARSE_SPECIAL) ? find_special(t, text, pos, len, &id) : len;
+        size_t at = (flags & SD_TOKENIZE_PARSE_SPECIAL)
+                        ? find_special(t, text, pos, len, special_ok, &id)
+                        : len;
         SD_CHECK(encode_segment(t, s, text + pos, at - pos, after_special, o));
         if (at == len) break;
         sd_tok_emit(o, id);
@@ -114,11 +127,18 @@ static sd_status_t encode_all(const sd_tokenizer_t *t, sd_tok_scratch_t *s, cons
 sd_status_t sd_tokenizer_encode(const sd_tokenizer_t *t, const char *text, size_t len, int flags,
                                 int32_t *out, size_t cap, size_t *n_out)
 {
+    return sd_tokenizer_encode_marked(t, text, len, flags, NULL, out, cap, n_out);
+}
+
+sd_status_t sd_tokenizer_encode_marked(const sd_tokenizer_t *t, const char *text, size_t len,
+                                       int flags, const uint8_t *special_ok, int32_t *out,
+                                       size_t cap, size_t *n_out)
+{
     if (t == NULL || n_out == NULL || (text == NULL && len > 0) || (out == NULL && cap > 0))
         return sd_set_error(SD_ERR_INVALID_ARG, "sd_tokenizer_encode: NULL argument");
     sd_tok_scratch_t s = {0};
     sd_tok_out_t o = {out, cap, 0};
-    sd_status_t st = encode_all(t, &s, text, len, flags, &o);
+    sd_status_t st = encode_all(t, &s, text, len, flags, special_ok, &o);
     free(s.cps);
     free(s.offs);
     free(s.cls);

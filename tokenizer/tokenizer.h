@@ -28,6 +28,13 @@ const char *sd_tokenizer_chat_template(const sd_tokenizer_t *t);
 /* flags: SD_TOKENIZE_ADD_BOS | SD_TOKENIZE_PARSE_SPECIAL (specdec.h). */
 sd_status_t sd_tokenizer_encode(const sd_tokenizer_t *t, const char *text, size_t len, int flags,
                                 int32_t *out, size_t cap, size_t *n_out);
+/* sd_tokenizer_encode where SD_TOKENIZE_PARSE_SPECIAL recognises a special token only where
+ * every byte of its text is marked in special_ok[len] (NULL: everywhere); elsewhere its
+ * text is plain text. With a chat template's markup marked (sd_chat_render_marked), text
+ * that came from a message can never become a control token. */
+sd_status_t sd_tokenizer_encode_marked(const sd_tokenizer_t *t, const char *text, size_t len,
+                                       int flags, const uint8_t *special_ok, int32_t *out,
+                                       size_t cap, size_t *n_out);
 /* Raw bytes a token stands for (byte-level decoded, "▁" -> " ", <0xXX> -> byte).
  * Control tokens decode to their text. SD_ERR_BUFFER_TOO_SMALL with *len = needed. */
 sd_status_t sd_tokenizer_piece(const sd_tokenizer_t *t, int32_t token, char *buf, size_t cap,
@@ -38,5 +45,12 @@ sd_status_t sd_tokenizer_piece(const sd_tokenizer_t *t, int32_t token, char *buf
 sd_status_t sd_chat_render(const char *chat_template, const char *bos_text, const char *eos_text,
                            const sd_chat_message_t *msgs, size_t n, int add_generation_prompt,
                            char *buf, size_t cap, size_t *len);
+/* sd_chat_render that also marks, in markup[cap] (NULL: not wanted), which bytes of buf are
+ * the template's own text (1: markers, the BOS/EOS texts, the template's default system
+ * message) and which came from a message (0: its role and content, Llama-2's system block). */
+sd_status_t sd_chat_render_marked(const char *chat_template, const char *bos_text,
+                                  const char *eos_text, const sd_chat_message_t *msgs, size_t n,
+                                  int add_generation_prompt, char *buf, uint8_t *markup,
+                                  size_t cap, size_t *len);
 
 #endif

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "core/check.h"
+#include "core/escape.h"
 #include "core/log.h"
 #include "tokenizer/tokenizer_impl.h"
 #include "core/unicode.h"
@@ -172,9 +173,8 @@ static sd_status_t load_merge(sd_tokenizer_t *t, gguf_str_t m, uint64_t i)
 {
     const char *sp = m.len > 1 ? memchr(m.data + 1, ' ', m.len - 1) : NULL;
     if (sp == NULL || sp + 1 == m.data + m.len)
-        return sd_set_error(SD_ERR_BAD_MODEL, "%s[%llu] '%.*s' is not of the form 'left right'",
-                            KEY_MERGES, (unsigned long long)i, (int)(m.len > 64 ? 64 : m.len),
-                            m.data);
+        return sd_set_error(SD_ERR_BAD_MODEL, "%s[%llu] '%s' is not of the form 'left right'",
+                            KEY_MERGES, (unsigned long long)i, SD_ESC(m.data, m.len));
     size_t la = (size_t)(sp - m.data), lb = m.len - la - 1;
     int32_t a = sd_text_map_get(&t->vocab, t, m.data, la);
     int32_t b = sd_text_map_get(&t->vocab, t, sp + 1, lb);
@@ -186,8 +186,8 @@ static sd_status_t load_merge(sd_tokenizer_t *t, gguf_str_t m, uint64_t i)
         ab = sd_text_map_get(&t->vocab, t, buf, la + lb);
     }
     if (a < 0 || b < 0 || ab < 0)
-        return sd_set_error(SD_ERR_BAD_MODEL, "%s[%llu] '%.*s': %s is not a token", KEY_MERGES,
-                            (unsigned long long)i, (int)(m.len > 64 ? 64 : m.len), m.data,
+        return sd_set_error(SD_ERR_BAD_MODEL, "%s[%llu] '%s': %s is not a token", KEY_MERGES,
+                            (unsigned long long)i, SD_ESC(m.data, m.len),
                             a < 0 ? "the left part" : b < 0 ? "the right part" : "the merged text");
     sd_pair_map_put(&t->merges, a, b, (int32_t)i, ab);
     return SD_OK;
@@ -251,8 +251,8 @@ static sd_pretok_t pretok_of(gguf_str_t pre)
     if (gguf_str_eq(pre, "qwen2")) return SD_PRE_QWEN2;
     if (!gguf_str_eq(pre, "gpt2") && !gguf_str_eq(pre, "gpt-2") && !gguf_str_eq(pre, "default") &&
         !atomic_exchange(&warned, 1))
-        sd_log(SD_LOG_WARN, "tokenizer.ggml.pre '%.*s' is not known; using the GPT-2 pre-tokenizer",
-               (int)(pre.len > 64 ? 64 : pre.len), pre.data);
+        sd_log(SD_LOG_WARN, "tokenizer.ggml.pre '%s' is not known; using the GPT-2 pre-tokenizer",
+               SD_ESC(pre.data, pre.len));
     return SD_PRE_GPT2;
 }
 
@@ -268,8 +268,8 @@ static sd_status_t load_kind(const gguf_file_t *f, sd_tokenizer_t *t)
         t->kind = SD_TOK_SPM;
     } else {
         return sd_set_error(SD_ERR_BAD_MODEL,
-                            "tokenizer.ggml.model '%.*s' is not supported (gpt2 or llama)",
-                            (int)(model.len > 64 ? 64 : model.len), model.data);
+                            "tokenizer.ggml.model '%s' is not supported (gpt2 or llama)",
+                            SD_ESC(model.data, model.len));
     }
     t->pre = SD_PRE_GPT2;
     if (t->kind == SD_TOK_BPE && gguf_find_kv(f, "tokenizer.ggml.pre") != NULL) {

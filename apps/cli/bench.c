@@ -14,6 +14,7 @@
 
 #include "bench.h"
 #include "cli.h"
+#include "core/escape.h"
 
 enum {
     MAX_PROMPTS = 64,
@@ -553,7 +554,7 @@ static void print_table(FILE *f, const bench_t *b)
     const bench_opts_t *o = &b->o;
     fprintf(f, "specdec bench: %s (%s, %d layers) on %s, %d prompts, n = %d, %d threads, %s, "
                "%s k, %d repeat%s (median)\n",
-            b->info.name[0] ? b->info.name : "model", b->info.arch, b->info.n_layer,
+            b->info.name[0] ? SD_ESC_STR(b->info.name) : "model", b->info.arch, b->info.n_layer,
             b->info.device, b->n_prompts, o->gen.max_tokens, o->n_threads ? o->n_threads : (int)sysconf(_SC_NPROCESSORS_ONLN),
             o->gen.temperature > 0 ? "sampling" : "greedy", o->adaptive ? "adaptive" : "fixed",
             o->repeats, o->repeats == 1 ? "" : "s");

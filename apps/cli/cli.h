@@ -19,6 +19,7 @@ typedef struct cli_gen_opts {
     sd_spec_config_t spec;  /* --draft, --k, --no-adaptive */
     const char *draft_path; /* --draft PATH: a draft model, loaded by cli_load_draft */
     int stats;              /* --stats: speculative statistics to stderr */
+    const char *logprobs_file; /* --logprobs-file PATH (with --logprobs N); NULL: stderr */
     /* tensor parallelism: under `specdec launch -n N` or mpirun the target is split over
      * the world; --draft-ranks D puts a draft model on the first D ranks only */
     sd_comm_t *world;       /* NULL on a single rank */
@@ -66,6 +67,9 @@ void cli_release(cli_gen_opts_t *opts);
 /* Generate from text, streaming to stdout; statistics to stderr. */
 int cli_generate_text(sd_model_t *m, const char *text, int flags, const cli_gen_opts_t *opts,
                       char **reply);
+/* The same from prompt token ids[n]. */
+int cli_generate_ids(sd_model_t *m, const int32_t *ids, size_t n, const cli_gen_opts_t *opts,
+                     char **reply);
 
 int cmd_run(int argc, char **argv);
 int cmd_chat(int argc, char **argv);

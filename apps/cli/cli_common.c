@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "core/unicode.h"
 
 /* Return s from a cli_* loader that has already printed its error line. */
 #define SD_CLI_CHECK(call)                                                                       \
@@ -110,6 +111,11 @@ static int parse_one(const char *flag, const char *v, cli_gen_opts_t *o)
     if (!strcmp(flag, "--seed")) return cli_parse_seed(v, &g->seed);
     if (!strcmp(flag, "--draft")) return cli_parse_draft(v, &o->spec, &o->draft_path);
     if (!strcmp(flag, "--k")) return cli_parse_int(flag, v, 1, SD_SPEC_MAX_K, &o->spec.k);
+    if (!strcmp(flag, "--logprobs")) {
+        g->logprobs = 1;
+        return cli_parse_int(flag, v, 0, SD_MAX_TOP_LOGPROBS, &g->top_logprobs);
+    }
+    if (!strcmp(flag, "--logprobs-file")) return o->logprobs_file = v, 1;
     if (!strcmp(flag, "--draft-ranks"))
         return cli_parse_int(flag, v, 1, 4096, &o->spec.draft_ranks);
     if (!strcmp(flag, "--stop")) {
@@ -142,6 +148,10 @@ int cli_parse_gen_opts(int argc, char **argv, int first, cli_gen_opts_t *o)
             return 0;
         }
         if (!parse_one(flag, argv[++i], o)) return 0;
+    }
+    if (o->logprobs_file && !o->gen.logprobs) {
+        fprintf(stderr, "specdec: error: --logprobs-file needs --logprobs N\n");
+        return 0;
     }
     return 1;
 }
@@ -245,14 +255,12 @@ static int stream_to_stdout(void *user, int32_t token, const char *text, size_t 
 
 static void print_stats(const sd_gen_result_t *r)
 {
-    static const char *const reasons[] = {"none",        "max tokens", "end of text", "stop token",
-                                          "stop string", "callback",   "error"};
     double pre = r->prefill_seconds > 0 ? r->n_prompt / r->prefill_seconds : 0;
     double dec = r->decode_seconds > 0 ? r->n_tokens / r->decode_seconds : 0;
     fprintf(stderr, "\nspecdec: prefill %zu tokens in %.3f s (%.1f tok/s); decode %zu tokens in "
                     "%.3f s (%.1f tok/s); stop: %s\n",
             r->n_prompt, r->prefill_seconds, pre, r->n_tokens, r->decode_seconds, dec,
-            reasons[r->stop_reason]);
+            sd_stop_reason_string(r->stop_reason));
 }
 
 static void print_spec_stats(const cli_gen_opts_t *o, const sd_gen_stats_t *s)
@@ -274,6 +282,64 @@ static void print_spec_stats(const cli_gen_opts_t *o, const sd_gen_stats_t *s)
             s->draft_seconds, s->verify_seconds, s->other_seconds);
 }
 
+/* s[len] as a JSON string: quotes, backslashes and control characters escaped, bytes that
+ * are not UTF-8 written as U+FFFD. */
+static void json_string(FILE *f, const char *s, size_t len)
+{
+    fputc('"', f);
+    size_t adv;
+    for (size_t i = 0; i < len; i += adv) {
+        unsigned char c = (unsigned char)s[i];
+        uint32_t cp = sd_utf8_decode((const uint8_t *)s + i, len - i, &adv);
+        if (cp >= SD_UTF8_INVALID) fputs("\\ufffd", f);
+        else if (c == '"' || c == '\\') fprintf(f, "\\%c", c);
+        else if (c < 0x20) fprintf(f, "\\u%04x", c);
+        else fwrite(s + i, 1, adv, f);
+    }
+    fputc('"', f);
+}
+
+/* "id": t, "token": its text, "logprob": lp (-inf and below -9999 as -9999, like the server). */
+static void json_token(FILE *f, const sd_model_t *m, int32_t t, float lp)
+{
+    char buf[256];
+    size_t len = 0;
+    if (sd_detokenize(m, &t, 1, buf, sizeof buf, &len) != SD_OK) len = 0;
+    fprintf(f, "\"id\":%d,\"token\":", (int)t);
+    json_string(f, buf, len);
+    fprintf(f, ",\"logprob\":%.9g", lp > -9999.0f ? (double)lp : -9999.0);
+}
+
+/* --logprobs: one JSON line per generation, {"prompt_tokens", "tokens": [{"id", "token",
+ * "logprob", "top_logprobs": [{"id", "token", "logprob"}]}]}, to the file or stderr. */
+static int write_logprobs(const sd_model_t *m, const cli_gen_opts_t *o, const sd_gen_result_t *r)
+{
+    FILE *f = o->logprobs_file ? fopen(o->logprobs_file, "a") : stderr;
+    if (!f) {
+        fprintf(stderr, "specdec: error: --logprobs-file %s: cannot open it for writing\n",
+                o->logprobs_file);
+        return 1;
+    }
+    fprintf(f, "{\"prompt_tokens\":%zu,\"tokens\":[", r->n_prompt);
+    for (size_t i = 0; i < r->n_tokens; i++) {
+        fputs(i ? ",{" : "{", f);
+        json_token(f, m, r->tokens[i], r->logprobs[i]);
+        fputs(",\"top_logprobs\":[", f);
+        for (int j = 0; j < r->n_top; j++) {
+            fputs(j ? ",{" : "{", f);
+            size_t at = i * (size_t)r->n_top + (size_t)j;
+            json_token(f, m, r->top_tokens[at], r->top_logprobs[at]);
+            fputc('}', f);
+        }
+        fputs("]}", f);
+    }
+    fputs("]}\n", f);
+    int failed = ferror(f);
+    if (o->logprobs_file) failed |= fclose(f) != 0;
+    if (failed) fprintf(stderr, "specdec: error: writing the log-probabilities failed\n");
+    return failed ? 1 : 0;
+}
+
 int cli_generate_text(sd_model_t *m, const char *text, int flags, const cli_gen_opts_t *o,
                       char **reply)
 {
@@ -282,12 +348,18 @@ int cli_generate_text(sd_model_t *m, const char *text, int flags, const cli_gen_
     int32_t *ids = malloc(cap * sizeof *ids);
     if (!ids) return fprintf(stderr, "specdec: error: out of memory\n"), 1;
     sd_status_t s = sd_tokenize(m, text, len, flags, ids, cap, &n);
-    if (s != SD_OK) return free(ids), cli_fail("tokenize", s);
+    int rc = s == SD_OK ? cli_generate_ids(m, ids, n, o, reply) : cli_fail("tokenize", s);
+    free(ids);
+    return rc;
+}
+
+int cli_generate_ids(sd_model_t *m, const int32_t *ids, size_t n, const cli_gen_opts_t *o,
+                     char **reply)
+{
     sd_gen_result_t r;
     /* every rank generates the same text; only rank 0 writes it (also under mpirun) */
     sd_token_callback out = sd_comm_rank(o->world) == 0 ? stream_to_stdout : NULL;
-    s = sd_generate_speculative(m, ids, n, &o->gen, &o->spec, out, NULL, &r);
-    free(ids);
+    sd_status_t s = sd_generate_speculative(m, ids, n, &o->gen, &o->spec, out, NULL, &r);
     if (s != SD_OK) {
         if (r.n_tokens) fprintf(stderr, "\nspecdec: generation failed after %zu tokens\n", r.n_tokens);
         sd_gen_result_free(&r);
@@ -297,7 +369,8 @@ int cli_generate_text(sd_model_t *m, const char *text, int flags, const cli_gen_
     fflush(stdout);
     print_stats(&r);
     if (o->stats) print_spec_stats(o, &r.stats);
+    int rc = o->gen.logprobs && out ? write_logprobs(m, o, &r) : 0;
     if (reply) *reply = strdup(r.text);
     sd_gen_result_free(&r);
-    return 0;
+    return rc;
 }

@@ -198,9 +198,10 @@ static sd_status_t summarize(sd_comm_t *w, cb_row_t *row, const double *t, long 
     if (s == SD_OK) {
         qsort(all, (size_t)k, sizeof *all, cmp_double);
         double med = k % 2 ? all[k / 2] : 0.5 * (all[k / 2 - 1] + all[k / 2]);
-        row->median_us = med * 1e6;
-        row->p99_us = all[(int)ceil(0.99 * k) - 1] * 1e6;
-        row->algbw = med > 0 ? (double)row->bytes / med / 1e9 : 0;
+        /* whole nanoseconds, as reported; the bandwidths follow from the reported median */
+        row->median_us = round(med * 1e9) / 1e3;
+        row->p99_us = round(all[(int)ceil(0.99 * k) - 1] * 1e9) / 1e3;
+        row->algbw = row->median_us > 0 ? (double)row->bytes / row->median_us / 1e3 : 0;
         row->busbw = row->algbw * 2.0 * (n - 1) / n;
     }
     free(all);
@@ -265,7 +266,7 @@ static void print_json(FILE *f, sd_comm_t *w, const cb_opts_t *o, const cb_row_t
         const cb_row_t *r = &rows[i];
         fprintf(f,
                 "    {\"bytes\": %ld, \"count\": %zu, \"iters\": %d, \"warmup\": %d, "
-                "\"median_us\": %.3f, \"p99_us\": %.3f, \"algbw_gbs\": %.6f, \"busbw_gbs\": %.6f, "
+                "\"median_us\": %.3f, \"p99_us\": %.3f, \"algbw_gbs\": %.9g, \"busbw_gbs\": %.9g, "
                 "\"ok\": %s}%s\n",
                 r->bytes, r->count, r->iters, r->warmup, r->median_us, r->p99_us, r->algbw,
                 r->busbw, r->mismatches ? "false" : "true", i + 1 < n_rows ? "," : "");

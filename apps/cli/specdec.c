@@ -1,10 +1,12 @@
-/* The `specdec` command: run, chat, info. Errors print one line to stderr and exit non-zero. */
+/* The `specdec` command: run, chat, info, tokenize. Errors print one line to stderr and exit
+ * non-zero. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "bench.h"
+#include "core/escape.h"
 #include "cli.h"
 #include "hangtest.h"
 #include "launch.h"
@@ -17,6 +19,7 @@ static const char usage[] =
     "  run    generate a continuation of a prompt; only the generated text goes to stdout\n"
     "  chat   chat with the model using its chat template (-p for one turn, else stdin lines)\n"
     "  info   print the model's architecture and shape\n"
+    "  tokenize  print the token ids of -p TEXT (as `run` feeds them: BOS if the model asks)\n"
     "  serve  OpenAI-compatible HTTP server: serve -m MODEL [--port P] ... (serve --help,\n"
     "         docs/serve.md)\n"
     "  bench  speculative vs target-only decode speed over a prompt set (see bench/README.md)\n"
@@ -24,7 +27,7 @@ static const char usage[] =
     "  commbench  allreduce latency and bus bandwidth of the comm backend, under launch or mpirun\n"
     "  hangtest   hang-regression harness: hangtest --ranks N --steps S [--draft-ranks D] [--comm C]\n"
     "\n"
-    "options (run, chat):\n"
+    "options (run, chat, tokenize):\n"
     "  -m, --model PATH   GGUF model (default: SmolLM2-135M-Instruct Q4_1 from the cache)\n"
     "  -p, --prompt TEXT  prompt text\n"
     "  -n N               tokens to generate (default 128)\n"
@@ -39,7 +42,12 @@ static const char usage[] =
     "  --k K              draft length (the maximum when adaptive; default 4, at most 16)\n"
     "  --no-adaptive      draft exactly K tokens each step (default: adapt K to acceptance)\n"
     "  --stats            print acceptance rate, accepted-length histogram and timings\n"
-    "  --special          parse special tokens like <|im_start|> in the prompt (run)\n"
+    "  --logprobs N       each token's log-probability under the target and its N (0..20)\n"
+    "                     most likely alternatives, one JSON line per generation to stderr\n"
+    "                     (stdout keeps only the text); --logprobs-file PATH appends it there\n"
+    "  --special          parse special tokens like <|im_start|> in the prompt (run, tokenize)\n"
+    "                     or in your messages (chat; by default a message is plain text and\n"
+    "                     only the chat template's own markup becomes special tokens)\n"
     "  -t, --threads N    CPU threads (default: all cores)\n"
     "  -c, --ctx N        context length (default: min(model, 4096); on a GPU, what fits)\n"
     "  --device D         cpu, cuda, cuda:N or auto (default: SPECDEC_DEVICE, else cuda:0\n"
@@ -63,19 +71,21 @@ int cmd_run(int argc, char **argv)
 
 enum { MAX_TURNS = 256 };
 
-/* One chat turn: render the history with the template, generate, append the reply. */
+/* One chat turn: render the history with the template into token ids (the messages as
+ * plain text unless --special), generate, append the reply. */
 static int chat_turn(sd_model_t *m, const cli_gen_opts_t *o, sd_chat_message_t *msgs, size_t *n)
 {
-    size_t len = 0;
-    sd_status_t s = sd_chat_apply(m, msgs, *n, 1, NULL, 0, &len);
+    int flags = SD_TOKENIZE_ADD_BOS | (o->parse_special ? SD_TOKENIZE_PARSE_SPECIAL : 0);
+    size_t n_ids = 0;
+    sd_status_t s = sd_chat_tokenize(m, msgs, *n, 1, flags, NULL, 0, &n_ids);
     if (s != SD_OK && s != SD_ERR_BUFFER_TOO_SMALL) return cli_fail("chat template", s);
-    char *text = malloc(len + 1);
-    if (!text) return fprintf(stderr, "specdec: error: out of memory\n"), 1;
-    s = sd_chat_apply(m, msgs, *n, 1, text, len + 1, &len);
-    if (s != SD_OK) return free(text), cli_fail("chat template", s);
+    int32_t *ids = malloc((n_ids + 1) * sizeof *ids);
+    if (!ids) return fprintf(stderr, "specdec: error: out of memory\n"), 1;
+    s = sd_chat_tokenize(m, msgs, *n, 1, flags, ids, n_ids, &n_ids);
+    if (s != SD_OK) return free(ids), cli_fail("chat template", s);
     char *reply = NULL;
-    int rc = cli_generate_text(m, text, SD_TOKENIZE_ADD_BOS | SD_TOKENIZE_PARSE_SPECIAL, o, &reply);
-    free(text);
+    int rc = cli_generate_ids(m, ids, n_ids, o, &reply);
+    free(ids);
     if (rc == 0) {
         msgs[(*n)++] = (sd_chat_message_t){"assistant", reply};
         if (!isatty(STDOUT_FILENO)) putchar('\n'); /* one reply per line */
@@ -124,6 +134,32 @@ int cmd_chat(int argc, char **argv)
     return rc;
 }
 
+/* `specdec tokenize -m MODEL -p TEXT [--special]`: the ids, space-separated, one line on
+ * stdout; the count on stderr. */
+static int cmd_tokenize(int argc, char **argv)
+{
+    cli_gen_opts_t o;
+    if (!cli_parse_gen_opts(argc, argv, 2, &o)) return 2;
+    if (!o.prompt) return cli_release(&o), fprintf(stderr, "specdec: error: tokenize needs -p TEXT\n"), 2;
+    sd_model_t *m = NULL;
+    sd_status_t s = cli_load_model(&o, &m);
+    if (s != SD_OK) return cli_release(&o), cli_exit_code(s);
+    int flags = SD_TOKENIZE_ADD_BOS | (o.parse_special ? SD_TOKENIZE_PARSE_SPECIAL : 0);
+    size_t len = strlen(o.prompt), n = 0;
+    int32_t *ids = malloc((len + 2) * sizeof *ids); /* a token covers a byte or more */
+    s = ids ? sd_tokenize(m, o.prompt, len, flags, ids, len + 2, &n) : SD_ERR_OUT_OF_MEMORY;
+    int rc = s == SD_OK ? 0 : cli_fail("tokenize", s);
+    if (rc == 0 && sd_comm_rank(o.world) == 0) {
+        for (size_t i = 0; i < n; i++) printf("%s%d", i ? " " : "", ids[i]);
+        putchar('\n');
+        fprintf(stderr, "specdec: %zu tokens\n", n);
+    }
+    free(ids);
+    sd_model_free(m);
+    cli_release(&o);
+    return rc;
+}
+
 static int cmd_info(int argc, char **argv)
 {
     cli_gen_opts_t o;
@@ -135,7 +171,7 @@ static int cmd_info(int argc, char **argv)
     sd_model_get_info(m, &i);
     printf("name: %s\narch: %s\nlayers: %d\nembedding: %d\nffn: %d\nheads: %d\nkv heads: %d\n"
            "vocab: %d\ncontext: %d\nbos: %d\neos: %d\n",
-           i.name, i.arch, i.n_layer, i.n_embd, i.n_ff, i.n_head, i.n_head_kv, i.n_vocab, i.n_ctx,
+           SD_ESC_STR(i.name), i.arch, i.n_layer, i.n_embd, i.n_ff, i.n_head, i.n_head_kv, i.n_vocab, i.n_ctx,
            i.bos, i.eos);
     sd_model_free(m);
     cli_release(&o);
@@ -152,12 +188,13 @@ int main(int argc, char **argv)
     if (!strcmp(argv[1], "run")) return cmd_run(argc, argv);
     if (!strcmp(argv[1], "chat")) return cmd_chat(argc, argv);
     if (!strcmp(argv[1], "info")) return cmd_info(argc, argv);
+    if (!strcmp(argv[1], "tokenize")) return cmd_tokenize(argc, argv);
     if (!strcmp(argv[1], "serve")) return cmd_serve(argc, argv);
     if (!strcmp(argv[1], "bench")) return cmd_bench(argc, argv);
     if (!strcmp(argv[1], "launch")) return cmd_launch(argc, argv);
     if (!strcmp(argv[1], "commbench")) return cmd_commbench(argc, argv);
     if (!strcmp(argv[1], "hangtest")) return cmd_hangtest(argc, argv);
-    fprintf(stderr, "specdec: error: unknown command '%s' (run, chat, info, serve, bench, "
-                    "launch, commbench, hangtest)\n", argv[1]);
+    fprintf(stderr, "specdec: error: unknown command '%s' (run, chat, info, tokenize, serve, "
+                    "bench, launch, commbench, hangtest)\n", argv[1]);
     return 2;
 }

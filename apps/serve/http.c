@@ -1,20 +1,20 @@
-/* libmicrohttpd glue: one thread per connection. Responses, request bodies (size-limited,
- * never buffered past --max-body-bytes) and the dispatch of each request to its row of
- * serve_routes (routes.c), with the 404, 405, 413 and 503 the table implies. */
+/* libmicrohttpd glue: one thread per connection, handed over by the listener (listener.c)
+ * once a request's head has arrived. Responses (each closes its connection), request bodies
+ * (size-limited, never buffered past --max-body-bytes), the API-key check, and the dispatch
+ * of each request to its row of serve_routes (routes.c), with the 401, 404, 405, 413 and
+ * 503 the table implies. */
 #include "http.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
-#include <netdb.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
+#include <strings.h>
 #include <time.h>
-#include <unistd.h>
 
 #include "core/check.h"
+#include "listener.h"
 #include "routes.h"
 
 /* One HTTP request, from its headers until its response is sent (MHD's con_cls). */
@@ -29,7 +29,7 @@ static const char json_type[] = "application/json";
 
 /* ---- responses ------------------------------------------------------------------------- */
 
-static void count_response(serve_t *s, int status)
+void http_count_response(serve_t *s, int status)
 {
     if (status > 0 && status < SERVE_MAX_HTTP_STATUS) atomic_fetch_add(&s->responses[status], 1);
 }
@@ -37,11 +37,16 @@ static void count_response(serve_t *s, int status)
 enum MHD_Result http_queue(serve_t *s, struct MHD_Connection *c, int status,
                            struct MHD_Response *r)
 {
+    listener_request_received(c); /* being answered: no deadline any more */
     if (!r) return MHD_NO;
     if (status == 429 || status == 503) MHD_add_response_header(r, "Retry-After", "1");
+    if (status == 401) MHD_add_response_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
+    /* One request per connection: the next one comes through the listener again, where the
+     * caps and the deadline apply (docs/serve.md, "Connections"). */
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
     enum MHD_Result ok = MHD_queue_response(c, (unsigned)status, r);
     MHD_destroy_response(r);
-    if (ok == MHD_YES) count_response(s, status);
+    if (ok == MHD_YES) http_count_response(s, status);
     return ok;
 }
 
@@ -161,6 +166,53 @@ static enum MHD_Result respond_bad_method(serve_t *s, struct MHD_Connection *c,
     return respond(s, c, 405, json_type, body, body ? strlen(body) : 0, allow);
 }
 
+/* ---- API keys -------------------------------------------------------------------------------- */
+
+/* given[n] == key, in a time that depends on the key's length only. */
+static int same_key(const char *given, size_t n, const char *key)
+{
+    size_t k = strlen(key);
+    volatile unsigned char diff = n != k;
+    for (size_t i = 0; i < k; i++)
+        diff |= (unsigned char)(key[i] ^ (i < n ? given[i] : 0));
+    return diff == 0;
+}
+
+/* The key a route needs (NULL: none). */
+static const char *route_key(const serve_t *s, const serve_route_t *route)
+{
+    if (route->auth == SERVE_AUTH_API) return s->opts->api_key;
+    if (route->auth == SERVE_AUTH_METRICS) return s->opts->metrics_key;
+    return NULL;
+}
+
+/* 1 when the request may use the route; else 0 with *answer the 401 it got: no key, or a
+ * wrong one (never echoed). */
+static int authorized(serve_t *s, struct MHD_Connection *c, const serve_route_t *route,
+                      enum MHD_Result *answer)
+{
+    const char *key = route_key(s, route);
+    if (!key) return 1;
+    const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
+    const char *flag = route->auth == SERVE_AUTH_API ? "--api-key" : "--metrics-key";
+    if (!h || strncasecmp(h, "Bearer ", 7) != 0) {
+        *answer = http_respond_errorf(s, c, 401, "invalid_request_error", NULL,
+                                      "no API key: send the header 'Authorization: Bearer KEY' "
+                                      "with the server's key (%s)", flag);
+        return 0;
+    }
+    const char *given = h + 7;
+    while (*given == ' ') given++;
+    size_t n = strlen(given);
+    while (n > 0 && (given[n - 1] == ' ' || given[n - 1] == '\t')) n--;
+    if (same_key(given, n, key)) return 1;
+    *answer = http_respond_errorf(s, c, 401, "invalid_request_error", "invalid_api_key",
+                                  "incorrect API key in the Authorization header (%s)", flag);
+    return 0;
+}
+
+/* ---- dispatch (continued) ---------------------------------------------------------------------- */
+
 /* 1 when the route needs the model and the server is not ready (the answer is a 503). */
 static int unavailable(serve_t *s, const serve_route_t *route)
 {
@@ -170,6 +222,7 @@ static int unavailable(serve_t *s, const serve_route_t *route)
 static enum MHD_Result answer(serve_t *s, struct MHD_Connection *c, const serve_route_t *route,
                            const char *body, size_t len)
 {
+    listener_request_received(c); /* the handler may wait for the engine */
     if (unavailable(s, route)) return respond_unavailable(s, c);
     return route->handler(s, c, route, body, len);
 }
@@ -185,6 +238,8 @@ static enum MHD_Result begin(serve_t *s, struct MHD_Connection *c, const char *u
         return http_respond_errorf(s, c, 404, "invalid_request_error", "not_found",
                                    "no endpoint %s %s", method, url);
     if (match == SERVE_ROUTE_BAD_METHOD) return respond_bad_method(s, c, method, url);
+    enum MHD_Result refused;
+    if (!authorized(s, c, route, &refused)) return refused;
     if (!route->reads_body) return answer(s, c, route, "", 0);
     if (unavailable(s, route)) return respond_unavailable(s, c);
     const char *length = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
@@ -224,6 +279,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
 {
     serve_t *s = cls;
     exchange_t *x = *con_cls;
+    listener_request_done(c); /* every response closes its connection */
     if (!x) return;
     free(x->body);
     free(x);
@@ -242,48 +298,43 @@ static void log_mhd(void *cls, const char *fmt, va_list ap)
 
 /* ---- the daemon ---------------------------------------------------------------------------- */
 
-/* host:port -> *addr (first address getaddrinfo gives). */
-static sd_status_t resolve(const char *host, int port, struct sockaddr_storage *addr)
-{
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
-                             .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
-    struct addrinfo *res = NULL;
-    char service[16];
-    snprintf(service, sizeof service, "%d", port);
-    int rc = getaddrinfo(host, service, &hints, &res);
-    if (rc != 0)
-        return sd_set_error(SD_ERR_INVALID_ARG, "--host %s: %s", host, gai_strerror(rc));
-    memcpy(addr, res->ai_addr, res->ai_addrlen);
-    freeaddrinfo(res);
-    return SD_OK;
-}
-
 sd_status_t serve_http_start(serve_t *s)
 {
     const serve_options_t *o = s->opts;
-    struct sockaddr_storage addr = {0};
-    SD_CHECK(resolve(o->host, o->port, &addr));
-    int v6 = addr.ss_family == AF_INET6;
+    int port = 0, loopback = 0;
+    sd_status_t st = listener_open(s, &port, &loopback);
+    if (st != SD_OK) return listener_free(s), st;
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
-                     MHD_USE_ITC | MHD_USE_ERROR_LOG | (v6 ? MHD_USE_IPv6 : 0);
-    unsigned limit = (unsigned)(o->max_active + o->max_queued + 64);
-    s->daemon = MHD_start_daemon(flags, (uint16_t)o->port, NULL, NULL, on_request, s,
+                     MHD_USE_POLL | MHD_USE_ITC | MHD_USE_ERROR_LOG | MHD_USE_NO_LISTEN_SOCKET;
+    /* The listener keeps the count and stays below this limit (listener.c says why).
+     * Memory per connection: a head of HTTP_HEAD_MAX_BYTES always fits. */
+    unsigned limit = listener_mhd_limit(o);
+    s->daemon = MHD_start_daemon(flags, 0, NULL, NULL, on_request, s,
                                  MHD_OPTION_EXTERNAL_LOGGER, log_mhd, NULL,
-                                 MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
                                  MHD_OPTION_CONNECTION_LIMIT, limit,
                                  MHD_OPTION_CONNECTION_TIMEOUT, 60u,
-                                 MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_END);
-    if (!s->daemon)
-        return sd_set_error(SD_ERR_IO, "cannot listen on %s port %d", o->host, o->port);
-    const union MHD_DaemonInfo *info = MHD_get_daemon_info(s->daemon, MHD_DAEMON_INFO_BIND_PORT);
-    snprintf(s->url, sizeof s->url, v6 ? "http://[%s]:%u" : "http://%s:%u", o->host,
-             info ? (unsigned)info->port : (unsigned)o->port);
+                                 MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(128 * 1024),
+                                 MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+                                 MHD_OPTION_NOTIFY_CONNECTION, listener_notify, s,
+                                 MHD_OPTION_END);
+    if (!s->daemon) {
+        listener_free(s);
+        return sd_set_error(SD_ERR_IO, "cannot start the HTTP server on %s port %d", o->host,
+                            o->port);
+    }
+    if ((st = listener_start(s)) != SD_OK) return serve_http_stop(s), st;
+    int v6 = strchr(o->host, ':') != NULL;
+    snprintf(s->url, sizeof s->url, v6 ? "http://[%s]:%d" : "http://%s:%d", o->host, port);
+    if (!loopback && !o->api_key)
+        fprintf(stderr, "specdec: warning: listening on %s, which is not a loopback address, "
+                        "without an API key: anyone who reaches port %d can use the model "
+                        "(set --api-key-file FILE or SPECDEC_API_KEY)\n", o->host, port);
     return SD_OK;
 }
 
 void serve_http_quiesce(serve_t *s)
 {
-    if (s->daemon) s->listen_fd = (int)MHD_quiesce_daemon(s->daemon);
+    listener_quiesce(s);
 }
 
 void serve_http_wait_idle(serve_t *s, double seconds)
@@ -299,8 +350,8 @@ void serve_http_wait_idle(serve_t *s, double seconds)
 
 void serve_http_stop(serve_t *s)
 {
-    if (s->daemon) MHD_stop_daemon(s->daemon);
-    if (s->listen_fd >= 0) close(s->listen_fd);
+    listener_stop(s);
+    if (s->daemon) MHD_stop_daemon(s->daemon); /* reports every close to the listener */
     s->daemon = NULL;
-    s->listen_fd = -1;
+    listener_free(s);
 }

@@ -9,8 +9,10 @@
 #include "openai.h"
 #include "serve.h"
 
+/* Count a response under its status (/metrics: specdec_requests_total). */
+void http_count_response(serve_t *s, int status);
 /* Queue r (NULL: MHD_NO, the connection closes) with its status, Retry-After on 429 and
- * 503; count it; destroy our reference. */
+ * 503, WWW-Authenticate on 401 and Connection: close; count it; destroy our reference. */
 enum MHD_Result http_queue(serve_t *s, struct MHD_Connection *c, int status,
                            struct MHD_Response *r);
 /* Queue a response with body[len] (malloc'd, taken; NULL = out of memory: a 500) and count

@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "listener.h"
 #include "serve.h"
 
 static void header(FILE *f, const char *name, const char *type, const char *help)
@@ -45,7 +46,7 @@ static void requests(FILE *f, serve_t *s, const sd_engine_metrics_t *m)
     }
     name = "specdec_requests_finished_total";
     header(f, name, "counter", "Generation requests finished, by stop reason.");
-    for (int r = SD_STOP_MAX_TOKENS; r <= SD_STOP_CANCELLED; r++)
+    for (int r = SD_STOP_MAX_TOKENS; r < SD_STOP_REASON_COUNT; r++)
         fprintf(f, "%s{reason=\"%s\"} %llu\n", name, oai_stop_reason_name((sd_stop_reason_t)r),
                 (unsigned long long)m->finished[r]);
     name = "specdec_requests_rejected_total";
@@ -94,6 +95,21 @@ static void histograms(FILE *f, const sd_engine_metrics_t *m)
               &m->accepted_len);
 }
 
+/* The listener's connections (docs/serve.md, "Connections"). */
+static void connections(FILE *f, serve_t *s)
+{
+    listener_stats_t c;
+    listener_get_stats(s, &c);
+    gauge(f, "specdec_http_connections_open",
+          "Client connections open: sending a request or being answered.", (double)c.open);
+    const char *name = "specdec_http_connections_closed_total";
+    header(f, name, "counter", "Connections the server closed before their request arrived.");
+    fprintf(f, "%s{reason=\"timeout\"} %llu\n%s{reason=\"evicted\"} %llu\n"
+               "%s{reason=\"refused\"} %llu\n%s{reason=\"bad_request\"} %llu\n",
+            name, (unsigned long long)c.timed_out, name, (unsigned long long)c.evicted, name,
+            (unsigned long long)c.refused, name, (unsigned long long)c.bad_request);
+}
+
 char *serve_metrics_text(serve_t *s, size_t *len)
 {
     sd_engine_metrics_t m = {0};
@@ -105,6 +121,7 @@ char *serve_metrics_text(serve_t *s, size_t *len)
     tokens(f, &m);
     gauges(f, &m);
     histograms(f, &m);
+    connections(f, s);
     int failed = ferror(f);
     if (fclose(f) != 0 || failed) return free(text), NULL;
     return text;

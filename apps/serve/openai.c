@@ -1,8 +1,8 @@
 /* OpenAI request parsing and response building with cJSON (see openai.h and docs/serve.md).
  *
  * Parsing checks, in order: the body is a JSON object; "model" names the served model;
- * no field that would change the output unsupported here is in use (n > 1, logprobs,
- * tools, ...); the sampling fields, stop strings and stream options have the right types
+ * no field that would change the output unsupported here is in use (best_of, tools, ...);
+ * the sampling fields, n, logprobs, stop strings and stream options have the right types
  * and ranges; the messages (chat template applied) or the prompt tokenize to a non-empty
  * prompt that, with max_tokens, fits the context. Unknown fields are ignored. */
 #include "openai.h"
@@ -18,6 +18,7 @@
 
 #include "core/check.h"
 #include "core/unicode.h"
+#include "json_text.h"
 
 /* Seeds travel as JSON numbers (doubles): integers up to 2^53 are exact. */
 #define OAI_MAX_SEED 9007199254740992.0
@@ -137,7 +138,6 @@ static sd_status_t get_integer(const cJSON *root, const char *name, double lo, d
 typedef enum used_rule {
     USED_IF_TRUE,         /* true, or a non-zero number */
     USED_IF_NONZERO,      /* a non-zero number (or true) */
-    USED_IF_NOT_ONE,      /* a number other than 1 */
     USED_IF_ABOVE_ONE,    /* a number above 1 */
     USED_IF_NONEMPTY,     /* a non-empty string, array or object */
     USED_IF_NOT_NONE,     /* anything but "none" */
@@ -148,8 +148,7 @@ static const struct {
     const char *field;
     used_rule_t rule;
 } unsupported_fields[] = {
-    {"n", USED_IF_NOT_ONE},           {"best_of", USED_IF_ABOVE_ONE},
-    {"logprobs", USED_IF_TRUE},       {"top_logprobs", USED_IF_NONZERO},
+    {"best_of", USED_IF_ABOVE_ONE},
     {"echo", USED_IF_TRUE},           {"suffix", USED_IF_NONEMPTY},
     {"tools", USED_IF_NONEMPTY},      {"functions", USED_IF_NONEMPTY},
     {"tool_choice", USED_IF_NOT_NONE}, {"function_call", USED_IF_NOT_NONE},
@@ -164,7 +163,6 @@ static int field_in_use(const cJSON *v, used_rule_t rule)
     switch (rule) {
     case USED_IF_TRUE:
     case USED_IF_NONZERO: return cJSON_IsFalse(v) ? 0 : isnan(x) || x != 0;
-    case USED_IF_NOT_ONE: return isnan(x) || x != 1;
     case USED_IF_ABOVE_ONE: return isnan(x) || x > 1;
     case USED_IF_NONEMPTY:
         if (cJSON_IsString(v)) return v->valuestring[0] != '\0';
@@ -186,9 +184,8 @@ static sd_status_t check_unsupported(const cJSON *root, oai_error_t *e)
         char t[96];
         if (v && field_in_use(v, unsupported_fields[i].rule))
             return bad_request(e, name, "unsupported_parameter",
-                               "%s = %s is not supported by specdec serve%s", name,
-                               value_text(v, t, sizeof t),
-                               strcmp(name, "n") ? "" : " (only n = 1)");
+                               "%s = %s is not supported by specdec serve", name,
+                               value_text(v, t, sizeof t));
     }
     return SD_OK;
 }
@@ -224,6 +221,37 @@ static sd_status_t parse_sampling(const cJSON *root, oai_request_t *r, oai_error
     SD_CHECK(get_bool(root, "ignore_eos", &g->ignore_eos, e));
     g->top_k = (int)top_k;
     g->seed = (uint64_t)seed;
+    return SD_OK;
+}
+
+/* "n" (1..OAI_MAX_N); log-probabilities: chat "logprobs" (bool) and "top_logprobs"
+ * (0..SD_MAX_TOP_LOGPROBS, with logprobs true), completions "logprobs": N
+ * (0..OAI_MAX_COMPLETION_LOGPROBS alternatives). */
+static sd_status_t parse_choices(const cJSON *root, oai_request_t *r, oai_error_t *e)
+{
+    double n = 1, top = 0;
+    int given = 0;
+    char t[96];
+    SD_CHECK(get_integer(root, "n", 1, OAI_MAX_N, &n, NULL, e));
+    r->n = (int)n;
+    if (r->endpoint == OAI_COMPLETIONS) {
+        const cJSON *v = field(root, "top_logprobs");
+        if (v && !(cJSON_IsNumber(v) && v->valuedouble == 0))
+            return bad_request(e, "top_logprobs", "unsupported_parameter",
+                               "top_logprobs = %s is a chat parameter; completions take "
+                               "\"logprobs\": N (0..%d)", value_text(v, t, sizeof t),
+                               OAI_MAX_COMPLETION_LOGPROBS);
+        SD_CHECK(get_integer(root, "logprobs", 0, OAI_MAX_COMPLETION_LOGPROBS, &top, &given, e));
+        r->gen.logprobs = given;
+        r->gen.top_logprobs = (int)top;
+        return SD_OK;
+    }
+    SD_CHECK(get_bool(root, "logprobs", &r->gen.logprobs, e));
+    SD_CHECK(get_integer(root, "top_logprobs", 0, SD_MAX_TOP_LOGPROBS, &top, &given, e));
+    if (top > 0 && !r->gen.logprobs)
+        return bad_request(e, "top_logprobs", NULL,
+                           "top_logprobs = %.0f needs \"logprobs\": true", top);
+    r->gen.top_logprobs = (int)top;
     return SD_OK;
 }
 
@@ -358,22 +386,25 @@ static sd_status_t parse_message(const cJSON *v, int index, sd_chat_message_t *m
     return SD_OK;
 }
 
-/* Render messages[n] with the chat template and tokenize (BOS, special tokens parsed). */
+/* Render messages[n] with the chat template and tokenize: BOS, the template's markup as
+ * special tokens, the messages as plain text (unless --special). */
 static sd_status_t render_chat(const oai_model_t *m, const sd_chat_message_t *msgs, size_t n,
                                oai_request_t *r, oai_error_t *e)
 {
-    size_t len = 0;
-    sd_status_t s = sd_chat_apply(m->model, msgs, n, 1, NULL, 0, &len);
-    if (s != SD_OK && s != SD_ERR_BUFFER_TOO_SMALL) return server_failure(e, "chat template", s);
-    char *text = malloc(len + 1);
-    if (!text) return server_failure(e, "chat template", SD_ERR_OUT_OF_MEMORY);
-    s = sd_chat_apply(m->model, msgs, n, 1, text, len + 1, &len);
-    if (s == SD_OK)
-        s = tokenize(m, text, len, SD_TOKENIZE_ADD_BOS | SD_TOKENIZE_PARSE_SPECIAL, r, e);
-    else
-        server_failure(e, "chat template", s);
-    free(text);
-    return s;
+    int flags = SD_TOKENIZE_ADD_BOS | (m->parse_special ? SD_TOKENIZE_PARSE_SPECIAL : 0);
+    size_t cap = 256, got = 0;
+    for (int attempt = 0; attempt < 2; attempt++) {
+        free(r->prompt);
+        r->prompt = malloc(cap * sizeof *r->prompt);
+        if (!r->prompt) return server_failure(e, "chat template", SD_ERR_OUT_OF_MEMORY);
+        sd_status_t s = sd_chat_tokenize(m->model, msgs, n, 1, flags, r->prompt, cap, &got);
+        if (s == SD_OK) return r->n_prompt = got, SD_OK;
+        if (s == SD_ERR_INVALID_ARG) /* the template refuses the messages (Llama-2's roles) */
+            return bad_request(e, "messages", NULL, "%s", sd_last_error());
+        if (s != SD_ERR_BUFFER_TOO_SMALL) return server_failure(e, "chat template", s);
+        cap = got;
+    }
+    return server_failure(e, "chat template", SD_ERR_INTERNAL);
 }
 
 static sd_status_t parse_messages(const oai_model_t *m, const cJSON *root, oai_request_t *r,
@@ -437,7 +468,8 @@ static sd_status_t parse_prompt(const oai_model_t *m, const cJSON *root, oai_req
         return bad_request(e, "prompt", NULL,
                            "prompt must be a string or an array of token ids, got %s",
                            v ? value_text(v, t, sizeof t) : "nothing");
-    return tokenize(m, v->valuestring, strlen(v->valuestring), SD_TOKENIZE_ADD_BOS, r, e);
+    int flags = SD_TOKENIZE_ADD_BOS | (m->parse_special ? SD_TOKENIZE_PARSE_SPECIAL : 0);
+    return tokenize(m, v->valuestring, strlen(v->valuestring), flags, r, e);
 }
 
 /* ---- max_tokens and the context --------------------------------------------------------- */
@@ -473,7 +505,7 @@ static sd_status_t parse_max_tokens(const oai_model_t *m, const cJSON *root, oai
 /* cJSON records a failed parse's position in a global; keep concurrent parses apart. */
 static pthread_mutex_t parse_lock = PTHREAD_MUTEX_INITIALIZER;
 
-static sd_status_t parse_json(const char *body, size_t len, cJSON **root, oai_error_t *e)
+sd_status_t oai_parse_json(const char *body, size_t len, cJSON **root, oai_error_t *e)
 {
     const char *end = NULL;
     pthread_mutex_lock(&parse_lock);
@@ -490,6 +522,13 @@ static sd_status_t parse_json(const char *body, size_t len, cJSON **root, oai_er
                            used);
     if (!cJSON_IsObject(*root))
         return bad_request(e, NULL, NULL, "the request body must be a JSON object");
+    size_t at = 0;
+    if (json_find_nul(body, len, e->param_text, sizeof e->param_text, &at)) {
+        bad_request(e, NULL, NULL, "%s holds a NUL character (\\u0000) at character %zu; "
+                    "text with NUL is refused, not cut there", e->param_text, at);
+        e->param = e->param_text;
+        return SD_ERR_INVALID_ARG;
+    }
     return SD_OK;
 }
 
@@ -508,6 +547,7 @@ static sd_status_t parse_fields(const oai_model_t *m, const cJSON *root, oai_req
     SD_CHECK(check_model(m, root, e));
     SD_CHECK(check_unsupported(root, e));
     SD_CHECK(parse_sampling(root, r, e));
+    SD_CHECK(parse_choices(root, r, e));
     SD_CHECK(parse_stop(root, r, e));
     SD_CHECK(parse_stream(root, r, e));
     if (r->endpoint == OAI_CHAT) SD_CHECK(parse_messages(m, root, r, e));
@@ -521,10 +561,11 @@ sd_status_t oai_parse_request(const oai_model_t *m, oai_endpoint_t endpoint, con
     memset(out, 0, sizeof *out);
     memset(e, 0, sizeof *e);
     out->endpoint = endpoint;
+    out->n = 1;
     gen_defaults(&out->gen);
     out->gen.stop_strings = (const char *const *)out->stop;
     cJSON *root = NULL;
-    sd_status_t s = parse_json(body, len, &root, e);
+    sd_status_t s = oai_parse_json(body, len, &root, e);
     if (s == SD_OK) s = parse_fields(m, root, out, e);
     cJSON_Delete(root);
     return s;

@@ -3,11 +3,15 @@
 #define _GNU_SOURCE /* POLLRDHUP */
 #include "routes.h"
 
+#include "tokenize_api.h"
+
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+#include "core/check.h"
 
 /* ---- GET endpoints ----------------------------------------------------------------------- */
 
@@ -57,27 +61,41 @@ static sd_status_t wait_result(struct MHD_Connection *c, sd_request_t *r, sd_gen
     }
 }
 
+/* The response to a request whose choice failed with st (results[i] its result). */
+static enum MHD_Result failed_generation(serve_t *s, struct MHD_Connection *c, sd_status_t st,
+                                         const sd_gen_result_t *res)
+{
+    if (st == SD_ERR_CANCELLED)
+        return http_respond_errorf(s, c, 503, "server_error", "cancelled",
+                                   "the request was cancelled after %zu tokens (server shutting "
+                                   "down or client gone)", res->n_tokens);
+    return http_respond_submit_error(s, c, st);
+}
+
 static enum MHD_Result blocking_generation(serve_t *s, struct MHD_Connection *c,
                                            const oai_request_t *req, const oai_reply_t *reply)
 {
-    sd_request_t *r = NULL;
-    sd_status_t st = sd_engine_submit(s->engine, req->prompt, req->n_prompt, &req->gen, NULL,
-                                      NULL, &r);
-    if (st != SD_OK) return http_respond_submit_error(s, c, st);
-    sd_gen_result_t res;
-    st = wait_result(c, r, &res);
-    sd_request_free(r);
-    enum MHD_Result ok;
-    if (st == SD_OK) {
-        ok = http_respond_json(s, c, 200, oai_response_json(reply, &res));
-    } else if (st == SD_ERR_CANCELLED) {
-        ok = http_respond_errorf(s, c, 503, "server_error", "cancelled",
-                                 "the request was cancelled after %zu tokens (server shutting "
-                                 "down or client gone)", res.n_tokens);
-    } else {
-        ok = http_respond_submit_error(s, c, st);
+    int n = req->n, failed = -1;
+    sd_request_t **r = calloc((size_t)n, sizeof *r);
+    sd_gen_result_t *res = calloc((size_t)n, sizeof *res);
+    sd_status_t st = r && res ? sd_engine_submit_choices(s->engine, req->prompt, req->n_prompt,
+                                                         &req->gen, n, NULL, NULL, r)
+                              : sd_set_error(SD_ERR_OUT_OF_MEMORY, "%d choices", n);
+    if (st != SD_OK) return free(r), free(res), http_respond_submit_error(s, c, st);
+    for (int i = 0; i < n; i++) {
+        sd_status_t ci = wait_result(c, r[i], &res[i]);
+        if (ci != SD_OK && failed < 0) {
+            failed = i, st = ci;
+            for (int j = i + 1; j < n; j++) sd_request_cancel(r[j]); /* the answer is an error */
+        }
     }
-    sd_gen_result_free(&res);
+    enum MHD_Result ok = failed < 0 ? http_respond_json(s, c, 200, oai_response_json(reply, res, n))
+                                    : failed_generation(s, c, st, &res[failed]);
+    for (int i = 0; i < n; i++) {
+        sd_request_free(r[i]);
+        sd_gen_result_free(&res[i]);
+    }
+    free(r), free(res);
     return ok;
 }
 
@@ -87,7 +105,8 @@ static void make_reply(serve_t *s, const oai_request_t *req, oai_reply_t *reply)
     *reply = (oai_reply_t){.endpoint = req->endpoint, .created = (long long)time(NULL),
                            .model_id = s->model_id, .seed = req->gen.seed,
                            .drafter = s->drafter[0] ? s->drafter : NULL,
-                           .k = s->drafter[0] ? s->opts->gen.spec.k : 0};
+                           .k = s->drafter[0] ? s->opts->gen.spec.k : 0,
+                           .logprobs = req->gen.logprobs, .model = s->model};
     snprintf(reply->id, sizeof reply->id, "%s-%llu",
              req->endpoint == OAI_CHAT ? "chatcmpl" : "cmpl", n);
 }
@@ -99,6 +118,13 @@ static enum MHD_Result post_generation(serve_t *s, struct MHD_Connection *c,
     oai_error_t err;
     sd_status_t st = oai_parse_request(&s->oai, route->endpoint, body, len, &req, &err);
     enum MHD_Result ok;
+    int most = s->opts->max_active + s->opts->max_queued; /* sd_engine_submit_choices' limit */
+    if (st == SD_OK && req.n > most) {
+        oai_error_set(&err, 400, "invalid_request_error", "n", NULL, "n = %d exceeds the %d "
+                      "requests this server holds at once (--max-active %d + --max-queued %d)",
+                      req.n, most, s->opts->max_active, s->opts->max_queued);
+        st = SD_ERR_INVALID_ARG;
+    }
     if (st != SD_OK) {
         ok = http_respond_error(s, c, &err);
     } else {
@@ -112,16 +138,41 @@ static enum MHD_Result post_generation(serve_t *s, struct MHD_Connection *c,
     return ok;
 }
 
+/* ---- token ids (llama-server's /tokenize and /detokenize) ------------------------------------ */
+
+static enum MHD_Result post_tokenize(serve_t *s, struct MHD_Connection *c,
+                                     const serve_route_t *route, const char *body, size_t len)
+{
+    oai_error_t err;
+    char *out = tokenize_api_tokenize(&s->oai, body, len, &err);
+    return out ? http_respond_json(s, c, 200, out) : http_respond_error(s, c, &err);
+}
+
+static enum MHD_Result post_detokenize(serve_t *s, struct MHD_Connection *c,
+                                       const serve_route_t *route, const char *body, size_t len)
+{
+    oai_error_t err;
+    char *out = tokenize_api_detokenize(&s->oai, body, len, &err);
+    return out ? http_respond_json(s, c, 200, out) : http_respond_error(s, c, &err);
+}
+
 /* ---- the table ----------------------------------------------------------------------------- */
 
 const serve_route_t serve_routes[] = {
-    {.method = MHD_HTTP_METHOD_GET, .path = "/health", .handler = get_health},
-    {.method = MHD_HTTP_METHOD_GET, .path = "/metrics", .handler = get_metrics},
-    {.method = MHD_HTTP_METHOD_GET, .path = "/v1/models", .handler = get_models, .needs_model = 1},
-    {.method = MHD_HTTP_METHOD_POST, .path = "/v1/chat/completions",
-     .handler = post_generation, .needs_model = 1, .reads_body = 1, .endpoint = OAI_CHAT},
-    {.method = MHD_HTTP_METHOD_POST, .path = "/v1/completions",
-     .handler = post_generation, .needs_model = 1, .reads_body = 1, .endpoint = OAI_COMPLETIONS},
+    {.method = MHD_HTTP_METHOD_GET, .path = "/health", .handler = get_health,
+     .auth = SERVE_AUTH_OPEN},
+    {.method = MHD_HTTP_METHOD_GET, .path = "/metrics", .handler = get_metrics,
+     .auth = SERVE_AUTH_METRICS},
+    {.method = MHD_HTTP_METHOD_GET, .path = "/v1/models", .handler = get_models,
+     .auth = SERVE_AUTH_API, .needs_model = 1},
+    {.method = MHD_HTTP_METHOD_POST, .path = "/v1/chat/completions", .handler = post_generation,
+     .auth = SERVE_AUTH_API, .needs_model = 1, .reads_body = 1, .endpoint = OAI_CHAT},
+    {.method = MHD_HTTP_METHOD_POST, .path = "/v1/completions", .handler = post_generation,
+     .auth = SERVE_AUTH_API, .needs_model = 1, .reads_body = 1, .endpoint = OAI_COMPLETIONS},
+    {.method = MHD_HTTP_METHOD_POST, .path = "/tokenize", .handler = post_tokenize,
+     .auth = SERVE_AUTH_API, .needs_model = 1, .reads_body = 1},
+    {.method = MHD_HTTP_METHOD_POST, .path = "/detokenize", .handler = post_detokenize,
+     .auth = SERVE_AUTH_API, .needs_model = 1, .reads_body = 1},
 };
 const size_t serve_n_routes = sizeof serve_routes / sizeof serve_routes[0];
 

@@ -15,10 +15,18 @@ typedef enum MHD_Result (*serve_route_fn)(serve_t *s, struct MHD_Connection *c,
                                           const serve_route_t *route, const char *body,
                                           size_t len);
 
+/* Who may use a route. Every row names one (0 is no value), so a row cannot forget it. */
+typedef enum serve_auth {
+    SERVE_AUTH_OPEN = 1, /* anyone (/health) */
+    SERVE_AUTH_API,      /* Authorization: Bearer --api-key, when the server has one */
+    SERVE_AUTH_METRICS,  /* Authorization: Bearer --metrics-key, when the server has one */
+} serve_auth_t;
+
 struct serve_route {
     const char *method;      /* MHD_HTTP_METHOD_GET, ...: compared exactly */
     const char *path;        /* starts with "/": compared exactly (MHD strips the query) */
     serve_route_fn handler;
+    serve_auth_t auth;       /* checked before anything else, the body included */
     int needs_model;         /* 503 model_loading / shutting_down unless the server is ready */
     int reads_body;          /* call the handler with the body (at most --max-body-bytes) */
     oai_endpoint_t endpoint; /* what a generation row parses (chat or completions) */

@@ -25,6 +25,14 @@ typedef struct serve_options {
     float grace_seconds;  /* --grace-seconds: shutdown lets requests run this long */
     int no_load_aware;    /* --no-load-aware-drafts: engine load_aware_drafts = 0 */
     const char *model_id; /* --model-id; NULL = the GGUF file name without ".gguf" */
+    /* Exposure (docs/serve.md, "Authentication" and "Connections"). */
+    const char *api_key;     /* --api-key, --api-key-file, SPECDEC_API_KEY; NULL: none */
+    const char *metrics_key; /* --metrics-key, --metrics-key-file: /metrics needs it; NULL: open */
+    char *owned[2];          /* the keys read from files (freed at exit) */
+    int parse_special;       /* --special: special-token text from clients is parsed */
+    float request_timeout;   /* --request-timeout: seconds for a request's headers and body */
+    int max_connections;     /* --max-connections: open connections, in total */
+    int max_client_connections; /* --max-client-connections: open from one client address */
 } serve_options_t;
 
 typedef enum serve_state {
@@ -52,13 +60,14 @@ typedef struct serve {
     pthread_cond_t idle;   /* signalled when in_flight drops */
     int in_flight;         /* requests from their first byte until their response is sent */
     struct MHD_Daemon *daemon;
-    int listen_fd;         /* after serve_http_quiesce: closed by serve_http_stop */
+    struct serve_listener *listener; /* the listening socket and the connections (listener.c) */
     char url[300];         /* http://HOST:PORT with the bound port */
 } serve_t;
 
 /* Listen on opts->host:opts->port (port 0: any free port) and start answering (503s until
  * the state is SERVE_READY); fills s->url. SD_ERR_IO / SD_ERR_INVALID_ARG naming the
- * address when it cannot listen. */
+ * address when it cannot listen. Warns on stderr when the address is not loopback and no
+ * API key is set. */
 sd_status_t serve_http_start(serve_t *s);
 /* Stop accepting connections; the open ones keep being served. */
 void serve_http_quiesce(serve_t *s);

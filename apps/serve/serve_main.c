@@ -1,10 +1,12 @@
 /* `specdec serve`: options, the lifecycle (listen, load, serve until SIGINT/SIGTERM, drain,
  * free) and the one "serving" line on stderr that scripts and tests wait for. */
+#include <errno.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 
 #include "serve.h"
@@ -30,7 +32,60 @@ static const char serve_usage[] =
     "  --grace-seconds S      on SIGINT/SIGTERM, let requests run this long (default 10)\n"
     "  --no-load-aware-drafts draft as if alone even when many requests share a step\n"
     "                         (default: cut drafts that do not pay at the batch's load)\n"
-    "  --model-id NAME        the model name clients send (default: the file name without .gguf)\n";
+    "  --model-id NAME        the model name clients send (default: the file name without .gguf)\n"
+    "  --api-key KEY, --api-key-file F\n"
+    "                         /v1/* and /tokenize, /detokenize need 'Authorization: Bearer KEY'\n"
+    "                         (F: a file holding the key; default: SPECDEC_API_KEY, else none)\n"
+    "  --metrics-key KEY, --metrics-key-file F   the same for GET /metrics (default: open)\n"
+    "  --special              parse special tokens such as <|im_end|> written in messages and\n"
+    "                         prompts (trusted clients only; default: plain text, only the chat\n"
+    "                         template's own markup becomes special tokens)\n"
+    "  --request-timeout S    a request's headers and body must arrive within S seconds of\n"
+    "                         connecting (default 10)\n"
+    "  --max-connections N    open connections in total (default 1024)\n"
+    "  --max-client-connections N  open connections from one client address (default 256)\n";
+
+/* Longest key accepted (bytes). */
+#define SERVE_MAX_KEY 4096
+
+/* A key (from `what`) must be one token of visible ASCII: what a Bearer header carries.
+ * The message never shows the key. */
+static int check_key(const char *what, const char *key)
+{
+    size_t n = strlen(key);
+    if (n == 0) return fprintf(stderr, "specdec: error: %s: the key is empty\n", what), 0;
+    if (n > SERVE_MAX_KEY)
+        return fprintf(stderr, "specdec: error: %s: the key is %zu bytes; at most %d\n", what, n,
+                       SERVE_MAX_KEY), 0;
+    for (size_t i = 0; i < n; i++)
+        if (key[i] < 0x21 || key[i] > 0x7e)
+            return fprintf(stderr, "specdec: error: %s: byte %zu of the key is 0x%02x; a key is "
+                                   "visible ASCII without spaces\n", what, i + 1,
+                           (unsigned char)key[i]), 0;
+    return 1;
+}
+
+/* The key in file path (one line; a final newline is not part of it) into *out (malloc'd,
+ * also kept in o->owned for freeing). */
+static int read_key_file(const char *flag, const char *path, const char **out, char **owned)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return fprintf(stderr, "specdec: error: %s %s: %s\n", flag, path, strerror(errno)), 0;
+    char *key = calloc(SERVE_MAX_KEY + 3, 1);
+    size_t n = key ? fread(key, 1, SERVE_MAX_KEY + 2, f) : 0;
+    fclose(f);
+    if (!key) return fprintf(stderr, "specdec: error: out of memory\n"), 0;
+    free(*owned);
+    *owned = key;
+    if (n > 0 && key[n - 1] == '\n') key[--n] = '\0';
+    if (n > 0 && key[n - 1] == '\r') key[--n] = '\0';
+    char what[600];
+    snprintf(what, sizeof what, "%s %s", flag, path);
+    if (memchr(key, '\0', n)) return fprintf(stderr, "specdec: error: %s: the key holds a NUL byte\n", what), 0;
+    if (!check_key(what, key)) return 0;
+    *out = key;
+    return 1;
+}
 
 /* Options `specdec run` shares: passed on to cli_parse_gen_opts. */
 static int is_gen_flag(const char *flag, int *takes_value)
@@ -62,6 +117,23 @@ static int parse_serve_flag(const char *flag, const char *v, serve_options_t *o)
         if (!v[0]) return fprintf(stderr, "specdec: error: --model-id must not be empty\n"), 0;
         return o->model_id = v, 1;
     }
+    if (!strcmp(flag, "--api-key") || !strcmp(flag, "--metrics-key")) {
+        const char **key = flag[2] == 'a' ? &o->api_key : &o->metrics_key;
+        if (*key) return fprintf(stderr, "specdec: error: %s: a key is already given\n", flag), 0;
+        return check_key(flag, v) ? (*key = v, 1) : 0;
+    }
+    if (!strcmp(flag, "--api-key-file") || !strcmp(flag, "--metrics-key-file")) {
+        int api = flag[2] == 'a';
+        const char **key = api ? &o->api_key : &o->metrics_key;
+        if (*key) return fprintf(stderr, "specdec: error: %s: a key is already given\n", flag), 0;
+        return read_key_file(flag, v, key, &o->owned[api ? 0 : 1]);
+    }
+    if (!strcmp(flag, "--request-timeout"))
+        return cli_parse_float(flag, v, 0.1f, 3600.0f, &o->request_timeout);
+    if (!strcmp(flag, "--max-connections"))
+        return cli_parse_int(flag, v, 1, 1 << 16, &o->max_connections);
+    if (!strcmp(flag, "--max-client-connections"))
+        return cli_parse_int(flag, v, 1, 1 << 16, &o->max_client_connections);
     fprintf(stderr, "specdec: error: unknown serve option '%s' (see specdec serve --help)\n", flag);
     return 0;
 }
@@ -71,13 +143,15 @@ static int parse_options(int argc, char **argv, serve_options_t *o, char **gen_a
 {
     *o = (serve_options_t){.host = "127.0.0.1", .port = 8080, .max_active = 16,
                            .max_queued = 64, .max_batch_rows = 128,
-                           .max_body_bytes = 1 << 20, .grace_seconds = 10.0f};
+                           .max_body_bytes = 1 << 20, .grace_seconds = 10.0f,
+                           .request_timeout = 10.0f, .max_connections = 1024,
+                           .max_client_connections = 256};
     int n_gen = 0, takes_value;
     for (int i = 2; i < argc; i++) {
         const char *flag = argv[i];
         if (!strcmp(flag, "-h") || !strcmp(flag, "--help")) return cli_print_usage(serve_usage), -1;
-        if (!strcmp(flag, "--no-load-aware-drafts")) {
-            o->no_load_aware = 1;
+        if (!strcmp(flag, "--no-load-aware-drafts") || !strcmp(flag, "--special")) {
+            *(flag[2] == 'n' ? &o->no_load_aware : &o->parse_special) = 1;
             continue;
         }
         int gen = is_gen_flag(flag, &takes_value);
@@ -98,6 +172,9 @@ static int parse_options(int argc, char **argv, serve_options_t *o, char **gen_a
     }
     if (!cli_parse_gen_opts(n_gen, gen_argv, 0, &o->gen)) return 0;
     if (!o->gen.model_path) return fprintf(stderr, "specdec: error: serve needs -m MODEL.gguf\n"), 0;
+    const char *env_key = getenv("SPECDEC_API_KEY"); /* read here only (README) */
+    if (!o->api_key && env_key && !check_key("SPECDEC_API_KEY", env_key)) return 0;
+    if (!o->api_key) o->api_key = env_key;
     return 1;
 }
 
@@ -127,7 +204,6 @@ static void serve_init(serve_t *s, const serve_options_t *o)
     pthread_mutex_init(&s->lock, NULL);
     pthread_cond_init(&s->idle, NULL);
     s->started = (long long)time(NULL);
-    s->listen_fd = -1;
 }
 
 static sd_status_t start_engine(serve_t *s, serve_options_t *o)
@@ -156,7 +232,7 @@ static sd_status_t load(serve_t *s, serve_options_t *o)
     sd_model_info_t info;
     sd_model_get_info(s->model, &info);
     s->oai = (oai_model_t){.model = s->model, .id = s->model_id, .n_ctx = info.n_ctx,
-                           .n_vocab = info.n_vocab};
+                           .n_vocab = info.n_vocab, .parse_special = o->parse_special};
     atomic_store(&s->state, SERVE_READY);
     return SD_OK;
 }
@@ -203,14 +279,26 @@ static void shut_down(serve_t *s, serve_options_t *o)
     pthread_mutex_destroy(&s->lock);
 }
 
-int cmd_serve(int argc, char **argv)
+/* Each connection takes a descriptor or two (listener.c): raise the soft limit to the hard
+ * one, and say so when even that cannot hold --max-connections. */
+static void raise_fd_limit(const serve_options_t *o)
 {
-    serve_options_t o;
-    char **gen_argv = calloc((size_t)argc, sizeof *gen_argv);
-    if (!gen_argv) return fprintf(stderr, "specdec: error: out of memory\n"), CLI_EXIT_ERROR;
-    int parsed = parse_options(argc, argv, &o, gen_argv);
-    free(gen_argv); /* o keeps pointers to argv's strings, not to gen_argv */
-    if (parsed <= 0) return parsed < 0 ? CLI_EXIT_OK : CLI_EXIT_USAGE;
+    struct rlimit r;
+    if (getrlimit(RLIMIT_NOFILE, &r) != 0) return;
+    if (r.rlim_cur < r.rlim_max) {
+        r.rlim_cur = r.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &r);
+    }
+    rlim_t need = 2 * (rlim_t)o->max_connections + 64;
+    if (r.rlim_cur != RLIM_INFINITY && r.rlim_cur < need)
+        fprintf(stderr, "specdec: warning: the open-file limit is %llu; --max-connections %d "
+                        "needs about %llu (ulimit -n)\n", (unsigned long long)r.rlim_cur,
+                o->max_connections, (unsigned long long)need);
+}
+
+/* Serve with the parsed options until a signal; the exit code. */
+static int serve(serve_options_t *o)
+{
     /* Every thread (the server's, the engine's, the kernels') inherits this mask, so the
      * signals reach only the sigwait below. */
     sigset_t stop_signals;
@@ -219,23 +307,37 @@ int cmd_serve(int argc, char **argv)
     sigaddset(&stop_signals, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &stop_signals, NULL);
     signal(SIGPIPE, SIG_IGN);
+    raise_fd_limit(o);
     serve_t s;
-    serve_init(&s, &o);
-    sd_status_t st = join_world(&o.gen);
+    serve_init(&s, o);
+    sd_status_t st = join_world(&o->gen);
     if (st != SD_OK) return cli_exit_code(st);
-    if (sd_comm_rank(o.gen.world) > 0) return follow_rank0(&s, &o);
+    if (sd_comm_rank(o->gen.world) > 0) return follow_rank0(&s, o);
     st = serve_http_start(&s);
     if (st != SD_OK) {
         int rc = cli_fail("serve", st);
-        cli_release(&o.gen);
+        cli_release(&o->gen);
         return rc;
     }
     fprintf(stderr, "specdec: serving %s on %s\n", s.model_id, s.url);
     fflush(stderr);
-    st = load(&s, &o);
+    st = load(&s, o);
     int sig = 0;
     if (st == SD_OK) sigwait(&stop_signals, &sig);
     if (sig) fprintf(stderr, "specdec: %s: shutting down\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
-    shut_down(&s, &o);
+    shut_down(&s, o);
     return st == SD_OK ? CLI_EXIT_OK : cli_exit_code(st);
+}
+
+int cmd_serve(int argc, char **argv)
+{
+    serve_options_t o;
+    char **gen_argv = calloc((size_t)argc, sizeof *gen_argv);
+    if (!gen_argv) return fprintf(stderr, "specdec: error: out of memory\n"), CLI_EXIT_ERROR;
+    int parsed = parse_options(argc, argv, &o, gen_argv);
+    free(gen_argv); /* o keeps pointers to argv's strings, not to gen_argv */
+    int rc = parsed < 0 ? CLI_EXIT_OK : parsed == 0 ? CLI_EXIT_USAGE : serve(&o);
+    free(o.owned[0]);
+    free(o.owned[1]);
+    return rc;
 }

@@ -137,7 +137,39 @@ typedef struct sd_chat_message {
 sd_status_t sd_chat_apply(const sd_model_t *model, const sd_chat_message_t *messages, size_t n,
                           int add_generation_prompt, char *buf, size_t cap, size_t *len);
 
+/* Render messages with the chat template and tokenize the text, the way to turn untrusted
+ * messages into a prompt: only the template's own markup becomes special tokens; a role or
+ * content that spells "<|im_end|>" stays plain text, so a message cannot close its turn or
+ * forge another. The text is split at the markup's special tokens and each piece between
+ * them is tokenized as sd_tokenize would (so ids equal HF's for messages without special
+ * text). flags: SD_TOKENIZE_ADD_BOS adds the BOS the model asks for unless the template
+ * wrote one; SD_TOKENIZE_PARSE_SPECIAL trusts the messages: special tokens inside them are
+ * parsed too (sd_tokenize of sd_chat_apply's text). SD_ERR_BUFFER_TOO_SMALL with
+ * *n_tokens = the count needed when cap is too small. */
+sd_status_t sd_chat_tokenize(const sd_model_t *model, const sd_chat_message_t *messages, size_t n,
+                             int add_generation_prompt, int flags, int32_t *tokens, size_t cap,
+                             size_t *n_tokens);
+
 /* ---- generation --------------------------------------------------------- */
+
+/* The most alternatives a generation reports per token (sd_gen_config_t.top_logprobs). */
+#define SD_MAX_TOP_LOGPROBS 20
+
+/* Log-probabilities of one generated token: ln p(token) under the target's raw distribution
+ * at its position (log-softmax of the target's logits, temperature 1, no top-k/top-p/min-p;
+ * docs/design-notes.md, "Log-probabilities"), and the n_top most likely tokens there, most
+ * likely first (ties: lower id first). -INFINITY where p is 0. */
+typedef struct sd_token_logprobs {
+    int32_t token;
+    float logprob;
+    int n_top;
+    const int32_t *top_tokens; /* [n_top] */
+    const float *top_logprobs; /* [n_top] */
+} sd_token_logprobs_t;
+
+/* Called with the token callback's user for each kept token, just before that token's
+ * token callback; lp is valid during the call only. Runs where the token callback runs. */
+typedef void (*sd_logprobs_callback)(void *user, const sd_token_logprobs_t *lp);
 
 typedef struct sd_gen_config {
     int max_tokens;     /* > 0 */
@@ -151,6 +183,11 @@ typedef struct sd_gen_config {
     const int32_t *stop_tokens;      /* in addition to the model's end-of-generation tokens */
     size_t n_stop_tokens;
     int ignore_eos;                  /* 1: do not stop at EOS */
+    int logprobs;                    /* 1: each kept token's log-probability in out->logprobs
+                                        (and to logprobs_callback); 0 (default): none */
+    int top_logprobs;                /* 0..SD_MAX_TOP_LOGPROBS alternatives per token (needs
+                                        logprobs = 1): out->top_tokens / out->top_logprobs */
+    sd_logprobs_callback logprobs_callback; /* may be NULL; see sd_logprobs_callback */
 } sd_gen_config_t;
 
 void sd_gen_config_default(sd_gen_config_t *config);
@@ -164,13 +201,21 @@ typedef enum sd_stop_reason {
     SD_STOP_CALLBACK,
     SD_STOP_ERROR, /* a failure after generation started; the result keeps what was made */
     SD_STOP_CANCELLED, /* sd_request_cancel (or engine shutdown) ended it; what was made is kept */
+    SD_STOP_CONTEXT_FULL, /* the context (n_ctx) filled before max_tokens was reached */
+    SD_STOP_REASON_COUNT
 } sd_stop_reason_t;
+
+/* Stable text of a stop reason, e.g. "max tokens", "context full". Never NULL. */
+const char *sd_stop_reason_string(sd_stop_reason_t reason);
 
 /* Called for each generated token with the text it completes (possibly empty
  * while a UTF-8 sequence or a possible stop string is pending). Return non-zero
  * to stop generation. When generation ends on EOS, a stop token or a callback stop
  * while text is still held back, one last call with token = -1 delivers it (its
- * return value is ignored): the texts of all calls always join to result->text. */
+ * return value is ignored): the texts of all calls always join to result->text. Under
+ * tensor parallelism every rank must give the same answers: a stop on one rank only ends
+ * the generation on every rank at that step with SD_ERR_RANK_DIVERGENCE (the per-step
+ * check, SPECDEC_CHECK_CONSISTENCY). */
 typedef int (*sd_token_callback)(void *user, int32_t token, const char *text, size_t text_len);
 
 /* Statistics of one generation (speculative or not). */
@@ -197,6 +242,11 @@ typedef struct sd_gen_result {
     size_t n_prompt;
     double prefill_seconds, decode_seconds;
     sd_gen_stats_t stats;
+    /* with config->logprobs (else NULL and 0); owned, the same values for every drafter */
+    float *logprobs;       /* [n_tokens] ln p of each token (sd_token_logprobs_t) */
+    int n_top;             /* config->top_logprobs */
+    int32_t *top_tokens;   /* [n_tokens * n_top] token i's alternatives at [i * n_top ..] */
+    float *top_logprobs;   /* [n_tokens * n_top] their log-probabilities */
 } sd_gen_result_t;
 
 /* Generate from prompt[n_prompt] (token ids), deterministic for a given seed. A failure
@@ -325,6 +375,22 @@ sd_status_t sd_engine_wait_stopped(sd_engine_t *engine);
 sd_status_t sd_engine_submit(sd_engine_t *engine, const int32_t *prompt, size_t n_prompt,
                              const sd_gen_config_t *config, sd_token_callback callback,
                              void *user, sd_request_t **out);
+/* n choices of one request: the most sd_engine_submit_choices takes. */
+#define SD_MAX_CHOICES 128
+/* The seed of choice i (0 <= i < SD_MAX_CHOICES) of a request seeded `seed`: seed itself for
+ * i = 0 (so n = 1 is unchanged), else splitmix64(seed + i * 0x9E3779B97F4A7C15) >> 11, a
+ * value below 2^53 (exact as a JSON number): submitting it alone reproduces that choice. */
+uint64_t sd_choice_seed(uint64_t seed, int i);
+/* n generations of one prompt, choice i being exactly sd_engine_submit with config->seed
+ * replaced by sd_choice_seed(config->seed, i) and user users[i] (users NULL: every user
+ * NULL). Queued together, all or none (SD_ERR_BUSY when the queue cannot take n more), and
+ * admitted in order, so they step in the same batches as far as slots allow. out[n] gets
+ * the handles (each freed with sd_request_free). SD_ERR_INVALID_ARG for n outside
+ * [1, SD_MAX_CHOICES] or above max_active + max_queued (could never be queued). */
+sd_status_t sd_engine_submit_choices(sd_engine_t *engine, const int32_t *prompt, size_t n_prompt,
+                                     const sd_gen_config_t *config, int n,
+                                     sd_token_callback callback, void *const *users,
+                                     sd_request_t **out);
 /* Ask the scheduler to stop the request; it ends within one step with SD_STOP_CANCELLED
  * keeping the tokens made so far, its KV cache freed. No effect once finished. */
 void sd_request_cancel(sd_request_t *request);
@@ -357,7 +423,7 @@ typedef struct sd_engine_metrics {
     uint64_t submitted;          /* requests accepted by sd_engine_submit */
     uint64_t rejected_busy;      /* submits answered SD_ERR_BUSY */
     uint64_t rejected_invalid;   /* submits refused as invalid */
-    uint64_t finished[SD_STOP_CANCELLED + 1]; /* finished requests by stop reason */
+    uint64_t finished[SD_STOP_REASON_COUNT]; /* finished requests by stop reason */
     uint64_t prompt_tokens;      /* of finished and active requests, counted at admission */
     uint64_t generated_tokens;
     uint64_t steps;              /* batched forwards */
@@ -366,7 +432,7 @@ typedef struct sd_engine_metrics {
     uint64_t draft_forwards;     /* batched forwards of a drafter's model (draft model or
                                     layer-skip): every request's draft round in one */
     uint64_t draft_rows;         /* rows over those forwards */
-    int queued, active;          /* now */
+    int queued, active;          /* now; active: admitted (being set up or stepping) */
     size_t kv_positions_used;    /* now: positions the active requests hold */
     size_t kv_positions_cap;     /* max_kv_positions as resolved */
     size_t kv_bytes_used;        /* now: bytes of their target (and draft) KV caches */

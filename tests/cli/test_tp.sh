@@ -4,7 +4,8 @@
 # is byte-identical to the single-rank run, target-only and with the n-gram, layer-skip and
 # draft-model drafters (the draft model on rank 0 only: --draft-ranks 1); a seeded sampled
 # TP run is reproducible; 2 ranks are refused with SD_ERR_TP_PLAN naming the numbers on
-# every rank. Usage: test_tp.sh PATH/TO/specdec
+# every rank; under mpirun, ranks given different contexts (-c) are refused at once on every
+# rank. Usage: test_tp.sh PATH/TO/specdec
 set -u
 bin="$1"
 model="${SPECDEC_MODEL:-${XDG_CACHE_HOME:-$HOME/.cache}/specdec/SmolLM2-135M-Instruct.Q4_1.gguf}"
@@ -38,6 +39,17 @@ if command -v mpirun >/dev/null && "$bin" hangtest --ranks 1 --steps 1 --comm mp
   check "mpirun -n 3: exit 0 (got $rc)" [ "$rc" -eq 0 ]
   check "mpirun -n 3: text identical to the single rank" \
     cmp -s <(printf '%s' "$(cat "$tmp/out")") <(printf '%s' "$(cat "$tmp/single")")
+  # ranks started with different contexts: refused on every rank before the first token
+  long=(run -m "$model" -p "$p" -n 2000 --temp 0 -t 1)
+  start=$(date +%s)
+  timeout -k 5 60 mpirun --oversubscribe -n 1 "$bin" "${long[@]}" -c 256 : -n 2 "$bin" "${long[@]}" \
+    >"$tmp/out" 2>"$tmp/err"; rc=$? secs=$(( $(date +%s) - start ))
+  check "mpirun, -c 256 on rank 0 only: exit 4 (got $rc)" [ "$rc" -eq 4 ]
+  check "mpirun, -c 256 on rank 0 only: within 30 s (took $secs s)" [ "$secs" -lt 30 ]
+  check "mpirun, -c 256 on rank 0 only: every rank names the context sizes" [ "$(grep -c \
+    'SD_ERR_RANK_DIVERGENCE: rank 1 was given a different request than rank 0: the context size (n_ctx) is 256 on rank 0, 4096 on rank 1' \
+    "$tmp/err")" -eq 3 ]
+  check "mpirun, -c 256 on rank 0 only: no text" [ ! -s "$tmp/out" ]
 fi
 
 sampled=(run -m "$model" -p "Once upon a time" -n 16 --temp 0.8 --seed 9 -t 1)

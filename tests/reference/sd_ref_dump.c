@@ -2,6 +2,10 @@
  *   sd_ref_dump tokenize MODEL CORPUS [--special]
  *       CORPUS holds records "<decimal byte length>\n<bytes>\n"; prints per record
  *       "ids: <ids>" and "hex: <hex of the bytes decoded from those ids>".
+ *   sd_ref_dump chat MODEL CORPUS [--special]
+ *       CORPUS holds conversations "<message count>\n" then per message "<role>\n<decimal
+ *       byte length>\n<bytes>\n"; prints per conversation "ids: <ids>" of sd_chat_tokenize
+ *       (generation prompt added, no BOS flag; --special: SD_TOKENIZE_PARSE_SPECIAL).
  *   sd_ref_dump logits MODEL OUT ID [ID ...]
  *       writes the logits of every position, float32 little-endian [n, n_vocab].
  *   sd_ref_dump synth OUT ARCH TYPE
@@ -80,6 +84,57 @@ static int cmd_tokenize(int argc, char **argv)
     return rc;
 }
 
+enum { MAX_CHAT = 16 };
+
+/* One conversation of a chat corpus into msgs/texts (texts malloc'd); 0 at the end. */
+static int read_conversation(FILE *f, sd_chat_message_t *msgs, char **texts, char roles[][16],
+                             size_t *n)
+{
+    if (fscanf(f, "%zu", n) != 1 || *n > MAX_CHAT) return 0;
+    for (size_t i = 0; i < *n; i++) {
+        size_t len;
+        if (fscanf(f, "%15s %zu", roles[i], &len) != 2) return 0;
+        fgetc(f); /* '\n' */
+        texts[i] = calloc(len + 1, 1);
+        if (!texts[i] || fread(texts[i], 1, len, f) != len) return 0;
+        msgs[i] = (sd_chat_message_t){roles[i], texts[i]};
+    }
+    return 1;
+}
+
+static int cmd_chat(int argc, char **argv)
+{
+    if (argc < 4) return fprintf(stderr, "usage: sd_ref_dump chat MODEL CORPUS [--special]\n"), 2;
+    int flags = (argc > 4 && strcmp(argv[4], "--special") == 0) ? SD_TOKENIZE_PARSE_SPECIAL : 0;
+    FILE *f = fopen(argv[3], "rb");
+    if (!f) return perror(argv[3]), 1;
+    sd_model_t *m = load(argv[2]);
+    int rc = m ? 0 : 1;
+    sd_chat_message_t msgs[MAX_CHAT];
+    char *texts[MAX_CHAT] = {0}, roles[MAX_CHAT][16];
+    size_t n = 0;
+    while (rc == 0 && read_conversation(f, msgs, texts, roles, &n)) {
+        size_t need = 0;
+        sd_status_t s = sd_chat_tokenize(m, msgs, n, 1, flags, NULL, 0, &need);
+        int32_t *ids = malloc((need + 1) * sizeof *ids);
+        if (s == SD_ERR_BUFFER_TOO_SMALL && ids) s = sd_chat_tokenize(m, msgs, n, 1, flags, ids, need, &need);
+        if (s == SD_OK) {
+            printf("ids:");
+            for (size_t i = 0; i < need; i++) printf(" %d", ids[i]);
+            printf("\n");
+        } else {
+            rc = fail("chat", s);
+        }
+        free(ids);
+        for (size_t i = 0; i < n; i++) free(texts[i]), texts[i] = NULL;
+    }
+    for (size_t i = 0; i < MAX_CHAT; i++) free(texts[i]);
+    fflush(stdout);
+    fclose(f);
+    sd_model_free(m);
+    return rc;
+}
+
 static int cmd_logits(int argc, char **argv)
 {
     if (argc < 5) return fprintf(stderr, "usage: sd_ref_dump logits MODEL OUT ID [ID ...]\n"), 2;
@@ -145,8 +200,9 @@ static int cmd_synth(int argc, char **argv)
 int main(int argc, char **argv)
 {
     if (argc >= 2 && strcmp(argv[1], "tokenize") == 0) return cmd_tokenize(argc, argv);
+    if (argc >= 2 && strcmp(argv[1], "chat") == 0) return cmd_chat(argc, argv);
     if (argc >= 2 && strcmp(argv[1], "logits") == 0) return cmd_logits(argc, argv);
     if (argc >= 2 && strcmp(argv[1], "synth") == 0) return cmd_synth(argc, argv);
-    fprintf(stderr, "usage: sd_ref_dump tokenize|logits|synth ...\n");
+    fprintf(stderr, "usage: sd_ref_dump tokenize|chat|logits|synth ...\n");
     return 2;
 }

@@ -158,21 +158,26 @@ def reference_tokenizer(path):
     return tok
 
 
-def run_c(dump, model, texts, special):
+def run_dump(dump, command, model, corpus, special):
+    """`sd_ref_dump COMMAND MODEL CORPUS [--special]` on the corpus bytes; its stdout lines
+    (exits with its stderr when it fails)."""
     with tempfile.NamedTemporaryFile("wb", suffix=".corpus", delete=False) as f:
-        for t in texts:
-            b = t.encode("utf-8")
-            f.write(b"%d\n" % len(b) + b + b"\n")
-        corpus = f.name
+        f.write(corpus)
+        path = f.name
     try:
-        cmd = [dump, "tokenize", model, corpus] + (["--special"] if special else [])
+        cmd = [dump, command, model, path] + (["--special"] if special else [])
         out = subprocess.run(cmd, capture_output=True, check=False)
     finally:
-        os.unlink(corpus)
+        os.unlink(path)
     if out.returncode != 0:
-        sys.exit(f"tokenizer_ref: {' '.join(cmd)} failed ({out.returncode}):\n"
+        sys.exit(f"{os.path.basename(sys.argv[0])}: {' '.join(cmd)} failed ({out.returncode}):\n"
                  f"{out.stderr.decode(errors='replace')}")
-    lines = out.stdout.decode().splitlines()
+    return out.stdout.decode().splitlines()
+
+
+def run_c(dump, model, texts, special):
+    corpus = b"".join(b"%d\n" % len(t.encode("utf-8")) + t.encode("utf-8") + b"\n" for t in texts)
+    lines = run_dump(dump, "tokenize", model, corpus, special)
     results = []
     for i in range(0, len(lines) - 1, 2):
         assert lines[i].startswith("ids:") and lines[i + 1].startswith("hex:"), lines[i:i + 2]
