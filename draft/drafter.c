@@ -59,6 +59,15 @@ sd_status_t sd_drafter_rollback(sd_drafter_t *d, int n) { return d->ops->rollbac
 
 void sd_drafter_reset(sd_drafter_t *d) { d->ops->reset(d); }
 
+sd_status_t sd_drafter_check_token(const sd_drafter_t *d, int32_t token, int n_vocab,
+                                   const char *what)
+{
+    if (token < 0 || token >= n_vocab)
+        return sd_set_error(SD_ERR_INVALID_ARG, "%s drafter: %s token %d outside the vocabulary "
+                            "[0, %d)", d->ops->name, what, token, n_vocab);
+    return SD_OK;
+}
+
 void sd_drafter_free(sd_drafter_t *d)
 {
     if (d != NULL)

@@ -82,6 +82,10 @@ sd_status_t sd_drafter_accept(sd_drafter_t *d, int n_accepted, int32_t next_toke
 sd_status_t sd_drafter_rollback(sd_drafter_t *d, int n);
 /* Forget the request (empty context), keeping allocations for the next one. */
 void sd_drafter_reset(sd_drafter_t *d);
+/* For implementations: SD_ERR_INVALID_ARG "<name> drafter: <what> token T outside the
+ * vocabulary [0, n_vocab)" unless 0 <= token < n_vocab. */
+sd_status_t sd_drafter_check_token(const sd_drafter_t *d, int32_t token, int n_vocab,
+                                   const char *what);
 /* Free the drafter and everything it owns; NULL is a no-op. */
 void sd_drafter_free(sd_drafter_t *d);
 

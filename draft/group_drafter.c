@@ -8,6 +8,7 @@
 #include "core/check.h"
 #include "draft/drafter_impl.h"
 #include "draft/group_drafter.h"
+#include "model/model.h"
 
 #define AGREE_MSG_LEN 512
 
@@ -22,7 +23,7 @@ typedef struct group_drafter {
 
 /* What rank 0 tells every rank about a begin or a proposal. */
 typedef struct draft_header {
-    int32_t status, n, has_q, pad;
+    int32_t status, n, has_q, evidence;
     uint64_t forwards;
 } draft_header_t;
 
@@ -49,6 +50,27 @@ sd_status_t sd_drafter_group_new(sd_comm_t *world, int draft_ranks, sd_status_t 
     *g = (group_drafter_t){{&group_ops}, world, rank, draft_ranks, inner, n_vocab, 0};
     *out = &g->base;
     return SD_OK;
+}
+
+sd_status_t sd_drafter_make_over_draft_model(sd_model_t *target, const sd_spec_config_t *spec,
+                                             sd_draft_model_ctor make, sd_drafter_t **out)
+{
+    sd_comm_t *world = target->comm;
+    if (spec->draft_ranks == 0 || sd_comm_size(world) == 1) {
+        if (spec->draft_model == NULL)
+            return sd_set_error(SD_ERR_INVALID_ARG, "spec draft_ranks = %d needs tensor "
+                                "parallelism (a target with a comm of size > 1); without it "
+                                "draft_model must be set", spec->draft_ranks);
+        return make(spec->draft_model, target, out);
+    }
+    sd_drafter_t *inner = NULL;
+    sd_status_t st = SD_OK;
+    if (sd_comm_rank(world) < spec->draft_ranks && spec->draft_model != NULL)
+        st = make(spec->draft_model, target, &inner);
+    sd_status_t gs = sd_drafter_group_new(world, spec->draft_ranks, st, inner,
+                                          target->hp.n_vocab, out);
+    if (gs != SD_OK) sd_drafter_free(inner);
+    return gs;
 }
 
 /* Rank 0's status of a draft-group call, with the message, on every rank. */
@@ -83,13 +105,14 @@ static sd_status_t group_propose(sd_drafter_t *d, const sd_draft_request_t *req,
     out->n = 0;
     out->has_q = 0;
     if (g->inner) st = sd_drafter_propose(g->inner, req, out);
-    draft_header_t h = {.n = out->n, .has_q = out->has_q};
+    draft_header_t h = {.n = out->n, .has_q = out->has_q, .evidence = out->evidence};
     SD_CHECK(share_header(g, st, &h));
     if (h.n < 0 || h.n > req->k || (h.has_q && out->q == NULL))
         return sd_set_error(SD_ERR_INTERNAL, "group drafter: rank 0 proposed %d tokens (k = %d)%s",
                             h.n, req->k, h.has_q && out->q == NULL ? " with q while greedy" : "");
     out->n = h.n;
     out->has_q = h.has_q;
+    out->evidence = h.evidence;
     if (h.n == 0) return SD_OK;
     SD_CHECK(sd_comm_broadcast(g->world, out->tokens, (size_t)h.n * sizeof *out->tokens, 0));
     if (h.has_q)

@@ -18,4 +18,13 @@
 sd_status_t sd_drafter_group_new(sd_comm_t *world, int draft_ranks, sd_status_t inner_status,
                                  sd_drafter_t *inner, int n_vocab, sd_drafter_t **out);
 
+/* The drafter make(spec->draft_model, target, out) spec asks for: under tensor
+ * parallelism with spec->draft_ranks > 0, on the target group's first draft_ranks ranks
+ * (which hold the draft model) inside a group drafter on every rank (collective over
+ * target->comm); else over spec->draft_model (SD_ERR_INVALID_ARG when NULL). */
+typedef sd_status_t (*sd_draft_model_ctor)(sd_model_t *draft, const sd_model_t *target,
+                                           sd_drafter_t **out);
+sd_status_t sd_drafter_make_over_draft_model(sd_model_t *target, const sd_spec_config_t *spec,
+                                             sd_draft_model_ctor make, sd_drafter_t **out);
+
 #endif

@@ -3,7 +3,6 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "comm/comm.h"
 #include "core/check.h"
 #include "core/escape.h"
 #include "draft/group_drafter.h"
@@ -21,11 +20,15 @@ static const char *text_of(const sd_tokenizer_t *t, int32_t id, size_t *len)
     return s;
 }
 
+/* How to ask for a draft model with another vocabulary, for the messages below. */
+#define XVOCAB_HINT "; a draft model with another tokenizer can draft through text: " \
+                    "--draft xvocab:PATH (spec drafter SD_DRAFTER_XVOCAB)"
+
 static sd_status_t check_vocab(const sd_model_t *draft, const sd_model_t *target)
 {
     if (draft->hp.n_vocab != target->hp.n_vocab)
         return sd_set_error(SD_ERR_VOCAB_MISMATCH,
-                            "draft model vocabulary has %d tokens, the target's %d",
+                            "draft model vocabulary has %d tokens, the target's %d" XVOCAB_HINT,
                             draft->hp.n_vocab, target->hp.n_vocab);
     if (draft->tokenizer == NULL || target->tokenizer == NULL)
         return SD_OK; /* token ids only: sizes are all there is to compare */
@@ -36,7 +39,8 @@ static sd_status_t check_vocab(const sd_model_t *draft, const sd_model_t *target
         if (nd != nt || memcmp(sd, st, nd) != 0)
             return sd_set_error(SD_ERR_VOCAB_MISMATCH,
                                 "draft and target vocabularies differ first at token %d: "
-                                "draft '%s', target '%s'", (int)id, SD_ESC(sd, nd), SD_ESC(st, nt));
+                                "draft '%s', target '%s'" XVOCAB_HINT, (int)id,
+                                SD_ESC(sd, nd), SD_ESC(st, nt));
     }
     return SD_OK;
 }
@@ -75,32 +79,10 @@ sd_status_t sd_drafter_model_check(const sd_spec_config_t *spec)
     return SD_OK;
 }
 
-/* A draft model on the target group's first draft_ranks ranks, its drafts broadcast to
- * all (draft/group_drafter.h). Collective over the target's comm. */
-static sd_status_t make_group_drafter(sd_model_t *target, const sd_spec_config_t *spec,
-                                      sd_drafter_t **out)
-{
-    sd_comm_t *world = target->comm;
-    sd_drafter_t *inner = NULL;
-    sd_status_t st = SD_OK;
-    if (sd_comm_rank(world) < spec->draft_ranks && spec->draft_model != NULL)
-        st = sd_drafter_model_new(spec->draft_model, target, &inner);
-    sd_status_t gs = sd_drafter_group_new(world, spec->draft_ranks, st, inner,
-                                          target->hp.n_vocab, out);
-    if (gs != SD_OK) sd_drafter_free(inner);
-    return gs;
-}
-
 sd_status_t sd_drafter_model_make(sd_model_t *target, const sd_spec_config_t *spec,
                                   sd_drafter_t **out)
 {
-    if (spec->draft_ranks > 0 && sd_comm_size(target->comm) > 1)
-        return make_group_drafter(target, spec, out);
-    if (spec->draft_model == NULL)
-        return sd_set_error(SD_ERR_INVALID_ARG, "spec draft_ranks = %d needs tensor parallelism "
-                            "(a target with a comm of size > 1); without it draft_model must be set",
-                            spec->draft_ranks);
-    return sd_drafter_model_new(spec->draft_model, target, out);
+    return sd_drafter_make_over_draft_model(target, spec, sd_drafter_model_new, out);
 }
 
 int sd_drafter_model_hash_words(const sd_spec_config_t *spec, int32_t words[SD_DRAFTER_HASH_WORDS])

@@ -1,8 +1,10 @@
 /* The drafter registry (draft/registry.h): one row per drafter kind. */
+#include "draft/callback.h"
 #include "draft/layerskip.h"
 #include "draft/model_drafter.h"
 #include "draft/ngram.h"
 #include "draft/registry.h"
+#include "draft/xvocab.h"
 
 const sd_drafter_row_t sd_drafter_registry[] = {
     {
@@ -38,6 +40,28 @@ const sd_drafter_row_t sd_drafter_registry[] = {
         .hash_words = sd_drafter_model_hash_words,
         .text = sd_drafter_model_text,
         .batch_model = sd_drafter_model_batch_model,
+    },
+    {
+        .name = "xvocab",
+        .kind = SD_DRAFTER_XVOCAB,
+        .usage = "xvocab:PATH",
+        .parse = sd_drafter_xvocab_parse,
+        .check = sd_drafter_model_check,
+        .make = sd_drafter_xvocab_make,
+        .hash_words = sd_drafter_model_hash_words,
+        .text = sd_drafter_xvocab_text,
+        .batch_model = sd_drafter_model_batch_model,
+    },
+    {
+        .name = "callback",
+        .kind = SD_DRAFTER_CALLBACK,
+        .usage = "callback",
+        .parse = sd_drafter_callback_parse,
+        .check = sd_drafter_callback_check,
+        .make = sd_drafter_callback_make,
+        .hash_words = sd_drafter_callback_hash_words,
+        .text = sd_drafter_callback_text,
+        .proposes_cheaply = 1,
     },
 };
 

@@ -81,10 +81,7 @@ static sd_status_t reserve_ctx(sd_seq_drafter_t *g, int64_t need)
 
 static sd_status_t check_token(const sd_seq_drafter_t *g, int32_t token, const char *what)
 {
-    if (token < 0 || token >= g->n_vocab)
-        return sd_set_error(SD_ERR_INVALID_ARG, "%s drafter: %s token %d outside the vocabulary [0, %d)",
-                            g->base.ops->name, what, token, g->n_vocab);
-    return SD_OK;
+    return sd_drafter_check_token(&g->base, token, g->n_vocab, what);
 }
 
 /* Keep the cache invariant between calls: at least the last committed token unfed. */

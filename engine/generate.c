@@ -74,6 +74,8 @@ typedef struct gen_plan {
     int32_t *tokens;            /* [k_max + 1] a step's forward: the last token, the drafts */
     int n;                      /* rows of a prompt chunk, or drafts of a step */
     int has_q, evidence;        /* the step's draft distributions and evidence class */
+    int k;                      /* the step's draft length asked of the drafter */
+    double draft_seconds;       /* the step's proposal time */
     size_t len;                 /* the step's context length */
     double row_cost;            /* the step's batch row cost (0: alone) */
 } gen_plan_t;
@@ -89,6 +91,8 @@ typedef struct gen {
     int n_vocab;
     int n_ctx;                  /* prompt + generated never exceed this */
     const sd_gen_options_t *opts;
+    sd_step_callback on_step;   /* spec->on_step, and its user */
+    void *on_step_user;
     int batched;                /* forwards run through sd_forward_batch */
     int cancelled;              /* sd_gen_cancel */
     sd_seq_t seq;               /* the target: holds the context but its last token */
@@ -111,6 +115,8 @@ typedef struct gen {
 static sd_status_t spec_init(gen_t *g, sd_model_t *m, const sd_spec_config_t *spec)
 {
     const sd_gen_options_t *o = g->opts;
+    g->on_step = spec->on_step;
+    g->on_step_user = spec->on_step_user;
     if (o != NULL && o->drafter != NULL) {
         g->draft.drafter = o->drafter;
     } else {
@@ -304,6 +310,7 @@ static void draft_request(gen_t *g, size_t len, long k, sd_draft_request_t *req,
 static sd_status_t draft(gen_t *g, size_t len, int max_rows, int *n, int *has_q, int *evidence)
 {
     long k = draft_len(g, len, max_rows);
+    g->plan.k = (int)k;
     *n = *has_q = *evidence = 0;
     if (k == 0)
         return SD_OK;
@@ -404,18 +411,40 @@ static sd_status_t check_ranks_agree(gen_t *g, size_t len, const sd_spec_result_
     return st != SD_OK ? st : emitted;
 }
 
+/* The step's record for spec->on_step (after verification, before its tokens are emitted). */
+static void report_step(gen_t *g, size_t len, const sd_spec_result_t *r)
+{
+    if (g->on_step == NULL) return;
+    sd_step_info_t info = {
+        .request = g->opts != NULL ? g->opts->request : 0,
+        .step = g->n_steps - 1,
+        .pos = (int64_t)len,
+        .k = g->plan.k,
+        .n_drafted = g->plan.n,
+        .drafted = g->plan.tokens + 1,
+        .n_accepted = r->n_accepted,
+        .next_token = r->next_token,
+        .evidence = g->plan.evidence,
+        .draft_seconds = g->plan.draft_seconds,
+        .verify_seconds = sd_now() - g->t_plan,
+    };
+    g->on_step(g->on_step_user, &info);
+}
+
 /* Plan a step: the drafter proposes; the forward is [last token, drafts]. */
 static sd_status_t step_plan(gen_t *g, int max_rows, sd_gen_plan_t *p)
 {
     size_t len = g->n_prompt + g->out.n_tokens;
     g->plan.tokens[0] = g->out.n_tokens ? g->out.tokens[g->out.n_tokens - 1] : g->prompt[g->n_prompt - 1];
     double t0 = sd_now();
-    if (g->draft.ready) /* proposed in rounds */
+    int in_rounds = g->draft.ready; /* proposed in rounds: plan.k and draft_seconds are set */
+    if (in_rounds)
         g->draft.ready = 0;
     else
         SD_CHECK(draft(g, len, max_rows, &g->plan.n, &g->plan.has_q, &g->plan.evidence));
     g->t_plan = sd_now();
     g->stats.draft_seconds += g->t_plan - t0;
+    if (!in_rounds) g->plan.draft_seconds = g->t_plan - t0;
     g->plan.len = len;
     *p = (sd_gen_plan_t){&g->seq, g->plan.tokens, g->plan.n + 1, 1};
     return SD_OK;
@@ -436,6 +465,7 @@ static sd_status_t step_advance(gen_t *g, int *stop)
         r.next_token = (r.next_token + 1) % g->n_vocab;
     if (r.n_accepted > 0 && sd_comm_fault_corrupt_draft(g->comm, g->n_steps))
         g->plan.tokens[1] = (g->plan.tokens[1] + 1) % g->n_vocab;
+    report_step(g, len, &r);
     sd_gen_stats_step(&g->stats, n, r.n_accepted);
     sd_spec_k_update_for(&g->draft.kc, evidence, n, r.n_accepted);
     sd_status_t emitted = emit_block(g, &r, stop);
@@ -551,7 +581,9 @@ static sd_status_t draft_rounds_end(gen_t *g, sd_status_t st, sd_draft_forward_t
     st = draft_conclude(g, st, len, g->draft.k, &g->draft.out, &g->plan.n, &g->plan.has_q,
                         &g->plan.evidence);
     g->draft.ready = st == SD_OK;
-    g->stats.draft_seconds += sd_now() - g->draft.t_begin;
+    g->plan.k = (int)g->draft.k;
+    g->plan.draft_seconds = sd_now() - g->draft.t_begin;
+    g->stats.draft_seconds += g->plan.draft_seconds;
     return st;
 }
 

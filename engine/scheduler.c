@@ -245,8 +245,9 @@ static void admit_requests(sd_engine_t *e, sd_request_t *const *list, int n)
 {
     for (int i = 0; i < n; i++) {
         sd_request_t *r = list[i];
-        sd_status_t st = sd_gen_new(e->model, r->prompt, r->n_prompt, &r->config, &e->p.spec, NULL,
-                                    on_token, r, 1, &r->gen);
+        r->opts.request = ++e->n_admitted;
+        sd_status_t st = sd_gen_new(e->model, r->prompt, r->n_prompt, &r->config, &e->p.spec,
+                                    &r->opts, on_token, r, 1, &r->gen);
         pthread_mutex_lock(&e->mu);
         e->n_admitting--;
         e->m.prompt_tokens += r->n_prompt;

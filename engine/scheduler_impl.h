@@ -42,6 +42,7 @@ struct sd_request {
     /* scheduler side (engine->mu for the queue link) */
     sd_request_t *next;       /* queue link */
     sd_gen_t *gen;
+    sd_gen_options_t opts;    /* its generation's options: its request number */
     atomic_int cancel;
     double t_submit, t_admit;
     int got_first_token;
@@ -77,6 +78,7 @@ struct sd_engine {
     sd_batch_part_t *parts;   /* [max_active] */
     sd_request_t **planned;   /* [max_active] the request of each part */
     int rotate;               /* where step planning starts */
+    uint64_t n_admitted;      /* requests admitted so far (numbers them, alike on every rank) */
     /* drafters that propose in rounds (a draft model, layer-skip): their forwards of a
      * round run as one batched forward over the drafter's model (draft_batch.model: the
      * draft model, or the target through its first draft_layers layers) */

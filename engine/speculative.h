@@ -99,6 +99,7 @@ typedef struct sd_gen_options {
                                begun on the prompt by the call */
     sd_spec_step_hook hook; /* NULL = none */
     void *hook_user;
+    uint64_t request;       /* the serving engine's request number (sd_step_info_t.request) */
 } sd_gen_options_t;
 
 /* sd_generate_speculative with options (opts may be NULL). */

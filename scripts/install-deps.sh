@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what specdec needs to build and test on Debian: compilers, CMake, Criterion, Open MPI,
 # the server's libraries (libmicrohttpd, cJSON; libcurl and curl for its tests), and the Python
-# packages used by the reference checks and the server's client test. Idempotent; skips what is there.
+# packages used by the reference checks, the server's client test and the Python package. Idempotent; skips what is there.
 set -euo pipefail
 
 need_apt=()
@@ -11,6 +11,7 @@ command -v pkg-config >/dev/null || need_apt+=(pkg-config)
 pkg-config --exists criterion 2>/dev/null || need_apt+=(libcriterion-dev)
 command -v python3 >/dev/null || need_apt+=(python3)
 python3 -m pip --version >/dev/null 2>&1 || need_apt+=(python3-pip)
+python3 -c "import ensurepip" 2>/dev/null || need_apt+=(python3-venv) # the pip-install test
 command -v unzip >/dev/null || need_apt+=(unzip)
 # The `mpi` comm backend and mpirun for its tests (CPU ranks; the CPU counterpart of NCCL).
 command -v mpicc >/dev/null || need_apt+=(libopenmpi-dev)
@@ -27,11 +28,12 @@ if [ ${#need_apt[@]} -gt 0 ]; then
 fi
 
 # Reference checks: NumPy forward over the GGUF file, HF tokenizers as the reference tokenizer;
-# the official OpenAI client for the server's client test (tests/serve/test_openai_client.py).
+# the official OpenAI client for the server's client test (tests/serve/test_openai_client.py);
+# pytest for the Python package's tests, setuptools and wheel to `pip install ./python` offline.
 py_missing=$(python3 - <<'PY'
 import importlib.util
 need = {"numpy": "numpy", "gguf": "gguf==0.19.0", "tokenizers": "tokenizers",
-        "openai": "openai"}
+        "openai": "openai", "pytest": "pytest", "setuptools": "setuptools", "wheel": "wheel"}
 print(" ".join(v for k, v in need.items() if importlib.util.find_spec(k) is None))
 PY
 )

@@ -106,6 +106,8 @@ static const form_t FORMS[] = {
     {"/tmp/d.gguf", SD_DRAFTER_MODEL, 3, 0, "/tmp/d.gguf", NULL},
     {"models/a:b.gguf", SD_DRAFTER_MODEL, 3, 0, "models/a:b.gguf", NULL},
     {"ngrams.gguf", SD_DRAFTER_MODEL, 3, 0, "ngrams.gguf", NULL},
+    {"xvocab:/tmp/d.gguf", SD_DRAFTER_XVOCAB, 3, 0, "/tmp/d.gguf", NULL},
+    {"callback", SD_DRAFTER_CALLBACK, 3, 0, NULL, "callback"},
 };
 #define N_FORMS (sizeof FORMS / sizeof FORMS[0])
 
@@ -135,7 +137,8 @@ Test(draft_registry, parser_gives_each_form_and_its_text_reads_back, .timeout = 
         sd_spec_config_default(&d);
         cr_assert(s.k == d.k && s.adaptive == d.adaptive && s.draft_model == NULL,
                   "'%s' sets only the drafter's fields", f->text);
-        sd_status_t want = f->path ? SD_ERR_INVALID_ARG : SD_OK; /* a model is not loaded yet */
+        /* a model is not loaded yet; a callback drafter's callbacks are not given */
+        sd_status_t want = f->path || f->kind == SD_DRAFTER_CALLBACK ? SD_ERR_INVALID_ARG : SD_OK;
         cr_assert_eq(sd_drafter_row_for(s.drafter)->check(&s), want, "'%s': %s", f->text,
                      sd_last_error());
         char text[64];
@@ -165,7 +168,7 @@ Test(draft_registry, parser_refuses_bad_text_naming_it, .timeout = 10)
 {
     static const char *const bad[] = {"", "ngram:0", "ngram:33", "ngram:x", "ngram:", "ngram:4x",
                                       "layerskip:x", "layerskip:0", "layerskip:-2", "layerskip:",
-                                      "model:", "model"};
+                                      "model:", "model", "xvocab", "xvocab:", "callback:x"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         sd_spec_config_t s, before;
         sd_spec_config_default(&s);
@@ -219,8 +222,13 @@ Test(draft_registry, bare_layerskip_runs_half_the_layers, .timeout = 60)
     sd_model_free(target);
 }
 
-/* Each row's drafter, built over target (a draft model: the target itself), proposes
- * cheaply and runs a model exactly as the row says. */
+static sd_status_t propose_nothing(void *state, const sd_draft_query_t *q, sd_draft_proposal_t *out)
+{
+    return SD_OK;
+}
+
+/* Each row's drafter, built over target (a draft model: the target itself; a callback
+ * drafter proposing nothing), proposes cheaply and runs a model exactly as the row says. */
 Test(draft_registry, capabilities_match_the_drafters, .timeout = 60)
 {
     sd_model_t *target = load_target();
@@ -231,6 +239,8 @@ Test(draft_registry, capabilities_match_the_drafters, .timeout = 60)
         sd_spec_config_default(&s);
         s.drafter = row->kind;
         s.draft_model = target;
+        const sd_callback_drafter_t cb = {.propose = propose_nothing};
+        s.callback = &cb;
         cr_assert_eq(row->check(&s), SD_OK, "%s: %s", row->name, sd_last_error());
         sd_drafter_t *d = NULL;
         cr_assert_eq(row->make(target, &s, &d), SD_OK, "%s: %s", row->name, sd_last_error());

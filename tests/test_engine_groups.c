@@ -1,5 +1,6 @@
 /* Draft and target groups under tensor parallelism: the target split over T ranks, a
- * draft model on the first D ranks (draft/group_drafter.h). Every rank must return the
+ * draft model on the first D ranks (draft/group_drafter.h) — with the target's vocabulary,
+ * or another one (xvocab) — or a caller's drafter on rank 0. Every rank must return the
  * same full result (tokens, text, stop reason, statistics), greedy output must equal
  * single-rank target-only output, and a rank that disagrees must be caught at the step
  * it diverged (SD_ERR_RANK_DIVERGENCE on every rank), keeping what was generated. */
@@ -39,9 +40,11 @@ typedef struct group_case {
                              3: rank 1 loads the target with a context of 40; 4: rank 1 runs
                              with SPECDEC_CHECK_CONSISTENCY=0 */
     int rank1_callback_stop; /* > 0: rank 1's token callback stops after this many tokens */
+    sd_drafter_kind_t drafter; /* 0: SD_DRAFTER_MODEL; XVOCAB: a SentencePiece draft model
+                                  (draft_ranks 0: on every rank); CALLBACK */
 } group_case_t;
 
-static char g_target_path[512], g_draft_path[512];
+static char g_target_path[512], g_draft_path[512], g_xdraft_path[512];
 
 static void write_models(void)
 {
@@ -54,7 +57,31 @@ static void write_models(void)
     s.n_layer = 1; /* shares the target's first layer: some drafts accepted, some not */
     sd_test_tmp_path(g_draft_path, sizeof g_draft_path, "groups-draft.gguf");
     cr_assert_eq(sd_synth_write_file(&s, g_draft_path), SD_OK, "%s", sd_last_error());
+    s.tokenizer = SD_SYNTH_TOKENIZER_LLAMA;
+    s.n_vocab = 400;
+    sd_test_tmp_path(g_xdraft_path, sizeof g_xdraft_path, "groups-xdraft.gguf");
+    cr_assert_eq(sd_synth_write_file(&s, g_xdraft_path), SD_OK, "%s", sd_last_error());
 }
+
+/* A caller's drafter: the tokens that followed the latest earlier occurrence of the last
+ * one. Ranks > 0 get one that fails if called: under TP only rank 0 proposes. */
+static sd_status_t lookup_propose(void *state, const sd_draft_query_t *q, sd_draft_proposal_t *out)
+{
+    const int32_t *c = q->context;
+    size_t n = q->n_context;
+    for (size_t j = n - 1; j-- > 0 && out->n == 0;)
+        if (c[j] == c[n - 1])
+            for (size_t t = j + 1; t < n && out->n < q->k; t++) out->tokens[out->n++] = c[t];
+    return SD_OK;
+}
+
+static sd_status_t poisoned_propose(void *state, const sd_draft_query_t *q, sd_draft_proposal_t *out)
+{
+    return SD_ERR_INTERNAL;
+}
+
+static const sd_callback_drafter_t k_lookup = {.propose = lookup_propose};
+static const sd_callback_drafter_t k_poisoned = {.propose = poisoned_propose};
 
 static sd_status_t load_ctx(const char *path, sd_comm_t *comm, int n_ctx, sd_model_t **out)
 {
@@ -121,8 +148,10 @@ static int group_rank(int rank, int size, const char *job, void *arg, void *out,
     if (st == SD_OK)
         st = load_ctx(g_target_path, world, rank == 1 && gc->rank1_differs == 3 ? 40 : 0, &target);
     if (st == SD_OK && gc->draft_ranks > 1) st = sd_comm_split_first(world, gc->draft_ranks, &dcomm);
-    if (st == SD_OK && rank < gc->draft_ranks && rank != gc->draft_missing_on)
-        st = load(g_draft_path, gc->draft_ranks > 1 ? dcomm : NULL, &draft);
+    int xvocab = gc->drafter == SD_DRAFTER_XVOCAB;
+    if (st == SD_OK && (rank < gc->draft_ranks || (xvocab && gc->draft_ranks == 0)) &&
+        rank != gc->draft_missing_on && gc->drafter != SD_DRAFTER_CALLBACK)
+        st = load(xvocab ? g_xdraft_path : g_draft_path, gc->draft_ranks > 1 ? dcomm : NULL, &draft);
     sd_gen_result_t r = {0};
     if (st == SD_OK) {
         sd_gen_config_t g;
@@ -131,8 +160,9 @@ static int group_rank(int rank, int size, const char *job, void *arg, void *out,
         if (rank == 1 && gc->rank1_differs == 2) g.max_tokens = 0;
         sd_spec_config_t s;
         sd_spec_config_default(&s);
-        s.drafter = SD_DRAFTER_MODEL;
+        s.drafter = gc->drafter ? gc->drafter : SD_DRAFTER_MODEL;
         s.draft_model = draft;
+        s.callback = rank == 0 ? &k_lookup : &k_poisoned;
         s.draft_ranks = gc->draft_ranks;
         s.k = 4;
         s.adaptive = 0; /* a fixed k: adaptive k may pause drafting on a weak draft model */
@@ -207,10 +237,10 @@ static void assert_equals_target_only(const rank_result_t *r0)
 }
 
 static group_case_t k_greedy_cases[] = {
-    {2, 1, 0.0f, -1, NULL, 0, 0},
-    {4, 1, 0.0f, -1, NULL, 0, 0},
-    {4, 2, 0.0f, -1, NULL, 0, 0},
-    {2, 2, 0.0f, -1, NULL, 0, 0},
+    {2, 1, 0.0f, -1, NULL, 0, 0, 0},
+    {4, 1, 0.0f, -1, NULL, 0, 0, 0},
+    {4, 2, 0.0f, -1, NULL, 0, 0, 0},
+    {2, 2, 0.0f, -1, NULL, 0, 0, 0},
 };
 
 ParameterizedTestParameters(engine_groups, greedy_same_on_every_rank)
@@ -236,7 +266,7 @@ ParameterizedTest(group_case_t *gc, engine_groups, greedy_same_on_every_rank, .t
 Test(engine_groups, sampling_same_on_every_rank, .timeout = 90)
 {
     write_models();
-    group_case_t gc = {4, 1, 0.8f, -1, NULL, 0, 0};
+    group_case_t gc = {4, 1, 0.8f, -1, NULL, 0, 0, 0};
     sd_test_ranks_t r = run_case(&gc);
     const rank_result_t *r0 = sd_test_rank_out(&r, 0);
     cr_assert_eq(r0->status, SD_OK, "%s", r0->error);
@@ -250,7 +280,7 @@ Test(engine_groups, sampling_same_on_every_rank, .timeout = 90)
 Test(engine_groups, divergence_is_caught_at_its_step, .timeout = 90)
 {
     write_models();
-    group_case_t gc = {2, 1, 0.0f, -1, "corrupt:rank=1:step=3", 0, 0};
+    group_case_t gc = {2, 1, 0.0f, -1, "corrupt:rank=1:step=3", 0, 0, 0};
     sd_test_ranks_t r = run_case(&gc);
     for (int i = 0; i < r.size; i++) {
         const rank_result_t *ri = sd_test_rank_out(&r, i);
@@ -271,7 +301,7 @@ Test(engine_groups, divergence_is_caught_at_its_step, .timeout = 90)
 Test(engine_groups, a_differing_accepted_draft_is_caught, .timeout = 90)
 {
     write_models();
-    group_case_t gc = {2, 1, 0.0f, -1, "corrupt-draft:rank=1:step=2", 0, 0};
+    group_case_t gc = {2, 1, 0.0f, -1, "corrupt-draft:rank=1:step=2", 0, 0, 0};
     sd_test_ranks_t r = run_case(&gc);
     for (int i = 0; i < r.size; i++) {
         const rank_result_t *ri = sd_test_rank_out(&r, i);
@@ -290,7 +320,7 @@ Test(engine_groups, a_differing_accepted_draft_is_caught, .timeout = 90)
 Test(engine_groups, a_stop_on_one_rank_reaches_every_rank, .timeout = 90)
 {
     write_models();
-    group_case_t gc = {2, 1, 0.0f, -1, NULL, 0, 10};
+    group_case_t gc = {2, 1, 0.0f, -1, NULL, 0, 10, 0};
     sd_test_ranks_t r = run_case(&gc);
     for (int i = 0; i < r.size; i++) {
         const rank_result_t *ri = sd_test_rank_out(&r, i);
@@ -309,7 +339,7 @@ Test(engine_groups, a_stop_on_one_rank_reaches_every_rank, .timeout = 90)
 Test(engine_groups, missing_draft_model_fails_on_every_rank, .timeout = 60)
 {
     write_models();
-    group_case_t gc = {2, 1, 0.0f, 0, NULL, 0, 0};
+    group_case_t gc = {2, 1, 0.0f, 0, NULL, 0, 0, 0};
     sd_test_ranks_t r = run_case(&gc);
     for (int i = 0; i < r.size; i++) {
         const rank_result_t *ri = sd_test_rank_out(&r, i);
@@ -325,7 +355,7 @@ Test(engine_groups, missing_draft_model_fails_on_every_rank, .timeout = 60)
 Test(engine_groups, different_requests_are_refused_on_every_rank, .timeout = 60)
 {
     write_models();
-    group_case_t gc = {4, 1, 0.0f, -1, NULL, 1, 0};
+    group_case_t gc = {4, 1, 0.0f, -1, NULL, 1, 0, 0};
     sd_test_ranks_t r = run_case(&gc);
     for (int i = 0; i < r.size; i++) {
         const rank_result_t *ri = sd_test_rank_out(&r, i);
@@ -355,7 +385,7 @@ Test(engine_groups, context_size_and_check_setting_are_compared, .timeout = 60)
             "on rank 0, 0 on rank 1"},
     };
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
-        group_case_t gc = {2, 1, 0.0f, -1, NULL, cases[c].differs, 0};
+        group_case_t gc = {2, 1, 0.0f, -1, NULL, cases[c].differs, 0, 0};
         sd_test_ranks_t r = run_case(&gc);
         for (int i = 0; i < r.size; i++) {
             const rank_result_t *ri = sd_test_rank_out(&r, i);
@@ -375,7 +405,7 @@ Test(engine_groups, context_size_and_check_setting_are_compared, .timeout = 60)
 Test(engine_groups, a_refusal_on_one_rank_reaches_every_rank, .timeout = 60)
 {
     write_models();
-    group_case_t gc = {2, 1, 0.0f, -1, NULL, 2, 0};
+    group_case_t gc = {2, 1, 0.0f, -1, NULL, 2, 0, 0};
     sd_test_ranks_t r = run_case(&gc);
     for (int i = 0; i < r.size; i++) {
         const rank_result_t *ri = sd_test_rank_out(&r, i);
@@ -384,5 +414,46 @@ Test(engine_groups, a_refusal_on_one_rank_reaches_every_rank, .timeout = 60)
         cr_assert(strstr(ri->error, "rank 1: config max_tokens = 0") != NULL, "rank %d: '%s'", i,
                   ri->error);
     }
+    sd_test_ranks_free(&r);
+}
+
+/* A draft model with another tokenizer, on a draft group or on every rank: every rank
+ * returns the same result, greedy output is single-rank target-only output. */
+static group_case_t k_xvocab_cases[] = {
+    {2, 1, 0.0f, -1, NULL, 0, 0, SD_DRAFTER_XVOCAB},
+    {4, 2, 0.0f, -1, NULL, 0, 0, SD_DRAFTER_XVOCAB},
+    {2, 0, 0.0f, -1, NULL, 0, 0, SD_DRAFTER_XVOCAB},
+};
+
+ParameterizedTestParameters(engine_groups, xvocab_same_on_every_rank)
+{
+    return cr_make_param_array(group_case_t, k_xvocab_cases,
+                               sizeof k_xvocab_cases / sizeof k_xvocab_cases[0]);
+}
+
+ParameterizedTest(group_case_t *gc, engine_groups, xvocab_same_on_every_rank, .timeout = 90)
+{
+    write_models();
+    sd_test_ranks_t r = run_case(gc);
+    const rank_result_t *r0 = sd_test_rank_out(&r, 0);
+    cr_assert_eq(r0->status, SD_OK, "T=%d D=%d: %s", gc->target_ranks, gc->draft_ranks, r0->error);
+    assert_ranks_agree(&r);
+    cr_assert_gt(r0->draft_forwards, 0);
+    assert_equals_target_only(r0);
+    sd_test_ranks_free(&r);
+}
+
+/* A caller's drafter under TP: rank 0's callbacks propose and every rank verifies the
+ * same drafts (the other ranks' callbacks would fail if called). */
+Test(engine_groups, callback_drafter_runs_on_rank_0, .timeout = 90)
+{
+    write_models();
+    group_case_t gc = {4, 0, 0.0f, -1, NULL, 0, 0, SD_DRAFTER_CALLBACK};
+    sd_test_ranks_t r = run_case(&gc);
+    const rank_result_t *r0 = sd_test_rank_out(&r, 0);
+    cr_assert_eq(r0->status, SD_OK, "%s", r0->error);
+    assert_ranks_agree(&r);
+    cr_assert_gt(r0->drafted, 0, "rank 0's drafter proposed");
+    assert_equals_target_only(r0);
     sd_test_ranks_free(&r);
 }

@@ -67,6 +67,18 @@ const char *sd_tokenizer_token_text(const sd_tokenizer_t *t, int32_t token, size
     return t->blob + t->off[token];
 }
 
+int sd_tokenizer_is_special(const sd_tokenizer_t *t, int32_t token)
+{
+    if (token < 0 || token >= t->n_vocab) return 0;
+    uint8_t ty = t->type[token];
+    return ty == SD_TOKTYPE_CONTROL || (t->kind == SD_TOK_BPE && ty == SD_TOKTYPE_USER_DEFINED);
+}
+
+int sd_tokenizer_space_prefix(const sd_tokenizer_t *t)
+{
+    return t->kind == SD_TOK_SPM && t->add_space_prefix;
+}
+
 /* 1 when text[p, p + n) may hold a special token: no mask (every byte may), or every byte
  * of it marked. */
 static int special_allowed(const uint8_t *special_ok, size_t p, size_t n)
@@ -108,7 +120,8 @@ static sd_status_t encode_all(const sd_tokenizer_t *t, sd_tok_scratch_t *s, cons
                               size_t len, int flags, const uint8_t *special_ok, sd_tok_out_t *o)
 {
     if ((flags & SD_TOKENIZE_ADD_BOS) && t->add_bos) sd_tok_emit(o, t->bos);
-    bool after_special = true; /* SPM: a space prefix starts the text and follows specials */
+    /* SPM: a space prefix starts the text (unless it continues one) and follows specials */
+    bool after_special = !(flags & SD_TOKENIZE_CONTINUATION);
     size_t pos = 0;
     while (pos < len) {
         int32_t id = -1;
@@ -213,8 +226,7 @@ sd_status_t sd_tokenizer_piece(const sd_tokenizer_t *t, int32_t token, char *buf
     const char *s = t->blob + t->off[token];
     size_t n = t->len[token];
     byte_out_t b = {buf, cap, 0};
-    uint8_t ty = t->type[token];
-    if (ty == SD_TOKTYPE_CONTROL || (t->kind == SD_TOK_BPE && ty == SD_TOKTYPE_USER_DEFINED))
+    if (sd_tokenizer_is_special(t, token))
         put(&b, s, n);
     else if (t->kind == SD_TOK_BPE)
         piece_bpe(t, s, n, &b);

@@ -25,7 +25,19 @@ const char *sd_tokenizer_token_text(const sd_tokenizer_t *t, int32_t token, size
 /* Chat template string (tokenizer.chat_template) or NULL. */
 const char *sd_tokenizer_chat_template(const sd_tokenizer_t *t);
 
-/* flags: SD_TOKENIZE_ADD_BOS | SD_TOKENIZE_PARSE_SPECIAL (specdec.h). */
+/* An encode flag of this layer only (not in specdec.h): the text continues earlier text,
+ * so a SentencePiece vocabulary adds no space prefix at its start (cross-vocabulary
+ * drafting encodes a context piece by piece). */
+#define SD_TOKENIZE_CONTINUATION (1 << 8)
+
+/* 1 for the tokens written as their vocabulary text and produced only by
+ * SD_TOKENIZE_PARSE_SPECIAL: control tokens, and user-defined ones of a BPE vocabulary. */
+int sd_tokenizer_is_special(const sd_tokenizer_t *t, int32_t token);
+/* 1 when the first piece of a text (at its start or after a special token) carries a
+ * space the text did not have: SentencePiece with add_space_prefix. */
+int sd_tokenizer_space_prefix(const sd_tokenizer_t *t);
+
+/* flags: SD_TOKENIZE_ADD_BOS | SD_TOKENIZE_PARSE_SPECIAL (specdec.h) | SD_TOKENIZE_CONTINUATION. */
 sd_status_t sd_tokenizer_encode(const sd_tokenizer_t *t, const char *text, size_t len, int flags,
                                 int32_t *out, size_t cap, size_t *n_out);
 /* sd_tokenizer_encode where SD_TOKENIZE_PARSE_SPECIAL recognises a special token only where

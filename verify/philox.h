@@ -25,6 +25,8 @@ typedef enum sd_rng_purpose {
     SD_RNG_ACCEPT = 1,   /* speculative acceptance test of the draft token at a position */
     SD_RNG_RESIDUAL = 2, /* residual / bonus sample after a rejection or full acceptance */
     SD_RNG_DRAFT = 3,    /* the drafter's own sampling at a position */
+    SD_RNG_TREE_SIBLING = 4, /* a token tree's acceptance test of sibling j >= 1 at a position:
+                                purpose SD_RNG_TREE_SIBLING + j - 1 (sibling 0: SD_RNG_ACCEPT) */
     SD_RNG_PURPOSE_COUNT
 } sd_rng_purpose_t;
 

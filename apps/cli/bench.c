@@ -32,7 +32,7 @@ typedef struct bench_drafter {
 } bench_drafter_t;
 
 typedef struct bench_opts {
-    const char *model_path, *prompts_dir, *json_path, *device;
+    const char *model_path, *prompts_dir, *json_path, *device, *trace_path;
     int n_threads, n_ctx, repeats, adaptive;
     sd_gen_config_t gen;
     int ks[MAX_KS], n_ks;
@@ -62,6 +62,8 @@ typedef struct bench {
     char **argv;
     int argc;
     FILE *json;
+    cli_trace_t trace;  /* --trace: every timed run's steps */
+    int rank;           /* this process's rank (0 alone) */
     sd_model_t *model;
     sd_model_info_t info;
     bench_prompt_t prompts[MAX_PROMPTS];
@@ -88,7 +90,9 @@ static const char bench_usage[] =
     "  --prompts DIR        prompt set (default: bench/prompts)\n"
     "  --repeats R          timed runs per configuration, median kept (default 1)\n"
     "  --temp T, --seed S   sampling (default greedy; outputs are compared only when greedy)\n"
-    "  --json FILE          machine-readable results to FILE ('-': stdout, table to stderr)\n";
+    "  --json FILE          machine-readable results to FILE ('-': stdout, table to stderr)\n"
+    "  --trace FILE         every step of every timed run as a JSON line (prompt, drafter,\n"
+    "                       k, repeat; drafts, accepted, timings)\n";
 
 /* ---- options ------------------------------------------------------------------------ */
 
@@ -120,7 +124,8 @@ static int parse_k_list(const char *v, bench_opts_t *o)
     }
 }
 
-/* --draft D (sd_spec_parse_drafter); the label is D, or model:FILE for a draft model. */
+/* --draft D (sd_spec_parse_drafter); the label is D, or KIND:FILE for a draft model
+ * ("model:FILE", "xvocab:FILE"). */
 static int parse_draft(const char *v, bench_opts_t *o)
 {
     if (o->n_drafters == MAX_DRAFTERS) {
@@ -132,7 +137,9 @@ static int parse_draft(const char *v, bench_opts_t *o)
     sd_spec_config_default(&d->spec);
     if (!cli_parse_draft(v, &d->spec, &d->path)) return 0;
     const char *base = d->path ? strrchr(d->path, '/') : NULL;
-    if (d->path) snprintf(d->label, sizeof d->label, "model:%s", base ? base + 1 : d->path);
+    if (d->path)
+        snprintf(d->label, sizeof d->label, "%s:%s", sd_drafter_kind_name(d->spec.drafter),
+                 base ? base + 1 : d->path);
     else snprintf(d->label, sizeof d->label, "%s", v);
     return 1;
 }
@@ -149,6 +156,7 @@ static int parse_one(const char *flag, const char *v, bench_opts_t *o)
     if (!strcmp(flag, "--device")) return o->device = v, 1;
     if (!strcmp(flag, "--prompts")) return o->prompts_dir = v, 1;
     if (!strcmp(flag, "--json")) return o->json_path = v, 1;
+    if (!strcmp(flag, "--trace")) return o->trace_path = v, 1;
     if (!strcmp(flag, "--repeats")) return cli_parse_int(flag, v, 1, MAX_REPEATS, &o->repeats);
     if (!strcmp(flag, "--temp")) return cli_parse_float(flag, v, 0.0f, 100.0f, &o->gen.temperature);
     if (!strcmp(flag, "--seed")) return cli_parse_seed(v, &o->gen.seed);
@@ -208,6 +216,7 @@ static int load_models(bench_t *b)
     c.n_ctx = b->o.n_ctx;
     c.device = b->o.device;
     if (cli_load_model(&c, &b->model) != SD_OK) return 1;
+    b->rank = sd_comm_rank(c.world);
     sd_status_t s = sd_model_get_info(b->model, &b->info);
     if (s != SD_OK) return cli_fail("model info", s);
     for (int i = 0; i < b->o.n_drafters; i++) {
@@ -435,6 +444,11 @@ static int run_one(bench_t *b, int p, int c, int r, int max_tokens)
     sd_spec_config_t spec = config_spec(b, c);
     sd_gen_config_t gen = b->o.gen;
     gen.max_tokens = max_tokens;
+    if (r >= 0) { /* warm-up runs are not traced */
+        const bench_drafter_t *d = c ? config_drafter(b, c) : NULL;
+        cli_trace_label(&b->trace, pr->name, d ? d->label : "none", c ? spec.k : 0, r);
+        cli_trace_attach(&b->trace, &spec);
+    }
     sd_gen_result_t res;
     sd_status_t s = sd_generate_speculative(b->model, pr->ids, pr->n_ids, &gen, &spec, NULL, NULL,
                                             &res);
@@ -574,24 +588,13 @@ static void print_table(FILE *f, const bench_t *b)
 
 /* ---- JSON --------------------------------------------------------------------------- */
 
-static void json_str(FILE *f, const char *s)
-{
-    fputc('"', f);
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        if (*p == '"' || *p == '\\') fprintf(f, "\\%c", *p);
-        else if (*p < 0x20) fprintf(f, "\\u%04x", *p);
-        else fputc(*p, f);
-    }
-    fputc('"', f);
-}
-
 /* argv as one shell-quoted line. */
 static void json_command(FILE *f, int argc, char **argv)
 {
     size_t cap = 1;
     for (int i = 0; i < argc; i++) cap += 4 * strlen(argv[i]) + 3;
     char *line = malloc(cap), *w = line;
-    if (!line) return json_str(f, "");
+    if (!line) return cli_json_str(f, "");
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         int plain = a[0] && strspn(a, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
@@ -605,7 +608,7 @@ static void json_command(FILE *f, int argc, char **argv)
         if (!plain) *w++ = '\'';
     }
     *w = '\0';
-    json_str(f, line);
+    cli_json_str(f, line);
     free(line);
 }
 
@@ -637,21 +640,21 @@ static void json_header(FILE *f, const bench_t *b)
     strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&now, &tm));
     int cores = (int)sysconf(_SC_NPROCESSORS_ONLN);
     fprintf(f, "{\n  \"device\": {\"kind\": ");
-    json_str(f, b->info.device);
+    cli_json_str(f, b->info.device);
     fprintf(f, ", \"cpu\": ");
-    json_str(f, cpu);
+    cli_json_str(f, cpu);
     fprintf(f, ", \"cores\": %d, \"threads\": %d},\n  \"date\": \"%s\",\n  \"command\": ", cores,
             o->n_threads ? o->n_threads : cores, date);
     json_command(f, b->argc, b->argv);
     fprintf(f, ",\n  \"target\": {\"name\": ");
-    json_str(f, b->info.name);
+    cli_json_str(f, b->info.name);
     fprintf(f, ", \"arch\": ");
-    json_str(f, b->info.arch);
+    cli_json_str(f, b->info.arch);
     fprintf(f, ", \"n_layer\": %d, \"n_vocab\": %d},\n  \"drafters\": [", b->info.n_layer,
             b->info.n_vocab);
     for (int i = 0; i < o->n_drafters; i++) {
         fprintf(f, "%s", i ? ", " : "");
-        json_str(f, o->drafters[i].label);
+        cli_json_str(f, o->drafters[i].label);
     }
     fprintf(f, "],\n  \"k\": [");
     for (int i = 0; i < o->n_ks; i++) fprintf(f, "%s%d", i ? ", " : "", o->ks[i]);
@@ -665,7 +668,7 @@ static void json_config_id(FILE *f, const bench_t *b, int c)
 {
     const bench_drafter_t *d = config_drafter(b, c);
     fprintf(f, "\"drafter\": ");
-    json_str(f, d ? d->label : "none");
+    cli_json_str(f, d ? d->label : "none");
     fprintf(f, ", \"k\": %d", config_k(b, c));
 }
 
@@ -699,9 +702,9 @@ static void json_prompts(FILE *f, const bench_t *b)
     fprintf(f, "  \"prompts\": [\n");
     for (int p = 0; p < b->n_prompts; p++) {
         fprintf(f, "    {\"name\": ");
-        json_str(f, b->prompts[p].name);
+        cli_json_str(f, b->prompts[p].name);
         fprintf(f, ", \"category\": ");
-        json_str(f, b->prompts[p].category);
+        cli_json_str(f, b->prompts[p].category);
         fprintf(f, ", \"prompt_tokens\": %zu, \"runs\": [\n", b->prompts[p].n_ids);
         for (int c = 0; c < b->n_configs; c++) {
             json_run(f, b, p, c);
@@ -718,7 +721,7 @@ static void json_summary_row(FILE *f, const bench_t *b, int c, const char *cat, 
     fprintf(f, "    {");
     json_config_id(f, b, c);
     fprintf(f, ", \"category\": ");
-    json_str(f, cat ? cat : "all");
+    cli_json_str(f, cat ? cat : "all");
     fprintf(f, ", \"prompts\": %d, \"tok_s\": %.3f, \"speedup\": %.4f, \"acceptance_rate\": %.4f, "
                "\"mean_accepted_len\": %.4f}%s\n",
             a.n_prompts, a.tok_s, a.speedup, a.acceptance, a.mean_len, last ? "" : ",");
@@ -762,6 +765,7 @@ static int open_json(bench_t *b)
 
 static int report(bench_t *b)
 {
+    if (!cli_trace_close(&b->trace)) return 1;
     print_table(b->json == stdout ? stderr : stdout, b);
     if (b->json) {
         print_json(b->json, b);
@@ -778,6 +782,7 @@ static int report(bench_t *b)
 static void bench_free(bench_t *b)
 {
     if (b->json && b->json != stdout) fclose(b->json);
+    cli_trace_close(&b->trace);
     for (int i = 0; b->runs && i < b->n_prompts * b->n_configs; i++) free(b->runs[i].tokens);
     free(b->runs);
     for (int p = 0; p < b->n_prompts; p++) free(b->prompts[p].ids);
@@ -796,6 +801,7 @@ int cmd_bench(int argc, char **argv)
     int rc = parse_opts(argc, argv, &b->o) ? 0 : 2;
     if (rc == 0) rc = open_json(b);
     if (rc == 0) rc = load_models(b);
+    if (rc == 0) rc = cli_trace_open(&b->trace, b->o.trace_path, b->rank) ? 0 : 1;
     if (rc == 0) rc = load_prompts(b);
     if (rc == 0) rc = alloc_runs(b);
     if (rc == 0) rc = run_all(b);

@@ -6,6 +6,7 @@
 #include <stdio.h>
 
 #include "specdec/specdec.h"
+#include "trace.h"
 
 /* Options common to `run` and `chat`. */
 typedef struct cli_gen_opts {
@@ -19,6 +20,8 @@ typedef struct cli_gen_opts {
     sd_spec_config_t spec;  /* --draft, --k, --no-adaptive */
     const char *draft_path; /* --draft PATH: a draft model, loaded by cli_load_draft */
     int stats;              /* --stats: speculative statistics to stderr */
+    const char *trace_path; /* --trace FILE.jsonl: every step (cli_start_trace) */
+    cli_trace_t trace;
     const char *logprobs_file; /* --logprobs-file PATH (with --logprobs N); NULL: stderr */
     /* tensor parallelism: under `specdec launch -n N` or mpirun the target is split over
      * the world; --draft-ranks D puts a draft model on the first D ranks only */
@@ -62,7 +65,13 @@ sd_status_t cli_load_model(cli_gen_opts_t *opts, sd_model_t **out);
  * drafters; with --draft-ranks D under TP only ranks < D load it, split over the first D
  * ranks); prints the error line itself on failure. */
 sd_status_t cli_load_draft(cli_gen_opts_t *opts);
-/* Free the draft model and the communicators (after the target model is freed). */
+/* --trace: open the trace on rank 0 and attach it to opts->spec, its records naming the
+ * drafter (resolved against m); prints the error line itself and returns 0 on failure. */
+int cli_start_trace(cli_gen_opts_t *opts, const sd_model_t *m);
+/* Close the trace: rc, or CLI_EXIT_ERROR when rc is 0 but the trace could not be written. */
+int cli_stop_trace(cli_gen_opts_t *opts, int rc);
+/* Free the draft model and the communicators (after the target model is freed); closes
+ * a trace still open. */
 void cli_release(cli_gen_opts_t *opts);
 /* Generate from text, streaming to stdout; statistics to stderr. */
 int cli_generate_text(sd_model_t *m, const char *text, int flags, const cli_gen_opts_t *opts,

@@ -118,6 +118,7 @@ static int parse_one(const char *flag, const char *v, cli_gen_opts_t *o)
     if (!strcmp(flag, "--logprobs-file")) return o->logprobs_file = v, 1;
     if (!strcmp(flag, "--draft-ranks"))
         return cli_parse_int(flag, v, 1, 4096, &o->spec.draft_ranks);
+    if (!strcmp(flag, "--trace")) return o->trace_path = v, 1;
     if (!strcmp(flag, "--stop")) {
         if (g->n_stop_strings == sizeof o->stops / sizeof o->stops[0]) {
             fprintf(stderr, "specdec: error: at most %zu --stop strings\n", g->n_stop_strings);
@@ -234,8 +235,26 @@ sd_status_t cli_load_draft(cli_gen_opts_t *o)
     return s;
 }
 
+int cli_start_trace(cli_gen_opts_t *o, const sd_model_t *m)
+{
+    if (!cli_trace_open(&o->trace, o->trace_path, sd_comm_rank(o->world))) return 0;
+    char drafter[256] = "none";
+    if (o->spec.drafter != SD_DRAFTER_NONE && sd_spec_drafter_text(&o->spec, m, drafter,
+                                                                   sizeof drafter) != SD_OK)
+        snprintf(drafter, sizeof drafter, "%s", sd_drafter_kind_name(o->spec.drafter));
+    cli_trace_label(&o->trace, NULL, drafter, o->spec.drafter ? o->spec.k : 0, -1);
+    cli_trace_attach(&o->trace, &o->spec);
+    return 1;
+}
+
+int cli_stop_trace(cli_gen_opts_t *o, int rc)
+{
+    return !cli_trace_close(&o->trace) && rc == 0 ? CLI_EXIT_ERROR : rc;
+}
+
 void cli_release(cli_gen_opts_t *o)
 {
+    cli_trace_close(&o->trace);
     sd_model_free(o->spec.draft_model);
     o->spec.draft_model = NULL;
     sd_comm_free(o->draft_comm);

@@ -42,6 +42,7 @@ static const char usage[] =
     "  --k K              draft length (the maximum when adaptive; default 4, at most 16)\n"
     "  --no-adaptive      draft exactly K tokens each step (default: adapt K to acceptance)\n"
     "  --stats            print acceptance rate, accepted-length histogram and timings\n"
+    "  --trace FILE       every speculative step as a JSON line (drafts, accepted, k, timings)\n"
     "  --logprobs N       each token's log-probability under the target and its N (0..20)\n"
     "                     most likely alternatives, one JSON line per generation to stderr\n"
     "                     (stdout keeps only the text); --logprobs-file PATH appends it there\n"
@@ -62,8 +63,9 @@ int cmd_run(int argc, char **argv)
     sd_status_t s = cli_load_model(&o, &m);
     if (s == SD_OK) s = cli_load_draft(&o);
     if (s != SD_OK) return sd_model_free(m), cli_release(&o), cli_exit_code(s);
+    if (!cli_start_trace(&o, m)) return sd_model_free(m), cli_release(&o), CLI_EXIT_ERROR;
     int flags = SD_TOKENIZE_ADD_BOS | (o.parse_special ? SD_TOKENIZE_PARSE_SPECIAL : 0);
-    int rc = cli_generate_text(m, o.prompt, flags, &o, NULL);
+    int rc = cli_stop_trace(&o, cli_generate_text(m, o.prompt, flags, &o, NULL));
     sd_model_free(m);
     cli_release(&o);
     return rc;
@@ -112,6 +114,7 @@ int cmd_chat(int argc, char **argv)
     sd_status_t s = cli_load_model(&o, &m);
     if (s == SD_OK) s = cli_load_draft(&o);
     if (s != SD_OK) return sd_model_free(m), cli_release(&o), cli_exit_code(s);
+    if (!cli_start_trace(&o, m)) return sd_model_free(m), cli_release(&o), CLI_EXIT_ERROR;
     sd_chat_message_t msgs[MAX_TURNS];
     char *owned[MAX_TURNS];
     size_t n = 0, n_owned = 0;
@@ -129,6 +132,7 @@ int cmd_chat(int argc, char **argv)
         if (!interactive) break;
     }
     for (size_t i = 0; i < n_owned; i++) free(owned[i]);
+    rc = cli_stop_trace(&o, rc);
     sd_model_free(m);
     cli_release(&o);
     return rc;

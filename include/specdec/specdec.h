@@ -265,11 +265,78 @@ typedef enum sd_drafter_kind {
     SD_DRAFTER_MODEL,     /* a separate draft model (same vocabulary as the target) */
     SD_DRAFTER_NGRAM,     /* prompt lookup: continue the longest recent n-gram match */
     SD_DRAFTER_LAYERSKIP, /* self-speculative: the target's first L layers + its head */
+    SD_DRAFTER_XVOCAB,    /* a draft model with another tokenizer, proposing through text */
+    SD_DRAFTER_CALLBACK,  /* the caller's drafter (sd_callback_drafter_t) */
 } sd_drafter_kind_t;
+
+/* ---- a drafter written by the caller (SD_DRAFTER_CALLBACK) ---- */
+
+/* What a proposal continues: context[n_context] is the prompt and every token kept so far;
+ * the first proposed token stands at position n_context. */
+typedef struct sd_draft_query {
+    const int32_t *context;
+    size_t n_context;
+    int k;             /* propose at most k tokens */
+    float temperature; /* the request's (0: greedy); proposals are verified as guesses */
+    uint64_t seed;     /* the request's seed */
+} sd_draft_query_t;
+
+/* Where a proposal goes, zeroed by the library before each call: the drafter writes
+ * tokens[0 .. n), n <= capacity, and may set evidence (a class 0..7 with its own adaptive
+ * draft length). Library-owned: later versions may add fields (a token tree). */
+typedef struct sd_draft_proposal {
+    int32_t *tokens;
+    int capacity;
+    int n;
+    int evidence;
+} sd_draft_proposal_t;
+
+/* What the target kept of the last proposal: its first n_accepted tokens, then next_token. */
+typedef struct sd_draft_outcome {
+    int n_accepted;
+    int32_t next_token;
+} sd_draft_outcome_t;
+
+/* A drafter as callbacks (docs/design-notes.md, "A drafter of the caller's own"): propose is
+ * required, the rest optional; create makes each generation's state (NULL: state = user),
+ * destroy frees it; a non-SD_OK return ends the generation with that status. Under tensor
+ * parallelism only rank 0's are called. */
+typedef struct sd_callback_drafter {
+    void *user;
+    sd_status_t (*create)(void *user, void **state);
+    sd_status_t (*begin)(void *state, const int32_t *prompt, size_t n_prompt);
+    sd_status_t (*propose)(void *state, const sd_draft_query_t *query, sd_draft_proposal_t *out);
+    sd_status_t (*accept)(void *state, const sd_draft_outcome_t *outcome);
+    sd_status_t (*rollback)(void *state, size_t n_context); /* the context was cut to n */
+    void (*destroy)(void *state);
+} sd_callback_drafter_t;
+
+/* ---- per-step observation (sd_spec_config_t.on_step) ---- */
+
+/* One step of a generation: one target forward verifying n_drafted drafts. */
+typedef struct sd_step_info {
+    uint64_t request;        /* the serving engine's request number (1, 2, ... in admission
+                                order, alike on every rank); 0 outside the engine */
+    uint64_t step;           /* 0, 1, ... within the generation */
+    int64_t pos;             /* context length before the step: the first draft's position */
+    int k;                   /* draft length asked of the drafter (0: a plain decode step) */
+    int n_drafted;           /* drafts verified (after the adaptive and load cuts) */
+    const int32_t *drafted;  /* [n_drafted], valid during the call */
+    int n_accepted;          /* drafts kept */
+    int32_t next_token;      /* the target's own token after them */
+    int evidence;            /* the proposal's evidence class (0 when the drafter has none) */
+    double draft_seconds;    /* proposing this step's drafts */
+    double verify_seconds;   /* the verify forward (in a batch: the shared one) and the check */
+} sd_step_info_t;
+/* Called after every step's verification, on the generating thread (the engine's
+ * scheduler), on every rank; it must not block or call back into the library. */
+typedef void (*sd_step_callback)(void *user, const sd_step_info_t *step);
 
 typedef struct sd_spec_config {
     sd_drafter_kind_t drafter;
-    sd_model_t *draft_model; /* SD_DRAFTER_MODEL; SD_ERR_VOCAB_MISMATCH if its vocabulary differs */
+    sd_model_t *draft_model; /* SD_DRAFTER_MODEL: SD_ERR_VOCAB_MISMATCH if its vocabulary
+                                differs; SD_DRAFTER_XVOCAB: any vocabulary (both models need
+                                a tokenizer), drafts translated through text */
     int ngram_min, ngram_max; /* SD_DRAFTER_NGRAM: n-gram lengths tried (default 1..3) */
     int layerskip_layers;     /* SD_DRAFTER_LAYERSKIP: L, 1 <= L < n_layer; 0 (default): the
                                  target's n_layer / 2, resolved when the drafter is built */
@@ -282,16 +349,22 @@ typedef struct sd_spec_config {
                                  target group's first draft_ranks ranks (its own comm, or none
                                  for 1); the others pass draft_model = NULL and receive the
                                  drafts by broadcast. 0 (default): every rank holds it. */
+    const sd_callback_drafter_t *callback; /* SD_DRAFTER_CALLBACK: not owned; must outlive
+                                              every generation (and engine) using it */
+    sd_step_callback on_step; /* NULL (default), or called after every step (any drafter,
+                                 NONE included) with on_step_user */
+    void *on_step_user;
 } sd_spec_config_t;
 
 void sd_spec_config_default(sd_spec_config_t *config);
 
 /* A --draft text into spec: "ngram" (n-grams 1..3), "ngram:N" (1..N, N in [1, 32]),
- * "layerskip" (layerskip_layers 0: L = n_layer / 2), "layerskip:L", "model:PATH", and any
- * other text = PATH of a draft model. Sets spec->drafter and that drafter's fields (the
- * rest is kept) and *model_path (NULL unless a draft model, then a pointer into text: the
- * caller loads it into spec->draft_model; model_path may be NULL). SD_ERR_INVALID_ARG
- * naming the text and listing the drafters, spec unchanged. */
+ * "layerskip" (layerskip_layers 0: L = n_layer / 2), "layerskip:L", "model:PATH",
+ * "xvocab:PATH" (a draft model with another tokenizer), "callback" (spec->callback is then
+ * the caller's to set), and any other text = PATH of a draft model. Sets spec->drafter and
+ * that drafter's fields (the rest is kept) and *model_path (NULL unless a draft model, then
+ * a pointer into text: the caller loads it into spec->draft_model; model_path may be NULL).
+ * SD_ERR_INVALID_ARG naming the text and listing the drafters, spec unchanged. */
 sd_status_t sd_spec_parse_drafter(const char *text, sd_spec_config_t *spec, const char **model_path);
 /* The --draft word of a kind ("ngram", "layerskip", "model"), "none" for SD_DRAFTER_NONE,
  * NULL for a value that is no kind. */

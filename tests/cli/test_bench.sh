@@ -26,7 +26,7 @@ printf 'category: code\n\nAdd type hints to this function:\n\ndef add(a, b):\n  
 printf 'not a prompt file, ignored\n' > "$tmp/prompts/README.md"
 
 "$bin" bench -m "$model" -n 16 --k 2 -t 2 --draft ngram --draft layerskip:15 \
-  --prompts "$tmp/prompts" --json "$tmp/out.json" >"$tmp/table" 2>"$tmp/err"; rc=$?
+  --prompts "$tmp/prompts" --json "$tmp/out.json" --trace "$tmp/trace.jsonl" >"$tmp/table" 2>"$tmp/err"; rc=$?
 check "bench exits 0" [ "$rc" -eq 0 ]
 check "no MISMATCH" bash -c "! grep -q MISMATCH '$tmp/table' '$tmp/err'"
 check "table has the target-only and drafter rows" \
@@ -57,6 +57,26 @@ for dr, k in (("none", 0), ("ngram", 2), ("layerskip:15", 2)):
     assert {(dr, k, c) for c in ("chat", "code", "all")} <= cats, cats
 base = [s for s in d["summary"] if s["drafter"] == "none"]
 assert all(abs(s["speedup"] - 1) < 1e-9 for s in base), base
+EOF
+check "--trace: a record per step of every run, adding up to the JSON" python3 - \
+  "$tmp/out.json" "$tmp/trace.jsonl" <<'EOF'
+import collections, json, sys
+d = json.load(open(sys.argv[1]))
+steps = collections.defaultdict(list)
+for line in open(sys.argv[2]):
+    s = json.loads(line)
+    steps[(s["prompt"], s["drafter"], s["k_max"])].append(s)
+    assert s["repeat"] == 0 and s["request"] == 0 and len(s["drafted"]) <= max(s["k"], 0)
+    assert 0 <= s["accepted"] <= len(s["drafted"]) and s["verify_ms"] > 0
+for p in d["prompts"]:
+    for r in p["runs"]:
+        got = steps.pop((p["name"], r["drafter"], r["k"]))
+        assert [s["step"] for s in got] == list(range(r["steps"])), (p["name"], r["drafter"])
+        hist = [0] * len(r["accepted_hist"])
+        for s in got: hist[s["accepted"]] += 1
+        assert hist == r["accepted_hist"], (hist, r["accepted_hist"])
+        assert got[0]["pos"] + r["tokens"] <= got[-1]["pos"] + got[-1]["accepted"] + 1  # a stop may drop a tail
+assert not steps, steps.keys()
 EOF
 
 "$bin" bench -m "$model" -n 4 --k 1 -t 2 --draft ngram --repeats 2 --prompts "$tmp/prompts" \

@@ -84,6 +84,20 @@ check "--draft layerskip greedy == plain greedy" cmp -s "$tmp/g0" "$tmp/g2"
 check "--draft layerskip (L = n_layer / 2) greedy == plain greedy" cmp -s "$tmp/g0" "$tmp/g3"
 check "--stats prints the acceptance line to stderr" grep -q 'acceptance [0-9.]*%, mean accepted length' "$tmp/ge1"
 check "--stats leaves stdout text only" bash -c "! grep -q 'acceptance' '$tmp/g1'"
+"$bin" run -m "$model" -p "$q" -n 24 --temp 0 -t 2 --draft ngram --stats --trace "$tmp/tr.jsonl" \
+  >/dev/null 2>"$tmp/tre"; rc=$?
+check "--trace: a JSON line per step, adding up to --stats" python3 - "$tmp/tr.jsonl" "$tmp/tre" <<'EOF'
+import json, re, sys
+steps = [json.loads(line) for line in open(sys.argv[1])]
+m = re.search(r"(\d+) steps, (\d+) tokens; drafted (\d+), accepted (\d+)", open(sys.argv[2]).read())
+n_steps, tokens, drafted, accepted = map(int, m.groups())
+assert [s["step"] for s in steps] == list(range(n_steps)) and tokens == 24
+assert sum(len(s["drafted"]) for s in steps) == drafted
+assert sum(s["accepted"] for s in steps) == accepted
+assert all(s["drafter"] == "ngram" and s["k_max"] == 4 and s["gen"] == 0 for s in steps)
+EOF
+"$bin" run -m "$model" -p "$q" -n 4 --trace "$tmp/no/such/dir.jsonl" >/dev/null 2>"$tmp/e"; rc=$?
+check "--trace to a bad path: exit 1, one line naming it" bash -c "[ $rc -eq 1 ] && [ \$(wc -l < '$tmp/e') -eq 1 ] && grep -q 'no/such/dir' '$tmp/e'"
 "$bin" chat -m "$model" -p "$q" -n 40 --temp 0.8 --seed 5 >"$tmp/t0" 2>/dev/null
 "$bin" chat -m "$model" -p "$q" -n 40 --temp 0.8 --seed 5 --draft ngram:2 --k 6 >"$tmp/t1" 2>/dev/null
 check "--draft ngram sampling == plain sampling (same seed)" cmp -s "$tmp/t0" "$tmp/t1"
