@@ -64,6 +64,11 @@ typedef struct sd_backend_ops {
     void *(*graph_end)(sd_backend_t *be);
     void (*graph_launch)(sd_backend_t *be, void *graph);
     void (*graph_free)(sd_backend_t *be, void *graph);
+
+    /* As sd_backend_lock / _unlock (optional: NULL where every op is safe from any thread,
+     * as on the CPU). */
+    void (*lock)(sd_backend_t *be);
+    void (*unlock)(sd_backend_t *be);
 } sd_backend_ops_t;
 
 struct sd_backend {
