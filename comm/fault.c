@@ -55,29 +55,32 @@ static sd_status_t bad_token(const char *tok)
                         tok);
 }
 
-/* "key=value" with the expected key and a value in [lo, 2^31) */
+/* "key=value" with the expected key and a value of plain decimal digits in [lo, 2^31) */
 static int parse_kv(const char *field, const char *key, long lo, long *out)
 {
     size_t k = strlen(key);
     if (strncmp(field, key, k) != 0 || field[k] != '=') return 0;
     const char *v = field + k + 1;
-    char *end = NULL;
-    errno = 0;
-    long x = strtol(v, &end, 10);
-    if (errno != 0 || end == v || *end != '\0' || x < lo || x > 0x7fffffffL) return 0;
+    size_t digits = strspn(v, "0123456789");
+    if (digits == 0 || v[digits] != '\0' || digits > 10) return 0; /* no sign, space, text */
+    long x = strtol(v, NULL, 10);
+    if (x < lo || x > 0x7fffffffL) return 0;
     *out = x;
     return 1;
 }
 
-/* One "kind:rank=R:key=N" token (a writable copy). */
+/* The next field of *s up to sep (strsep: empty fields stay empty, unlike strtok's). */
+static char *next_field(char **s, const char *sep) { return *s ? strsep(s, sep) : NULL; }
+
+/* One "kind:rank=R:key=N" token (a writable copy): exactly three non-empty fields. */
 static sd_status_t parse_token(char *tok, fault_t *f)
 {
     char copy[FAULT_SPEC_MAX];
     snprintf(copy, sizeof copy, "%s", tok);
-    char *save = NULL;
-    char *kind = strtok_r(tok, ":", &save), *rank = strtok_r(NULL, ":", &save);
-    char *arg = strtok_r(NULL, ":", &save), *extra = strtok_r(NULL, ":", &save);
-    if (kind == NULL || rank == NULL || arg == NULL || extra != NULL) return bad_token(copy);
+    char *rest = tok;
+    char *kind = next_field(&rest, ":"), *rank = next_field(&rest, ":");
+    char *arg = next_field(&rest, ":");
+    if (kind == NULL || rank == NULL || arg == NULL || rest != NULL) return bad_token(copy);
     for (int k = 0; k < (int)(sizeof kinds / sizeof kinds[0]); k++) {
         if (strcmp(kind, kinds[k].kind) != 0) continue;
         long r, n;
@@ -99,8 +102,9 @@ static sd_status_t parse_spec(const char *spec, fault_set_t *out)
     snprintf(out->spec, sizeof out->spec, "%s", spec);
     char buf[FAULT_SPEC_MAX];
     snprintf(buf, sizeof buf, "%s", spec);
-    char *save = NULL;
-    for (char *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+    /* "" is no fault; otherwise tokens joined by single commas (an empty token is an error) */
+    char *rest = buf[0] ? buf : NULL;
+    for (char *tok = next_field(&rest, ","); tok; tok = next_field(&rest, ",")) {
         if (out->n == FAULT_MAX)
             return sd_set_error(SD_ERR_INVALID_ARG, "SPECDEC_FAULT: more than %d faults",
                                 FAULT_MAX);
@@ -168,8 +172,12 @@ int sd_fault_corrupt_step(int world_rank, uint64_t step)
     fault_set_t set;
     if (!snapshot(&set)) return 0;
     for (int i = 0; i < set.n; i++)
-        if (set.f[i].kind == FAULT_CORRUPT && set.f[i].rank == world_rank && set.f[i].n == step)
+        if (set.f[i].kind == FAULT_CORRUPT && set.f[i].rank == world_rank && set.f[i].n == step) {
+            /* the moment of injection, as for stall and crash (tests/soak/hang_faults.py) */
+            sd_log(SD_LOG_WARN, "fault injection: rank %d corrupts its token at step %llu",
+                   world_rank, (unsigned long long)step);
             return 1;
+        }
     return 0;
 }
 

@@ -1,6 +1,7 @@
 /* sd_status_t names, the thread-local error detail, and the SD_CHECK trail. */
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "check.h"
@@ -47,11 +48,18 @@ void sd_clear_error(void) { last_error[0] = '\0'; }
 sd_status_t sd_set_error(sd_status_t status, const char *fmt, ...)
 {
     char raw[sizeof last_error]; /* the arguments may be sd_last_error() itself */
-    va_list ap;
+    va_list ap, again;
     va_start(ap, fmt);
-    vsnprintf(raw, sizeof raw, fmt, ap);
+    va_copy(again, ap);
+    int n = vsnprintf(raw, sizeof raw, fmt, ap);
     va_end(ap);
-    sd_escape(raw, strlen(raw), last_error, sizeof last_error); /* file or user text inside */
+    /* longer than the buffer: formatted whole, so the escaper's mark says what was left out */
+    char *whole = n >= (int)sizeof raw ? malloc((size_t)n + 1) : NULL;
+    if (whole) vsnprintf(whole, (size_t)n + 1, fmt, again);
+    va_end(again);
+    const char *text = whole ? whole : raw;
+    sd_escape(text, strlen(text), last_error, sizeof last_error); /* file or user text inside */
+    free(whole);
     sd_log(SD_LOG_DEBUG, "%s: %s", sd_status_string(status), last_error);
     return status;
 }

@@ -64,8 +64,11 @@ sd_status_t sd_verifier_run(sd_verifier_t *v, const sd_seq_t *seq, const sd_samp
         if (v->q_dev == NULL)
             return sd_set_error(SD_ERR_INTERNAL, "verifier: q passed but none was planned for");
         sd_backend_t *be = v->model->backend;
+        sd_backend_lock(be); /* no other thread's op between the upload and its sync */
         sd_backend_upload(be, v->q_dev, q, (size_t)k * (size_t)n_vocab * sizeof(float));
-        SD_CHECK(sd_backend_sync(be));
+        sd_status_t st = sd_backend_sync(be);
+        sd_backend_unlock(be);
+        SD_CHECK(st);
         q_dev = v->q_dev;
     }
     return sd_cuda_spec_verify(v->kernel, NULL, p, seed, pos0, draft, q_dev, k, seq->sc.logits_dev,

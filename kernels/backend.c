@@ -91,6 +91,16 @@ void sd_backend_graph_free(sd_backend_t *be, void *graph)
     if (graph != NULL) be->ops->graph_free(be, graph);
 }
 
+void sd_backend_lock(sd_backend_t *be)
+{
+    if (be->ops->lock != NULL) be->ops->lock(be);
+}
+
+void sd_backend_unlock(sd_backend_t *be)
+{
+    if (be->ops->unlock != NULL) be->ops->unlock(be);
+}
+
 void sd_backend_destroy(sd_backend_t *be)
 {
     if (be != NULL) be->ops->destroy(be);

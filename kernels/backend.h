@@ -84,6 +84,13 @@ void *sd_backend_graph_end(sd_backend_t *be);
 void sd_backend_graph_launch(sd_backend_t *be, void *graph);
 void sd_backend_graph_free(sd_backend_t *be, void *graph);
 
+/* A backend whose ops share state (a device backend: one stream, its first error, a
+ * capture) serves one thread at a time: the forward holds this lock from its upload to its
+ * sync, so that another thread's ops cannot land in between. Recursive; each op of such a
+ * backend takes it too. Nothing on the CPU. */
+void sd_backend_lock(sd_backend_t *be);
+void sd_backend_unlock(sd_backend_t *be);
+
 /* CPU backend with a thread pool of n_threads (0 = online cores). */
 sd_status_t sd_backend_cpu_create(int n_threads, sd_backend_t **out);
 

@@ -65,7 +65,12 @@ typedef struct sd_backend_ops {
     void (*graph_launch)(sd_backend_t *be, void *graph);
     void (*graph_free)(sd_backend_t *be, void *graph);
 
-    /* As sd_backend_matmul_group (optional, last so that positional tables leave it NULL;
+    /* As sd_backend_lock / _unlock (optional: NULL where every op is safe from any thread,
+     * as on the CPU). */
+    void (*lock)(sd_backend_t *be);
+    void (*unlock)(sd_backend_t *be);
+
+    /* As sd_backend_matmul_group (optional, after the positional members;
      * NULL: the wrapper calls matmul once per weight). */
     void (*matmul_group)(sd_backend_t *be, int nw, const sd_weight_t *const *w, const float *x, int n,
                          const float *const *bias, float *const *y);

@@ -16,8 +16,11 @@ typedef struct sd_cuda_device_info {
     int multiprocessors;
 } sd_cuda_device_info_t;
 
-/* 1 if this build has CUDA support compiled in. */
+/* 1 if this build has CUDA support compiled in (by nvcc, or in the CUDA host mode). */
 int sd_cuda_built(void);
+/* 1 in the CUDA host mode: the CUDA sources built as host code, one emulated device that runs
+ * kernels on the CPU (docs/cuda.md, "The CUDA host mode"); 0 otherwise. */
+int sd_cuda_host_mode(void);
 /* Number of usable devices: 0 with no GPU or no driver (not an error);
  * SD_ERR_NOT_BUILT without CUDA support. */
 sd_status_t sd_cuda_device_count(int *count);

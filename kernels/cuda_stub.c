@@ -3,6 +3,7 @@
 #include "core/check.h"
 
 int sd_cuda_built(void) { return 0; }
+int sd_cuda_host_mode(void) { return 0; }
 
 static sd_status_t not_built(void)
 {

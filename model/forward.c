@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "core/check.h"
+#include "core/log.h"
 #include "comm/comm.h"
 #include "model/forward.h"
 #include "model.h"
@@ -248,19 +249,20 @@ static int graph_is_current(const sd_seq_graph_t *g, const sd_seq_t *s, int n_la
 }
 
 /* forward_ops(s, n, n_layers) replayed from the sequence's graph for n, captured first when
- * there is none or it no longer matches. A failed capture launches nothing and returns the
- * backend's error (through its sync). */
+ * there is none or it no longer matches. A failed capture launches nothing: its error is
+ * logged and cleared, the ops run directly, and this n is not captured again. */
 static sd_status_t forward_graph(sd_seq_t *s, int n, int n_layers)
 {
     sd_backend_t *be = s->model->backend;
     sd_seq_graph_t *g = &s->graphs[n];
+    fwd_part_t part = {&s->kv, 0, n};
+    fwd_t f = seq_fwd(s, n, &part);
+    if (g->failed) return forward_ops(&f, n_layers);
     if (g->graph != NULL && !graph_is_current(g, s, n_layers)) {
         sd_backend_graph_free(be, g->graph);
         g->graph = NULL;
     }
     if (g->graph == NULL) {
-        fwd_part_t part = {&s->kv, 0, n};
-        fwd_t f = seq_fwd(s, n, &part);
         sd_backend_graph_begin(be);
         sd_status_t st = forward_ops(&f, n_layers); /* SD_OK: graphs imply no TP comm */
         void *graph = sd_backend_graph_end(be);
@@ -269,10 +271,11 @@ static sd_status_t forward_graph(sd_seq_t *s, int n, int n_layers)
             return st;
         }
         if (graph == NULL) {
-            st = sd_backend_sync(be);
-            return st != SD_OK ? st
-                               : sd_set_error(SD_ERR_DEVICE,
-                                              "sd_forward: capturing the forward of n = %d failed", n);
+            st = sd_backend_sync(be); /* the capture's error, cleared */
+            sd_log(SD_LOG_WARN, "sd_forward: capturing the forward of n = %d failed (%s); it runs "
+                   "without a graph from now on", n, st != SD_OK ? sd_last_error() : "no error");
+            g->failed = 1;
+            return forward_ops(&f, n_layers);
         }
         *g = (sd_seq_graph_t){.graph = graph, .n_layers = n_layers, .kv_k = s->kv.k,
                               .kv_v = s->kv.v, .kv_n_ctx = s->kv.n_ctx};
@@ -281,9 +284,9 @@ static sd_status_t forward_graph(sd_seq_t *s, int n, int n_layers)
     return SD_OK;
 }
 
-sd_status_t sd_forward(sd_seq_t *s, const int32_t *tokens, int n, int n_layers_used)
+/* sd_forward after its checks, with the backend's lock held. */
+static sd_status_t forward_locked(sd_seq_t *s, const int32_t *tokens, int n, int n_layers_used)
 {
-    SD_CHECK(check_forward_args(s, tokens, n, n_layers_used));
     const sd_model_t *m = s->model;
     const sd_hparams_t *hp = &m->hp;
     sd_backend_t *be = m->backend;
@@ -304,6 +307,18 @@ sd_status_t sd_forward(sd_seq_t *s, const int32_t *tokens, int n, int n_layers_u
     SD_CHECK(sd_backend_sync(be)); /* a device op's failure surfaces here; kv.len unchanged */
     s->kv.len += n;
     return SD_OK;
+}
+
+/* Another thread's ops on the same backend (a device's one stream) never land between this
+ * forward's upload and its sync. */
+sd_status_t sd_forward(sd_seq_t *s, const int32_t *tokens, int n, int n_layers_used)
+{
+    SD_CHECK(check_forward_args(s, tokens, n, n_layers_used));
+    sd_backend_t *be = s->model->backend;
+    sd_backend_lock(be);
+    sd_status_t st = forward_locked(s, tokens, n, n_layers_used);
+    sd_backend_unlock(be);
+    return st;
 }
 
 /* ---- batched forward over several sequences ------------------------------------------ */
@@ -406,11 +421,11 @@ sd_status_t sd_forward_batch(sd_batch_t *b, const sd_batch_part_t *parts, int n_
     return sd_forward_batch_layers(b, parts, n_parts, 0);
 }
 
-sd_status_t sd_forward_batch_layers(sd_batch_t *b, const sd_batch_part_t *parts, int n_parts,
-                                    int n_layers)
+/* sd_forward_batch_layers after its checks (n rows, n_logits of them with logits), with the
+ * backend's lock held. */
+static sd_status_t batch_locked(sd_batch_t *b, const sd_batch_part_t *parts, int n_parts,
+                                int n_layers, int n, int n_logits)
 {
-    int n = 0, n_logits = 0;
-    SD_CHECK(check_batch(b, parts, n_parts, n_layers, &n, &n_logits));
     const sd_model_t *m = b->model;
     sd_backend_t *be = m->backend;
     size_t row_bytes = (size_t)m->hp.n_vocab * sizeof(float);
@@ -433,4 +448,16 @@ sd_status_t sd_forward_batch_layers(sd_batch_t *b, const sd_batch_part_t *parts,
     SD_CHECK(sd_backend_sync(be)); /* a device op's failure surfaces here; no kv.len changed */
     for (int i = 0; i < n_parts; i++) parts[i].seq->kv.len += parts[i].n;
     return SD_OK;
+}
+
+sd_status_t sd_forward_batch_layers(sd_batch_t *b, const sd_batch_part_t *parts, int n_parts,
+                                    int n_layers)
+{
+    int n = 0, n_logits = 0;
+    SD_CHECK(check_batch(b, parts, n_parts, n_layers, &n, &n_logits));
+    sd_backend_t *be = b->model->backend;
+    sd_backend_lock(be); /* as sd_forward */
+    sd_status_t st = batch_locked(b, parts, n_parts, n_layers, n, n_logits);
+    sd_backend_unlock(be);
+    return st;
 }

@@ -16,9 +16,11 @@
 
 /* One captured forward of n tokens (backend graph ops), re-captured when the layer count or
  * the KV cache it was captured with changes (a drafter sharing the target's cache swaps
- * kv.k / kv.v after sd_seq_init). */
+ * kv.k / kv.v after sd_seq_init). A capture that fails is not tried again: that n runs
+ * without a graph. */
 typedef struct sd_seq_graph {
     void *graph; /* from ops->graph_end, or NULL: not captured */
+    int failed;  /* 1: capturing this n failed; its forwards issue the ops directly */
     int n_layers;
     const float *kv_k, *kv_v;
     int kv_n_ctx;

@@ -84,7 +84,7 @@ sd_status_t sd_detokenize(const sd_model_t *model, const int32_t *tokens, size_t
     int fits = 1;
     for (size_t i = 0; i < n; i++) {
         size_t piece;
-        char *dst = fits ? buf + total : NULL;
+        char *dst = fits && buf ? buf + total : NULL; /* no arithmetic on a NULL size query */
         sd_status_t st =
             sd_tokenizer_piece(model->tokenizer, tokens[i], dst, fits ? cap - total : 0, &piece);
         if (st == SD_ERR_BUFFER_TOO_SMALL)

@@ -25,11 +25,12 @@ static int cuda_index(const char *name)
     return *end == '\0' && v >= 0 && v < 1024 ? (int)v : -1;
 }
 
-/* "auto": CUDA device 0 for a single-rank model when a GPU is present, else the CPU. */
+/* "auto": CUDA device 0 for a single-rank model when a GPU is present, else the CPU (also in
+ * the CUDA host mode, whose device is the CPU running kernels: only an explicit "cuda"). */
 static const char *resolve_auto(int ranks)
 {
     int count = 0;
-    if (ranks > 1 || sd_cuda_device_count(&count) != SD_OK || count == 0) {
+    if (ranks > 1 || sd_cuda_host_mode() || sd_cuda_device_count(&count) != SD_OK || count == 0) {
         sd_clear_error();
         return "cpu";
     }

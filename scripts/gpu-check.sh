@@ -24,8 +24,8 @@ step() { # name, timeout seconds, log file, command...
 parts=${*:-tests sanitize bench}
 { date -u; nvidia-smi; } >"$out/device.txt" 2>&1
 case " $parts " in *" tests "*)
-  for t in test_cuda_device test_cuda_ops test_cuda_matmul test_cuda_verify test_cuda_engine test_cuda_serving \
-           test_comm_cuda_intra test_comm_nccl; do
+  for t in test_cuda_lang test_cuda_device test_cuda_backend test_cuda_ops test_cuda_matmul test_cuda_verify \
+           test_cuda_engine test_cuda_serving test_comm_cuda_kernels test_comm_cuda_intra test_comm_nccl; do
     step "$t" 90 tests.log "$bin/$t" --jobs 1 --verbose
   done ;;
 esac

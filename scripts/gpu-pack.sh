@@ -6,8 +6,9 @@
 #   bash scripts/gpu-check.sh            # every CUDA test, compute-sanitizer, benchmarks -> $OUT
 set -euo pipefail
 cd "$(dirname "$0")/.."
-targets="specdec_cli roofline test_cuda_device test_cuda_ops test_cuda_matmul test_cuda_verify
-         test_cuda_engine test_cuda_serving test_comm_cuda_intra test_comm_nccl"
+targets="specdec_cli roofline test_cuda_lang test_cuda_device test_cuda_backend test_cuda_ops
+         test_cuda_matmul test_cuda_verify test_cuda_engine test_cuda_serving test_comm_cuda_kernels
+         test_comm_cuda_intra test_comm_nccl"
 cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSPECDEC_TESTS=ON -DSPECDEC_BENCH=ON >/dev/null
 # shellcheck disable=SC2086
 cmake --build build-gpu -j "$(nproc)" --target $targets

@@ -104,3 +104,19 @@ Test(core_status, messages_carry_no_control_bytes)
     sd_set_error(SD_ERR_IO, "outer: %s", sd_last_error());
     cr_assert_str_eq(sd_last_error(), "outer: key '\\x1b]0;owned\\x07' in line\\x0a");
 }
+
+/* A message longer than its buffer says how much of it was left out (fuzz_chat found a
+ * cut message that no longer said why: 47a8932). */
+Test(core_status, a_cut_message_says_so)
+{
+    char big[3000];
+    memset(big, 'x', sizeof big - 1);
+    big[sizeof big - 1] = '\0';
+    sd_set_error(SD_ERR_BAD_MODEL, "key %s", big);
+    const char *msg = sd_last_error(), *mark = strstr(msg, "...(+");
+    cr_assert(mark != NULL, "a %zu-byte message without a mark", strlen(msg));
+    size_t shown = (size_t)(mark - msg), left = strtoul(mark + 5, NULL, 10);
+    cr_assert_eq(shown + left, strlen("key ") + sizeof big - 1, "%zu shown + %zu left out", shown,
+                 left);
+    cr_assert_str_eq(mark + strcspn(mark, ")"), ")");
+}

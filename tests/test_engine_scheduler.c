@@ -277,6 +277,7 @@ Test(engine_scheduler, batch_row_cost_grows_with_load)
 typedef struct counter {
     int tokens;
     int stop_after;
+    int delay_us; /* per token: keeps a request running while the test looks at the others */
 } counter_t;
 
 static int count_tokens(void *user, int32_t token, const char *text, size_t len)
@@ -285,6 +286,7 @@ static int count_tokens(void *user, int32_t token, const char *text, size_t len)
     (void)len;
     counter_t *c = user;
     if (token >= 0) __atomic_add_fetch(&c->tokens, 1, __ATOMIC_SEQ_CST);
+    if (c->delay_us > 0) usleep((useconds_t)c->delay_us);
     return c->stop_after > 0 && c->tokens >= c->stop_after;
 }
 
@@ -318,7 +320,7 @@ Test(engine_scheduler, cancel_mid_generation_frees_the_slot, .timeout = 120)
     sd_engine_t *e = engine_new(m, &s, 4, 4, 64);
     client_t c;
     make_client(&c, 3, 200);
-    counter_t cnt = {0, 0};
+    counter_t cnt = {0};
     sd_request_t *r = submit_ok(e, &c, &cnt);
     while (tokens_seen(&cnt) < 3) usleep(1000);
     sd_request_cancel(r);
@@ -349,7 +351,10 @@ Test(engine_scheduler, queue_limit_answers_busy, .timeout = 120)
     sd_engine_t *e = engine_new(m, &s, 1, 1, 64);
     client_t c;
     make_client(&c, 1, 200);
-    sd_request_t *a = submit_ok(e, &c, NULL), *b = submit_ok(e, &c, NULL), *x = NULL;
+    /* a takes at least 0.4 s (2 ms a token): still active while b, x and d are looked at;
+     * undelayed, its 200 n-gram tokens could end first on an idle machine */
+    counter_t slow_a = {.delay_us = 2000};
+    sd_request_t *a = submit_ok(e, &c, &slow_a), *b = submit_ok(e, &c, NULL), *x = NULL;
     cr_assert_eq(sd_engine_submit(e, c.prompt, c.n_prompt, &c.config, NULL, NULL, &x), SD_ERR_BUSY);
     cr_assert_null(x);
     cr_assert(strstr(sd_last_error(), "max_queued = 1") != NULL, "%s", sd_last_error());
@@ -385,7 +390,7 @@ Test(engine_scheduler, shutdown_cancels_after_the_grace_period, .timeout = 120)
     client_t shortc, longc;
     make_client(&shortc, 2, 4);
     make_client(&longc, 5, 220);
-    counter_t cnt = {0, 0};
+    counter_t cnt = {0};
     sd_request_t *r[4] = {submit_ok(e, &shortc, NULL), submit_ok(e, &longc, &cnt),
                           submit_ok(e, &longc, NULL), submit_ok(e, &longc, NULL)};
     sd_gen_result_t res;
@@ -440,7 +445,7 @@ Test(engine_scheduler, requests_freed_unwaited_and_callback_stop, .timeout = 120
     sd_engine_t *e = engine_new(m, &s, 4, 8, 64);
     client_t c;
     make_client(&c, 4, 100);
-    counter_t stop3 = {0, 3};
+    counter_t stop3 = {.stop_after = 3};
     sd_request_t *r = submit_ok(e, &c, &stop3);
     for (int i = 0; i < 6; i++) sd_request_free(submit_ok(e, &c, NULL)); /* never waited for */
     sd_gen_result_t res;

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "core/check.h"
+#include "core/escape.h"
 #include "core/log.h"
 #include "tokenizer/tokenizer.h"
 #include "core/unicode.h"
@@ -191,11 +192,11 @@ static sd_status_t render_llama2(const char *bos, const char *eos, const sd_chat
     if (n > 0 && strcmp(m[0].role, "system") == 0) sys = m[0].content, m++, n--;
     for (size_t i = 0; i < n; i++) {
         int user = strcmp(m[i].role, "user") == 0;
-        if (user != (i % 2 == 0))
+        if (user != (i % 2 == 0)) /* SD_ESC bounds the role: the reason must fit */
             return sd_set_error(SD_ERR_INVALID_ARG,
                                 "chat message %zu has role '%s': Llama-2 roles must alternate "
                                 "user/assistant",
-                                i + (sys != NULL), m[i].role);
+                                i + (sys != NULL), SD_ESC_STR(m[i].role));
         if (user) {
             puts_(w, bos);
             puts_(w, "[INST] ");

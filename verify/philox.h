@@ -36,9 +36,16 @@ typedef enum sd_rng_purpose {
 float sd_rng_uniform(uint64_t seed, uint64_t position, sd_rng_purpose_t purpose);
 
 /* ---- header-inline core ------------------------------------------------------------
- * The same computation for code that cannot link sd_verify (the host emulation of the
- * CUDA verify kernels, verify/cuda/verify.cu); philox.c is built on it, so there is one
+ * The same computation for code that cannot link sd_verify: the CUDA verify kernels and
+ * their host emulation (verify/cuda/verify.cu) use it on the device and the host in place
+ * of cuRAND's curand_init + curand_uniform; philox.c is built on it, so there is one
  * implementation. */
+
+#if defined(__CUDACC__) || defined(SPECDEC_CUDA_SIM)
+#define SD_PHILOX_HD __host__ __device__
+#else
+#define SD_PHILOX_HD
+#endif
 
 #define SD_PHILOX_M0 0xD2511F53u
 #define SD_PHILOX_M1 0xCD9E8D57u
@@ -46,7 +53,7 @@ float sd_rng_uniform(uint64_t seed, uint64_t position, sd_rng_purpose_t purpose)
 #define SD_PHILOX_W1 0xBB67AE85u
 #define SD_CURAND_2POW32_INV 2.3283064e-10f /* == 0x1p-32f exactly */
 
-static inline void sd_philox_round_inline(uint32_t c[4], const uint32_t k[2])
+SD_PHILOX_HD static inline void sd_philox_round_inline(uint32_t c[4], const uint32_t k[2])
 {
     uint64_t p0 = (uint64_t)SD_PHILOX_M0 * c[0];
     uint64_t p1 = (uint64_t)SD_PHILOX_M1 * c[2];
@@ -59,7 +66,7 @@ static inline void sd_philox_round_inline(uint32_t c[4], const uint32_t k[2])
 }
 
 /* One Philox4x32-10 block: counter, key -> 4 words. */
-static inline void sd_philox_block_inline(const uint32_t ctr[4], const uint32_t key[2],
+SD_PHILOX_HD static inline void sd_philox_block_inline(const uint32_t ctr[4], const uint32_t key[2],
                                           uint32_t out[4])
 {
     uint32_t c[4] = {ctr[0], ctr[1], ctr[2], ctr[3]};
@@ -78,7 +85,7 @@ static inline void sd_philox_block_inline(const uint32_t ctr[4], const uint32_t 
 /* Philox_State_Incr(state, n): add n to the 128-bit counter. Kept exactly as cuRAND
  * writes it, including its carry test on ctr[1] (which drops the carry in the
  * unreachable-in-practice case n >= 2^64 - 2^32 with a low-word wrap). */
-static inline void sd_philox_ctr_add_inline(uint32_t c[4], uint64_t n)
+SD_PHILOX_HD static inline void sd_philox_ctr_add_inline(uint32_t c[4], uint64_t n)
 {
     uint32_t nlo = (uint32_t)n;
     uint32_t nhi = (uint32_t)(n >> 32);
@@ -94,7 +101,7 @@ static inline void sd_philox_ctr_add_inline(uint32_t c[4], uint64_t n)
 }
 
 /* Philox_State_Incr_hi: add n to the high 64 bits (the subsequence). */
-static inline void sd_philox_ctr_add_hi_inline(uint32_t c[4], uint64_t n)
+SD_PHILOX_HD static inline void sd_philox_ctr_add_hi_inline(uint32_t c[4], uint64_t n)
 {
     uint32_t nlo = (uint32_t)n;
     uint32_t nhi = (uint32_t)(n >> 32);
@@ -106,13 +113,13 @@ static inline void sd_philox_ctr_add_hi_inline(uint32_t c[4], uint64_t n)
 
 /* _curand_uniform: the product is exact (a power of two), so a fused multiply-add
  * (nvcc's default) rounds identically to this multiply then add. */
-static inline float sd_philox_u32_to_uniform(uint32_t x)
+SD_PHILOX_HD static inline float sd_philox_u32_to_uniform(uint32_t x)
 {
     return (float)x * SD_CURAND_2POW32_INV + (SD_CURAND_2POW32_INV / 2.0f);
 }
 
 /* sd_rng_uniform, inline. */
-static inline float sd_rng_uniform_inline(uint64_t seed, uint64_t position,
+SD_PHILOX_HD static inline float sd_rng_uniform_inline(uint64_t seed, uint64_t position,
                                           sd_rng_purpose_t purpose)
 {
     /* curand_init(seed, position, 4 * purpose): counter {purpose, 0, position}, word 0. */

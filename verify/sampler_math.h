@@ -18,7 +18,7 @@ extern "C" {
 }
 #endif
 
-#ifdef __CUDACC__
+#if defined(__CUDACC__) || defined(SPECDEC_CUDA_SIM)
 #define SD_HOST_DEVICE __host__ __device__
 #else
 #define SD_HOST_DEVICE

@@ -36,12 +36,20 @@ int cli_fail(const char *what, sd_status_t s)
     return cli_exit_code(s);
 }
 
+/* A number is written as digits (after a '-' for a negative one): strtol alone would also
+ * take leading spaces and a '+', and strtoull would wrap " -1" to 2^64 - 1. */
+static int digits_first(const char *v, int sign_ok)
+{
+    const char *d = v + (sign_ok && v[0] == '-');
+    return *d >= '0' && *d <= '9';
+}
+
 int cli_parse_int(const char *flag, const char *v, long lo, long hi, int *out)
 {
     char *end;
     errno = 0;
     long x = strtol(v, &end, 10);
-    if (errno || end == v || *end || x < lo || x > hi) {
+    if (!digits_first(v, 1) || errno || end == v || *end || x < lo || x > hi) {
         fprintf(stderr, "specdec: error: %s expects an integer in [%ld, %ld], got '%s'\n", flag,
                 lo, hi, v);
         return 0;
@@ -68,7 +76,7 @@ int cli_parse_seed(const char *v, uint64_t *out)
     char *end;
     errno = 0;
     unsigned long long x = strtoull(v, &end, 10);
-    if (errno || end == v || *end || v[0] == '-') {
+    if (!digits_first(v, 0) || errno || end == v || *end) {
         fprintf(stderr, "specdec: error: --seed expects a non-negative integer, got '%s'\n", v);
         return 0;
     }

@@ -50,9 +50,9 @@ static const char commbench_usage[] =
 
 static int parse_size(const char *tok, long *out)
 {
-    char *end;
+    char *end = (char *)tok;
     errno = 0;
-    long v = strtol(tok, &end, 10);
+    long v = tok[0] >= '0' && tok[0] <= '9' ? strtol(tok, &end, 10) : 0; /* no sign, no space */
     long mult = *end == 'K' ? 1024 : *end == 'M' ? 1024 * 1024 : 1;
     if (mult != 1) end++;
     if (errno || end == tok || *end || v < 1 || v > MAX_BYTES / mult)
@@ -61,16 +61,19 @@ static int parse_size(const char *tok, long *out)
     return 1;
 }
 
+/* Sizes separated by single commas: the whole list (never cut to a buffer), no empty size. */
 static int parse_sizes(const char *v, cb_opts_t *o)
 {
-    char buf[1024];
-    snprintf(buf, sizeof buf, "%s", v);
+    char *buf = strdup(v), *rest = buf;
+    if (!buf) return cli_error("out of memory");
+    int ok = 1;
     o->n_sizes = 0;
-    for (char *save, *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
-        if (o->n_sizes == MAX_SIZES) return cli_error("--sizes takes at most %d sizes", MAX_SIZES);
-        if (!parse_size(tok, &o->sizes[o->n_sizes++])) return 0;
+    for (char *tok; ok && (tok = strsep(&rest, ",")) != NULL;) {
+        if (o->n_sizes == MAX_SIZES) ok = cli_error("--sizes takes at most %d sizes", MAX_SIZES);
+        else ok = parse_size(tok, &o->sizes[o->n_sizes++]);
     }
-    return o->n_sizes > 0 || cli_error("--sizes is empty");
+    free(buf);
+    return ok;
 }
 
 static int parse_dtype(const char *v, sd_comm_dtype_t *dt)

@@ -62,7 +62,9 @@ static cJSON *add(cJSON *parent, const char *name, cJSON *item, int *ok)
     return item;
 }
 
-/* A JSON string of text[len] made valid UTF-8: undecodable bytes (and NUL) become U+FFFD. */
+/* A JSON string of text[len] made valid UTF-8: undecodable bytes (and NUL) become U+FFFD.
+ * Every string from outside (generated text, messages, the model id and drafter name, which
+ * come from file names) goes through it: JSON text must be UTF-8. */
 static cJSON *utf8_string(const char *text, size_t len)
 {
     char *clean = malloc(3 * len + 1), *o = clean;
@@ -106,7 +108,7 @@ static cJSON *reply_base(const oai_reply_t *r, int chunk, int *ok)
     add(root, "id", cJSON_CreateString(r->id), ok);
     add(root, "object", cJSON_CreateString(objects[chunk][r->endpoint]), ok);
     add(root, "created", cJSON_CreateNumber((double)r->created), ok);
-    add(root, "model", cJSON_CreateString(r->model_id), ok);
+    add(root, "model", utf8_string(r->model_id, strlen(r->model_id)), ok); /* a file name */
     return root;
 }
 
@@ -132,7 +134,8 @@ static void add_specdec(cJSON *root, const oai_reply_t *r, const sd_gen_result_t
         accepted += res[i].stats.accepted;
     }
     cJSON *x = add(root, "specdec", cJSON_CreateObject(), ok);
-    add(x, "drafter", r->drafter ? cJSON_CreateString(r->drafter) : cJSON_CreateNull(), ok);
+    add(x, "drafter", r->drafter ? utf8_string(r->drafter, strlen(r->drafter)) : cJSON_CreateNull(),
+        ok);
     add(x, "k", cJSON_CreateNumber(r->k), ok);
     add(x, "seed", exact_integer(r->seed), ok);
     add(x, "steps", cJSON_CreateNumber((double)steps), ok);
@@ -412,7 +415,7 @@ char *oai_models_json(const char *model_id, long long created)
     add(root, "object", cJSON_CreateString("list"), &ok);
     cJSON *data = add(root, "data", cJSON_CreateArray(), &ok);
     cJSON *m = add(data, NULL, cJSON_CreateObject(), &ok);
-    add(m, "id", cJSON_CreateString(model_id), &ok);
+    add(m, "id", utf8_string(model_id, strlen(model_id)), &ok);
     add(m, "object", cJSON_CreateString("model"), &ok);
     add(m, "created", cJSON_CreateNumber((double)created), &ok);
     add(m, "owned_by", cJSON_CreateString("specdec"), &ok);

@@ -115,6 +115,9 @@ static int parse_serve_flag(const char *flag, const char *v, serve_options_t *o)
         return cli_parse_float(flag, v, 0.0f, 86400.0f, &o->grace_seconds);
     if (!strcmp(flag, "--model-id")) {
         if (!v[0]) return fprintf(stderr, "specdec: error: --model-id must not be empty\n"), 0;
+        if (strlen(v) >= sizeof ((serve_t *)0)->model_id) /* clients must send it whole */
+            return fprintf(stderr, "specdec: error: --model-id is %zu bytes; at most %zu\n",
+                           strlen(v), sizeof ((serve_t *)0)->model_id - 1), 0;
         return o->model_id = v, 1;
     }
     if (!strcmp(flag, "--api-key") || !strcmp(flag, "--metrics-key")) {

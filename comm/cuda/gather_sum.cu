@@ -22,7 +22,7 @@ extern "C" sd_status_t sd_gpu_sum_gathered(const void *gathered, void *out, size
     int blocks = want < GATHER_SUM_MAX_BLOCKS ? (int)want : GATHER_SUM_MAX_BLOCKS;
     return sd_gpu_dispatch(dt, [&](auto tag) {
         using T = decltype(tag);
-        gather_sum_kernel<T><<<blocks, GATHER_SUM_THREADS, 0, (cudaStream_t)stream>>>(
-            (const T *)gathered, (T *)out, count, nranks);
+        return SD_LAUNCH(gather_sum_kernel<T>, blocks, GATHER_SUM_THREADS, 0, (cudaStream_t)stream,
+                         (const T *)gathered, (T *)out, count, nranks);
     });
 }

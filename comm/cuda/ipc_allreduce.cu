@@ -1,18 +1,7 @@
 // The CUDA intra-node allreduce over IPC-mapped regions (contract: intra_cuda.h; protocol:
 // docs/comm.md, "The CUDA IPC allreduce"); the host side (IPC setup, waits, errors) is in
 // comm/backend_nccl.c.
-#include <cuda/atomic>
-
 #include "rank_sum.cuh"
-
-using sys_flag = cuda::atomic_ref<uint64_t, cuda::thread_scope_system>;
-
-__device__ __forceinline__ uint64_t global_timer_ns(void)
-{
-    uint64_t t;
-    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
-    return t;
-}
 
 // flags[parity][phase][block][from] of one region.
 __device__ __forceinline__ uint64_t *ipc_flag(char *region, uint64_t seq, int phase, int from)
@@ -33,12 +22,11 @@ __device__ __forceinline__ T *ipc_slot(const sd_ipc_args_t &a, int rank, int tmp
 __device__ bool wait_flag(const sd_ipc_args_t &a, uint64_t *flag, uint64_t deadline, int peer,
                           int phase)
 {
-    sys_flag f(*flag);
     for (unsigned spin = 1;; spin++) {
-        if (f.load(cuda::memory_order_acquire) >= a.seq) return true;
+        if (sd_load_acquire_system(flag) >= a.seq) return true;
         if (spin % 64 == 0) {
             int code = *a.abort_word ? SD_IPC_ERR_ABORTED
-                       : global_timer_ns() > deadline ? SD_IPC_ERR_DEADLINE
+                       : sd_globaltimer_ns() > deadline ? SD_IPC_ERR_DEADLINE
                                                       : SD_IPC_ERR_NONE;
             if (code != SD_IPC_ERR_NONE) {
                 *a.error_word = (uint64_t)code << 56 | (uint64_t)phase << 48 |
@@ -58,8 +46,7 @@ __device__ bool block_barrier(const sd_ipc_args_t &a, int phase, uint64_t deadli
     __syncthreads(); // the block's slot writes happen before the release below
     int ok = 1, q = threadIdx.x;
     if (q < a.nranks) {
-        sys_flag(*ipc_flag(a.region[q], a.seq, phase, a.rank)).store(a.seq,
-                                                                      cuda::memory_order_release);
+        sd_store_release_system(ipc_flag(a.region[q], a.seq, phase, a.rank), a.seq);
         ok = wait_flag(a, ipc_flag(a.region[a.rank], a.seq, phase, q), deadline, q, phase);
     }
     return __syncthreads_and(ok) != 0;
@@ -99,7 +86,7 @@ template <typename T> __device__ void two_shot(const sd_ipc_args_t &a, uint64_t 
 template <typename T> __global__ void __launch_bounds__(SD_IPC_THREADS) ipc_allreduce_kernel(
     sd_ipc_args_t a)
 {
-    uint64_t deadline = global_timer_ns() + a.budget_ns;
+    uint64_t deadline = sd_globaltimer_ns() + a.budget_ns;
     if (a.two_shot)
         two_shot<T>(a, deadline);
     else
@@ -119,7 +106,7 @@ extern "C" void sd_ipc_plan(sd_ipc_args_t *a, size_t count, size_t esize, int ma
 extern "C" sd_status_t sd_ipc_allreduce_launch(const sd_ipc_args_t *a, void *stream)
 {
     return sd_gpu_dispatch(a->dtype, [&](auto tag) {
-        ipc_allreduce_kernel<decltype(tag)>
-            <<<a->blocks, SD_IPC_THREADS, 0, (cudaStream_t)stream>>>(*a);
+        return SD_LAUNCH(ipc_allreduce_kernel<decltype(tag)>, a->blocks, SD_IPC_THREADS, 0,
+                         (cudaStream_t)stream, *a);
     });
 }

@@ -7,8 +7,12 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include "core/cudasim/kernel.cuh"
 #include "intra_cuda.h"
-#include "gpu_check.h"
+
+extern "C" {
+#include "core/check.h"
+}
 
 __device__ __forceinline__ float sd_to_f32(float x) { return x; }
 __device__ __forceinline__ float sd_to_f32(__half x) { return __half2float(x); }
@@ -35,16 +39,19 @@ __device__ __forceinline__ T sd_rank_sum(Src src, int nranks, size_t i)
 }
 
 // Run kernel template K<T> for the element type dt: K is a functor whose templated
-// operator() launches the kernel for T.
+// operator() launches the kernel for T and returns the launch's status.
 template <typename K> static inline sd_status_t sd_gpu_dispatch(sd_gpu_dtype_t dt, K launch)
 {
+    cudaError_t e;
     switch (dt) {
-    case SD_GPU_F32: launch(float{}); break;
-    case SD_GPU_F16: launch(__half{}); break;
-    case SD_GPU_BF16: launch(__nv_bfloat16{}); break;
+    case SD_GPU_F32: e = launch(float{}); break;
+    case SD_GPU_F16: e = launch(__half{}); break;
+    case SD_GPU_BF16: e = launch(__nv_bfloat16{}); break;
     default: return sd_set_error(SD_ERR_INVALID_ARG, "GPU reduction: unknown dtype %d", (int)dt);
     }
-    SD_GPU_CHECK(cudaGetLastError());
+    if (e != cudaSuccess)
+        return sd_set_error(SD_ERR_DEVICE, "GPU reduction: launch for dtype %d failed: %s", (int)dt,
+                            cudaGetErrorString(e));
     return SD_OK;
 }
 

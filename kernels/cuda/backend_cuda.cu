@@ -2,8 +2,11 @@
 // stream. A launch that fails or refuses its arguments is kept as the first error for the
 // next sync (docs/cuda.md, "Errors"); memory is plain cudaMalloc under a cap that counts the
 // attention workspace. Graphs are stream captures (thread-local mode) during which upload,
-// download, sync, alloc and release are refused (docs/cuda.md, "CUDA graphs"). One thread
-// at a time; every call that touches the device first selects ctx->device.
+// download, sync, alloc and release are refused (docs/cuda.md, "CUDA graphs"). Every op holds
+// the backend's recursive lock, which a forward holds from its upload to its sync
+// (sd_backend_lock); every call that touches the device first selects ctx->device.
+#include <pthread.h>
+
 #include <cstdarg>
 #include <cstdio>
 #include <cstdlib>
@@ -35,9 +38,20 @@ typedef struct cuda_ctx {
     char error[512]; // "<op>: <error> (<arguments>)" of the first failure
     bool capturing;      // between a successful graph_begin and its graph_end
     bool capture_failed; // an error was noted since that graph_begin: graph_end discards
+    pthread_mutex_t lock; // recursive: an op, or a forward around its ops
+    bool lock_made;
 } cuda_ctx_t;
 
 static cuda_ctx_t *ctx_of(sd_backend_t *be) { return (cuda_ctx_t *)be->ctx; }
+
+// The backend's lock for the rest of a scope.
+struct held {
+    cuda_ctx_t *ctx;
+    explicit held(sd_backend_t *be) : ctx(ctx_of(be)) { pthread_mutex_lock(&ctx->lock); }
+    ~held() { pthread_mutex_unlock(&ctx->lock); }
+    held(const held &) = delete;
+    held &operator=(const held &) = delete;
+};
 
 // Keeps the first failure since the last sync: op name, the CUDA error and the arguments
 // that matter; during a capture any failure also spoils the capture. cudaSuccess is a no-op.
@@ -100,7 +114,8 @@ static size_t find_allocation(const cuda_ctx_t *ctx, const void *ptr)
 
 static void *cuda_alloc(sd_backend_t *be, size_t bytes)
 {
-    cuda_ctx_t *ctx = ctx_of(be);
+    held h(be);
+    cuda_ctx_t *ctx = h.ctx;
     if (!outside_capture(ctx, "alloc")) {
         sd_set_error(SD_ERR_DEVICE, "cuda backend: alloc of %zu bytes while a graph is being captured",
                      bytes);
@@ -130,7 +145,8 @@ static void *cuda_alloc(sd_backend_t *be, size_t bytes)
 static void cuda_release(sd_backend_t *be, void *ptr)
 {
     if (!ptr) return;
-    cuda_ctx_t *ctx = ctx_of(be);
+    held h(be);
+    cuda_ctx_t *ctx = h.ctx;
     if (!outside_capture(ctx, "release")) return;
     size_t k = find_allocation(ctx, ptr);
     if (k == ctx->n_allocs) {
@@ -148,7 +164,8 @@ static void cuda_release(sd_backend_t *be, void *ptr)
 static void cuda_upload(sd_backend_t *be, void *dst, const void *host_src, size_t bytes)
 {
     if (bytes == 0) return;
-    cuda_ctx_t *ctx = ctx_of(be);
+    held h(be);
+    cuda_ctx_t *ctx = h.ctx;
     if (!outside_capture(ctx, "upload")) return;
     cudaError_t e = enter(ctx);
     if (e == cudaSuccess) e = cudaMemcpyAsync(dst, host_src, bytes, cudaMemcpyHostToDevice, ctx->stream);
@@ -159,7 +176,8 @@ static void cuda_upload(sd_backend_t *be, void *dst, const void *host_src, size_
 static void cuda_download(sd_backend_t *be, void *host_dst, const void *src, size_t bytes)
 {
     if (bytes == 0) return;
-    cuda_ctx_t *ctx = ctx_of(be);
+    held h(be);
+    cuda_ctx_t *ctx = h.ctx;
     if (!outside_capture(ctx, "download")) return;
     cudaError_t e = enter(ctx);
     if (e == cudaSuccess) e = cudaMemcpyAsync(host_dst, src, bytes, cudaMemcpyDeviceToHost, ctx->stream);
@@ -172,7 +190,8 @@ static void cuda_download(sd_backend_t *be, void *host_dst, const void *src, siz
 static void cuda_embed(sd_backend_t *be, const sd_weight_t *table, const int32_t *tokens, int n,
                        float *out)
 {
-    cuda_ctx_t *ctx = ctx_of(be);
+    held h(be);
+    cuda_ctx_t *ctx = h.ctx;
     cudaError_t e = table ? enter(ctx) : cudaErrorInvalidValue;
     if (e == cudaSuccess) e = sd_cuda_embed(ctx->stream, table, tokens, n, out);
     note_error(ctx, "embed", e, "type %d table [%lld, %lld], n=%d", table ? (int)table->type : -1,
@@ -182,7 +201,8 @@ static void cuda_embed(sd_backend_t *be, const sd_weight_t *table, const int32_t
 static void cuda_rmsnorm(sd_backend_t *be, const float *x, const float *w, int n, int dim,
                          float eps, float *out)
 {
-    cuda_ctx_t *ctx = ctx_of(be);
+    held h(be);
+    cuda_ctx_t *ctx = h.ctx;
     cudaError_t e = enter(ctx);
     if (e == cudaSuccess) e = sd_cuda_rmsnorm(ctx->stream, x, w, n, dim, eps, out);
     note_error(ctx, "rmsnorm", e, "n=%d dim=%d eps=%g", n, dim, (double)eps);
@@ -191,7 +211,8 @@ static void cuda_rmsnorm(sd_backend_t *be, const float *x, const float *w, int n
 static void cuda_matmul(sd_backend_t *be, const sd_weight_t *w, const float *x, int n,
                         const float *bias, float *y)
 {
-    cuda_ctx_t *ctx = ctx_of(be);
+    held h(be);
+    cuda_ctx_t *ctx = h.ctx;
     cudaError_t e = w ? enter(ctx) : cudaErrorInvalidValue;
     if (e == cudaSuccess) e = sd_cuda_matmul(ctx->stream, w, x, n, bias, y);
     note_error(ctx, "matmul", e, "type %d weight [%lld, %lld], n=%d%s", w ? (int)w->type : -1,
@@ -201,7 +222,8 @@ static void cuda_matmul(sd_backend_t *be, const sd_weight_t *w, const float *x, 
 static void cuda_rope(sd_backend_t *be, float *x, const int32_t *pos, int n, int n_head,
                       int head_dim, const sd_rope_params_t *p)
 {
-    cuda_ctx_t *ctx = ctx_of(be);
+    held h(be);
+    cuda_ctx_t *ctx = h.ctx;
     cudaError_t e = enter(ctx);
     if (e == cudaSuccess) e = sd_cuda_rope(ctx->stream, x, pos, n, n_head, head_dim, p);
     note_error(ctx, "rope", e, "n=%d n_head=%d head_dim=%d style=%d rot_dim=%d", n, n_head,
@@ -212,7 +234,8 @@ static void cuda_attention(sd_backend_t *be, const float *q, const float *k_cach
                            const float *v_cache, const int32_t *pos, int n, int n_ctx, int n_head,
                            int n_head_kv, int head_dim, float *out)
 {
-    cuda_ctx_t *ctx = ctx_of(be);
+    held h(be);
+    cuda_ctx_t *ctx = h.ctx;
     cudaError_t e = enter(ctx);
     if (e == cudaSuccess)
         e = sd_cuda_attention(ctx->stream, q, k_cache, v_cache, pos, n, n_ctx, n_head, n_head_kv,
@@ -224,7 +247,8 @@ static void cuda_attention(sd_backend_t *be, const float *q, const float *k_cach
 static void cuda_kv_store(sd_backend_t *be, float *cache, const float *rows, const int32_t *pos,
                           int n, int n_ctx, size_t row)
 {
-    cuda_ctx_t *ctx = ctx_of(be);
+    held h(be);
+    cuda_ctx_t *ctx = h.ctx;
     cudaError_t e = enter(ctx);
     if (e == cudaSuccess) e = sd_cuda_kv_store(ctx->stream, cache, rows, pos, n, n_ctx, row);
     note_error(ctx, "kv_store", e, "n=%d n_ctx=%d row=%zu", n, n_ctx, row);
@@ -233,7 +257,8 @@ static void cuda_kv_store(sd_backend_t *be, float *cache, const float *rows, con
 static void cuda_swiglu(sd_backend_t *be, const float *gate, const float *up, size_t len,
                         float *out)
 {
-    cuda_ctx_t *ctx = ctx_of(be);
+    held h(be);
+    cuda_ctx_t *ctx = h.ctx;
     cudaError_t e = enter(ctx);
     if (e == cudaSuccess) e = sd_cuda_swiglu(ctx->stream, gate, up, len, out);
     note_error(ctx, "swiglu", e, "len=%zu", len);
@@ -241,7 +266,8 @@ static void cuda_swiglu(sd_backend_t *be, const float *gate, const float *up, si
 
 static void cuda_add(sd_backend_t *be, float *y, const float *x, size_t len)
 {
-    cuda_ctx_t *ctx = ctx_of(be);
+    held h(be);
+    cuda_ctx_t *ctx = h.ctx;
     cudaError_t e = enter(ctx);
     if (e == cudaSuccess) e = sd_cuda_add(ctx->stream, y, x, len);
     note_error(ctx, "add", e, "len=%zu", len);
@@ -251,7 +277,8 @@ static void cuda_add(sd_backend_t *be, float *y, const float *x, size_t len)
 
 static void cuda_graph_begin(sd_backend_t *be)
 {
-    cuda_ctx_t *ctx = ctx_of(be);
+    held h(be);
+    cuda_ctx_t *ctx = h.ctx;
     if (!outside_capture(ctx, "graph_begin")) return; // nested: spoils the running capture
     cudaError_t e = enter(ctx);
     if (e == cudaSuccess) e = cudaStreamBeginCapture(ctx->stream, cudaStreamCaptureModeThreadLocal);
@@ -264,7 +291,8 @@ static void cuda_graph_begin(sd_backend_t *be)
 // instantiates the graph, or discards it when the capture or an op in it failed.
 static void *cuda_graph_end(sd_backend_t *be)
 {
-    cuda_ctx_t *ctx = ctx_of(be);
+    held h(be);
+    cuda_ctx_t *ctx = h.ctx;
     if (!ctx->capturing) {
         note_error(ctx, "graph_end", cudaErrorIllegalState, "no capture in progress on device %d",
                    ctx->device);
@@ -288,7 +316,8 @@ static void *cuda_graph_end(sd_backend_t *be)
 
 static void cuda_graph_launch(sd_backend_t *be, void *graph)
 {
-    cuda_ctx_t *ctx = ctx_of(be);
+    held h(be);
+    cuda_ctx_t *ctx = h.ctx;
     if (!outside_capture(ctx, "graph_launch")) return;
     cudaError_t e = graph ? enter(ctx) : cudaErrorInvalidValue;
     if (e == cudaSuccess) e = cudaGraphLaunch((cudaGraphExec_t)graph, ctx->stream);
@@ -299,7 +328,8 @@ static void cuda_graph_launch(sd_backend_t *be, void *graph)
 static void cuda_graph_free(sd_backend_t *be, void *graph)
 {
     if (!graph) return;
-    cuda_ctx_t *ctx = ctx_of(be);
+    held h(be);
+    cuda_ctx_t *ctx = h.ctx;
     if (!outside_capture(ctx, "graph_free")) return;
     cudaError_t e = enter(ctx);
     if (e == cudaSuccess) {
@@ -315,13 +345,14 @@ static void cuda_graph_free(sd_backend_t *be, void *graph)
 // Waits for the stream, then returns and clears the first error since the last sync. An
 // error raised while kernels ran (not at launch) surfaces here, named "sync". During a
 // capture it does not wait (refused: the error is returned now and spoils the capture).
+// The thread's cudaGetLastError() is not ours to read: launches report their own status.
 static sd_status_t cuda_sync(sd_backend_t *be)
 {
-    cuda_ctx_t *ctx = ctx_of(be);
+    held h(be);
+    cuda_ctx_t *ctx = h.ctx;
     cudaError_t e = enter(ctx);
     if (e == cudaSuccess && outside_capture(ctx, "sync")) e = cudaStreamSynchronize(ctx->stream);
     note_error(ctx, "sync", e, "an op issued since the last sync, device %d", ctx->device);
-    note_error(ctx, "sync", cudaGetLastError(), "device %d", ctx->device);
     if (!ctx->failed) return SD_OK;
     ctx->failed = false;
     return sd_set_error(SD_ERR_DEVICE, "cuda backend: %s", ctx->error);
@@ -341,9 +372,13 @@ static void free_ctx(cuda_ctx_t *ctx)
         if (ctx->stream) cudaStreamDestroy(ctx->stream);
     }
     cudaGetLastError(); // nothing of this backend may reach another one's sync
+    if (ctx->lock_made) pthread_mutex_destroy(&ctx->lock);
     free(ctx->allocs);
     free(ctx);
 }
+
+static void cuda_lock(sd_backend_t *be) { pthread_mutex_lock(&ctx_of(be)->lock); }
+static void cuda_unlock(sd_backend_t *be) { pthread_mutex_unlock(&ctx_of(be)->lock); }
 
 static void cuda_destroy(sd_backend_t *be)
 {
@@ -372,6 +407,8 @@ static const sd_backend_ops_t cuda_ops = {
     /* .graph_end = */ cuda_graph_end,
     /* .graph_launch = */ cuda_graph_launch,
     /* .graph_free = */ cuda_graph_free,
+    /* .lock = */ cuda_lock,
+    /* .unlock = */ cuda_unlock,
     /* .matmul_group = */ NULL, // one matmul launch per weight
 };
 
@@ -447,7 +484,13 @@ extern "C" sd_status_t sd_backend_cuda_create(int device, double memory_fraction
         return sd_set_error(SD_ERR_OUT_OF_MEMORY, "out of memory creating the CUDA backend");
     }
     ctx->device = device;
-    sd_status_t st = open_device(ctx, fraction);
+    pthread_mutexattr_t attr;
+    pthread_mutexattr_init(&attr);
+    pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_RECURSIVE);
+    ctx->lock_made = pthread_mutex_init(&ctx->lock, &attr) == 0;
+    pthread_mutexattr_destroy(&attr);
+    sd_status_t st = ctx->lock_made ? open_device(ctx, fraction)
+                                    : sd_set_error(SD_ERR_INTERNAL, "cuda backend: cannot make its lock");
     if (st != SD_OK) {
         free_ctx(ctx);
         free(be);
@@ -465,7 +508,8 @@ extern "C" sd_status_t sd_backend_cuda_memory(sd_backend_t *be, size_t *used, si
     if (!be || be->ops != &cuda_ops)
         return sd_set_error(SD_ERR_INVALID_ARG, "sd_backend_cuda_memory: backend '%s' is not a CUDA backend",
                             be ? be->ops->name : "(null)");
-    cuda_ctx_t *ctx = ctx_of(be);
+    held h(be);
+    cuda_ctx_t *ctx = h.ctx;
     if (used) *used = ctx->used;
     if (cap) *cap = ctx->cap;
     return SD_OK;

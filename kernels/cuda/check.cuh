@@ -1,28 +1,18 @@
-// One generator for CUDA / cuBLAS / cuRAND error checks: each failure becomes
-// SD_ERR_DEVICE with the library's own error name, the call and file:line.
+// One generator for CUDA error checks: each failure becomes SD_ERR_DEVICE with the
+// library's own error name, the call and file:line (libraries.cu adds cuBLAS's and cuRAND's
+// names to the same macro).
 #ifndef SPECDEC_KERNELS_CUDA_CHECK_CUH
 #define SPECDEC_KERNELS_CUDA_CHECK_CUH
 
-#include <cublas_v2.h>
 #include <cuda_runtime.h>
-#include <curand.h>
+
+#include "core/cudasim/kernel.cuh"
 
 extern "C" {
 #include "core/check.h"
 }
 
 static inline const char *sd_cuda_error_name(cudaError_t e) { return cudaGetErrorString(e); }
-static inline const char *sd_cuda_error_name(cublasStatus_t e) { return cublasGetStatusString(e); }
-static inline const char *sd_cuda_error_name(curandStatus_t e)
-{
-    switch (e) {
-    case CURAND_STATUS_ALLOCATION_FAILED: return "CURAND_STATUS_ALLOCATION_FAILED";
-    case CURAND_STATUS_INITIALIZATION_FAILED: return "CURAND_STATUS_INITIALIZATION_FAILED";
-    case CURAND_STATUS_LAUNCH_FAILURE: return "CURAND_STATUS_LAUNCH_FAILURE";
-    case CURAND_STATUS_ARCH_MISMATCH: return "CURAND_STATUS_ARCH_MISMATCH";
-    default: return "CURAND_STATUS_ERROR";
-    }
-}
 
 template <typename E> static inline bool sd_cuda_ok(E e) { return e == (E)0; }
 
@@ -35,5 +25,9 @@ template <typename E> static inline bool sd_cuda_ok(E e) { return e == (E)0; }
                                 sd_cuda_error_name(sd_cuda_err_), __FILE__, __LINE__);           \
         }                                                                                        \
     } while (0)
+
+// cuBLAS and cuRAND handles can be made (libraries.cu); the CUDA host mode emulates neither,
+// says so and passes (libraries_stub.cu).
+sd_status_t sd_cuda_check_libraries(void);
 
 #endif

@@ -9,6 +9,7 @@ extern "C" {
 }
 
 extern "C" int sd_cuda_built(void) { return 1; }
+extern "C" int sd_cuda_host_mode(void) { return SD_CUDA_HOST_MODE; }
 
 extern "C" sd_status_t sd_cuda_device_count(int *count)
 {
@@ -55,24 +56,12 @@ static sd_status_t run_self_test_kernel(float *dx, float *dy, int n)
     float host[1000];
     for (int i = 0; i < n; i++) host[i] = (float)(i % 7);
     SD_CUDA_CHECK(cudaMemcpy(dx, host, n * sizeof(float), cudaMemcpyHostToDevice));
-    self_test_kernel<<<(n + 255) / 256, 256>>>(dx, 3.0f, dy, n);
-    SD_CUDA_CHECK(cudaGetLastError());
+    SD_CUDA_CHECK(SD_LAUNCH(self_test_kernel, (n + 255) / 256, 256, 0, 0, dx, 3.0f, dy, n));
     SD_CUDA_CHECK(cudaMemcpy(host, dy, n * sizeof(float), cudaMemcpyDeviceToHost));
     for (int i = 0; i < n; i++)
         if (host[i] != 3.0f * (float)(i % 7) + (float)i)
             return sd_set_error(SD_ERR_DEVICE, "CUDA self-test: y[%d] = %g, expected %g", i,
                                 host[i], 3.0f * (float)(i % 7) + (float)i);
-    return SD_OK;
-}
-
-static sd_status_t check_library_handles(void)
-{
-    cublasHandle_t blas;
-    SD_CUDA_CHECK(cublasCreate(&blas));
-    cublasDestroy(blas);
-    curandGenerator_t gen;
-    SD_CUDA_CHECK(curandCreateGenerator(&gen, CURAND_RNG_PSEUDO_PHILOX4_32_10));
-    curandDestroyGenerator(gen);
     return SD_OK;
 }
 
@@ -92,7 +81,7 @@ extern "C" sd_status_t sd_cuda_self_test(int index)
     cudaFree(dx);
     cudaFree(dy);
     SD_CHECK(s);
-    return check_library_handles();
+    return sd_cuda_check_libraries();
 }
 
 // Device-to-device copy bandwidth: the best of `reps` timed cudaMemcpy of `bytes`, counting

@@ -10,6 +10,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/cudasim/kernel.cuh"
+
 extern "C" {
 #include "kernels/backend_impl.h"
 }

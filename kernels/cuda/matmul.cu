@@ -416,18 +416,16 @@ static cudaError_t launch_matmul(cudaStream_t stream, const sd_weight_t *w, cons
 {
     unsigned g[3], b[3];
     sd_cuda_matmul_geometry(w->rows, n, g, b);
-    matmul_kernel<T><<<dim3(g[0], g[1], g[2]), dim3(b[0], b[1], b[2]), 0, stream>>>(
-        (const uint8_t *)w->data, w->row_bytes, w->rows, w->cols, x, n, bias, y);
-    return cudaGetLastError();
+    return SD_LAUNCH(matmul_kernel<T>, dim3(g[0], g[1], g[2]), dim3(b[0], b[1], b[2]), 0, stream,
+                     (const uint8_t *)w->data, w->row_bytes, w->rows, w->cols, x, n, bias, y);
 }
 
 template <int T>
 static cudaError_t launch_embed(cudaStream_t stream, const sd_weight_t *t, const int32_t *tokens,
                                 int n, float *out)
 {
-    embed_kernel<T><<<(unsigned)n, EMBED_THREADS, 0, stream>>>(
-        (const uint8_t *)t->data, t->row_bytes, t->rows, t->cols, tokens, out);
-    return cudaGetLastError();
+    return SD_LAUNCH(embed_kernel<T>, (unsigned)n, EMBED_THREADS, 0, stream, (const uint8_t *)t->data,
+                     t->row_bytes, t->rows, t->cols, tokens, out);
 }
 
 cudaError_t sd_cuda_matmul(cudaStream_t stream, const sd_weight_t *w, const float *x, int n,

@@ -50,8 +50,7 @@ cudaError_t sd_cuda_rmsnorm(cudaStream_t stream, const float *x, const float *w,
 {
     if (n < 0 || dim < 1 || (n > 0 && (!x || !w || !out))) return cudaErrorInvalidValue;
     if (n == 0) return cudaSuccess;
-    rmsnorm_kernel<<<n, RMSNORM_THREADS, 0, stream>>>(x, w, dim, eps, out);
-    return cudaGetLastError();
+    return SD_LAUNCH(rmsnorm_kernel, n, RMSNORM_THREADS, 0, stream, x, w, dim, eps, out);
 }
 
 // ---- rope ---------------------------------------------------------------------------------
@@ -88,9 +87,8 @@ cudaError_t sd_cuda_rope(cudaStream_t stream, float *x, const int32_t *pos, int 
     if (p->style != SD_ROPE_NORM && p->style != SD_ROPE_NEOX) return cudaErrorInvalidValue;
     if (n > 0 && (!x || !pos)) return cudaErrorInvalidValue;
     if (n == 0 || p->rot_dim == 0) return cudaSuccess;
-    rope_kernel<<<n, ROPE_THREADS, 0, stream>>>(x, pos, n_head, head_dim, p->rot_dim,
-                                                p->style == SD_ROPE_NEOX, p->freq_base);
-    return cudaGetLastError();
+    return SD_LAUNCH(rope_kernel, n, ROPE_THREADS, 0, stream, x, pos, n_head, head_dim, p->rot_dim,
+                     p->style == SD_ROPE_NEOX, p->freq_base);
 }
 
 // ---- attention ----------------------------------------------------------------------------
@@ -361,11 +359,10 @@ cudaError_t sd_cuda_attention(cudaStream_t stream, const float *q, const float *
     for (int q0 = 0; q0 < n; q0 += group) {
         const int count = n - q0 < group ? n - q0 : group;
         a.q0 = q0;
-        attention_chunk_kernel<<<dim3(slots, n_head, count), ATTN_THREADS, 0, stream>>>(a);
-        cudaError_t e = cudaGetLastError();
-        if (e != cudaSuccess) return e;
-        attention_combine_kernel<<<dim3(n_head, count), ATTN_COMBINE_THREADS, 0, stream>>>(a);
-        e = cudaGetLastError();
+        cudaError_t e = SD_LAUNCH(attention_chunk_kernel, dim3(slots, n_head, count), ATTN_THREADS, 0,
+                                  stream, a);
+        if (e == cudaSuccess)
+            e = SD_LAUNCH(attention_combine_kernel, dim3(n_head, count), ATTN_COMBINE_THREADS, 0, stream, a);
         if (e != cudaSuccess) return e;
     }
     return cudaSuccess;
@@ -392,8 +389,7 @@ cudaError_t sd_cuda_kv_store(cudaStream_t stream, float *cache, const float *row
     if (n < 0 || n_ctx < 1 || row < 1) return cudaErrorInvalidValue;
     if (n > 0 && (!cache || !rows || !pos)) return cudaErrorInvalidValue;
     if (n == 0) return cudaSuccess;
-    kv_store_kernel<<<n, KV_STORE_THREADS, 0, stream>>>(cache, rows, pos, n_ctx, row);
-    return cudaGetLastError();
+    return SD_LAUNCH(kv_store_kernel, n, KV_STORE_THREADS, 0, stream, cache, rows, pos, n_ctx, row);
 }
 
 // ---- element-wise -------------------------------------------------------------------------
@@ -413,8 +409,7 @@ cudaError_t sd_cuda_swiglu(cudaStream_t stream, const float *gate, const float *
 {
     if (len == 0) return cudaSuccess;
     if (!gate || !up || !out) return cudaErrorInvalidValue;
-    swiglu_kernel<<<elemwise_blocks(len), ELEMWISE_THREADS, 0, stream>>>(gate, up, len, out);
-    return cudaGetLastError();
+    return SD_LAUNCH(swiglu_kernel, elemwise_blocks(len), ELEMWISE_THREADS, 0, stream, gate, up, len, out);
 }
 
 // y[i] += x[i]
@@ -429,6 +424,5 @@ cudaError_t sd_cuda_add(cudaStream_t stream, float *y, const float *x, size_t le
 {
     if (len == 0) return cudaSuccess;
     if (!y || !x) return cudaErrorInvalidValue;
-    add_kernel<<<elemwise_blocks(len), ELEMWISE_THREADS, 0, stream>>>(y, x, len);
-    return cudaGetLastError();
+    return SD_LAUNCH(add_kernel, elemwise_blocks(len), ELEMWISE_THREADS, 0, stream, y, x, len);
 }

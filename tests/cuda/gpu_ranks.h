@@ -48,7 +48,7 @@ static inline int gpu_count_rank(int rank, int size, const char *job, void *arg,
 /* Skip the running test unless NCCL is built and a CUDA device is present. */
 static inline void gpu_skip_unless_available(void)
 {
-    if (!sd_comm_nccl_built()) cr_skip_test("built without CUDA and NCCL");
+    if (!sd_comm_nccl_built()) cr_skip_test("built without NCCL (no toolkit, or the CUDA host mode, which does not emulate it)");
     sd_test_ranks_t r;
     int ok = sd_test_run_ranks(1, gpu_count_rank, NULL, sizeof(int), 60, &r);
     int n = ok ? *(int *)sd_test_rank_out(&r, 0) : 0;

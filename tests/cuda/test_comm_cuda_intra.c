@@ -17,7 +17,7 @@
 
 Test(comm_cuda_intra, only_an_nccl_communicator_takes_it, .timeout = 30)
 {
-    if (!sd_comm_nccl_built()) cr_skip_test("built without CUDA and NCCL");
+    if (!sd_comm_nccl_built()) cr_skip_test("built without NCCL (no toolkit, or the CUDA host mode, which does not emulate it)");
     sd_comm_t *single = NULL;
     cr_assert_eq(sd_comm_single_new(&single), SD_OK, "%s", sd_last_error());
     cr_assert_eq(sd_comm_nccl_use_intra(single), SD_ERR_INVALID_ARG);

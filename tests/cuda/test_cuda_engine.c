@@ -12,6 +12,7 @@
 #include "model/forward.h"
 #include "model/model.h"
 #include "gguf/synthetic.h"
+#include "kernels/backend_impl.h"
 #include "kernels/cuda.h"
 #include "support/test_util.h"
 
@@ -20,6 +21,25 @@ static void need_gpu(void)
     int n = 0;
     if (!sd_cuda_built()) cr_skip_test("built without CUDA");
     if (sd_cuda_device_count(&n) != SD_OK || n == 0) cr_skip_test("no CUDA device on this machine");
+}
+
+/* The full matrix (models of 3 layers, every drafter setting, 40-48 tokens) is a GPU's. The
+ * CUDA host mode (kernels on the CPU, thousands of times slower) takes smaller models, fewer
+ * tokens and settings, and by default fewer model cases: every case under `slow`. */
+static int full_runs(void) { return !sd_cuda_host_mode(); }
+static int every_case(void) { return sd_test_long_shapes(sd_cuda_host_mode()); }
+
+/* SmolLM2 on the device: a GPU; in the host mode, where a token takes seconds, only with
+ * cheap = 1 and under `slow` (its run by default is tests/cli/test_cli_cuda.sh's). */
+static const char *smollm2_or_skip(int cheap)
+{
+    if (sd_cuda_host_mode() && !(cheap && every_case()))
+        cr_skip_test("in the CUDA host mode SmolLM2 generates in tests/cli/test_cli_cuda.sh; %s",
+                     cheap ? "this test runs in the host mode under the slow label (SPECDEC_TEST_LONG=1)"
+                           : "this test's matrix is for a GPU");
+    const char *path = sd_test_real_model();
+    if (path == NULL) cr_skip_test("SmolLM2 model not fetched (scripts/fetch-model.sh)");
+    return path;
 }
 
 static sd_status_t load_on(const char *path, const char *device, sd_model_t **m)
@@ -60,11 +80,11 @@ static void write_case(const model_case_t *c, char *path, size_t cap)
     sd_synth_spec_t s;
     sd_synth_spec_default(&s);
     s.arch = c->arch;
-    s.n_layer = 3;
+    s.n_layer = full_runs() ? 3 : 2;
     s.n_embd = 256; /* K-quants need multiples of 256 */
     s.n_head = c->n_head;
     s.n_head_kv = c->n_head_kv;
-    s.n_ff = 512;
+    s.n_ff = full_runs() ? 512 : 256;
     s.n_vocab = 320;
     s.weight_type = c->type;
     s.weight_scale = 0.08f;
@@ -160,19 +180,22 @@ static size_t greedy(sd_model_t *m, const int32_t *prompt, size_t n_prompt, int 
     return got;
 }
 
+/* Greedy tokens of each drafter (k 1, 4, 7, fixed and adaptive; in the host mode k 4 adaptive
+ * only, 16 tokens) equal target-only greedy. */
 static void expect_same_greedy(sd_model_t *m, sd_model_t *draft, const char *label)
 {
     int32_t prompt[24];
     tokens_of(prompt, 12, m->hp.n_vocab, 3);
     memcpy(prompt + 12, prompt, 12 * sizeof(int32_t)); /* a repeat for the n-gram drafter */
+    const int full = full_runs(), n_tokens = full ? 48 : 16;
     int32_t *want = NULL;
-    size_t n_want = greedy(m, prompt, 24, 48, NULL, &want);
+    size_t n_want = greedy(m, prompt, 24, n_tokens, NULL, &want);
     sd_spec_config_t spec;
     sd_drafter_kind_t kinds[] = {SD_DRAFTER_NGRAM, SD_DRAFTER_LAYERSKIP, SD_DRAFTER_MODEL};
     for (size_t d = 0; d < 3; d++) {
         if (kinds[d] == SD_DRAFTER_MODEL && draft == NULL) continue;
-        for (int k = 1; k <= 8; k += 3) {
-            for (int adaptive = 0; adaptive <= 1; adaptive++) {
+        for (int k = full ? 1 : 4; k <= (full ? 8 : 4); k += 3) {
+            for (int adaptive = !full; adaptive <= 1; adaptive++) {
                 sd_spec_config_default(&spec);
                 spec.drafter = kinds[d];
                 spec.draft_model = draft;
@@ -180,7 +203,7 @@ static void expect_same_greedy(sd_model_t *m, sd_model_t *draft, const char *lab
                 spec.k = k;
                 spec.adaptive = adaptive;
                 int32_t *got = NULL;
-                size_t n_got = greedy(m, prompt, 24, 48, &spec, &got);
+                size_t n_got = greedy(m, prompt, 24, n_tokens, &spec, &got);
                 cr_assert_eq(n_got, n_want, "%s drafter %d k %d", label, kinds[d], k);
                 for (size_t i = 0; i < n_got; i++)
                     cr_assert_eq(got[i], want[i], "%s drafter %d k %d adaptive %d: token %zu", label,
@@ -192,12 +215,19 @@ static void expect_same_greedy(sd_model_t *m, sd_model_t *draft, const char *lab
     free(want);
 }
 
+/* The model cases the host mode's default run takes (and a GPU, where a test runs few):
+ * llama f32 GQA, qwen2 q4_1 (bias, NEOX rope), qwen2 q6_k. */
+static const size_t few_cases[] = {0, 4, 7};
+#define N_FEW (sizeof few_cases / sizeof few_cases[0])
+#define N_CASES (sizeof cases / sizeof cases[0])
+
 Test(cuda_engine, greedy_speculative_equals_target_only_on_random_models, .timeout = 600)
 {
     need_gpu();
     char draft_path[512];
     write_case(&cases[0], draft_path, sizeof draft_path);
-    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+    for (size_t i = 0; i < (every_case() ? N_CASES : N_FEW); i++) {
+        size_t c = every_case() ? i : few_cases[i];
         char path[512];
         write_case(&cases[c], path, sizeof path);
         sd_model_t *m = must_load(path, "cuda"), *draft = must_load(draft_path, "cuda");
@@ -212,8 +242,7 @@ Test(cuda_engine, greedy_speculative_equals_target_only_on_random_models, .timeo
 Test(cuda_engine, greedy_speculative_equals_target_only_on_smollm2, .timeout = 600)
 {
     need_gpu();
-    const char *path = sd_test_real_model();
-    if (path == NULL) cr_skip_test("SmolLM2 model not fetched (scripts/fetch-model.sh)");
+    const char *path = smollm2_or_skip(0);
     sd_model_t *m = must_load(path, "cuda");
     expect_same_greedy(m, m, "smollm2");
     sd_model_free(m);
@@ -223,8 +252,7 @@ Test(cuda_engine, greedy_speculative_equals_target_only_on_smollm2, .timeout = 6
 Test(cuda_engine, smollm2_logits_match_cpu, .timeout = 300)
 {
     need_gpu();
-    const char *path = sd_test_real_model();
-    if (path == NULL) cr_skip_test("SmolLM2 model not fetched (scripts/fetch-model.sh)");
+    const char *path = smollm2_or_skip(1);
     sd_model_t *cpu = must_load(path, "cpu"), *gpu = must_load(path, "cuda");
     int V = cpu->hp.n_vocab;
     int32_t prompt[16];
@@ -303,7 +331,7 @@ static int schedule_logits(sd_model_t *m, float *out, int *use_graphs)
     FWD(t + 10, 1, 0);  /* 10 again */
     cr_assert(memcmp(out + (size_t)(rows - 1) * V, out + (size_t)10 * V, sizeof(float) * V) == 0,
               "the n = 1 forward after a rollback differs from the first one");
-    FWD(t + 11, 1, 2);  /* 11 through 2 layers: the n = 1 graph re-captured */
+    FWD(t + 11, 1, 1);  /* 11 through 1 layer: the n = 1 graph re-captured */
     cr_assert_eq(sd_kv_cache_truncate(&s.kv, 11), SD_OK);
     FWD(t + 11, 1, 0);  /* 11 through every layer again */
     FWD(t, 20, 0);      /* 12..31: past SD_GRAPH_MAX_N, eager */
@@ -317,7 +345,8 @@ static int schedule_logits(sd_model_t *m, float *out, int *use_graphs)
     return rows;
 }
 
-/* Greedy target-only, layer-skip and n-gram speculative tokens, concatenated. */
+/* Greedy target-only, layer-skip and n-gram speculative tokens (40 each; 16 in the host
+ * mode), concatenated. */
 static size_t greedy_runs(sd_model_t *m, int32_t *out, size_t cap)
 {
     int32_t prompt[24];
@@ -331,7 +360,7 @@ static size_t greedy_runs(sd_model_t *m, int32_t *out, size_t cap)
         spec.layerskip_layers = 1;
         spec.k = 4;
         int32_t *got = NULL;
-        size_t n = greedy(m, prompt, 24, 40, run == 0 ? NULL : &spec, &got);
+        size_t n = greedy(m, prompt, 24, full_runs() ? 40 : 16, run == 0 ? NULL : &spec, &got);
         cr_assert(len + n <= cap);
         memcpy(out + len, got, n * sizeof(int32_t));
         len += n;
@@ -370,9 +399,8 @@ static void expect_graphs_change_nothing(sd_model_t *m, const char *label)
 Test(cuda_engine, graphs_give_the_eager_bits_on_random_models, .timeout = 600)
 {
     need_gpu();
-    const size_t which[] = {0, 4, 7}; /* llama f32 GQA, qwen2 q4_1, qwen2 q6_k */
-    for (size_t w = 0; w < sizeof which / sizeof which[0]; w++) {
-        const model_case_t *c = &cases[which[w]];
+    for (size_t w = 0; w < (every_case() ? N_FEW : 1); w++) {
+        const model_case_t *c = &cases[few_cases[w]];
         char path[512];
         write_case(c, path, sizeof path);
         sd_model_t *m = must_load(path, "cuda");
@@ -385,11 +413,56 @@ Test(cuda_engine, graphs_give_the_eager_bits_on_random_models, .timeout = 600)
 Test(cuda_engine, graphs_give_the_eager_bits_on_smollm2, .timeout = 600)
 {
     need_gpu();
-    const char *path = sd_test_real_model();
-    if (path == NULL) cr_skip_test("SmolLM2 model not fetched (scripts/fetch-model.sh)");
+    const char *path = smollm2_or_skip(0);
     sd_model_t *m = must_load(path, "cuda");
     expect_graphs_change_nothing(m, "smollm2");
     sd_model_free(m);
+}
+
+/* The model's backend with every capture spoiled: graph_begin then a sync, which a capture
+ * refuses (the same failure any op refused during a capture gives). Counts the captures. */
+static const sd_backend_ops_t *real_ops;
+static sd_backend_ops_t spoiling_ops;
+static int captures;
+
+static void spoiled_graph_begin(sd_backend_t *be)
+{
+    captures++;
+    real_ops->graph_begin(be);
+    (void)real_ops->sync(be);
+}
+
+/* A capture that fails falls back to the eager ops for that n, once and for all: the
+ * forwards succeed with the eager bits, and each n is tried once per sequence (before the
+ * fix, every forward of that n recaptured and failed with SD_ERR_DEVICE). */
+Test(cuda_engine, a_failed_capture_runs_the_ops_without_a_graph, .timeout = 300)
+{
+    need_gpu();
+    char path[512];
+    write_case(&cases[0], path, sizeof path);
+    sd_model_t *m = must_load(path, "cuda");
+    const int V = m->hp.n_vocab;
+    float *eager = malloc(sizeof(float) * SCHEDULE_ROWS * V), *fallback = malloc(sizeof(float) * SCHEDULE_ROWS * V);
+    int on = -1;
+    setenv("SPECDEC_CUDA_GRAPHS", "0", 1);
+    schedule_logits(m, eager, &on);
+    unsetenv("SPECDEC_CUDA_GRAPHS");
+    real_ops = m->backend->ops;
+    spoiling_ops = *real_ops;
+    spoiling_ops.graph_begin = spoiled_graph_begin;
+    m->backend->ops = &spoiling_ops;
+    captures = 0;
+    schedule_logits(m, fallback, &on);
+    m->backend->ops = real_ops;
+    cr_assert_eq(on, 1);
+    /* the schedule's n: 9, 1, 5 (<= SD_GRAPH_MAX_N: each tried once) and 20 (never captured) */
+    cr_assert_eq(captures, 3, "%d captures: a failed n must not be captured again", captures);
+    for (int r = 0; r < SCHEDULE_ROWS; r++)
+        cr_assert(memcmp(eager + (size_t)r * V, fallback + (size_t)r * V, sizeof(float) * V) == 0,
+                  "logits row %d differs after the capture failed", r);
+    free(eager), free(fallback);
+    sd_model_free(m);
+    remove(path);
 }
 
 /* The CPU backend has no graph ops: a CPU sequence never uses graphs, whatever the

@@ -26,9 +26,19 @@ static const sd_dtype_t all_types[] = {
 };
 #define N_TYPES (int)(sizeof all_types / sizeof all_types[0])
 
-static const int test_rows[] = {1, 7, 64, 1000};
-static const int test_ns[] = {1, 2, 5, 9, 17, 33};
+static const int test_rows[] = {1, 7, 64, 1000, 0};
+static const int test_ns[] = {1, 2, 5, 9, 17, 33, 0};
+/* The CUDA host mode's default run (kernels on the CPU): the same tile and feature-group
+ * cases (one row, a partial tile, several tiles; a partial group, many groups) with fewer
+ * sizes; the lists above run on a GPU and under `slow` (sd_test_long_shapes). */
+static const int test_rows_short[] = {1, 7, 257, 0};
+static const int test_ns_short[] = {1, 9, 33, 0};
 #define N_MAX 33
+
+static const int *sizes(const int *full, const int *short_list)
+{
+    return sd_test_long_shapes(sd_cuda_host_mode()) ? full : short_list;
+}
 
 /* Column counts per type: one block, several blocks, 576, 1536 (K-quants: multiples of 256;
  * plain types: 35 leaves a partial 32-weight unit). 0 ends a list. */
@@ -191,11 +201,11 @@ static void check_shape(sd_backend_t *gpu, sd_backend_t *cpu, sd_dtype_t type, i
     cpu->ops->matmul(cpu, &tw.w, x, N_MAX, NULL, ref);
     double *tol_b = tolerances(&tw, x, N_MAX, bias), *tol = tolerances(&tw, x, N_MAX, NULL);
     dev_mm_t d = dev_mm_create(gpu, &tw, x, N_MAX, bias);
-    for (size_t k = 0; k < sizeof test_ns / sizeof test_ns[0]; k++) {
-        dev_mm_run(&d, 0, test_ns[k], 1, y);
-        assert_close("bias", &tw, test_ns[k], y, ref_b, tol_b);
-        dev_mm_run(&d, 0, test_ns[k], 0, y);
-        assert_close("no bias", &tw, test_ns[k], y, ref, tol);
+    for (const int *n = sizes(test_ns, test_ns_short); *n; n++) {
+        dev_mm_run(&d, 0, *n, 1, y);
+        assert_close("bias", &tw, *n, y, ref_b, tol_b);
+        dev_mm_run(&d, 0, *n, 0, y);
+        assert_close("no bias", &tw, *n, y, ref, tol);
     }
     dev_mm_destroy(&d);
     free(tol_b);
@@ -213,8 +223,8 @@ Test(cuda_matmul, every_type_and_shape_matches_cpu, .timeout = 600)
     sd_backend_t *gpu = cuda_backend_or_skip(), *cpu = cpu_backend();
     for (int t = 0; t < N_TYPES; t++)
         for (const int *c = cols_for(all_types[t]); *c; c++)
-            for (size_t r = 0; r < sizeof test_rows / sizeof test_rows[0]; r++)
-                check_shape(gpu, cpu, all_types[t], test_rows[r], *c);
+            for (const int *r = sizes(test_rows, test_rows_short); *r; r++)
+                check_shape(gpu, cpu, all_types[t], *r, *c);
     sd_backend_destroy(cpu);
     sd_backend_destroy(gpu);
 }
@@ -305,14 +315,24 @@ static void check_large(sd_backend_t *gpu, sd_backend_t *cpu, sd_dtype_t type, i
     sd_test_free_weight(&tw);
 }
 
-/* The Qwen vocabulary (152064 rows), more than 65535 x 8 rows (the feature-group loop) and
- * n = 4096 (512 row tiles). */
-Test(cuda_matmul, large_grids, .timeout = 300)
+/* The Qwen vocabulary (152064 rows) and more than 65535 x 8 rows (the feature-group loop). */
+Test(cuda_matmul, large_grids_of_features, .timeout = 300)
 {
+    if (!sd_test_long_shapes(sd_cuda_host_mode()))
+        cr_skip_test("up to 600000 output rows: in the CUDA host mode only under the slow label "
+                     "(SPECDEC_TEST_LONG=1)");
     sd_backend_t *gpu = cuda_backend_or_skip(), *cpu = cpu_backend();
     check_large(gpu, cpu, SD_DTYPE_Q8_0, 152064, 64, 1);
     check_large(gpu, cpu, SD_DTYPE_Q4_K, 152064, 256, 9);
     check_large(gpu, cpu, SD_DTYPE_Q4_0, 600000, 32, 2);
+    sd_backend_destroy(cpu);
+    sd_backend_destroy(gpu);
+}
+
+/* n = 4096: 512 row tiles. */
+Test(cuda_matmul, large_grids_of_rows, .timeout = 300)
+{
+    sd_backend_t *gpu = cuda_backend_or_skip(), *cpu = cpu_backend();
     check_large(gpu, cpu, SD_DTYPE_F16, 64, 64, 4096);
     sd_backend_destroy(cpu);
     sd_backend_destroy(gpu);

@@ -370,20 +370,21 @@ ParameterizedTest(rope_param_t *p, cuda_ops, rope, .timeout = 120)
 
 typedef struct {
     int n_head, n_head_kv, head_dim, pos0, n;
+    int long_shape; /* 1: in the CUDA host mode only under `slow` (sd_test_long_shapes) */
 } attn_param_t;
 
 static attn_param_t attn_params[] = {
-    {4, 4, 16, 0, 1},       /* ratio 1, one query, one position */
-    {4, 4, 16, 0, 17},      /* ratio 1, prefill from 0 */
-    {9, 3, 64, 11, 5},      /* ratio 3 (SmolLM2 shape) */
-    {3, 1, 33, 2, 17},      /* ratio 3, odd head_dim */
-    {16, 2, 128, 3000, 5},  /* ratio 8, 12 chunks */
-    {8, 1, 80, 3000, 17},   /* ratio 8, head_dim not a power of two */
-    {24, 3, 64, 3000, 1},   /* decode at a long context */
-    {4, 4, 256, 700, 17},   /* the largest head_dim */
-    {3, 3, 1, 5, 5},        /* head_dim 1 */
-    {4, 2, 64, 20000, 2},   /* 512-position chunks */
-    {2, 1, 8, 300000, 2},   /* 4096-position chunks, more than 64 of them */
+    {4, 4, 16, 0, 1, 0},          /* ratio 1, one query, one position */
+    {4, 4, 16, 0, 17, 0},         /* ratio 1, prefill from 0 */
+    {9, 3, 64, 11, 5, 0},         /* ratio 3 (SmolLM2 shape) */
+    {3, 1, 33, 2, 17, 0},         /* ratio 3, odd head_dim */
+    {16, 2, 128, 3000, 5, 1},     /* ratio 8, 12 chunks */
+    {8, 1, 80, 3000, 17, 1},      /* ratio 8, head_dim not a power of two */
+    {24, 3, 64, 3000, 1, 0},      /* decode at a long context, 12 chunks */
+    {4, 4, 256, 700, 17, 0},      /* the largest head_dim */
+    {3, 3, 1, 5, 5, 0},           /* head_dim 1 */
+    {4, 2, 64, 20000, 2, 0},      /* 512-position chunks */
+    {2, 1, 8, 300000, 2, 1},      /* 4096-position chunks, more than 64 of them */
 };
 
 ParameterizedTestParameters(cuda_ops, attention)
@@ -458,8 +459,20 @@ static void attn_cpu_row(sd_backend_t *cpu, const attn_case_t *c, int i, float *
                         p->n_head, p->n_head_kv, p->head_dim, want);
 }
 
+/* A shape too long for the CUDA host mode's default run skips there, saying so. */
+static void skip_long_in_host_mode(int long_shape, const char *what)
+{
+    if (long_shape && !sd_test_long_shapes(sd_cuda_host_mode()))
+        cr_skip_test("%s: a long shape, run in the CUDA host mode only under the slow label "
+                     "(SPECDEC_TEST_LONG=1)", what);
+}
+
 ParameterizedTest(attn_param_t *p, cuda_ops, attention, .timeout = 300)
 {
+    char shape[96];
+    snprintf(shape, sizeof shape, "attention %d/%d heads, head_dim %d, %d queries at %d", p->n_head,
+             p->n_head_kv, p->head_dim, p->n, p->pos0);
+    skip_long_in_host_mode(p->long_shape, shape);
     sd_backend_t *be = cuda_or_skip(0.5), *cpu = cpu_backend();
     attn_case_t c = attn_case_make(be, *p);
     float *got = alloc_floats(c.q_len), *want = alloc_floats(c.q_len), *alone = alloc_floats(c.row);
@@ -495,8 +508,8 @@ Test(cuda_ops, attention_non_consecutive_positions, .timeout = 300)
 {
     sd_backend_t *be = cuda_or_skip(0.5), *cpu = cpu_backend();
     enum { N = 8 };
-    attn_param_t p = {8, 2, 64, 0, N};
-    attn_case_t c = attn_case_make(be, (attn_param_t){8, 2, 64, 20000 - N, N}); /* n_ctx 20000 */
+    attn_param_t p = {8, 2, 64, 0, N, 0};
+    attn_case_t c = attn_case_make(be, (attn_param_t){8, 2, 64, 20000 - N, N, 0}); /* n_ctx 20000 */
     const int32_t pos[N] = {17, 0, 19999, 300, 17, 4095, 1, 12345};
     memcpy(c.pos, pos, sizeof pos);
     be->ops->upload(be, c.dpos, pos, sizeof pos);
@@ -557,7 +570,7 @@ Test(cuda_ops, graph_replays_at_new_positions, .timeout = 120)
     sd_backend_t *be = cuda_or_skip(0.5);
     cr_assert(be->ops->graph_begin && be->ops->graph_end && be->ops->graph_launch && be->ops->graph_free);
     enum { N = 5, N_CTX = 700 };
-    attn_param_t p = {9, 3, 64, N_CTX - N, N};
+    attn_param_t p = {9, 3, 64, N_CTX - N, N, 0};
     attn_case_t c = attn_case_make(be, p); /* cache of N_CTX rows */
     size_t kvd = (size_t)p.n_head_kv * (size_t)p.head_dim;
     float *rows = alloc_floats(N * kvd), *eager = alloc_floats(c.q_len), *replay = alloc_floats(c.q_len);
@@ -642,8 +655,9 @@ Test(cuda_ops, graph_capture_failures_leave_the_backend_usable, .timeout = 120)
  * both sides of group edges equal the same rows computed alone, bit for bit, and the CPU. */
 Test(cuda_ops, attention_groups_are_batch_invariant, .timeout = 300)
 {
+    skip_long_in_host_mode(1, "600 queries over 2600 positions");
     sd_backend_t *be = cuda_or_skip(0.5), *cpu = cpu_backend();
-    attn_param_t p = {32, 4, 256, 2000, 600};
+    attn_param_t p = {32, 4, 256, 2000, 600, 0};
     attn_case_t c = attn_case_make(be, p);
     float *got = alloc_floats(c.q_len), *alone = alloc_floats(c.row), *want = alloc_floats(c.row);
     attn_run(be, &c, 0, p.n, got);

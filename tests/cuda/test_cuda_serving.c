@@ -1,7 +1,8 @@
 /* The serving engine on the GPU: the batched forward of several sequences gives each the
- * logits of its own CUDA forward bit for bit, and 8 concurrent requests through the engine
+ * logits of its own CUDA forward bit for bit, 8 concurrent requests through the engine
  * (continuous batching, n-gram and layer-skip drafts, greedy and sampled) equal each
- * request run alone on the GPU. Skips without a device (tests/test_engine_scheduler.c and
+ * request run alone on the GPU, and so do generations called from several threads at once
+ * on one CUDA model. Skips without a device (tests/test_engine_scheduler.c and
  * tests/test_model_forward_batch.c run the same checks on the CPU in every build). */
 #include <criterion/criterion.h>
 #include <pthread.h>
@@ -17,6 +18,11 @@
 
 #define N_REQ 8
 
+/* Requests and their tokens: on a GPU, and in the CUDA host mode (kernels on the CPU) under
+ * `slow`; the host mode's default run takes fewer. */
+static int n_req(void) { return sd_test_long_shapes(sd_cuda_host_mode()) ? N_REQ : 4; }
+static int n_tokens(void) { return sd_test_long_shapes(sd_cuda_host_mode()) ? 24 : 12; }
+
 static void need_gpu(void)
 {
     int n = 0;
@@ -28,9 +34,9 @@ static sd_model_t *load_cuda_synth(void)
 {
     sd_synth_spec_t s;
     sd_synth_spec_default(&s);
-    s.n_layer = 3;
+    s.n_layer = sd_test_long_shapes(sd_cuda_host_mode()) ? 3 : 2;
     s.n_embd = 256;
-    s.n_ff = 512;
+    s.n_ff = sd_test_long_shapes(sd_cuda_host_mode()) ? 512 : 256;
     s.n_ctx = 512;
     s.weight_type = SD_DTYPE_Q4_1;
     s.weight_scale = 0.08f;
@@ -84,6 +90,8 @@ Test(cuda_serving, batched_forward_equals_each_sequence_alone, .timeout = 300)
 
 typedef struct client {
     sd_engine_t *engine;
+    sd_model_t *model;          /* client_generate: sd_generate_speculative on it */
+    const sd_spec_config_t *spec;
     int32_t prompt[32];
     size_t n_prompt;
     sd_gen_config_t config;
@@ -97,7 +105,7 @@ static void make_client(client_t *c, int i)
     c->n_prompt = 10 + (size_t)i;
     for (size_t t = 0; t < c->n_prompt; t++) c->prompt[t] = (int32_t)(40 + (t * 3) % (5 + (size_t)i));
     sd_gen_config_default(&c->config);
-    c->config.max_tokens = 24;
+    c->config.max_tokens = n_tokens();
     c->config.seed = 300 + (uint64_t)i;
     c->config.temperature = i % 2 ? 0.9f : 0.0f;
     c->config.ignore_eos = 1;
@@ -113,10 +121,18 @@ static void *client_main(void *arg)
     return NULL;
 }
 
+static void *client_generate(void *arg)
+{
+    client_t *c = arg;
+    c->status = sd_generate_speculative(c->model, c->prompt, c->n_prompt, &c->config, c->spec,
+                                        NULL, NULL, &c->result);
+    return NULL;
+}
+
 static void check_engine_equals_alone(sd_model_t *m, const sd_spec_config_t *spec)
 {
     client_t alone[N_REQ], c[N_REQ];
-    for (int i = 0; i < N_REQ; i++) {
+    for (int i = 0; i < n_req(); i++) {
         make_client(&alone[i], i);
         cr_assert_eq(sd_generate_speculative(m, alone[i].prompt, alone[i].n_prompt,
                                              &alone[i].config, spec, NULL, NULL, &alone[i].result),
@@ -126,18 +142,18 @@ static void check_engine_equals_alone(sd_model_t *m, const sd_spec_config_t *spe
     sd_engine_params_default(&p);
     p.model = m;
     p.spec = *spec;
-    p.max_active = N_REQ;
+    p.max_active = n_req();
     p.load_aware_drafts = 0; /* same drafts as alone */
     sd_engine_t *e = NULL;
     cr_assert_eq(sd_engine_create(&p, &e), SD_OK, "%s", sd_last_error());
     pthread_t th[N_REQ];
-    for (int i = 0; i < N_REQ; i++) {
+    for (int i = 0; i < n_req(); i++) {
         make_client(&c[i], i);
         c[i].engine = e;
         pthread_create(&th[i], NULL, client_main, &c[i]);
     }
-    for (int i = 0; i < N_REQ; i++) pthread_join(th[i], NULL);
-    for (int i = 0; i < N_REQ; i++) {
+    for (int i = 0; i < n_req(); i++) pthread_join(th[i], NULL);
+    for (int i = 0; i < n_req(); i++) {
         cr_assert_eq(c[i].status, SD_OK, "client %d: %s", i, sd_status_string(c[i].status));
         cr_assert_eq(c[i].result.n_tokens, alone[i].result.n_tokens, "client %d", i);
         cr_assert(memcmp(c[i].result.tokens, alone[i].result.tokens,
@@ -148,6 +164,44 @@ static void check_engine_equals_alone(sd_model_t *m, const sd_spec_config_t *spe
         sd_gen_result_free(&alone[i].result);
     }
     sd_engine_free(e);
+}
+
+/* Generations called from several threads at once on one CUDA model (each its own sequence
+ * and scratch, one backend: its stream, workspace, first error and graph captures) give
+ * each request's tokens alone, greedy and sampled, with layer-skip drafts on the same model. */
+Test(cuda_serving, concurrent_generate_calls_equal_each_alone, .timeout = 600)
+{
+    need_gpu();
+    enum { CLIENTS = 4 };
+    sd_model_t *m = load_cuda_synth();
+    sd_spec_config_t spec;
+    sd_spec_config_default(&spec);
+    spec.drafter = SD_DRAFTER_LAYERSKIP;
+    spec.layerskip_layers = 1;
+    spec.k = 3;
+    client_t alone[CLIENTS], c[CLIENTS];
+    pthread_t th[CLIENTS];
+    for (int i = 0; i < CLIENTS; i++) {
+        make_client(&alone[i], i);
+        alone[i].model = m;
+        alone[i].spec = &spec;
+        client_generate(&alone[i]);
+        cr_assert_eq(alone[i].status, SD_OK, "alone %d: %s", i, sd_last_error());
+        c[i] = alone[i];
+        memset(&c[i].result, 0, sizeof c[i].result);
+    }
+    for (int i = 0; i < CLIENTS; i++) pthread_create(&th[i], NULL, client_generate, &c[i]);
+    for (int i = 0; i < CLIENTS; i++) pthread_join(th[i], NULL);
+    for (int i = 0; i < CLIENTS; i++) {
+        cr_assert_eq(c[i].status, SD_OK, "client %d: %s", i, sd_status_string(c[i].status));
+        cr_assert_eq(c[i].result.n_tokens, alone[i].result.n_tokens, "client %d", i);
+        cr_assert(memcmp(c[i].result.tokens, alone[i].result.tokens,
+                         c[i].result.n_tokens * sizeof(int32_t)) == 0,
+                  "client %d: tokens differ from the same call alone", i);
+        sd_gen_result_free(&c[i].result);
+        sd_gen_result_free(&alone[i].result);
+    }
+    sd_model_free(m);
 }
 
 Test(cuda_serving, concurrent_requests_equal_alone, .timeout = 600)

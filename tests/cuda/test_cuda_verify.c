@@ -16,6 +16,7 @@
 
 #include "kernels/backend_impl.h"
 #include "kernels/cuda.h"
+#include "support/test_util.h"
 #include "verify/cuda_verify.h"
 #include "verify/philox.h"
 #include "verify/sampler.h"
@@ -536,17 +537,27 @@ Test(cuda_verify, emulation_matches_cpu_vocab_49152, .timeout = 600)
     run_cases(NULL, 49152, 2 * N_SETTINGS, 1, 3);
 }
 
+/* Cases on the device: `full` on a GPU and under `slow`, `host` in the CUDA host mode's
+ * default run (kernels on the CPU), each enough for every path of assert_coverage. */
+static int device_cases(int full, int host)
+{
+    return sd_test_long_shapes(sd_cuda_host_mode()) ? full : host;
+}
+
 Test(cuda_verify, device_matches_cpu_vocab_16, .timeout = 300)
 {
-    assert_coverage(run_cases(device_backend_or_skip(), 16, 8 * N_SETTINGS * N_KINDS, K_MAX, 11));
+    sd_backend_t *be = device_backend_or_skip();
+    assert_coverage(run_cases(be, 16, device_cases(8, 1) * N_SETTINGS * N_KINDS, K_MAX, 11));
 }
 
 Test(cuda_verify, device_matches_cpu_vocab_1000, .timeout = 300)
 {
-    assert_coverage(run_cases(device_backend_or_skip(), 1000, 4 * N_SETTINGS * N_KINDS, K_MAX, 12));
+    sd_backend_t *be = device_backend_or_skip();
+    assert_coverage(run_cases(be, 1000, device_cases(4 * N_KINDS, 4) * N_SETTINGS, K_MAX, 12));
 }
 
 Test(cuda_verify, device_matches_cpu_vocab_49152, .timeout = 600)
 {
-    run_cases(device_backend_or_skip(), 49152, N_SETTINGS * N_KINDS, K_MAX, 13);
+    sd_backend_t *be = device_backend_or_skip();
+    run_cases(be, 49152, device_cases(N_SETTINGS * N_KINDS, N_SETTINGS), device_cases(K_MAX, 2), 13);
 }

@@ -38,6 +38,12 @@ int sd_test_sanitizer_pass(void)
     return v != NULL && v[0] == '1';
 }
 
+int sd_test_long_shapes(int host_mode)
+{
+    const char *v = getenv("SPECDEC_TEST_LONG");
+    return !host_mode || (v != NULL && v[0] == '1');
+}
+
 void sd_test_fill_random(float *x, size_t n, uint32_t seed, float scale)
 {
     uint32_t s = seed * 2654435761u + 1;

@@ -17,5 +17,9 @@ void sd_test_fill_random(float *x, size_t n, uint32_t seed, float scale);
  * tests skip there (they ran in the release pass of the same script) to keep the default
  * suite inside its time budget. */
 int sd_test_sanitizer_pass(void);
+/* 1 when a CUDA test runs its long shapes: always on a GPU; in the CUDA host mode (kernels
+ * on the CPU, thousands of times slower; host_mode = sd_cuda_host_mode()) only with
+ * SPECDEC_TEST_LONG=1, which the `slow`-labelled runs of the host-mode build set. */
+int sd_test_long_shapes(int host_mode);
 
 #endif

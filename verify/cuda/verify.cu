@@ -25,7 +25,6 @@
 // threads on the CPU (each emulated thread's strided partial, then the merge). That is
 // sd_cuda_verify_create(SD_CUDA_VERIFY_HOST, ...): the tests compare it with the CPU
 // sampler on any machine, and the GPU with both where a GPU is.
-#include <curand_kernel.h>
 #include <stdint.h>
 #include <stdlib.h>
 
@@ -347,15 +346,6 @@ struct DeviceBlock {
     }
 };
 
-// curand_init(seed, subsequence = position, offset = 4 * purpose) + curand_uniform: the
-// number sd_rng_uniform gives on the CPU.
-__device__ static float device_uniform(uint64_t seed, uint64_t position, sd_rng_purpose_t purpose)
-{
-    curandStatePhilox4_32_10_t state;
-    curand_init(seed, position, 4ull * (unsigned long long)purpose, &state);
-    return curand_uniform(&state);
-}
-
 // grid = rows (one block per position), block = SD_CUDA_VERIFY_THREADS.
 __global__ void __launch_bounds__(SD_CUDA_VERIFY_THREADS) verify_rows_kernel(const RowsArgs a)
 {
@@ -364,9 +354,9 @@ __global__ void __launch_bounds__(SD_CUDA_VERIFY_THREADS) verify_rows_kernel(con
     int r = blockIdx.x;
     RowTask t = row_task(a, r);
     uint64_t pos = a.pos0 + (uint64_t)r;
-    t.u_sample = device_uniform(a.seed, pos, SD_RNG_SAMPLE);
-    t.u_accept = device_uniform(a.seed, pos, SD_RNG_ACCEPT);
-    t.u_residual = device_uniform(a.seed, pos, SD_RNG_RESIDUAL);
+    t.u_sample = sd_rng_uniform_inline(a.seed, pos, SD_RNG_SAMPLE); // cuRAND's numbers (philox.h)
+    t.u_accept = sd_rng_uniform_inline(a.seed, pos, SD_RNG_ACCEPT);
+    t.u_residual = sd_rng_uniform_inline(a.seed, pos, SD_RNG_RESIDUAL);
     RowResult res = verify_row(b, a.params, t, a.w + (size_t)r * (size_t)a.n);
     if (threadIdx.x == 0)
         a.out[r] = res;
@@ -564,8 +554,7 @@ static sd_status_t run_rows(sd_cuda_verify_t *v, void *stream, const RowsArgs &a
     }
     cudaStream_t s = (cudaStream_t)stream;
     SD_CUDA_CHECK(cudaSetDevice(v->device));
-    verify_rows_kernel<<<rows, SD_CUDA_VERIFY_THREADS, 0, s>>>(a);
-    SD_CUDA_CHECK(cudaGetLastError());
+    SD_CUDA_CHECK(SD_LAUNCH(verify_rows_kernel, rows, SD_CUDA_VERIFY_THREADS, 0, s, a));
     SD_CUDA_CHECK(cudaMemcpyAsync(v->rows, v->rows_dev, (size_t)rows * sizeof(RowResult),
                                   cudaMemcpyDeviceToHost, s));
     SD_CUDA_CHECK(cudaStreamSynchronize(s));
@@ -598,8 +587,7 @@ extern "C" sd_status_t sd_cuda_probs(sd_cuda_verify_t *v, void *stream, const sd
     }
     cudaStream_t s = (cudaStream_t)stream;
     SD_CUDA_CHECK(cudaSetDevice(v->device));
-    probs_kernel<<<1, SD_CUDA_VERIFY_THREADS, 0, s>>>(*p, logits_dev, n_vocab, probs_dev);
-    SD_CUDA_CHECK(cudaGetLastError());
+    SD_CUDA_CHECK(SD_LAUNCH(probs_kernel, 1, SD_CUDA_VERIFY_THREADS, 0, s, *p, logits_dev, n_vocab, probs_dev));
     SD_CUDA_CHECK(cudaStreamSynchronize(s));
     return SD_OK;
 }
