@@ -525,6 +525,7 @@ extern "C" sd_status_t sd_cuda_matmul_host(const sd_weight_t *w, const float *x,
     case SD_DTYPE_Q5_0: matmul_host<SD_DTYPE_Q5_0>(w, x, n, bias, y); break;
     case SD_DTYPE_Q4_K: matmul_host<SD_DTYPE_Q4_K>(w, x, n, bias, y); break;
     case SD_DTYPE_Q6_K: matmul_host<SD_DTYPE_Q6_K>(w, x, n, bias, y); break;
+    default: break; // not reached: the check refused the type
     }
     return SD_OK;
 }
@@ -544,6 +545,7 @@ extern "C" sd_status_t sd_cuda_embed_host(const sd_weight_t *table, const int32_
     case SD_DTYPE_Q5_0: embed_host<SD_DTYPE_Q5_0>(table, tokens, n, out); break;
     case SD_DTYPE_Q4_K: embed_host<SD_DTYPE_Q4_K>(table, tokens, n, out); break;
     case SD_DTYPE_Q6_K: embed_host<SD_DTYPE_Q6_K>(table, tokens, n, out); break;
+    default: break; // not reached: the check refused the type
     }
     return SD_OK;
 }
