@@ -45,12 +45,11 @@ static uint32_t xorshift(uint32_t *s)
 
 static float rand_unit(uint32_t *s) { return (float)(xorshift(s) >> 8) / 16777216.0f * 2.0f - 1.0f; }
 
+/* Any type this build computes with, by its GGML name. */
 static int parse_type(const char *s, sd_dtype_t *t)
 {
-    static const sd_dtype_t all[] = {SD_DTYPE_F32,  SD_DTYPE_F16,  SD_DTYPE_Q4_0, SD_DTYPE_Q4_1,
-                                     SD_DTYPE_Q8_0, SD_DTYPE_Q4_K, SD_DTYPE_Q6_K, SD_DTYPE_BF16};
-    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
-        if (strcmp(s, sd_dtype_name(all[i])) == 0) return *t = all[i], 0;
+    for (uint32_t id = 0; id < 64; id++)
+        if (sd_dtype_supported(id) && strcmp(s, sd_dtype_name(id)) == 0) return *t = (sd_dtype_t)id, 0;
     return -1;
 }
 

@@ -26,4 +26,13 @@ static inline uint64_t bench_counter_read(int fd)
     return v;
 }
 
+/* CPU time of the calling thread in ns: with one thread, the work without the time other
+ * processes held the core (the figure to read on a loaded machine without perf events). */
+static inline double bench_thread_cpu_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec * 1e9 + (double)ts.tv_nsec;
+}
+
 #endif

@@ -456,9 +456,12 @@ static sd_status_t step_advance(gen_t *g, int *stop)
     size_t len = g->plan.len;
     int n = g->plan.n, evidence = g->plan.evidence;
     sd_spec_result_t r;
+    double t_check = sd_now();
     SD_CHECK(sd_verifier_run(&g->ver, &g->seq, &g->sp, g->cfg->seed, (uint64_t)len, g->plan.tokens + 1,
                              g->plan.has_q ? g->draft.q : NULL, n, &r));
-    g->stats.verify_seconds += sd_now() - g->t_plan; /* the forward and the check */
+    double t_done = sd_now();
+    g->stats.verify_seconds += t_done - g->t_plan; /* the forward and the check */
+    g->stats.check_seconds += t_done - t_check;
     g->n_steps++;
     /* test-only: SPECDEC_FAULT corrupt / corrupt-draft */
     if (sd_comm_fault_corrupt_step(g->comm, g->n_steps))

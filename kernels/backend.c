@@ -36,6 +36,16 @@ void sd_backend_matmul(sd_backend_t *be, const sd_weight_t *w, const float *x, i
     be->ops->matmul(be, w, x, n, bias, y);
 }
 
+void sd_backend_matmul_group(sd_backend_t *be, int nw, const sd_weight_t *const *w, const float *x, int n,
+                             const float *const *bias, float *const *y)
+{
+    if (be->ops->matmul_group) {
+        be->ops->matmul_group(be, nw, w, x, n, bias, y);
+        return;
+    }
+    for (int i = 0; i < nw; i++) be->ops->matmul(be, w[i], x, n, bias ? bias[i] : NULL, y[i]);
+}
+
 void sd_backend_rope(sd_backend_t *be, float *x, const int32_t *pos, int n, int n_head,
                      int head_dim, const sd_rope_params_t *p)
 {

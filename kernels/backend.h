@@ -57,6 +57,12 @@ void sd_backend_rmsnorm(sd_backend_t *be, const float *x, const float *w, int n,
                         float eps, float *out);
 void sd_backend_matmul(sd_backend_t *be, const sd_weight_t *w, const float *x, int n,
                        const float *bias, float *y);
+/* y[i][n, w[i]->rows] = x . W_i^T (+ bias[i] when bias and bias[i] are not NULL) for i < nw
+ * <= SD_MATMUL_GROUP_MAX, every w[i] with the same cols (Q/K/V, gate/up): one call where the
+ * backend can share the work; each y[i] bit-identical to sd_backend_matmul(w[i]). */
+#define SD_MATMUL_GROUP_MAX 3
+void sd_backend_matmul_group(sd_backend_t *be, int nw, const sd_weight_t *const *w, const float *x, int n,
+                             const float *const *bias, float *const *y);
 void sd_backend_rope(sd_backend_t *be, float *x, const int32_t *pos, int n, int n_head,
                      int head_dim, const sd_rope_params_t *p);
 void sd_backend_attention(sd_backend_t *be, const float *q, const float *k_cache,

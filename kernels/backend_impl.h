@@ -69,6 +69,11 @@ typedef struct sd_backend_ops {
      * as on the CPU). */
     void (*lock)(sd_backend_t *be);
     void (*unlock)(sd_backend_t *be);
+
+    /* As sd_backend_matmul_group (optional, after the positional members;
+     * NULL: the wrapper calls matmul once per weight). */
+    void (*matmul_group)(sd_backend_t *be, int nw, const sd_weight_t *const *w, const float *x, int n,
+                         const float *const *bias, float *const *y);
 } sd_backend_ops_t;
 
 struct sd_backend {

@@ -13,9 +13,15 @@ typedef enum sd_dtype {
     SD_DTYPE_Q4_0 = 2,
     SD_DTYPE_Q4_1 = 3,
     SD_DTYPE_Q5_0 = 6,
+    SD_DTYPE_Q5_1 = 7,
     SD_DTYPE_Q8_0 = 8,
+    SD_DTYPE_Q2_K = 10,
+    SD_DTYPE_Q3_K = 11,
     SD_DTYPE_Q4_K = 12,
+    SD_DTYPE_Q5_K = 13,
     SD_DTYPE_Q6_K = 14,
+    SD_DTYPE_IQ4_NL = 20,
+    SD_DTYPE_IQ4_XS = 23,
     SD_DTYPE_BF16 = 30,
 } sd_dtype_t;
 
@@ -23,7 +29,8 @@ typedef enum sd_dtype {
 const char *sd_dtype_name(uint32_t type_id);
 /* 1 if this build computes with the type (the enum above). */
 int sd_dtype_supported(uint32_t type_id);
-/* Elements per block (1 for F32/F16/BF16, 32 for Q*_0/1, 256 for K-quants); 0 if unsupported. */
+/* Elements per block (1 for F32/F16/BF16, 32 for Q*_0/1 and IQ4_NL, 256 for K-quants and
+ * IQ4_XS); 0 if unsupported. */
 int64_t sd_dtype_block_elems(sd_dtype_t type);
 /* Bytes per block; 0 if unsupported. */
 size_t sd_dtype_block_bytes(sd_dtype_t type);

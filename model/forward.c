@@ -179,9 +179,10 @@ static sd_status_t attention_block(const fwd_t *f, int il, const int32_t *pos)
     int n = f->n;
 
     sd_backend_rmsnorm(be, f->sc.x, L->attn_norm, n, hp->n_embd, hp->norm_eps, f->sc.xb); /* xb[n, E] */
-    sd_backend_matmul(be, &L->wq, f->sc.xb, n, L->bq, f->sc.q);                          /* q[n, qd] */
-    sd_backend_matmul(be, &L->wk, f->sc.xb, n, L->bk, f->sc.kn);                         /* kn[n, kvd] */
-    sd_backend_matmul(be, &L->wv, f->sc.xb, n, L->bv, f->sc.vn);                         /* vn[n, kvd] */
+    const sd_weight_t *qkv[] = {&L->wq, &L->wk, &L->wv};
+    const float *qkv_bias[] = {L->bq, L->bk, L->bv};
+    float *qkv_out[] = {f->sc.q, f->sc.kn, f->sc.vn}; /* q[n, qd], kn[n, kvd], vn[n, kvd] */
+    sd_backend_matmul_group(be, 3, qkv, f->sc.xb, n, qkv_bias, qkv_out);
     sd_backend_rope(be, f->sc.q, pos, n, m->tp.n_head, hp->head_dim, &hp->rope);
     sd_backend_rope(be, f->sc.kn, pos, n, m->tp.n_head_kv, hp->head_dim, &hp->rope);
     for (int i = 0; i < f->n_parts; i++)
@@ -203,8 +204,9 @@ static sd_status_t mlp_block(const fwd_t *f, int il)
     int n = f->n;
 
     sd_backend_rmsnorm(be, f->sc.x, L->ffn_norm, n, hp->n_embd, hp->norm_eps, f->sc.xb);
-    sd_backend_matmul(be, &L->w_gate, f->sc.xb, n, NULL, f->sc.hb); /* hb[n, ff] */
-    sd_backend_matmul(be, &L->w_up, f->sc.xb, n, NULL, f->sc.hb2);  /* hb2[n, ff] */
+    const sd_weight_t *gate_up[] = {&L->w_gate, &L->w_up};
+    float *gate_up_out[] = {f->sc.hb, f->sc.hb2}; /* hb[n, ff], hb2[n, ff] */
+    sd_backend_matmul_group(be, 2, gate_up, f->sc.xb, n, NULL, gate_up_out);
     sd_backend_swiglu(be, f->sc.hb, f->sc.hb2, (size_t)n * m->tp.n_ff, f->sc.hb);
     sd_backend_matmul(be, &L->w_down, f->sc.hb, n, NULL, f->sc.xb); /* xb[n, E], partial under TP */
     SD_CHECK(tp_allreduce(m, f->sc.xb, n));

@@ -120,13 +120,14 @@ static void assert_stats(const sd_gen_result_t *r, int k_max)
     cr_assert_float_eq(s->mean_accepted_len, (double)(s->accepted + s->steps) / (double)s->steps,
                        1e-12);
     cr_assert(s->draft_seconds >= 0 && s->verify_seconds > 0 && s->other_seconds >= 0);
+    cr_assert(s->check_seconds > 0 && s->check_seconds <= s->verify_seconds);
 }
 
 /* ---- greedy exactness on synthetic shapes ---------------------------------------- */
 
 /* No pointers: Criterion hands parameters to a re-executed worker, where addresses differ. */
-typedef enum shape_name { MHA, GQA, QWEN2, Q4_1, Q8_0 } shape_name_t;
-static const char *const k_shape_names[] = {"mha", "gqa", "qwen2", "q4_1", "q8_0"};
+typedef enum shape_name { MHA, GQA, QWEN2, Q4_1, Q8_0, Q5_0, Q4_K } shape_name_t;
+static const char *const k_shape_names[] = {"mha", "gqa", "qwen2", "q4_1", "q8_0", "q5_0", "q4_k"};
 
 typedef struct shape {
     shape_name_t name;
@@ -139,7 +140,8 @@ typedef struct shape {
 #define SHAPES(d)                                                                          \
     {MHA, 0, 4, 4, SD_DTYPE_F32, d}, {GQA, 0, 4, 2, SD_DTYPE_F32, d},                        \
         {QWEN2, 1, 4, 2, SD_DTYPE_F32, d}, {Q4_1, 0, 4, 2, SD_DTYPE_Q4_1, d},                \
-        {Q8_0, 0, 4, 2, SD_DTYPE_Q8_0, d}
+        {Q8_0, 0, 4, 2, SD_DTYPE_Q8_0, d}, {Q5_0, 0, 4, 2, SD_DTYPE_Q5_0, d},                \
+        {Q4_K, 1, 4, 2, SD_DTYPE_Q4_K, d}
 
 ParameterizedTestParameters(engine_speculative, greedy_equals_target_only)
 {
@@ -156,6 +158,7 @@ static sd_synth_spec_t shape_spec(const shape_t *sh)
     s.n_head = sh->n_head;
     s.n_head_kv = sh->n_head_kv;
     s.weight_type = sh->weight_type;
+    if (sd_dtype_block_elems(sh->weight_type) == 256) s.n_embd = 256, s.n_ff = 512; /* K-quant blocks */
     s.n_layer = 3;
     s.weight_scale = 0.08f; /* peaked enough that greedy output falls into loops */
     return s;

@@ -109,7 +109,7 @@ static void corrupt(uint8_t *b, size_t size, int which)
         break;
     case 20: put_u64(b, two + 12, 1ull << 40); break;
     case 21: put_u32(b, one + 20, 99); break;
-    case 22: put_u32(b, one + 20, 13); break;
+    case 22: put_u32(b, one + 20, 16); break;
     case 23: put_u64(b, two + 24, 1ull << 20); break;
     case 24: put_u64(b, two + 24, UINT64_MAX - 31); break;
     case 25: put_u64(b, two + 24, get_u64(b, two + 24) + 4); break;
@@ -150,7 +150,7 @@ ParameterizedTestParameters(gguf_corrupt, table)
         {"ne product overflow", 19, BAD, "'t.one' size overflows"},
         {"ne past end", 20, BAD, "'t.two' data [offset 64, +"},
         {"unknown type 99", 21, SD_ERR_UNSUPPORTED_TYPE, "'t.one' has unknown type id 99"},
-        {"unsupported Q5_K", 22, SD_ERR_UNSUPPORTED_TYPE, "'t.one' has type Q5_K (id 13)"},
+        {"unsupported IQ2_XXS", 22, SD_ERR_UNSUPPORTED_TYPE, "'t.one' has type IQ2_XXS (id 16)"},
         {"offset past end", 23, BAD, "'t.two' data [offset 1048576, +68)"},
         {"offset wraps", 24, BAD, "'t.two' data [offset 18446744073709551584"},
         {"misaligned offset", 25, BAD, "'t.two' offset 68 is not a multiple of the alignment 32"},

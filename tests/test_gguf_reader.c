@@ -355,7 +355,7 @@ Test(gguf_reader, writer_rejects_bad_tensors)
                  SD_ERR_INVALID_ARG);
     cr_assert_eq(gguf_writer_add_tensor(w, "c", SD_DTYPE_F32, 2, (int64_t[]){4, 0}, x, 0),
                  SD_ERR_INVALID_ARG);
-    cr_assert_eq(gguf_writer_add_tensor(w, "d", (sd_dtype_t)13, 1, (int64_t[]){256}, x, 176),
+    cr_assert_eq(gguf_writer_add_tensor(w, "d", (sd_dtype_t)16, 1, (int64_t[]){256}, x, 66),
                  SD_ERR_UNSUPPORTED_TYPE);
     cr_assert_eq(gguf_writer_set_u32(w, "general.alignment", 24), SD_OK);
     void *buf;

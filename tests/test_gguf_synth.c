@@ -405,7 +405,7 @@ static void mutate(sd_synth_spec_t *s, int which)
         s->n_embd = 48;
         s->embd_type = SD_DTYPE_Q8_0;
         break;
-    case 9: s->output_type = (sd_dtype_t)13; break;
+    case 9: s->output_type = (sd_dtype_t)16; break; /* IQ2_XXS */
     case 10: s->norm_eps = 0; break;
     case 11: s->tokenizer = (sd_synth_tokenizer_t)7; break;
     case 12: s->n_ctx = -1; break;
@@ -420,7 +420,7 @@ ParameterizedTestParameters(gguf_synth, spec_validation)
         {"n_head_kv 3", 2},    {"n_embd 64 is not a multiple of n_head 5", 3},
         {"head_dim 7", 4},     {"n_vocab 299", 5},
         {"n_vocab 100", 6},    {"weight_type Q4_K", 7},
-        {"embd_type Q8_0", 8}, {"output_type 13", 9},
+        {"embd_type Q8_0", 8}, {"output_type 16", 9},
         {"norm_eps 0", 10},    {"tokenizer 7", 11},
         {"n_ctx = -1", 12},
     };

@@ -27,7 +27,9 @@ typedef struct {
 static mm_param_t mm_params[] = {
     {SD_DTYPE_F32, 37, 19},   {SD_DTYPE_F16, 41, 67},   {SD_DTYPE_BF16, 13, 96},
     {SD_DTYPE_Q8_0, 67, 96},  {SD_DTYPE_Q4_0, 33, 64},  {SD_DTYPE_Q4_1, 129, 576},
-    {SD_DTYPE_Q4_K, 29, 512}, {SD_DTYPE_Q6_K, 31, 768},
+    {SD_DTYPE_Q4_K, 29, 512}, {SD_DTYPE_Q6_K, 31, 768},  {SD_DTYPE_Q5_0, 19, 96},
+    {SD_DTYPE_Q5_1, 23, 64},  {SD_DTYPE_IQ4_NL, 9, 160}, {SD_DTYPE_Q2_K, 17, 256},
+    {SD_DTYPE_Q3_K, 25, 512}, {SD_DTYPE_Q5_K, 33, 256},  {SD_DTYPE_IQ4_XS, 12, 768},
 };
 
 ParameterizedTestParameters(kernels_ops, matmul)
@@ -57,7 +59,7 @@ ParameterizedTest(mm_param_t *p, kernels_ops, matmul, .timeout = 60)
                 mag += fabs(t);
             }
             float got = y[(size_t)i * (size_t)p->rows + (size_t)r];
-            double tol = 2e-6 * mag + sd_test_i16_bound(&tw, r, x + (size_t)i * (size_t)p->cols);
+            double tol = 2e-6 * mag + sd_test_act_bound(&tw, r, x + (size_t)i * (size_t)p->cols);
             cr_assert(fabs(got - ref) <= tol, "%s y[%d,%d] = %.9g, reference %.9g (tol %g)",
                       sd_dtype_name(p->type), i, r, got, ref, tol);
         }
@@ -172,6 +174,65 @@ Test(kernels_ops, matmul_every_batch_size_gives_identical_rows, .timeout = 60)
     free(x);
     free(y);
     free(yb);
+}
+
+/* Q/K/V and gate/up run as one matmul_group: each output must equal its own matmul bit for
+ * bit (bias included), whether the group's weights share an activation quantization (same
+ * int8 block: Q4_K with Q6_K; same int16 type) or not (Q5_0's 32-element blocks, Q8_0, F16),
+ * at 1..3 threads and 1, 3 and 9 activation rows; the ops-less wrapper gives the same. */
+Test(kernels_ops, matmul_group_equals_separate_matmuls, .timeout = 60)
+{
+    enum { COLS = 512, MAXN = 9 };
+    const sd_dtype_t groups[][3] = {{SD_DTYPE_Q4_K, SD_DTYPE_Q4_K, SD_DTYPE_Q6_K},
+                                    {SD_DTYPE_Q4_K, SD_DTYPE_Q5_0, SD_DTYPE_Q6_K},
+                                    {SD_DTYPE_Q4_1, SD_DTYPE_Q4_1, SD_DTYPE_Q8_0},
+                                    {SD_DTYPE_F16, SD_DTYPE_Q4_0, SD_DTYPE_IQ4_XS}};
+    const int rows[3] = {67, 21, 21};
+    float *x = malloc(sizeof(float) * MAXN * COLS), *bias = malloc(sizeof(float) * 67);
+    sd_test_fill_random(x, MAXN * COLS, 5, 2.0f);
+    sd_test_fill_random(bias, 67, 6, 1.0f);
+    for (size_t gi = 0; gi < sizeof groups / sizeof groups[0]; gi++) {
+        sd_test_weight_t tw[3];
+        const sd_weight_t *w[3];
+        float *ys[3], *yg[3];
+        for (int i = 0; i < 3; i++) {
+            tw[i] = sd_test_make_weight(groups[gi][i], rows[i], COLS, 50 + i);
+            w[i] = &tw[i].w;
+            ys[i] = malloc(sizeof(float) * MAXN * (size_t)rows[i]);
+            yg[i] = malloc(sizeof(float) * MAXN * (size_t)rows[i]);
+        }
+        const float *biases[3] = {bias, NULL, bias};
+        for (int t = 1; t <= 3; t++) {
+            sd_backend_t *be = make_backend(t);
+            for (int ni = 0; ni < 3; ni++) {
+                int n = (int[]){1, 3, MAXN}[ni];
+                for (int i = 0; i < 3; i++) be->ops->matmul(be, w[i], x, n, biases[i], ys[i]);
+                for (int via_wrapper = 0; via_wrapper < 2; via_wrapper++) {
+                    for (int i = 0; i < 3; i++) memset(yg[i], 0xFF, sizeof(float) * MAXN * (size_t)rows[i]);
+                    if (via_wrapper) {
+                        sd_backend_ops_t ops = *be->ops;
+                        ops.matmul_group = NULL;
+                        sd_backend_t plain = {.ops = &ops, .ctx = be->ctx};
+                        sd_backend_matmul_group(&plain, 3, w, x, n, biases, yg);
+                    } else {
+                        sd_backend_matmul_group(be, 3, w, x, n, biases, yg);
+                    }
+                    for (int i = 0; i < 3; i++)
+                        cr_assert(memcmp(yg[i], ys[i], sizeof(float) * (size_t)n * (size_t)rows[i]) == 0,
+                                  "group %zu, weight %d (%s), %d threads, n = %d%s: differs from its own matmul",
+                                  gi, i, sd_dtype_name(groups[gi][i]), t, n, via_wrapper ? " (wrapper)" : "");
+                }
+            }
+            sd_backend_destroy(be);
+        }
+        for (int i = 0; i < 3; i++) {
+            sd_test_free_weight(&tw[i]);
+            free(ys[i]);
+            free(yg[i]);
+        }
+    }
+    free(x);
+    free(bias);
 }
 
 /* ---- attention ------------------------------------------------------------------------- */

@@ -684,11 +684,11 @@ static void json_run(FILE *f, const bench_t *b, int p, int c)
                "\"tok_s\": %.3f, \"speedup\": %.4f, \"acceptance_rate\": %.4f, "
                "\"mean_accepted_len\": %.4f, \"steps\": %llu, \"drafted\": %llu, "
                "\"accepted\": %llu, \"draft_seconds\": %.6f, \"verify_seconds\": %.6f, "
-               "\"exact\": %s,\n         \"decode_seconds_all\": [",
+               "\"check_seconds\": %.6f, \"exact\": %s,\n         \"decode_seconds_all\": [",
             run->n_tokens, run->decode_s[run->median], run->prefill_s[run->median], rate,
             base_rate > 0 ? rate / base_rate : 0.0, s->acceptance_rate, s->mean_accepted_len,
             (unsigned long long)s->steps, (unsigned long long)s->drafted,
-            (unsigned long long)s->accepted, s->draft_seconds, s->verify_seconds,
+            (unsigned long long)s->accepted, s->draft_seconds, s->verify_seconds, s->check_seconds,
             run->exact < 0 ? "null" : run->exact ? "true" : "false");
     for (int r = 0; r < b->o.repeats; r++) fprintf(f, "%s%.6f", r ? ", " : "", run->decode_s[r]);
     fprintf(f, "], \"accepted_hist\": [");

@@ -231,6 +231,7 @@ typedef struct sd_gen_stats {
     double mean_accepted_len;   /* tokens emitted per step: (accepted + steps) / steps */
     uint64_t accepted_hist[SD_SPEC_MAX_K + 1]; /* steps by number of accepted draft tokens */
     double draft_seconds, verify_seconds, other_seconds;
+    double check_seconds; /* of verify_seconds: the verifier's check (argmax / sampling) */
 } sd_gen_stats_t;
 
 typedef struct sd_gen_result {

@@ -85,6 +85,10 @@ typedef struct {
     const int16_t *xq; /* xq[n, sd_act_i16_len(cols)] */
     const float *xs;   /* block scales [n, cols / 32] */
     const float *xsum; /* block sums [n, cols / 32] */
+    /* int8 path: the same, in int8 */
+    const int8_t *q8;     /* q8[n, cols] */
+    const float *q8d;     /* block scales [n, cols / sd_act_q8_block] */
+    const int16_t *q8sum; /* sums of 16 [n, cols / 16] */
 } matmul_job_t;
 static void store_dots(const matmul_job_t *job, int64_t r, int j, int nr, const float *dots)
 {
@@ -112,6 +116,15 @@ static void matmul_rows_f32(const matmul_job_t *job, int64_t r0, int64_t r1)
     }
 }
 
+/* The bias of rows r0 .. r1 added to y[n, rows] (the integer paths add it last). */
+static void add_bias(const matmul_job_t *job, int64_t r0, int64_t r1)
+{
+    if (!job->bias) return;
+    size_t ldy = (size_t)job->w->rows;
+    for (int c = 0; c < job->n; c++)
+        for (int64_t r = r0; r < r1; r++) job->y[(size_t)c * ldy + (size_t)r] += job->bias[r];
+}
+
 /* int16 activations (quantized once per call): one chunk of weight rows against every
  * activation row (the kernel reads each weight tile once for all of them); the bias is
  * added last. */
@@ -122,20 +135,42 @@ static void matmul_rows_i16(const matmul_job_t *job, int64_t r0, int64_t r1)
     float *y = job->y + (size_t)r0; /* y[n, rows], columns r0 .. r1 */
     sd_vec_dot_rows_i16(w->type, (const char *)w->data + (size_t)r0 * w->row_bytes, w->row_bytes, r1 - r0,
                         job->xq, job->xs, job->xsum, job->n, w->cols, y, ldy);
-    if (job->bias)
-        for (int c = 0; c < job->n; c++)
-            for (int64_t r = 0; r < r1 - r0; r++) y[(size_t)c * ldy + (size_t)r] += job->bias[r0 + r];
+    add_bias(job, r0, r1);
 }
 
-static void matmul_task(void *arg, int task)
+/* int8 activations (quantized once per call), as matmul_rows_i16. */
+static void matmul_rows_q8(const matmul_job_t *job, int64_t r0, int64_t r1)
 {
-    const matmul_job_t *job = arg;
+    const sd_weight_t *w = job->w;
+    sd_vec_dot_rows_q8(w->type, (const char *)w->data + (size_t)r0 * w->row_bytes, w->row_bytes, r1 - r0, job->q8,
+                       job->q8d, job->q8sum, job->n, w->cols, job->y + (size_t)r0, (size_t)w->rows);
+    add_bias(job, r0, r1);
+}
+
+static void matmul_part(const matmul_job_t *job, int task)
+{
     int64_t r0 = (int64_t)task * job->rows_per_task;
     int64_t r1 = r0 + job->rows_per_task < job->w->rows ? r0 + job->rows_per_task : job->w->rows;
     if (job->xq)
         matmul_rows_i16(job, r0, r1);
+    else if (job->q8)
+        matmul_rows_q8(job, r0, r1);
     else
         matmul_rows_f32(job, r0, r1);
+}
+
+/* Tasks of several matmuls in one pool run: task t is task t - first_task[i] of part i. */
+typedef struct {
+    const matmul_job_t *part;
+    const int *first_task; /* [parts + 1] */
+} matmul_group_t;
+
+static void matmul_group_task(void *arg, int task)
+{
+    const matmul_group_t *g = arg;
+    int i = 0;
+    while (task >= g->first_task[i + 1]) i++;
+    matmul_part(&g->part[i], task - g->first_task[i]);
 }
 
 /* Quantize x[n, cols] to int16 blocks once for the whole call (every task reads the same
@@ -157,19 +192,68 @@ static void *quantize_activations(matmul_job_t *job)
     return buf;
 }
 
+/* The same for the int8 path. */
+static void *quantize_activations_q8(matmul_job_t *job)
+{
+    size_t n = (size_t)job->n, cols = (size_t)job->w->cols;
+    size_t nb = cols / (size_t)sd_act_q8_block(job->w->type), ng = cols / 16;
+    size_t q_bytes = n * cols, d_bytes = n * nb * sizeof(float), s_bytes = n * ng * sizeof(int16_t);
+    char *buf = malloc(d_bytes + s_bytes + q_bytes);
+    if (!buf) return NULL;
+    float *d = (float *)buf;
+    int16_t *bsum = (int16_t *)(buf + d_bytes);
+    int8_t *q = (int8_t *)(buf + d_bytes + s_bytes);
+    for (size_t i = 0; i < n; i++)
+        sd_quantize_act_q8(job->w->type, job->x + i * cols, (int64_t)cols, q + i * cols, d + i * nb, bsum + i * ng);
+    job->q8 = q, job->q8d = d, job->q8sum = bsum;
+    return buf;
+}
+
+/* Several weights on the same x, as one job: one pool run; an activation quantization is
+ * shared by the weights whose kernels read the same layout (int8: the same block size;
+ * int16: the same type). Each y[i] gets the bits of its own single-weight call. */
+static void cpu_matmul_group(sd_backend_t *be, int nw, const sd_weight_t *const *w, const float *x, int n,
+                             const float *const *bias, float *const *y)
+{
+    if (n <= 0) return;
+    matmul_job_t part[SD_MATMUL_GROUP_MAX];
+    void *act[SD_MATMUL_GROUP_MAX] = {NULL};
+    int first[SD_MATMUL_GROUP_MAX + 1] = {0};
+    int64_t total = 0, tile = SD_Q8_TILE_W;
+    for (int i = 0; i < nw; i++) {
+        total += w[i]->rows;
+        if (!sd_dot_q8_supported(w[i]->type) && sd_i16_tile_rows() > tile) tile = sd_i16_tile_rows();
+    }
+    /* about 4 tasks per thread over all weights (dynamic balance, few claims), whole tiles */
+    int64_t per = total / ((int64_t)sd_threadpool_size(pool_of(be)) * 4);
+    per = per < tile ? tile : per / tile * tile;
+    for (int i = 0; i < nw; i++) {
+        part[i] = (matmul_job_t){.w = w[i], .x = x, .bias = bias ? bias[i] : NULL, .y = y[i], .n = n,
+                                 .rows_per_task = per};
+        int j = 0; /* an earlier weight with the same activation layout */
+        while (j < i && !(sd_dot_q8_supported(w[i]->type) && sd_dot_q8_supported(w[j]->type) &&
+                          sd_act_q8_block(w[i]->type) == sd_act_q8_block(w[j]->type)) &&
+               !(sd_dot_i16_supported(w[i]->type) && w[j]->type == w[i]->type))
+            j++;
+        if (j < i) {
+            part[i].xq = part[j].xq, part[i].xs = part[j].xs, part[i].xsum = part[j].xsum;
+            part[i].q8 = part[j].q8, part[i].q8d = part[j].q8d, part[i].q8sum = part[j].q8sum;
+        } else if (sd_dot_q8_supported(w[i]->type)) {
+            act[i] = quantize_activations_q8(&part[i]);
+        } else if (sd_dot_i16_supported(w[i]->type)) {
+            act[i] = quantize_activations(&part[i]);
+        }
+        first[i + 1] = first[i] + (int)((w[i]->rows + per - 1) / per);
+    }
+    matmul_group_t group = {.part = part, .first_task = first};
+    sd_threadpool_run(pool_of(be), first[nw], matmul_group_task, &group);
+    for (int i = 0; i < nw; i++) free(act[i]);
+}
+
 static void cpu_matmul(sd_backend_t *be, const sd_weight_t *w, const float *x, int n,
                        const float *bias, float *y)
 {
-    if (n <= 0 || w->rows <= 0) return;
-    int threads = sd_threadpool_size(pool_of(be));
-    /* about 4 tasks per thread (dynamic balance, few claims per call), whole tiles each */
-    int64_t tile = sd_i16_tile_rows(), per = w->rows / ((int64_t)threads * 4);
-    per = per < tile ? tile : per / tile * tile;
-    matmul_job_t job = {.w = w, .x = x, .bias = bias, .y = y, .n = n, .rows_per_task = per};
-    void *act = NULL;
-    if (sd_dot_i16_supported(w->type)) act = quantize_activations(&job);
-    sd_threadpool_run(pool_of(be), (int)((w->rows + per - 1) / per), matmul_task, &job);
-    free(act);
+    cpu_matmul_group(be, 1, &w, x, n, &bias, &y);
 }
 
 /* ---- rope --------------------------------------------------------------------------- */
@@ -322,6 +406,7 @@ static const sd_backend_ops_t cpu_ops = {
     .embed = cpu_embed,
     .rmsnorm = cpu_rmsnorm,
     .matmul = cpu_matmul,
+    .matmul_group = cpu_matmul_group,
     .rope = cpu_rope,
     .attention = cpu_attention,
     .kv_store = cpu_kv_store,

@@ -34,9 +34,15 @@ int sd_dtype_supported(uint32_t type_id)
     case SD_DTYPE_Q4_0:
     case SD_DTYPE_Q4_1:
     case SD_DTYPE_Q5_0:
+    case SD_DTYPE_Q5_1:
     case SD_DTYPE_Q8_0:
+    case SD_DTYPE_Q2_K:
+    case SD_DTYPE_Q3_K:
     case SD_DTYPE_Q4_K:
+    case SD_DTYPE_Q5_K:
     case SD_DTYPE_Q6_K:
+    case SD_DTYPE_IQ4_NL:
+    case SD_DTYPE_IQ4_XS:
     case SD_DTYPE_BF16:
         return 1;
     default:
@@ -54,10 +60,16 @@ int64_t sd_dtype_block_elems(sd_dtype_t type)
     case SD_DTYPE_Q4_0:
     case SD_DTYPE_Q4_1:
     case SD_DTYPE_Q5_0:
+    case SD_DTYPE_Q5_1:
     case SD_DTYPE_Q8_0:
+    case SD_DTYPE_IQ4_NL:
         return SD_QK;
+    case SD_DTYPE_Q2_K:
+    case SD_DTYPE_Q3_K:
     case SD_DTYPE_Q4_K:
+    case SD_DTYPE_Q5_K:
     case SD_DTYPE_Q6_K:
+    case SD_DTYPE_IQ4_XS:
         return SD_QK_K;
     }
     return 0;
@@ -72,9 +84,15 @@ size_t sd_dtype_block_bytes(sd_dtype_t type)
     case SD_DTYPE_Q4_0: return sizeof(sd_block_q4_0);
     case SD_DTYPE_Q4_1: return sizeof(sd_block_q4_1);
     case SD_DTYPE_Q5_0: return sizeof(sd_block_q5_0);
+    case SD_DTYPE_Q5_1: return sizeof(sd_block_q5_1);
     case SD_DTYPE_Q8_0: return sizeof(sd_block_q8_0);
+    case SD_DTYPE_IQ4_NL: return sizeof(sd_block_iq4_nl);
+    case SD_DTYPE_Q2_K: return sizeof(sd_block_q2_k);
+    case SD_DTYPE_Q3_K: return sizeof(sd_block_q3_k);
     case SD_DTYPE_Q4_K: return sizeof(sd_block_q4_k);
+    case SD_DTYPE_Q5_K: return sizeof(sd_block_q5_k);
     case SD_DTYPE_Q6_K: return sizeof(sd_block_q6_k);
+    case SD_DTYPE_IQ4_XS: return sizeof(sd_block_iq4_xs);
     }
     return 0;
 }

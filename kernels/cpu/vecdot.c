@@ -230,6 +230,28 @@ KERNEL void dot_q6_k(const sd_block_q6_k *b, const float *x, size_t ldx, int nr,
     accs_store(&acc, nr, out);
 }
 
+/* Types without a kernel of their own here (their matmul takes the int8 path): each block
+ * dequantized to the stack, then its groups of 32 through the accumulators as above. */
+KERNEL void dot_dequant(sd_dtype_t type, const void *wr, const float *x, size_t ldx, int nr,
+                        int64_t n, float *out)
+{
+    accs_t acc;
+    accs_zero(&acc, nr);
+    int64_t blk = sd_dtype_block_elems(type);
+    size_t bytes = sd_dtype_block_bytes(type);
+    float w[SD_QK_K];
+    for (int64_t i = 0; i < n; i += blk) {
+        sd_dequantize_row(type, (const char *)wr + (size_t)(i / blk) * bytes, w, blk);
+        for (int64_t g = 0; g < blk; g += 32) {
+            __m256 wv[4];
+            UNROLL
+            for (int k = 0; k < 4; k++) wv[k] = _mm256_loadu_ps(w + g + 8 * k);
+            accs_fma4(&acc, wv, x, ldx, nr, i + g);
+        }
+    }
+    accs_store(&acc, nr, out);
+}
+
 /* F32 / F16 / BF16: groups of 32 through the accumulators, then a scalar tail (n % 32)
  * added in element order. */
 static inline void load_f16x32(const uint16_t *p, __m256 w[4])
@@ -301,6 +323,12 @@ void sd_vec_dot_rows(sd_dtype_t type, const void *w_row, const float *x, size_t 
     case SD_DTYPE_F32:
     case SD_DTYPE_F16:
     case SD_DTYPE_BF16: DISPATCH_ROWS(dot_float(type, w_row, x, ldx, NR, n, out)); break;
+    case SD_DTYPE_Q5_1:
+    case SD_DTYPE_IQ4_NL:
+    case SD_DTYPE_Q2_K:
+    case SD_DTYPE_Q3_K:
+    case SD_DTYPE_Q5_K:
+    case SD_DTYPE_IQ4_XS: DISPATCH_ROWS(dot_dequant(type, w_row, x, ldx, NR, n, out)); break;
     }
 }
 

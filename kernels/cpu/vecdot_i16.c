@@ -419,6 +419,11 @@ sd_i16_isa_t sd_i16_isa(void)
     return chosen_isa;
 }
 
+const char *sd_i16_isa_name(sd_i16_isa_t isa)
+{
+    return isa == SD_I16_ISA_AVX512 ? "avx512" : isa == SD_I16_ISA_AVX2 ? "avx2" : "scalar";
+}
+
 int sd_i16_tile_rows(void) { return sd_i16_isa() == SD_I16_ISA_AVX512 ? 16 : SD_I16_TILE_W; }
 
 /* Kernel `isa` (available) on the rows. */
@@ -441,8 +446,7 @@ sd_status_t sd_vec_dot_rows_i16_isa(sd_i16_isa_t isa, sd_dtype_t type, const voi
 {
     if (!sd_i16_isa_available(isa))
         return sd_set_error(SD_ERR_INVALID_ARG, "int16 matmul kernel %d (%s) is not available in "
-                            "this build on this CPU", (int)isa,
-                            isa == SD_I16_ISA_AVX512 ? "avx512" : isa == SD_I16_ISA_AVX2 ? "avx2" : "scalar");
+                            "this build on this CPU", (int)isa, sd_i16_isa_name(isa));
     run_kernel(isa, type, w, row_bytes, nw, q, scale, sum, nx, n, y, ldy);
     return SD_OK;
 }

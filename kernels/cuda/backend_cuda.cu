@@ -409,6 +409,7 @@ static const sd_backend_ops_t cuda_ops = {
     /* .graph_free = */ cuda_graph_free,
     /* .lock = */ cuda_lock,
     /* .unlock = */ cuda_unlock,
+    /* .matmul_group = */ NULL, // one matmul launch per weight
 };
 
 // ---- creation -----------------------------------------------------------------------------

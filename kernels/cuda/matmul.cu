@@ -205,6 +205,7 @@ template <int T> HD float weight_at(const uint8_t *row, int64_t u, int lane)
     case SD_DTYPE_Q5_0: return decode_q5_0(row + Q5_0_BYTES * u, lane);
     case SD_DTYPE_Q4_K: return decode_q4_k(row + Q4_K_BYTES * (u / K_UNITS), (int)(u % K_UNITS), lane);
     case SD_DTYPE_Q6_K: return decode_q6_k(row + Q6_K_BYTES * (u / K_UNITS), (int)(u % K_UNITS), lane);
+    default: break; // not a CUDA type (sd_cuda_type_supported refused it above)
     }
     return 0.0f;
 }
@@ -323,8 +324,9 @@ int sd_cuda_type_supported(sd_dtype_t type)
     case SD_DTYPE_Q4_K:
     case SD_DTYPE_Q6_K:
         return 1;
+    default: // Q5_1, Q2_K, Q3_K, Q5_K, IQ4_NL, IQ4_XS: CPU kernels only so far
+        return 0;
     }
-    return 0;
 }
 
 // Elements and bytes per block of a supported type.
@@ -340,8 +342,8 @@ static void block_shape(sd_dtype_t type, int64_t *elems, size_t *bytes)
     case SD_DTYPE_Q5_0: *elems = 32, *bytes = Q5_0_BYTES; return;
     case SD_DTYPE_Q4_K: *elems = 256, *bytes = Q4_K_BYTES; return;
     case SD_DTYPE_Q6_K: *elems = 256, *bytes = Q6_K_BYTES; return;
+    default: *elems = 0, *bytes = 0; return; // not a CUDA type (sd_cuda_type_supported)
     }
-    *elems = 0, *bytes = 0;
 }
 
 // The weight (or embedding table) a kernel may read: supported type, rows and cols >= 1,
@@ -442,6 +444,7 @@ cudaError_t sd_cuda_matmul(cudaStream_t stream, const sd_weight_t *w, const floa
     case SD_DTYPE_Q5_0: return launch_matmul<SD_DTYPE_Q5_0>(stream, w, x, n, bias, y);
     case SD_DTYPE_Q4_K: return launch_matmul<SD_DTYPE_Q4_K>(stream, w, x, n, bias, y);
     case SD_DTYPE_Q6_K: return launch_matmul<SD_DTYPE_Q6_K>(stream, w, x, n, bias, y);
+    default: break; // not a CUDA type (sd_cuda_type_supported refused it above)
     }
     return cudaErrorInvalidValue;
 }
@@ -460,6 +463,7 @@ cudaError_t sd_cuda_embed(cudaStream_t stream, const sd_weight_t *table, const i
     case SD_DTYPE_Q5_0: return launch_embed<SD_DTYPE_Q5_0>(stream, table, tokens, n, out);
     case SD_DTYPE_Q4_K: return launch_embed<SD_DTYPE_Q4_K>(stream, table, tokens, n, out);
     case SD_DTYPE_Q6_K: return launch_embed<SD_DTYPE_Q6_K>(stream, table, tokens, n, out);
+    default: break; // not a CUDA type (sd_cuda_type_supported refused it above)
     }
     return cudaErrorInvalidValue;
 }
@@ -521,6 +525,7 @@ extern "C" sd_status_t sd_cuda_matmul_host(const sd_weight_t *w, const float *x,
     case SD_DTYPE_Q5_0: matmul_host<SD_DTYPE_Q5_0>(w, x, n, bias, y); break;
     case SD_DTYPE_Q4_K: matmul_host<SD_DTYPE_Q4_K>(w, x, n, bias, y); break;
     case SD_DTYPE_Q6_K: matmul_host<SD_DTYPE_Q6_K>(w, x, n, bias, y); break;
+    default: break; // not reached: the check refused the type
     }
     return SD_OK;
 }
@@ -540,6 +545,7 @@ extern "C" sd_status_t sd_cuda_embed_host(const sd_weight_t *table, const int32_
     case SD_DTYPE_Q5_0: embed_host<SD_DTYPE_Q5_0>(table, tokens, n, out); break;
     case SD_DTYPE_Q4_K: embed_host<SD_DTYPE_Q4_K>(table, tokens, n, out); break;
     case SD_DTYPE_Q6_K: embed_host<SD_DTYPE_Q6_K>(table, tokens, n, out); break;
+    default: break; // not reached: the check refused the type
     }
     return SD_OK;
 }

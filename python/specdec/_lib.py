@@ -69,7 +69,7 @@ class GenStats(Structure):
                 ("steps", c_uint64), ("acceptance_rate", c_double),
                 ("mean_accepted_len", c_double), ("accepted_hist", c_uint64 * (SD_SPEC_MAX_K + 1)),
                 ("draft_seconds", c_double), ("verify_seconds", c_double),
-                ("other_seconds", c_double)]
+                ("other_seconds", c_double), ("check_seconds", c_double)]
 
 
 class GenResult(Structure):

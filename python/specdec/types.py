@@ -26,12 +26,14 @@ class Stats:
     draft_seconds: float
     verify_seconds: float
     other_seconds: float
+    check_seconds: float  # of verify_seconds: the verifier's check
 
     @classmethod
     def _from_c(cls, s: _lib.GenStats) -> "Stats":
         return cls(s.tokens_generated, s.target_forwards, s.draft_forwards, s.drafted,
                    s.accepted, s.steps, s.acceptance_rate, s.mean_accepted_len,
-                   list(s.accepted_hist), s.draft_seconds, s.verify_seconds, s.other_seconds)
+                   list(s.accepted_hist), s.draft_seconds, s.verify_seconds, s.other_seconds,
+                   s.check_seconds)
 
 
 @dataclass(frozen=True)

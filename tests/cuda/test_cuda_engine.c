@@ -150,8 +150,12 @@ Test(cuda_engine, logits_match_cpu_and_repeat_bit_for_bit, .timeout = 300)
         cr_assert(memcmp(b, b2, sizeof(float) * ROWS * V) == 0, "%s: GPU run-to-run differs",
                   cases[c].label);
         double max_ref, max_diff = max_abs_diff(a, b, (size_t)ROWS * V, &max_ref);
-        /* the CPU quantizes activations for Q8_0/Q4_0/Q4_1 (int16 path); the GPU does not */
-        double tol = cases[c].type == SD_DTYPE_F32 || cases[c].type == SD_DTYPE_F16 ? 1e-4 : 2e-3;
+        /* the CPU rounds activations (the GPU does not): to int16 for Q8_0/Q4_0/Q4_1, to int8
+         * per block for Q5_0 and the K-quants — about 1-2e-2 of max|logit|, held to 0.05 as
+         * in tests/reference/check_logits.py */
+        sd_dtype_t t = cases[c].type;
+        int int8_path = t == SD_DTYPE_Q5_0 || t == SD_DTYPE_Q4_K || t == SD_DTYPE_Q6_K;
+        double tol = t == SD_DTYPE_F32 || t == SD_DTYPE_F16 ? 1e-4 : int8_path ? 5e-2 : 2e-3;
         cr_assert(max_diff <= tol * max_ref, "%s: max |cpu - gpu| = %g vs max |logit| %g",
                   cases[c].label, max_diff, max_ref);
         free(a), free(b), free(b2);

@@ -83,7 +83,7 @@ static sd_backend_t *cpu_backend(void)
 }
 
 /* tol[i, o] for y[n, rows] = x . W^T (+ bias): 1e-4 x (|bias| + sum_j |w_j x_j|) + the CPU
- * int16 bound + 1e-6. */
+ * activation quantization's bound + 1e-6. */
 static double *tolerances(const sd_test_weight_t *tw, const float *x, int n, const float *bias)
 {
     int64_t rows = tw->w.rows, cols = tw->w.cols;
@@ -94,7 +94,7 @@ static double *tolerances(const sd_test_weight_t *tw, const float *x, int n, con
             const float *w = tw->deq + o * cols, *xi = x + (size_t)i * (size_t)cols;
             double mag = bias ? fabs((double)bias[o]) : 0.0;
             for (int64_t c = 0; c < cols; c++) mag += fabs((double)w[c] * xi[c]);
-            tol[i * rows + o] = 1e-4 * mag + sd_test_i16_bound(tw, o, xi) + 1e-6;
+            tol[i * rows + o] = 1e-4 * mag + sd_test_act_bound(tw, o, xi) + 1e-6;
         }
     return tol;
 }

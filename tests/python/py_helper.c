@@ -44,7 +44,7 @@ static void abi(void)
         F(sd_gen_stats_t, steps), F(sd_gen_stats_t, acceptance_rate),
         F(sd_gen_stats_t, mean_accepted_len), F(sd_gen_stats_t, accepted_hist),
         F(sd_gen_stats_t, draft_seconds), F(sd_gen_stats_t, verify_seconds),
-        F(sd_gen_stats_t, other_seconds), END();
+        F(sd_gen_stats_t, other_seconds), F(sd_gen_stats_t, check_seconds), END();
     BEGIN(sd_gen_result_t), F(sd_gen_result_t, tokens), F(sd_gen_result_t, n_tokens),
         F(sd_gen_result_t, text), F(sd_gen_result_t, text_len), F(sd_gen_result_t, stop_reason),
         F(sd_gen_result_t, n_prompt), F(sd_gen_result_t, prefill_seconds),

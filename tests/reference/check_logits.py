@@ -15,6 +15,14 @@ while still being scale-free. Pass: err_i <= --tol (1e-3) at every position, all
 finite, and argmax(c) == argmax(r) -- unless the reference's top two are a near-tie
 (r[argmax r] - r[argmax c] <= tol * scale_i), which is reported as a tie, not a failure.
 
+Models whose matrices take the engine's int8 matmul path (K-quants, IQ4, Q5_0, Q5_1:
+activations rounded to int8 per block, as llama.cpp's Q8_K / Q8_0) are held to --int8-tol
+(0.05) instead: that rounding costs about 1-2e-2 of max|logit| on these random models, and
+modelling it in the reference does not tighten the check (an activation that float32 and
+float64 round to different int8 values perturbs the next layers as much as the rounding
+itself). The kernels are checked bit for bit against the rounding's contract in
+tests/test_kernels_q8.c.
+
 Exit: 0 pass, 1 failure (with details), 77 nothing to check (real model absent and no
 --synthetic), 2 usage / tool errors.
 """
@@ -50,9 +58,10 @@ PROMPTS = [
                260, 8612, 1137, 42]),
 ]
 
-SYNTH_CASES = [("qwen2", t) for t in ("f32", "f16", "q8_0", "q4_k")] + \
-              [("llama", t) for t in ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q4_k",
-                                      "q6_k")]
+SYNTH_CASES = [("qwen2", t) for t in ("f32", "f16", "q8_0", "q4_k", "q5_k", "iq4_nl")] + \
+              [("llama", t) for t in ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0",
+                                      "q5_1", "iq4_nl", "q2_k", "q3_k", "q4_k", "q5_k", "q6_k",
+                                      "iq4_xs")]
 SYNTH_LENGTHS = (6, 17)
 
 
@@ -107,13 +116,17 @@ def compare(ref, c, top, tol):
     return max_err, agree, ties, fails
 
 
-def check_model(dump, ref_model, path, prompts, args, tmpdir, label):
+# GGML types whose matmul the engine computes on int8 activations (kernels/cpu/quants.h)
+INT8_PATH = ("q5_0", "q5_1", "iq4_nl", "q2_k", "q3_k", "q4_k", "q5_k", "q6_k", "iq4_xs")
+
+
+def check_model(dump, ref_model, path, prompts, args, tmpdir, label, tol):
     """Run every prompt on one model; returns (rows, failures)."""
     rows, failures = [], []
     for name, toks in prompts:
         ref = ref_model.logits_for(toks)
         c = c_logits(dump, path, toks, ref_model.n_vocab, tmpdir)
-        err, agree, ties, fails = compare(ref, c, args.top, args.tol)
+        err, agree, ties, fails = compare(ref, c, args.top, tol)
         case = f"{label}/{name}"
         agreed = f"{agree}/{len(toks)}" + (f" +{ties} tie" if ties else "")
         rows.append((case, len(toks), err, agreed, "FAIL" if fails else "ok"))
@@ -130,11 +143,14 @@ def run_synthetic(dump, outdir, args, tmpdir):
     os.makedirs(outdir, exist_ok=True)
     rows, failures = [], []
     for k, (arch, wtype) in enumerate(SYNTH_CASES):
+        if args.only and wtype not in args.only.split(","):
+            continue
         path = os.path.join(outdir, f"ref_synth_{arch}_{wtype}.gguf")
         run_tool([dump, "synth", path, arch, wtype])
         ref_model = RefModel(path)
         prompts = synthetic_prompts(ref_model.n_vocab, 1234 + k)
-        r, f = check_model(dump, ref_model, path, prompts, args, tmpdir, f"{arch}-{wtype}")
+        tol = args.int8_tol if wtype in INT8_PATH else args.tol
+        r, f = check_model(dump, ref_model, path, prompts, args, tmpdir, f"{arch}-{wtype}", tol)
         rows += r
         failures += f
         os.remove(path)
@@ -162,6 +178,9 @@ def main(argv):
     ap.add_argument("--synthetic", metavar="DIR", help="also check synthetic models written here")
     ap.add_argument("--top", type=int, default=20, help="reference top-K logits compared")
     ap.add_argument("--tol", type=float, default=1e-3, help="max relative error")
+    ap.add_argument("--int8-tol", type=float, default=0.05,
+                    help="max relative error of int8-path models against the exact reference")
+    ap.add_argument("--only", help="synthetic cases of these weight types only (comma list)")
     args = ap.parse_args(argv)
 
     model = args.model or default_model()
@@ -174,7 +193,7 @@ def main(argv):
         with tempfile.TemporaryDirectory(prefix="sd_ref_") as tmpdir:
             if have_real:
                 r, f = check_model(args.dump, RefModel(model), model, PROMPTS, args, tmpdir,
-                                   "smollm2")
+                                   "smollm2", args.tol)
                 rows, failures = rows + r, failures + f
             else:
                 print(f"note: real model {model} not found; synthetic models only")
@@ -188,7 +207,12 @@ def main(argv):
         return 2
     print_table(rows)
     print(f"metric: top-{args.top} reference logits, |C - ref| / max|ref| per position, "
-          f"tolerance {args.tol:g}")
+          f"tolerance {args.tol:g} ({args.int8_tol:g} for the int8-path types)")
+    return verdict(failures)
+
+
+def verdict(failures):
+    """Print the failures (or PASSED); the exit status: 1 if any, else 0."""
     if failures:
         print(f"FAILED: {len(failures)} problem(s)")
         for f in failures:

@@ -9,16 +9,22 @@
  *   sd_ref_dump logits MODEL OUT ID [ID ...]
  *       writes the logits of every position, float32 little-endian [n, n_vocab].
  *   sd_ref_dump synth OUT ARCH TYPE
- *       writes a small random model (arch llama|qwen2; weight type f32|f16|bf16|q8_0|
- *       q4_0|q4_1|q4_k|q6_k) with the project's GGUF writer. */
+ *       writes a small random model (arch llama|qwen2; weight type: any name of the
+ *       table in parse_type) with the project's GGUF writer.
+ *   sd_ref_dump codec OUT
+ *       writes, per quantized type T, tensor "T.quant" (random floats through the project's
+ *       quantizer), "T.raw" (random bytes, f16 fields finite) and, as F32, "T.quant.deq" and
+ *       "T.raw.deq": the C dequantization of each. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
+#include "gguf/gguf.h"
+#include "gguf/synthetic.h"
+#include "kernels/cpu/quants.h"
 #include "model/forward.h"
 #include "model/model.h"
-#include "gguf/synthetic.h"
 
 static int fail(const char *what, sd_status_t s)
 {
@@ -172,7 +178,9 @@ static int parse_type(const char *s, sd_dtype_t *out)
     static const struct { const char *name; sd_dtype_t type; } types[] = {
         {"f32", SD_DTYPE_F32},   {"f16", SD_DTYPE_F16},   {"bf16", SD_DTYPE_BF16},
         {"q8_0", SD_DTYPE_Q8_0}, {"q4_0", SD_DTYPE_Q4_0}, {"q4_1", SD_DTYPE_Q4_1},
-        {"q4_k", SD_DTYPE_Q4_K}, {"q6_k", SD_DTYPE_Q6_K},
+        {"q4_k", SD_DTYPE_Q4_K}, {"q6_k", SD_DTYPE_Q6_K}, {"q5_0", SD_DTYPE_Q5_0},
+        {"q5_1", SD_DTYPE_Q5_1}, {"q2_k", SD_DTYPE_Q2_K}, {"q3_k", SD_DTYPE_Q3_K},
+        {"q5_k", SD_DTYPE_Q5_K}, {"iq4_nl", SD_DTYPE_IQ4_NL}, {"iq4_xs", SD_DTYPE_IQ4_XS},
     };
     for (size_t i = 0; i < sizeof types / sizeof types[0]; i++)
         if (strcasecmp(s, types[i].name) == 0) return *out = types[i].type, 1;
@@ -183,7 +191,7 @@ static int cmd_synth(int argc, char **argv)
 {
     sd_dtype_t type;
     if (argc < 5 || !parse_type(argv[4], &type))
-        return fprintf(stderr, "usage: sd_ref_dump synth OUT llama|qwen2 f32|f16|bf16|q8_0|q4_0|q4_1|q4_k|q6_k\n"), 2;
+        return fprintf(stderr, "usage: sd_ref_dump synth OUT llama|qwen2 TYPE (f32, q4_k, iq4_xs, ...)\n"), 2;
     sd_synth_spec_t spec;
     sd_synth_spec_default(&spec);
     spec.arch = argv[3];
@@ -197,12 +205,89 @@ static int cmd_synth(int argc, char **argv)
     return s == SD_OK ? 0 : fail("synth", s);
 }
 
+/* Byte offsets of the f16 fields of a block of `type` (-1 ends the list). */
+static const int *f16_fields(sd_dtype_t type)
+{
+    static const int at0[] = {0, -1}, at01[] = {0, 2, -1}, q2k[] = {80, 82, -1}, q3k[] = {108, -1},
+                     q6k[] = {208, -1};
+    switch (type) {
+    case SD_DTYPE_Q4_1:
+    case SD_DTYPE_Q5_1:
+    case SD_DTYPE_Q4_K:
+    case SD_DTYPE_Q5_K: return at01;
+    case SD_DTYPE_Q2_K: return q2k;
+    case SD_DTYPE_Q3_K: return q3k;
+    case SD_DTYPE_Q6_K: return q6k;
+    default: return at0;
+    }
+}
+
+static uint32_t xorshift(uint32_t *s)
+{
+    *s ^= *s << 13, *s ^= *s >> 17, *s ^= *s << 5;
+    return *s;
+}
+
+static int cmd_codec(int argc, char **argv)
+{
+    if (argc < 3) return fprintf(stderr, "usage: sd_ref_dump codec OUT\n"), 2;
+    static const sd_dtype_t types[] = {SD_DTYPE_Q8_0, SD_DTYPE_Q4_0, SD_DTYPE_Q4_1, SD_DTYPE_Q5_0,
+                                       SD_DTYPE_Q5_1, SD_DTYPE_IQ4_NL, SD_DTYPE_Q2_K, SD_DTYPE_Q3_K,
+                                       SD_DTYPE_Q4_K, SD_DTYPE_Q5_K, SD_DTYPE_Q6_K, SD_DTYPE_IQ4_XS};
+    enum { COLS = 1024, ROWS = 16 };
+    gguf_writer_t *w = NULL;
+    sd_status_t s = gguf_writer_new(&w);
+    float *x = malloc(sizeof(float) * COLS * ROWS), *y = malloc(sizeof(float) * COLS * ROWS);
+    uint8_t *q = malloc((size_t)COLS * ROWS * 2);
+    uint32_t rng = 12345;
+    for (size_t t = 0; s == SD_OK && t < sizeof types / sizeof types[0]; t++) {
+        sd_dtype_t type = types[t];
+        size_t rb = 0, bb = sd_dtype_block_bytes(type);
+        sd_dtype_row_bytes(type, COLS, &rb);
+        int64_t ne[2] = {COLS, ROWS};
+        char name[64], lower[16];
+        snprintf(lower, sizeof lower, "%s", sd_dtype_name(type));
+        for (char *c = lower; *c; c++) *c = (char)(*c >= 'A' && *c <= 'Z' ? *c + 32 : *c);
+        for (int raw = 0; raw < 2 && s == SD_OK; raw++) {
+            if (raw) {
+                for (size_t i = 0; i < rb * ROWS; i++) q[i] = (uint8_t)xorshift(&rng);
+                for (size_t b = 0; b < rb * ROWS / bb; b++)
+                    for (const int *f = f16_fields(type); *f >= 0; f++) {
+                        float v = (float)((int)(xorshift(&rng) % 2001) - 1000) / 500.0f;
+                        uint16_t h = sd_f32_to_f16(v);
+                        memcpy(q + b * bb + (size_t)*f, &h, 2);
+                    }
+            } else {
+                /* rows of very different magnitudes; one all-zero row, one constant row */
+                for (int r = 0; r < ROWS; r++)
+                    for (int i = 0; i < COLS; i++) {
+                        float u = (float)(xorshift(&rng) % 20001) / 10000.0f - 1.0f;
+                        x[r * COLS + i] = r == 0 ? 0.0f : r == 1 ? 0.25f : u * (float)(1 << (r % 8)) * 0.01f;
+                    }
+                for (int r = 0; r < ROWS; r++) sd_quantize_row(type, x + r * COLS, q + (size_t)r * rb, COLS);
+            }
+            for (int r = 0; r < ROWS; r++) sd_dequantize_row(type, q + (size_t)r * rb, y + r * COLS, COLS);
+            snprintf(name, sizeof name, "%s.%s", lower, raw ? "raw" : "quant");
+            s = gguf_writer_add_tensor(w, name, type, 2, ne, q, rb * ROWS);
+            snprintf(name, sizeof name, "%s.%s.deq", lower, raw ? "raw" : "quant");
+            if (s == SD_OK) s = gguf_writer_add_tensor(w, name, SD_DTYPE_F32, 2, ne, y, sizeof(float) * COLS * ROWS);
+        }
+    }
+    if (s == SD_OK) s = gguf_writer_write_file(w, argv[2]);
+    gguf_writer_free(w);
+    free(x);
+    free(y);
+    free(q);
+    return s == SD_OK ? 0 : fail("codec", s);
+}
+
 int main(int argc, char **argv)
 {
     if (argc >= 2 && strcmp(argv[1], "tokenize") == 0) return cmd_tokenize(argc, argv);
     if (argc >= 2 && strcmp(argv[1], "chat") == 0) return cmd_chat(argc, argv);
     if (argc >= 2 && strcmp(argv[1], "logits") == 0) return cmd_logits(argc, argv);
     if (argc >= 2 && strcmp(argv[1], "synth") == 0) return cmd_synth(argc, argv);
-    fprintf(stderr, "usage: sd_ref_dump tokenize|chat|logits|synth ...\n");
+    if (argc >= 2 && strcmp(argv[1], "codec") == 0) return cmd_codec(argc, argv);
+    fprintf(stderr, "usage: sd_ref_dump tokenize|chat|logits|synth|codec ...\n");
     return 2;
 }

@@ -4,6 +4,7 @@
 #include <math.h>
 #include <stdlib.h>
 
+#include "kernels/cpu/quants.h"
 #include "test_util.h"
 
 sd_test_weight_t sd_test_make_weight(sd_dtype_t type, int64_t rows, int64_t cols, uint32_t seed)
@@ -31,9 +32,24 @@ void sd_test_free_weight(sd_test_weight_t *t)
     free(t->deq);
 }
 
-double sd_test_i16_bound(const sd_test_weight_t *tw, int64_t r, const float *x)
+/* The int8 path's bound (sd_test_act_bound). */
+static double q8_bound(const sd_test_weight_t *tw, int64_t r, const float *x)
+{
+    int64_t blk = sd_dtype_block_elems(tw->w.type);
+    const float *w = tw->deq + r * tw->w.cols;
+    double bound = 0.0;
+    for (int64_t b = 0; b < tw->w.cols / blk; b++) {
+        float amax = 0.0f;
+        for (int64_t j = 0; j < blk; j++) amax = fmaxf(amax, fabsf(x[blk * b + j]));
+        for (int64_t j = 0; j < blk; j++) bound += fabs((double)w[blk * b + j]) * amax / 254.0 * 1.001;
+    }
+    return bound;
+}
+
+double sd_test_act_bound(const sd_test_weight_t *tw, int64_t r, const float *x)
 {
     sd_dtype_t t = tw->w.type;
+    if (sd_dot_q8_supported(t)) return q8_bound(tw, r, x);
     if (t != SD_DTYPE_Q4_0 && t != SD_DTYPE_Q4_1 && t != SD_DTYPE_Q8_0) return 0.0;
     const uint8_t *raw = (const uint8_t *)tw->w.data + (size_t)r * tw->w.row_bytes;
     const float *w = tw->deq + r * tw->w.cols;

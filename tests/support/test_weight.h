@@ -14,9 +14,11 @@ typedef struct sd_test_weight {
 /* Row r holds uniform values in [-0.5, 0.5) (seed + r) quantized to `type`. */
 sd_test_weight_t sd_test_make_weight(sd_dtype_t type, int64_t rows, int64_t cols, uint32_t seed);
 void sd_test_free_weight(sd_test_weight_t *t);
-/* The CPU's Q4_0/Q4_1/Q8_0 matmuls quantize activations per block of 32 to int16 (step
- * max|x|/32767): the extra error of row r against x is at most sum |d*q_i| * max|x_block| /
- * 65534 (d*q_i = w_i - m for Q4_1). 0 for the other types (f32 activations). */
-double sd_test_i16_bound(const sd_test_weight_t *tw, int64_t r, const float *x);
+/* The extra error of the CPU's integer matmuls, which quantize activations: Q4_0/Q4_1/Q8_0
+ * per block of 32 to int16 (step max|x|/32767): at most sum |d*q_i| * max|x_block| / 65534
+ * (d*q_i = w_i - m for Q4_1); the int8 path (sd_dot_q8_supported: K-quants, IQ4, Q5_0,
+ * Q5_1) per block of the type's size to int8 (step max|x|/127): at most sum |w_i| *
+ * max|x_block| / 254. Row r against x; 0 for the f32-path types. */
+double sd_test_act_bound(const sd_test_weight_t *tw, int64_t r, const float *x);
 
 #endif
