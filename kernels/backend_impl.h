@@ -74,6 +74,8 @@ typedef struct sd_backend_ops {
      * NULL: the wrapper calls matmul once per weight). */
     void (*matmul_group)(sd_backend_t *be, int nw, const sd_weight_t *const *w, const float *x, int n,
                          const float *const *bias, float *const *y);
+    /* As sd_backend_stream (optional: NULL without a device stream). */
+    void *(*stream)(sd_backend_t *be);
 } sd_backend_ops_t;
 
 struct sd_backend {
