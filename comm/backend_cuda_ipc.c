@@ -1,14 +1,14 @@
-/* The cuda_ipc backend (ENABLE_INTRA_NODE_COMM=1 for GPU models): allreduces of device
- * buffers on the CUDA IPC kernels (comm/ipc.h), on the comm's own stream inside a
- * collective or on the caller's stream, capturable (sd_comm_allreduce_device); host buffers
- * and every other collective go to a CPU intra world. The region is set up when the
+/* The cuda_ipc backend (ENABLE_INTRA_NODE_COMM=1 for GPU models): allreduces on the CUDA
+ * IPC kernels (comm/ipc.h), on the comm's own stream inside a collective (host buffers
+ * staged through device memory) or on the caller's stream, capturable
+ * (sd_comm_allreduce_device); every other collective goes to a CPU intra world. The region is set up when the
  * communicator is made, so no setup falls inside a graph capture. docs/comm.md. */
 #include <stdlib.h>
 
 #include "comm/ipc.h"
 
 typedef struct cuda_ipc_ctx {
-    sd_comm_t *host; /* the intra world: allgather, broadcast, barrier, host allreduces */
+    sd_comm_t *host; /* the intra world: allgather, broadcast, barrier */
     sd_ipc_t *ipc;
     void *stream;    /* the comm's own stream, for sd_comm_allreduce_sum on device buffers */
     int device;
@@ -21,8 +21,7 @@ static cuda_ipc_ctx_t *ctx_of(const sd_comm_t *c) { return (cuda_ipc_ctx_t *)c->
 static sd_status_t cuda_ipc_allreduce(sd_comm_t *c, void *buf, size_t count, sd_comm_dtype_t dt)
 {
     cuda_ipc_ctx_t *x = ctx_of(c);
-    if (!sd_ipc_is_device(buf)) return sd_comm_allreduce_sum(x->host, buf, count, dt);
-    return sd_ipc_allreduce_wait(c, x->ipc, buf, count, dt, x->stream);
+    return sd_ipc_allreduce_staged(c, x->ipc, buf, count, dt, x->stream);
 }
 
 static sd_status_t cuda_ipc_allreduce_device(sd_comm_t *c, void *buf, size_t count,

@@ -59,6 +59,8 @@ sd_status_t sd_ipc_status(const sd_comm_t *c, const sd_ipc_t *s)
                         phases[sd_ipc_error_phase(w) & 1], sd_ipc_error_rank(w));
 }
 
+static sd_status_t wait_launches(sd_comm_t *c, sd_ipc_t *s, void *stream);
+
 /* Budget of the running op: nanoseconds left to its deadline (at least 1). */
 static uint64_t budget_ns(const sd_comm_t *c)
 {
@@ -70,6 +72,24 @@ sd_status_t sd_ipc_allreduce_wait(sd_comm_t *c, sd_ipc_t *s, void *buf, size_t c
                                   sd_comm_dtype_t dt, void *stream)
 {
     SD_CHECK(sd_ipc_enqueue(s, buf, count, (sd_gpu_dtype_t)dt, budget_ns(c), stream));
+    return wait_launches(c, s, stream);
+}
+
+sd_status_t sd_ipc_allreduce_staged(sd_comm_t *c, sd_ipc_t *s, void *buf, size_t count,
+                                    sd_comm_dtype_t dt, void *stream)
+{
+    size_t bytes = count * sd_comm_dtype_size(dt);
+    void *dev = buf;
+    int staged = !sd_ipc_is_device(buf);
+    if (staged) SD_CHECK(sd_ipc_stage(s, buf, bytes, 0, stream, &dev));
+    SD_CHECK(sd_ipc_allreduce_wait(c, s, dev, count, dt, stream));
+    return staged ? sd_ipc_stage(s, buf, bytes, 1, stream, &dev) : SD_OK;
+}
+
+/* Wait for the launches on stream: the host polls the deadline and abort flag; when it
+ * gives up it sets the abort word and gives the kernel IPC_DRAIN_S to exit. */
+static sd_status_t wait_launches(sd_comm_t *c, sd_ipc_t *s, void *stream)
+{
     unsigned spins = 0;
     sd_status_t st = SD_OK;
     double drain_until = 0;

@@ -20,6 +20,9 @@ sd_status_t sd_ipc_launch(sd_comm_t *c, sd_ipc_t *s, void *buf, size_t count,
  * rank the kernel waited for. */
 sd_status_t sd_ipc_allreduce_wait(sd_comm_t *c, sd_ipc_t *s, void *buf, size_t count,
                                   sd_comm_dtype_t dt, void *stream);
+/* As sd_ipc_allreduce_wait; a host buf goes through the state's device staging. */
+sd_status_t sd_ipc_allreduce_staged(sd_comm_t *c, sd_ipc_t *s, void *buf, size_t count,
+                                    sd_comm_dtype_t dt, void *stream);
 /* After the launches' stream was synchronized: SD_OK, or SD_ERR_COMM_TIMEOUT from the
  * kernels' error record (naming the rank and barrier). */
 sd_status_t sd_ipc_status(const sd_comm_t *c, const sd_ipc_t *s);

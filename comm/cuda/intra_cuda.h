@@ -94,6 +94,9 @@ sd_status_t sd_ipc_connect(sd_ipc_t *s, int rank, int nranks, const sd_ipc_hello
  * counter bump and one kernel, nothing waited for (capturable). */
 sd_status_t sd_ipc_enqueue(sd_ipc_t *s, void *buf, size_t count, sd_gpu_dtype_t dt,
                            uint64_t budget_ns, void *stream);
+/* Host buffer host[bytes] through the state's device staging (grown to fit): copied in
+ * (out = 0; *dev = the staging) or back out (out = 1), on the idle `stream`, waited for. */
+sd_status_t sd_ipc_stage(sd_ipc_t *s, void *host, size_t bytes, int out, void *stream, void **dev);
 /* cudaStreamQuery: 1 idle, 0 busy, -1 failed (sd_last_error says why). */
 int sd_ipc_query(void *stream);
 /* Set the abort word every spin of the kernels polls. */

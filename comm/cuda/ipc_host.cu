@@ -15,6 +15,8 @@ struct sd_ipc {
     const volatile int *abort_dev; // device views of the same
     volatile uint64_t *error_dev;
     uint64_t *seq_dev;             // device: the launch counter (sd_ipc_bump_launch)
+    void *stage;                   // device: host buffers staged (sd_ipc_stage)
+    size_t stage_bytes;
     int rank, nranks, device, max_blocks;
 };
 
@@ -123,10 +125,31 @@ extern "C" void sd_ipc_close_peers(sd_ipc_t *s)
     }
 }
 
+extern "C" sd_status_t sd_ipc_stage(sd_ipc_t *s, void *host, size_t bytes, int out, void *stream,
+                                    void **dev)
+{
+    cudaStream_t st = (cudaStream_t)stream;
+    if (bytes > s->stage_bytes) {
+        IPC_CUDA(cudaFree(s->stage));
+        s->stage = NULL;
+        s->stage_bytes = 0;
+        IPC_CUDA(cudaMalloc(&s->stage, bytes));
+        s->stage_bytes = bytes;
+    }
+    *dev = s->stage;
+    if (out)
+        IPC_CUDA(cudaMemcpyAsync(host, s->stage, bytes, cudaMemcpyDeviceToHost, st));
+    else
+        IPC_CUDA(cudaMemcpyAsync(s->stage, host, bytes, cudaMemcpyHostToDevice, st));
+    IPC_CUDA(cudaStreamSynchronize(st)); // the stream holds only this copy: bounded
+    return SD_OK;
+}
+
 extern "C" void sd_ipc_destroy(sd_ipc_t *s, int free_region)
 {
     if (s == NULL) return;
     sd_ipc_close_peers(s);
+    cudaFree(s->stage);
     if (free_region) {
         cudaFree(s->region);
         cudaFree(s->seq_dev);
