@@ -29,16 +29,6 @@ static int is_built(const char *name)
     return b != NULL && b->built();
 }
 
-/* The first built backend whose collectives take device memory, or NULL. */
-static const char *gpu_backend(void)
-{
-    size_t n;
-    const sd_comm_backend_t *b = sd_comm_backends(&n);
-    for (size_t i = 0; i < n; i++)
-        if (b[i].memory == SD_COMM_DEVICE_MEMORY && b[i].built()) return b[i].name;
-    return NULL;
-}
-
 static sd_status_t from_override(const char *v, int world_size, const char **name)
 {
     char built[128];
@@ -73,7 +63,7 @@ sd_status_t sd_comm_select(int world_size, int on_gpu, const char **name)
     if (v && v[0]) return from_override(v, world_size, name);
     int intra;
     SD_CHECK(intra_enabled(&intra));
-    const char *gpu = on_gpu ? gpu_backend() : NULL;
+    const char *gpu = on_gpu && is_built("nccl") ? "nccl" : NULL;
     if (world_size <= 1) {
         *name = "single";
     } else if (intra) {
