@@ -27,8 +27,9 @@ check "TP 3 cuda run exits 0 ($(tail -c 400 "$tmp/e3"))" [ "$rc" -eq 0 ]
 check "TP 3 text (rank 0's stdout) == the single-rank cuda text" cmp -s "$tmp/one" "$tmp/tp"
 check "every rank finished" [ "$(grep -c 'decode 3 tokens' "$tmp/e3")" -eq 3 ]
 
-# hangtest and commbench on the GPU path (in the host mode: that they run, not timings)
-"$bin" hangtest --ranks 2 --steps 4 --draft-ranks 1 --device cuda >"$tmp/ht" 2>&1; rc=$?
+# hangtest (a draft group of 2 ranks with its own cuda_ipc communicator, drafts broadcast to
+# the target group of 3) and commbench on the GPU path (host mode: that they run, not timings)
+"$bin" hangtest --ranks 3 --steps 4 --draft-ranks 2 --device cuda >"$tmp/ht" 2>&1; rc=$?
 check "hangtest --device cuda exits 0 ($(tail -c 300 "$tmp/ht"))" [ "$rc" -eq 0 ]
 check "hangtest --device cuda runs on cuda_ipc" grep -q "comm cuda_ipc" "$tmp/ht"
 "$bin" launch -n 2 -- "$bin" commbench --device cuda --sizes 4,300K --iters 2 >"$tmp/cb" 2>&1
