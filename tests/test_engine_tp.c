@@ -19,6 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/check.h"
 #include "core/clock.h"
 #include "comm/comm.h"
 #include "kernels/cuda.h"
