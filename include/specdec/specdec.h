@@ -355,7 +355,17 @@ typedef struct sd_spec_config {
     sd_step_callback on_step; /* NULL (default), or called after every step (any drafter,
                                  NONE included) with on_step_user */
     void *on_step_user;
+    /* Token trees (docs/design-notes.md, "Token trees"; set by sd_spec_parse_tree): with
+     * tree_levels > 0 the drafter proposes tree_width[d] candidates below every node of
+     * depth d (static); with tree_budget > 0 a dynamic tree of up to that many nodes grown
+     * from the most probable ones, depth <= k. Both 0 (default): a chain of k. Used by the
+     * model, layer-skip and n-gram drafters in sd_generate*; the serving engine drafts chains. */
+    int tree_levels;
+    int tree_width[SD_SPEC_MAX_K];
+    int tree_budget;
 } sd_spec_config_t;
+
+#define SD_SPEC_TREE_MAX_NODES 64
 
 void sd_spec_config_default(sd_spec_config_t *config);
 
@@ -367,6 +377,14 @@ void sd_spec_config_default(sd_spec_config_t *config);
  * a pointer into text: the caller loads it into spec->draft_model; model_path may be NULL).
  * SD_ERR_INVALID_ARG naming the text and listing the drafters, spec unchanged. */
 sd_status_t sd_spec_parse_drafter(const char *text, sd_spec_config_t *spec, const char **model_path);
+/* A --tree text into spec: "WxWx..." (a static shape, e.g. "4x2x2x1": 1 to SD_SPEC_MAX_K
+ * levels of widths >= 1, at most SD_SPEC_TREE_MAX_NODES nodes in all), "dynamic:N" (N in
+ * [1, SD_SPEC_TREE_MAX_NODES]) or "chain". SD_ERR_INVALID_ARG naming the text and the bad
+ * value, spec unchanged. */
+sd_status_t sd_spec_parse_tree(const char *text, sd_spec_config_t *spec);
+/* Nodes of spec's static tree shape (w1 + w1*w2 + ...), its budget when dynamic, 0 for a
+ * chain (or more than SD_SPEC_TREE_MAX_NODES: the count, saturated at INT_MAX / 2). */
+int sd_spec_tree_nodes(const sd_spec_config_t *spec);
 /* The --draft word of a kind ("ngram", "layerskip", "model"), "none" for SD_DRAFTER_NONE,
  * NULL for a value that is no kind. */
 const char *sd_drafter_kind_name(sd_drafter_kind_t kind);
