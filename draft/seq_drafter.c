@@ -302,24 +302,25 @@ typedef struct tree_build {
 } tree_build_t;
 
 /* The w best tokens of logits (ties: the lower id; the argmax first) and their
- * log-probabilities. */
+ * log-probabilities: one pass keeping a sorted list of w. */
 static int top_tokens(const float *logits, int n_vocab, int w, int32_t *tok, double *logp)
 {
-    float mx = logits[sd_sample_greedy(logits, n_vocab)];
+    w = w < n_vocab ? w : n_vocab;
+    int have = 0;
+    for (int j = 0; j < n_vocab; j++) {
+        if (have == w && !(logits[j] > logits[tok[w - 1]])) continue;
+        int at = have < w ? have++ : w - 1;
+        while (at > 0 && logits[j] > logits[tok[at - 1]]) {
+            tok[at] = tok[at - 1];
+            at--;
+        }
+        tok[at] = j;
+    }
+    float mx = logits[tok[0]];
     double sum = 0.0;
     for (int j = 0; j < n_vocab; j++) sum += exp((double)logits[j] - mx);
     double lse = mx + log(sum);
-    w = w < n_vocab ? w : n_vocab;
-    for (int c = 0; c < w; c++) {
-        int best = -1;
-        for (int j = 0; j < n_vocab; j++) {
-            int taken = 0;
-            for (int e = 0; e < c && !taken; e++) taken = tok[e] == j;
-            if (!taken && (best < 0 || logits[j] > logits[best])) best = j;
-        }
-        tok[c] = best;
-        logp[c] = (double)logits[best] - lse;
-    }
+    for (int c = 0; c < w; c++) logp[c] = (double)logits[tok[c]] - lse;
     return w;
 }
 

@@ -150,10 +150,12 @@ static int parse_draft(const char *v, bench_opts_t *o)
     }
     if (!cli_parse_draft(v, &d->spec, &d->path)) return 0;
     const char *base = d->path ? strrchr(d->path, '/') : NULL;
+    char tree_sfx[NAME_LEN];
+    memcpy(tree_sfx, d->tree, sizeof tree_sfx);
     if (d->path)
         snprintf(d->label, sizeof d->label, "%s:%s%s", sd_drafter_kind_name(d->spec.drafter),
-                 base ? base + 1 : d->path, d->tree);
-    else snprintf(d->label, sizeof d->label, "%s%s", v, d->tree);
+                 base ? base + 1 : d->path, tree_sfx);
+    else snprintf(d->label, sizeof d->label, "%s%s", v, tree_sfx);
     return 1;
 }
 

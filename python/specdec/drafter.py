@@ -165,7 +165,8 @@ class Speculation:
                  draft_model: Optional["Model"] = None, k: int = 4, adaptive: bool = True,
                  min_confidence: float = 0.3,
                  on_step: Optional[Callable[[StepRecord], None]] = None,
-                 record_steps: bool = False, engine: bool = False) -> None:
+                 record_steps: bool = False, engine: bool = False,
+                 tree: Optional[str] = None) -> None:
         self.c = _lib.SpecConfig()
         lib.sd_spec_config_default(ctypes.byref(self.c))
         self.errors: List[BaseException] = []
@@ -180,6 +181,8 @@ class Speculation:
             self.c.callback = ctypes.pointer(self.bridge.table)
         elif draft_model is not None:
             raise ValueError("draft_model needs drafter='model' or drafter='xvocab'")
+        if tree is not None:
+            check(lib.sd_spec_parse_tree(tree.encode(), ctypes.byref(self.c)), "tree")
         self.c.k = k
         self.c.adaptive = 1 if adaptive else 0
         self.c.min_confidence = min_confidence

@@ -51,6 +51,18 @@ def test_greedy_is_the_targets_for_every_drafter(target: specdec.Model,
     assert r.stats.mean_accepted_len > 2
 
 
+def test_token_trees_are_the_targets(target: specdec.Model) -> None:
+    ref = target.generate(PROMPT, max_tokens=30, temperature=0, ignore_eos=True)
+    for drafter, tree in [("layerskip", "3x2x1"), ("layerskip", "dynamic:8"), ("ngram", "4x2x1")]:
+        r = target.generate(PROMPT, max_tokens=30, temperature=0, ignore_eos=True,
+                            drafter=drafter, tree=tree)
+        assert r.tokens == ref.tokens, (drafter, tree)
+        assert r.stats.drafted > 0, (drafter, tree)
+    with pytest.raises(specdec.SpecdecError) as e:
+        target.generate(PROMPT, max_tokens=4, drafter="layerskip", tree="0x2")
+    assert "width '0' at level 1" in str(e.value)
+
+
 def test_sampling_is_reproducible_and_drafter_independent(target: specdec.Model) -> None:
     a = target.generate(PROMPT, max_tokens=32, temperature=0.9, seed=3, ignore_eos=True)
     b = target.generate(PROMPT, max_tokens=32, temperature=0.9, seed=3, ignore_eos=True,
