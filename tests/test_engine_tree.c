@@ -180,3 +180,77 @@ Test(engine_tree, bad_tree_specs_name_the_value, .timeout = 60)
     cr_assert(strstr(sd_last_error(), "tree_width[1] = 0") != NULL, "%s", sd_last_error());
     sd_model_free(m);
 }
+
+/* ---- a drafter of the caller's own proposing trees ---------------------------------- */
+
+/* Knows the target's output (future); proposes a wrong token, then the right chain as its
+ * sibling; bad = 1: a tree with a forward parent. */
+typedef struct tree_oracle {
+    const int32_t *future;
+    size_t n_future, n_prompt;
+    int bad, paths, from_tree;
+    size_t pos; /* tokens generated so far */
+} tree_oracle_t;
+
+static sd_status_t oracle_propose(void *state, const sd_draft_query_t *q, sd_draft_proposal_t *out)
+{
+    tree_oracle_t *o = state;
+    size_t at = q->n_context - o->n_prompt;
+    int n = 0;
+    cr_assert_not_null(out->parent, "a tree generation hands out parents");
+    if (at >= o->n_future) return SD_OK;
+    out->tokens[n] = (o->future[at] + 1) % 1000;
+    out->parent[n++] = -1;
+    for (int d = 0; d < q->k && at + (size_t)d < o->n_future && n < out->capacity; d++, n++) {
+        out->tokens[n] = o->future[at + (size_t)d];
+        out->parent[n] = d == 0 ? -1 : n - 1;
+    }
+    if (o->bad) out->parent[1] = 3;
+    out->n = n;
+    out->is_tree = 1;
+    return SD_OK;
+}
+
+static sd_status_t oracle_accept(void *state, const sd_draft_outcome_t *oc)
+{
+    tree_oracle_t *o = state;
+    o->paths++;
+    o->from_tree += oc->from_tree;
+    for (int i = 0; i < oc->n_accepted; i++) /* the kept path is the target's output */
+        cr_assert_eq(oc->accepted[i], o->future[o->pos + (size_t)i], "path token %d", i);
+    o->pos += (size_t)oc->n_accepted + 1;
+    return SD_OK;
+}
+
+Test(engine_tree, callback_drafter_trees, .timeout = 300)
+{
+    sd_model_t *m = real_model();
+    int32_t ids[256];
+    size_t n = tokenize(m, prompts[0], ids, 256);
+    sd_gen_config_t c;
+    sd_gen_config_default(&c);
+    c.temperature = 0.0f;
+    c.max_tokens = 24;
+    c.ignore_eos = 1;
+    sd_gen_result_t base = run(m, ids, n, &c, NULL);
+    tree_oracle_t o = {base.tokens, base.n_tokens, n, 0, 0, 0, 0};
+    sd_callback_drafter_t cb = {.user = &o, .propose = oracle_propose, .accept = oracle_accept};
+    sd_spec_config_t s;
+    tree_spec(&s, SD_DRAFTER_CALLBACK, "dynamic:8");
+    s.callback = &cb;
+    s.k = 3;
+    sd_gen_result_t r = run(m, ids, n, &c, &s);
+    assert_same(&base, &r, "callback tree");
+    cr_assert(r.stats.mean_accepted_len > 3.0, "mean accepted length %.2f: the sibling chain "
+              "should win every step", r.stats.mean_accepted_len);
+    cr_assert(o.paths > 0 && o.from_tree == o.paths, "%d paths, %d from trees", o.paths, o.from_tree);
+    sd_gen_result_free(&r);
+    o.bad = 1;
+    o.pos = 0;
+    cr_assert_eq(sd_generate_speculative(m, ids, n, &c, &s, NULL, NULL, &r), SD_ERR_INVALID_ARG);
+    cr_assert(strstr(sd_last_error(), "callback drafter") != NULL &&
+              strstr(sd_last_error(), "parent 3") != NULL, "%s", sd_last_error());
+    sd_gen_result_free(&r);
+    sd_gen_result_free(&base);
+    sd_model_free(m);
+}

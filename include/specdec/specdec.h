@@ -284,18 +284,26 @@ typedef struct sd_draft_query {
 
 /* Where a proposal goes, zeroed by the library before each call: the drafter writes
  * tokens[0 .. n), n <= capacity, and may set evidence (a class 0..7 with its own adaptive
- * draft length). Library-owned: later versions may add fields (a token tree). */
+ * draft length). When the generation drafts token trees (sd_spec_config_t.tree_*), parent
+ * is [capacity] (else NULL) and the drafter may propose a tree: parent[i] in [-1, i) (-1:
+ * below the last context token), depth <= query k, and is_tree = 1 (is_tree 0: a chain).
+ * Library-owned: later versions may add fields. */
 typedef struct sd_draft_proposal {
     int32_t *tokens;
     int capacity;
     int n;
     int evidence;
+    int32_t *parent;
+    int is_tree;
 } sd_draft_proposal_t;
 
-/* What the target kept of the last proposal: its first n_accepted tokens, then next_token. */
+/* What the target kept of the last proposal: accepted[n_accepted] (a chain's first
+ * n_accepted tokens, or a tree's path; from_tree = 1 for a tree), then next_token. */
 typedef struct sd_draft_outcome {
     int n_accepted;
     int32_t next_token;
+    const int32_t *accepted;
+    int from_tree;
 } sd_draft_outcome_t;
 
 /* A drafter as callbacks (docs/design-notes.md, "A drafter of the caller's own"): propose is

@@ -87,11 +87,12 @@ class DraftQuery(Structure):
 
 class DraftProposal(Structure):
     _fields_ = [("tokens", POINTER(c_int32)), ("capacity", c_int), ("n", c_int),
-                ("evidence", c_int)]
+                ("evidence", c_int), ("parent", POINTER(c_int32)), ("is_tree", c_int)]
 
 
 class DraftOutcome(Structure):
-    _fields_ = [("n_accepted", c_int), ("next_token", c_int32)]
+    _fields_ = [("n_accepted", c_int), ("next_token", c_int32),
+                ("accepted", POINTER(c_int32)), ("from_tree", c_int)]
 
 
 CREATE_FN = CFUNCTYPE(status_t, c_void_p, POINTER(c_void_p))

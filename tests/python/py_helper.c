@@ -54,9 +54,10 @@ static void abi(void)
     BEGIN(sd_draft_query_t), F(sd_draft_query_t, context), F(sd_draft_query_t, n_context),
         F(sd_draft_query_t, k), F(sd_draft_query_t, temperature), F(sd_draft_query_t, seed), END();
     BEGIN(sd_draft_proposal_t), F(sd_draft_proposal_t, tokens), F(sd_draft_proposal_t, capacity),
-        F(sd_draft_proposal_t, n), F(sd_draft_proposal_t, evidence), END();
+        F(sd_draft_proposal_t, n), F(sd_draft_proposal_t, evidence), F(sd_draft_proposal_t, parent),
+        F(sd_draft_proposal_t, is_tree), END();
     BEGIN(sd_draft_outcome_t), F(sd_draft_outcome_t, n_accepted), F(sd_draft_outcome_t, next_token),
-        END();
+        F(sd_draft_outcome_t, accepted), F(sd_draft_outcome_t, from_tree), END();
     BEGIN(sd_callback_drafter_t), F(sd_callback_drafter_t, user), F(sd_callback_drafter_t, create),
         F(sd_callback_drafter_t, begin), F(sd_callback_drafter_t, propose),
         F(sd_callback_drafter_t, accept), F(sd_callback_drafter_t, rollback),
