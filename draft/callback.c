@@ -171,7 +171,7 @@ static sd_status_t cb_propose_tree(sd_drafter_t *d, const sd_draft_request_t *re
 static sd_status_t cb_accept_path(sd_drafter_t *d, const int32_t *tokens, int n, int32_t next)
 {
     cb_drafter_t *g = (cb_drafter_t *)d;
-    for (int i = 0; i < n; i++) SD_CHECK(check_token(g, tokens[i], "path"));
+    SD_CHECK(sd_drafter_check_tokens(d, tokens, n, g->n_vocab, "path"));
     SD_CHECK(check_token(g, next, "next"));
     SD_CHECK(reserve(g, g->len + (size_t)n + 1));
     if (n > 0) memcpy(g->ctx + g->len, tokens, (size_t)n * sizeof *tokens);

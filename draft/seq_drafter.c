@@ -466,7 +466,7 @@ static sd_status_t seq_propose_tree(sd_drafter_t *dr, const sd_draft_request_t *
 static sd_status_t seq_accept_path(sd_drafter_t *dr, const int32_t *tokens, int n, int32_t next)
 {
     sd_seq_drafter_t *g = (sd_seq_drafter_t *)dr;
-    for (int i = 0; i < n; i++) SD_CHECK(check_token(g, tokens[i], "path"));
+    SD_CHECK(sd_drafter_check_tokens(dr, tokens, n, g->n_vocab, "path"));
     SD_CHECK(check_token(g, next, "next"));
     SD_CHECK(reserve_ctx(g, (int64_t)g->len + n + 1));
     memcpy(g->ctx + g->len, tokens, (size_t)n * sizeof *tokens);
