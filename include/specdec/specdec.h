@@ -367,7 +367,8 @@ typedef struct sd_spec_config {
      * tree_levels > 0 the drafter proposes tree_width[d] candidates below every node of
      * depth d (static); with tree_budget > 0 a dynamic tree of up to that many nodes grown
      * from the most probable ones, depth <= k. Both 0 (default): a chain of k. Used by the
-     * model, layer-skip and n-gram drafters in sd_generate*; the serving engine drafts chains. */
+     * model, layer-skip, n-gram and callback drafters in sd_generate*; the serving engine
+     * drafts chains. */
     int tree_levels;
     int tree_width[SD_SPEC_MAX_K];
     int tree_budget;
