@@ -18,9 +18,6 @@ extern "C" {
 
 // ---- matmul.cu: weights in their GGUF type ---------------------------------------------
 
-// 1 for the types sd_cuda_matmul and sd_cuda_embed compute directly (F32, F16, BF16, Q8_0,
-// Q4_0, Q4_1, Q5_0, Q4_K, Q6_K).
-int sd_cuda_type_supported(sd_dtype_t type);
 // y[n, w->rows] = x[n, w->cols] . W^T (+ bias[w->rows] when not NULL), any n >= 1. w is a
 // host struct whose data points to device memory.
 cudaError_t sd_cuda_matmul(cudaStream_t stream, const sd_weight_t *w, const float *x, int n,
