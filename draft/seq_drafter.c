@@ -344,8 +344,6 @@ static sd_status_t seq_rollback(sd_drafter_t *dr, int n)
 static void seq_destroy(sd_drafter_t *dr)
 {
     sd_seq_drafter_t *g = (sd_seq_drafter_t *)dr;
-    if (g->shared != NULL) /* the buffers are the target's */
-        g->seq.kv.k = g->seq.kv.v = NULL;
     sd_seq_free(&g->seq);
     sd_sampler_scratch_free(&g->scratch);
     free(g->ctx);
@@ -424,10 +422,7 @@ sd_status_t sd_seq_drafter_share_kv(sd_drafter_t *d, sd_seq_t *target_seq)
                             "drafter's model", d->ops->name);
     if (g->shared == NULL)
         sd_kv_cache_free(&g->seq.kv, g->m);
-    g->seq.kv = (sd_kv_cache_t){.n_layer = g->m->hp.n_layer, .n_ctx = target_seq->kv.n_ctx,
-                                .n_head_kv = target_seq->kv.n_head_kv,
-                                .head_dim = target_seq->kv.head_dim,
-                                .k = target_seq->kv.k, .v = target_seq->kv.v};
+    sd_kv_cache_view(&g->seq.kv, &target_seq->kv, g->m->hp.n_layer);
     g->shared = target_seq;
     seq_reset(d);
     return SD_OK;

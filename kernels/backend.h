@@ -66,10 +66,11 @@ void sd_backend_matmul_group(sd_backend_t *be, int nw, const sd_weight_t *const 
 void sd_backend_rope(sd_backend_t *be, float *x, const int32_t *pos, int n, int n_head,
                      int head_dim, const sd_rope_params_t *p);
 void sd_backend_attention(sd_backend_t *be, const float *q, const float *k_cache,
-                          const float *v_cache, const int32_t *pos, int n, int n_ctx, int n_head,
-                          int n_head_kv, int head_dim, float *out);
-void sd_backend_kv_store(sd_backend_t *be, float *cache, const float *rows, const int32_t *pos,
-                         int n, int n_ctx, size_t row);
+                          const float *v_cache, const int32_t *blocks, int block_size,
+                          const int32_t *pos, int n, int n_ctx, int n_head, int n_head_kv,
+                          int head_dim, float *out);
+void sd_backend_kv_store(sd_backend_t *be, float *cache, const float *rows, const int32_t *blocks,
+                         int block_size, const int32_t *pos, int n, int n_ctx, size_t row);
 void sd_backend_swiglu(sd_backend_t *be, const float *gate, const float *up, size_t len,
                        float *out);
 void sd_backend_add(sd_backend_t *be, float *y, const float *x, size_t len);
