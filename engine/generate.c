@@ -13,6 +13,7 @@
 #include "core/clock.h"
 #include "core/hash.h"
 #include "core/log.h"
+#include "draft/model_drafter.h"
 #include "engine/gen.h"
 #include "engine/gen_output.h"
 #include "engine/speculative.h"
@@ -123,6 +124,9 @@ static sd_status_t spec_init(gen_t *g, sd_model_t *m, const sd_spec_config_t *sp
     } else {
         SD_CHECK(sd_spec_make_drafter(m, spec, &g->draft.owned));
         g->draft.drafter = g->draft.owned;
+        int pooled = 0;
+        if (o != NULL && o->draft_kv_pool != NULL)
+            SD_CHECK(sd_drafter_model_use_pool(g->draft.owned, o->draft_kv_pool, &pooled));
     }
     int k_max = g->draft.drafter != NULL ? spec->k : 0;
     g->draft.active = g->draft.drafter != NULL;

@@ -260,6 +260,7 @@ static void admit_requests(sd_engine_t *e, sd_request_t *const *list, int n)
         sd_request_t *r = list[i];
         r->opts.request = ++e->n_admitted;
         r->opts.kv_pool = e->has_pool ? &e->kv_pool : NULL;
+        r->opts.draft_kv_pool = e->has_draft_pool ? &e->draft_kv_pool : NULL;
         sd_status_t st = sd_gen_new(e->model, r->prompt, r->n_prompt, &r->config, &e->p.spec,
                                     &r->opts, on_token, r, 1, &r->gen);
         pthread_mutex_lock(&e->mu);
@@ -616,6 +617,14 @@ static sd_status_t kv_pool_init(sd_engine_t *e)
     SD_CHECK(sd_kv_pool_init(&e->kv_pool, e->model, (int)blocks, e->p.prefix_cache));
     e->has_pool = 1;
     pool_metrics(e);
+    /* a draft model's context runs k positions past the target's: two blocks more a slot */
+    const sd_spec_config_t *sp = &e->p.spec;
+    if (!e->p.prefix_cache || sp->drafter != SD_DRAFTER_MODEL || sp->draft_model == NULL ||
+        e->comm != NULL)
+        return SD_OK;
+    SD_CHECK(sd_kv_pool_init(&e->draft_kv_pool, sp->draft_model,
+                             (int)blocks + 2 * e->p.max_active, 1));
+    e->has_draft_pool = 1;
     return SD_OK;
 }
 
@@ -624,6 +633,7 @@ static void engine_destroy(sd_engine_t *e)
     sd_batch_free(&e->batch);
     sd_batch_free(&e->draft_batch);
     if (e->has_pool) sd_kv_pool_free(&e->kv_pool); /* every generation has ended */
+    if (e->has_draft_pool) sd_kv_pool_free(&e->draft_kv_pool);
     free(e->drafting);
     free(e->draft_parts);
     free(e->active);

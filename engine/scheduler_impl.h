@@ -89,6 +89,8 @@ struct sd_engine {
     sd_engine_metrics_t m;    /* counters and histograms (mu); queued/active/kv filled on read */
     sd_kv_pool_t kv_pool;     /* the target's KV blocks (prefix cache): the scheduler thread's */
     int has_pool;
+    sd_kv_pool_t draft_kv_pool; /* the draft model's, when requests run one (no TP) */
+    int has_draft_pool;
     /* tensor parallelism: rank 0 decides, every rank steps */
     sd_comm_t *comm;          /* the model's TP group (size > 1), or NULL */
     int rank;

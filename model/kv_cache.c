@@ -298,11 +298,26 @@ void sd_kv_cache_view(sd_kv_cache_t *kv, sd_kv_cache_t *owner, int n_layer)
     kv->owner = owner;
 }
 
+/* Release a pooled cache's blocks, last first (parents stay more recent in the LRU list). */
+static void release_blocks(sd_kv_cache_t *kv)
+{
+    if (kv->owner != NULL || kv->own_pool || kv->pool == NULL) return;
+    for (int i = kv->n_held - 1; i >= 0; i--) release(kv->pool->meta, kv->table[i]);
+    kv->n_held = 0;
+}
+
+void sd_kv_cache_reset(sd_kv_cache_t *kv)
+{
+    if (kv == NULL) return;
+    release_blocks(kv);
+    kv->len = 0;
+}
+
 void sd_kv_cache_free(sd_kv_cache_t *kv, const sd_model_t *m)
 {
     if (kv == NULL) return;
     if (kv->owner == NULL && kv->pool != NULL) {
-        for (int i = kv->n_held - 1; i >= 0; i--) release(kv->pool->meta, kv->table[i]); /* parents more recent */
+        release_blocks(kv);
         if (kv->table_dev) sd_backend_release(kv->pool->model->backend, kv->table_dev);
         free(kv->table);
         if (kv->own_pool) {

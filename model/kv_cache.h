@@ -58,6 +58,8 @@ sd_status_t sd_kv_cache_init_pooled(sd_kv_cache_t *kv, sd_kv_pool_t *p, int n_ct
 void sd_kv_cache_view(sd_kv_cache_t *kv, sd_kv_cache_t *owner, int n_layer);
 /* Releases its blocks (full registered ones stay cached in a shared pool). */
 void sd_kv_cache_free(sd_kv_cache_t *kv, const sd_model_t *m);
+/* Empty: len 0, a pooled cache's blocks released (full registered ones stay cached). */
+void sd_kv_cache_reset(sd_kv_cache_t *kv);
 /* Roll back to `len` positions (len <= kv->len); SD_ERR_INVALID_ARG otherwise. */
 sd_status_t sd_kv_cache_truncate(sd_kv_cache_t *kv, int len);
 /* Make positions [len, new_len) writable: blocks taken (evicting cached ones), a shared block

@@ -20,13 +20,31 @@
 #define MAX_TOKENS 10
 #define MAX_CTX (N_SYSTEM + N_TURNS * (N_USER + MAX_TOKENS))
 
-static sd_model_t *load_synth(void)
+/* The target (seed 0), or a draft model with its vocabulary and other weights. */
+static sd_model_t *load_synth_seeded(uint64_t seed, int n_layer)
 {
     sd_synth_spec_t s;
     sd_synth_spec_default(&s);
     s.n_ctx = 512;
     s.weight_scale = 0.08f;
+    if (seed) s.seed = seed;
+    if (n_layer) s.n_layer = n_layer;
     return sd_test_synth_model(&s, 2, 512);
+}
+
+static sd_model_t *load_synth(void) { return load_synth_seeded(0, 0); }
+
+static sd_model_t *draft_model; /* for spec_of(SD_DRAFTER_MODEL) */
+
+static sd_spec_config_t spec_of(sd_drafter_kind_t kind)
+{
+    sd_spec_config_t sp;
+    sd_spec_config_default(&sp);
+    sp.drafter = kind; /* speculative steps roll the caches back */
+    sp.k = 4;
+    sp.layerskip_layers = kind == SD_DRAFTER_LAYERSKIP ? 1 : 0;
+    sp.draft_model = kind == SD_DRAFTER_MODEL ? draft_model : NULL;
+    return sp;
 }
 
 /* One conversation: its context so far and each turn's result. */
@@ -63,20 +81,24 @@ static void add_answer(conv_t *c, const sd_gen_result_t *r)
     c->n_ctx += r->n_tokens;
 }
 
-static sd_engine_t *engine_new(sd_model_t *m, int prefix_cache, size_t max_kv_positions)
+static sd_engine_t *engine_spec(sd_model_t *m, sd_drafter_kind_t kind, int prefix_cache,
+                               size_t max_kv_positions)
 {
     sd_engine_params_t p;
     sd_engine_params_default(&p);
     p.model = m;
-    sd_spec_config_default(&p.spec);
-    p.spec.drafter = SD_DRAFTER_NGRAM; /* speculative steps roll the caches back */
-    p.spec.k = 4;
+    p.spec = spec_of(kind);
     p.max_active = N_CONV;
     p.prefix_cache = prefix_cache;
     p.max_kv_positions = max_kv_positions;
     sd_engine_t *e = NULL;
     cr_assert_eq(sd_engine_create(&p, &e), SD_OK, "engine: %s", sd_last_error());
     return e;
+}
+
+static sd_engine_t *engine_new(sd_model_t *m, int prefix_cache, size_t max_kv_positions)
+{
+    return engine_spec(m, SD_DRAFTER_NGRAM, prefix_cache, max_kv_positions);
 }
 
 /* Every conversation's turns: all conversations' turn t submitted together (together = 1),
@@ -133,10 +155,10 @@ static void free_convs(conv_t *convs)
 }
 
 /* The reference: each conversation alone, no prefix cache. */
-static conv_t *reference(sd_model_t *m)
+static conv_t *reference_with(sd_model_t *m, sd_drafter_kind_t kind)
 {
     conv_t *ref = calloc(N_CONV, sizeof *ref);
-    sd_engine_t *e = engine_new(m, 0, 0);
+    sd_engine_t *e = engine_spec(m, kind, 0, 0);
     run_conversations(e, ref, 0);
     sd_engine_metrics_t mt;
     cr_assert_eq(sd_engine_get_metrics(e, &mt), SD_OK);
@@ -148,14 +170,29 @@ static conv_t *reference(sd_model_t *m)
     return ref;
 }
 
-static void finish(sd_engine_t *e, sd_model_t *m, conv_t *got, conv_t *ref)
+static void finish_run(sd_engine_t *e, conv_t *got, conv_t *ref)
 {
     sd_engine_free(e);
     free_convs(got);
     free_convs(ref);
     free(got);
     free(ref);
+}
+
+static void finish(sd_engine_t *e, sd_model_t *m, conv_t *got, conv_t *ref)
+{
+    finish_run(e, got, ref);
     sd_model_free(m);
+}
+
+static conv_t *reference(sd_model_t *m) { return reference_with(m, SD_DRAFTER_NGRAM); }
+
+static uint64_t draft_forwards(const conv_t *convs)
+{
+    uint64_t n = 0;
+    for (int i = 0; i < N_CONV; i++)
+        for (int t = 0; t < N_TURNS; t++) n += convs[i].turns[t].stats.draft_forwards;
+    return n;
 }
 
 /* Nothing held once every request ended; every block is cached or free. */
@@ -260,5 +297,29 @@ Test(engine_prefix, pool_copy_on_write_and_exhaustion)
     cr_assert_eq(held, 0);
     cr_assert_eq(cached, 2, "a's two registered blocks stay cached");
     sd_kv_pool_free(&pool);
+    sd_model_free(m);
+}
+
+/* Drafters that run a model: layer-skip shares the target's cached blocks, a draft model
+ * caches its own (fewer draft forwards for the same drafts); the same results as alone. */
+Test(engine_prefix, model_drafters_equal_alone_without_cache, .timeout = 600)
+{
+    sd_model_t *m = load_synth();
+    draft_model = load_synth_seeded(77, 1);
+    const sd_drafter_kind_t kinds[] = {SD_DRAFTER_LAYERSKIP, SD_DRAFTER_MODEL};
+    for (int k = 0; k < 2; k++) {
+        conv_t *ref = reference_with(m, kinds[k]), *got = calloc(N_CONV, sizeof *got);
+        sd_engine_t *e = engine_spec(m, kinds[k], 1, 0);
+        run_conversations(e, got, 1);
+        assert_same(got, ref);
+        if (kinds[k] == SD_DRAFTER_MODEL)
+            cr_assert_lt(draft_forwards(got), draft_forwards(ref),
+                         "the draft model's prefill was not cached (%llu forwards, %llu alone)",
+                         (unsigned long long)draft_forwards(got),
+                         (unsigned long long)draft_forwards(ref));
+        assert_no_leak(e, sd_drafter_kind_name(kinds[k]));
+        finish_run(e, got, ref);
+    }
+    sd_model_free(draft_model);
     sd_model_free(m);
 }
