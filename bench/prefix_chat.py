@@ -54,10 +54,21 @@ def system_prompt(words):
     return "You are the office assistant. Follow these rules.\n" + "\n".join(out)
 
 
+MODEL_IDS = {}
+
+
+def model_id(url):
+    """The first model /v1/models lists (the name requests must carry)."""
+    if url not in MODEL_IDS:
+        status, body = serve_load.Endpoint(url).get_json("/v1/models")
+        MODEL_IDS[url] = body["data"][0]["id"] if status == 200 and body else "m"
+    return MODEL_IDS[url]
+
+
 def stream_chat(url, messages, max_tokens, timeout=1800):
     """(ttft seconds, text, usage dict, seconds) of one streamed greedy chat request."""
     ep = serve_load.Endpoint(url)
-    body = json.dumps({"model": "m", "messages": messages, "max_tokens": max_tokens,
+    body = json.dumps({"model": model_id(url), "messages": messages, "max_tokens": max_tokens,
                        "temperature": 0, "seed": 1, "ignore_eos": True, "stream": True,
                        "stream_options": {"include_usage": True}})
     conn = ep.connect(timeout)
@@ -128,6 +139,10 @@ def main():
     ap.add_argument("--max-tokens", type=int, default=32)
     ap.add_argument("--clients", default="1,4,16")
     ap.add_argument("--load-turns", type=int, default=2)
+    ap.add_argument("--turns-of", action="append", default=[], metavar="NAME=N",
+                    help="fewer chat turns for that server (a slow one)")
+    ap.add_argument("--no-load-of", action="append", default=[], metavar="NAME",
+                    help="skip that server's throughput runs")
     ap.add_argument("--md"), ap.add_argument("--json")
     ap.add_argument("--title", default="prefix cache")
     args = ap.parse_args()
@@ -135,17 +150,19 @@ def main():
     clients = [int(c) for c in args.clients.split(",") if c]
     report = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "argv": sys.argv, "load_before": os.getloadavg(), "servers": {}}
+    turns_of = {k: int(v) for k, _, v in (t.partition("=") for t in args.turns_of)}
     for spec in args.server:
         name, _, cmd = spec.partition("=")
+        n_turns = turns_of.get(name, args.turns)
         m = re.search(r"--port\s+(\d+)", cmd)
         url = f"http://127.0.0.1:{m.group(1)}" if m and m.group(1) != "0" else None
         print(f"== {name}: {cmd}", file=sys.stderr, flush=True)
         srv = serve_load.Server(cmd, url, f"/tmp/prefix_chat_{name}.log", 600)
         try:
-            turns = chat(srv.url, system, USER_TURNS[:args.turns], args.max_tokens)
+            turns = chat(srv.url, system, USER_TURNS[:n_turns], args.max_tokens)
             print(f"   turns: {turns}", file=sys.stderr, flush=True)
             loads = {}
-            for c in clients:
+            for c in clients if name not in args.no_load_of else []:
                 loads[c] = load(srv.url, system, c, args.load_turns, args.max_tokens)
                 print(f"   {c} clients: {loads[c]}", file=sys.stderr, flush=True)
         finally:
@@ -159,18 +176,20 @@ def main():
              f"{' '.join(f'{x:.2f}' for x in report['load_before'])}", "",
              "TTFT per turn (s) [prompt tokens / cached]:", "",
              "| server | " + " | ".join(f"turn {i + 1}" for i in range(args.turns)) +
-             " | turn 8 / turn 1 |", "|---" * (args.turns + 2) + "|"]
+             f" | turn {args.turns} / turn 1 |", "|---" * (args.turns + 2) + "|"]
     for name, r in report["servers"].items():
         t = r["turns"]
         cells = [f"{x[0]:.2f} [{x[1]}/{x[2] if x[2] is not None else '-'}]" for x in t]
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {t[-1][0] / t[0][0]:.2f} |")
+        cells += ["(not run)"] * (args.turns - len(t))
+        ratio = f"{t[-1][0] / t[0][0]:.2f}" if len(t) == args.turns else "-"
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {ratio} |")
     lines += ["", f"Throughput ({args.load_turns}-turn chats per client, {args.max_tokens} "
               "tokens a turn): generated tokens/s, mean TTFT (s), wall (s):", "",
               "| server | " + " | ".join(f"{c} clients" for c in clients) + " | load avg after |",
               "|---" * (len(clients) + 2) + "|"]
     for name, r in report["servers"].items():
         cells = [f"{r['load'][c][0]:.1f} tok/s, {r['load'][c][1]:.2f}, {r['load'][c][2]:.0f}"
-                 for c in clients]
+                 if c in r["load"] else "(not run)" for c in clients]
         lines.append(f"| {name} | " + " | ".join(cells) +
                      f" | {' '.join(f'{x:.2f}' for x in r['loadavg'])} |")
     text = "\n".join(lines) + "\n"

@@ -424,6 +424,7 @@ static void run_step(sd_engine_t *e)
     pthread_mutex_lock(&e->mu);
     e->m.steps++;
     e->m.batch_rows += (uint64_t)rows;
+    pool_metrics(e);
     hist_observe(&e->m.step_seconds, sd_now() - t0);
     pthread_mutex_unlock(&e->mu);
 }
@@ -605,22 +606,23 @@ static sd_status_t draft_batch_init(sd_engine_t *e)
     return sd_batch_init(&e->draft_batch, m, rows, na < rows ? na : rows);
 }
 
-/* The target's KV pool: blocks for max_kv_positions (each request rounds up to whole
- * blocks, hence one more block per slot), so an admitted request always finds its blocks;
- * what running requests do not hold keeps cached prefixes. */
+/* With the prefix cache, the target's KV pool: blocks for max_kv_positions (each request
+ * rounds up to whole blocks, hence one more block per slot), so an admitted request always
+ * finds its blocks; what running requests do not hold keeps cached prefixes. Without it,
+ * each request allocates its own cache at admission, as big as it may grow. */
 static sd_status_t kv_pool_init(sd_engine_t *e)
 {
+    if (!e->p.prefix_cache) return SD_OK;
     size_t blocks = (e->m.kv_positions_cap + SD_KV_BLOCK - 1) / SD_KV_BLOCK + (size_t)e->p.max_active;
     if (blocks > (size_t)(INT32_MAX / SD_KV_BLOCK))
         return sd_set_error(SD_ERR_INVALID_ARG, "engine: max_kv_positions = %zu is too large for "
                             "a KV pool", e->m.kv_positions_cap);
-    SD_CHECK(sd_kv_pool_init(&e->kv_pool, e->model, (int)blocks, e->p.prefix_cache));
+    SD_CHECK(sd_kv_pool_init(&e->kv_pool, e->model, (int)blocks, 1));
     e->has_pool = 1;
     pool_metrics(e);
     /* a draft model's context runs k positions past the target's: two blocks more a slot */
     const sd_spec_config_t *sp = &e->p.spec;
-    if (!e->p.prefix_cache || sp->drafter != SD_DRAFTER_MODEL || sp->draft_model == NULL ||
-        e->comm != NULL)
+    if (sp->drafter != SD_DRAFTER_MODEL || sp->draft_model == NULL || e->comm != NULL)
         return SD_OK;
     SD_CHECK(sd_kv_pool_init(&e->draft_kv_pool, sp->draft_model,
                              (int)blocks + 2 * e->p.max_active, 1));

@@ -339,6 +339,14 @@ sd_status_t sd_kv_cache_truncate(sd_kv_cache_t *kv, int len)
     return SD_OK;
 }
 
+const float *sd_kv_cache_row(const sd_kv_cache_t *kv, int v, int il, int pos)
+{
+    size_t row = (size_t)kv->n_head_kv * (size_t)kv->head_dim;
+    size_t r = (size_t)il * (size_t)kv->pool->n_blocks * BS +
+               (size_t)kv->table[pos / BS] * BS + (size_t)(pos % BS);
+    return (v ? kv->v : kv->k) + r * row;
+}
+
 /* Copy block `from` into block `to`, every layer's K and V rows (through the host). */
 static sd_status_t copy_block(sd_kv_pool_t *p, int from, int to)
 {

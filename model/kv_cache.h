@@ -75,6 +75,10 @@ int sd_kv_cache_attach_prefix(sd_kv_cache_t *kv, const int32_t *tokens, int n);
  * as is. Nothing without a prefix cache. */
 void sd_kv_cache_commit(sd_kv_cache_t *kv, const int32_t *tokens, int n);
 
+/* The K (v = 0) or V (v = 1) row [n_head_kv, head_dim] of position pos < len in layer il;
+ * readable on host-memory backends (tests). */
+const float *sd_kv_cache_row(const sd_kv_cache_t *kv, int v, int il, int pos);
+
 /* Bytes one position takes in a cache of m (K and V over its layers), and the bytes a cache
  * holds (K and V, all its blocks). The one formula for KV-cache sizes. */
 size_t sd_kv_position_bytes(const sd_model_t *m);

@@ -419,7 +419,9 @@ typedef struct sd_engine_params {
     int prefix_cache;       /* 1 (default): KV blocks of ended and running requests are kept
                                under max_kv_positions and reused by requests whose prompt
                                starts the same (docs/design-notes.md, "Paged KV cache and
-                               prefix cache"); 0: every prompt is prefilled whole */
+                               prefix cache"); the pool of max_kv_positions positions is
+                               allocated at sd_engine_create. 0: every prompt is prefilled
+                               whole, each request's cache allocated at admission */
 } sd_engine_params_t;
 
 void sd_engine_params_default(sd_engine_params_t *params);
