@@ -49,8 +49,7 @@ static sd_status_t check_token(const cb_drafter_t *g, int32_t token, const char 
 static sd_status_t cb_begin(sd_drafter_t *d, const int32_t *tokens, int n)
 {
     cb_drafter_t *g = (cb_drafter_t *)d;
-    for (int i = 0; i < n; i++)
-        SD_CHECK(check_token(g, tokens[i], "context"));
+    SD_CHECK(sd_drafter_check_tokens(d, tokens, n, g->n_vocab, "context"));
     SD_CHECK(reserve(g, (size_t)n));
     if (n > 0) memcpy(g->ctx, tokens, (size_t)n * sizeof *tokens);
     g->len = (size_t)n;

@@ -68,6 +68,16 @@ sd_status_t sd_drafter_check_token(const sd_drafter_t *d, int32_t token, int n_v
     return SD_OK;
 }
 
+sd_status_t sd_drafter_check_tokens(const sd_drafter_t *d, const int32_t *tokens, int n,
+                                    int n_vocab, const char *what)
+{
+    for (int i = 0; i < n; i++)
+        if (tokens[i] < 0 || tokens[i] >= n_vocab)
+            return sd_set_error(SD_ERR_INVALID_ARG, "%s drafter: %s token [%d] = %d outside the "
+                                "vocabulary [0, %d)", d->ops->name, what, i, tokens[i], n_vocab);
+    return SD_OK;
+}
+
 void sd_drafter_free(sd_drafter_t *d)
 {
     if (d != NULL)

@@ -86,6 +86,9 @@ void sd_drafter_reset(sd_drafter_t *d);
  * vocabulary [0, n_vocab)" unless 0 <= token < n_vocab. */
 sd_status_t sd_drafter_check_token(const sd_drafter_t *d, int32_t token, int n_vocab,
                                    const char *what);
+/* The same for tokens[0..n), the message naming the first bad token's index. */
+sd_status_t sd_drafter_check_tokens(const sd_drafter_t *d, const int32_t *tokens, int n,
+                                    int n_vocab, const char *what);
 /* Free the drafter and everything it owns; NULL is a no-op. */
 void sd_drafter_free(sd_drafter_t *d);
 

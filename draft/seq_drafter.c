@@ -298,8 +298,7 @@ static void seq_reset(sd_drafter_t *dr)
 static sd_status_t seq_begin(sd_drafter_t *dr, const int32_t *tokens, int n)
 {
     sd_seq_drafter_t *g = (sd_seq_drafter_t *)dr;
-    for (int i = 0; i < n; i++)
-        SD_CHECK(check_token(g, tokens[i], "context"));
+    SD_CHECK(sd_drafter_check_tokens(dr, tokens, n, g->n_vocab, "context"));
     SD_CHECK(check_fits(g, n));
     seq_reset(dr);
     SD_CHECK(reserve_ctx(g, n));

@@ -362,8 +362,7 @@ static sd_status_t check_token(const xv_drafter_t *g, int32_t token, const char 
 static sd_status_t xv_begin(sd_drafter_t *d, const int32_t *tokens, int n)
 {
     xv_drafter_t *g = (xv_drafter_t *)d;
-    for (int i = 0; i < n; i++)
-        SD_CHECK(check_token(g, tokens[i], "context"));
+    SD_CHECK(sd_drafter_check_tokens(d, tokens, n, g->t_vocab, "context"));
     xv_reset(d);
     SD_CHECK(ivec_append(&g->ctx, tokens, (size_t)n));
     size_t t_fixed, d_fixed;

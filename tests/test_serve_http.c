@@ -7,16 +7,13 @@
 #include <cjson/cJSON.h>
 #include <criterion/criterion.h>
 #include <curl/curl.h>
-#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -25,27 +22,19 @@
 #include "gguf/synthetic.h"
 #include "model/kv_cache.h"
 #include "support/json_path.h"
+#include "support/serve_harness.h"
 #include "support/test_util.h"
 
-extern char **environ;
-
-#define SPECDEC_BIN SPECDEC_BINARY_DIR "/bin/specdec"
 /* The synthetic model: big enough that a 4000-token request runs for seconds (so a
  * disconnect or a shutdown lands while it runs), small enough to load in milliseconds. */
 #define MODEL_CTX 4096
 #define LONG_TOKENS 4000
 
-typedef struct server {
-    pid_t pid;
-    int port;
-    char log[600]; /* its stderr */
-} server_t;
+typedef sh_server_t server_t;
+typedef sh_reply_t reply_t;
 
 static char model_path[512];
 static server_t main_server;
-/* Servers started and not yet stopped, by pid (a failed assertion leaves the test's own
- * server_t out of scope): teardown kills them, so none outlives a failed test. */
-static pid_t live[4];
 
 static void sleep_ms(int ms)
 {
@@ -53,54 +42,17 @@ static void sleep_ms(int ms)
     nanosleep(&t, NULL);
 }
 
-/* ---- HTTP --------------------------------------------------------------------------------- */
+/* ---- HTTP (tests/support/serve_harness.h) ----------------------------------------------- */
 
-typedef struct reply {
-    long status;
-    char *body;
-    size_t len;
-} reply_t;
-
-static size_t collect(char *data, size_t size, size_t n, void *user)
-{
-    reply_t *r = user;
-    char *b = realloc(r->body, r->len + size * n + 1);
-    if (!b) return 0;
-    memcpy(b + r->len, data, size * n);
-    r->body = b;
-    r->len += size * n;
-    r->body[r->len] = '\0';
-    return size * n;
-}
-
-/* method path [body] on port; extra: one more header or NULL. */
+/* method path [body of body_len bytes] on port; extra: one more header or NULL. A failed
+ * transfer is an assertion. */
 static reply_t http_ex(int port, const char *method, const char *path, const char *body,
                        size_t body_len, const char *extra)
 {
-    reply_t r = {0};
-    char url[256];
-    snprintf(url, sizeof url, "http://127.0.0.1:%d%s", port, path);
-    CURL *c = curl_easy_init();
-    cr_assert(c);
-    struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/json");
-    if (extra) h = curl_slist_append(h, extra);
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
-    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
-    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT, 120L);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, collect);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, &r);
-    if (body) {
-        curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
-        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)body_len);
-    }
-    CURLcode rc = curl_easy_perform(c);
-    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r.status);
-    curl_slist_free_all(h);
-    curl_easy_cleanup(c);
-    cr_assert_eq(rc, CURLE_OK, "%s %s: %s", method, path, curl_easy_strerror(rc));
-    if (!r.body) r.body = calloc(1, 1);
+    const char *const headers[] = {extra, NULL};
+    reply_t r = sh_http_bytes(port, NULL, method, path, body, body_len, headers);
+    cr_assert_eq(r.curl_code, CURLE_OK, "%s %s: %s", method, path,
+                 curl_easy_strerror((CURLcode)r.curl_code));
     return r;
 }
 
@@ -117,7 +69,6 @@ static cJSON *json_of(const reply_t *r)
     cr_assert(v, "not JSON (status %ld): %s", r->status, r->body);
     return v;
 }
-
 
 /* ---- the server process --------------------------------------------------------------------- */
 
@@ -140,74 +91,17 @@ static void write_model(void)
     cr_assert_eq(sd_synth_write_file(&spec, model_path), SD_OK, "%s", sd_last_error());
 }
 
-/* The first 8 KiB of a server's stderr, into text[8192]. */
-static const char *read_log(const char *log, char *text)
-{
-    text[0] = '\0';
-    FILE *f = fopen(log, "r");
-    if (!f) return text;
-    size_t n = fread(text, 1, 8191, f);
-    fclose(f);
-    text[n] = '\0';
-    return text;
-}
-
-/* The port of the "specdec: serving synth on http://127.0.0.1:PORT" line, 0 until it shows. */
-static int serving_port(const char *log)
-{
-    char text[8192];
-    const char *line = strstr(read_log(log, text), "specdec: serving synth on http://127.0.0.1:");
-    return line ? atoi(strrchr(line, ':') + 1) : 0;
-}
-
-static void dump_log(const server_t *s)
-{
-    char cmd[700];
-    snprintf(cmd, sizeof cmd, "cat '%s' >&2", s->log);
-    if (system(cmd) != 0) fprintf(stderr, "(no log)\n");
-}
-
-/* specdec serve -m MODEL --port 0 -t 1 -c MODEL_CTX --model-id synth EXTRA... (under
- * `specdec launch -n RANKS` when ranks > 1); returns once /health answers 200. */
+/* specdec serve on the test model with -c MODEL_CTX and EXTRA..., under `specdec launch -n
+ * RANKS` when ranks > 1; returns once /health answers 200. */
 static void start_server_ranks(server_t *s, int ranks, const char *const *extra)
 {
-    char n[16];
-    snprintf(n, sizeof n, "%d", ranks);
-    const char *argv[40] = {SPECDEC_BIN, "launch", "-n", n, "--"};
-    int argc = ranks > 1 ? 5 : 1;
-    const char *const serve[] = {SPECDEC_BIN, "serve", "-m", model_path, "--port", "0", "-t", "1",
-                                 "-c", "4096", "--model-id", "synth", NULL};
-    for (int i = ranks > 1 ? 0 : 1; serve[i]; i++) argv[argc++] = serve[i];
-    for (int i = 0; extra && extra[i]; i++) argv[argc++] = extra[i];
-    argv[argc] = NULL;
-    static int n_started;
-    snprintf(s->log, sizeof s->log, "%s.%d.log", model_path, n_started++);
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, 2, s->log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    /* not the test's stdout: a server left running would hold CTest's pipe open */
-    posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
-    int rc = posix_spawn(&s->pid, SPECDEC_BIN, &fa, NULL, (char *const *)argv, environ);
-    posix_spawn_file_actions_destroy(&fa);
-    cr_assert_eq(rc, 0, "posix_spawn %s: %s", SPECDEC_BIN, strerror(rc));
-    for (int i = 0; i < 4; i++)
-        if (!live[i]) {
-            live[i] = s->pid;
-            break;
-        }
-    double until = sd_now() + 60;
-    while (!(s->port = serving_port(s->log)) && sd_now() < until) sleep_ms(10);
-    if (!s->port) dump_log(s);
-    cr_assert(s->port > 0, "no 'serving' line from the server");
-    for (;;) {
-        reply_t r = http(s->port, "GET", "/health", NULL);
-        long status = r.status;
-        free(r.body);
-        if (status == 200) break;
-        cr_assert_eq(status, 503, "/health while loading");
-        cr_assert(sd_now() < until, "the server never became ready");
-        sleep_ms(10);
-    }
+    char ctx[16];
+    snprintf(ctx, sizeof ctx, "%d", MODEL_CTX);
+    const char *all[40] = {"-c", ctx};
+    int n = 2;
+    for (int i = 0; extra && extra[i] && n < 39; i++) all[n++] = extra[i];
+    all[n] = NULL;
+    sh_start_ranks(s, ranks, model_path, all, NULL);
 }
 
 static void start_server(server_t *s, const char *const *extra)
@@ -215,32 +109,16 @@ static void start_server(server_t *s, const char *const *extra)
     start_server_ranks(s, 1, extra);
 }
 
-/* SIGTERM and wait for the exit status within 60 s. Every test ends with stop_server for
- * each of its servers (Criterion ignores assertions in .fini). */
+/* SIGTERM and the exit status within 60 s. Every test ends with stop_server for each of its
+ * servers (Criterion ignores assertions in .fini). */
 static void stop_server_expect(server_t *s, int want_status)
 {
-    for (int i = 0; i < 4; i++)
-        if (live[i] == s->pid) live[i] = 0;
-    kill(s->pid, SIGTERM);
-    int status = 0;
-    pid_t got = 0;
-    for (double until = sd_now() + 60; !(got = waitpid(s->pid, &status, WNOHANG)) &&
-                                            sd_now() < until;)
-        sleep_ms(10);
-    if (!got) kill(s->pid, SIGKILL), waitpid(s->pid, &status, 0);
-    s->pid = 0;
-    char text[8192];
-    int ok = got && WIFEXITED(status) && WEXITSTATUS(status) == want_status &&
-             !strstr(read_log(s->log, text), "specdec launch: rank"); /* a rank failed */
-    if (!ok) dump_log(s);
-    cr_assert(got, "the server did not exit within 60 s of SIGTERM");
-    cr_assert(ok, "exit status %d, want exit(%d)", status, want_status);
-    remove(s->log); /* kept when a check failed */
+    sh_stop_expect(s, want_status);
 }
 
 static void stop_server(server_t *s)
 {
-    stop_server_expect(s, 0);
+    sh_stop(s);
 }
 
 static void setup(void)
@@ -252,8 +130,7 @@ static void setup(void)
 
 static void teardown(void)
 {
-    for (int i = 0; i < 4; i++)
-        if (live[i]) kill(live[i], SIGKILL), waitpid(live[i], NULL, 0);
+    sh_kill_all();
     remove(model_path);
     rmdir(dirname_of(model_path));
 }
@@ -940,7 +817,7 @@ static size_t long_stream_write(char *data, size_t size, size_t n, void *user)
     long_stream_t *ls = user;
     atomic_store(&ls->started, 1);
     if (ls->hang_up_first || atomic_load(&ls->hang_up)) return 0;
-    return collect(data, size, n, &ls->reply);
+    return sh_collect(data, size, n, &ls->reply);
 }
 
 static void *run_long_stream(void *arg)

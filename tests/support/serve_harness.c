@@ -27,7 +27,9 @@ extern char **environ;
 #define SPECDEC_BIN SPECDEC_BINARY_DIR "/bin/specdec"
 #define MAX_LIVE 8
 
-static sh_server_t *live[MAX_LIVE];
+/* Servers started and not yet stopped, by pid: a failed assertion leaves a test's own
+ * sh_server_t out of scope, so sh_kill_all must not read it. */
+static pid_t live[MAX_LIVE];
 
 static void sleep_ms(int ms)
 {
@@ -63,25 +65,33 @@ static char *const *with_env(const char *const *env)
     return all;
 }
 
-static void spawn(sh_server_t *s, const char *model, const char *const *extra,
+/* specdec serve -m model --port 0 -t 1 --model-id synth EXTRA..., under `specdec launch -n
+ * RANKS --` when ranks > 1; stderr to s->log, stdout to /dev/null (a server left running
+ * must not hold CTest's pipe open). */
+static void spawn(sh_server_t *s, int ranks, const char *model, const char *const *extra,
                   const char *const *env)
 {
-    const char *argv[64] = {SPECDEC_BIN, "serve", "-m", model, "--port", "0", "-t", "1",
-                            "--model-id", "synth"};
-    int argc = 10;
-    for (int i = 0; extra && extra[i] && argc < 63; i++) argv[argc++] = extra[i];
+    char n[16];
+    snprintf(n, sizeof n, "%d", ranks);
+    const char *argv[72] = {SPECDEC_BIN, "launch", "-n", n, "--"};
+    int argc = ranks > 1 ? 5 : 0;
+    const char *const serve[] = {SPECDEC_BIN, "serve", "-m", model, "--port", "0", "-t", "1",
+                                 "--model-id", "synth", NULL};
+    for (int i = 0; serve[i]; i++) argv[argc++] = serve[i];
+    for (int i = 0; extra && extra[i] && argc < 71; i++) argv[argc++] = extra[i];
     argv[argc] = NULL;
     static int n_started;
     snprintf(s->log, sizeof s->log, "%s.%d.%d.log", model, (int)getpid(), n_started++);
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_addopen(&fa, 2, s->log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
     int rc = posix_spawn(&s->pid, SPECDEC_BIN, &fa, NULL, (char *const *)argv, with_env(env));
     posix_spawn_file_actions_destroy(&fa);
     cr_assert_eq(rc, 0, "posix_spawn %s: %s", SPECDEC_BIN, strerror(rc));
     for (int i = 0; i < MAX_LIVE; i++)
         if (!live[i]) {
-            live[i] = s;
+            live[i] = s->pid;
             break;
         }
 }
@@ -89,12 +99,18 @@ static void spawn(sh_server_t *s, const char *model, const char *const *extra,
 static void forget(sh_server_t *s)
 {
     for (int i = 0; i < MAX_LIVE; i++)
-        if (live[i] == s) live[i] = NULL;
+        if (live[i] == s->pid) live[i] = 0;
 }
 
 void sh_start(sh_server_t *s, const char *model, const char *const *extra, const char *const *env)
 {
-    spawn(s, model, extra, env);
+    sh_start_ranks(s, 1, model, extra, env);
+}
+
+void sh_start_ranks(sh_server_t *s, int ranks, const char *model, const char *const *extra,
+                    const char *const *env)
+{
+    spawn(s, ranks, model, extra, env);
     double until = sd_now() + 60;
     char text[8192];
     const char *line = NULL;
@@ -122,7 +138,7 @@ void sh_run_expect_exit(const char *model, const char *const *extra, const char 
                         int status, char *log_text)
 {
     sh_server_t s = {0};
-    spawn(&s, model, extra, env);
+    spawn(&s, 1, model, extra, env);
     int got = 0;
     pid_t done = 0;
     for (double until = sd_now() + 30; !(done = waitpid(s.pid, &got, WNOHANG)) && sd_now() < until;)
@@ -147,7 +163,9 @@ void sh_stop_expect(sh_server_t *s, int want)
         sleep_ms(10);
     if (!got) kill(s->pid, SIGKILL), waitpid(s->pid, &status, 0);
     s->pid = 0;
-    int ok = got && WIFEXITED(status) && WEXITSTATUS(status) == want;
+    char text[8192];
+    int ok = got && WIFEXITED(status) && WEXITSTATUS(status) == want &&
+             !strstr(sh_log(s, text), "specdec launch: rank"); /* a rank failed */
     if (!ok) dump_log(s);
     cr_assert(got, "the server did not exit within 60 s of SIGTERM");
     cr_assert(ok, "exit status %d, want exit(%d)", status, want);
@@ -162,12 +180,12 @@ void sh_stop(sh_server_t *s)
 void sh_kill_all(void)
 {
     for (int i = 0; i < MAX_LIVE; i++)
-        if (live[i]) kill(live[i]->pid, SIGKILL), waitpid(live[i]->pid, NULL, 0), live[i] = NULL;
+        if (live[i] > 0) kill(live[i], SIGKILL), waitpid(live[i], NULL, 0), live[i] = 0;
 }
 
 /* ---- HTTP ------------------------------------------------------------------------------------ */
 
-static size_t collect(char *data, size_t size, size_t n, void *user)
+size_t sh_collect(char *data, size_t size, size_t n, void *user)
 {
     sh_reply_t *r = user;
     char *b = realloc(r->body, r->len + size * n + 1);
@@ -190,6 +208,12 @@ static size_t collect_header(char *data, size_t size, size_t n, void *user)
 sh_reply_t sh_http(int port, const char *from, const char *method, const char *path,
                    const char *body, const char *const *headers)
 {
+    return sh_http_bytes(port, from, method, path, body, body ? strlen(body) : 0, headers);
+}
+
+sh_reply_t sh_http_bytes(int port, const char *from, const char *method, const char *path,
+                         const char *body, size_t body_len, const char *const *headers)
+{
     sh_reply_t r = {0};
     char url[256];
     snprintf(url, sizeof url, "http://127.0.0.1:%d%s", port, path);
@@ -202,14 +226,14 @@ sh_reply_t sh_http(int port, const char *from, const char *method, const char *p
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
     curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(c, CURLOPT_TIMEOUT, 120L);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, collect);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, sh_collect);
     curl_easy_setopt(c, CURLOPT_WRITEDATA, &r);
     curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, collect_header);
     curl_easy_setopt(c, CURLOPT_HEADERDATA, &r);
     if (from) curl_easy_setopt(c, CURLOPT_INTERFACE, from);
     if (body) {
         curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
-        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)strlen(body));
+        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)body_len);
     }
     double t0 = sd_now();
     r.curl_code = (int)curl_easy_perform(c);

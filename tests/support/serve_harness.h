@@ -28,11 +28,15 @@ typedef struct sh_reply {
  * NULL-terminated; NULL: none) added to the environment. Returns once the serving line
  * shows and /health answers (ready: 200), or asserts. */
 void sh_start(sh_server_t *s, const char *model, const char *const *extra, const char *const *env);
+/* As sh_start, under `specdec launch -n ranks --` when ranks > 1. */
+void sh_start_ranks(sh_server_t *s, int ranks, const char *model, const char *const *extra,
+                    const char *const *env);
 /* Start and expect the process to exit by itself with `status` within 30 s; its stderr
  * (first 8 KiB) into log_text[8192]. For bad command lines. */
 void sh_run_expect_exit(const char *model, const char *const *extra, const char *const *env,
                         int status, char *log_text);
-/* SIGTERM, then assert the exit status within 60 s (the log is kept when it differs). */
+/* SIGTERM, then assert the exit status within 60 s and no failed rank in the log (the log
+ * is kept when a check fails). */
 void sh_stop_expect(sh_server_t *s, int status);
 void sh_stop(sh_server_t *s); /* exit status 0 */
 /* Kill every server still running (a suite's .fini after a failed assertion). */
@@ -44,7 +48,12 @@ const char *sh_log(const sh_server_t *s, char *text);
  * (NULL-terminated; NULL: none). A failed transfer is not an assertion: see curl_code. */
 sh_reply_t sh_http(int port, const char *from, const char *method, const char *path,
                    const char *body, const char *const *headers);
+/* As sh_http with a body of body_len bytes (may hold NULs). */
+sh_reply_t sh_http_bytes(int port, const char *from, const char *method, const char *path,
+                         const char *body, size_t body_len, const char *const *headers);
 void sh_reply_free(sh_reply_t *r);
+/* A libcurl write callback appending to the sh_reply_t `reply` (body kept NUL-terminated). */
+size_t sh_collect(char *data, size_t size, size_t n, void *reply);
 
 /* Raw bytes to the server from `from`; reads until the server closes or `timeout` seconds
  * pass. The received bytes (malloc'd, NUL-terminated) in *out, their count returned; -1
