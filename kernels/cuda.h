@@ -44,6 +44,9 @@ int sd_cuda_attention_chunk_slots(int max_ctx_len);
  * launch geometry, and host mirrors that run the kernels' own decode and accumulation code
  * lane by lane (bit-identical to the device by construction). SD_ERR_NOT_BUILT without
  * CUDA. */
+/* 1 for the weight types the matmul and embedding kernels decode (every type a model may
+ * load today), 0 for others and without CUDA. */
+int sd_cuda_type_supported(sd_dtype_t type);
 sd_status_t sd_cuda_matmul_check_args(const sd_weight_t *w, const float *x, int n, const float *y);
 sd_status_t sd_cuda_embed_check_args(const sd_weight_t *table, const int32_t *tokens, int n,
                                      const float *out);

@@ -4,6 +4,7 @@
 
 int sd_cuda_built(void) { return 0; }
 int sd_cuda_host_mode(void) { return 0; }
+int sd_cuda_type_supported(sd_dtype_t type) { return (void)type, 0; }
 
 static sd_status_t not_built(void)
 {

@@ -11,6 +11,7 @@
 #include "model/place.h"
 #include "model.h"
 
+#define TENSOR_NAME_LEN 96
 #define DEVICE_CTX_SHARE 0.8 /* of what the weights leave, for a default-sized KV cache */
 
 /* ---- the backend ------------------------------------------------------------------ */
@@ -65,6 +66,7 @@ typedef struct placement {
     sd_model_t *m;
     size_t bytes; /* counted by the sizing pass */
     int uploading;
+    int (*type_ok)(sd_dtype_t); /* sizing pass: the matrix types the backend computes */
 } placement_t;
 
 /* Sizing pass: count; upload pass: copy `bytes` at *ptr to a new device buffer and point
@@ -90,6 +92,13 @@ static sd_status_t place(placement_t *pl, const void **ptr, size_t bytes, const 
 
 static sd_status_t place_matrix(placement_t *pl, sd_weight_t *w, const char *what)
 {
+    if (!pl->uploading && !pl->type_ok(w->type)) {
+        const char *tn = sd_dtype_name((uint32_t)w->type);
+        return sd_set_error(SD_ERR_UNSUPPORTED_TYPE,
+                            "tensor '%s' has type %s (%u), which the %s backend has no kernel for "
+                            "(use --device cpu)",
+                            what, tn ? tn : "unknown", (unsigned)w->type, sd_backend_name(pl->m->backend));
+    }
     return place(pl, &w->data, w->row_bytes * (size_t)w->rows, what);
 }
 
@@ -112,11 +121,16 @@ static sd_status_t place_all(placement_t *pl)
     else
         SD_CHECK(place_matrix(pl, &m->output, "output.weight"));
     SD_CHECK(place_vector(pl, &m->output_norm, E, "output_norm.weight"));
+    static const sd_arch_tensor_t mat_ids[] = {
+        SD_ARCH_TENSOR_ATTN_Q,    SD_ARCH_TENSOR_ATTN_K,  SD_ARCH_TENSOR_ATTN_V, SD_ARCH_TENSOR_ATTN_OUT,
+        SD_ARCH_TENSOR_FFN_GATE, SD_ARCH_TENSOR_FFN_UP, SD_ARCH_TENSOR_FFN_DOWN};
     for (int il = 0; il < hp->n_layer; il++) {
         sd_layer_t *L = &m->layers[il];
         sd_weight_t *mats[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
+        char name[TENSOR_NAME_LEN];
         for (size_t i = 0; i < sizeof mats / sizeof mats[0]; i++)
-            SD_CHECK(place_matrix(pl, mats[i], "a layer matrix"));
+            SD_CHECK(place_matrix(pl, mats[i],
+                                  sd_arch_tensor_name(m->arch, mat_ids[i], il, name, sizeof name)));
         SD_CHECK(place_vector(pl, &L->attn_norm, E, "attn_norm.weight"));
         SD_CHECK(place_vector(pl, &L->ffn_norm, E, "ffn_norm.weight"));
         SD_CHECK(place_vector(pl, &L->bq, qd, "attn_q.bias"));
@@ -146,11 +160,17 @@ static sd_status_t fit_default_ctx(sd_model_t *m, size_t free_bytes)
     return SD_OK;
 }
 
+sd_status_t sd_model_check_weight_types(sd_model_t *m, int (*type_ok)(sd_dtype_t))
+{
+    placement_t pl = {.m = m, .type_ok = type_ok};
+    return place_all(&pl);
+}
+
 sd_status_t sd_model_place_weights(sd_model_t *m, int ctx_given)
 {
     sd_backend_t *be = m->backend;
     if (sd_backend_host_memory(be)) return SD_OK; /* the CPU computes on the file's pages */
-    placement_t pl = {.m = m};
+    placement_t pl = {.m = m, .type_ok = sd_cuda_type_supported};
     SD_CHECK(place_all(&pl));
     size_t used = 0, cap = 0;
     SD_CHECK(sd_backend_cuda_memory(be, &used, &cap));

@@ -11,6 +11,9 @@
  * what the device has left. */
 sd_status_t sd_model_create_backend(sd_model_t *m, const sd_model_params_t *p);
 sd_status_t sd_model_place_weights(sd_model_t *m, int ctx_given);
+/* SD_ERR_UNSUPPORTED_TYPE naming the first matrix (tensor name and type) whose type type_ok
+ * refuses; sd_model_place_weights applies it with sd_cuda_type_supported before any upload. */
+sd_status_t sd_model_check_weight_types(sd_model_t *m, int (*type_ok)(sd_dtype_t));
 void sd_model_release_weights(sd_model_t *m);
 
 #endif

@@ -9,6 +9,7 @@
 #include "core/check.h"
 #include "model/forward.h"
 #include "model/model.h"
+#include "model/place.h"
 #include "gguf/synthetic.h"
 #include "kernels/cuda.h"
 #include "tests/support/test_util.h"
@@ -289,6 +290,30 @@ Test(engine_model, quantized_norm_is_unsupported, .timeout = 30)
 {
     expect_error(&(tiny_t){.norm_type = SD_DTYPE_Q8_0}, SD_ERR_UNSUPPORTED_TYPE,
                  "blk.0.attn_norm.weight");
+}
+
+/* A device backend's type check (sd_model_place_weights runs it with sd_cuda_type_supported
+ * before any upload): the first matrix of a type without a kernel is named with its type. */
+static int refuse_q4_k(sd_dtype_t t) { return t != SD_DTYPE_Q4_K; }
+static int refuse_q5_0(sd_dtype_t t) { return t != SD_DTYPE_Q5_0; }
+static int accept_all(sd_dtype_t t) { return (void)t, 1; }
+
+Test(engine_model, device_type_check_names_tensor_and_type, .timeout = 30)
+{
+    sd_synth_spec_t s;
+    sd_synth_spec_default(&s);
+    s.n_layer = 2, s.n_embd = 256, s.n_head = 4, s.n_head_kv = 2, s.n_ff = 256, s.n_vocab = 320;
+    s.tokenizer = SD_SYNTH_TOKENIZER_GPT2;
+    s.weight_type = SD_DTYPE_Q4_K, s.embd_type = SD_DTYPE_Q8_0, s.output_type = SD_DTYPE_Q5_0;
+    s.tied_embeddings = 0;
+    sd_model_t *m = load_synth(&s, 0);
+    cr_assert_eq(sd_model_check_weight_types(m, accept_all), SD_OK, "%s", sd_last_error());
+    cr_assert_eq(sd_model_check_weight_types(m, refuse_q4_k), SD_ERR_UNSUPPORTED_TYPE);
+    cr_assert(strstr(sd_last_error(), "'blk.0.attn_q.weight' has type Q4_K") != NULL, "%s",
+              sd_last_error());
+    cr_assert_eq(sd_model_check_weight_types(m, refuse_q5_0), SD_ERR_UNSUPPORTED_TYPE);
+    cr_assert(strstr(sd_last_error(), "'output.weight' has type Q5_0") != NULL, "%s", sd_last_error());
+    sd_model_free(m);
 }
 
 Test(engine_model, nonexistent_path_is_io_error, .timeout = 30)

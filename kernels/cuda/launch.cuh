@@ -18,9 +18,6 @@ extern "C" {
 
 // ---- matmul.cu: weights in their GGUF type ---------------------------------------------
 
-// 1 for the types sd_cuda_matmul and sd_cuda_embed compute directly (F32, F16, BF16, Q8_0,
-// Q4_0, Q4_1, Q5_0, Q4_K, Q6_K).
-int sd_cuda_type_supported(sd_dtype_t type);
 // y[n, w->rows] = x[n, w->cols] . W^T (+ bias[w->rows] when not NULL), any n >= 1. w is a
 // host struct whose data points to device memory.
 cudaError_t sd_cuda_matmul(cudaStream_t stream, const sd_weight_t *w, const float *x, int n,
@@ -45,6 +42,12 @@ cudaError_t sd_cuda_attention(cudaStream_t stream, const float *q, const float *
                               const float *v_cache, const int32_t *blocks, int block_size,
                               const int32_t *pos, int n, int n_ctx, int n_head, int n_head_kv,
                               int head_dim, float *out, void *workspace, size_t workspace_bytes);
+// Tree attention (kernels/backend.h, sd_backend_attention_masked): mask device [n, m]; one
+// warp per (head, query). cudaErrorInvalidValue for bad geometry.
+cudaError_t sd_cuda_attention_masked(cudaStream_t stream, const float *q, const float *k_cache,
+                                     const float *v_cache, int base, const uint8_t *mask, int n,
+                                     int m, int n_ctx, int n_head, int n_head_kv, int head_dim,
+                                     float *out);
 // Workspace one query needs for a cache of n_ctx positions.
 size_t sd_cuda_attention_workspace_bytes(int n_ctx, int n_head, int head_dim);
 // The row of pos[i] (paged layout as attention's) = rows[i, :] for i < n: rows [n, row], pos

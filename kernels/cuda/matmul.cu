@@ -1,9 +1,10 @@
-// Fused dequantize-matmul and embedding straight from GGUF-typed weights (F32, F16, BF16,
-// Q8_0, Q4_0, Q4_1, Q5_0, Q4_K, Q6_K). Contract: launch.cuh; why it is batch-invariant and
-// its expected speed: docs/cuda.md, "Batch invariance".
+// Fused dequantize-matmul and embedding straight from GGUF-typed weights (every type of
+// `weight_types` below). Contract: launch.cuh; why it is batch-invariant and its expected
+// speed: docs/cuda.md, "Batch invariance".
 //
-// Units. A weight row is walked in units of 32 consecutive weights: one Q8_0/Q4_0/Q4_1/Q5_0
-// block, one 32-weight sub-block of a Q4_K/Q6_K super-block (8 units per super-block), or 32
+// Units. A weight row is walked in units of 32 consecutive weights: one 32-weight block
+// (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL), one 32-weight sub-block of a 256-weight
+// super-block (Q2_K..Q6_K, IQ4_XS: 8 units per super-block), or 32
 // plain F32/F16/BF16 values (a plain row's last unit may be partial: cols need not be a
 // multiple of 32). Lane l of a warp owns element l of every unit and decodes it once.
 //
@@ -46,8 +47,14 @@ enum {
     Q4_0_BYTES = 18,  // d f16 | qs[16] nibbles
     Q4_1_BYTES = 20,  // d f16 | m f16 | qs[16]
     Q5_0_BYTES = 22,  // d f16 | qh[4] | qs[16]
+    Q5_1_BYTES = 24,  // d f16 | m f16 | qh[4] | qs[16]
+    IQ4_NL_BYTES = 18, // d f16 | qs[16]
+    Q2_K_BYTES = 84,  // scales[16] | qs[64] | d f16 | dmin f16
+    Q3_K_BYTES = 110, // hmask[32] | qs[64] | scales[12] | d f16
     Q4_K_BYTES = 144, // d f16 | dmin f16 | scales[12] | qs[128]
+    Q5_K_BYTES = 176, // d f16 | dmin f16 | scales[12] | qh[32] | qs[128]
     Q6_K_BYTES = 210, // ql[128] | qh[64] | scales[16] int8 | d f16
+    IQ4_XS_BYTES = 136, // d f16 | scales_h u16 | scales_l[4] | qs[128]
     K_UNITS = 8,      // 32-weight units per 256-weight super-block
 };
 
@@ -145,12 +152,37 @@ HD float decode_q4_1(const uint8_t *b, int lane)
     return add_rn(mul_rn((float)nibble_at(b + 4, lane), f16_at(b)), f16_at(b + 2));
 }
 
-// Q5_0 block b: q = nibble | (bit lane of the little-endian u32 qh) << 4; w = d * (q - 16).
+// Five-bit value of element lane of a Q5_0/Q5_1 block: nibble | (bit lane of the
+// little-endian u32 qh) << 4.
+HD int q5_at(const uint8_t *qh, const uint8_t *qs, int lane)
+{
+    return nibble_at(qs, lane) | (((qh[lane >> 3] >> (lane & 7)) & 1) << 4);
+}
+
+// Q5_0 block b: w = d * (q - 16).
 HD float decode_q5_0(const uint8_t *b, int lane)
 {
-    int high = (b[2 + (lane >> 3)] >> (lane & 7)) & 1;
-    int q = nibble_at(b + 6, lane) | (high << 4);
-    return mul_rn((float)(q - 16), f16_at(b));
+    return mul_rn((float)(q5_at(b + 2, b + 6, lane) - 16), f16_at(b));
+}
+
+// Q5_1 block b: w = d * q + m (product rounded before the add).
+HD float decode_q5_1(const uint8_t *b, int lane)
+{
+    return add_rn(mul_rn((float)q5_at(b + 4, b + 8, lane), f16_at(b)), f16_at(b + 2));
+}
+
+// GGML's kvalues_iq4nl[n] (sd_iq4_values), packed as bytes into two words so that host and
+// device read it without a table in memory.
+HD int iq4_value(int n)
+{
+    const uint64_t lo = 0xF6EADDCFBFAD9881ull, hi = 0x7159453526190D01ull; // -127..-10, 1..113
+    return (int8_t)(((n < 8 ? lo : hi) >> (8 * (n & 7))) & 0xFF);
+}
+
+// IQ4_NL block b: w = d * iq4_value(nibble).
+HD float decode_iq4_nl(const uint8_t *b, int lane)
+{
+    return mul_rn(f16_at(b), (float)iq4_value(nibble_at(b + 2, lane)));
 }
 
 // Q4_K: 6-bit scale and min of sub-block j (0..7), as GGML's get_scale_min_k4.
@@ -175,6 +207,58 @@ HD float decode_q4_k(const uint8_t *b, int j, int lane)
     int q = (j & 1) ? (byte >> 4) : (byte & 0xF);
     float d_sc = mul_rn(f16_at(b), (float)sc), dmin_m = mul_rn(f16_at(b + 2), (float)m);
     return sub_rn(mul_rn(d_sc, (float)q), dmin_m);
+}
+
+// Q5_K super-block b, sub-block j: the Q4_K nibble (qs at 48) | bit j of qh[lane] << 4;
+// w = (d * sc) * q - (dmin * m).
+HD float decode_q5_k(const uint8_t *b, int j, int lane)
+{
+    int sc, m;
+    q4_k_scale_min(j, b + 4, &sc, &m);
+    int low = (b[48 + 32 * (j >> 1) + lane] >> (4 * (j & 1))) & 0xF;
+    int q = low | (((b[16 + lane] >> j) & 1) << 4);
+    float d_sc = mul_rn(f16_at(b), (float)sc), dmin_m = mul_rn(f16_at(b + 2), (float)m);
+    return sub_rn(mul_rn(d_sc, (float)q), dmin_m);
+}
+
+// Q2_K / Q3_K sub-block s (elements 128h + 32k + l, h = s / 4, k = s % 4, l = lane): the low
+// 2 bits at bit 2k of qs[32h + l]; the element's 16-weight scale index is 8h + 2k + l / 16.
+HD int k_low2(const uint8_t *qs, int s, int lane)
+{
+    return (qs[32 * (s >> 2) + lane] >> (2 * (s & 3))) & 3;
+}
+HD int k_scale_index(int s, int lane) { return 8 * (s >> 2) + 2 * (s & 3) + (lane >> 4); }
+
+// Q2_K super-block b, sub-block s: scale byte sc = scales[index];
+// w = (d * (sc & 15)) * q - (dmin * (sc >> 4)).
+HD float decode_q2_k(const uint8_t *b, int s, int lane)
+{
+    int sc = b[k_scale_index(s, lane)];
+    float dl = mul_rn(f16_at(b + 80), (float)(sc & 0xF)), ml = mul_rn(f16_at(b + 82), (float)(sc >> 4));
+    return sub_rn(mul_rn(dl, (float)k_low2(b + 16, s, lane)), ml);
+}
+
+// Q3_K super-block b, sub-block s: high bit 4h + k of hmask[lane], 6-bit scale k of scales
+// (as sd_q3_k_scale); w = (d * (scale - 32)) * (low2 - (high ? 0 : 4)).
+HD float decode_q3_k(const uint8_t *b, int s, int lane)
+{
+    const uint8_t *sc = b + 96;
+    int k = k_scale_index(s, lane);
+    int scale = ((sc[k % 8] >> (4 * (k / 8))) & 0xF) | (((sc[8 + k % 4] >> (2 * (k / 4))) & 3) << 4);
+    int high = (b[lane] >> (4 * (s >> 2) + (s & 3))) & 1;
+    float dl = mul_rn(f16_at(b + 108), (float)(scale - 32));
+    return mul_rn(dl, (float)(k_low2(b + 32, s, lane) - (high ? 0 : 4)));
+}
+
+// IQ4_XS super-block b, sub-block j: 6-bit scale = nibble j % 2 of scales_l[j / 2] | bits
+// 2j..2j+1 of scales_h << 4; nibbles at qs + 16j (order as Q4_0);
+// w = (d * (scale - 32)) * iq4_value(nibble).
+HD float decode_iq4_xs(const uint8_t *b, int j, int lane)
+{
+    int scales_h = b[2] | (b[3] << 8);
+    int scale = ((b[4 + (j >> 1)] >> (4 * (j & 1))) & 0xF) | (((scales_h >> (2 * j)) & 3) << 4);
+    float dl = mul_rn(f16_at(b), (float)(scale - 32));
+    return mul_rn(dl, (float)iq4_value(nibble_at(b + 8 + 16 * j, lane)));
 }
 
 // Q6_K super-block b, sub-block s (elements 32s .. 32s+31 = 128h + 32k + l with h = s / 4,
@@ -203,9 +287,15 @@ template <int T> HD float weight_at(const uint8_t *row, int64_t u, int lane)
     case SD_DTYPE_Q4_0: return decode_q4_0(row + Q4_0_BYTES * u, lane);
     case SD_DTYPE_Q4_1: return decode_q4_1(row + Q4_1_BYTES * u, lane);
     case SD_DTYPE_Q5_0: return decode_q5_0(row + Q5_0_BYTES * u, lane);
+    case SD_DTYPE_Q5_1: return decode_q5_1(row + Q5_1_BYTES * u, lane);
+    case SD_DTYPE_IQ4_NL: return decode_iq4_nl(row + IQ4_NL_BYTES * u, lane);
+    case SD_DTYPE_Q2_K: return decode_q2_k(row + Q2_K_BYTES * (u / K_UNITS), (int)(u % K_UNITS), lane);
+    case SD_DTYPE_Q3_K: return decode_q3_k(row + Q3_K_BYTES * (u / K_UNITS), (int)(u % K_UNITS), lane);
     case SD_DTYPE_Q4_K: return decode_q4_k(row + Q4_K_BYTES * (u / K_UNITS), (int)(u % K_UNITS), lane);
+    case SD_DTYPE_Q5_K: return decode_q5_k(row + Q5_K_BYTES * (u / K_UNITS), (int)(u % K_UNITS), lane);
     case SD_DTYPE_Q6_K: return decode_q6_k(row + Q6_K_BYTES * (u / K_UNITS), (int)(u % K_UNITS), lane);
-    default: break; // not a CUDA type (sd_cuda_type_supported refused it above)
+    case SD_DTYPE_IQ4_XS: return decode_iq4_xs(row + IQ4_XS_BYTES * (u / K_UNITS), (int)(u % K_UNITS), lane);
+    default: break; // instantiated only for the rows of weight_types
     }
     return 0.0f;
 }
@@ -309,71 +399,55 @@ embed_kernel(const uint8_t *table, size_t row_bytes, int64_t rows, int64_t cols,
     }
 }
 
+// ---- host: the type table -----------------------------------------------------------------
+
+// One row per weight type the kernels decode: its block shape, the alignment its loads need,
+// and its instantiations of the two launchers and the two host mirrors. The only per-type
+// list on the host: sd_cuda_type_supported, the checks, launches and mirrors all read it.
+typedef struct weight_type {
+    sd_dtype_t type;
+    int64_t elems; // elements per block
+    size_t bytes;  // bytes per block
+    size_t align;  // of data and row_bytes: the width of the loads
+    cudaError_t (*matmul)(cudaStream_t, const sd_weight_t *, const float *, int, const float *, float *);
+    cudaError_t (*embed)(cudaStream_t, const sd_weight_t *, const int32_t *, int, float *);
+    void (*matmul_host)(const sd_weight_t *, const float *, int, const float *, float *);
+    void (*embed_host)(const sd_weight_t *, const int32_t *, int, float *);
+} weight_type_t;
+
+static const weight_type_t *find_type(sd_dtype_t type); // NULL: no CUDA kernel
+
+extern "C" int sd_cuda_type_supported(sd_dtype_t type) { return find_type(type) != NULL; }
+
 // ---- host: argument checks and launch geometry ---------------------------------------
-
-int sd_cuda_type_supported(sd_dtype_t type)
-{
-    switch (type) {
-    case SD_DTYPE_F32:
-    case SD_DTYPE_F16:
-    case SD_DTYPE_BF16:
-    case SD_DTYPE_Q8_0:
-    case SD_DTYPE_Q4_0:
-    case SD_DTYPE_Q4_1:
-    case SD_DTYPE_Q5_0:
-    case SD_DTYPE_Q4_K:
-    case SD_DTYPE_Q6_K:
-        return 1;
-    default: // Q5_1, Q2_K, Q3_K, Q5_K, IQ4_NL, IQ4_XS: CPU kernels only so far
-        return 0;
-    }
-}
-
-// Elements and bytes per block of a supported type.
-static void block_shape(sd_dtype_t type, int64_t *elems, size_t *bytes)
-{
-    switch (type) {
-    case SD_DTYPE_F32: *elems = 1, *bytes = 4; return;
-    case SD_DTYPE_F16:
-    case SD_DTYPE_BF16: *elems = 1, *bytes = 2; return;
-    case SD_DTYPE_Q8_0: *elems = 32, *bytes = Q8_0_BYTES; return;
-    case SD_DTYPE_Q4_0: *elems = 32, *bytes = Q4_0_BYTES; return;
-    case SD_DTYPE_Q4_1: *elems = 32, *bytes = Q4_1_BYTES; return;
-    case SD_DTYPE_Q5_0: *elems = 32, *bytes = Q5_0_BYTES; return;
-    case SD_DTYPE_Q4_K: *elems = 256, *bytes = Q4_K_BYTES; return;
-    case SD_DTYPE_Q6_K: *elems = 256, *bytes = Q6_K_BYTES; return;
-    default: *elems = 0, *bytes = 0; return; // not a CUDA type (sd_cuda_type_supported)
-    }
-}
 
 // The weight (or embedding table) a kernel may read: supported type, rows and cols >= 1,
 // cols a whole number of blocks, row_bytes holding a row, data aligned for the loads.
 static sd_status_t check_weight(const char *op, const sd_weight_t *w)
 {
     if (!w) return sd_set_error(SD_ERR_INVALID_ARG, "cuda %s: weight is NULL", op);
-    if (!sd_cuda_type_supported(w->type))
-        return sd_set_error(SD_ERR_INVALID_ARG, "cuda %s: weight type id %u is not supported",
-                            op, (unsigned)w->type);
+    const weight_type_t *t = find_type(w->type);
+    if (!t) {
+        const char *name = sd_dtype_name((uint32_t)w->type);
+        return sd_set_error(SD_ERR_INVALID_ARG, "cuda %s: weight type %s (type id %u) has no CUDA kernel",
+                            op, name ? name : "unknown", (unsigned)w->type);
+    }
     if (!w->data) return sd_set_error(SD_ERR_INVALID_ARG, "cuda %s: weight data is NULL", op);
-    int64_t elems;
-    size_t bytes;
-    block_shape(w->type, &elems, &bytes);
-    if (w->rows < 1 || w->cols < 1 || w->cols % elems != 0)
+    if (w->rows < 1 || w->cols < 1 || w->cols % t->elems != 0)
         return sd_set_error(SD_ERR_INVALID_ARG,
                             "cuda %s: weight of %lld x %lld (type id %u): rows and cols must be "
                             ">= 1 and cols a multiple of the block size %lld",
                             op, (long long)w->rows, (long long)w->cols, (unsigned)w->type,
-                            (long long)elems);
-    size_t need = (size_t)(w->cols / elems) * bytes;
+                            (long long)t->elems);
+    size_t need = (size_t)(w->cols / t->elems) * t->bytes;
     if (w->row_bytes < need)
         return sd_set_error(SD_ERR_INVALID_ARG,
                             "cuda %s: row_bytes %zu is less than the %zu bytes of a %lld-element row",
                             op, w->row_bytes, need, (long long)w->cols);
-    size_t align = w->type == SD_DTYPE_F32 ? 4 : (w->type == SD_DTYPE_F16 || w->type == SD_DTYPE_BF16) ? 2 : 1;
-    if ((uintptr_t)w->data % align != 0 || w->row_bytes % align != 0)
+    if ((uintptr_t)w->data % t->align != 0 || w->row_bytes % t->align != 0)
         return sd_set_error(SD_ERR_INVALID_ARG,
                             "cuda %s: weight data %p or row_bytes %zu not aligned to %zu bytes",
-                            op, w->data, w->row_bytes, align);
+                            op, w->data, w->row_bytes, t->align);
     return SD_OK;
 }
 
@@ -434,38 +508,14 @@ cudaError_t sd_cuda_matmul(cudaStream_t stream, const sd_weight_t *w, const floa
                            const float *bias, float *y)
 {
     if (sd_cuda_matmul_check_args(w, x, n, y) != SD_OK) return cudaErrorInvalidValue;
-    switch (w->type) {
-    case SD_DTYPE_F32: return launch_matmul<SD_DTYPE_F32>(stream, w, x, n, bias, y);
-    case SD_DTYPE_F16: return launch_matmul<SD_DTYPE_F16>(stream, w, x, n, bias, y);
-    case SD_DTYPE_BF16: return launch_matmul<SD_DTYPE_BF16>(stream, w, x, n, bias, y);
-    case SD_DTYPE_Q8_0: return launch_matmul<SD_DTYPE_Q8_0>(stream, w, x, n, bias, y);
-    case SD_DTYPE_Q4_0: return launch_matmul<SD_DTYPE_Q4_0>(stream, w, x, n, bias, y);
-    case SD_DTYPE_Q4_1: return launch_matmul<SD_DTYPE_Q4_1>(stream, w, x, n, bias, y);
-    case SD_DTYPE_Q5_0: return launch_matmul<SD_DTYPE_Q5_0>(stream, w, x, n, bias, y);
-    case SD_DTYPE_Q4_K: return launch_matmul<SD_DTYPE_Q4_K>(stream, w, x, n, bias, y);
-    case SD_DTYPE_Q6_K: return launch_matmul<SD_DTYPE_Q6_K>(stream, w, x, n, bias, y);
-    default: break; // not a CUDA type (sd_cuda_type_supported refused it above)
-    }
-    return cudaErrorInvalidValue;
+    return find_type(w->type)->matmul(stream, w, x, n, bias, y);
 }
 
 cudaError_t sd_cuda_embed(cudaStream_t stream, const sd_weight_t *table, const int32_t *tokens,
                           int n, float *out)
 {
     if (sd_cuda_embed_check_args(table, tokens, n, out) != SD_OK) return cudaErrorInvalidValue;
-    switch (table->type) {
-    case SD_DTYPE_F32: return launch_embed<SD_DTYPE_F32>(stream, table, tokens, n, out);
-    case SD_DTYPE_F16: return launch_embed<SD_DTYPE_F16>(stream, table, tokens, n, out);
-    case SD_DTYPE_BF16: return launch_embed<SD_DTYPE_BF16>(stream, table, tokens, n, out);
-    case SD_DTYPE_Q8_0: return launch_embed<SD_DTYPE_Q8_0>(stream, table, tokens, n, out);
-    case SD_DTYPE_Q4_0: return launch_embed<SD_DTYPE_Q4_0>(stream, table, tokens, n, out);
-    case SD_DTYPE_Q4_1: return launch_embed<SD_DTYPE_Q4_1>(stream, table, tokens, n, out);
-    case SD_DTYPE_Q5_0: return launch_embed<SD_DTYPE_Q5_0>(stream, table, tokens, n, out);
-    case SD_DTYPE_Q4_K: return launch_embed<SD_DTYPE_Q4_K>(stream, table, tokens, n, out);
-    case SD_DTYPE_Q6_K: return launch_embed<SD_DTYPE_Q6_K>(stream, table, tokens, n, out);
-    default: break; // not a CUDA type (sd_cuda_type_supported refused it above)
-    }
-    return cudaErrorInvalidValue;
+    return find_type(table->type)->embed(stream, table, tokens, n, out);
 }
 
 // ---- host mirrors (C references of the two kernels; weights and ids in host memory) ------
@@ -515,18 +565,7 @@ extern "C" sd_status_t sd_cuda_matmul_host(const sd_weight_t *w, const float *x,
                                            const float *bias, float *y)
 {
     SD_CHECK(sd_cuda_matmul_check_args(w, x, n, y));
-    switch (w->type) {
-    case SD_DTYPE_F32: matmul_host<SD_DTYPE_F32>(w, x, n, bias, y); break;
-    case SD_DTYPE_F16: matmul_host<SD_DTYPE_F16>(w, x, n, bias, y); break;
-    case SD_DTYPE_BF16: matmul_host<SD_DTYPE_BF16>(w, x, n, bias, y); break;
-    case SD_DTYPE_Q8_0: matmul_host<SD_DTYPE_Q8_0>(w, x, n, bias, y); break;
-    case SD_DTYPE_Q4_0: matmul_host<SD_DTYPE_Q4_0>(w, x, n, bias, y); break;
-    case SD_DTYPE_Q4_1: matmul_host<SD_DTYPE_Q4_1>(w, x, n, bias, y); break;
-    case SD_DTYPE_Q5_0: matmul_host<SD_DTYPE_Q5_0>(w, x, n, bias, y); break;
-    case SD_DTYPE_Q4_K: matmul_host<SD_DTYPE_Q4_K>(w, x, n, bias, y); break;
-    case SD_DTYPE_Q6_K: matmul_host<SD_DTYPE_Q6_K>(w, x, n, bias, y); break;
-    default: break; // not reached: the check refused the type
-    }
+    find_type(w->type)->matmul_host(w, x, n, bias, y);
     return SD_OK;
 }
 
@@ -535,17 +574,36 @@ extern "C" sd_status_t sd_cuda_embed_host(const sd_weight_t *table, const int32_
                                           float *out)
 {
     SD_CHECK(sd_cuda_embed_check_args(table, tokens, n, out));
-    switch (table->type) {
-    case SD_DTYPE_F32: embed_host<SD_DTYPE_F32>(table, tokens, n, out); break;
-    case SD_DTYPE_F16: embed_host<SD_DTYPE_F16>(table, tokens, n, out); break;
-    case SD_DTYPE_BF16: embed_host<SD_DTYPE_BF16>(table, tokens, n, out); break;
-    case SD_DTYPE_Q8_0: embed_host<SD_DTYPE_Q8_0>(table, tokens, n, out); break;
-    case SD_DTYPE_Q4_0: embed_host<SD_DTYPE_Q4_0>(table, tokens, n, out); break;
-    case SD_DTYPE_Q4_1: embed_host<SD_DTYPE_Q4_1>(table, tokens, n, out); break;
-    case SD_DTYPE_Q5_0: embed_host<SD_DTYPE_Q5_0>(table, tokens, n, out); break;
-    case SD_DTYPE_Q4_K: embed_host<SD_DTYPE_Q4_K>(table, tokens, n, out); break;
-    case SD_DTYPE_Q6_K: embed_host<SD_DTYPE_Q6_K>(table, tokens, n, out); break;
-    default: break; // not reached: the check refused the type
-    }
+    find_type(table->type)->embed_host(table, tokens, n, out);
     return SD_OK;
+}
+
+// ---- the table's rows ------------------------------------------------------------------------
+
+#define WEIGHT_TYPE(T, ELEMS, BYTES, ALIGN)                                                        \
+    {T, ELEMS, BYTES, ALIGN, launch_matmul<T>, launch_embed<T>, matmul_host<T>, embed_host<T>}
+
+static const weight_type_t weight_types[] = {
+    WEIGHT_TYPE(SD_DTYPE_F32, 1, 4, 4),
+    WEIGHT_TYPE(SD_DTYPE_F16, 1, 2, 2),
+    WEIGHT_TYPE(SD_DTYPE_BF16, 1, 2, 2),
+    WEIGHT_TYPE(SD_DTYPE_Q8_0, 32, Q8_0_BYTES, 1),
+    WEIGHT_TYPE(SD_DTYPE_Q4_0, 32, Q4_0_BYTES, 1),
+    WEIGHT_TYPE(SD_DTYPE_Q4_1, 32, Q4_1_BYTES, 1),
+    WEIGHT_TYPE(SD_DTYPE_Q5_0, 32, Q5_0_BYTES, 1),
+    WEIGHT_TYPE(SD_DTYPE_Q5_1, 32, Q5_1_BYTES, 1),
+    WEIGHT_TYPE(SD_DTYPE_IQ4_NL, 32, IQ4_NL_BYTES, 1),
+    WEIGHT_TYPE(SD_DTYPE_Q2_K, 256, Q2_K_BYTES, 1),
+    WEIGHT_TYPE(SD_DTYPE_Q3_K, 256, Q3_K_BYTES, 1),
+    WEIGHT_TYPE(SD_DTYPE_Q4_K, 256, Q4_K_BYTES, 1),
+    WEIGHT_TYPE(SD_DTYPE_Q5_K, 256, Q5_K_BYTES, 1),
+    WEIGHT_TYPE(SD_DTYPE_Q6_K, 256, Q6_K_BYTES, 1),
+    WEIGHT_TYPE(SD_DTYPE_IQ4_XS, 256, IQ4_XS_BYTES, 1),
+};
+
+static const weight_type_t *find_type(sd_dtype_t type)
+{
+    for (const weight_type_t &t : weight_types)
+        if (t.type == type) return &t;
+    return NULL;
 }

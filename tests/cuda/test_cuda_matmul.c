@@ -21,10 +21,13 @@
 #include "support/test_weight.h"
 
 static const sd_dtype_t all_types[] = {
-    SD_DTYPE_F32,  SD_DTYPE_F16,  SD_DTYPE_BF16, SD_DTYPE_Q8_0, SD_DTYPE_Q4_0,
-    SD_DTYPE_Q4_1, SD_DTYPE_Q5_0, SD_DTYPE_Q4_K, SD_DTYPE_Q6_K,
+    SD_DTYPE_F32,  SD_DTYPE_F16,  SD_DTYPE_BF16, SD_DTYPE_Q8_0,   SD_DTYPE_Q4_0,
+    SD_DTYPE_Q4_1, SD_DTYPE_Q5_0, SD_DTYPE_Q5_1, SD_DTYPE_IQ4_NL, SD_DTYPE_Q2_K,
+    SD_DTYPE_Q3_K, SD_DTYPE_Q4_K, SD_DTYPE_Q5_K, SD_DTYPE_Q6_K,   SD_DTYPE_IQ4_XS,
 };
 #define N_TYPES (int)(sizeof all_types / sizeof all_types[0])
+#define SD_QK_K_ELEMS 256 /* elements per K-quant / IQ4_XS super-block */
+#define NO_KERNEL_TYPE ((sd_dtype_t)9) /* Q8_1: a GGML type no kernel decodes */
 
 static const int test_rows[] = {1, 7, 64, 1000, 0};
 static const int test_ns[] = {1, 2, 5, 9, 17, 33, 0};
@@ -40,29 +43,22 @@ static const int *sizes(const int *full, const int *short_list)
     return sd_test_long_shapes(sd_cuda_host_mode()) ? full : short_list;
 }
 
-/* Column counts per type: one block, several blocks, 576, 1536 (K-quants: multiples of 256;
- * plain types: 35 leaves a partial 32-weight unit). 0 ends a list. */
+/* Column counts per type: one block, several blocks, 576, 1536 (256-weight super-blocks:
+ * multiples of 256; plain types: 35 leaves a partial 32-weight unit). 0 ends a list. */
 static const int *cols_for(sd_dtype_t type)
 {
     static const int plain[] = {1, 35, 576, 1536, 0};
     static const int q32[] = {32, 96, 576, 1536, 0};
     static const int qk[] = {256, 768, 1536, 0};
-    switch (type) {
-    case SD_DTYPE_F32:
-    case SD_DTYPE_F16:
-    case SD_DTYPE_BF16: return plain;
-    case SD_DTYPE_Q4_K:
-    case SD_DTYPE_Q6_K: return qk;
-    default: return q32;
-    }
+    int64_t block = sd_dtype_block_elems(type);
+    return block == 1 ? plain : block == SD_QK_K_ELEMS ? qk : q32;
 }
 
 /* A mid-sized row of the type (several blocks, a partial unit for plain types). */
 static int64_t mid_cols(sd_dtype_t type)
 {
-    if (type == SD_DTYPE_Q4_K || type == SD_DTYPE_Q6_K) return 768;
-    if (type == SD_DTYPE_F32 || type == SD_DTYPE_F16 || type == SD_DTYPE_BF16) return 579;
-    return 576;
+    int64_t block = sd_dtype_block_elems(type);
+    return block == 1 ? 579 : block == SD_QK_K_ELEMS ? 768 : 576;
 }
 
 static float *random_floats(size_t n, uint32_t seed, float scale)
@@ -408,9 +404,9 @@ Test(cuda_matmul, refused_arguments_fail_the_sync, .timeout = 60)
     gpu->ops->matmul(gpu, &w, d.x, 1, NULL, d.y);
     assert_refused(gpu, "cols 48 of Q8_0");
     w = d.w;
-    w.type = (sd_dtype_t)7; /* Q5_1 */
+    w.type = NO_KERNEL_TYPE;
     gpu->ops->matmul(gpu, &w, d.x, 1, NULL, d.y);
-    assert_refused(gpu, "type Q5_1");
+    assert_refused(gpu, "type Q8_1");
     w = d.w;
     w.row_bytes = 67;
     gpu->ops->matmul(gpu, &w, d.x, 1, NULL, d.y);
@@ -539,7 +535,7 @@ Test(cuda_matmul_host, argument_checks_name_the_value, .timeout = 10)
         {good, -3, 0, "n = -3"},
         {good, 1, 1, "x is NULL"},
         {{SD_DTYPE_Q8_0, 2, 48, 68, buf}, 1, 0, "48"},
-        {{(sd_dtype_t)7, 2, 64, 68, buf}, 1, 0, "type id 7"},
+        {{NO_KERNEL_TYPE, 2, 64, 68, buf}, 1, 0, "Q8_1 (type id 9)"},
         {{SD_DTYPE_Q8_0, 2, 64, 67, buf}, 1, 0, "row_bytes 67"},
         {{SD_DTYPE_Q8_0, 0, 64, 68, buf}, 1, 0, "0 x 64"},
         {{SD_DTYPE_Q8_0, 2, 64, 68, NULL}, 1, 0, "data is NULL"},
@@ -560,4 +556,25 @@ Test(cuda_matmul_host, argument_checks_name_the_value, .timeout = 10)
     cr_assert(strstr(sd_last_error(), "tokens is NULL") != NULL, "%s", sd_last_error());
     cr_assert_eq(sd_cuda_embed_check_args(&good, ids, 0, y), SD_ERR_INVALID_ARG);
     cr_assert_eq(sd_cuda_embed_check_args(&good, ids, 1, NULL), SD_ERR_INVALID_ARG);
+}
+
+/* Every type a model may load has a kernel (a CUDA model is refused at load otherwise), and
+ * every one of them is in all_types above, so the tests here cover it. */
+Test(cuda_matmul_host, every_loadable_type_has_a_kernel, .timeout = 10)
+{
+    host_hooks_or_skip();
+    int loadable = 0;
+    for (uint32_t id = 0; id < 64; id++) {
+        if (!sd_dtype_supported(id)) {
+            cr_assert(!sd_cuda_type_supported((sd_dtype_t)id), "type id %u has a CUDA kernel but no CPU one", id);
+            continue;
+        }
+        loadable++;
+        cr_assert(sd_cuda_type_supported((sd_dtype_t)id), "%s has no CUDA kernel", sd_dtype_name(id));
+        int listed = 0;
+        for (int t = 0; t < N_TYPES; t++) listed |= all_types[t] == (sd_dtype_t)id;
+        cr_assert(listed, "%s is missing from all_types", sd_dtype_name(id));
+    }
+    cr_assert_eq(loadable, N_TYPES);
+    cr_assert(!sd_cuda_type_supported(NO_KERNEL_TYPE));
 }
