@@ -5,7 +5,6 @@
  * (comm/cuda/gather_sum.cu) by default, ncclAllReduce with SPECDEC_NCCL_FAST_ALLREDUCE=1, the
  * CUDA IPC allreduce after sd_comm_nccl_use_intra. Why and the details: docs/comm.md, "The
  * `nccl` backend". */
-#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,7 +13,7 @@
 
 #include "comm/comm_impl.h"
 #include "comm/cuda/gpu_check.h"
-#include "comm/cuda/intra_cuda.h"
+#include "comm/ipc.h"
 #include "core/clock.h"
 #include "core/log.h"
 
@@ -24,21 +23,7 @@ _Static_assert((int)SD_GPU_F32 == (int)SD_COMM_F32 && (int)SD_GPU_F16 == (int)SD
 
 #define NCCL_ALIGN 256
 #define GATHER_PIECE_BYTES ((size_t)32 << 20) /* per rank row of the gather scratch */
-#define IPC_DRAIN_S 2.0   /* how long an aborted IPC kernel gets to exit */
 #define SETUP_POLL_NS 1000000L
-
-/* The CUDA IPC allreduce's state (comm/cuda/intra_cuda.h). */
-typedef struct ipc_state {
-    char *region;                      /* own cudaMalloc'd region */
-    char *peer[SD_IPC_MAX_RANKS];      /* every rank's region in this process (own included) */
-    void *words;                       /* mapped host: abort word, then error word */
-    volatile int *abort_word;          /* host view; the kernels poll it */
-    volatile uint64_t *error_word;     /* host view; a failed kernel's record */
-    const volatile int *abort_dev;     /* device views of the same */
-    volatile uint64_t *error_dev;
-    uint64_t seq;                      /* kernel launches so far */
-    int max_blocks;                    /* the smallest SM count over the ranks, capped */
-} ipc_state_t;
 
 typedef struct nccl_ctx {
     ncclComm_t nc;          /* NULL once aborted */
@@ -47,7 +32,7 @@ typedef struct nccl_ctx {
     int device;
     int fast_allreduce;     /* SPECDEC_NCCL_FAST_ALLREDUCE=1 */
     int use_ipc;            /* sd_comm_nccl_use_intra was called */
-    ipc_state_t *ipc;       /* set up by the first IPC allreduce */
+    sd_ipc_t *ipc;          /* set up by the first IPC allreduce (comm/ipc.h) */
     char *scratch;          /* device: staging of host buffers, gathered rows */
     size_t scratch_bytes;
     float *one;             /* device: the barrier's 1-element allreduce */
@@ -70,7 +55,7 @@ static ncclDataType_t nccl_type(sd_comm_dtype_t dt)
 
 static void abort_nccl(nccl_ctx_t *x)
 {
-    if (x->ipc) *x->ipc->abort_word = 1;
+    if (x->ipc) sd_ipc_abort(x->ipc);
     if (x->nc == NULL) return;
     ncclCommAbort(x->nc);
     x->nc = NULL;
@@ -197,139 +182,7 @@ static sd_status_t scratch(nccl_ctx_t *x, size_t bytes, char **out)
     return SD_OK;
 }
 
-/* ---- the CUDA IPC allreduce (kernels: comm/cuda/intra_cuda.h; protocol: docs/comm.md) -- */
-
-typedef struct ipc_hello {
-    cudaIpcMemHandle_t handle;
-    int sms;
-} ipc_hello_t;
-
 static sd_status_t nccl_allgather(sd_comm_t *c, const void *send, size_t bytes, void *recv);
-
-static void ipc_free(ipc_state_t *s)
-{
-    if (s == NULL) return;
-    for (int q = 0; q < SD_IPC_MAX_RANKS; q++)
-        if (s->peer[q] && s->peer[q] != s->region) cudaIpcCloseMemHandle(s->peer[q]);
-    cudaFree(s->region);
-    cudaFreeHost(s->words);
-    free(s);
-}
-
-/* The mapped host words the kernels poll (abort) and report through (error). */
-static sd_status_t ipc_words(ipc_state_t *s)
-{
-    SD_GPU_CHECK(cudaHostAlloc(&s->words, 2 * sizeof(uint64_t), cudaHostAllocMapped));
-    memset(s->words, 0, 2 * sizeof(uint64_t));
-    s->abort_word = (volatile int *)s->words;
-    s->error_word = (volatile uint64_t *)s->words + 1;
-    void *dev = NULL;
-    SD_GPU_CHECK(cudaHostGetDevicePointer(&dev, s->words, 0));
-    s->abort_dev = (const volatile int *)dev;
-    s->error_dev = (volatile uint64_t *)dev + 1;
-    return SD_OK;
-}
-
-/* Allocate this rank's region (flags zeroed before any peer can know of it: the memset
- * is ordered before the handle exchange on the stream), swap IPC handles over NCCL and
- * map the peers' regions. Runs inside the first IPC allreduce, which every rank enters. */
-static sd_status_t ipc_setup(sd_comm_t *c, nccl_ctx_t *x)
-{
-    ipc_state_t *s = calloc(1, sizeof *s);
-    SD_ALLOC_CHECK(s, sizeof *s, "the CUDA IPC allreduce state");
-    x->ipc = s; /* freed with the comm, also after a failure here */
-    SD_GPU_CHECK(cudaMalloc((void **)&s->region, sd_ipc_region_bytes(SD_IPC_SLOT_BYTES)));
-    SD_GPU_CHECK(cudaMemsetAsync(s->region, 0, SD_IPC_FLAGS_BYTES, x->stream));
-    SD_CHECK(ipc_words(s));
-    ipc_hello_t me = {0}, all[SD_IPC_MAX_RANKS];
-    SD_GPU_CHECK(cudaIpcGetMemHandle(&me.handle, s->region));
-    SD_GPU_CHECK(cudaDeviceGetAttribute(&me.sms, cudaDevAttrMultiProcessorCount, x->device));
-    SD_CHECK(nccl_allgather(c, &me, sizeof me, all));
-    s->max_blocks = SD_IPC_MAX_BLOCKS;
-    for (int q = 0; q < c->size; q++) {
-        if (all[q].sms < s->max_blocks) s->max_blocks = all[q].sms;
-        if (q == c->rank)
-            s->peer[q] = s->region;
-        else
-            SD_GPU_CHECK(cudaIpcOpenMemHandle((void **)&s->peer[q], all[q].handle,
-                                              cudaIpcMemLazyEnablePeerAccess));
-    }
-    return SD_OK;
-}
-
-static sd_status_t ipc_report(sd_comm_t *c, uint64_t w)
-{
-    static const char *const phases[] = {"copy-in", "reduce-scatter"};
-    char why[96];
-    if (sd_ipc_error_code(w) == SD_IPC_ERR_DEADLINE)
-        snprintf(why, sizeof why, "hit its device deadline (%d ms)", c->timeout_ms);
-    else
-        snprintf(why, sizeof why, "was aborted by the host");
-    return sd_set_error(SD_ERR_COMM_TIMEOUT,
-                        "group '%s' rank %d: allreduce seq %llu: the CUDA IPC kernel (launch %u) "
-                        "%s at the %s barrier, waiting for rank %d",
-                        c->group, c->rank, (unsigned long long)c->seq, (unsigned)(w & 0xffffffffu),
-                        why, phases[sd_ipc_error_phase(w) & 1], sd_ipc_error_rank(w));
-}
-
-/* Wait for an IPC launch. When the host gives up (deadline or the watchdog's abort flag)
- * it sets the abort word, which every spin of the kernel polls, and gives the kernel
- * IPC_DRAIN_S to exit. The kernel's own record, if any, names the missing rank. */
-static sd_status_t ipc_wait(sd_comm_t *c, nccl_ctx_t *x)
-{
-    ipc_state_t *s = x->ipc;
-    unsigned spins = 0;
-    sd_status_t st = SD_OK;
-    double drain_until = 0;
-    cudaError_t e;
-    while ((e = cudaStreamQuery(x->stream)) == cudaErrorNotReady) {
-        if (st == SD_OK) {
-            st = sd_comm_wait_step(c, &spins, "the peers' IPC flags");
-            if (st != SD_OK) {
-                *s->abort_word = 1;
-                drain_until = sd_now() + IPC_DRAIN_S;
-            }
-        } else if (sd_now() > drain_until) {
-            return sd_set_error(SD_ERR_COMM_TIMEOUT,
-                                "group '%s' rank %d: allreduce seq %llu: the CUDA IPC kernel did "
-                                "not exit %.0f s after the abort",
-                                c->group, c->rank, (unsigned long long)c->seq, IPC_DRAIN_S);
-        } else {
-            sched_yield();
-        }
-    }
-    SD_GPU_CHECK(e);
-    uint64_t w = *s->error_word;
-    return sd_ipc_error_code(w) != SD_IPC_ERR_NONE ? ipc_report(c, w) : st;
-}
-
-/* Nanoseconds left to the running op's deadline (at least 1). */
-static uint64_t budget_ns(const sd_comm_t *c)
-{
-    double left = c->deadline - sd_now();
-    return left > 1e-9 ? (uint64_t)(left * 1e9) : 1;
-}
-
-/* buf[count] (device) summed over the ranks, one kernel launch per slot-sized piece. */
-static sd_status_t ipc_allreduce(sd_comm_t *c, nccl_ctx_t *x, char *buf, size_t count,
-                                 sd_comm_dtype_t dt)
-{
-    ipc_state_t *s = x->ipc;
-    size_t es = sd_comm_dtype_size(dt), piece = SD_IPC_SLOT_BYTES / es;
-    for (size_t off = 0; off < count; off += piece) {
-        sd_ipc_args_t a = {
-            .rank = c->rank, .nranks = c->size, .dtype = (sd_gpu_dtype_t)dt, .seq = ++s->seq,
-            .buf = buf + off * es, .slot_bytes = SD_IPC_SLOT_BYTES, .budget_ns = budget_ns(c),
-            .abort_word = s->abort_dev, .error_word = s->error_dev,
-        };
-        memcpy(a.region, s->peer, sizeof a.region);
-        sd_ipc_plan(&a, count - off < piece ? count - off : piece, es, s->max_blocks);
-        *s->error_word = 0;
-        SD_CHECK(sd_ipc_allreduce_launch(&a, x->stream));
-        SD_CHECK(ipc_wait(c, x));
-    }
-    return SD_OK;
-}
 
 /* ---- ops ------------------------------------------------------------------------------ */
 
@@ -354,7 +207,8 @@ static sd_status_t nccl_allreduce(sd_comm_t *c, void *buf, size_t count, sd_comm
     size_t es = sd_comm_dtype_size(dt);
     if (count == 0) return SD_OK;
     SD_GPU_CHECK(cudaSetDevice(x->device));
-    if (x->use_ipc && x->ipc == NULL) SD_CHECK(abort_on_fail(x, ipc_setup(c, x)));
+    if (x->use_ipc && x->ipc == NULL)
+        SD_CHECK(abort_on_fail(x, sd_ipc_setup(c, x->device, x->stream, nccl_allgather, &x->ipc)));
     int gather = !x->use_ipc && !x->fast_allreduce;
     size_t piece = GATHER_PIECE_BYTES / es < count ? GATHER_PIECE_BYTES / es : count;
     view_t v = view_of(buf, count * es);
@@ -363,7 +217,7 @@ static sd_status_t nccl_allreduce(sd_comm_t *c, void *buf, size_t count, sd_comm
     view_place(&v, &cursor);
     SD_CHECK(view_copy_in(x, &v));
     if (x->use_ipc)
-        SD_CHECK(ipc_allreduce(c, x, v.dev, count, dt));
+        SD_CHECK(abort_on_fail(x, sd_ipc_allreduce_wait(c, x->ipc, v.dev, count, dt, x->stream)));
     else if (gather)
         SD_CHECK(gather_allreduce(c, x, v.dev, count, dt, piece, cursor));
     else
@@ -371,6 +225,19 @@ static sd_status_t nccl_allreduce(sd_comm_t *c, void *buf, size_t count, sd_comm
                   ncclAllReduce(v.dev, v.dev, count, nccl_type(dt), ncclSum, x->nc, x->stream));
     SD_CHECK(wait_stream(c, x, "allreduce"));
     return view_copy_out(x, &v);
+}
+
+/* For a model's forward: its stream drained first (polled against the deadline), then the
+ * allreduce above on the comm's stream, waited for: not capturable (device_graphs = 0). */
+static sd_status_t nccl_allreduce_device(sd_comm_t *c, void *buf, size_t count,
+                                         sd_comm_dtype_t dt, void *stream)
+{
+    unsigned spins = 0;
+    cudaError_t e;
+    while ((e = cudaStreamQuery((cudaStream_t)stream)) == cudaErrorNotReady)
+        SD_CHECK(sd_comm_wait_step(c, &spins, "the model's stream"));
+    SD_GPU_CHECK(e);
+    return nccl_allreduce(c, buf, count, dt);
 }
 
 static sd_status_t nccl_allgather(sd_comm_t *c, const void *send, size_t bytes, void *recv)
@@ -417,7 +284,7 @@ static sd_status_t nccl_barrier(sd_comm_t *c)
 
 static void free_ctx(nccl_ctx_t *x)
 {
-    ipc_free(x->ipc);
+    sd_ipc_destroy(x->ipc, 0); /* sd_ipc_teardown (nccl_destroy) freed it when it could */
     if (x->scratch) cudaFreeAsync(x->scratch, x->stream);
     if (x->one) cudaFreeAsync(x->one, x->stream);
     if (x->stream) cudaStreamDestroy(x->stream);
@@ -445,6 +312,9 @@ static void nccl_destroy(sd_comm_t *c)
 {
     nccl_ctx_t *x = c->ctx;
     cudaSetDevice(x->device);
+    /* the IPC regions first, in order (closed, barrier, freed), while NCCL still works */
+    sd_ipc_teardown(c, x->ipc, x->nc != NULL);
+    x->ipc = NULL;
     if (x->nc && (c->failed != SD_OK || finalize(c, x) != SD_OK)) abort_nccl(x);
     if (x->nc) ncclCommDestroy(x->nc);
     sd_comm_teardown(c);
@@ -518,6 +388,7 @@ static const sd_comm_ops_t nccl_ops = {
     .barrier = nccl_barrier,
     .split_first = nccl_split_first,
     .destroy = nccl_destroy,
+    .allreduce_device = nccl_allreduce_device,
 };
 
 /* ---- construction --------------------------------------------------------------------- */

@@ -54,6 +54,14 @@ static sd_status_t nccl_world(const sd_comm_env_t *env, sd_comm_t **out)
     return st;
 }
 
+/* The CUDA IPC allreduce over a CPU intra world (which carries everything else). */
+static sd_status_t cuda_ipc_world(const sd_comm_env_t *env, sd_comm_t **out)
+{
+    sd_comm_t *host = NULL;
+    SD_CHECK(intra_world(env, &host));
+    return sd_comm_cuda_ipc_new(host, env->device, out);
+}
+
 static const sd_comm_backend_t backends[] = {
     {.name = "single", .built = always_built, .memory = SD_COMM_HOST_MEMORY, .max_ranks = 1,
      .create = single_world},
@@ -63,6 +71,8 @@ static const sd_comm_backend_t backends[] = {
      .max_ranks = INT_MAX, .create = mpi_world},
     {.name = "nccl", .built = sd_comm_nccl_built, .memory = SD_COMM_DEVICE_MEMORY,
      .max_ranks = INT_MAX, .create = nccl_world},
+    {.name = "cuda_ipc", .built = sd_comm_cuda_ipc_built, .memory = SD_COMM_DEVICE_MEMORY,
+     .max_ranks = SD_COMM_CUDA_IPC_MAX_RANKS, .create = cuda_ipc_world},
 };
 
 #define N_BACKENDS (sizeof backends / sizeof backends[0])

@@ -259,6 +259,40 @@ sd_status_t sd_comm_allreduce_sum(sd_comm_t *c, void *buf, size_t count, sd_comm
     return sd_comm_op_end(c, c->ops->allreduce_sum(c, buf, count, dt));
 }
 
+int sd_comm_has_device_allreduce(const sd_comm_t *c)
+{
+    return c != NULL && c->ops->allreduce_device != NULL;
+}
+
+int sd_comm_device_graphs(const sd_comm_t *c)
+{
+    return c == NULL || (c->ops->allreduce_device != NULL && c->ops->device_graphs);
+}
+
+sd_status_t sd_comm_allreduce_device(sd_comm_t *c, void *buf, size_t count, sd_comm_dtype_t dt,
+                                     void *stream)
+{
+    size_t es = sd_comm_dtype_size(dt);
+    if (es == 0) return sd_set_error(SD_ERR_INVALID_ARG, "allreduce: unknown dtype %d", (int)dt);
+    if (buf == NULL && count > 0)
+        return sd_set_error(SD_ERR_INVALID_ARG, "allreduce: NULL buffer with count %zu", count);
+    if (c == NULL || count == 0) return SD_OK;
+    if (c->ops->allreduce_device == NULL)
+        return sd_set_error(SD_ERR_INVALID_ARG, "the %s backend has no device allreduce",
+                            c->ops->name);
+    SD_CHECK(op_start(c, SD_OP_ALLREDUCE, count * es));
+    return sd_comm_op_end(c, c->ops->allreduce_device(c, buf, count, dt, stream));
+}
+
+sd_status_t sd_comm_device_status(sd_comm_t *c)
+{
+    if (c == NULL || c->ops->device_status == NULL) return SD_OK;
+    if (c->failed != SD_OK) return sd_set_error(c->failed, "%s", c->failed_msg);
+    sd_status_t st = c->ops->device_status(c);
+    if (st != SD_OK) mark_failed(c, st);
+    return st;
+}
+
 sd_status_t sd_comm_allgather(sd_comm_t *c, const void *send, size_t bytes, void *recv)
 {
     if ((send == NULL || recv == NULL) && bytes > 0)
@@ -405,14 +439,19 @@ static sd_status_t check_world_size(const sd_comm_env_t *w, sd_comm_t *c)
                         c->ops->name, c->size);
 }
 
-sd_status_t sd_comm_init(sd_comm_t **world)
+sd_status_t sd_comm_init(sd_comm_t **world) { return sd_comm_init_device(world, NULL); }
+
+sd_status_t sd_comm_init_device(sd_comm_t **world, const char *device)
 {
     if (world == NULL) return sd_set_error(SD_ERR_INVALID_ARG, "sd_comm_init: NULL out");
     *world = NULL;
     sd_comm_env_t w;
     SD_CHECK(read_world_env(&w));
+    if (device == NULL || device[0] == '\0') device = getenv("SPECDEC_DEVICE");
+    int on_gpu = device && strncmp(device, "cuda", 4) == 0;
+    w.device = on_gpu && device[4] == ':' ? atoi(device + 5) : -1;
     const char *name = NULL;
-    SD_CHECK(sd_comm_select(w.size, 0, &name));
+    SD_CHECK(sd_comm_select(w.size, on_gpu, &name));
     sd_comm_t *c = NULL;
     SD_CHECK(sd_comm_backend_find(name)->create(&w, &c));
     sd_status_t st = check_world_size(&w, c);

@@ -24,6 +24,19 @@ const char *sd_comm_dtype_name(sd_comm_dtype_t dt);
 /* buf[count] of dt summed over the group in rank order: every rank gets the same bits (all
  * backends but nccl with SPECDEC_NCCL_FAST_ALLREDUCE=1). */
 sd_status_t sd_comm_allreduce_sum(sd_comm_t *c, void *buf, size_t count, sd_comm_dtype_t dt);
+/* Device memory (GPU models): buf[count] of dt summed in rank order, enqueued on `stream`
+ * (a cudaStream_t) and not waited for; SD_ERR_INVALID_ARG when c's backend has no device
+ * allreduce (sd_comm_has_device_allreduce). Its outcome: sd_comm_device_status once the
+ * stream is idle. A NULL c does nothing. */
+sd_status_t sd_comm_allreduce_device(sd_comm_t *c, void *buf, size_t count, sd_comm_dtype_t dt,
+                                     void *stream);
+int sd_comm_has_device_allreduce(const sd_comm_t *c);
+/* 1 when c's device allreduce may be captured in a CUDA graph (its launches number
+ * themselves on the device). */
+int sd_comm_device_graphs(const sd_comm_t *c);
+/* After the stream of c's device allreduces was synchronized: SD_OK, or the failure of one
+ * of them (SD_ERR_COMM_TIMEOUT naming the rank a kernel waited for); c fails with it. */
+sd_status_t sd_comm_device_status(sd_comm_t *c);
 /* recv[size * bytes] = every rank's send[bytes], in rank order (send may be
  * recv + rank * bytes: in place). */
 sd_status_t sd_comm_allgather(sd_comm_t *c, const void *send, size_t bytes, void *recv);
@@ -37,6 +50,12 @@ sd_status_t sd_comm_barrier(sd_comm_t *c);
 sd_status_t sd_comm_agree(sd_comm_t *c, sd_status_t local);
 
 /* ---- creating communicators (sd_comm_init picks one from the environment) ---------------- */
+/* sd_comm_init for a model on `device` (cpu, cuda, cuda:N, auto; NULL: SPECDEC_DEVICE):
+ * a cuda one selects with on_gpu = 1 and gives a GPU backend that device. */
+sd_status_t sd_comm_init_device(sd_comm_t **world, const char *device);
+/* This rank's index among the ranks on its node (OMPI_COMM_WORLD_LOCAL_RANK, else
+ * SPECDEC_LOCAL_RANK, else SPECDEC_RANK, else 0): the GPU is local rank % devices. */
+int sd_comm_local_rank(void);
 /* Each gives a communicator the caller frees with sd_comm_free; a backend not in this build
  * answers SD_ERR_NOT_BUILT (its *_built() is 0). */
 sd_status_t sd_comm_single_new(sd_comm_t **out);
@@ -60,11 +79,16 @@ int sd_comm_nccl_device_count(void);
  * barrier stay on NCCL; splits inherit it. Every rank calls it before the same allreduce.
  * SD_ERR_NOT_BUILT without NCCL. (docs/comm.md, "The CUDA IPC allreduce") */
 sd_status_t sd_comm_nccl_use_intra(sd_comm_t *c);
+/* The cuda_ipc backend: a CPU intra world `host` (taken over: freed with the result) whose
+ * allreduce on device buffers runs on the CUDA IPC kernels on `device`; host buffers and
+ * the other collectives go to `host`. Collective over host. */
+sd_status_t sd_comm_cuda_ipc_new(sd_comm_t *host, int device, sd_comm_t **out);
+int sd_comm_cuda_ipc_built(void);
 
 /* ---- selection (comm/select.c): the one place that reads ENABLE_INTRA_NODE_COMM -------- */
 /* *name = the backend (a row of comm/backends.c); first match: SPECDEC_COMM, single for one
- * rank, intra if ENABLE_INTRA_NODE_COMM=1, nccl if on_gpu and built, mpi if built and under
- * mpirun, else intra. SD_ERR_INVALID_ARG: unknown SPECDEC_COMM, one that cannot run
+ * rank, if ENABLE_INTRA_NODE_COMM=1: cuda_ipc if on_gpu and built, else intra; nccl if
+ * on_gpu and built, mpi if built and under mpirun, else intra. SD_ERR_INVALID_ARG: unknown SPECDEC_COMM, one that cannot run
  * world_size ranks, bad ENABLE_INTRA_NODE_COMM; SD_ERR_NOT_BUILT: not built (both list them). */
 sd_status_t sd_comm_select(int world_size, int on_gpu, const char **name);
 

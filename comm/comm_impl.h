@@ -16,6 +16,7 @@
 #define SD_FLIGHT_LEN 64
 #define SD_COMM_TIMEOUT_MS_DEFAULT 60000
 #define SD_WATCHDOG_GRACE_MS 1000
+#define SD_COMM_CUDA_IPC_MAX_RANKS 8 /* SD_IPC_MAX_RANKS of comm/cuda/intra_cuda.h */
 #define SD_WATCHDOG_THREAD_NAME "sd-watchdog" /* the watchdog thread's name (/proc/.../comm) */
 
 typedef enum sd_comm_op {
@@ -47,6 +48,13 @@ typedef struct sd_comm_ops {
      * The wrapper has already checked n. */
     sd_status_t (*split_first)(sd_comm_t *c, int n, sd_comm_t **out);
     void (*destroy)(sd_comm_t *c);
+    /* Optional (NULL: host memory only). Enqueue the allreduce of device buf[count] on
+     * `stream` without waiting (the wrapper recorded the enqueue as an op). */
+    sd_status_t (*allreduce_device)(sd_comm_t *c, void *buf, size_t count, sd_comm_dtype_t dt,
+                                    void *stream);
+    /* With allreduce_device: the enqueued allreduces' outcome once their stream is idle. */
+    sd_status_t (*device_status)(sd_comm_t *c);
+    int device_graphs; /* 1: allreduce_device may be captured in a CUDA graph */
 } sd_comm_ops_t;
 
 /* Threads: a communicator is used by one thread at a time (its owner); the watchdog
@@ -74,6 +82,7 @@ struct sd_comm {
 /* The world as the environment describes it (sd_comm_init reads it once). */
 typedef struct sd_comm_env {
     int rank, size;
+    int device;      /* the GPU of a GPU model's comm: N of cuda:N, or -1 (local rank % count) */
     const char *job; /* SPECDEC_JOB_ID or NULL */
     int mpirun;      /* ranks come from mpirun, not from `specdec launch` */
 } sd_comm_env_t;

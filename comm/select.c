@@ -12,20 +12,21 @@ int sd_comm_mpi_launched(void)
     return (a && a[0]) || (b && b[0]);
 }
 
+int sd_comm_local_rank(void)
+{
+    static const char *const names[] = {"OMPI_COMM_WORLD_LOCAL_RANK", "SPECDEC_LOCAL_RANK",
+                                        "SPECDEC_RANK"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        const char *v = getenv(names[i]);
+        if (v && v[0]) return atoi(v) > 0 ? atoi(v) : 0;
+    }
+    return 0;
+}
+
 static int is_built(const char *name)
 {
     const sd_comm_backend_t *b = sd_comm_backend_find(name);
     return b != NULL && b->built();
-}
-
-/* The first built backend whose collectives take device memory, or NULL. */
-static const char *gpu_backend(void)
-{
-    size_t n;
-    const sd_comm_backend_t *b = sd_comm_backends(&n);
-    for (size_t i = 0; i < n; i++)
-        if (b[i].memory == SD_COMM_DEVICE_MEMORY && b[i].built()) return b[i].name;
-    return NULL;
 }
 
 static sd_status_t from_override(const char *v, int world_size, const char **name)
@@ -62,11 +63,11 @@ sd_status_t sd_comm_select(int world_size, int on_gpu, const char **name)
     if (v && v[0]) return from_override(v, world_size, name);
     int intra;
     SD_CHECK(intra_enabled(&intra));
-    const char *gpu = on_gpu ? gpu_backend() : NULL;
+    const char *gpu = on_gpu && is_built("nccl") ? "nccl" : NULL;
     if (world_size <= 1) {
         *name = "single";
     } else if (intra) {
-        *name = "intra";
+        *name = on_gpu && is_built("cuda_ipc") ? "cuda_ipc" : "intra";
     } else if (gpu) {
         *name = gpu;
     } else if (is_built("mpi") && sd_comm_mpi_launched()) {

@@ -92,6 +92,11 @@ void sd_backend_add(sd_backend_t *be, float *y, const float *x, size_t len)
     be->ops->add(be, y, x, len);
 }
 
+void *sd_backend_stream(sd_backend_t *be)
+{
+    return be->ops->stream ? be->ops->stream(be) : NULL;
+}
+
 int sd_backend_has_graphs(const sd_backend_t *be)
 {
     const sd_backend_ops_t *o = be->ops;

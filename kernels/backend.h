@@ -102,6 +102,10 @@ void sd_backend_graph_free(sd_backend_t *be, void *graph);
 void sd_backend_lock(sd_backend_t *be);
 void sd_backend_unlock(sd_backend_t *be);
 
+/* The device stream ops are enqueued on (a cudaStream_t), for work of other modules that
+ * must run between ops (a TP allreduce); NULL on the CPU. */
+void *sd_backend_stream(sd_backend_t *be);
+
 /* CPU backend with a thread pool of n_threads (0 = online cores). */
 sd_status_t sd_backend_cpu_create(int n_threads, sd_backend_t **out);
 

@@ -85,6 +85,8 @@ typedef struct sd_backend_ops {
     void (*attention_masked)(sd_backend_t *be, const float *q, const float *k_cache,
                              const float *v_cache, int base, const uint8_t *mask, int n, int m,
                              int n_ctx, int n_head, int n_head_kv, int head_dim, float *out);
+    /* As sd_backend_stream (optional: NULL without a device stream). */
+    void *(*stream)(sd_backend_t *be);
 } sd_backend_ops_t;
 
 struct sd_backend {

@@ -46,6 +46,13 @@ static sd_status_t scratch_alloc(const sd_model_t *m, size_t T, sd_fwd_scratch_t
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         *bufs[i] = seq_alloc(m, T * widths[i] * f, &st, scratch_names[i]);
     sc->ids_dev = seq_alloc(m, 2 * T * sizeof(int32_t), &st, "token ids");
+    if (st == SD_OK && m->comm && !sd_backend_host_memory(m->backend) &&
+        !sd_comm_has_device_allreduce(m->comm)) {
+        sc->xb_host = malloc(T * hp->n_embd * f);
+        if (sc->xb_host == NULL)
+            st = sd_set_error(SD_ERR_OUT_OF_MEMORY, "out of memory allocating %zu bytes for the "
+                              "TP allreduce's host staging", T * hp->n_embd * f);
+    }
     return st;
 }
 
@@ -57,6 +64,7 @@ static void scratch_release(const sd_model_t *m, sd_fwd_scratch_t *sc)
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         if (bufs[i]) sd_backend_release(be, bufs[i]);
     if (sc->ids_dev) sd_backend_release(be, sc->ids_dev);
+    free(sc->xb_host);
     memset(sc, 0, sizeof *sc);
 }
 
@@ -87,7 +95,8 @@ static sd_status_t seq_init(sd_seq_t *s, const sd_model_t *m, sd_kv_pool_t *pool
         st = sd_set_error(SD_ERR_OUT_OF_MEMORY, "out of memory allocating %zu bytes for logits",
                           logits_bytes);
     if (st != SD_OK) sd_seq_free(s);
-    else s->use_graphs = sd_backend_has_graphs(m->backend) && m->comm == NULL && graphs_allowed_by_env();
+    else s->use_graphs = sd_backend_has_graphs(m->backend) && sd_comm_device_graphs(m->comm) &&
+                         graphs_allowed_by_env();
     return st;
 }
 
@@ -166,11 +175,22 @@ typedef struct fwd {
 } fwd_t;
 
 /* Sum the ranks' partial outputs xb[n, n_embd] of a row-parallel Wo or down (rank order:
- * every rank gets the same bits). Nothing to do without TP. */
-static sd_status_t tp_allreduce(const sd_model_t *m, float *xb, int n)
+ * every rank gets the same bits). Nothing to do without TP. A device model's allreduce is
+ * enqueued on its stream (its outcome: sd_comm_device_status after the sync), or, on a comm
+ * that takes host memory only, goes through sc.xb_host (graphs are off then). */
+static sd_status_t tp_allreduce(const fwd_t *f, float *xb, int n)
 {
+    const sd_model_t *m = f->m;
+    sd_backend_t *be = m->backend;
+    size_t count = (size_t)n * (size_t)m->hp.n_embd;
     if (m->comm == NULL) return SD_OK;
-    return sd_comm_allreduce_sum(m->comm, xb, (size_t)n * (size_t)m->hp.n_embd, SD_COMM_F32);
+    if (sd_backend_host_memory(be)) return sd_comm_allreduce_sum(m->comm, xb, count, SD_COMM_F32);
+    if (f->sc.xb_host == NULL)
+        return sd_comm_allreduce_device(m->comm, xb, count, SD_COMM_F32, sd_backend_stream(be));
+    sd_backend_download(be, f->sc.xb_host, xb, count * sizeof(float)); /* waits for the stream */
+    SD_CHECK(sd_comm_allreduce_sum(m->comm, f->sc.xb_host, count, SD_COMM_F32));
+    sd_backend_upload(be, xb, f->sc.xb_host, count * sizeof(float));
+    return SD_OK;
 }
 
 /* Store part p's new K/V rows in its cache at their positions and attend over it:
@@ -220,7 +240,7 @@ static sd_status_t attention_block(const fwd_t *f, int il, const int32_t *pos)
     for (int i = 0; i < f->n_parts; i++)
         attend_part(f, &f->parts[i], il, pos);
     sd_backend_matmul(be, &L->wo, f->sc.att, n, NULL, f->sc.xb); /* xb[n, E], partial under TP */
-    SD_CHECK(tp_allreduce(m, f->sc.xb, n));
+    SD_CHECK(tp_allreduce(f, f->sc.xb, n));
     sd_backend_add(be, f->sc.x, f->sc.xb, (size_t)n * hp->n_embd);
     return SD_OK;
 }
@@ -241,7 +261,7 @@ static sd_status_t mlp_block(const fwd_t *f, int il)
     sd_backend_matmul_group(be, 2, gate_up, f->sc.xb, n, NULL, gate_up_out);
     sd_backend_swiglu(be, f->sc.hb, f->sc.hb2, (size_t)n * m->tp.n_ff, f->sc.hb);
     sd_backend_matmul(be, &L->w_down, f->sc.hb, n, NULL, f->sc.xb); /* xb[n, E], partial under TP */
-    SD_CHECK(tp_allreduce(m, f->sc.xb, n));
+    SD_CHECK(tp_allreduce(f, f->sc.xb, n));
     sd_backend_add(be, f->sc.x, f->sc.xb, (size_t)n * hp->n_embd);
     return SD_OK;
 }
@@ -296,7 +316,7 @@ static sd_status_t forward_graph(sd_seq_t *s, int n, int n_layers)
     }
     if (g->graph == NULL) {
         sd_backend_graph_begin(be);
-        sd_status_t st = forward_ops(&f, n_layers); /* SD_OK: graphs imply no TP comm */
+        sd_status_t st = forward_ops(&f, n_layers); /* a TP allreduce's enqueue may fail */
         void *graph = sd_backend_graph_end(be);
         if (st != SD_OK) {
             if (graph) sd_backend_graph_free(be, graph);
@@ -339,6 +359,7 @@ static sd_status_t forward_locked(sd_seq_t *s, const int32_t *tokens, int n, int
     if (!s->keep_logits_on_device)
         sd_backend_download(be, s->logits, s->sc.logits_dev, (size_t)n * hp->n_vocab * sizeof(float));
     SD_CHECK(sd_backend_sync(be)); /* a device op's failure surfaces here; kv.len unchanged */
+    SD_CHECK(sd_comm_device_status(m->comm)); /* and a device allreduce's */
     s->kv.len += n;
     return SD_OK;
 }
@@ -436,6 +457,7 @@ static sd_status_t tree_locked(sd_seq_t *s, const int32_t *tokens, int n, int tr
     if (!s->keep_logits_on_device)
         sd_backend_download(be, s->logits, s->sc.logits_dev, (size_t)n * m->hp.n_vocab * sizeof(float));
     SD_CHECK(sd_backend_sync(be));
+    SD_CHECK(sd_comm_device_status(m->comm));
     s->kv.len += n;
     return SD_OK;
 }
@@ -580,6 +602,7 @@ static sd_status_t batch_locked(sd_batch_t *b, const sd_batch_part_t *parts, int
                       b->sc.logits_dev + (size_t)fp[i].row0 * m->hp.n_vocab,
                       (size_t)parts[i].n * row_bytes);
     SD_CHECK(sd_backend_sync(be)); /* a device op's failure surfaces here; no kv.len changed */
+    SD_CHECK(sd_comm_device_status(m->comm));
     for (int i = 0; i < n_parts; i++) parts[i].seq->kv.len += parts[i].n;
     return SD_OK;
 }

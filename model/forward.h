@@ -36,6 +36,8 @@ typedef struct sd_fwd_scratch {
     float *hb, *hb2;   /* [T, n_ff] gate, up */
     float *logits_dev; /* [T, n_vocab] */
     int32_t *ids_dev;  /* [2, T] token ids then positions */
+    float *xb_host;    /* [T, n_embd] host memory: the TP allreduce of a device model whose
+                        * comm takes host memory only; else NULL */
 } sd_fwd_scratch_t;
 
 /* Per-sequence forward state: the KV cache plus activation scratch for up to max_tokens

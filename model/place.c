@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "comm/comm.h"
 #include "core/check.h"
 #include "kernels/cuda.h"
 #include "core/log.h"
@@ -27,7 +28,8 @@ static int cuda_index(const char *name)
 }
 
 /* "auto": CUDA device 0 for a single-rank model when a GPU is present, else the CPU (also in
- * the CUDA host mode, whose device is the CPU running kernels: only an explicit "cuda"). */
+ * the CUDA host mode, whose device is the CPU running kernels: only an explicit "cuda").
+ * Under TP, "cuda" is device local rank % devices; "cuda:N" is N on every rank. */
 static const char *resolve_auto(int ranks)
 {
     int count = 0;
@@ -50,11 +52,11 @@ sd_status_t sd_model_create_backend(sd_model_t *m, const sd_model_params_t *p)
     if (index < 0)
         return sd_set_error(SD_ERR_INVALID_ARG,
                             "unknown device '%s' (expected cpu, cuda, cuda:N or auto)", name);
-    if (ranks > 1)
-        return sd_set_error(SD_ERR_INVALID_ARG,
-                            "device '%s' with %d tensor-parallel ranks: tensor parallelism runs "
-                            "on the CPU backend only in this version (use --device cpu)",
-                            name, ranks);
+    if (ranks > 1 && strcmp(name, "cuda") == 0) { /* each rank on its own GPU where it can */
+        int count = 0;
+        SD_CHECK(sd_cuda_device_count(&count));
+        if (count > 0) index = sd_comm_local_rank() % count;
+    }
     SD_CHECK(sd_backend_cuda_create(index, 0.0, &m->backend));
     m->cuda_device = index;
     return SD_OK;

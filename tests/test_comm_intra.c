@@ -410,13 +410,13 @@ static void set_or_unset(const char *name, const char *v)
 
 Test(comm_intra, select_rule, .timeout = 10)
 {
-    int mpi = sd_comm_mpi_built(), nccl = sd_comm_nccl_built();
+    int mpi = sd_comm_mpi_built(), nccl = sd_comm_nccl_built(), ipc = sd_comm_cuda_ipc_built();
     const select_row_t rows[] = {
         {NULL, NULL, NULL, 1, 0, SD_OK, "single"},
         {NULL, "1", NULL, 1, 0, SD_OK, "single"},
         {NULL, NULL, NULL, 2, 0, SD_OK, "intra"},
         {NULL, "0", NULL, 4, 0, SD_OK, "intra"},
-        {NULL, "1", NULL, 2, 1, SD_OK, "intra"},
+        {NULL, "1", NULL, 2, 1, SD_OK, ipc ? "cuda_ipc" : "intra"},
         {NULL, "1", "2", 2, 0, SD_OK, "intra"},
         {NULL, NULL, "2", 2, 0, SD_OK, mpi ? "mpi" : "intra"},
         {NULL, NULL, NULL, 2, 1, SD_OK, nccl ? "nccl" : "intra"},
@@ -428,6 +428,10 @@ Test(comm_intra, select_rule, .timeout = 10)
         {"tcp", NULL, NULL, 2, 0, SD_ERR_INVALID_ARG, "'tcp' is not a backend (built: single, intra"},
         {"mpi", NULL, NULL, 2, 0, mpi ? SD_OK : SD_ERR_NOT_BUILT, mpi ? "mpi" : "built: single, intra"},
         {"nccl", NULL, NULL, 2, 1, nccl ? SD_OK : SD_ERR_NOT_BUILT, nccl ? "nccl" : "no nccl backend"},
+        {"cuda_ipc", NULL, NULL, 2, 1, ipc ? SD_OK : SD_ERR_NOT_BUILT,
+         ipc ? "cuda_ipc" : "no cuda_ipc backend"},
+        {"cuda_ipc", NULL, NULL, 9, 1, ipc ? SD_ERR_INVALID_ARG : SD_ERR_NOT_BUILT,
+         ipc ? "world of 9 ranks" : "no cuda_ipc backend"},
     };
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
         const select_row_t *w = &rows[i];

@@ -19,8 +19,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/check.h"
 #include "core/clock.h"
 #include "comm/comm.h"
+#include "kernels/cuda.h"
 #include "model/forward.h"
 #include "model/model.h"
 #include "gguf/synthetic.h"
@@ -504,20 +506,27 @@ Test(engine_tp, bad_plans_fail_on_every_rank, .init = tp_init, .timeout = 60)
     munmap(out, MAX_RANKS * sizeof(rank_out_t));
 }
 
-/* A tensor-parallel model on CUDA is not built yet: every rank refuses it alike, with the
- * reason, before any collective (SPECDEC_DEVICE reaches the loader as the default). */
-Test(engine_tp, cuda_with_tp_is_refused_on_every_rank, .init = tp_init, .timeout = 60)
+/* A tensor-parallel model on CUDA where no device can serve it (a build without CUDA, or
+ * no GPU): every rank fails alike, naming why, before any collective (SPECDEC_DEVICE
+ * reaches the loader as the default). With a device, tests/cuda/test_cuda_tp.c runs it. */
+Test(engine_tp, cuda_with_tp_without_a_device_fails_on_every_rank, .init = tp_init, .timeout = 60)
 {
+    int n = 0;
+    if (sd_cuda_built() && sd_cuda_device_count(&n) == SD_OK && n > 0)
+        cr_skip_test("a CUDA device is present: TP on CUDA runs (tests/cuda/test_cuda_tp.c)");
+    sd_clear_error();
     model_case_t c = {"cuda-tp", "llama", 48, 4, 2, 0, 64, SD_DTYPE_F32, {0}, 0, ""};
     write_model(&c);
     setenv("SPECDEC_DEVICE", "cuda", 1);
     rank_out_t *out = shared_outs();
     double secs = run_ranks(2, load_work, &c, out);
+    unsetenv("SPECDEC_DEVICE");
+    sd_status_t want = sd_cuda_built() ? SD_ERR_INVALID_ARG : SD_ERR_NOT_BUILT;
     for (int r = 0; r < 2; r++) {
-        cr_assert_eq(out[r].statuses[0], SD_ERR_INVALID_ARG, "rank %d: %s: %s", r,
+        cr_assert_eq(out[r].statuses[0], want, "rank %d: %s: %s", r,
                      sd_status_string(out[r].statuses[0]), out[r].err);
-        cr_assert(strstr(out[r].err, "device 'cuda' with 2 tensor-parallel ranks"), "rank %d: %s",
-                  r, out[r].err);
+        cr_assert(strstr(out[r].err, sd_cuda_built() ? "does not exist (0 devices)" : "without CUDA"),
+                  "rank %d: %s", r, out[r].err);
     }
     cr_assert_lt(secs, 5.0, "%.1f s: looks like a wait", secs);
     remove(c.path);

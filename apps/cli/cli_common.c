@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "comm/comm.h"
 #include "core/unicode.h"
 
 /* Return s from a cli_* loader that has already printed its error line. */
@@ -180,7 +181,7 @@ static sd_status_t join_world(cli_gen_opts_t *o)
     int launched = (ws && strcmp(ws, "1") != 0) || getenv("OMPI_COMM_WORLD_SIZE") ||
                    getenv("PMI_SIZE");
     if (!launched || o->world) return SD_OK;
-    sd_status_t s = sd_comm_init(&o->world);
+    sd_status_t s = sd_comm_init_device(&o->world, o->device);
     if (s != SD_OK) return cli_fail("join the ranks", s), s;
     if (sd_comm_size(o->world) == 1) {
         sd_comm_free(o->world);

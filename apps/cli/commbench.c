@@ -14,6 +14,8 @@
 #include "cli.h"
 #include "comm/comm.h"
 #include "core/clock.h"
+#include "kernels/backend.h"
+#include "kernels/cuda.h"
 #include "kernels/dtype.h"
 #include "launch.h"
 
@@ -27,7 +29,15 @@ typedef struct cb_opts {
     int iters, warmup; /* AUTO: from the size */
     sd_comm_dtype_t dt;
     const char *json_path; /* NULL: table only; "-": JSON on stdout instead of the table */
+    const char *device;    /* --device: cpu (host buffers) or cuda[:N] (device buffers) */
 } cb_opts_t;
+
+/* Where the benchmarked buffer lives: host memory, or a CUDA backend's device memory (the
+ * input uploaded before and the result downloaded after each timed allreduce). */
+typedef struct cb_buf {
+    sd_backend_t *be; /* NULL: host memory */
+    void *dev;
+} cb_buf_t;
 
 typedef struct cb_row {
     long bytes;
@@ -39,12 +49,15 @@ typedef struct cb_row {
 
 static const char commbench_usage[] =
     "usage: specdec commbench [--sizes 4,64K,1M] [--iters N] [--warmup N] [--dtype f32|f16|bf16]\n"
-    "                         [--json FILE]\n"
+    "                         [--json FILE] [--device cpu|cuda|cuda:N]\n"
     "  Allreduce latency and bus bandwidth over the ranks of `specdec launch -n N` or mpirun.\n"
     "  --sizes    message sizes in bytes (K/M suffixes); default 4 B .. 64 MiB in powers of 4\n"
     "  --iters    timed iterations per size (default: 200, fewer for large sizes, at least 10)\n"
     "  --warmup   untimed iterations per size (default: iters / 10 + 1)\n"
-    "  --json     results as JSON to FILE ('-': stdout, instead of the table)\n";
+    "  --json     results as JSON to FILE ('-': stdout, instead of the table)\n"
+    "  --device   cuda: device buffers on the GPU of the rank (local rank %% devices, or N),\n"
+    "             the backend chosen for GPU models (ENABLE_INTRA_NODE_COMM=1: cuda_ipc,\n"
+    "             else nccl); default cpu (host buffers)\n";
 
 /* ---- options ------------------------------------------------------------------------ */
 
@@ -101,6 +114,8 @@ static int parse_cb_opts(int argc, char **argv, cb_opts_t *o)
             ok = parse_dtype(v, &o->dt);
         else if (!strcmp(flag, "--json"))
             ok = (o->json_path = v) != NULL;
+        else if (!strcmp(flag, "--device"))
+            ok = (o->device = v) != NULL;
         else
             return cli_error("unknown option '%s' (see specdec commbench --help)", flag);
         if (!ok) return 0;
@@ -171,15 +186,22 @@ static void auto_counts(const cb_opts_t *o, long bytes, int *iters, int *warmup)
 
 /* Timed loop: t[iters] seconds on this rank; *bad = results that differ from ref. */
 static sd_status_t time_size(sd_comm_t *w, const cb_opts_t *o, cb_row_t *row, void *buf,
-                             const void *in, const void *ref, double *t, long *bad)
+                             const void *in, const void *ref, double *t, long *bad,
+                             const cb_buf_t *d)
 {
     size_t bytes = (size_t)row->bytes;
+    void *target = d->be ? d->dev : buf;
     for (int it = 0; it < row->warmup + row->iters; it++) {
-        memcpy(buf, in, bytes);
+        if (d->be) sd_backend_upload(d->be, d->dev, in, bytes);
+        else memcpy(buf, in, bytes);
         SD_CHECK(sd_comm_barrier(w));
         double t0 = sd_now();
-        SD_CHECK(sd_comm_allreduce_sum(w, buf, row->count, o->dt));
+        SD_CHECK(sd_comm_allreduce_sum(w, target, row->count, o->dt));
         if (it >= row->warmup) t[it - row->warmup] = sd_now() - t0;
+        if (d->be) {
+            sd_backend_download(d->be, buf, d->dev, bytes);
+            SD_CHECK(sd_backend_sync(d->be));
+        }
         *bad += memcmp(buf, ref, bytes) != 0;
     }
     return SD_OK;
@@ -212,7 +234,8 @@ static sd_status_t summarize(sd_comm_t *w, cb_row_t *row, const double *t, long 
     return s;
 }
 
-static sd_status_t bench_size(sd_comm_t *w, const cb_opts_t *o, long bytes, cb_row_t *row)
+static sd_status_t bench_size(sd_comm_t *w, const cb_opts_t *o, long bytes, cb_row_t *row,
+                              cb_buf_t *d)
 {
     *row = (cb_row_t){.bytes = bytes, .count = (size_t)bytes / sd_comm_dtype_size(o->dt)};
     auto_counts(o, bytes, &row->iters, &row->warmup);
@@ -225,7 +248,12 @@ static sd_status_t bench_size(sd_comm_t *w, const cb_opts_t *o, long bytes, cb_r
     char *in = buf + bytes, *ref = in + bytes;
     make_data(in, ref, row->count, sd_comm_rank(w), sd_comm_size(w), o->dt);
     long bad = 0;
-    sd_status_t s = time_size(w, o, row, buf, in, ref, t, &bad);
+    sd_status_t s = SD_OK;
+    if (d->be && (d->dev = sd_backend_alloc(d->be, (size_t)bytes)) == NULL)
+        s = sd_set_error(SD_ERR_OUT_OF_MEMORY, "no device memory for %ld bytes", bytes);
+    if (s == SD_OK) s = time_size(w, o, row, buf, in, ref, t, &bad, d);
+    if (d->dev) sd_backend_release(d->be, d->dev);
+    d->dev = NULL;
     if (s == SD_OK) s = summarize(w, row, t, bad);
     free(buf);
     free(t);
@@ -237,8 +265,10 @@ static sd_status_t bench_size(sd_comm_t *w, const cb_opts_t *o, long bytes, cb_r
 static void print_table(FILE *f, sd_comm_t *w, const cb_opts_t *o, const cb_row_t *rows, int n_rows)
 {
     fprintf(f,
-            "# commbench: backend %s, %d ranks, dtype %s; latency = slowest rank per iteration\n",
-            sd_comm_backend(w), sd_comm_size(w), sd_comm_dtype_name(o->dt));
+            "# commbench: backend %s, %d ranks, dtype %s, %s buffers; latency = slowest rank per "
+            "iteration\n",
+            sd_comm_backend(w), sd_comm_size(w), sd_comm_dtype_name(o->dt),
+            o->device ? o->device : "cpu");
     fprintf(f, "%12s %12s %6s %12s %12s %12s %12s  %s\n", "bytes", "count", "iters", "median_us",
             "p99_us", "algbw_GB/s", "busbw_GB/s", "check");
     long bad = 0;
@@ -288,6 +318,22 @@ static int report(sd_comm_t *w, const cb_opts_t *o, const cb_row_t *rows, int n_
     return f != stdout && fclose(f) != 0;
 }
 
+/* The CUDA backend holding the buffers: device N of cuda:N, else local rank % devices. */
+static sd_status_t open_device(const char *device, sd_backend_t **be)
+{
+    int n = 0, index = 0;
+    if (strncmp(device, "cuda", 4) != 0 || (device[4] && device[4] != ':'))
+        return sd_set_error(SD_ERR_INVALID_ARG, "--device '%s': expected cpu, cuda or cuda:N",
+                            device);
+    if (device[4] == ':' && !cli_parse_int("--device cuda:N", device + 5, 0, 1023, &index))
+        return SD_ERR_INVALID_ARG;
+    if (device[4] != ':') {
+        SD_CHECK(sd_cuda_device_count(&n));
+        index = n > 0 ? sd_comm_local_rank() % n : 0;
+    }
+    return sd_backend_cuda_create(index, 0.0, be);
+}
+
 int cmd_commbench(int argc, char **argv)
 {
     if (argc > 2 && (!strcmp(argv[2], "-h") || !strcmp(argv[2], "--help")))
@@ -295,15 +341,24 @@ int cmd_commbench(int argc, char **argv)
     cb_opts_t o;
     if (!parse_cb_opts(argc, argv, &o)) return 2;
     sd_comm_t *w = NULL;
-    sd_status_t s = sd_comm_init(&w);
+    sd_status_t s = sd_comm_init_device(&w, o.device);
     if (s != SD_OK) return cli_fail("comm init", s);
+    cb_buf_t d = {0};
+    if (o.device && strcmp(o.device, "cpu") != 0) {
+        s = sd_comm_has_device_allreduce(w)
+                ? open_device(o.device, &d.be)
+                : sd_set_error(SD_ERR_INVALID_ARG, "--device %s: the %s backend takes host "
+                               "buffers only (GPU buffers: ENABLE_INTRA_NODE_COMM=1 for cuda_ipc, "
+                               "or a build with NCCL)", o.device, sd_comm_backend(w));
+    }
     cb_row_t rows[MAX_SIZES];
     long bad = 0;
     for (int i = 0; s == SD_OK && i < o.n_sizes; i++) {
-        s = bench_size(w, &o, o.sizes[i], &rows[i]);
+        s = bench_size(w, &o, o.sizes[i], &rows[i], &d);
         bad += rows[i].mismatches;
     }
     int rc = s != SD_OK ? cli_fail("allreduce benchmark", s) : report(w, &o, rows, o.n_sizes);
+    sd_backend_destroy(d.be);
     sd_comm_free(w);
     return rc ? rc : bad != 0;
 }

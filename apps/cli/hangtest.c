@@ -2,8 +2,8 @@
  * over N ranks for S steps and fails loudly — never hangs — when a collective stalls, a
  * rank dies or the ranks disagree.
  *
- *   specdec hangtest --ranks N --steps S [--draft-ranks D] [--comm intra|mpi|nccl]
- *                    [--seed X] [-m TARGET] [--draft PATH|ngram[:n]|layerskip:L]
+ *   specdec hangtest --ranks N --steps S [--draft-ranks D] [--comm intra|mpi|nccl|cuda_ipc]
+ *                    [--device cpu|cuda|cuda:N] [--seed X] [-m TARGET] [--draft PATH|ngram[:n]|layerskip:L]
  *                    [-t THREADS] [--json] [--no-payload]
  *
  * The parent forks the N ranks itself (apps/cli/launch.c) and reports; under mpirun the
@@ -44,6 +44,7 @@ typedef struct ht_opts {
     int ranks, steps, draft_ranks, n_threads, json;
     int no_payload; /* --no-payload: time the speculative loop alone (benchmarks) */
     const char *comm, *model_path;
+    const char *device;      /* --device cpu|cuda|cuda:N (NULL: SPECDEC_DEVICE, else cpu) */
     sd_spec_config_t draft;  /* --draft as parsed (default: a random draft model) */
     const char *draft_path;  /* a draft model file, or NULL */
     uint64_t seed;
@@ -91,6 +92,7 @@ static int ht_parse(int argc, char **argv, ht_opts_t *o)
         else if (!strcmp(f, "-t") || !strcmp(f, "--threads")) ok = cli_parse_int(f, v, 1, 1024, &o->n_threads);
         else if (!strcmp(f, "--seed")) ok = cli_parse_seed(v, &o->seed), o->seed_given = 1;
         else if (!strcmp(f, "--comm")) o->comm = v;
+        else if (!strcmp(f, "--device")) o->device = v;
         else if (!strcmp(f, "-m") || !strcmp(f, "--model")) o->model_path = v;
         else if (!strcmp(f, "--draft")) ok = cli_parse_draft(v, &o->draft, &o->draft_path);
         else return fprintf(stderr, "specdec: error: hangtest: unknown option '%s'\n", f), 0;
@@ -101,7 +103,8 @@ static int ht_parse(int argc, char **argv, ht_opts_t *o)
                        o->draft_ranks, o->ranks), 0;
     const char *backend;
     if (o->comm && (setenv("SPECDEC_COMM", o->comm, 1) != 0 ||
-                    sd_comm_select(o->ranks, 0, &backend) != SD_OK))
+                    sd_comm_select(o->ranks, o->device && !strncmp(o->device, "cuda", 4),
+                                   &backend) != SD_OK))
         return fprintf(stderr, "specdec: error: --comm %s: %s\n", o->comm, sd_last_error()), 0;
     return 1;
 }
@@ -139,6 +142,7 @@ static sd_status_t ht_load_synth(ht_run_t *h, int draft, sd_comm_t *comm, sd_mod
     p.path = path;
     p.n_threads = h->o.n_threads;
     p.comm = comm;
+    p.device = h->o.device;
     sd_status_t st = sd_model_load(&p, out);
     unlink(path); /* the mapping keeps the data */
     return st;
@@ -151,6 +155,7 @@ static sd_status_t ht_load_path(ht_run_t *h, const char *path, sd_comm_t *comm, 
     p.path = path;
     p.n_threads = h->o.n_threads;
     p.comm = comm;
+    p.device = h->o.device;
     return sd_model_load(&p, out);
 }
 
@@ -249,7 +254,7 @@ static sd_status_t ht_agree_seed(ht_run_t *h)
 
 static sd_status_t ht_setup(ht_run_t *h)
 {
-    SD_CHECK(sd_comm_init(&h->world));
+    SD_CHECK(sd_comm_init_device(&h->world, h->o.device));
     h->rank = sd_comm_rank(h->world);
     h->size = sd_comm_size(h->world);
     if (h->size != h->o.ranks)

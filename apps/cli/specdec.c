@@ -25,7 +25,7 @@ static const char usage[] =
     "  bench  speculative vs target-only decode speed over a prompt set (see bench/README.md)\n"
     "  launch     run N ranks of a command on this node: launch -n N -- specdec run ... (--help)\n"
     "  commbench  allreduce latency and bus bandwidth of the comm backend, under launch or mpirun\n"
-    "  hangtest   hang-regression harness: hangtest --ranks N --steps S [--draft-ranks D] [--comm C]\n"
+    "  hangtest   hang-regression harness: hangtest --ranks N --steps S [--draft-ranks D] [--comm C] [--device D]\n"
     "\n"
     "options (run, chat, tokenize):\n"
     "  -m, --model PATH   GGUF model (default: SmolLM2-135M-Instruct Q4_1 from the cache)\n"

@@ -41,7 +41,8 @@ typedef struct sd_ipc_args {
     sd_gpu_dtype_t dtype;
     int two_shot;                   /* 0: one-shot, 1: two-shot */
     int blocks;                     /* grid size: the same on every rank */
-    uint64_t seq;                   /* >= 1; parity seq & 1 */
+    uint64_t seq;                   /* >= 1; parity seq & 1 (ignored with seq_dev) */
+    const uint64_t *seq_dev;        /* NULL, or device memory holding seq (graph replays) */
     void *buf;                      /* [count] of dtype, device memory, reduced in place */
     size_t count;                   /* count * element size <= slot_bytes */
     size_t slot_bytes;
@@ -65,12 +66,54 @@ void sd_ipc_plan(sd_ipc_args_t *a, size_t count, size_t esize, int max_blocks);
  * writes *error_word. SD_ERR_INVALID_ARG for an unknown dtype, SD_ERR_DEVICE for a launch error. */
 sd_status_t sd_ipc_allreduce_launch(const sd_ipc_args_t *a, void *stream);
 
+/* Enqueue ++*seq_dev on `stream`: the launch number the next sd_ipc_allreduce_launch with
+ * that seq_dev reads (so a captured graph's launches are numbered anew at each replay). */
+sd_status_t sd_ipc_bump_launch(uint64_t *seq_dev, void *stream);
+
 /* out[i] = sum over r of gathered[r * count + i] in rank order, rounded once (as
  * sd_comm_reduce_rank_order): the deterministic allreduce after an allgather. Enqueued on
  * `stream` (a cudaStream_t); SD_ERR_INVALID_ARG for an unknown dt, SD_ERR_DEVICE for a
  * launch error. */
 sd_status_t sd_gpu_sum_gathered(const void *gathered, void *out, size_t count, int nranks,
                                 sd_gpu_dtype_t dt, void *stream);
+
+/* ---- the host side of one rank's IPC allreduce (comm/cuda/ipc_host.cu) ----------------
+ * Waits, statuses and the handle exchange are in comm/ipc.c (comm/ipc.h). */
+typedef struct sd_ipc sd_ipc_t;
+/* What a rank tells its peers: its region's cudaIpcMemHandle_t and its SM count. */
+typedef struct sd_ipc_hello {
+    unsigned char handle[64];
+    int sms;
+} sd_ipc_hello_t;
+/* This rank's region on `device` (flags and launch counter zeroed before *hello is filled),
+ * the mapped host words. *out is set even on failure (sd_ipc_destroy it). */
+sd_status_t sd_ipc_create(int device, void *stream, sd_ipc_t **out, sd_ipc_hello_t *hello);
+/* Map every peer's region from all[nranks] (nranks <= SD_IPC_MAX_RANKS). */
+sd_status_t sd_ipc_connect(sd_ipc_t *s, int rank, int nranks, const sd_ipc_hello_t *all);
+/* Enqueue the allreduce of buf[count] (device memory) on `stream`: per slot-sized piece a
+ * counter bump and one kernel, nothing waited for (capturable). */
+sd_status_t sd_ipc_enqueue(sd_ipc_t *s, void *buf, size_t count, sd_gpu_dtype_t dt,
+                           uint64_t budget_ns, void *stream);
+/* Host buffer host[bytes] through the state's device staging (grown to fit): copied in
+ * (out = 0; *dev = the staging) or back out (out = 1), on the idle `stream`, waited for. */
+sd_status_t sd_ipc_stage(sd_ipc_t *s, void *host, size_t bytes, int out, void *stream, void **dev);
+/* cudaStreamQuery: 1 idle, 0 busy, -1 failed (sd_last_error says why). */
+int sd_ipc_query(void *stream);
+/* Set the abort word every spin of the kernels polls. */
+void sd_ipc_abort(sd_ipc_t *s);
+/* The error word (SD_IPC_ERR_NONE until a spin gave up; then sticky). */
+uint64_t sd_ipc_error(const sd_ipc_t *s);
+/* Unmap the peers' regions (own region kept). */
+void sd_ipc_close_peers(sd_ipc_t *s);
+/* Close the peers' regions, free the state; free_region = 0 leaves the own region and words
+ * mapped until the process ends (a peer may still touch them). NULL is a no-op. */
+void sd_ipc_destroy(sd_ipc_t *s, int free_region);
+/* *stream = a new non-blocking stream on device (destroy = 0), or destroy *stream. */
+sd_status_t sd_ipc_stream(int device, void **stream, int destroy);
+/* 1 when p is device (or managed) memory. */
+int sd_ipc_is_device(const void *p);
+/* CUDA devices this process sees (0 without a driver or device). */
+int sd_ipc_device_count(void);
 
 /* sd_comm_nccl_device_count and sd_comm_nccl_use_intra are declared in comm/comm.h. */
 

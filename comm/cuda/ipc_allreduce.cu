@@ -86,11 +86,24 @@ template <typename T> __device__ void two_shot(const sd_ipc_args_t &a, uint64_t 
 template <typename T> __global__ void __launch_bounds__(SD_IPC_THREADS) ipc_allreduce_kernel(
     sd_ipc_args_t a)
 {
+    if (a.seq_dev) a.seq = *a.seq_dev;
+    if (*a.abort_word || *a.error_word) return; // a launch before gave up: so does this one
     uint64_t deadline = sd_globaltimer_ns() + a.budget_ns;
     if (a.two_shot)
         two_shot<T>(a, deadline);
     else
         one_shot<T>(a, deadline);
+}
+
+__global__ void ipc_bump_kernel(uint64_t *seq) { *seq += 1; }
+
+extern "C" sd_status_t sd_ipc_bump_launch(uint64_t *seq_dev, void *stream)
+{
+    cudaError_t e = SD_LAUNCH(ipc_bump_kernel, 1, 1, 0, (cudaStream_t)stream, seq_dev);
+    if (e != cudaSuccess)
+        return sd_set_error(SD_ERR_DEVICE, "the IPC allreduce's launch counter: %s",
+                            cudaGetErrorString(e));
+    return SD_OK;
 }
 
 extern "C" void sd_ipc_plan(sd_ipc_args_t *a, size_t count, size_t esize, int max_blocks)

@@ -3,9 +3,14 @@
 // with CUDA's rules on unsafe calls, graphs that replay what was captured, and CUDA's error
 // model (a per-thread last error; a failed kernel makes the error sticky). Design and
 // checks: docs/cuda.md, "The CUDA host mode".
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
@@ -71,7 +76,9 @@ void make_sticky(cudaError_t e, const std::string &why)
 
 struct allocation {
     size_t bytes;
-    bool device; // else pinned host memory (cudaMallocHost)
+    bool device;    // else pinned host memory (cudaMallocHost)
+    int shm_fd;     // a shareable device allocation's memfd (-1: malloc'd)
+    bool peer;      // another process's allocation, mapped by cudaIpcOpenMemHandle
 };
 
 struct state {
@@ -123,6 +130,51 @@ bool is_pinned(state &s, const void *p)
     const allocation *a = find_range(s, p, 1, nullptr);
     return a && !a->device;
 }
+
+
+// ---- shareable device memory (CUDA IPC between processes) --------------------------------
+
+const size_t PAGE = 4096;
+
+size_t page_round(size_t n) { return (n + PAGE - 1) / PAGE * PAGE; }
+
+// bytes of MAP_SHARED memory from a new memfd (*fd), between two PROT_NONE guard pages (an
+// access just outside faults); NULL on failure.
+void *shared_map(size_t bytes, int *fd)
+{
+    *fd = memfd_create("specdec-cudasim", MFD_CLOEXEC);
+    if (*fd < 0) return nullptr;
+    size_t len = page_round(bytes);
+    char *guard = (char *)mmap(nullptr, len + 2 * PAGE, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    void *p = MAP_FAILED;
+    if (guard != MAP_FAILED && ftruncate(*fd, (off_t)len) == 0)
+        p = mmap(guard + PAGE, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, *fd, 0);
+    if (p != MAP_FAILED) return p;
+    if (guard != MAP_FAILED) munmap(guard, len + 2 * PAGE);
+    close(*fd);
+    *fd = -1;
+    return nullptr;
+}
+
+// Unmaps what shared_map (fd >= 0) or map_peer (fd < 0: no guards) mapped.
+void shared_unmap(void *p, size_t bytes, int fd)
+{
+    if (fd >= 0) {
+        munmap((char *)p - PAGE, page_round(bytes) + 2 * PAGE);
+        close(fd);
+    } else {
+        munmap(p, page_round(bytes));
+    }
+}
+
+// What cudaIpcMemHandle_t carries in the host mode.
+struct ipc_handle {
+    uint64_t magic;
+    int64_t pid;
+    int64_t fd;
+    uint64_t bytes;
+};
+const uint64_t IPC_MAGIC = 0x73645f73696d6970ull; // "sd_simip"
 
 // Checks a copy's pointers against its direction; cudaSuccess or the error to return.
 cudaError_t check_copy(const char *call, void *dst, const void *src, size_t bytes, cudaMemcpyKind kind)
@@ -468,11 +520,12 @@ static cudaError_t sim_alloc(void **ptr, size_t bytes, bool device, const char *
         std::lock_guard<std::mutex> lock(s.m);
         if (device && bytes > total_memory() - s.device_bytes) return ret(cudaErrorMemoryAllocation);
     }
-    void *p = malloc(bytes);
+    int fd = -1;
+    void *p = device && bytes >= SD_SIM_SHAREABLE_BYTES ? shared_map(bytes, &fd) : malloc(bytes);
     if (!p) return ret(cudaErrorMemoryAllocation);
     if (device) memset(p, 0xff, bytes); // uninitialised device memory reads as NaN
     std::lock_guard<std::mutex> lock(s.m);
-    s.allocs[(uintptr_t)p] = allocation{bytes, device};
+    s.allocs[(uintptr_t)p] = allocation{bytes, device, fd, false};
     if (device) s.device_bytes += bytes;
     *ptr = p;
     return cudaSuccess;
@@ -485,17 +538,22 @@ static cudaError_t sim_free(void *ptr, bool device, const char *call)
     cudaError_t e = refuse_during_capture(call);
     if (e != cudaSuccess) return ret(e);
     state &s = the_state();
+    allocation shm{0, false, -1, false};
     {
         std::lock_guard<std::mutex> lock(s.m);
         auto it = s.allocs.find((uintptr_t)ptr);
-        if (it == s.allocs.end() || it->second.device != device) {
+        if (it == s.allocs.end() || it->second.device != device || it->second.peer) {
             report("%s(%p): not an allocation of %s", call, ptr, device ? "cudaMalloc" : "cudaMallocHost");
             return ret(device ? cudaErrorInvalidDevicePointer : cudaErrorInvalidValue);
         }
         if (device) s.device_bytes -= it->second.bytes;
+        shm = it->second;
         s.allocs.erase(it);
     }
-    free(ptr);
+    if (shm.shm_fd >= 0)
+        shared_unmap(ptr, shm.bytes, shm.shm_fd);
+    else
+        free(ptr);
     return cudaSuccess;
 }
 
@@ -519,6 +577,83 @@ cudaError_t cudaHostGetDevicePointer(void **dev, void *host, unsigned flags)
     auto it = s.allocs.find((uintptr_t)host);
     if (it == s.allocs.end() || it->second.device) return ret(cudaErrorInvalidValue);
     *dev = host;
+    return cudaSuccess;
+}
+
+cudaError_t cudaIpcGetMemHandle(cudaIpcMemHandle_t *handle, void *dev)
+{
+    SIM_ENTER();
+    if (!handle || !dev) return ret(cudaErrorInvalidValue);
+    state &s = the_state();
+    std::lock_guard<std::mutex> lock(s.m);
+    auto it = s.allocs.find((uintptr_t)dev);
+    if (it == s.allocs.end() || !it->second.device || it->second.peer) return ret(cudaErrorInvalidDevicePointer);
+    if (it->second.shm_fd < 0) {
+        report("cudaIpcGetMemHandle(%p): an allocation of %zu bytes; the host mode shares those of "
+               "%zu bytes or more", dev, it->second.bytes, (size_t)SD_SIM_SHAREABLE_BYTES);
+        return ret(cudaErrorInvalidValue);
+    }
+    ipc_handle h = {IPC_MAGIC, (int64_t)getpid(), it->second.shm_fd, it->second.bytes};
+    static_assert(sizeof h <= sizeof handle->reserved, "the handle fits cudaIpcMemHandle_t");
+    memset(handle, 0, sizeof *handle);
+    memcpy(handle->reserved, &h, sizeof h);
+    return cudaSuccess;
+}
+
+cudaError_t cudaIpcOpenMemHandle(void **dev, cudaIpcMemHandle_t handle, unsigned flags)
+{
+    (void)flags;
+    SIM_ENTER();
+    if (!dev) return ret(cudaErrorInvalidValue);
+    *dev = nullptr;
+    ipc_handle h;
+    memcpy(&h, handle.reserved, sizeof h);
+    if (h.magic != IPC_MAGIC || h.pid == (int64_t)getpid()) return ret(cudaErrorInvalidValue);
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%lld/fd/%lld", (long long)h.pid, (long long)h.fd);
+    int fd = open(path, O_RDWR | O_CLOEXEC);
+    if (fd < 0) {
+        report("cudaIpcOpenMemHandle: cannot open %s (%s): the exporting process is gone",
+               path, strerror(errno));
+        return ret(cudaErrorInvalidValue);
+    }
+    void *p = mmap(nullptr, page_round(h.bytes), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    close(fd);
+    if (p == MAP_FAILED) return ret(cudaErrorMemoryAllocation);
+    state &s = the_state();
+    std::lock_guard<std::mutex> lock(s.m);
+    s.allocs[(uintptr_t)p] = allocation{h.bytes, true, -1, true};
+    *dev = p;
+    return cudaSuccess;
+}
+
+cudaError_t cudaIpcCloseMemHandle(void *dev)
+{
+    SIM_ENTER();
+    state &s = the_state();
+    size_t bytes;
+    {
+        std::lock_guard<std::mutex> lock(s.m);
+        auto it = s.allocs.find((uintptr_t)dev);
+        if (it == s.allocs.end() || !it->second.peer) return ret(cudaErrorInvalidValue);
+        bytes = it->second.bytes;
+        s.allocs.erase(it);
+    }
+    shared_unmap(dev, bytes, -1);
+    return cudaSuccess;
+}
+
+cudaError_t cudaPointerGetAttributes(cudaPointerAttributes *attr, const void *ptr)
+{
+    SIM_ENTER();
+    if (!attr) return ret(cudaErrorInvalidValue);
+    state &s = the_state();
+    std::lock_guard<std::mutex> lock(s.m);
+    const allocation *a = find_range(s, ptr, 1, nullptr);
+    attr->type = !a ? cudaMemoryTypeUnregistered : a->device ? cudaMemoryTypeDevice : cudaMemoryTypeHost;
+    attr->device = a ? 0 : -1;
+    attr->devicePointer = a && a->device ? (void *)ptr : nullptr;
+    attr->hostPointer = a && !a->device ? (void *)ptr : nullptr;
     return cudaSuccess;
 }
 

@@ -289,6 +289,34 @@ template <class T> static inline cudaError_t cudaHostAlloc(T **ptr, size_t bytes
 }
 cudaError_t cudaHostGetDevicePointer(void **dev, void *host, unsigned flags);
 cudaError_t cudaMemcpy(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind);
+
+// CUDA IPC between rank processes: device allocations of SD_SIM_SHAREABLE_BYTES or more are
+// POSIX shared memory (a memfd), whose handle names the owner's pid and descriptor; another
+// process maps it with cudaIpcOpenMemHandle (flags ignored) and unmaps it with
+// cudaIpcCloseMemHandle. Smaller allocations: cudaErrorInvalidValue.
+#define SD_SIM_SHAREABLE_BYTES ((size_t)16 << 20)
+typedef struct cudaIpcMemHandle_st { char reserved[64]; } cudaIpcMemHandle_t;
+#define cudaIpcMemLazyEnablePeerAccess 0x1u
+cudaError_t cudaIpcGetMemHandle(cudaIpcMemHandle_t *handle, void *dev);
+cudaError_t cudaIpcOpenMemHandle(void **dev, cudaIpcMemHandle_t handle, unsigned flags);
+template <class T> static inline cudaError_t cudaIpcOpenMemHandle(T **dev, cudaIpcMemHandle_t h, unsigned f)
+{
+    return cudaIpcOpenMemHandle((void **)dev, h, f);
+}
+cudaError_t cudaIpcCloseMemHandle(void *dev);
+enum cudaMemoryType {
+    cudaMemoryTypeUnregistered = 0,
+    cudaMemoryTypeHost = 1,
+    cudaMemoryTypeDevice = 2,
+    cudaMemoryTypeManaged = 3,
+};
+struct cudaPointerAttributes {
+    cudaMemoryType type;
+    int device;
+    void *devicePointer, *hostPointer;
+};
+// Unregistered for memory the runtime did not allocate (as CUDA 11+).
+cudaError_t cudaPointerGetAttributes(cudaPointerAttributes *attr, const void *ptr);
 cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind,
                             cudaStream_t stream = 0);
 cudaError_t cudaMemset(void *dst, int value, size_t bytes);

@@ -398,6 +398,8 @@ static void free_ctx(cuda_ctx_t *ctx)
 static void cuda_lock(sd_backend_t *be) { pthread_mutex_lock(&ctx_of(be)->lock); }
 static void cuda_unlock(sd_backend_t *be) { pthread_mutex_unlock(&ctx_of(be)->lock); }
 
+static void *cuda_stream(sd_backend_t *be) { return ctx_of(be)->stream; }
+
 static void cuda_destroy(sd_backend_t *be)
 {
     free_ctx(ctx_of(be));
@@ -429,6 +431,7 @@ static const sd_backend_ops_t cuda_ops = {
     /* .unlock = */ cuda_unlock,
     /* .matmul_group = */ NULL, // one matmul launch per weight
     /* .attention_masked = */ cuda_attention_masked,
+    /* .stream = */ cuda_stream,
 };
 
 // ---- creation -----------------------------------------------------------------------------

@@ -20,6 +20,7 @@
 #include "core/clock.h"
 #include "comm/comm_impl.h"
 #include "comm/cuda/intra_cuda.h"
+#include "kernels/cuda.h"
 #include "support/ranks.h"
 
 /* What a rank reports to the parent: a failure message, or one hash per result. */
@@ -38,17 +39,26 @@ typedef struct gpu_result {
         return 1;                                                                                \
     } while (0)
 
+/* Which GPU comm the ranks open (set by a test before it forks them): 0 nccl, 1 the
+ * cuda_ipc backend (a CPU intra world + the IPC kernels), which the CUDA host mode runs. */
+static int gpu_via_cuda_ipc;
+
 static inline int gpu_count_rank(int rank, int size, const char *job, void *arg, void *out,
                                  size_t cap)
 {
-    *(int *)out = sd_comm_nccl_device_count();
+    int n = 0;
+    if (gpu_via_cuda_ipc && sd_cuda_device_count(&n) != SD_OK) n = 0;
+    *(int *)out = gpu_via_cuda_ipc ? n : sd_comm_nccl_device_count();
     return 0;
 }
 
-/* Skip the running test unless NCCL is built and a CUDA device is present. */
+/* Skip the running test unless its backend is built and a CUDA device (or the host mode's)
+ * is present. */
 static inline void gpu_skip_unless_available(void)
 {
-    if (!sd_comm_nccl_built()) cr_skip_test("built without NCCL (no toolkit, or the CUDA host mode, which does not emulate it)");
+    if (gpu_via_cuda_ipc && !sd_comm_cuda_ipc_built())
+        cr_skip_test("built without the CUDA comm kernels (no nvcc with NCCL, no host mode)");
+    if (!gpu_via_cuda_ipc && !sd_comm_nccl_built()) cr_skip_test("built without NCCL (no toolkit, or the CUDA host mode, which does not emulate it)");
     sd_test_ranks_t r;
     int ok = sd_test_run_ranks(1, gpu_count_rank, NULL, sizeof(int), 60, &r);
     int n = ok ? *(int *)sd_test_rank_out(&r, 0) : 0;
