@@ -54,6 +54,12 @@ sd_status_t sd_drafter_model_new(sd_model_t *draft, const sd_model_t *target, sd
     return sd_seq_drafter_new(SD_SEQ_DRAFTER_MODEL, draft, 0, out);
 }
 
+sd_status_t sd_drafter_model_use_pool(sd_drafter_t *d, struct sd_kv_pool *pool, int *used)
+{
+    *used = sd_seq_drafter_is(d, SD_SEQ_DRAFTER_MODEL);
+    return *used ? sd_seq_drafter_use_pool(d, pool) : SD_OK;
+}
+
 uint64_t sd_drafter_model_forwards(const sd_drafter_t *d)
 {
     return sd_seq_drafter_is(d, SD_SEQ_DRAFTER_MODEL) ? sd_seq_drafter_forwards(d) : 0;

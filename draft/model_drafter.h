@@ -8,6 +8,8 @@
 
 #include "draft/registry.h"
 
+struct sd_kv_pool;
+
 /* The drafter borrows `draft` (it must outlive the drafter; the drafter never frees it).
  * Its sequence has the draft model's n_ctx. SD_ERR_VOCAB_MISMATCH when the vocabularies
  * differ: different sizes (both named), or, when both models carry a tokenizer, the
@@ -18,6 +20,11 @@ sd_status_t sd_drafter_model_new(sd_model_t *draft, const sd_model_t *target, sd
 /* Forward passes the drafter has run (prefill chunks and one per fed token in propose);
  * 0 for NULL or a drafter of another kind. */
 uint64_t sd_drafter_model_forwards(const sd_drafter_t *d);
+
+/* A draft-model drafter (made by sd_drafter_model_new) takes its KV blocks from pool, a
+ * prefix-cache pool of the draft model (draft/seq_drafter.h, sd_seq_drafter_use_pool);
+ * another drafter (a group drafter, say) is left as is: SD_OK, 0 in *used. */
+sd_status_t sd_drafter_model_use_pool(sd_drafter_t *d, struct sd_kv_pool *pool, int *used);
 
 /* Its registry row's functions (draft/registry.h): "model:PATH" and any text naming no
  * drafter (PATH). make builds the drafter over spec->draft_model, or under tensor

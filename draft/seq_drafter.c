@@ -32,6 +32,7 @@ typedef struct sd_seq_drafter {
     int n_vocab;
     sd_seq_t seq;
     const sd_seq_t *shared; /* the target sequence whose K/V seq.kv points into, or NULL */
+    int pooled;          /* seq's blocks come from a prefix-cache pool (use_pool) */
     const float *last;   /* [n_vocab] logits after the last token fed (in seq.logits) */
     int32_t *ctx;        /* [cap] committed context, then the last proposal */
     int len, cap;        /* committed tokens; capacity of ctx */
@@ -500,9 +501,15 @@ static sd_status_t seq_begin(sd_drafter_t *dr, const int32_t *tokens, int n)
     g->len = n;
     if (g->shared != NULL)
         return SD_OK; /* fed at propose, from what the target has by then */
+    if (g->pooled) {
+        sd_kv_cache_reset(&g->seq.kv);
+        sd_kv_cache_attach_prefix(&g->seq.kv, tokens, n > 0 ? n - 1 : 0);
+    }
     sd_status_t st = feed(g, n > 0 ? n - 1 : 0);
     if (st != SD_OK)
         seq_reset(dr);
+    else if (g->pooled)
+        sd_kv_cache_commit(&g->seq.kv, tokens, n > 0 ? n - 1 : 0);
     return st;
 }
 
@@ -537,8 +544,8 @@ static sd_status_t seq_rollback(sd_drafter_t *dr, int n)
 static void seq_destroy(sd_drafter_t *dr)
 {
     sd_seq_drafter_t *g = (sd_seq_drafter_t *)dr;
-    if (g->shared != NULL) /* the buffers are the target's */
-        g->seq.kv.k = g->seq.kv.v = NULL;
+    if (g->pooled) /* the cache holds ctx[0 .. kv.len) */
+        sd_kv_cache_commit(&g->seq.kv, g->ctx, g->seq.kv.len < g->len ? g->seq.kv.len : g->len);
     sd_seq_free(&g->seq);
     sd_sampler_scratch_free(&g->scratch);
     free(g->ctx);
@@ -621,11 +628,27 @@ sd_status_t sd_seq_drafter_share_kv(sd_drafter_t *d, sd_seq_t *target_seq)
                             "drafter's model", d->ops->name);
     if (g->shared == NULL)
         sd_kv_cache_free(&g->seq.kv, g->m);
-    g->seq.kv = (sd_kv_cache_t){.n_layer = g->m->hp.n_layer, .n_ctx = target_seq->kv.n_ctx,
-                                .n_head_kv = target_seq->kv.n_head_kv,
-                                .head_dim = target_seq->kv.head_dim,
-                                .k = target_seq->kv.k, .v = target_seq->kv.v};
+    sd_kv_cache_view(&g->seq.kv, &target_seq->kv, g->m->hp.n_layer);
     g->shared = target_seq;
+    seq_reset(d);
+    return SD_OK;
+}
+
+sd_status_t sd_seq_drafter_use_pool(sd_drafter_t *d, sd_kv_pool_t *pool)
+{
+    sd_seq_drafter_t *g = as_seq(d);
+    if (g == NULL || pool == NULL || g->shared != NULL || pool->model != g->m)
+        return sd_set_error(SD_ERR_INVALID_ARG, "drafter KV pool: needs a model-backed drafter "
+                            "with its own cache and a pool of its model");
+    int max_tokens = g->seq.max_tokens;
+    sd_seq_free(&g->seq);
+    sd_status_t st = sd_seq_init_pooled(&g->seq, g->m, pool, g->src->n_ctx, max_tokens);
+    if (st != SD_OK) { /* the drafter keeps a private cache (if that fails, forwards refuse) */
+        sd_status_t again = sd_seq_init(&g->seq, g->m, g->src->n_ctx, max_tokens);
+        (void)again;
+        return st;
+    }
+    g->pooled = 1;
     seq_reset(d);
     return SD_OK;
 }

@@ -35,6 +35,12 @@ sd_status_t sd_seq_drafter_new(sd_seq_drafter_kind_t kind, const sd_model_t *m,
  * or a sequence over another model. */
 sd_status_t sd_seq_drafter_share_kv(sd_drafter_t *d, sd_seq_t *target_seq);
 
+/* Take the cache's blocks from pool (a prefix-cache pool of the drafter's model): begin
+ * reuses the context's longest cached prefix and registers what it fed, destroy registers
+ * the context the cache holds. Before begin; SD_ERR_INVALID_ARG after share_kv, for a pool
+ * of another model or a drafter not made here. */
+sd_status_t sd_seq_drafter_use_pool(sd_drafter_t *d, sd_kv_pool_t *pool);
+
 /* 1 when d is a drafter of this kind made by sd_seq_drafter_new. */
 int sd_seq_drafter_is(const sd_drafter_t *d, sd_seq_drafter_kind_t kind);
 

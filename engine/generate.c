@@ -13,6 +13,7 @@
 #include "core/clock.h"
 #include "core/hash.h"
 #include "core/log.h"
+#include "draft/model_drafter.h"
 #include "engine/gen.h"
 #include "engine/gen_output.h"
 #include "engine/speculative.h"
@@ -109,6 +110,7 @@ typedef struct gen {
     int cancelled;              /* sd_gen_cancel */
     sd_seq_t seq;               /* the target: holds the context but its last token */
     int seq_ready;
+    size_t n_cached;            /* prompt positions the prefix cache served */
     sd_verifier_t ver;          /* host or kernel verification of each step */
     int ver_ready;
     sd_comm_t *comm;            /* the target's TP group, or NULL */
@@ -167,6 +169,9 @@ static sd_status_t spec_init(gen_t *g, sd_model_t *m, const sd_spec_config_t *sp
     } else {
         SD_CHECK(sd_spec_make_drafter(m, spec, &g->draft.owned));
         g->draft.drafter = g->draft.owned;
+        int pooled = 0;
+        if (o != NULL && o->draft_kv_pool != NULL)
+            SD_CHECK(sd_drafter_model_use_pool(g->draft.owned, o->draft_kv_pool, &pooled));
     }
     int k_max = g->draft.drafter != NULL ? spec->k : 0;
     g->draft.active = g->draft.drafter != NULL;
@@ -201,8 +206,13 @@ static sd_status_t gen_init(gen_t *g, sd_model_t *m, const sd_gen_config_t *c,
     int chunk = n_prompt - 1 < SD_PREFILL_CHUNK ? (int)n_prompt - 1 : SD_PREFILL_CHUNK;
     int rows = chunk > g->draft.kc.k_max + 1 ? chunk : g->draft.kc.k_max + 1;
     rows = rows > tree_rows(g) ? rows : tree_rows(g);
-    SD_CHECK(sd_seq_init(&g->seq, m, g->n_ctx - 1, rows));
+    sd_kv_pool_t *pool = g->opts != NULL ? g->opts->kv_pool : NULL;
+    SD_CHECK(pool != NULL ? sd_seq_init_pooled(&g->seq, m, pool, g->n_ctx - 1, rows)
+                          : sd_seq_init(&g->seq, m, g->n_ctx - 1, rows));
     g->seq_ready = 1;
+    /* the prompt but its last token is what the sequence holds once prefilled */
+    g->n_cached = (size_t)sd_kv_cache_attach_prefix(&g->seq.kv, prompt, (int)n_prompt - 1);
+    g->plan.prefilled = g->n_cached;
     SD_CHECK(sd_verifier_init(&g->ver, m, &g->seq, g->draft.kc.k_max, g->draft.q != NULL, g->batched));
     g->ver_ready = 1;
     return sd_gen_output_init(&g->out, m, c, callback, user, (size_t)g->n_ctx - n_prompt);
@@ -229,6 +239,7 @@ static void gen_release(gen_t *g)
  * step, like every step feeds the token the previous one ended with): begin the drafter. */
 static sd_status_t begin_decoding(gen_t *g)
 {
+    sd_kv_cache_commit(&g->seq.kv, g->prompt, (int)g->n_prompt - 1);
     if (g->draft.drafter != NULL) {
         SD_CHECK(sd_drafter_begin(g->draft.drafter, g->prompt, (int)g->n_prompt));
         g->draft.forwards0 = sd_drafter_forwards(g->draft.drafter);
@@ -786,6 +797,23 @@ size_t sd_gen_kv_bytes(const sd_gen_t *g)
 
 void sd_gen_cancel(sd_gen_t *g) { g->cancelled = 1; }
 
+/* The context the sequence holds (prompt, then the tokens generated) offered to the prefix
+ * cache for later requests. */
+static void commit_context(gen_t *g)
+{
+    if (g->opts == NULL || g->opts->kv_pool == NULL || !g->opts->kv_pool->prefix_cache) return;
+    size_t n = g->n_prompt + g->out.n_tokens;
+    n = n < (size_t)g->seq.kv.len ? n : (size_t)g->seq.kv.len;
+    if (n == 0) return;
+    int32_t *ctx = malloc(n * sizeof *ctx);
+    if (ctx == NULL) return; /* nothing offered: later requests prefill it */
+    size_t np = n < g->n_prompt ? n : g->n_prompt;
+    memcpy(ctx, g->prompt, np * sizeof *ctx);
+    if (n > np) memcpy(ctx + np, g->out.tokens, (n - np) * sizeof *ctx);
+    sd_kv_cache_commit(&g->seq.kv, ctx, (int)n);
+    free(ctx);
+}
+
 sd_status_t sd_gen_finish(sd_gen_t *g, sd_status_t st, sd_gen_result_t *out)
 {
     memset(out, 0, sizeof *out);
@@ -797,8 +825,10 @@ sd_status_t sd_gen_finish(sd_gen_t *g, sd_status_t st, sd_gen_result_t *out)
         g->out.reason = g->cancelled ? SD_STOP_CANCELLED : SD_STOP_ERROR;
         sd_gen_stats_finish(&g->stats, g->out.n_tokens);
     }
+    if (st == SD_OK) commit_context(g);
     sd_gen_output_take(&g->out, out);
     out->n_prompt = g->n_prompt;
+    out->n_cached = g->n_cached;
     out->stats = g->stats;
     gen_release(g);
     free(g);

@@ -12,6 +12,7 @@
 #include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -164,6 +165,16 @@ static void on_logprobs(void *user, const sd_token_logprobs_t *lp)
 
 /* ---- the scheduler -------------------------------------------------------------------- */
 
+/* The pool's block counts into the metrics (engine->mu held, on the scheduler thread, the
+ * only one that touches the pool). */
+static void pool_metrics(sd_engine_t *e)
+{
+    if (!e->has_pool) return;
+    sd_kv_pool_counts(&e->kv_pool, &e->m.kv_blocks_used, &e->m.kv_blocks_cached,
+                      &e->m.kv_blocks_free);
+    e->m.kv_block_evictions = e->kv_pool.evictions;
+}
+
 /* End active request i (engine->mu not held): its result and counters; it leaves the batch. */
 static void finish_active(sd_engine_t *e, int i, sd_status_t st, int cancelled)
 {
@@ -185,6 +196,8 @@ static void finish_active(sd_engine_t *e, int i, sd_status_t st, int cancelled)
     if (res.stats.drafted > 0) hist_observe(&e->m.acceptance_rate, res.stats.acceptance_rate);
     e->m.kv_positions_used -= kv;
     e->m.kv_bytes_used -= r->kv_bytes;
+    e->m.cached_prompt_tokens += res.n_cached;
+    pool_metrics(e);
     memmove(&e->active[i], &e->active[i + 1], (size_t)(e->n_active - i - 1) * sizeof *e->active);
     e->n_active--;
     request_complete(r, st, &res); /* done before shutdown can see the batch empty */
@@ -246,6 +259,8 @@ static void admit_requests(sd_engine_t *e, sd_request_t *const *list, int n)
     for (int i = 0; i < n; i++) {
         sd_request_t *r = list[i];
         r->opts.request = ++e->n_admitted;
+        r->opts.kv_pool = e->has_pool ? &e->kv_pool : NULL;
+        r->opts.draft_kv_pool = e->has_draft_pool ? &e->draft_kv_pool : NULL;
         sd_status_t st = sd_gen_new(e->model, r->prompt, r->n_prompt, &r->config, &e->p.spec,
                                     &r->opts, on_token, r, 1, &r->gen);
         pthread_mutex_lock(&e->mu);
@@ -259,6 +274,7 @@ static void admit_requests(sd_engine_t *e, sd_request_t *const *list, int n)
             e->m.kv_positions_used += r->kv_positions;
             e->m.kv_bytes_used += r->kv_bytes;
         }
+        pool_metrics(e);
         pthread_mutex_unlock(&e->mu);
     }
 }
@@ -408,6 +424,7 @@ static void run_step(sd_engine_t *e)
     pthread_mutex_lock(&e->mu);
     e->m.steps++;
     e->m.batch_rows += (uint64_t)rows;
+    pool_metrics(e);
     hist_observe(&e->m.step_seconds, sd_now() - t0);
     pthread_mutex_unlock(&e->mu);
 }
@@ -546,6 +563,7 @@ void sd_engine_params_default(sd_engine_params_t *p)
     p->max_queued = ENGINE_DEFAULT_MAX_QUEUED;
     p->max_batch_rows = ENGINE_DEFAULT_BATCH_ROWS;
     p->load_aware_drafts = 1;
+    p->prefix_cache = 1;
 }
 
 static sd_status_t check_params(const sd_engine_params_t *p)
@@ -588,10 +606,36 @@ static sd_status_t draft_batch_init(sd_engine_t *e)
     return sd_batch_init(&e->draft_batch, m, rows, na < rows ? na : rows);
 }
 
+/* With the prefix cache, the target's KV pool: blocks for max_kv_positions (each request
+ * rounds up to whole blocks, hence one more block per slot), so an admitted request always
+ * finds its blocks; what running requests do not hold keeps cached prefixes. Without it,
+ * each request allocates its own cache at admission, as big as it may grow. */
+static sd_status_t kv_pool_init(sd_engine_t *e)
+{
+    if (!e->p.prefix_cache) return SD_OK;
+    size_t blocks = (e->m.kv_positions_cap + SD_KV_BLOCK - 1) / SD_KV_BLOCK + (size_t)e->p.max_active;
+    if (blocks > (size_t)(INT32_MAX / SD_KV_BLOCK))
+        return sd_set_error(SD_ERR_INVALID_ARG, "engine: max_kv_positions = %zu is too large for "
+                            "a KV pool", e->m.kv_positions_cap);
+    SD_CHECK(sd_kv_pool_init(&e->kv_pool, e->model, (int)blocks, 1));
+    e->has_pool = 1;
+    pool_metrics(e);
+    /* a draft model's context runs k positions past the target's: two blocks more a slot */
+    const sd_spec_config_t *sp = &e->p.spec;
+    if (sp->drafter != SD_DRAFTER_MODEL || sp->draft_model == NULL || e->comm != NULL)
+        return SD_OK;
+    SD_CHECK(sd_kv_pool_init(&e->draft_kv_pool, sp->draft_model,
+                             (int)blocks + 2 * e->p.max_active, 1));
+    e->has_draft_pool = 1;
+    return SD_OK;
+}
+
 static void engine_destroy(sd_engine_t *e)
 {
     sd_batch_free(&e->batch);
     sd_batch_free(&e->draft_batch);
+    if (e->has_pool) sd_kv_pool_free(&e->kv_pool); /* every generation has ended */
+    if (e->has_draft_pool) sd_kv_pool_free(&e->draft_kv_pool);
     free(e->drafting);
     free(e->draft_parts);
     free(e->active);
@@ -638,6 +682,7 @@ sd_status_t sd_engine_create(const sd_engine_params_t *params, sd_engine_t **out
     int max_seqs = na < params->max_batch_rows ? na : params->max_batch_rows;
     if (st == SD_OK) st = sd_batch_init(&e->batch, e->model, params->max_batch_rows, max_seqs);
     if (st == SD_OK) st = draft_batch_init(e);
+    if (st == SD_OK) st = kv_pool_init(e);
     if (st == SD_OK && pthread_create(&e->thread, NULL, scheduler_main, e) != 0)
         st = sd_set_error(SD_ERR_INTERNAL, "engine: cannot start the scheduler thread");
     if (st != SD_OK) {

@@ -87,6 +87,10 @@ struct sd_engine {
     sd_request_t **drafting;  /* [max_active] requests with a draft forward pending */
     sd_batch_part_t *draft_parts; /* [max_active] */
     sd_engine_metrics_t m;    /* counters and histograms (mu); queued/active/kv filled on read */
+    sd_kv_pool_t kv_pool;     /* the target's KV blocks (prefix cache): the scheduler thread's */
+    int has_pool;
+    sd_kv_pool_t draft_kv_pool; /* the draft model's, when requests run one (no TP) */
+    int has_draft_pool;
     /* tensor parallelism: rank 0 decides, every rank steps */
     sd_comm_t *comm;          /* the model's TP group (size > 1), or NULL */
     int rank;

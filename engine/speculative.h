@@ -103,6 +103,9 @@ typedef struct sd_gen_options {
     sd_spec_step_hook hook; /* NULL = none */
     void *hook_user;
     uint64_t request;       /* the serving engine's request number (sd_step_info_t.request) */
+    sd_kv_pool_t *kv_pool;  /* the target's KV blocks (a pool of the model), the prompt's
+                               longest cached prefix reused; NULL: a private cache */
+    sd_kv_pool_t *draft_kv_pool; /* the same for a draft model's drafter (a pool of it) */
 } sd_gen_options_t;
 
 /* sd_generate_speculative with options (opts may be NULL). */

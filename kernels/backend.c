@@ -53,10 +53,12 @@ void sd_backend_rope(sd_backend_t *be, float *x, const int32_t *pos, int n, int 
 }
 
 void sd_backend_attention(sd_backend_t *be, const float *q, const float *k_cache,
-                          const float *v_cache, const int32_t *pos, int n, int n_ctx, int n_head,
-                          int n_head_kv, int head_dim, float *out)
+                          const float *v_cache, const int32_t *blocks, int block_size,
+                          const int32_t *pos, int n, int n_ctx, int n_head, int n_head_kv,
+                          int head_dim, float *out)
 {
-    be->ops->attention(be, q, k_cache, v_cache, pos, n, n_ctx, n_head, n_head_kv, head_dim, out);
+    be->ops->attention(be, q, k_cache, v_cache, blocks, block_size, pos, n, n_ctx, n_head,
+                       n_head_kv, head_dim, out);
 }
 
 int sd_backend_has_attention_masked(const sd_backend_t *be)
@@ -73,10 +75,10 @@ void sd_backend_attention_masked(sd_backend_t *be, const float *q, const float *
                                   n_head_kv, head_dim, out);
 }
 
-void sd_backend_kv_store(sd_backend_t *be, float *cache, const float *rows, const int32_t *pos,
-                         int n, int n_ctx, size_t row)
+void sd_backend_kv_store(sd_backend_t *be, float *cache, const float *rows, const int32_t *blocks,
+                         int block_size, const int32_t *pos, int n, int n_ctx, size_t row)
 {
-    be->ops->kv_store(be, cache, rows, pos, n, n_ctx, row);
+    be->ops->kv_store(be, cache, rows, blocks, block_size, pos, n, n_ctx, row);
 }
 
 void sd_backend_swiglu(sd_backend_t *be, const float *gate, const float *up, size_t len,

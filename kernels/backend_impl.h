@@ -35,20 +35,25 @@ typedef struct sd_backend_ops {
     /* x[n, n_head, head_dim] rotated in place; token i is at position pos[i] */
     void (*rope)(sd_backend_t *be, float *x, const int32_t *pos, int n, int n_head, int head_dim,
                  const sd_rope_params_t *p);
-    /* Grouped-query attention: q[n, n_head, head_dim] query i at pos[i] (backend memory [n];
-     * need not be consecutive) attends to cache positions 0 .. pos[i] of k_cache, v_cache
-     * [n_ctx, n_head_kv, head_dim]; query head h uses KV head h / (n_head / n_head_kv); scale
-     * 1/sqrt(head_dim); out[n, n_head, head_dim]. pos[i] outside [0, n_ctx): a NaN row, nothing
-     * read outside the cache. Row i depends only on q row i, pos[i] and the cache; a device
-     * launch only on (n, n_ctx, shapes), so a graph replays at any positions. */
+    /* Paged KV layout (model/kv_cache.h): cache position j is cache row
+     * blocks[j / block_size] * block_size + j % block_size, blocks backend memory of
+     * ceil(n_ctx / block_size) entries the caller keeps inside the cache (read when the op
+     * runs, so a replayed graph sees the table's current contents); blocks NULL: row j.
+     * Grouped-query attention: q[n, n_head, head_dim] query i at pos[i] (backend memory [n];
+     * need not be consecutive) attends to positions 0 .. pos[i], in that order, of k_cache,
+     * v_cache (rows [., n_head_kv, head_dim]); query head h uses KV head h / (n_head /
+     * n_head_kv); scale 1/sqrt(head_dim); out[n, n_head, head_dim]. Causal only: a tree mask
+     * would be one more argument. pos[i] outside [0, n_ctx): a NaN row, nothing read. Row i
+     * depends only on q row i, pos[i] and the positions' rows (not on where they live); a
+     * device launch only on (n, n_ctx, shapes), so a graph replays at any positions. */
     void (*attention)(sd_backend_t *be, const float *q, const float *k_cache, const float *v_cache,
-                      const int32_t *pos, int n, int n_ctx, int n_head, int n_head_kv,
-                      int head_dim, float *out);
-    /* cache[pos[i], :] = rows[i, :] exactly for i < n: cache [n_ctx, row], rows [n, row], pos
-     * [n] backend memory. Positions distinct (else which row lands is unspecified); one
-     * outside [0, n_ctx) is not stored. */
-    void (*kv_store)(sd_backend_t *be, float *cache, const float *rows, const int32_t *pos, int n,
-                     int n_ctx, size_t row);
+                      const int32_t *blocks, int block_size, const int32_t *pos, int n, int n_ctx,
+                      int n_head, int n_head_kv, int head_dim, float *out);
+    /* The row of position pos[i] (layout as attention's) = rows[i, :] exactly for i < n: rows
+     * [n, row], pos [n] backend memory. Positions distinct (else which row lands is
+     * unspecified); one outside [0, n_ctx) is not stored. */
+    void (*kv_store)(sd_backend_t *be, float *cache, const float *rows, const int32_t *blocks,
+                     int block_size, const int32_t *pos, int n, int n_ctx, size_t row);
     /* out[len] = silu(gate) * up   (out may alias gate) */
     void (*swiglu)(sd_backend_t *be, const float *gate, const float *up, size_t len, float *out);
     /* y[len] += x[len] */

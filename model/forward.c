@@ -68,7 +68,9 @@ static void scratch_release(const sd_model_t *m, sd_fwd_scratch_t *sc)
     memset(sc, 0, sizeof *sc);
 }
 
-sd_status_t sd_seq_init(sd_seq_t *s, const sd_model_t *m, int n_ctx, int max_tokens)
+/* sd_seq_init, the KV cache's blocks from pool (NULL: a private pool). */
+static sd_status_t seq_init(sd_seq_t *s, const sd_model_t *m, sd_kv_pool_t *pool, int n_ctx,
+                            int max_tokens)
 {
     if (s == NULL) return sd_set_error(SD_ERR_INVALID_ARG, "sd_seq_init: seq is NULL");
     memset(s, 0, sizeof *s);
@@ -79,7 +81,11 @@ sd_status_t sd_seq_init(sd_seq_t *s, const sd_model_t *m, int n_ctx, int max_tok
     if (n_ctx < 0) return sd_set_error(SD_ERR_INVALID_ARG, "n_ctx = %d must be >= 0", n_ctx);
     s->model = m;
     s->max_tokens = max_tokens;
-    SD_CHECK(sd_kv_cache_init(&s->kv, m, n_ctx > 0 ? n_ctx : m->n_ctx));
+    n_ctx = n_ctx > 0 ? n_ctx : m->n_ctx;
+    if (pool != NULL && pool->model != m)
+        return sd_set_error(SD_ERR_INVALID_ARG, "sd_seq_init_pooled: the pool is another model's");
+    SD_CHECK(pool != NULL ? sd_kv_cache_init_pooled(&s->kv, pool, n_ctx)
+                          : sd_kv_cache_init(&s->kv, m, n_ctx));
 
     size_t T = (size_t)max_tokens, logits_bytes = T * m->hp.n_vocab * sizeof(float);
     sd_status_t st = scratch_alloc(m, T, &s->sc);
@@ -92,6 +98,18 @@ sd_status_t sd_seq_init(sd_seq_t *s, const sd_model_t *m, int n_ctx, int max_tok
     else s->use_graphs = sd_backend_has_graphs(m->backend) && sd_comm_device_graphs(m->comm) &&
                          graphs_allowed_by_env();
     return st;
+}
+
+sd_status_t sd_seq_init(sd_seq_t *s, const sd_model_t *m, int n_ctx, int max_tokens)
+{
+    return seq_init(s, m, NULL, n_ctx, max_tokens);
+}
+
+sd_status_t sd_seq_init_pooled(sd_seq_t *s, const sd_model_t *m, sd_kv_pool_t *pool, int n_ctx,
+                               int max_tokens)
+{
+    if (pool == NULL) return sd_set_error(SD_ERR_INVALID_ARG, "sd_seq_init_pooled: pool is NULL");
+    return seq_init(s, m, pool, n_ctx, max_tokens);
 }
 
 void sd_seq_free(sd_seq_t *s)
@@ -181,21 +199,24 @@ static void attend_part(const fwd_t *f, const fwd_part_t *p, int il, const int32
 {
     const sd_model_t *m = f->m;
     sd_backend_t *be = m->backend;
-    int nh = m->tp.n_head, nkv = m->tp.n_head_kv, hd = m->hp.head_dim, n_ctx = p->kv->n_ctx;
+    const sd_kv_cache_t *kv = p->kv;
+    int nh = m->tp.n_head, nkv = m->tp.n_head_kv, hd = m->hp.head_dim, n_ctx = kv->n_ctx;
     size_t kvd = (size_t)nkv * hd, qd = (size_t)nh * hd, r0 = (size_t)p->row0;
-    size_t layer_off = (size_t)il * (size_t)n_ctx * kvd;
-    float *k_cache = p->kv->k + layer_off, *v_cache = p->kv->v + layer_off; /* [n_ctx, kvd] */
-    const int32_t *ppos = pos + p->row0;                                     /* [n] */
+    size_t layer_off = (size_t)il * (size_t)kv->pool->n_blocks * SD_KV_BLOCK * kvd;
+    float *k_cache = kv->k + layer_off, *v_cache = kv->v + layer_off; /* the layer's pool rows */
+    const int32_t *ppos = pos + p->row0, *blocks = kv->table_dev;     /* [n], the block table */
     const int32_t *slot = f->mask ? f->slots : ppos; /* a tree's rows: their own slots */
 
-    sd_backend_kv_store(be, k_cache, f->sc.kn + r0 * kvd, slot, p->n, n_ctx, kvd); /* cache rows slot[i] */
-    sd_backend_kv_store(be, v_cache, f->sc.vn + r0 * kvd, slot, p->n, n_ctx, kvd);
-    if (f->mask)
+    sd_backend_kv_store(be, k_cache, f->sc.kn + r0 * kvd, blocks, SD_KV_BLOCK, slot, p->n, n_ctx,
+                        kvd); /* the rows of positions slot[i] */
+    sd_backend_kv_store(be, v_cache, f->sc.vn + r0 * kvd, blocks, SD_KV_BLOCK, slot, p->n, n_ctx,
+                        kvd);
+    if (f->mask) /* an identity table (check_tree_args): slots are rows */
         sd_backend_attention_masked(be, f->sc.q + r0 * qd, k_cache, v_cache, f->mask_base, f->mask,
                                     p->n, f->mask_m, n_ctx, nh, nkv, hd, f->sc.att + r0 * qd);
     else
-        sd_backend_attention(be, f->sc.q + r0 * qd, k_cache, v_cache, ppos, p->n, n_ctx, nh, nkv,
-                             hd, f->sc.att + r0 * qd); /* att[n, qd] */
+        sd_backend_attention(be, f->sc.q + r0 * qd, k_cache, v_cache, blocks, SD_KV_BLOCK, ppos,
+                             p->n, n_ctx, nh, nkv, hd, f->sc.att + r0 * qd); /* att[n, qd] */
 }
 
 /* Attention block of layer il: x[n, n_embd] += attention(rmsnorm(x)) . Wo^T, over the
@@ -276,7 +297,7 @@ static fwd_t seq_fwd(sd_seq_t *s, int n, const fwd_part_t *part)
 static int graph_is_current(const sd_seq_graph_t *g, const sd_seq_t *s, int n_layers)
 {
     return g->n_layers == n_layers && g->kv_k == s->kv.k && g->kv_v == s->kv.v &&
-           g->kv_n_ctx == s->kv.n_ctx;
+           g->kv_n_ctx == s->kv.n_ctx && g->kv_table == s->kv.table_dev;
 }
 
 /* forward_ops(s, n, n_layers) replayed from the sequence's graph for n, captured first when
@@ -309,7 +330,8 @@ static sd_status_t forward_graph(sd_seq_t *s, int n, int n_layers)
             return forward_ops(&f, n_layers);
         }
         *g = (sd_seq_graph_t){.graph = graph, .n_layers = n_layers, .kv_k = s->kv.k,
-                              .kv_v = s->kv.v, .kv_n_ctx = s->kv.n_ctx};
+                              .kv_v = s->kv.v, .kv_n_ctx = s->kv.n_ctx,
+                              .kv_table = s->kv.table_dev};
     }
     sd_backend_graph_launch(be, g->graph);
     return SD_OK;
@@ -323,6 +345,7 @@ static sd_status_t forward_locked(sd_seq_t *s, const int32_t *tokens, int n, int
     sd_backend_t *be = m->backend;
     int n_layers = n_layers_used > 0 ? n_layers_used : hp->n_layer;
 
+    SD_CHECK(sd_kv_cache_prepare(&s->kv, s->kv.len + n)); /* blocks and table, before a graph */
     memcpy(s->ids, tokens, (size_t)n * sizeof(int32_t));
     for (int i = 0; i < n; i++) s->ids[n + i] = s->kv.len + i;
     sd_backend_upload(be, s->sc.ids_dev, s->ids, 2 * (size_t)n * sizeof(int32_t)); /* ids, positions */
@@ -363,6 +386,10 @@ static size_t tree_dev_bytes(const sd_seq_t *s)
 
 static sd_status_t check_tree_args(const sd_seq_t *s, int n, int tree_base, const int32_t *parent)
 {
+    const sd_kv_cache_t *own = s->kv.owner != NULL ? s->kv.owner : &s->kv;
+    if (!own->own_pool) /* the masked op reads slots as rows: a private, identity table */
+        return sd_set_error(SD_ERR_INVALID_ARG, "sd_forward_tree: a sequence whose KV blocks "
+                            "come from a shared pool (the prefix cache) runs no trees yet");
     if (!sd_backend_has_attention_masked(s->model->backend))
         return sd_set_error(SD_ERR_INVALID_ARG, "sd_forward_tree: the %s backend has no masked "
                             "attention", sd_backend_name(s->model->backend));
@@ -389,6 +416,7 @@ static sd_status_t tree_locked(sd_seq_t *s, const int32_t *tokens, int n, int tr
 {
     const sd_model_t *m = s->model;
     sd_backend_t *be = m->backend;
+    SD_CHECK(sd_kv_cache_prepare(&s->kv, s->kv.len + n)); /* its slots' blocks and table */
     int first = s->kv.len - tree_base, cols = first + n; /* node of row 0; tree nodes */
     if (s->tree_dev == NULL) {
         s->tree_dev = sd_backend_alloc(be, tree_dev_bytes(s));
@@ -557,6 +585,8 @@ static sd_status_t batch_locked(sd_batch_t *b, const sd_batch_part_t *parts, int
     size_t row_bytes = (size_t)m->hp.n_vocab * sizeof(float);
     fwd_part_t *fp = b->parts;
 
+    for (int i = 0; i < n_parts; i++)
+        SD_CHECK(sd_kv_cache_prepare(&parts[i].seq->kv, parts[i].seq->kv.len + parts[i].n));
     for (int i = 0, row = 0; i < n_parts; row += parts[i].n, i++) {
         sd_kv_cache_t *kv = &parts[i].seq->kv;
         fp[i] = (fwd_part_t){kv, row, parts[i].n};

@@ -23,6 +23,7 @@ typedef struct sd_seq_graph {
     int failed;  /* 1: capturing this n failed; its forwards issue the ops directly */
     int n_layers;
     const float *kv_k, *kv_v;
+    const int32_t *kv_table; /* the block table's device copy (its contents may change) */
     int kv_n_ctx;
 } sd_seq_graph_t;
 
@@ -61,12 +62,17 @@ typedef struct sd_seq {
 /* n_ctx 0 = the model's n_ctx; max_tokens in [1, 65536] (else SD_ERR_INVALID_ARG).
  * SD_ERR_OUT_OF_MEMORY naming what did not fit; on failure s holds nothing. */
 sd_status_t sd_seq_init(sd_seq_t *s, const sd_model_t *m, int n_ctx, int max_tokens);
+/* The same with the KV cache's blocks taken from pool (a pool of m) as it grows: sequences
+ * of one pool share cached prefixes (sd_kv_cache_attach_prefix, _commit). */
+sd_status_t sd_seq_init_pooled(sd_seq_t *s, const sd_model_t *m, sd_kv_pool_t *pool, int n_ctx,
+                               int max_tokens);
 void sd_seq_free(sd_seq_t *s);
 
 /* Forward tokens[n] at positions kv.len .. kv.len+n-1 and append them to the cache; s->logits
  * [n, n_vocab] row i = next-token logits after tokens[0..i]. n_layers_used 0 = all layers,
  * else the first ones, then norm and head (layer-skip). The caller chunks by max_tokens.
- * SD_ERR_CONTEXT_FULL if kv.len + n > n_ctx; SD_ERR_INVALID_ARG for n outside [1, max_tokens]
+ * SD_ERR_CONTEXT_FULL if kv.len + n > n_ctx; SD_ERR_OUT_OF_MEMORY when a pooled cache gets no
+ * block; SD_ERR_INVALID_ARG for n outside [1, max_tokens]
  * or a token outside the vocabulary (naming it): checked before any collective, so every TP
  * rank refuses alike. A failed TP allreduce returns the comm's status, a device error
  * SD_ERR_DEVICE; on any error kv.len is unchanged. With use_graphs: the same bits. */

@@ -22,14 +22,12 @@ sd_status_t sd_kv_cache_move_rows(sd_kv_cache_t *kv, const sd_model_t *m, const 
     sd_backend_t *be = m->backend;
     for (int i = 0; i < n; i++) {
         if (src[i] == dst[i]) continue;
-        for (int l = 0; l < kv->n_layer; l++) {
-            size_t layer = (size_t)l * (size_t)kv->n_ctx * row;
-            float *halves[] = {kv->k + layer, kv->v + layer};
-            for (int h = 0; h < 2; h++) {
-                sd_backend_download(be, buf, halves[h] + (size_t)src[i] * row, bytes);
-                sd_backend_upload(be, halves[h] + (size_t)dst[i] * row, buf, bytes);
+        for (int l = 0; l < kv->n_layer; l++)
+            for (int h = 0; h < 2; h++) { /* the rows of the positions (the block table's) */
+                float *base = h ? kv->v : kv->k;
+                sd_backend_download(be, buf, base + (sd_kv_cache_row(kv, h, l, src[i]) - base), bytes);
+                sd_backend_upload(be, base + (sd_kv_cache_row(kv, h, l, dst[i]) - base), buf, bytes);
             }
-        }
     }
     sd_status_t st = sd_backend_sync(be);
     free(buf);

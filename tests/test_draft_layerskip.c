@@ -133,11 +133,11 @@ ParameterizedTest(ls_case_t *c, layerskip, matches_truncated_target, .timeout = 
               "logits after the context differ from sd_forward(n_layers_used = %d)", L);
     size_t kvd = (size_t)target->hp.n_head_kv * target->hp.head_dim;
     cr_assert_eq(ds->kv.len, n);
-    for (int il = 0; il < L; il++) {
-        size_t d_off = (size_t)il * ds->kv.n_ctx * kvd, r_off = (size_t)il * ref.kv.n_ctx * kvd;
-        cr_assert(memcmp(ds->kv.k + d_off, ref.kv.k + r_off, n * kvd * sizeof(float)) == 0, "K layer %d", il);
-        cr_assert(memcmp(ds->kv.v + d_off, ref.kv.v + r_off, n * kvd * sizeof(float)) == 0, "V layer %d", il);
-    }
+    for (int il = 0; il < L; il++)
+        for (int p = 0; p < n; p++)
+            for (int v = 0; v < 2; v++)
+                cr_assert(memcmp(sd_kv_cache_row(&ds->kv, v, il, p), sd_kv_cache_row(&ref.kv, v, il, p),
+                                 kvd * sizeof(float)) == 0, "%s layer %d position %d", v ? "V" : "K", il, p);
     cr_assert_eq(p.tokens[0], sd_sample_greedy(ref.logits + (size_t)(n - 1) * N_VOCAB, N_VOCAB));
 
     /* Sampled chain by hand, continuing the reference sequence. */

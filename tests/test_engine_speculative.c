@@ -362,14 +362,13 @@ typedef struct rollback_check {
 static void assert_kv_equal(const sd_kv_cache_t *a, const sd_kv_cache_t *b, int n_layer, int len,
                             const char *what)
 {
-    size_t row = (size_t)a->n_head_kv * (size_t)a->head_dim;
-    for (int l = 0; l < n_layer; l++) {
-        size_t oa = (size_t)l * a->n_ctx * row, ob = (size_t)l * b->n_ctx * row;
-        cr_assert(memcmp(a->k + oa, b->k + ob, (size_t)len * row * sizeof(float)) == 0,
-                  "%s: K of layer %d differs from a fresh prefill", what, l);
-        cr_assert(memcmp(a->v + oa, b->v + ob, (size_t)len * row * sizeof(float)) == 0,
-                  "%s: V of layer %d differs from a fresh prefill", what, l);
-    }
+    size_t bytes = (size_t)a->n_head_kv * (size_t)a->head_dim * sizeof(float);
+    for (int l = 0; l < n_layer; l++)
+        for (int p = 0; p < len; p++)
+            for (int v = 0; v < 2; v++)
+                cr_assert(memcmp(sd_kv_cache_row(a, v, l, p), sd_kv_cache_row(b, v, l, p), bytes) == 0,
+                          "%s: %s of layer %d position %d differs from a fresh prefill", what,
+                          v ? "V" : "K", l, p);
 }
 
 /* A fresh sequence of m with ctx[0..n) forwarded (n_layers_used layers). */

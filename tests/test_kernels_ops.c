@@ -309,21 +309,21 @@ ParameterizedTest(attn_param_t *p, kernels_ops, attention, .timeout = 60)
     sd_test_fill_random(k, kvn, 2, 2.0f);
     sd_test_fill_random(v, kvn, 3, 1.0f);
     sd_backend_t *be = make_backend(2);
-    be->ops->attention(be, q, k, v, pos, p->n, n_ctx, p->n_head, p->n_head_kv, hd, out);
+    be->ops->attention(be, q, k, v, NULL, 0, pos, p->n, n_ctx, p->n_head, p->n_head_kv, hd, out);
     assert_attention_matches_ref(p, q, k, v, pos, p->n, out);
     /* batch invariance: query i computed alone at its position, with a cache that ends
      * right after it (n_ctx does not change a result either) */
     size_t row = (size_t)p->n_head * (size_t)hd;
     for (int i = 0; i < p->n; i++)
-        be->ops->attention(be, q + (size_t)i * row, k, v, pos + i, 1, pos[i] + 1, p->n_head, p->n_head_kv, hd,
+        be->ops->attention(be, q + (size_t)i * row, k, v, NULL, 0, pos + i, 1, pos[i] + 1, p->n_head, p->n_head_kv, hd,
                            o1 + (size_t)i * row);
     cr_assert(memcmp(out, o1, sizeof(float) * qn) == 0, "n=1 queries differ from the batch");
-    be->ops->attention(be, q + 2 * row, k, v, pos + 2, 5, n_ctx, p->n_head, p->n_head_kv, hd, o1);
+    be->ops->attention(be, q + 2 * row, k, v, NULL, 0, pos + 2, 5, n_ctx, p->n_head, p->n_head_kv, hd, o1);
     cr_assert(memcmp(out + 2 * row, o1, sizeof(float) * 5 * row) == 0, "n=5 queries differ");
     /* thread invariance */
     for (int t = 1; t <= 3; t += 2) {
         sd_backend_t *bt = make_backend(t);
-        bt->ops->attention(bt, q, k, v, pos, p->n, n_ctx, p->n_head, p->n_head_kv, hd, o1);
+        bt->ops->attention(bt, q, k, v, NULL, 0, pos, p->n, n_ctx, p->n_head, p->n_head_kv, hd, o1);
         cr_assert(memcmp(out, o1, sizeof(float) * qn) == 0, "%d threads differ from 2", t);
         sd_backend_destroy(bt);
     }
@@ -351,10 +351,10 @@ Test(kernels_ops, attention_non_consecutive_positions, .timeout = 60)
     sd_test_fill_random(k, kvn, 12, 2.0f);
     sd_test_fill_random(v, kvn, 13, 1.0f);
     sd_backend_t *be = make_backend(3);
-    be->ops->attention(be, q, k, v, pos, N, N_CTX, p.n_head, p.n_head_kv, p.head_dim, out);
+    be->ops->attention(be, q, k, v, NULL, 0, pos, N, N_CTX, p.n_head, p.n_head_kv, p.head_dim, out);
     assert_attention_matches_ref(&p, q, k, v, pos, N, out);
     for (int i = 0; i < N; i++) {
-        be->ops->attention(be, q + (size_t)i * row, k, v, &pos[i], 1, N_CTX, p.n_head, p.n_head_kv,
+        be->ops->attention(be, q + (size_t)i * row, k, v, NULL, 0, &pos[i], 1, N_CTX, p.n_head, p.n_head_kv,
                            p.head_dim, alone);
         cr_assert(memcmp(alone, out + (size_t)i * row, sizeof(float) * row) == 0,
                   "query %d (position %d) alone differs from the batch", i, pos[i]);
@@ -374,7 +374,7 @@ Test(kernels_ops, attention_position_outside_the_cache_gives_nan)
     sd_test_fill_random(k, N_CTX * HD, 22, 1.0f);
     sd_test_fill_random(v, N_CTX * HD, 23, 1.0f);
     sd_backend_t *be = make_backend(2);
-    be->ops->attention(be, q, k, v, pos, N, N_CTX, H, 1, HD, out);
+    be->ops->attention(be, q, k, v, NULL, 0, pos, N, N_CTX, H, 1, HD, out);
     assert_attention_matches_ref(&p, q, k, v, pos, 1, out);
     for (int i = H * HD; i < N * H * HD; i++) cr_assert(isnan(out[i]), "element %d: %g", i, out[i]);
     sd_backend_destroy(be);
@@ -392,7 +392,7 @@ Test(kernels_ops, attention_long_context, .timeout = 60)
     sd_test_fill_random(k, kvn, 5, 1.0f);
     sd_test_fill_random(v, kvn, 6, 1.0f);
     sd_backend_t *be = make_backend(2);
-    be->ops->attention(be, q, k, v, pos, p.n, n_ctx, p.n_head, p.n_head_kv, 8, out);
+    be->ops->attention(be, q, k, v, NULL, 0, pos, p.n, n_ctx, p.n_head, p.n_head_kv, 8, out);
     assert_attention_matches_ref(&p, q, k, v, pos, p.n, out);
     sd_backend_destroy(be);
     free(k);
@@ -412,15 +412,48 @@ Test(kernels_ops, kv_store_writes_rows_at_their_positions)
     sd_test_fill_random(cache, N_CTX * ROW, 32, 1.0f);
     memcpy(before, cache, sizeof cache);
     sd_backend_t *be = make_backend(2);
-    be->ops->kv_store(be, cache, rows, pos, N, N_CTX, ROW);
+    be->ops->kv_store(be, cache, rows, NULL, 0, pos, N, N_CTX, ROW);
     for (int r = 0; r < N_CTX; r++) {
         const float *want = before + r * ROW;
         for (int i = 0; i < 3; i++)
             if (pos[i] == r) want = rows + i * ROW;
         cr_assert(memcmp(cache + r * ROW, want, ROW * sizeof(float)) == 0, "cache row %d", r);
     }
-    be->ops->kv_store(be, cache, rows, pos, 0, N_CTX, ROW); /* n = 0: nothing */
+    be->ops->kv_store(be, cache, rows, NULL, 0, pos, 0, N_CTX, ROW); /* n = 0: nothing */
     sd_backend_destroy(be);
+}
+
+/* The paged layout: K/V rows scattered over the blocks of a pool in table order give the
+ * slab's result bit for bit (the same positions in the same order), and kv_store writes each
+ * position's row where the table puts it. */
+Test(kernels_ops, paged_attention_and_kv_store_equal_the_slab, .timeout = 60)
+{
+    enum { H = 6, HKV = 2, HD = 16, N = 5, N_CTX = 45, BS = 8, POOL = 8 };
+    const int32_t table[6] = {5, 2, 7, 0, 3, 6}; /* ceil(N_CTX / BS) blocks, any order */
+    const int32_t pos[N] = {40, 41, 13, 0, 44};
+    size_t row = (size_t)HKV * HD, qrow = (size_t)H * HD;
+    float q[N * H * HD], k[N_CTX * HKV * HD], v[N_CTX * HKV * HD], want[N * H * HD],
+        got[N * H * HD], rows[N * HKV * HD];
+    sd_test_fill_random(q, sizeof q / sizeof *q, 41, 2.0f);
+    sd_test_fill_random(k, sizeof k / sizeof *k, 42, 2.0f);
+    sd_test_fill_random(v, sizeof v / sizeof *v, 43, 1.0f);
+    sd_test_fill_random(rows, sizeof rows / sizeof *rows, 44, 1.0f);
+    float *kp = sd_test_page_kv(k, N_CTX, row, table, BS, POOL);
+    float *vp = sd_test_page_kv(v, N_CTX, row, table, BS, POOL);
+    cr_assert(kp && vp);
+    sd_backend_t *be = make_backend(2);
+    be->ops->attention(be, q, k, v, NULL, 0, pos, N, N_CTX, H, HKV, HD, want);
+    be->ops->attention(be, q, kp, vp, table, BS, pos, N, N_CTX, H, HKV, HD, got);
+    cr_assert(memcmp(want, got, sizeof want) == 0, "paged attention differs from the slab");
+    for (int i = 0; i < N; i++) cr_assert(!isnan(got[i * qrow]), "query %d read an unused row", i);
+    be->ops->kv_store(be, k, rows, NULL, 0, pos, N, N_CTX, row);
+    be->ops->kv_store(be, kp, rows, table, BS, pos, N, N_CTX, row);
+    float *kp2 = sd_test_page_kv(k, N_CTX, row, table, BS, POOL);
+    for (size_t i = 0; i < (size_t)POOL * BS * row; i++)
+        cr_assert(memcmp(&kp[i], &kp2[i], sizeof(float)) == 0 || (isnan(kp[i]) && isnan(kp2[i])),
+                  "paged kv_store: float %zu", i);
+    sd_backend_destroy(be);
+    free(kp), free(vp), free(kp2);
 }
 
 /* ---- rope -------------------------------------------------------------------------------- */

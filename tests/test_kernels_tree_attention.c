@@ -90,7 +90,7 @@ Test(kernels_tree_attention, matches_the_reference_and_the_chain_bit_for_bit, .t
         memcpy(v2 + (size_t)(BASE + d) * kvrow, v + (size_t)(BASE + path[d]) * kvrow, sizeof(float) * kvrow);
     }
     int32_t pos = BASE + 3;
-    be->ops->attention(be, q + 5 * row, k2, v2, &pos, 1, n_ctx, NH, NKV, HD, chain);
+    be->ops->attention(be, q + 5 * row, k2, v2, NULL, 0, &pos, 1, n_ctx, NH, NKV, HD, chain);
     cr_assert(memcmp(chain, out + 5 * row, sizeof(float) * row) == 0,
               "tree node 5 differs from the chain query at its position");
     sd_backend_destroy(be);

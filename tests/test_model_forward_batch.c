@@ -66,13 +66,12 @@ static void forward_ok(sd_seq_t *s, const int32_t *t, int n)
 static void assert_cache_equal(const sd_seq_t *a, const sd_seq_t *b)
 {
     cr_assert_eq(a->kv.len, b->kv.len);
-    size_t row = (size_t)a->kv.n_head_kv * a->kv.head_dim;
-    for (int il = 0; il < a->kv.n_layer; il++) {
-        size_t off_a = (size_t)il * a->kv.n_ctx * row, off_b = (size_t)il * b->kv.n_ctx * row;
-        size_t bytes = (size_t)a->kv.len * row * sizeof(float);
-        cr_assert(memcmp(a->kv.k + off_a, b->kv.k + off_b, bytes) == 0, "K layer %d", il);
-        cr_assert(memcmp(a->kv.v + off_a, b->kv.v + off_b, bytes) == 0, "V layer %d", il);
-    }
+    size_t bytes = (size_t)a->kv.n_head_kv * a->kv.head_dim * sizeof(float);
+    for (int il = 0; il < a->kv.n_layer; il++)
+        for (int p = 0; p < a->kv.len; p++)
+            for (int v = 0; v < 2; v++)
+                cr_assert(memcmp(sd_kv_cache_row(&a->kv, v, il, p), sd_kv_cache_row(&b->kv, v, il, p),
+                                 bytes) == 0, "%s layer %d position %d", v ? "V" : "K", il, p);
 }
 
 #define F32 SD_DTYPE_F32

@@ -20,6 +20,7 @@
 #include "core/clock.h"
 #include "core/unicode.h"
 #include "gguf/synthetic.h"
+#include "model/kv_cache.h"
 #include "support/json_path.h"
 #include "support/serve_harness.h"
 #include "support/test_util.h"
@@ -857,6 +858,67 @@ static double metric(int port, const char *name)
     double v = atof(line + strlen(name));
     free(r.body);
     return v;
+}
+
+/* A chat whose system message spans several KV blocks, greedy. */
+static char *cached_chat_body(void)
+{
+    size_t cap = 4096, len = 0;
+    char *b = malloc(cap);
+    len += (size_t)snprintf(b, cap, "{\"model\":\"synth\",\"messages\":[{\"role\":\"system\","
+                                    "\"content\":\"");
+    for (int i = 0; i < 60; i++) len += (size_t)snprintf(b + len, cap - len, "rule %d. ", i);
+    snprintf(b + len, cap - len, "\"},{\"role\":\"user\",\"content\":\"Hi\"}],\"max_tokens\":4,"
+                                 "\"temperature\":0,\"ignore_eos\":true}");
+    return b;
+}
+
+/* The body's reply: its text and usage.prompt_tokens_details.cached_tokens. */
+static char *cached_chat(int port, const char *body, double *cached, double *prompt)
+{
+    reply_t r = http(port, "POST", "/v1/chat/completions", body);
+    cJSON *v = json_of(&r);
+    cr_assert_eq(r.status, 200, "%s", r.body);
+    *cached = num_at(v, "usage.prompt_tokens_details.cached_tokens");
+    *prompt = num_at(v, "usage.prompt_tokens");
+    cJSON_Delete(v);
+    char *text = content_of(&r);
+    free(r.body);
+    return text;
+}
+
+/* The same chat twice: the second reuses the first's KV blocks (cached_tokens, /metrics)
+ * and answers the same; with --no-prefix-cache nothing is cached. */
+Test(serve_http, prefix_cache_reports_cached_tokens_and_metrics)
+{
+    char *body = cached_chat_body();
+    double cached1, cached2, prompt;
+    char *first = cached_chat(main_server.port, body, &cached1, &prompt);
+    char *second = cached_chat(main_server.port, body, &cached2, &prompt);
+    cr_expect_eq(cached1, 0, "nothing cached before the first request");
+    cr_expect(cached2 >= prompt - 2 * SD_KV_BLOCK && cached2 < prompt,
+              "cached_tokens %g of a repeated prompt of %g", cached2, prompt);
+    cr_expect_eq((long)cached2 % SD_KV_BLOCK, 0, "whole blocks: %g", cached2);
+    cr_expect_str_eq(second, first, "the cached prefix changes the reply");
+    int port = main_server.port;
+    cr_expect_eq(metric(port, "specdec_prompt_tokens_cached_total"), cached2);
+    cr_expect_eq(metric(port, "specdec_kv_cache_blocks_used"), 0, "blocks held after the requests");
+    cr_expect_geq(metric(port, "specdec_kv_cache_blocks_cached"), cached2 / SD_KV_BLOCK);
+    cr_expect_gt(metric(port, "specdec_kv_cache_blocks_free"), 0);
+    cr_expect_eq(metric(port, "specdec_kv_cache_block_evictions_total"), 0);
+    stop_server(&main_server);
+
+    server_t off;
+    start_server(&off, (const char *const[]){"--no-prefix-cache", NULL});
+    free(second);
+    second = cached_chat(off.port, body, &cached1, &prompt);
+    free(second);
+    second = cached_chat(off.port, body, &cached2, &prompt);
+    cr_expect_eq(cached1 + cached2, 0, "--no-prefix-cache cached %g, %g", cached1, cached2);
+    cr_expect_str_eq(second, first, "the reply depends on the prefix cache");
+    cr_expect_eq(metric(off.port, "specdec_prompt_tokens_cached_total"), 0);
+    stop_server(&off);
+    free(first), free(second), free(body);
 }
 
 Test(serve_http, disconnect_mid_stream_cancels)

@@ -67,6 +67,10 @@ static void tokens(FILE *f, const sd_engine_metrics_t *m)
             m->accepted);
     counter(f, "specdec_steps_total", "Batched target forwards (scheduler steps).", m->steps);
     counter(f, "specdec_batch_rows_total", "Rows over all batched forwards.", m->batch_rows);
+    counter(f, "specdec_prompt_tokens_cached_total",
+            "Prompt tokens served from the prefix cache (not prefilled).", m->cached_prompt_tokens);
+    counter(f, "specdec_kv_cache_block_evictions_total",
+            "Cached KV blocks evicted to make room.", m->kv_block_evictions);
 }
 
 static void gauges(FILE *f, const sd_engine_metrics_t *m)
@@ -80,6 +84,11 @@ static void gauges(FILE *f, const sd_engine_metrics_t *m)
           (double)m->kv_positions_cap);
     gauge(f, "specdec_kv_cache_bytes_used", "Bytes of the active requests' KV caches.",
           (double)m->kv_bytes_used);
+    gauge(f, "specdec_kv_cache_blocks_used", "KV blocks the active requests hold.",
+          m->kv_blocks_used);
+    gauge(f, "specdec_kv_cache_blocks_cached", "Unreferenced KV blocks kept for their prefix.",
+          m->kv_blocks_cached);
+    gauge(f, "specdec_kv_cache_blocks_free", "KV blocks holding nothing.", m->kv_blocks_free);
 }
 
 static void histograms(FILE *f, const sd_engine_metrics_t *m)

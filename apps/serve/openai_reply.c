@@ -120,6 +120,8 @@ static void add_usage(cJSON *root, const sd_gen_result_t *res, int n, int *ok)
     add(u, "prompt_tokens", cJSON_CreateNumber((double)res[0].n_prompt), ok);
     add(u, "completion_tokens", cJSON_CreateNumber((double)completion), ok);
     add(u, "total_tokens", cJSON_CreateNumber((double)(res[0].n_prompt + completion)), ok);
+    cJSON *details = add(u, "prompt_tokens_details", cJSON_CreateObject(), ok);
+    add(details, "cached_tokens", cJSON_CreateNumber((double)res[0].n_cached), ok);
 }
 
 /* The "specdec" extension: drafter, k, seed and the acceptance statistics over all choices;

@@ -24,6 +24,7 @@ typedef struct serve_options {
     int max_body_bytes;   /* --max-body-bytes: larger request bodies get a 413 */
     float grace_seconds;  /* --grace-seconds: shutdown lets requests run this long */
     int no_load_aware;    /* --no-load-aware-drafts: engine load_aware_drafts = 0 */
+    int no_prefix_cache;  /* --no-prefix-cache: engine prefix_cache = 0 */
     const char *model_id; /* --model-id; NULL = the GGUF file name without ".gguf" */
     /* Exposure (docs/serve.md, "Authentication" and "Connections"). */
     const char *api_key;     /* --api-key, --api-key-file, SPECDEC_API_KEY; NULL: none */

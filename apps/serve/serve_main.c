@@ -32,6 +32,8 @@ static const char serve_usage[] =
     "  --grace-seconds S      on SIGINT/SIGTERM, let requests run this long (default 10)\n"
     "  --no-load-aware-drafts draft as if alone even when many requests share a step\n"
     "                         (default: cut drafts that do not pay at the batch's load)\n"
+    "  --no-prefix-cache      prefill every prompt whole (default: reuse the KV of cached\n"
+    "                         prompt prefixes)\n"
     "  --model-id NAME        the model name clients send (default: the file name without .gguf)\n"
     "  --api-key KEY, --api-key-file F\n"
     "                         /v1/* and /tokenize, /detokenize need 'Authorization: Bearer KEY'\n"
@@ -157,6 +159,10 @@ static int parse_options(int argc, char **argv, serve_options_t *o, char **gen_a
             *(flag[2] == 'n' ? &o->no_load_aware : &o->parse_special) = 1;
             continue;
         }
+        if (!strcmp(flag, "--no-prefix-cache")) {
+            o->no_prefix_cache = 1;
+            continue;
+        }
         int gen = is_gen_flag(flag, &takes_value);
         if (gen && !takes_value) {
             gen_argv[n_gen++] = argv[i];
@@ -219,6 +225,7 @@ static sd_status_t start_engine(serve_t *s, serve_options_t *o)
     p.max_queued = o->max_queued;
     p.max_batch_rows = o->max_batch_rows;
     p.load_aware_drafts = !o->no_load_aware;
+    p.prefix_cache = !o->no_prefix_cache;
     sd_status_t st = sd_engine_create(&p, &s->engine);
     if (st != SD_OK) cli_fail("start the serving engine", st);
     return st;

@@ -241,6 +241,7 @@ typedef struct sd_gen_result {
     size_t text_len;
     sd_stop_reason_t stop_reason;
     size_t n_prompt;
+    size_t n_cached;   /* of n_prompt: positions served by the serving engine's prefix cache */
     double prefill_seconds, decode_seconds;
     sd_gen_stats_t stats;
     /* with config->logprobs (else NULL and 0); owned, the same values for every drafter */
@@ -442,6 +443,12 @@ typedef struct sd_engine_params {
                                 request holds prompt + max_tokens, capped by the context);
                                 0 = max_active * the model's n_ctx. A request waits in the
                                 queue until its positions fit. */
+    int prefix_cache;       /* 1 (default): KV blocks of ended and running requests are kept
+                               under max_kv_positions and reused by requests whose prompt
+                               starts the same (docs/design-notes.md, "Paged KV cache and
+                               prefix cache"); the pool of max_kv_positions positions is
+                               allocated at sd_engine_create. 0: every prompt is prefilled
+                               whole, each request's cache allocated at admission */
 } sd_engine_params_t;
 
 void sd_engine_params_default(sd_engine_params_t *params);
@@ -537,6 +544,11 @@ typedef struct sd_engine_metrics {
     size_t kv_positions_used;    /* now: positions the active requests hold */
     size_t kv_positions_cap;     /* max_kv_positions as resolved */
     size_t kv_bytes_used;        /* now: bytes of their target (and draft) KV caches */
+    uint64_t cached_prompt_tokens; /* prompt positions served by the prefix cache */
+    int kv_blocks_used;          /* now: target KV blocks held by active requests */
+    int kv_blocks_cached;        /* now: unreferenced blocks kept for their prefix */
+    int kv_blocks_free;          /* now: blocks holding nothing */
+    uint64_t kv_block_evictions; /* cached blocks evicted to make room */
     sd_histogram_t step_seconds;    /* wall time of one scheduler step (plan, forward, verify) */
     sd_histogram_t ttft_seconds;    /* submit to first token */
     sd_histogram_t queue_seconds;   /* submit to admission */

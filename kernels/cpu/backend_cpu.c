@@ -281,8 +281,17 @@ static void cpu_rope(sd_backend_t *be, float *x, const int32_t *pos, int n, int 
 
 /* ---- attention ---------------------------------------------------------------------- */
 
+/* The cache row of position j (backend_impl.h, the paged KV layout). */
+static inline size_t kv_row_of(const int32_t *blocks, int block_size, int j)
+{
+    if (blocks == NULL) return (size_t)j;
+    return (size_t)blocks[j / block_size] * (size_t)block_size + (size_t)(j % block_size);
+}
+
 typedef struct {
-    const float *q, *k, *v; /* q[n, n_head, hd]; k, v [n_ctx, n_head_kv, hd] */
+    const float *q, *k, *v; /* q[n, n_head, hd]; k, v rows [., n_head_kv, hd] */
+    const int32_t *blocks;  /* paged layout, or NULL */
+    int block_size;
     const int32_t *pos;     /* [n] query positions */
     float *out;             /* out[n, n_head, hd] */
     int n_ctx, n_head, n_head_kv, head_dim;
@@ -290,7 +299,8 @@ typedef struct {
 
 static float attn_score(const attn_job_t *job, const float *qh, int kvh, int j, float scale)
 {
-    const float *kj = job->k + ((size_t)j * (size_t)job->n_head_kv + (size_t)kvh) * (size_t)job->head_dim;
+    size_t r = kv_row_of(job->blocks, job->block_size, j);
+    const float *kj = job->k + (r * (size_t)job->n_head_kv + (size_t)kvh) * (size_t)job->head_dim;
     return sd_dot_f32(kj, qh, job->head_dim) * scale;
 }
 
@@ -315,7 +325,8 @@ static void attn_row(const attn_job_t *job, const float *qh, float *oh, int kvh,
         float s = t < ATTN_SCORE_CACHE ? scores[t] : attn_score(job, qh, kvh, j, scale);
         float e = expf(s - max);
         sum += e;
-        sd_axpy_f32(oh, e, job->v + ((size_t)j * (size_t)job->n_head_kv + (size_t)kvh) * (size_t)hd, hd);
+        size_t r = kv_row_of(job->blocks, job->block_size, j);
+        sd_axpy_f32(oh, e, job->v + (r * (size_t)job->n_head_kv + (size_t)kvh) * (size_t)hd, hd);
     }
     float inv = 1.0f / sum;
     for (int d = 0; d < hd; d++) oh[d] *= inv;
@@ -342,10 +353,13 @@ static void attn_task(void *arg, int task)
 }
 
 static void cpu_attention(sd_backend_t *be, const float *q, const float *k_cache,
-                          const float *v_cache, const int32_t *pos, int n, int n_ctx, int n_head,
-                          int n_head_kv, int head_dim, float *out)
+                          const float *v_cache, const int32_t *blocks, int block_size,
+                          const int32_t *pos, int n, int n_ctx, int n_head, int n_head_kv,
+                          int head_dim, float *out)
 {
-    attn_job_t job = {.q = q, .k = k_cache, .v = v_cache, .pos = pos, .out = out, .n_ctx = n_ctx,
+    if (blocks != NULL && block_size < 1) return; /* a bad layout: nothing read */
+    attn_job_t job = {.q = q, .k = k_cache, .v = v_cache, .blocks = blocks,
+                      .block_size = block_size, .pos = pos, .out = out, .n_ctx = n_ctx,
                       .n_head = n_head, .n_head_kv = n_head_kv, .head_dim = head_dim};
     sd_threadpool_run(pool_of(be), n * n_head, attn_task, &job);
 }
@@ -390,14 +404,16 @@ static void cpu_attention_masked(sd_backend_t *be, const float *q, const float *
     sd_threadpool_run(pool_of(be), n * n_head, attn_masked_task, &job);
 }
 
-/* cache[pos[i], row] = rows[i, row]; rows whose position is outside [0, n_ctx) are skipped. */
-static void cpu_kv_store(sd_backend_t *be, float *cache, const float *rows, const int32_t *pos,
-                         int n, int n_ctx, size_t row)
+/* The row of pos[i] = rows[i, row]; rows whose position is outside [0, n_ctx) are skipped. */
+static void cpu_kv_store(sd_backend_t *be, float *cache, const float *rows, const int32_t *blocks,
+                         int block_size, const int32_t *pos, int n, int n_ctx, size_t row)
 {
     (void)be;
+    if (blocks != NULL && block_size < 1) return;
     for (int i = 0; i < n; i++)
         if (pos[i] >= 0 && pos[i] < n_ctx)
-            memcpy(cache + (size_t)pos[i] * row, rows + (size_t)i * row, row * sizeof(float));
+            memcpy(cache + kv_row_of(blocks, block_size, pos[i]) * row, rows + (size_t)i * row,
+                   row * sizeof(float));
 }
 
 /* ---- element-wise ------------------------------------------------------------------- */

@@ -231,15 +231,17 @@ static void cuda_rope(sd_backend_t *be, float *x, const int32_t *pos, int n, int
 }
 
 static void cuda_attention(sd_backend_t *be, const float *q, const float *k_cache,
-                           const float *v_cache, const int32_t *pos, int n, int n_ctx, int n_head,
-                           int n_head_kv, int head_dim, float *out)
+                           const float *v_cache, const int32_t *blocks, int block_size,
+                           const int32_t *pos, int n, int n_ctx, int n_head, int n_head_kv,
+                           int head_dim, float *out)
 {
     held h(be);
     cuda_ctx_t *ctx = h.ctx;
     cudaError_t e = enter(ctx);
     if (e == cudaSuccess)
-        e = sd_cuda_attention(ctx->stream, q, k_cache, v_cache, pos, n, n_ctx, n_head, n_head_kv,
-                              head_dim, out, ctx->workspace, ATTN_WORKSPACE_BYTES);
+        e = sd_cuda_attention(ctx->stream, q, k_cache, v_cache, blocks, block_size, pos, n, n_ctx,
+                              n_head, n_head_kv, head_dim, out, ctx->workspace,
+                              ATTN_WORKSPACE_BYTES);
     note_error(ctx, "attention", e, "n=%d n_ctx=%d n_head=%d n_head_kv=%d head_dim=%d", n, n_ctx,
                n_head, n_head_kv, head_dim);
 }
@@ -258,13 +260,15 @@ static void cuda_attention_masked(sd_backend_t *be, const float *q, const float 
                "head_dim=%d", base, n, m, n_ctx, n_head, n_head_kv, head_dim);
 }
 
-static void cuda_kv_store(sd_backend_t *be, float *cache, const float *rows, const int32_t *pos,
-                          int n, int n_ctx, size_t row)
+static void cuda_kv_store(sd_backend_t *be, float *cache, const float *rows,
+                          const int32_t *blocks, int block_size, const int32_t *pos, int n,
+                          int n_ctx, size_t row)
 {
     held h(be);
     cuda_ctx_t *ctx = h.ctx;
     cudaError_t e = enter(ctx);
-    if (e == cudaSuccess) e = sd_cuda_kv_store(ctx->stream, cache, rows, pos, n, n_ctx, row);
+    if (e == cudaSuccess)
+        e = sd_cuda_kv_store(ctx->stream, cache, rows, blocks, block_size, pos, n, n_ctx, row);
     note_error(ctx, "kv_store", e, "n=%d n_ctx=%d row=%zu", n, n_ctx, row);
 }
 

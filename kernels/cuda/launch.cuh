@@ -34,13 +34,14 @@ cudaError_t sd_cuda_rmsnorm(cudaStream_t stream, const float *x, const float *w,
 // pos: device [n]; p: host struct.
 cudaError_t sd_cuda_rope(cudaStream_t stream, float *x, const int32_t *pos, int n, int n_head,
                          int head_dim, const sd_rope_params_t *p);
-// The attention op (split-K flash-decoding; docs/cuda.md, "Batch invariance"): pos device [n],
-// read by the kernels; per-chunk partials go to `workspace` (device, workspace_bytes), queries
-// in groups that fit it. Geometry depends on (n, n_ctx, shapes, workspace_bytes) only.
+// The attention op (split-K flash-decoding; docs/cuda.md, "Batch invariance"): pos and the
+// block table device [n], read by the kernels (paged layout: kernels/backend_impl.h);
+// per-chunk partials go to `workspace` (device, workspace_bytes), queries in groups that fit
+// it. Geometry depends on (n, n_ctx, shapes, workspace_bytes) only.
 cudaError_t sd_cuda_attention(cudaStream_t stream, const float *q, const float *k_cache,
-                              const float *v_cache, const int32_t *pos, int n, int n_ctx,
-                              int n_head, int n_head_kv, int head_dim, float *out,
-                              void *workspace, size_t workspace_bytes);
+                              const float *v_cache, const int32_t *blocks, int block_size,
+                              const int32_t *pos, int n, int n_ctx, int n_head, int n_head_kv,
+                              int head_dim, float *out, void *workspace, size_t workspace_bytes);
 // Tree attention (kernels/backend.h, sd_backend_attention_masked): mask device [n, m]; one
 // warp per (head, query). cudaErrorInvalidValue for bad geometry.
 cudaError_t sd_cuda_attention_masked(cudaStream_t stream, const float *q, const float *k_cache,
@@ -49,10 +50,11 @@ cudaError_t sd_cuda_attention_masked(cudaStream_t stream, const float *q, const 
                                      float *out);
 // Workspace one query needs for a cache of n_ctx positions.
 size_t sd_cuda_attention_workspace_bytes(int n_ctx, int n_head, int head_dim);
-// cache[pos[i], :] = rows[i, :] for i < n: cache [n_ctx, row], rows [n, row], pos [n], all
-// device; a row whose position is outside [0, n_ctx) is not stored.
+// The row of pos[i] (paged layout as attention's) = rows[i, :] for i < n: rows [n, row], pos
+// [n], all device; a row whose position is outside [0, n_ctx) is not stored.
 cudaError_t sd_cuda_kv_store(cudaStream_t stream, float *cache, const float *rows,
-                             const int32_t *pos, int n, int n_ctx, size_t row);
+                             const int32_t *blocks, int block_size, const int32_t *pos, int n,
+                             int n_ctx, size_t row);
 cudaError_t sd_cuda_swiglu(cudaStream_t stream, const float *gate, const float *up, size_t len,
                            float *out);
 cudaError_t sd_cuda_add(cudaStream_t stream, float *y, const float *x, size_t len);

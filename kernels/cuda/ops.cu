@@ -172,7 +172,9 @@ extern "C" int sd_cuda_attention_chunk_slots(int max_ctx_len)
 
 typedef struct attn_args {
     const float *q;       // q[n, n_head, head_dim]
-    const float *k, *v;   // [n_ctx, n_head_kv, head_dim]
+    const float *k, *v;   // rows [., n_head_kv, head_dim], paged by blocks (backend_impl.h)
+    const int32_t *blocks; // [ceil(n_ctx / block_size)] device, or NULL: row = position
+    int block_size;
     float *out;           // out[n, n_head, head_dim]
     float *ws;            // records [group, n_head, slots, head_dim + 2]
     const int32_t *pos;   // [n] query positions (device)
@@ -180,6 +182,13 @@ typedef struct attn_args {
     int n_head, n_head_kv, heads_per_kv, head_dim, slots;
     float scale;
 } attn_args_t;
+
+// The cache row of position j (kernels/backend_impl.h, the paged KV layout).
+__host__ __device__ static inline size_t kv_row_of(const int32_t *blocks, int block_size, int j)
+{
+    if (blocks == NULL) return (size_t)j;
+    return (size_t)blocks[j / block_size] * (size_t)block_size + (size_t)(j % block_size);
+}
 
 // Positions query i sees (pos[i] + 1), or 0 when pos[i] is outside [0, n_ctx): the query is
 // then not computed. The same value in every thread of a block.
@@ -220,7 +229,7 @@ __device__ static void attention_chunk_scores(const attn_args_t &a, int kvh, int
 {
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, hd = a.head_dim;
     for (int p = warp; p < len; p += ATTN_WARPS) { // uniform per warp: every lane shuffles
-        const float *kj = a.k + ((size_t)(start + p) * (size_t)a.n_head_kv + (size_t)kvh) * (size_t)hd;
+        const float *kj = a.k + (kv_row_of(a.blocks, a.block_size, start + p) * (size_t)a.n_head_kv + (size_t)kvh) * (size_t)hd;
         float dot = 0.0f;
         for (int d = lane; d < hd; d += 32) dot += kj[d] * q_sh[d];
         for (int off = 16; off > 0; off >>= 1) dot += __shfl_down_sync(0xffffffffu, dot, off);
@@ -239,7 +248,8 @@ __device__ static void attention_chunk_values(const attn_args_t &a, int kvh, int
     if (g < groups) {
         float acc = 0.0f;
         for (int p = g; p < len; p += groups)
-            acc += weight[p] * a.v[((size_t)(start + p) * (size_t)a.n_head_kv + (size_t)kvh) * (size_t)hd + d];
+            acc += weight[p] * a.v[(kv_row_of(a.blocks, a.block_size, start + p) * (size_t)a.n_head_kv +
+                                    (size_t)kvh) * (size_t)hd + d];
         group_acc[g * hd + d] = acc; // g * hd + d < groups * hd <= ATTN_THREADS
     }
     __syncthreads();
@@ -341,19 +351,20 @@ static bool attention_plan(int n_ctx, int n_head, int head_dim, size_t workspace
 }
 
 cudaError_t sd_cuda_attention(cudaStream_t stream, const float *q, const float *k_cache,
-                              const float *v_cache, const int32_t *pos, int n, int n_ctx,
-                              int n_head, int n_head_kv, int head_dim, float *out,
-                              void *workspace, size_t workspace_bytes)
+                              const float *v_cache, const int32_t *blocks, int block_size,
+                              const int32_t *pos, int n, int n_ctx, int n_head, int n_head_kv,
+                              int head_dim, float *out, void *workspace, size_t workspace_bytes)
 {
     if (!attention_args_ok(q, k_cache, v_cache, pos, n, n_ctx, n_head, n_head_kv, head_dim, out,
-                           workspace))
+                           workspace) ||
+        (blocks != NULL && block_size < 1))
         return cudaErrorInvalidValue;
     if (n == 0) return cudaSuccess;
     int slots = 0, group = 0;
     if (!attention_plan(n_ctx, n_head, head_dim, workspace_bytes, &slots, &group))
         return cudaErrorInvalidValue;
 
-    attn_args_t a = {q, k_cache, v_cache, out, (float *)workspace, pos, n_ctx, 0,
+    attn_args_t a = {q, k_cache, v_cache, blocks, block_size, out, (float *)workspace, pos, n_ctx, 0,
                      n_head, n_head_kv, n_head / n_head_kv, head_dim, slots,
                      1.0f / sqrtf((float)head_dim)};
     for (int q0 = 0; q0 < n; q0 += group) {
@@ -448,26 +459,30 @@ cudaError_t sd_cuda_attention_masked(cudaStream_t stream, const float *q, const 
 
 // ---- kv_store -----------------------------------------------------------------------------
 
-// One block per row i: cache[pos[i], :] = rows[i, :], a plain copy (exact). A position
+// One block per row i: the row of pos[i] = rows[i, :], a plain copy (exact). A position
 // outside [0, n_ctx) stores nothing (uniform per block).
 static __global__ __launch_bounds__(KV_STORE_THREADS) void kv_store_kernel(float *cache, const float *rows,
+                                                                     const int32_t *blocks, int block_size,
                                                                      const int32_t *pos, int n_ctx,
                                                                      size_t row)
 {
     const int p = pos[blockIdx.x];
     if (p < 0 || p >= n_ctx) return;
-    float *dst = cache + (size_t)p * row;                 // cache[p, row]
+    float *dst = cache + kv_row_of(blocks, block_size, p) * row; // the row of position p
     const float *src = rows + (size_t)blockIdx.x * row;   // rows[i, row]
     for (size_t j = threadIdx.x; j < row; j += KV_STORE_THREADS) dst[j] = src[j];
 }
 
 cudaError_t sd_cuda_kv_store(cudaStream_t stream, float *cache, const float *rows,
-                             const int32_t *pos, int n, int n_ctx, size_t row)
+                             const int32_t *blocks, int block_size, const int32_t *pos, int n,
+                             int n_ctx, size_t row)
 {
-    if (n < 0 || n_ctx < 1 || row < 1) return cudaErrorInvalidValue;
+    if (n < 0 || n_ctx < 1 || row < 1 || (blocks != NULL && block_size < 1))
+        return cudaErrorInvalidValue;
     if (n > 0 && (!cache || !rows || !pos)) return cudaErrorInvalidValue;
     if (n == 0) return cudaSuccess;
-    return SD_LAUNCH(kv_store_kernel, n, KV_STORE_THREADS, 0, stream, cache, rows, pos, n_ctx, row);
+    return SD_LAUNCH(kv_store_kernel, n, KV_STORE_THREADS, 0, stream, cache, rows, blocks, block_size, pos,
+                     n_ctx, row);
 }
 
 // ---- element-wise -------------------------------------------------------------------------

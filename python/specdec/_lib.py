@@ -75,7 +75,7 @@ class GenStats(Structure):
 class GenResult(Structure):
     _fields_ = [("tokens", POINTER(c_int32)), ("n_tokens", c_size_t), ("text", c_void_p),
                 ("text_len", c_size_t), ("stop_reason", c_int), ("n_prompt", c_size_t),
-                ("prefill_seconds", c_double), ("decode_seconds", c_double), ("stats", GenStats),
+                ("n_cached", c_size_t), ("prefill_seconds", c_double), ("decode_seconds", c_double), ("stats", GenStats),
                 ("logprobs", POINTER(c_float)), ("n_top", c_int), ("top_tokens", POINTER(c_int32)),
                 ("top_logprobs", POINTER(c_float))]
 
@@ -132,7 +132,7 @@ class SpecConfig(Structure):
 class EngineParams(Structure):
     _fields_ = [("model", c_void_p), ("spec", SpecConfig), ("max_active", c_int),
                 ("max_queued", c_int), ("max_batch_rows", c_int), ("load_aware_drafts", c_int),
-                ("max_kv_positions", c_size_t)]
+                ("max_kv_positions", c_size_t), ("prefix_cache", c_int)]
 
 
 class Histogram(Structure):
@@ -148,7 +148,9 @@ class EngineMetrics(Structure):
                 ("batch_rows", c_uint64), ("drafted", c_uint64), ("accepted", c_uint64),
                 ("draft_forwards", c_uint64), ("draft_rows", c_uint64), ("queued", c_int),
                 ("active", c_int), ("kv_positions_used", c_size_t), ("kv_positions_cap", c_size_t),
-                ("kv_bytes_used", c_size_t), ("step_seconds", Histogram),
+                ("kv_bytes_used", c_size_t), ("cached_prompt_tokens", c_uint64),
+                ("kv_blocks_used", c_int), ("kv_blocks_cached", c_int), ("kv_blocks_free", c_int),
+                ("kv_block_evictions", c_uint64), ("step_seconds", Histogram),
                 ("ttft_seconds", Histogram), ("queue_seconds", Histogram),
                 ("acceptance_rate", Histogram), ("accepted_len", Histogram)]
 

@@ -226,7 +226,7 @@ Test(cuda_ops, refused_arguments_fail_the_next_sync_only, .timeout = 120)
     float *out = be->ops->alloc(be, sizeof(float) * HD);
     int32_t zero = 0, *pos = to_device(be, &zero, sizeof zero);
     cr_assert(q && kv && out);
-    be->ops->attention(be, q, kv, kv, pos, 1, 1, 1, 1, HD, out);
+    be->ops->attention(be, q, kv, kv, NULL, 0, pos, 1, 1, 1, 1, HD, out);
     be->ops->add(be, out, q, HD); /* a later good op does not hide the first error */
     cr_assert_eq(be->ops->sync(be), SD_ERR_DEVICE);
     cr_assert(strstr(sd_last_error(), "cuda backend: attention:") != NULL, "%s", sd_last_error());
@@ -237,11 +237,11 @@ Test(cuda_ops, refused_arguments_fail_the_next_sync_only, .timeout = 120)
     cr_assert_eq(be->ops->sync(be), SD_ERR_DEVICE);
     cr_assert(strstr(sd_last_error(), "release") != NULL, "%s", sd_last_error());
     assert_sync_ok(be);
-    be->ops->kv_store(be, kv, q, pos, 1, 0, HD); /* n_ctx 0 */
+    be->ops->kv_store(be, kv, q, NULL, 0, pos, 1, 0, HD); /* n_ctx 0 */
     cr_assert_eq(be->ops->sync(be), SD_ERR_DEVICE);
     cr_assert(strstr(sd_last_error(), "kv_store") != NULL && strstr(sd_last_error(), "n_ctx=0"),
               "%s", sd_last_error());
-    be->ops->attention(be, q, kv, kv, NULL, 1, 1, 1, 1, 16, out); /* positions NULL */
+    be->ops->attention(be, q, kv, kv, NULL, 0, NULL, 1, 1, 1, 1, 16, out); /* positions NULL */
     cr_assert_eq(be->ops->sync(be), SD_ERR_DEVICE);
     assert_sync_ok(be);
     be->ops->release(be, q);
@@ -441,7 +441,7 @@ static void attn_case_free(sd_backend_t *be, attn_case_t *c)
 static void attn_run_ctx(sd_backend_t *be, const attn_case_t *c, int i0, int n, int n_ctx, float *got)
 {
     const attn_param_t *p = &c->p;
-    be->ops->attention(be, c->dq + (size_t)i0 * c->row, c->dk, c->dv, c->dpos + i0, n, n_ctx,
+    be->ops->attention(be, c->dq + (size_t)i0 * c->row, c->dk, c->dv, NULL, 0, c->dpos + i0, n, n_ctx,
                        p->n_head, p->n_head_kv, p->head_dim, c->dout);
     from_device(be, got, c->dout, sizeof(float) * (size_t)n * c->row);
 }
@@ -455,7 +455,7 @@ static void attn_run(sd_backend_t *be, const attn_case_t *c, int i0, int n, floa
 static void attn_cpu_row(sd_backend_t *cpu, const attn_case_t *c, int i, float *want)
 {
     const attn_param_t *p = &c->p;
-    cpu->ops->attention(cpu, c->q + (size_t)i * c->row, c->k, c->v, c->pos + i, 1, c->n_ctx,
+    cpu->ops->attention(cpu, c->q + (size_t)i * c->row, c->k, c->v, NULL, 0, c->pos + i, 1, c->n_ctx,
                         p->n_head, p->n_head_kv, p->head_dim, want);
 }
 
@@ -476,7 +476,7 @@ ParameterizedTest(attn_param_t *p, cuda_ops, attention, .timeout = 300)
     sd_backend_t *be = cuda_or_skip(0.5), *cpu = cpu_backend();
     attn_case_t c = attn_case_make(be, *p);
     float *got = alloc_floats(c.q_len), *want = alloc_floats(c.q_len), *alone = alloc_floats(c.row);
-    cpu->ops->attention(cpu, c.q, c.k, c.v, c.pos, p->n, c.n_ctx, p->n_head, p->n_head_kv,
+    cpu->ops->attention(cpu, c.q, c.k, c.v, NULL, 0, c.pos, p->n, c.n_ctx, p->n_head, p->n_head_kv,
                         p->head_dim, want);
     attn_run(be, &c, 0, p->n, got);
     for (int i = 0; i < p->n; i++) {
@@ -558,7 +558,7 @@ Test(cuda_ops, attention_non_consecutive_positions, .timeout = 300)
     memcpy(c.pos, pos, sizeof pos);
     be->ops->upload(be, c.dpos, pos, sizeof pos);
     float *got = alloc_floats(c.q_len), *want = alloc_floats(c.q_len), *alone = alloc_floats(c.row);
-    cpu->ops->attention(cpu, c.q, c.k, c.v, c.pos, N, c.n_ctx, p.n_head, p.n_head_kv, p.head_dim, want);
+    cpu->ops->attention(cpu, c.q, c.k, c.v, NULL, 0, c.pos, N, c.n_ctx, p.n_head, p.n_head_kv, p.head_dim, want);
     attn_run(be, &c, 0, N, got);
     for (int i = 0; i < N; i++) {
         char what[64];
@@ -592,8 +592,8 @@ Test(cuda_ops, kv_store_matches_cpu_exactly, .timeout = 120)
     float *drows = to_device(be, rows, sizeof(float) * N * ROW);
     float *dcache = to_device(be, want, sizeof(float) * N_CTX * ROW);
     int32_t *dpos = to_device(be, pos, sizeof pos);
-    cpu->ops->kv_store(cpu, want, rows, pos, N, N_CTX, ROW);
-    be->ops->kv_store(be, dcache, drows, dpos, N, N_CTX, ROW);
+    cpu->ops->kv_store(cpu, want, rows, NULL, 0, pos, N, N_CTX, ROW);
+    be->ops->kv_store(be, dcache, drows, NULL, 0, dpos, N, N_CTX, ROW);
     from_device(be, got, dcache, sizeof(float) * N_CTX * ROW);
     cr_assert(memcmp(got, want, sizeof(float) * N_CTX * ROW) == 0, "kv_store differs from the CPU");
     be->ops->release(be, drows);
@@ -624,8 +624,8 @@ Test(cuda_ops, graph_replays_at_new_positions, .timeout = 120)
     const int32_t starts[3] = {0, 300, N_CTX - N};
 
     be->ops->graph_begin(be);
-    be->ops->kv_store(be, c.dk, drows, c.dpos, N, N_CTX, kvd);
-    be->ops->attention(be, c.dq, c.dk, c.dv, c.dpos, N, N_CTX, p.n_head, p.n_head_kv, p.head_dim, c.dout);
+    be->ops->kv_store(be, c.dk, drows, NULL, 0, c.dpos, N, N_CTX, kvd);
+    be->ops->attention(be, c.dq, c.dk, c.dv, NULL, 0, c.dpos, N, N_CTX, p.n_head, p.n_head_kv, p.head_dim, c.dout);
     void *graph = be->ops->graph_end(be);
     cr_assert_not_null(graph, "capture: %s", be->ops->sync(be) == SD_OK ? "" : sd_last_error());
     for (int k = 0; k < 3; k++) {
@@ -633,8 +633,8 @@ Test(cuda_ops, graph_replays_at_new_positions, .timeout = 120)
         for (int i = 0; i < N; i++) pos[i] = starts[k] + i;
         be->ops->upload(be, c.dk, c.k, sizeof(float) * c.kv_len); /* the same cache each time */
         be->ops->upload(be, c.dpos, pos, sizeof pos);
-        be->ops->kv_store(be, c.dk, drows, c.dpos, N, N_CTX, kvd);
-        be->ops->attention(be, c.dq, c.dk, c.dv, c.dpos, N, N_CTX, p.n_head, p.n_head_kv, p.head_dim, c.dout);
+        be->ops->kv_store(be, c.dk, drows, NULL, 0, c.dpos, N, N_CTX, kvd);
+        be->ops->attention(be, c.dq, c.dk, c.dv, NULL, 0, c.dpos, N, N_CTX, p.n_head, p.n_head_kv, p.head_dim, c.dout);
         from_device(be, eager, c.dout, sizeof(float) * c.q_len);
         from_device(be, cache_eager, c.dk, sizeof(float) * c.kv_len);
 
@@ -653,6 +653,65 @@ Test(cuda_ops, graph_replays_at_new_positions, .timeout = 120)
     be->ops->release(be, drows);
     attn_case_free(be, &c);
     free(rows), free(eager), free(replay), free(cache_eager), free(cache_replay);
+    sd_backend_destroy(be);
+}
+
+/* The paged layout on the device: attention over K/V scattered by a block table equals the
+ * slab's on the device bit for bit; a graph captured with the table replays with the table's
+ * new contents (another scatter of the same rows: the same bits); kv_store pages as the CPU. */
+Test(cuda_ops, paged_attention_equals_the_slab_and_replays_new_tables, .timeout = 120)
+{
+    sd_backend_t *be = cuda_or_skip(0.5), *cpu = cpu_backend();
+    enum { N = 5, BS = 8, POOL = 8, NT = 6 };
+    attn_param_t p = {6, 2, 32, 40, N, 0}; /* n_ctx 45: NT blocks */
+    attn_case_t c = attn_case_make(be, p);
+    const int32_t tables[2][NT] = {{5, 2, 7, 0, 3, 6}, {1, 4, 0, 6, 7, 2}};
+    size_t row = (size_t)p.n_head_kv * (size_t)p.head_dim, pool_len = (size_t)POOL * BS * row;
+    float *want = alloc_floats(c.q_len), *got = alloc_floats(c.q_len);
+    attn_run(be, &c, 0, N, want); /* the slab */
+    int32_t *dtable = to_device(be, tables[0], sizeof tables[0]);
+    float *dkp = be->ops->alloc(be, sizeof(float) * pool_len), *dvp = be->ops->alloc(be, sizeof(float) * pool_len);
+    cr_assert(dkp && dvp);
+    be->ops->graph_begin(be);
+    be->ops->attention(be, c.dq, dkp, dvp, dtable, BS, c.dpos, N, c.n_ctx, p.n_head, p.n_head_kv,
+                       p.head_dim, c.dout);
+    void *graph = be->ops->graph_end(be);
+    cr_assert_not_null(graph, "capture: %s", be->ops->sync(be) == SD_OK ? "" : sd_last_error());
+    for (int t = 0; t < 2; t++) {
+        float *kp = sd_test_page_kv(c.k, c.n_ctx, row, tables[t], BS, POOL);
+        float *vp = sd_test_page_kv(c.v, c.n_ctx, row, tables[t], BS, POOL);
+        be->ops->upload(be, dkp, kp, sizeof(float) * pool_len);
+        be->ops->upload(be, dvp, vp, sizeof(float) * pool_len);
+        be->ops->upload(be, dtable, tables[t], sizeof tables[t]);
+        be->ops->attention(be, c.dq, dkp, dvp, dtable, BS, c.dpos, N, c.n_ctx, p.n_head,
+                           p.n_head_kv, p.head_dim, c.dout);
+        from_device(be, got, c.dout, sizeof(float) * c.q_len);
+        cr_assert(memcmp(want, got, sizeof(float) * c.q_len) == 0, "paged attention, table %d", t);
+        be->ops->upload(be, c.dout, c.q, sizeof(float) * c.q_len); /* stale output */
+        be->ops->graph_launch(be, graph);
+        from_device(be, got, c.dout, sizeof(float) * c.q_len);
+        cr_assert(memcmp(want, got, sizeof(float) * c.q_len) == 0, "replayed with table %d", t);
+        /* kv_store through the table, as the CPU does it */
+        float *rows = alloc_floats((size_t)N * row), *back = alloc_floats(pool_len);
+        sd_test_fill_random(rows, (size_t)N * row, 95 + (uint32_t)t, 1.0f);
+        float *drows = to_device(be, rows, sizeof(float) * (size_t)N * row);
+        be->ops->kv_store(be, dkp, drows, dtable, BS, c.dpos, N, c.n_ctx, row);
+        cpu->ops->kv_store(cpu, kp, rows, tables[t], BS, c.pos, N, c.n_ctx, row);
+        from_device(be, back, dkp, sizeof(float) * pool_len);
+        for (size_t i = 0; i < pool_len; i++)
+            cr_assert(memcmp(&back[i], &kp[i], sizeof(float)) == 0 || (isnan(back[i]) && isnan(kp[i])),
+                      "paged kv_store float %zu, table %d", i, t);
+        be->ops->release(be, drows);
+        free(rows), free(back), free(kp), free(vp);
+    }
+    be->ops->graph_free(be, graph);
+    assert_sync_ok(be);
+    be->ops->release(be, dtable);
+    be->ops->release(be, dkp);
+    be->ops->release(be, dvp);
+    attn_case_free(be, &c);
+    free(want), free(got);
+    sd_backend_destroy(cpu);
     sd_backend_destroy(be);
 }
 

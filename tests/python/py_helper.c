@@ -47,7 +47,8 @@ static void abi(void)
         F(sd_gen_stats_t, other_seconds), F(sd_gen_stats_t, check_seconds), END();
     BEGIN(sd_gen_result_t), F(sd_gen_result_t, tokens), F(sd_gen_result_t, n_tokens),
         F(sd_gen_result_t, text), F(sd_gen_result_t, text_len), F(sd_gen_result_t, stop_reason),
-        F(sd_gen_result_t, n_prompt), F(sd_gen_result_t, prefill_seconds),
+        F(sd_gen_result_t, n_prompt), F(sd_gen_result_t, n_cached),
+        F(sd_gen_result_t, prefill_seconds),
         F(sd_gen_result_t, decode_seconds), F(sd_gen_result_t, stats),
         F(sd_gen_result_t, logprobs), F(sd_gen_result_t, n_top), F(sd_gen_result_t, top_tokens),
         F(sd_gen_result_t, top_logprobs), END();
@@ -77,7 +78,7 @@ static void abi(void)
     BEGIN(sd_engine_params_t), F(sd_engine_params_t, model), F(sd_engine_params_t, spec),
         F(sd_engine_params_t, max_active), F(sd_engine_params_t, max_queued),
         F(sd_engine_params_t, max_batch_rows), F(sd_engine_params_t, load_aware_drafts),
-        F(sd_engine_params_t, max_kv_positions), END();
+        F(sd_engine_params_t, max_kv_positions), F(sd_engine_params_t, prefix_cache), END();
     BEGIN(sd_histogram_t), F(sd_histogram_t, n_bounds), F(sd_histogram_t, bounds),
         F(sd_histogram_t, counts), F(sd_histogram_t, sum), F(sd_histogram_t, count), END();
     BEGIN(sd_engine_metrics_t), F(sd_engine_metrics_t, submitted),
@@ -89,6 +90,9 @@ static void abi(void)
         F(sd_engine_metrics_t, draft_rows), F(sd_engine_metrics_t, queued),
         F(sd_engine_metrics_t, active), F(sd_engine_metrics_t, kv_positions_used),
         F(sd_engine_metrics_t, kv_positions_cap), F(sd_engine_metrics_t, kv_bytes_used),
+        F(sd_engine_metrics_t, cached_prompt_tokens), F(sd_engine_metrics_t, kv_blocks_used),
+        F(sd_engine_metrics_t, kv_blocks_cached), F(sd_engine_metrics_t, kv_blocks_free),
+        F(sd_engine_metrics_t, kv_block_evictions),
         F(sd_engine_metrics_t, step_seconds), F(sd_engine_metrics_t, ttft_seconds),
         F(sd_engine_metrics_t, queue_seconds), F(sd_engine_metrics_t, acceptance_rate),
         F(sd_engine_metrics_t, accepted_len), END();

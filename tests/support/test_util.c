@@ -1,7 +1,9 @@
 #include "test_util.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -53,4 +55,18 @@ void sd_test_fill_random(float *x, size_t n, uint32_t seed, float scale)
         s ^= s << 5;
         x[i] = ((float)(s >> 8) / 16777216.0f * 2.0f - 1.0f) * scale;
     }
+}
+
+float *sd_test_page_kv(const float *slab, int n_ctx, size_t row, const int32_t *table,
+                       int block_size, int pool_blocks)
+{
+    size_t rows = (size_t)pool_blocks * (size_t)block_size;
+    float *paged = malloc(rows * row * sizeof *paged);
+    if (paged == NULL) return NULL;
+    for (size_t i = 0; i < rows * row; i++) paged[i] = NAN;
+    for (int j = 0; j < n_ctx; j++) {
+        size_t r = (size_t)table[j / block_size] * (size_t)block_size + (size_t)(j % block_size);
+        memcpy(paged + r * row, slab + (size_t)j * row, row * sizeof *paged);
+    }
+    return paged;
 }

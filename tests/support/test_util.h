@@ -13,6 +13,11 @@ const char *sd_test_real_model(void);
 /* x[n] = uniform in [-scale, scale) from a xorshift32 stream seeded by seed (the kernel
  * tests' inputs; the same seed gives the same numbers everywhere). */
 void sd_test_fill_random(float *x, size_t n, uint32_t seed, float scale);
+/* The paged KV layout (kernels/backend_impl.h) of slab[n_ctx, row]: a new [pool_blocks *
+ * block_size, row] buffer whose row table[j / block_size] * block_size + j % block_size is
+ * slab row j; every other row NaN (so reading one shows). */
+float *sd_test_page_kv(const float *slab, int n_ctx, size_t row, const int32_t *table,
+                       int block_size, int pool_blocks);
 /* 1 in the sanitizer pass of scripts/test.sh (SPECDEC_TEST_SANITIZER_PASS=1): the longest
  * tests skip there (they ran in the release pass of the same script) to keep the default
  * suite inside its time budget. */
