@@ -52,10 +52,118 @@ KERNEL void k_block_avx512(sd_dtype_t type, const char *blk, const xblock_t *xb,
     k_offsets_mins(type, &ks, xb, NX, s, m);
 }
 
+/* ---- the wide kernel of the 32-element types (many activation rows: prefill) -------------- */
+
+/* A wide tile: WW weight rows decoded once into a transposed buffer, then run against the
+ * activation rows in groups of up to WX; blocks in chunks of WB (the buffer: WB * 512 bytes). */
+enum { WW = 16, WB = 32, WX = 64, WIDE_MIN_ROWS = 16 };
+
+typedef struct {
+    uint32_t u[WB][8][WW]; /* block, group of 4 elements, weight row: the 4 unsigned weights */
+    float dw[WB][WW], dmw[WB][WW];
+} wide_tile_t;
+
+/* Blocks b0 .. b0 + nb - 1 of the tile's rows into t. */
+KERNEL void wide_decode(sd_dtype_t type, const char *const rows[WW], int64_t b0, int nb, wide_tile_t *t)
+{
+    const size_t bb = sd_dtype_block_bytes(type);
+    for (int b = 0; b < nb; b++)
+        for (int r = 0; r < WW; r++) {
+            const char *blk = rows[r] + (size_t)(b0 + b) * bb;
+            uint32_t v[8];
+            _mm256_storeu_si256((__m256i *)v, small_decode(type, blk));
+            for (int g = 0; g < 8; g++) t->u[b][g][r] = v[g];
+            t->dw[b][r] = sd_f16_to_f32(load_u16(blk + q8_d_offset(type)));
+            if (q8_has_min(type)) t->dmw[b][r] = sd_f16_to_f32(load_u16(blk + q8_dmin_offset(type)));
+        }
+}
+
+/* NX activation rows (row x: q + x n, d + x nb_all, bsum + x n / 16, acc[x]) against nb
+ * decoded blocks: lane r of acc[x] is weight row r's accumulator, by the contract. */
+KERNEL void wide_run(sd_dtype_t type, const wide_tile_t *t, int nb, const int8_t *q, const float *d,
+                     const int16_t *bsum, int64_t n, int64_t nb_all, int NX, __m512 *acc)
+{
+    const int off = small_offset(type);
+    for (int b = 0; b < nb; b++) {
+        __m512i s0[4], s1[4];
+        UNROLL
+        for (int x = 0; x < NX; x++) s0[x] = s1[x] = _mm512_setzero_si512();
+        UNROLL
+        for (int g = 0; g < 8; g += 2) {
+            __m512i w0 = _mm512_loadu_si512((const void *)t->u[b][g]), w1 = _mm512_loadu_si512((const void *)t->u[b][g + 1]);
+            UNROLL
+            for (int x = 0; x < NX; x++) {
+                const int8_t *xq = q + (size_t)x * (size_t)n + 32 * b + 4 * g;
+                s0[x] = _mm512_dpbusd_epi32(s0[x], w0, _mm512_set1_epi32((int)load_u32(xq)));
+                s1[x] = _mm512_dpbusd_epi32(s1[x], w1, _mm512_set1_epi32((int)load_u32(xq + 4)));
+            }
+        }
+        __m512 dwv = _mm512_loadu_ps(t->dw[b]), dmv = _mm512_loadu_ps(t->dmw[b]);
+        UNROLL
+        for (int x = 0; x < NX; x++) {
+            const int16_t *bs = bsum + (size_t)x * (size_t)(n / 16) + 2 * b;
+            int xsum = bs[0] + bs[1];
+            __m512i sv = _mm512_add_epi32(s0[x], s1[x]);
+            if (off) sv = _mm512_sub_epi32(sv, _mm512_set1_epi32(off * xsum));
+            __m512 dx = _mm512_set1_ps(d[(size_t)x * (size_t)nb_all + (size_t)b]);
+            acc[x] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sv), _mm512_mul_ps(dwv, dx), acc[x]);
+            if (q8_has_min(type))
+                acc[x] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_set1_epi32(xsum)), _mm512_mul_ps(dmv, dx), acc[x]);
+        }
+    }
+}
+
+/* Every wide tile of the weight range against every activation row (nx >= WIDE_MIN_ROWS). */
+KERNEL void wide_rows_type(sd_dtype_t type, const char *w, size_t row_bytes, int64_t nw, const int8_t *q,
+                           const float *d, const int16_t *bsum, int nx, int64_t n, float *y, size_t ldy)
+{
+    const int64_t nb_all = n / SD_QK;
+    wide_tile_t t;
+    __m512 acc[WX];
+    for (int64_t r0 = 0; r0 < nw; r0 += WW) {
+        int tw = nw - r0 < WW ? (int)(nw - r0) : WW;
+        const char *rows[WW];
+        for (int r = 0; r < WW; r++) rows[r] = w + (size_t)(r0 + (r < tw ? r : tw - 1)) * row_bytes;
+        for (int x0 = 0; x0 < nx; x0 += WX) {
+            int nxg = nx - x0 < WX ? nx - x0 : WX;
+            for (int x = 0; x < nxg; x++) acc[x] = _mm512_setzero_ps();
+            for (int64_t b0 = 0; b0 < nb_all; b0 += WB) {
+                int nb = nb_all - b0 < WB ? (int)(nb_all - b0) : WB;
+                wide_decode(type, rows, b0, nb, &t);
+                for (int x = 0; x < nxg; x += 4) {
+                    size_t xo = (size_t)(x0 + x);
+                    const int8_t *qx = q + xo * (size_t)n + (size_t)(b0 * SD_QK);
+                    const float *dx = d + xo * (size_t)nb_all + (size_t)b0;
+                    const int16_t *bx = bsum + xo * (size_t)(n / 16) + (size_t)(b0 * SD_QK / 16);
+                    switch (nxg - x) {
+                    case 1: wide_run(type, &t, nb, qx, dx, bx, n, nb_all, 1, acc + x); break;
+                    case 2: wide_run(type, &t, nb, qx, dx, bx, n, nb_all, 2, acc + x); break;
+                    case 3: wide_run(type, &t, nb, qx, dx, bx, n, nb_all, 3, acc + x); break;
+                    default: wide_run(type, &t, nb, qx, dx, bx, n, nb_all, 4, acc + x); break;
+                    }
+                }
+            }
+            for (int x = 0; x < nxg; x++)
+                _mm512_mask_storeu_ps(y + (size_t)(x0 + x) * ldy + (size_t)r0, (__mmask16)((1u << tw) - 1), acc[x]);
+        }
+    }
+}
+
 void sd_vec_dot_rows_q8_avx512(sd_dtype_t type, const void *w, size_t row_bytes, int64_t nw,
                                const int8_t *q, const float *d, const int16_t *bsum, int nx,
                                int64_t n, float *y, size_t ldy)
 {
+    if (nx >= WIDE_MIN_ROWS && q8_small(type)) {
+#define WIDE_CASE(T) \
+    case T: wide_rows_type(T, w, row_bytes, nw, q, d, bsum, nx, n, y, ldy); return;
+        switch (type) {
+            WIDE_CASE(SD_DTYPE_Q5_0)
+            WIDE_CASE(SD_DTYPE_Q5_1)
+            WIDE_CASE(SD_DTYPE_IQ4_NL)
+        default: break;
+        }
+#undef WIDE_CASE
+    }
     q8_rows(type, w, row_bytes, nw, q, d, bsum, nx, n, y, ldy);
 }
 #else
