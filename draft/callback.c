@@ -9,6 +9,7 @@
 #include "draft/callback.h"
 #include "draft/drafter_impl.h"
 #include "draft/group_drafter.h"
+#include "verify/tree.h"
 
 typedef struct cb_drafter {
     sd_drafter_t base;
@@ -19,6 +20,7 @@ typedef struct cb_drafter {
     size_t len, cap;
     int32_t *prop;            /* [prop_cap] the last proposal */
     int prop_n, prop_cap;
+    int32_t tree_tokens[SD_SPEC_TREE_MAX_NODES], tree_parent[SD_SPEC_TREE_MAX_NODES];
 } cb_drafter_t;
 
 static const sd_drafter_ops_t callback_ops;
@@ -119,7 +121,63 @@ static sd_status_t cb_accept(sd_drafter_t *d, int n_accepted, int32_t next_token
     g->len += (size_t)n_accepted;
     g->ctx[g->len++] = next_token;
     g->prop_n = 0;
-    sd_draft_outcome_t o = {n_accepted, next_token};
+    sd_draft_outcome_t o = {n_accepted, next_token, g->ctx + g->len - 1 - n_accepted, 0};
+    sd_status_t st = g->cb.accept ? g->cb.accept(g->state, &o) : SD_OK;
+    return st == SD_OK ? SD_OK : failed("accept", st);
+}
+
+/* A tree request: up to the shape's nodes (at most SD_SPEC_TREE_MAX_NODES), depth <= its
+ * levels (dynamic: max_depth); a chain answer becomes the tree of a chain. */
+static sd_status_t cb_propose_tree(sd_drafter_t *d, const sd_draft_request_t *req,
+                                   const sd_tree_shape_t *shape, sd_draft_tree_t *out)
+{
+    cb_drafter_t *g = (cb_drafter_t *)d;
+    g->prop_n = 0;
+    if (req->pos0 < 0 || (size_t)req->pos0 != g->len)
+        return sd_set_error(SD_ERR_INVALID_ARG,
+                            "callback drafter: proposal position %lld differs from the context "
+                            "length %zu", (long long)req->pos0, g->len);
+    int depth = shape->levels > 0 ? shape->levels : shape->max_depth, cap = 0;
+    for (int l = 0, level = 1; l < shape->levels; l++) cap += level *= shape->width[l];
+    cap = shape->levels > 0 ? cap : shape->budget;
+    cap = cap < SD_SPEC_TREE_MAX_NODES ? cap : SD_SPEC_TREE_MAX_NODES;
+    depth = depth < SD_SPEC_MAX_K ? depth : SD_SPEC_MAX_K;
+    sd_draft_query_t q = {g->ctx, g->len, depth, req->params ? req->params->temperature : 0.0f,
+                          req->seed};
+    sd_draft_proposal_t p = {.tokens = g->tree_tokens, .capacity = cap, .parent = g->tree_parent};
+    sd_status_t st = g->cb.propose(g->state, &q, &p);
+    if (st != SD_OK) return failed("propose", st);
+    if (!p.is_tree) {
+        SD_CHECK(check_proposal(g, &p, depth));
+        for (int i = 0; i < p.n; i++) g->tree_parent[i] = i - 1;
+    } else if (p.n < 0 || p.n > cap) {
+        return sd_set_error(SD_ERR_INVALID_ARG, "callback drafter: proposed a tree of n = %d "
+                            "nodes, must be in [0, %d]", p.n, cap);
+    }
+    int32_t node_depth[SD_SPEC_TREE_MAX_NODES];
+    sd_token_tree_t tree = {p.n, g->tree_tokens, g->tree_parent};
+    if (sd_tree_check(&tree, g->n_vocab, node_depth) != SD_OK)
+        return sd_set_error(SD_ERR_INVALID_ARG, "callback drafter: %s", sd_last_error());
+    for (int i = 0; i < p.n; i++)
+        if (node_depth[i] > depth)
+            return sd_set_error(SD_ERR_INVALID_ARG, "callback drafter: tree node %d at depth %d, "
+                                "deeper than k = %d", i, node_depth[i], depth);
+    out->n = p.n;
+    memcpy(out->tokens, g->tree_tokens, (size_t)p.n * sizeof *g->tree_tokens);
+    memcpy(out->parent, g->tree_parent, (size_t)p.n * sizeof *g->tree_parent);
+    return SD_OK;
+}
+
+static sd_status_t cb_accept_path(sd_drafter_t *d, const int32_t *tokens, int n, int32_t next)
+{
+    cb_drafter_t *g = (cb_drafter_t *)d;
+    SD_CHECK(sd_drafter_check_tokens(d, tokens, n, g->n_vocab, "path"));
+    SD_CHECK(check_token(g, next, "next"));
+    SD_CHECK(reserve(g, g->len + (size_t)n + 1));
+    if (n > 0) memcpy(g->ctx + g->len, tokens, (size_t)n * sizeof *tokens);
+    g->len += (size_t)n;
+    g->ctx[g->len++] = next;
+    sd_draft_outcome_t o = {n, next, g->ctx + g->len - 1 - n, 1};
     sd_status_t st = g->cb.accept ? g->cb.accept(g->state, &o) : SD_OK;
     return st == SD_OK ? SD_OK : failed("accept", st);
 }
@@ -162,6 +220,8 @@ static const sd_drafter_ops_t callback_ops = {
     .reset = cb_reset,
     .destroy = cb_destroy,
     .proposes_cheaply = 1,
+    .propose_tree = cb_propose_tree,
+    .accept_path = cb_accept_path,
 };
 
 sd_status_t sd_drafter_callback_new(const sd_callback_drafter_t *cb, int n_vocab,

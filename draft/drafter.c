@@ -50,6 +50,30 @@ sd_status_t sd_drafter_propose_resume(sd_drafter_t *d, sd_draft_forward_t *fwd)
     return d->ops->propose_resume(d, fwd);
 }
 
+int sd_drafter_has_trees(const sd_drafter_t *d) { return d->ops->propose_tree != NULL; }
+
+sd_status_t sd_drafter_propose_tree(sd_drafter_t *d, const sd_draft_request_t *req,
+                                    const sd_tree_shape_t *shape, sd_draft_tree_t *out)
+{
+    if (d->ops->propose_tree == NULL)
+        return sd_set_error(SD_ERR_INVALID_ARG, "drafter %s proposes no trees (the model, "
+                            "layerskip, ngram and callback drafters do)", d->ops->name);
+    if (req == NULL || shape == NULL || out == NULL)
+        return sd_set_error(SD_ERR_INVALID_ARG, "drafter %s: propose_tree with a NULL argument",
+                            d->ops->name);
+    out->n = 0;
+    return d->ops->propose_tree(d, req, shape, out);
+}
+
+sd_status_t sd_drafter_accept_path(sd_drafter_t *d, const int32_t *tokens, int n,
+                                   int32_t next_token)
+{
+    if (d->ops->accept_path == NULL || n < 0 || n > SD_SPEC_MAX_K || (n > 0 && tokens == NULL))
+        return sd_set_error(SD_ERR_INVALID_ARG, "drafter %s: accept_path of %d tokens",
+                            d->ops->name, n);
+    return d->ops->accept_path(d, tokens, n, next_token);
+}
+
 sd_status_t sd_drafter_accept(sd_drafter_t *d, int n_accepted, int32_t next_token)
 {
     return d->ops->accept(d, n_accepted, next_token);

@@ -48,6 +48,24 @@ typedef struct sd_draft_forward {
     int n_layers;
 } sd_draft_forward_t;
 
+/* A token tree's shape as asked (sd_spec_config_t's tree fields): levels > 0: width[d]
+ * candidates below every node of depth d; else budget > 0: a dynamic tree of up to budget
+ * nodes, depth <= max_depth. */
+typedef struct sd_tree_shape {
+    int levels;
+    int width[SD_SPEC_MAX_K];
+    int budget;
+    int max_depth;
+} sd_tree_shape_t;
+
+/* A proposed tree (verify/tree.h's order: parents first, parent -1 = the last context
+ * token); deterministic guesses (verified with q = NULL). */
+typedef struct sd_draft_tree {
+    int n;
+    int32_t tokens[SD_SPEC_TREE_MAX_NODES];
+    int32_t parent[SD_SPEC_TREE_MAX_NODES];
+} sd_draft_tree_t;
+
 /* The implementation's name: "ngram", "model", "layerskip", "group". */
 const char *sd_drafter_name(const sd_drafter_t *d);
 /* 1 when a proposal runs no model: the adaptive step loop asks for the longest draft and
@@ -74,6 +92,17 @@ int sd_drafter_has_rounds(const sd_drafter_t *d);
 sd_status_t sd_drafter_propose_begin(sd_drafter_t *d, const sd_draft_request_t *req,
                                      sd_draft_out_t *out, sd_draft_forward_t *fwd);
 sd_status_t sd_drafter_propose_resume(sd_drafter_t *d, sd_draft_forward_t *fwd);
+
+/* 1 when the drafter proposes trees (sd_drafter_propose_tree / _accept_path). */
+int sd_drafter_has_trees(const sd_drafter_t *d);
+/* Propose a tree of the shape (at most SD_SPEC_TREE_MAX_NODES nodes, depth <= SD_SPEC_MAX_K)
+ * continuing the context (req->k is ignored; req->pos0 = context length); out->n = 0: no
+ * idea. The context does not change. SD_ERR_INVALID_ARG for a drafter without trees. */
+sd_status_t sd_drafter_propose_tree(sd_drafter_t *d, const sd_draft_request_t *req,
+                                    const sd_tree_shape_t *shape, sd_draft_tree_t *out);
+/* Commit a tree step: the accepted path tokens[n] (root's child first), then next_token. */
+sd_status_t sd_drafter_accept_path(sd_drafter_t *d, const int32_t *tokens, int n,
+                                   int32_t next_token);
 
 /* Commit the step: the first n_accepted tokens of the last proposal, then next_token
  * (the target's correction or bonus). Forgets the proposal. */

@@ -27,6 +27,10 @@ typedef struct sd_drafter_ops {
     sd_status_t (*propose_resume)(sd_drafter_t *d, sd_draft_forward_t *fwd);
     /* Optional (NULL: runs no model, 0 forwards): sd_drafter_forwards. */
     uint64_t (*forwards)(const sd_drafter_t *d);
+    /* Optional (NULL: chains only), both or neither: sd_drafter_propose_tree, _accept_path. */
+    sd_status_t (*propose_tree)(sd_drafter_t *d, const sd_draft_request_t *req,
+                                const sd_tree_shape_t *shape, sd_draft_tree_t *out);
+    sd_status_t (*accept_path)(sd_drafter_t *d, const int32_t *tokens, int n, int32_t next_token);
 } sd_drafter_ops_t;
 
 struct sd_drafter {

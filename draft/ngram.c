@@ -271,6 +271,84 @@ static sd_status_t ngram_accept(sd_drafter_t *d, int n_accepted, int32_t next_to
     return SD_OK;
 }
 
+/* ---- trees: several continuations ------------------------------------------------------ */
+
+#define NGRAM_TREE_OCCURRENCES 16 /* occurrences walked per proposal */
+
+/* The child of node p (-1: the root) holding token t in out, or -1. */
+static int tree_child(const sd_draft_tree_t *out, int p, int32_t t)
+{
+    for (int c = p + 1; c < out->n; c++)
+        if (out->parent[c] == p && out->tokens[c] == t) return c;
+    return -1;
+}
+
+/* Merge the continuation tok[e .. e + depth) (cut at the context's end) into out's trie, up
+ * to budget nodes. */
+static void tree_insert(const sd_ngram_t *g, int e, int depth, int budget, sd_draft_tree_t *out)
+{
+    int p = -1;
+    for (int i = e; i < g->len && i < e + depth; i++) {
+        int c = tree_child(out, p, g->tok[i]);
+        if (c < 0) {
+            if (out->n >= budget) return;
+            c = out->n++;
+            out->tokens[c] = g->tok[i];
+            out->parent[c] = p;
+        }
+        p = c;
+    }
+}
+
+/* Continuations of the suffix's earlier occurrences, longest n first and most recent first,
+ * merged into one trie (budget nodes, depth levels or max_depth); parents come first since a
+ * node is added after its parent. */
+static sd_status_t ngram_propose_tree(sd_drafter_t *d, const sd_draft_request_t *req,
+                                      const sd_tree_shape_t *shape, sd_draft_tree_t *out)
+{
+    sd_ngram_t *g = (sd_ngram_t *)d;
+    if (req->pos0 != g->len)
+        return sd_set_error(SD_ERR_INVALID_ARG,
+                            "ngram drafter: proposal position %lld differs from the context length %d",
+                            (long long)req->pos0, g->len);
+    int depth = shape->levels > 0 ? shape->levels : shape->max_depth;
+    int budget = SD_SPEC_TREE_MAX_NODES;
+    if (shape->levels > 0) {
+        for (int d0 = 0, level = 1, total = 0; d0 < shape->levels; d0++, budget = total) {
+            level *= shape->width[d0];
+            total += level;
+        }
+    } else if (shape->budget > 0) {
+        budget = shape->budget;
+    }
+    budget = budget < SD_SPEC_TREE_MAX_NODES ? budget : SD_SPEC_TREE_MAX_NODES;
+    depth = depth < SD_SPEC_MAX_K ? depth : SD_SPEC_MAX_K;
+    g->prop_n = 0;
+    out->n = 0;
+    int walked = 0;
+    for (int n = g->n_max; n >= g->n_min && walked < NGRAM_TREE_OCCURRENCES; n--) {
+        int j = n - g->n_min;
+        const int32_t *suffix = g->tok + g->len - n;
+        for (int e = find_suffix(g, n); e >= n && walked < NGRAM_TREE_OCCURRENCES;
+             e = g->prev[(size_t)j * g->cap + e], walked++)
+            if (memcmp(g->tok + e - n, suffix, (size_t)n * sizeof *suffix) == 0)
+                tree_insert(g, e, depth, budget, out);
+    }
+    return SD_OK;
+}
+
+static sd_status_t ngram_accept_path(sd_drafter_t *d, const int32_t *tokens, int n, int32_t next)
+{
+    sd_ngram_t *g = (sd_ngram_t *)d;
+    for (int i = 0; i < n; i++) SD_CHECK(check_token(tokens[i]));
+    SD_CHECK(check_token(next));
+    SD_CHECK(reserve(g, n + 1));
+    for (int i = 0; i < n; i++) push(g, tokens[i]);
+    push(g, next);
+    g->prop_n = 0;
+    return SD_OK;
+}
+
 static sd_status_t ngram_rollback(sd_drafter_t *d, int n)
 {
     sd_ngram_t *g = (sd_ngram_t *)d;
@@ -304,6 +382,8 @@ static const sd_drafter_ops_t ngram_ops = {
     .reset = ngram_reset,
     .destroy = ngram_destroy,
     .proposes_cheaply = 1, /* a hash lookup and a copy */
+    .propose_tree = ngram_propose_tree,
+    .accept_path = ngram_accept_path,
 };
 
 /* SD_ERR_INVALID_ARG naming the field when p is out of range. */

@@ -283,6 +283,200 @@ static sd_status_t seq_propose(sd_drafter_t *dr, const sd_draft_request_t *req, 
     return st;
 }
 
+/* ---- trees ------------------------------------------------------------------------------ */
+/* Static: every node of depth d < levels gets the drafter's top width[d] tokens as children.
+ * Dynamic (EAGLE-2 style): every level keeps the TREE_BEAM best of its nodes' top
+ * TREE_CHILDREN children by cumulative log-probability, down to max_depth; the proposal is
+ * then the budget best nodes of all (a child never scores above its parent, so the set is a
+ * tree). Nodes are forwarded level by level with sd_forward_tree into scratch slots past the
+ * context, dropped again afterwards. */
+
+#define TREE_BEAM 8
+#define TREE_CHILDREN 4
+#define TREE_CAP (TREE_BEAM * SD_SPEC_MAX_K + SD_SPEC_TREE_MAX_NODES)
+
+typedef struct tree_build {
+    int n;                       /* nodes */
+    int32_t tok[TREE_CAP], par[TREE_CAP];
+    double score[TREE_CAP];      /* cumulative log-probability */
+} tree_build_t;
+
+/* The w best tokens of logits (ties: the lower id; the argmax first) and their
+ * log-probabilities: one pass keeping a sorted list of w. */
+static int top_tokens(const float *logits, int n_vocab, int w, int32_t *tok, double *logp)
+{
+    w = w < n_vocab ? w : n_vocab;
+    int have = 0;
+    for (int j = 0; j < n_vocab; j++) {
+        if (have == w && !(logits[j] > logits[tok[w - 1]])) continue;
+        int at = have < w ? have++ : w - 1;
+        while (at > 0 && logits[j] > logits[tok[at - 1]]) {
+            tok[at] = tok[at - 1];
+            at--;
+        }
+        tok[at] = j;
+    }
+    float mx = logits[tok[0]];
+    double sum = 0.0;
+    for (int j = 0; j < n_vocab; j++) sum += exp((double)logits[j] - mx);
+    double lse = mx + log(sum);
+    for (int c = 0; c < w; c++) logp[c] = (double)logits[tok[c]] - lse;
+    return w;
+}
+
+/* Forward nodes [a, b) (all nodes < a are in the cache at slots len + index) in chunks;
+ * after each chunk, grow(node, logits row) for its nodes. */
+static sd_status_t tree_forward(sd_seq_drafter_t *g, tree_build_t *t, int a, int b,
+                                void (*grow)(sd_seq_drafter_t *, tree_build_t *, int, const float *, void *),
+                                void *arg)
+{
+    for (int i = a; i < b;) {
+        int n = b - i < g->seq.max_tokens ? b - i : g->seq.max_tokens;
+        g->forwards++;
+        SD_CHECK(sd_forward_tree(&g->seq, t->tok + i, n, g->len, t->par, g->n_layers_used));
+        for (int r = 0; r < n; r++) grow(g, t, i + r, g->seq.logits + (size_t)r * g->n_vocab, arg);
+        i += n;
+    }
+    return SD_OK;
+}
+
+static void add_children(tree_build_t *t, int p, const int32_t *tok, const double *logp, int w)
+{
+    for (int c = 0; c < w && t->n < TREE_CAP; c++) {
+        t->tok[t->n] = tok[c];
+        t->par[t->n] = p;
+        t->score[t->n++] = (p >= 0 ? t->score[p] : 0.0) + logp[c];
+    }
+}
+
+/* Static growth: node p's top width children (arg: the width). */
+static void grow_static(sd_seq_drafter_t *g, tree_build_t *t, int p, const float *logits, void *arg)
+{
+    int w = *(const int *)arg;
+    int32_t tok[SD_SPEC_TREE_MAX_NODES];
+    double logp[SD_SPEC_TREE_MAX_NODES];
+    add_children(t, p, tok, logp, top_tokens(logits, g->n_vocab, w, tok, logp));
+}
+
+/* Dynamic growth: node p's top TREE_CHILDREN children as candidates (pruned per level). */
+static void grow_dynamic(sd_seq_drafter_t *g, tree_build_t *t, int p, const float *logits, void *arg)
+{
+    (void)arg;
+    int32_t tok[TREE_CHILDREN];
+    double logp[TREE_CHILDREN];
+    add_children(t, p, tok, logp, top_tokens(logits, g->n_vocab, TREE_CHILDREN, tok, logp));
+}
+
+/* Order of nodes [a, b) by score, best first (ties: the lower index). */
+static void rank_nodes(const tree_build_t *t, int a, int b, int *order)
+{
+    for (int i = a; i < b; i++) {
+        int j = i - a;
+        while (j > 0 && t->score[order[j - 1]] < t->score[i]) {
+            order[j] = order[j - 1];
+            j--;
+        }
+        order[j] = i;
+    }
+}
+
+/* Keep the TREE_BEAM best of the candidates [a, t->n) (their order kept). */
+static void prune_level(tree_build_t *t, int a)
+{
+    int order[TREE_CAP], keep[TREE_CAP] = {0}, n = a;
+    rank_nodes(t, a, t->n, order);
+    for (int r = 0; r < t->n - a && r < TREE_BEAM; r++) keep[order[r] - a] = 1;
+    for (int i = a; i < t->n; i++)
+        if (keep[i - a]) {
+            t->tok[n] = t->tok[i];
+            t->par[n] = t->par[i];
+            t->score[n++] = t->score[i];
+        }
+    t->n = n;
+}
+
+/* The tree's nodes into out: all of them (static), or the budget best (dynamic), re-indexed
+ * in node order. */
+static void tree_emit(const tree_build_t *t, int budget, sd_draft_tree_t *out)
+{
+    int order[TREE_CAP], keep[TREE_CAP] = {0}, index[TREE_CAP];
+    rank_nodes(t, 0, t->n, order);
+    for (int r = 0; r < t->n && r < budget; r++) keep[order[r]] = 1;
+    out->n = 0;
+    for (int i = 0; i < t->n && out->n < SD_SPEC_TREE_MAX_NODES; i++) {
+        if (!keep[i] || (t->par[i] >= 0 && index[t->par[i]] < 0)) {
+            index[i] = -1;
+            continue;
+        }
+        index[i] = out->n;
+        out->tokens[out->n] = t->tok[i];
+        out->parent[out->n++] = t->par[i] >= 0 ? index[t->par[i]] : -1;
+    }
+}
+
+static sd_status_t tree_grow(sd_seq_drafter_t *g, const sd_tree_shape_t *shape, tree_build_t *t)
+{
+    int dynamic = shape->levels <= 0;
+    int depth = dynamic ? shape->max_depth : shape->levels, room = n_ctx_of(g) - g->len;
+    depth = depth < SD_SPEC_MAX_K ? depth : SD_SPEC_MAX_K;
+    int w0 = dynamic ? TREE_CHILDREN : shape->width[0];
+    int32_t tok[SD_SPEC_TREE_MAX_NODES];
+    double logp[SD_SPEC_TREE_MAX_NODES];
+    add_children(t, -1, tok, logp, top_tokens(g->last, g->n_vocab, w0, tok, logp));
+    if (dynamic) prune_level(t, 0);
+    for (int d = 1, a = 0; d < depth; d++) {
+        int b = t->n; /* level d's nodes are [a, b) */
+        if (b > room) break; /* their rows would not fit the cache */
+        int w = dynamic ? TREE_CHILDREN : shape->width[d];
+        SD_CHECK(tree_forward(g, t, a, b, dynamic ? grow_dynamic : grow_static, &w));
+        if (dynamic) prune_level(t, b);
+        a = b;
+    }
+    return SD_OK;
+}
+
+static sd_status_t seq_propose_tree(sd_drafter_t *dr, const sd_draft_request_t *req,
+                                    const sd_tree_shape_t *shape, sd_draft_tree_t *out)
+{
+    sd_seq_drafter_t *g = (sd_seq_drafter_t *)dr;
+    sd_draft_out_t none = {0};
+    g->prop_n = 0;
+    drop_unfed_tail(g);
+    SD_CHECK(check_request(g, req, &none, 0));
+    if (g->len == 0) return SD_OK;
+    if (g->shared != NULL)
+        g->seq.kv.len = g->shared->kv.len < g->len - 1 ? g->shared->kv.len : g->len - 1;
+    SD_CHECK(check_fits(g, g->len));
+    SD_CHECK(feed(g, g->len));
+    tree_build_t *t = malloc(sizeof *t);
+    SD_ALLOC_CHECK(t, sizeof *t, "a draft tree");
+    t->n = 0;
+    sd_status_t st = tree_grow(g, shape, t);
+    if (st == SD_OK) {
+        int budget = shape->levels > 0 ? SD_SPEC_TREE_MAX_NODES : shape->budget;
+        tree_emit(t, budget < SD_SPEC_TREE_MAX_NODES ? budget : SD_SPEC_TREE_MAX_NODES, out);
+    }
+    free(t);
+    g->seq.kv.len = g->len; /* the tree's rows go; the context stays fed */
+    if (st != SD_OK) drop_unfed_tail(g);
+    return st;
+}
+
+/* The cache keeps the fed context; the path is fed at the next proposal. */
+static sd_status_t seq_accept_path(sd_drafter_t *dr, const int32_t *tokens, int n, int32_t next)
+{
+    sd_seq_drafter_t *g = (sd_seq_drafter_t *)dr;
+    SD_CHECK(sd_drafter_check_tokens(dr, tokens, n, g->n_vocab, "path"));
+    SD_CHECK(check_token(g, next, "next"));
+    SD_CHECK(reserve_ctx(g, (int64_t)g->len + n + 1));
+    memcpy(g->ctx + g->len, tokens, (size_t)n * sizeof *tokens);
+    g->len += n;
+    g->ctx[g->len++] = next;
+    g->prop_n = 0;
+    drop_unfed_tail(g);
+    return SD_OK;
+}
+
 /* ---- committing ---------------------------------------------------------------------- */
 
 static void seq_reset(sd_drafter_t *dr)
@@ -363,6 +557,8 @@ static const sd_drafter_ops_t model_ops = {
     .propose_begin = seq_propose_begin,
     .propose_resume = seq_propose_resume,
     .forwards = sd_seq_drafter_forwards,
+    .propose_tree = seq_propose_tree,
+    .accept_path = seq_accept_path,
 };
 
 static const sd_drafter_ops_t layerskip_ops = {
@@ -377,6 +573,8 @@ static const sd_drafter_ops_t layerskip_ops = {
     .propose_begin = seq_propose_begin,
     .propose_resume = seq_propose_resume,
     .forwards = sd_seq_drafter_forwards,
+    .propose_tree = seq_propose_tree,
+    .accept_path = seq_accept_path,
 };
 
 /* ---- construction -------------------------------------------------------------------- */

@@ -4,6 +4,7 @@
  * Defaults (sd_spec_config_default): no drafter, n-gram lengths 1..3, k = 4, adaptive on
  * with min_confidence 0.3, layerskip_layers 0 (a layer-skip drafter then runs n_layer / 2). */
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +25,75 @@ void sd_spec_config_default(sd_spec_config_t *config)
     config->k = 4;
     config->adaptive = 1;
     config->min_confidence = 0.3f;
+}
+
+int sd_spec_tree_nodes(const sd_spec_config_t *spec)
+{
+    if (spec->tree_levels <= 0) return spec->tree_budget > 0 ? spec->tree_budget : 0;
+    long total = 0, level = 1;
+    for (int d = 0; d < spec->tree_levels && d < SD_SPEC_MAX_K; d++) {
+        level *= spec->tree_width[d] > 0 ? spec->tree_width[d] : 0;
+        level = level < INT_MAX / 2 ? level : INT_MAX / 2;
+        total += level;
+        total = total < INT_MAX / 2 ? total : INT_MAX / 2;
+    }
+    return (int)total;
+}
+
+/* "dynamic:N" into *budget; SD_ERR_INVALID_ARG naming N. */
+static sd_status_t parse_dynamic(const char *text, const char *n, int *budget)
+{
+    char *end = NULL;
+    errno = 0;
+    long v = strtol(n, &end, 10);
+    if (*n < '0' || *n > '9' || *end != '\0' || errno != 0 || v < 1 || v > SD_SPEC_TREE_MAX_NODES)
+        return sd_set_error(SD_ERR_INVALID_ARG, "--tree '%s': node budget '%s' must be in [1, %d]",
+                            text, n, SD_SPEC_TREE_MAX_NODES);
+    *budget = (int)v;
+    return SD_OK;
+}
+
+sd_status_t sd_spec_parse_tree(const char *text, sd_spec_config_t *spec)
+{
+    if (text == NULL || spec == NULL)
+        return sd_set_error(SD_ERR_INVALID_ARG, "sd_spec_parse_tree: NULL argument");
+    sd_spec_config_t t = *spec;
+    t.tree_levels = t.tree_budget = 0;
+    memset(t.tree_width, 0, sizeof t.tree_width);
+    if (!strcmp(text, "chain")) {
+        *spec = t;
+        return SD_OK;
+    }
+    if (!strncmp(text, "dynamic:", 8)) {
+        SD_CHECK(parse_dynamic(text, text + 8, &t.tree_budget));
+        *spec = t;
+        return SD_OK;
+    }
+    for (const char *p = text;;) {
+        char *end = NULL;
+        errno = 0;
+        long w = strtol(p, &end, 10);
+        if (*p < '0' || *p > '9' || end == p || errno != 0 || w < 1 || w > SD_SPEC_TREE_MAX_NODES)
+            return sd_set_error(SD_ERR_INVALID_ARG, "--tree '%s': width '%.*s' at level %d must be "
+                                "in [1, %d] (shapes: WxWx..., e.g. 4x2x2x1; dynamic:N; chain)",
+                                text, (int)strcspn(p, "x"), p, t.tree_levels + 1,
+                                SD_SPEC_TREE_MAX_NODES);
+        if (t.tree_levels == SD_SPEC_MAX_K)
+            return sd_set_error(SD_ERR_INVALID_ARG, "--tree '%s': more than %d levels", text,
+                                SD_SPEC_MAX_K);
+        t.tree_width[t.tree_levels++] = (int)w;
+        if (*end == '\0') break;
+        if (*end != 'x')
+            return sd_set_error(SD_ERR_INVALID_ARG, "--tree '%s': '%c' where 'x' or the end was "
+                                "expected", text, *end);
+        p = end + 1;
+    }
+    int nodes = sd_spec_tree_nodes(&t);
+    if (nodes > SD_SPEC_TREE_MAX_NODES)
+        return sd_set_error(SD_ERR_INVALID_ARG, "--tree '%s' has %d nodes, more than %d", text,
+                            nodes, SD_SPEC_TREE_MAX_NODES);
+    *spec = t;
+    return SD_OK;
 }
 
 const sd_drafter_row_t *sd_drafter_row_for(sd_drafter_kind_t kind)

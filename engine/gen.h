@@ -17,6 +17,8 @@ typedef struct sd_gen_plan {
     const int32_t *tokens; /* [n] owned by the generation, valid until sd_gen_advance */
     int n;
     int want_logits;       /* 0 for a prompt chunk (prefill needs no logits) */
+    const int32_t *parent; /* NULL, or a token tree step: [n] the rows' parents, for
+                              sd_forward_tree(seq, tokens, n, seq->kv.len, parent, 0) */
 } sd_gen_plan_t;
 
 /* What sd_generate_ex refuses before generating: config, prompt and spec (drafter_given:

@@ -22,6 +22,8 @@
 #include "verify/logprobs.h"
 #include "verify/sampler.h"
 #include "verify/speculative.h"
+#include "verify/tree.h"
+#include "model/kv_rows.h"
 
 void sd_gen_config_default(sd_gen_config_t *config)
 {
@@ -62,6 +64,12 @@ typedef struct gen_draft {
     sd_draft_request_t req;
     sd_draft_out_t out;
     double t_begin;             /* when the rounds began */
+    /* token trees (docs/design-notes.md, "Token trees"): tree = 1 when steps draft trees */
+    int tree;
+    sd_tree_shape_t shape;
+    sd_draft_tree_t proposal;
+    sd_spec_scratch_t tscratch; /* sd_tree_verify's */
+    int tscratch_ready;
 } gen_draft_t;
 
 typedef enum gen_plan_kind { PLAN_NONE = 0, PLAN_PROMPT, PLAN_STEP } gen_plan_kind_t;
@@ -78,6 +86,10 @@ typedef struct gen_plan {
     double draft_seconds;       /* the step's proposal time */
     size_t len;                 /* the step's context length */
     double row_cost;            /* the step's batch row cost (0: alone) */
+    int is_tree;                /* the step forwards a tree: tokens[1 ..] its nodes */
+    int32_t *parent;            /* [SD_SPEC_TREE_MAX_NODES + 1] the forward rows' parents */
+    int32_t *node_parent;       /* [SD_SPEC_TREE_MAX_NODES] the nodes' parents (verify/tree.h) */
+    sd_tree_result_t verdict;   /* the tree step's accepted path */
 } gen_plan_t;
 
 /* One generation: the request, the target's sequence and verifier, and the three concerns
@@ -111,6 +123,39 @@ typedef struct gen {
 
 /* ---- state ------------------------------------------------------------------------- */
 
+/* Rows of a tree step's forward (root and nodes), 0 without trees. */
+static int tree_rows(const gen_t *g)
+{
+    return g->draft.tree ? SD_SPEC_TREE_MAX_NODES + 1 : 0;
+}
+
+/* Trees when spec asks for them: the drafter must propose trees; the serving engine's
+ * batched steps draft chains (a warning says so). */
+static sd_status_t tree_init(gen_t *g, const sd_spec_config_t *spec)
+{
+    if (g->draft.drafter == NULL || sd_spec_tree_nodes(spec) == 0) return SD_OK;
+    if (!sd_drafter_has_trees(g->draft.drafter))
+        return sd_set_error(SD_ERR_INVALID_ARG, "--tree: the %s drafter proposes no trees (the "
+                            "model, layerskip, ngram and callback drafters do)",
+                            sd_drafter_name(g->draft.drafter));
+    if (g->batched) {
+        sd_log(SD_LOG_WARN, "token trees are not in the serving engine's batched step yet; "
+                            "drafting chains of k = %d", spec->k);
+        return SD_OK;
+    }
+    g->draft.tree = 1;
+    g->draft.shape = (sd_tree_shape_t){.levels = spec->tree_levels, .budget = spec->tree_budget,
+                                       .max_depth = spec->k};
+    memcpy(g->draft.shape.width, spec->tree_width, sizeof spec->tree_width);
+    size_t n = SD_SPEC_TREE_MAX_NODES + 1;
+    g->plan.parent = malloc(2 * n * sizeof *g->plan.parent);
+    SD_ALLOC_CHECK(g->plan.parent, 2 * n * sizeof *g->plan.parent, "tree parents");
+    g->plan.node_parent = g->plan.parent + n;
+    SD_CHECK(sd_spec_scratch_init(&g->draft.tscratch, g->n_vocab));
+    g->draft.tscratch_ready = 1;
+    return SD_OK;
+}
+
 /* Drafter, draft length and buffers for spec (NULL or drafter NONE: none). */
 static sd_status_t spec_init(gen_t *g, sd_model_t *m, const sd_spec_config_t *spec)
 {
@@ -125,10 +170,12 @@ static sd_status_t spec_init(gen_t *g, sd_model_t *m, const sd_spec_config_t *sp
     }
     int k_max = g->draft.drafter != NULL ? spec->k : 0;
     g->draft.active = g->draft.drafter != NULL;
+    SD_CHECK(tree_init(g, spec));
     sd_spec_k_init(&g->draft.kc, k_max, g->draft.drafter != NULL && spec->adaptive);
     g->draft.min_confidence = g->draft.kc.adaptive ? spec->min_confidence : 0.0f;
-    g->plan.tokens = malloc((size_t)(k_max + 1) * sizeof *g->plan.tokens);
-    SD_ALLOC_CHECK(g->plan.tokens, (size_t)(k_max + 1) * sizeof *g->plan.tokens, "verify batch");
+    int rows = (k_max > tree_rows(g) - 1 ? k_max : tree_rows(g) - 1) + 1;
+    g->plan.tokens = malloc((size_t)rows * sizeof *g->plan.tokens);
+    SD_ALLOC_CHECK(g->plan.tokens, (size_t)rows * sizeof *g->plan.tokens, "verify batch");
     if (g->draft.drafter != NULL && g->sp.temperature > 0.0f) {
         size_t bytes = (size_t)k_max * (size_t)g->n_vocab * sizeof *g->draft.q;
         g->draft.q = malloc(bytes);
@@ -153,6 +200,7 @@ static sd_status_t gen_init(gen_t *g, sd_model_t *m, const sd_gen_config_t *c,
     g->n_ctx = (int)sd_gen_kv_positions_for(m, n_prompt, c) + 1; /* prompt + generated */
     int chunk = n_prompt - 1 < SD_PREFILL_CHUNK ? (int)n_prompt - 1 : SD_PREFILL_CHUNK;
     int rows = chunk > g->draft.kc.k_max + 1 ? chunk : g->draft.kc.k_max + 1;
+    rows = rows > tree_rows(g) ? rows : tree_rows(g);
     SD_CHECK(sd_seq_init(&g->seq, m, g->n_ctx - 1, rows));
     g->seq_ready = 1;
     SD_CHECK(sd_verifier_init(&g->ver, m, &g->seq, g->draft.kc.k_max, g->draft.q != NULL, g->batched));
@@ -169,7 +217,10 @@ static void gen_release(gen_t *g)
     sd_gen_output_free(&g->out);
     sd_drafter_free(g->draft.owned);
     free(g->plan.tokens);
+    free(g->plan.parent);
     free(g->draft.q);
+    if (g->draft.tscratch_ready)
+        sd_spec_scratch_free(&g->draft.tscratch);
 }
 
 /* ---- the loop ---------------------------------------------------------------------- */
@@ -321,6 +372,101 @@ static sd_status_t draft(gen_t *g, size_t len, int max_rows, int *n, int *has_q,
     return draft_conclude(g, st, len, k, &o, n, has_q, evidence);
 }
 
+/* ---- token trees ------------------------------------------------------------------------ */
+
+/* The proposal's nodes that fit: depth <= max_depth and at most max_nodes, a node kept only
+ * with its parent; into plan.tokens[1 ..], plan.node_parent and the forward's plan.parent
+ * (row 0 the root). Returns the nodes kept. */
+static int tree_cut(gen_t *g, const sd_draft_tree_t *t, int max_depth, int max_nodes)
+{
+    int32_t index[SD_SPEC_TREE_MAX_NODES], depth[SD_SPEC_TREE_MAX_NODES];
+    int n = 0;
+    g->plan.parent[0] = -1;
+    for (int i = 0; i < t->n; i++) {
+        int p = t->parent[i];
+        depth[i] = p >= 0 ? depth[p] + 1 : 1;
+        index[i] = -1;
+        if ((p >= 0 && index[p] < 0) || depth[i] > max_depth || n >= max_nodes) continue;
+        index[i] = n;
+        g->plan.tokens[1 + n] = t->tokens[i];
+        g->plan.node_parent[n] = p >= 0 ? index[p] : -1;
+        g->plan.parent[1 + n] = g->plan.node_parent[n] + 1;
+        n++;
+    }
+    return n;
+}
+
+/* Propose the step's tree at position len (plan.n nodes, 0: a plain decode): cut to what
+ * max_tokens and the context hold (a step emits up to depth + 1 tokens; its forward fills
+ * cache rows len - 1 .. len - 1 + nodes). */
+static sd_status_t draft_tree(gen_t *g, size_t len, int max_rows)
+{
+    g->plan.n = g->plan.has_q = g->plan.evidence = g->plan.k = 0;
+    g->plan.is_tree = 0;
+    long room_tokens = (long)g->cfg->max_tokens - (long)g->out.n_tokens - 1;
+    long room_ctx = (long)g->n_ctx - (long)len - 1;
+    long room_rows = (long)max_rows - 1;
+    room_ctx = room_ctx < room_rows ? room_ctx : room_rows;
+    if (!g->draft.active || room_tokens < 1 || room_ctx < 1) return SD_OK;
+    sd_draft_request_t req = {1, &g->sp, g->cfg->seed, (int64_t)len, 0.0f};
+    sd_draft_tree_t *t = &g->draft.proposal;
+    sd_status_t st = sd_drafter_propose_tree(g->draft.drafter, &req, &g->draft.shape, t);
+    sd_draft_out_t none = {.n = 0};
+    int unused;
+    if (st != SD_OK) return draft_conclude(g, st, len, 0, &none, &g->plan.n, &unused, &unused);
+    sd_token_tree_t tree = {t->n, t->tokens, t->parent};
+    if (t->n > SD_SPEC_TREE_MAX_NODES || sd_tree_check(&tree, g->n_vocab, NULL) != SD_OK)
+        return sd_set_error(SD_ERR_INTERNAL, "drafter %s proposed a bad tree of %d nodes: %s",
+                            sd_drafter_name(g->draft.drafter), t->n, sd_last_error());
+    g->plan.n = tree_cut(g, t, (int)room_tokens, (int)room_ctx);
+    g->plan.is_tree = g->plan.n > 0;
+    for (int i = 0; i < g->plan.n; i++) {
+        int d = 1;
+        for (int a = g->plan.node_parent[i]; a >= 0; a = g->plan.node_parent[a]) d++;
+        g->plan.k = d > g->plan.k ? d : g->plan.k;
+    }
+    return SD_OK;
+}
+
+/* Verify the tree step (its logits brought to the host) into r and plan.verdict. */
+static sd_status_t tree_step_verify(gen_t *g, size_t len, sd_spec_result_t *r)
+{
+    size_t V = (size_t)g->n_vocab, n = (size_t)g->plan.n;
+    if (g->seq.keep_logits_on_device) {
+        sd_backend_download(g->model->backend, g->seq.logits, g->seq.sc.logits_dev,
+                            (n + 1) * V * sizeof(float));
+        SD_CHECK(sd_backend_sync(g->model->backend));
+    }
+    sd_token_tree_t tree = {g->plan.n, g->plan.tokens + 1, g->plan.node_parent};
+    SD_CHECK(sd_tree_verify(&g->sp, g->cfg->seed, (uint64_t)len, &tree, NULL, g->seq.logits,
+                            g->n_vocab, &g->draft.tscratch, &g->plan.verdict));
+    r->n_accepted = g->plan.verdict.n_accepted;
+    r->next_token = g->plan.verdict.next_token;
+    return SD_OK;
+}
+
+/* After the verified tree step was reported: plan.tokens[1 ..] become the accepted path,
+ * logits rows 0 .. n_accepted the path's rows (for logprobs) and the cache gets its KV rows
+ * at len .. len + n_accepted - 1 (the caller truncates past them). */
+static sd_status_t tree_step_apply(gen_t *g, size_t len)
+{
+    const sd_tree_result_t tr = g->plan.verdict;
+    size_t V = (size_t)g->n_vocab;
+    int32_t src[SD_TREE_MAX_DEPTH], dst[SD_TREE_MAX_DEPTH];
+    for (int d = 0; d < tr.n_accepted; d++) { /* sources never below their destinations */
+        g->plan.tokens[1 + d] = g->plan.tokens[1 + tr.path[d]];
+        size_t row = d == 0 ? 0 : 1 + (size_t)tr.path[d - 1];
+        if (g->cfg->logprobs && row != (size_t)d)
+            memcpy(g->seq.logits + (size_t)d * V, g->seq.logits + row * V, V * sizeof(float));
+        src[d] = (int32_t)len + tr.path[d];
+        dst[d] = (int32_t)len + d;
+    }
+    if (g->cfg->logprobs && tr.n_accepted > 0)
+        memcpy(g->seq.logits + (size_t)tr.n_accepted * V,
+               g->seq.logits + (1 + (size_t)tr.path[tr.n_accepted - 1]) * V, V * sizeof(float));
+    return sd_kv_cache_move_rows(&g->seq.kv, g->model, src, dst, tr.n_accepted);
+}
+
 /* Emit the verified block d[0..a) + next; *stop when a token of it ended generation
  * (the rest of the block is dropped). */
 static sd_status_t emit_block(gen_t *g, const sd_spec_result_t *r, int *stop)
@@ -440,13 +586,16 @@ static sd_status_t step_plan(gen_t *g, int max_rows, sd_gen_plan_t *p)
     int in_rounds = g->draft.ready; /* proposed in rounds: plan.k and draft_seconds are set */
     if (in_rounds)
         g->draft.ready = 0;
+    else if (g->draft.tree)
+        SD_CHECK(draft_tree(g, len, max_rows));
     else
         SD_CHECK(draft(g, len, max_rows, &g->plan.n, &g->plan.has_q, &g->plan.evidence));
     g->t_plan = sd_now();
     g->stats.draft_seconds += g->t_plan - t0;
     if (!in_rounds) g->plan.draft_seconds = g->t_plan - t0;
     g->plan.len = len;
-    *p = (sd_gen_plan_t){&g->seq, g->plan.tokens, g->plan.n + 1, 1};
+    *p = (sd_gen_plan_t){&g->seq, g->plan.tokens, g->plan.n + 1, 1,
+                         g->plan.is_tree ? g->plan.parent : NULL};
     return SD_OK;
 }
 
@@ -454,11 +603,16 @@ static sd_status_t step_plan(gen_t *g, int max_rows, sd_gen_plan_t *p)
 static sd_status_t step_advance(gen_t *g, int *stop)
 {
     size_t len = g->plan.len;
-    int n = g->plan.n, evidence = g->plan.evidence;
+    int n = g->plan.n, evidence = g->plan.evidence, report_tree = 0;
     sd_spec_result_t r;
     double t_check = sd_now();
-    SD_CHECK(sd_verifier_run(&g->ver, &g->seq, &g->sp, g->cfg->seed, (uint64_t)len, g->plan.tokens + 1,
-                             g->plan.has_q ? g->draft.q : NULL, n, &r));
+    if (g->plan.is_tree) {
+        report_tree = 1;
+        SD_CHECK(tree_step_verify(g, len, &r));
+    } else {
+        SD_CHECK(sd_verifier_run(&g->ver, &g->seq, &g->sp, g->cfg->seed, (uint64_t)len,
+                                 g->plan.tokens + 1, g->plan.has_q ? g->draft.q : NULL, n, &r));
+    }
     double t_done = sd_now();
     g->stats.verify_seconds += t_done - g->t_plan; /* the forward and the check */
     g->stats.check_seconds += t_done - t_check;
@@ -469,8 +623,9 @@ static sd_status_t step_advance(gen_t *g, int *stop)
     if (r.n_accepted > 0 && sd_comm_fault_corrupt_draft(g->comm, g->n_steps))
         g->plan.tokens[1] = (g->plan.tokens[1] + 1) % g->n_vocab;
     report_step(g, len, &r);
+    if (report_tree) SD_CHECK(tree_step_apply(g, len));
     sd_gen_stats_step(&g->stats, n, r.n_accepted);
-    sd_spec_k_update_for(&g->draft.kc, evidence, n, r.n_accepted);
+    if (!report_tree) sd_spec_k_update_for(&g->draft.kc, evidence, n, r.n_accepted);
     sd_status_t emitted = emit_block(g, &r, stop);
     SD_CHECK(check_ranks_agree(g, len, &r, emitted, *stop));
     if (*stop)
@@ -478,7 +633,11 @@ static sd_status_t step_advance(gen_t *g, int *stop)
     SD_CHECK(sd_kv_cache_truncate(&g->seq.kv, (int)len + r.n_accepted));
     if (g->draft.active) {
         double t3 = sd_now();
-        SD_CHECK(sd_drafter_accept(g->draft.drafter, r.n_accepted, r.next_token));
+        if (g->draft.tree)
+            SD_CHECK(sd_drafter_accept_path(g->draft.drafter, g->plan.tokens + 1, r.n_accepted,
+                                            r.next_token));
+        else
+            SD_CHECK(sd_drafter_accept(g->draft.drafter, r.n_accepted, r.next_token));
         g->stats.draft_seconds += sd_now() - t3;
     }
     return call_hook(g, n, &r);
@@ -550,7 +709,7 @@ sd_status_t sd_gen_plan(sd_gen_t *g, int max_rows, double row_cost, sd_gen_plan_
     cap = cap < (size_t)max_rows ? cap : (size_t)max_rows;
     g->plan.n = (int)(left < cap ? left : cap);
     g->plan.kind = PLAN_PROMPT;
-    *plan = (sd_gen_plan_t){&g->seq, g->prompt + g->plan.prefilled, g->plan.n, 0};
+    *plan = (sd_gen_plan_t){&g->seq, g->prompt + g->plan.prefilled, g->plan.n, 0, NULL};
     return SD_OK;
 }
 
@@ -660,7 +819,9 @@ sd_status_t sd_generate_ex(sd_model_t *model, const int32_t *prompt, size_t n_pr
     for (int done = 0; st == SD_OK && !done;) {
         sd_gen_plan_t p;
         st = sd_gen_plan(g, INT_MAX, 0.0, &p); /* alone: the sequence's own limits apply */
-        if (st == SD_OK) st = sd_forward(p.seq, p.tokens, p.n, 0);
+        if (st == SD_OK)
+            st = p.parent ? sd_forward_tree(p.seq, p.tokens, p.n, p.seq->kv.len, p.parent, 0)
+                          : sd_forward(p.seq, p.tokens, p.n, 0);
         if (st == SD_OK) st = sd_gen_advance(g, &done);
     }
     return sd_gen_finish(g, st, out);

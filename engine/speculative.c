@@ -20,6 +20,7 @@ sd_status_t sd_spec_check(const sd_spec_config_t *spec, int drafter_given)
     if (!(spec->min_confidence >= 0.0f && spec->min_confidence <= 1.0f))
         return sd_set_error(SD_ERR_INVALID_ARG, "spec min_confidence = %g, must be in [0, 1]",
                             (double)spec->min_confidence);
+    SD_CHECK(sd_spec_check_tree(spec));
     if (drafter_given)
         return SD_OK;
     const sd_drafter_row_t *row;
@@ -28,6 +29,24 @@ sd_status_t sd_spec_check(const sd_spec_config_t *spec, int drafter_given)
         return sd_set_error(SD_ERR_INVALID_ARG, "spec draft_ranks = %d, must be >= 0",
                             spec->draft_ranks);
     return row->check(spec);
+}
+
+sd_status_t sd_spec_check_tree(const sd_spec_config_t *spec)
+{
+    if (spec->tree_levels < 0 || spec->tree_levels > SD_SPEC_MAX_K || spec->tree_budget < 0 ||
+        spec->tree_budget > SD_SPEC_TREE_MAX_NODES || (spec->tree_levels > 0 && spec->tree_budget > 0))
+        return sd_set_error(SD_ERR_INVALID_ARG, "spec tree_levels = %d (at most %d), tree_budget = %d "
+                            "(at most %d): set at most one", spec->tree_levels, SD_SPEC_MAX_K,
+                            spec->tree_budget, SD_SPEC_TREE_MAX_NODES);
+    for (int d = 0; d < spec->tree_levels; d++)
+        if (spec->tree_width[d] < 1)
+            return sd_set_error(SD_ERR_INVALID_ARG, "spec tree_width[%d] = %d, must be >= 1", d,
+                                spec->tree_width[d]);
+    int nodes = sd_spec_tree_nodes(spec);
+    if (nodes > SD_SPEC_TREE_MAX_NODES)
+        return sd_set_error(SD_ERR_INVALID_ARG, "spec tree of %d nodes, more than %d", nodes,
+                            SD_SPEC_TREE_MAX_NODES);
+    return SD_OK;
 }
 
 sd_status_t sd_spec_make_drafter(sd_model_t *target, const sd_spec_config_t *spec,

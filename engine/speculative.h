@@ -20,6 +20,9 @@
  * a caller-given drafter (drafter_given = 0) is always valid; with one, only k and
  * min_confidence matter. */
 sd_status_t sd_spec_check(const sd_spec_config_t *spec, int drafter_given);
+/* The tree fields of spec: SD_ERR_INVALID_ARG naming a bad width, level count, budget or
+ * node count (more than SD_SPEC_TREE_MAX_NODES). */
+sd_status_t sd_spec_check_tree(const sd_spec_config_t *spec);
 
 /* The drafter spec asks for, built by its registry row and begun on nothing (*out = NULL
  * for SD_DRAFTER_NONE). The constructors report their own errors (SD_ERR_VOCAB_MISMATCH

@@ -59,6 +59,20 @@ void sd_backend_attention(sd_backend_t *be, const float *q, const float *k_cache
     be->ops->attention(be, q, k_cache, v_cache, pos, n, n_ctx, n_head, n_head_kv, head_dim, out);
 }
 
+int sd_backend_has_attention_masked(const sd_backend_t *be)
+{
+    return be != NULL && be->ops->attention_masked != NULL;
+}
+
+void sd_backend_attention_masked(sd_backend_t *be, const float *q, const float *k_cache,
+                                 const float *v_cache, int base, const uint8_t *mask, int n, int m,
+                                 int n_ctx, int n_head, int n_head_kv, int head_dim, float *out)
+{
+    if (be->ops->attention_masked != NULL)
+        be->ops->attention_masked(be, q, k_cache, v_cache, base, mask, n, m, n_ctx, n_head,
+                                  n_head_kv, head_dim, out);
+}
+
 void sd_backend_kv_store(sd_backend_t *be, float *cache, const float *rows, const int32_t *pos,
                          int n, int n_ctx, size_t row)
 {

@@ -74,6 +74,12 @@ typedef struct sd_backend_ops {
      * NULL: the wrapper calls matmul once per weight). */
     void (*matmul_group)(sd_backend_t *be, int nw, const sd_weight_t *const *w, const float *x, int n,
                          const float *const *bias, float *const *y);
+
+    /* As sd_backend_attention_masked (kernels/backend.h); optional, NULL: the wrapper records
+     * nothing and the forward refuses trees on this backend. */
+    void (*attention_masked)(sd_backend_t *be, const float *q, const float *k_cache,
+                             const float *v_cache, int base, const uint8_t *mask, int n, int m,
+                             int n_ctx, int n_head, int n_head_kv, int head_dim, float *out);
 } sd_backend_ops_t;
 
 struct sd_backend {

@@ -92,6 +92,7 @@ void sd_seq_free(sd_seq_t *s)
     for (int n = 0; n <= SD_GRAPH_MAX_N; n++)
         if (s->graphs[n].graph) sd_backend_graph_free(be, s->graphs[n].graph);
     scratch_release(s->model, &s->sc);
+    if (s->tree_dev) sd_backend_release(be, s->tree_dev);
     sd_kv_cache_free(&s->kv, s->model);
     free(s->ids);
     free(s->logits);
@@ -139,6 +140,11 @@ typedef struct fwd {
     int n_head_rows;        /* the head computes logits for rows [0, n_head_rows) */
     const fwd_part_t *parts;
     int n_parts;
+    /* a tree forward (one part): rows go to cache slots[n] and attend by mask[n, mask_m]
+     * after the slots [0, mask_base); NULL mask: rows at their positions, causal */
+    const int32_t *slots;
+    const uint8_t *mask;
+    int mask_base, mask_m;
 } fwd_t;
 
 /* Sum the ranks' partial outputs xb[n, n_embd] of a row-parallel Wo or down (rank order:
@@ -160,11 +166,16 @@ static void attend_part(const fwd_t *f, const fwd_part_t *p, int il, const int32
     size_t layer_off = (size_t)il * (size_t)n_ctx * kvd;
     float *k_cache = p->kv->k + layer_off, *v_cache = p->kv->v + layer_off; /* [n_ctx, kvd] */
     const int32_t *ppos = pos + p->row0;                                     /* [n] */
+    const int32_t *slot = f->mask ? f->slots : ppos; /* a tree's rows: their own slots */
 
-    sd_backend_kv_store(be, k_cache, f->sc.kn + r0 * kvd, ppos, p->n, n_ctx, kvd); /* cache rows pos[i] */
-    sd_backend_kv_store(be, v_cache, f->sc.vn + r0 * kvd, ppos, p->n, n_ctx, kvd);
-    sd_backend_attention(be, f->sc.q + r0 * qd, k_cache, v_cache, ppos, p->n, n_ctx, nh, nkv, hd,
-                   f->sc.att + r0 * qd); /* att[n, qd] */
+    sd_backend_kv_store(be, k_cache, f->sc.kn + r0 * kvd, slot, p->n, n_ctx, kvd); /* cache rows slot[i] */
+    sd_backend_kv_store(be, v_cache, f->sc.vn + r0 * kvd, slot, p->n, n_ctx, kvd);
+    if (f->mask)
+        sd_backend_attention_masked(be, f->sc.q + r0 * qd, k_cache, v_cache, f->mask_base, f->mask,
+                                    p->n, f->mask_m, n_ctx, nh, nkv, hd, f->sc.att + r0 * qd);
+    else
+        sd_backend_attention(be, f->sc.q + r0 * qd, k_cache, v_cache, ppos, p->n, n_ctx, nh, nkv,
+                             hd, f->sc.att + r0 * qd); /* att[n, qd] */
 }
 
 /* Attention block of layer il: x[n, n_embd] += attention(rmsnorm(x)) . Wo^T, over the
@@ -317,6 +328,99 @@ sd_status_t sd_forward(sd_seq_t *s, const int32_t *tokens, int n, int n_layers_u
     sd_backend_t *be = s->model->backend;
     sd_backend_lock(be);
     sd_status_t st = forward_locked(s, tokens, n, n_layers_used);
+    sd_backend_unlock(be);
+    return st;
+}
+
+/* ---- token trees ------------------------------------------------------------------------ */
+
+/* Bytes of a sequence's tree buffer: slots [T] int32, then the mask [T, SD_ATTN_MASK_MAX_COLS]. */
+static size_t tree_dev_bytes(const sd_seq_t *s)
+{
+    return (size_t)s->max_tokens * (sizeof(int32_t) + SD_ATTN_MASK_MAX_COLS);
+}
+
+static sd_status_t check_tree_args(const sd_seq_t *s, int n, int tree_base, const int32_t *parent)
+{
+    if (!sd_backend_has_attention_masked(s->model->backend))
+        return sd_set_error(SD_ERR_INVALID_ARG, "sd_forward_tree: the %s backend has no masked "
+                            "attention", sd_backend_name(s->model->backend));
+    if (tree_base < 0 || tree_base > s->kv.len)
+        return sd_set_error(SD_ERR_INVALID_ARG, "sd_forward_tree: tree_base = %d outside [0, %d]",
+                            tree_base, s->kv.len);
+    int m = s->kv.len + n - tree_base;
+    if (m > SD_ATTN_MASK_MAX_COLS)
+        return sd_set_error(SD_ERR_INVALID_ARG, "sd_forward_tree: %d tree nodes exceed %d", m,
+                            SD_ATTN_MASK_MAX_COLS);
+    if (parent == NULL) return sd_set_error(SD_ERR_INVALID_ARG, "sd_forward_tree: parent is NULL");
+    for (int j = 0; j < m; j++)
+        if (parent[j] < -1 || parent[j] >= j)
+            return sd_set_error(SD_ERR_INVALID_ARG,
+                                "sd_forward_tree: node %d has parent %d outside [-1, %d)", j,
+                                parent[j], j);
+    return SD_OK;
+}
+
+/* sd_forward_tree after its checks, with the backend's lock held: host staging of ids,
+ * positions, slots and mask. */
+static sd_status_t tree_locked(sd_seq_t *s, const int32_t *tokens, int n, int tree_base,
+                               const int32_t *parent, int n_layers)
+{
+    const sd_model_t *m = s->model;
+    sd_backend_t *be = m->backend;
+    int first = s->kv.len - tree_base, cols = first + n; /* node of row 0; tree nodes */
+    if (s->tree_dev == NULL) {
+        s->tree_dev = sd_backend_alloc(be, tree_dev_bytes(s));
+        if (s->tree_dev == NULL)
+            return sd_set_error(SD_ERR_OUT_OF_MEMORY, "out of memory allocating %zu bytes for "
+                                "tree attention", tree_dev_bytes(s));
+    }
+    int32_t *slot_host = malloc((size_t)n * (sizeof(int32_t) + (size_t)cols)); /* [n], mask [n, cols] */
+    SD_ALLOC_CHECK(slot_host, (size_t)n * (sizeof(int32_t) + (size_t)cols), "a tree mask");
+    uint8_t *mask = (uint8_t *)(slot_host + n);
+    memcpy(s->ids, tokens, (size_t)n * sizeof(int32_t));
+    memset(mask, 0, (size_t)n * (size_t)cols);
+    for (int i = 0; i < n; i++) {
+        int depth = 0;
+        for (int a = first + i; a >= 0; a = parent[a]) {
+            mask[(size_t)i * cols + a] = 1;
+            depth += parent[a] >= 0;
+        }
+        s->ids[n + i] = tree_base + depth;
+        slot_host[i] = s->kv.len + i;
+    }
+    int32_t *slots_dev = s->tree_dev;
+    uint8_t *mask_dev = (uint8_t *)(slots_dev + s->max_tokens);
+    sd_backend_upload(be, s->sc.ids_dev, s->ids, 2 * (size_t)n * sizeof(int32_t));
+    sd_backend_upload(be, slots_dev, slot_host, (size_t)n * sizeof(int32_t));
+    sd_backend_upload(be, mask_dev, mask, (size_t)n * (size_t)cols);
+    sd_status_t st = sd_backend_sync(be); /* the staging is freed below */
+    free(slot_host);
+    SD_CHECK(st);
+
+    fwd_part_t part = {&s->kv, 0, n};
+    fwd_t f = seq_fwd(s, n, &part);
+    f.slots = slots_dev;
+    f.mask = mask_dev;
+    f.mask_base = tree_base;
+    f.mask_m = cols;
+    SD_CHECK(forward_ops(&f, n_layers));
+    if (!s->keep_logits_on_device)
+        sd_backend_download(be, s->logits, s->sc.logits_dev, (size_t)n * m->hp.n_vocab * sizeof(float));
+    SD_CHECK(sd_backend_sync(be));
+    s->kv.len += n;
+    return SD_OK;
+}
+
+sd_status_t sd_forward_tree(sd_seq_t *s, const int32_t *tokens, int n, int tree_base,
+                            const int32_t *parent, int n_layers_used)
+{
+    SD_CHECK(check_forward_args(s, tokens, n, n_layers_used));
+    SD_CHECK(check_tree_args(s, n, tree_base, parent));
+    sd_backend_t *be = s->model->backend;
+    int n_layers = n_layers_used > 0 ? n_layers_used : s->model->hp.n_layer;
+    sd_backend_lock(be);
+    sd_status_t st = tree_locked(s, tokens, n, tree_base, parent, n_layers);
     sd_backend_unlock(be);
     return st;
 }

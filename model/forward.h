@@ -53,6 +53,7 @@ typedef struct sd_seq {
      * SPECDEC_CUDA_GRAPHS is not "0"; a caller may clear it. */
     int use_graphs;
     sd_seq_graph_t graphs[SD_GRAPH_MAX_N + 1]; /* [n]; [0] unused */
+    void *tree_dev;       /* sd_forward_tree's slots and mask, backend memory, made on first use */
 } sd_seq_t;
 
 /* n_ctx 0 = the model's n_ctx; max_tokens in [1, 65536] (else SD_ERR_INVALID_ARG).
@@ -68,6 +69,17 @@ void sd_seq_free(sd_seq_t *s);
  * rank refuses alike. A failed TP allreduce returns the comm's status, a device error
  * SD_ERR_DEVICE; on any error kv.len is unchanged. With use_graphs: the same bits. */
 sd_status_t sd_forward(sd_seq_t *s, const int32_t *tokens, int n, int n_layers_used);
+
+/* Forward tokens[n] as the last n nodes of a token tree whose nodes fill cache slots
+ * tree_base .. kv.len + n - 1 (tree_base in [0, kv.len]; m = kv.len + n - tree_base <=
+ * SD_ATTN_MASK_MAX_COLS nodes): parent[j] (j < m) is node j's parent node, in [-1, j) (-1:
+ * under the context [0, tree_base)). Node j stands at position tree_base + depth(j) (0 for
+ * a parentless node) and attends to slots [0, tree_base), its ancestors and itself
+ * (docs/design-notes.md, "Token trees"). Logits and errors as sd_forward, and
+ * SD_ERR_INVALID_ARG naming a bad parent, tree_base or m; SD_ERR_UNSUPPORTED on a backend
+ * without the masked attention op. kv.len grows by n; no graphs. */
+sd_status_t sd_forward_tree(sd_seq_t *s, const int32_t *tokens, int n, int tree_base,
+                            const int32_t *parent, int n_layers_used);
 
 /* Scratch of a batched forward: every sequence's rows concatenated, each attending to its
  * own cache (docs/design-notes.md, "Serving"); the sequences' own scratch is not used. */

@@ -29,6 +29,7 @@ typedef struct bench_drafter {
     char label[NAME_LEN];  /* "ngram", "ngram:4", "layerskip:15", "model:FILE" */
     sd_spec_config_t spec; /* k and adaptive are set per run */
     const char *path;      /* draft model file, or NULL */
+    char tree[NAME_LEN];   /* "+tree=SHAPE" when the drafter proposes trees, else "" */
 } bench_drafter_t;
 
 typedef struct bench_opts {
@@ -79,6 +80,7 @@ static const char bench_usage[] =
     "  target-only vs speculative decode speed on a prompt set, per drafter and k\n"
     "  -m, --model PATH     target GGUF model (default: SmolLM2-135M-Instruct Q4_1 from the cache)\n"
     "  --draft D            drafter, repeatable: %s (a draft model);\n"
+    "                       D+tree=SHAPE: token trees (--tree of run; k: dynamic trees' depth)\n"
     "                       default: ngram and layerskip:L with L = n_layer / 2\n"
     "  --k LIST             draft lengths, comma-separated (default 1,2,4,8)\n"
     "  --no-adaptive        draft exactly k tokens per step (default: adaptive, k the maximum)\n"
@@ -135,12 +137,25 @@ static int parse_draft(const char *v, bench_opts_t *o)
     bench_drafter_t *d = &o->drafters[o->n_drafters++];
     memset(d, 0, sizeof *d);
     sd_spec_config_default(&d->spec);
+    const char *tree = strstr(v, "+tree=");
+    if (tree != NULL) {
+        snprintf(d->tree, sizeof d->tree, "%s", tree);
+        if (!cli_parse_tree(tree + 6, &d->spec)) return 0;
+        static char heads[MAX_DRAFTERS][NAME_LEN * 4]; /* the drafter part, kept for d->path */
+        char *head = heads[o->n_drafters - 1];
+        size_t len = (size_t)(tree - v) < sizeof heads[0] - 1 ? (size_t)(tree - v) : sizeof heads[0] - 1;
+        memcpy(head, v, len);
+        head[len] = '\0';
+        v = head;
+    }
     if (!cli_parse_draft(v, &d->spec, &d->path)) return 0;
     const char *base = d->path ? strrchr(d->path, '/') : NULL;
+    char tree_sfx[NAME_LEN];
+    memcpy(tree_sfx, d->tree, sizeof tree_sfx);
     if (d->path)
-        snprintf(d->label, sizeof d->label, "%s:%s", sd_drafter_kind_name(d->spec.drafter),
-                 base ? base + 1 : d->path);
-    else snprintf(d->label, sizeof d->label, "%s", v);
+        snprintf(d->label, sizeof d->label, "%s:%s%s", sd_drafter_kind_name(d->spec.drafter),
+                 base ? base + 1 : d->path, tree_sfx);
+    else snprintf(d->label, sizeof d->label, "%s%s", v, tree_sfx);
     return 1;
 }
 
@@ -227,7 +242,7 @@ static int load_models(bench_t *b)
                 fprintf(stderr, "specdec: error: --draft %s: %s\n", d->label, sd_last_error());
                 return 2;
             }
-            snprintf(d->label, sizeof d->label, "%s", text);
+            snprintf(d->label, sizeof d->label, "%s%s", text, d->tree);
             continue;
         }
         sd_model_params_t p;

@@ -49,6 +49,8 @@ int cli_parse_seed(const char *v, uint64_t *out);
 /* --draft v (sd_spec_parse_drafter) into spec and *model_path; on bad input print one
  * "specdec: error: --draft: ..." line, return 0. */
 int cli_parse_draft(const char *v, sd_spec_config_t *spec, const char **model_path);
+/* --tree V (sd_spec_parse_tree); 0 with the error printed. */
+int cli_parse_tree(const char *v, sd_spec_config_t *spec);
 /* printf(usage, the --draft forms of every drafter): usage has one %s and no other %. */
 void cli_print_usage(const char *usage);
 void cli_fprint_usage(FILE *f, const char *usage); /* the same to f */

@@ -91,6 +91,13 @@ int cli_parse_draft(const char *v, sd_spec_config_t *spec, const char **model_pa
     return 0;
 }
 
+int cli_parse_tree(const char *v, sd_spec_config_t *spec)
+{
+    if (sd_spec_parse_tree(v, spec) == SD_OK) return 1;
+    fprintf(stderr, "specdec: error: %s\n", sd_last_error());
+    return 0;
+}
+
 void cli_fprint_usage(FILE *f, const char *usage)
 {
     char forms[256];
@@ -119,6 +126,7 @@ static int parse_one(const char *flag, const char *v, cli_gen_opts_t *o)
     if (!strcmp(flag, "--seed")) return cli_parse_seed(v, &g->seed);
     if (!strcmp(flag, "--draft")) return cli_parse_draft(v, &o->spec, &o->draft_path);
     if (!strcmp(flag, "--k")) return cli_parse_int(flag, v, 1, SD_SPEC_MAX_K, &o->spec.k);
+    if (!strcmp(flag, "--tree")) return cli_parse_tree(v, &o->spec);
     if (!strcmp(flag, "--logprobs")) {
         g->logprobs = 1;
         return cli_parse_int(flag, v, 0, SD_MAX_TOP_LOGPROBS, &g->top_logprobs);

@@ -284,18 +284,26 @@ typedef struct sd_draft_query {
 
 /* Where a proposal goes, zeroed by the library before each call: the drafter writes
  * tokens[0 .. n), n <= capacity, and may set evidence (a class 0..7 with its own adaptive
- * draft length). Library-owned: later versions may add fields (a token tree). */
+ * draft length). When the generation drafts token trees (sd_spec_config_t.tree_*), parent
+ * is [capacity] (else NULL) and the drafter may propose a tree: parent[i] in [-1, i) (-1:
+ * below the last context token), depth <= query k, and is_tree = 1 (is_tree 0: a chain).
+ * Library-owned: later versions may add fields. */
 typedef struct sd_draft_proposal {
     int32_t *tokens;
     int capacity;
     int n;
     int evidence;
+    int32_t *parent;
+    int is_tree;
 } sd_draft_proposal_t;
 
-/* What the target kept of the last proposal: its first n_accepted tokens, then next_token. */
+/* What the target kept of the last proposal: accepted[n_accepted] (a chain's first
+ * n_accepted tokens, or a tree's path; from_tree = 1 for a tree), then next_token. */
 typedef struct sd_draft_outcome {
     int n_accepted;
     int32_t next_token;
+    const int32_t *accepted;
+    int from_tree;
 } sd_draft_outcome_t;
 
 /* A drafter as callbacks (docs/design-notes.md, "A drafter of the caller's own"): propose is
@@ -355,7 +363,18 @@ typedef struct sd_spec_config {
     sd_step_callback on_step; /* NULL (default), or called after every step (any drafter,
                                  NONE included) with on_step_user */
     void *on_step_user;
+    /* Token trees (docs/design-notes.md, "Token trees"; set by sd_spec_parse_tree): with
+     * tree_levels > 0 the drafter proposes tree_width[d] candidates below every node of
+     * depth d (static); with tree_budget > 0 a dynamic tree of up to that many nodes grown
+     * from the most probable ones, depth <= k. Both 0 (default): a chain of k. Used by the
+     * model, layer-skip, n-gram and callback drafters in sd_generate*; the serving engine
+     * drafts chains. */
+    int tree_levels;
+    int tree_width[SD_SPEC_MAX_K];
+    int tree_budget;
 } sd_spec_config_t;
+
+#define SD_SPEC_TREE_MAX_NODES 64
 
 void sd_spec_config_default(sd_spec_config_t *config);
 
@@ -367,6 +386,14 @@ void sd_spec_config_default(sd_spec_config_t *config);
  * a pointer into text: the caller loads it into spec->draft_model; model_path may be NULL).
  * SD_ERR_INVALID_ARG naming the text and listing the drafters, spec unchanged. */
 sd_status_t sd_spec_parse_drafter(const char *text, sd_spec_config_t *spec, const char **model_path);
+/* A --tree text into spec: "WxWx..." (a static shape, e.g. "4x2x2x1": 1 to SD_SPEC_MAX_K
+ * levels of widths >= 1, at most SD_SPEC_TREE_MAX_NODES nodes in all), "dynamic:N" (N in
+ * [1, SD_SPEC_TREE_MAX_NODES]) or "chain". SD_ERR_INVALID_ARG naming the text and the bad
+ * value, spec unchanged. */
+sd_status_t sd_spec_parse_tree(const char *text, sd_spec_config_t *spec);
+/* Nodes of spec's static tree shape (w1 + w1*w2 + ...), its budget when dynamic, 0 for a
+ * chain (or more than SD_SPEC_TREE_MAX_NODES: the count, saturated at INT_MAX / 2). */
+int sd_spec_tree_nodes(const sd_spec_config_t *spec);
 /* The --draft word of a kind ("ngram", "layerskip", "model"), "none" for SD_DRAFTER_NONE,
  * NULL for a value that is no kind. */
 const char *sd_drafter_kind_name(sd_drafter_kind_t kind);

@@ -294,36 +294,51 @@ static float attn_score(const attn_job_t *job, const float *qh, int kvh, int j, 
     return sd_dot_f32(kj, qh, job->head_dim) * scale;
 }
 
-/* Query i, head h: two passes (max, then exp-weighted sum of v) over positions 0..pos[i];
- * a position outside [0, n_ctx) gives a NaN row (the device kernels do the same). */
-static void attn_task(void *arg, int task)
+/* One (query, head) row: two passes (max, then exp-weighted sum of v) over the keys, slots
+ * 0 .. n_base - 1 then extra[0 .. n_extra) in that order (the plain and the masked op share
+ * this arithmetic, so a tree node's row equals a chain's bit for bit). */
+static void attn_row(const attn_job_t *job, const float *qh, float *oh, int kvh, int n_base,
+                     const int32_t *extra, int n_extra)
 {
-    const attn_job_t *job = arg;
-    int i = task / job->n_head, h = task % job->n_head, hd = job->head_dim;
-    int kvh = h / (job->n_head / job->n_head_kv), p = job->pos[i], n_keys = p + 1;
-    size_t off = ((size_t)i * (size_t)job->n_head + (size_t)h) * (size_t)hd;
-    const float *qh = job->q + off;
-    float *oh = job->out + off;
-    if (p < 0 || p >= job->n_ctx) {
-        for (int d = 0; d < hd; d++) oh[d] = NAN;
-        return;
-    }
+    int hd = job->head_dim, n_keys = n_base + n_extra;
     float scale = 1.0f / sqrtf((float)hd), scores[ATTN_SCORE_CACHE], max = -INFINITY;
-    for (int j = 0; j < n_keys; j++) {
+    for (int t = 0; t < n_keys; t++) {
+        int j = t < n_base ? t : extra[t - n_base];
         float s = attn_score(job, qh, kvh, j, scale);
-        if (j < ATTN_SCORE_CACHE) scores[j] = s;
+        if (t < ATTN_SCORE_CACHE) scores[t] = s;
         max = s > max ? s : max;
     }
     memset(oh, 0, (size_t)hd * sizeof(float));
     float sum = 0.0f;
-    for (int j = 0; j < n_keys; j++) {
-        float s = j < ATTN_SCORE_CACHE ? scores[j] : attn_score(job, qh, kvh, j, scale);
+    for (int t = 0; t < n_keys; t++) {
+        int j = t < n_base ? t : extra[t - n_base];
+        float s = t < ATTN_SCORE_CACHE ? scores[t] : attn_score(job, qh, kvh, j, scale);
         float e = expf(s - max);
         sum += e;
         sd_axpy_f32(oh, e, job->v + ((size_t)j * (size_t)job->n_head_kv + (size_t)kvh) * (size_t)hd, hd);
     }
     float inv = 1.0f / sum;
     for (int d = 0; d < hd; d++) oh[d] *= inv;
+}
+
+static void attn_nan_row(float *oh, int hd)
+{
+    for (int d = 0; d < hd; d++) oh[d] = NAN;
+}
+
+/* Query i, head h over positions 0..pos[i]; a position outside [0, n_ctx) gives a NaN row
+ * (the device kernels do the same). */
+static void attn_task(void *arg, int task)
+{
+    const attn_job_t *job = arg;
+    int i = task / job->n_head, h = task % job->n_head, hd = job->head_dim;
+    int kvh = h / (job->n_head / job->n_head_kv), p = job->pos[i];
+    size_t off = ((size_t)i * (size_t)job->n_head + (size_t)h) * (size_t)hd;
+    if (p < 0 || p >= job->n_ctx) {
+        attn_nan_row(job->out + off, hd);
+        return;
+    }
+    attn_row(job, job->q + off, job->out + off, kvh, p + 1, NULL, 0);
 }
 
 static void cpu_attention(sd_backend_t *be, const float *q, const float *k_cache,
@@ -333,6 +348,46 @@ static void cpu_attention(sd_backend_t *be, const float *q, const float *k_cache
     attn_job_t job = {.q = q, .k = k_cache, .v = v_cache, .pos = pos, .out = out, .n_ctx = n_ctx,
                       .n_head = n_head, .n_head_kv = n_head_kv, .head_dim = head_dim};
     sd_threadpool_run(pool_of(be), n * n_head, attn_task, &job);
+}
+
+typedef struct {
+    attn_job_t a;
+    const uint8_t *mask; /* [n, m] */
+    int base, m;
+} attn_masked_job_t;
+
+/* Query i, head h of the masked op: slots [0, base), then base + j where mask row i is set;
+ * a NaN row for bad geometry (base < 0, m outside [0, SD_ATTN_MASK_MAX_COLS], base + m >
+ * n_ctx) or no key at all. */
+static void attn_masked_task(void *arg, int task)
+{
+    const attn_masked_job_t *mj = arg;
+    const attn_job_t *job = &mj->a;
+    int i = task / job->n_head, h = task % job->n_head, hd = job->head_dim;
+    int kvh = h / (job->n_head / job->n_head_kv);
+    size_t off = ((size_t)i * (size_t)job->n_head + (size_t)h) * (size_t)hd;
+    int32_t extra[SD_ATTN_MASK_MAX_COLS];
+    int n_extra = 0;
+    if (mj->base >= 0 && mj->m >= 0 && mj->m <= SD_ATTN_MASK_MAX_COLS &&
+        mj->base <= job->n_ctx - mj->m)
+        for (int j = 0; j < mj->m; j++)
+            if (mj->mask[(size_t)i * (size_t)mj->m + (size_t)j]) extra[n_extra++] = mj->base + j;
+    if (mj->base < 0 || mj->m < 0 || mj->m > SD_ATTN_MASK_MAX_COLS ||
+        mj->base > job->n_ctx - mj->m || mj->base + n_extra == 0) {
+        attn_nan_row(job->out + off, hd);
+        return;
+    }
+    attn_row(job, job->q + off, job->out + off, kvh, mj->base, extra, n_extra);
+}
+
+static void cpu_attention_masked(sd_backend_t *be, const float *q, const float *k_cache,
+                                 const float *v_cache, int base, const uint8_t *mask, int n, int m,
+                                 int n_ctx, int n_head, int n_head_kv, int head_dim, float *out)
+{
+    attn_masked_job_t job = {{.q = q, .k = k_cache, .v = v_cache, .out = out, .n_ctx = n_ctx,
+                              .n_head = n_head, .n_head_kv = n_head_kv, .head_dim = head_dim},
+                             mask, base, m};
+    sd_threadpool_run(pool_of(be), n * n_head, attn_masked_task, &job);
 }
 
 /* cache[pos[i], row] = rows[i, row]; rows whose position is outside [0, n_ctx) are skipped. */
@@ -409,6 +464,7 @@ static const sd_backend_ops_t cpu_ops = {
     .matmul_group = cpu_matmul_group,
     .rope = cpu_rope,
     .attention = cpu_attention,
+    .attention_masked = cpu_attention_masked,
     .kv_store = cpu_kv_store,
     .swiglu = cpu_swiglu,
     .add = cpu_add,

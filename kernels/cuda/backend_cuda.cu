@@ -244,6 +244,20 @@ static void cuda_attention(sd_backend_t *be, const float *q, const float *k_cach
                n_head, n_head_kv, head_dim);
 }
 
+static void cuda_attention_masked(sd_backend_t *be, const float *q, const float *k_cache,
+                                  const float *v_cache, int base, const uint8_t *mask, int n, int m,
+                                  int n_ctx, int n_head, int n_head_kv, int head_dim, float *out)
+{
+    held h(be);
+    cuda_ctx_t *ctx = h.ctx;
+    cudaError_t e = enter(ctx);
+    if (e == cudaSuccess)
+        e = sd_cuda_attention_masked(ctx->stream, q, k_cache, v_cache, base, mask, n, m, n_ctx,
+                                     n_head, n_head_kv, head_dim, out);
+    note_error(ctx, "attention_masked", e, "base=%d n=%d m=%d n_ctx=%d n_head=%d n_head_kv=%d "
+               "head_dim=%d", base, n, m, n_ctx, n_head, n_head_kv, head_dim);
+}
+
 static void cuda_kv_store(sd_backend_t *be, float *cache, const float *rows, const int32_t *pos,
                           int n, int n_ctx, size_t row)
 {
@@ -410,6 +424,7 @@ static const sd_backend_ops_t cuda_ops = {
     /* .lock = */ cuda_lock,
     /* .unlock = */ cuda_unlock,
     /* .matmul_group = */ NULL, // one matmul launch per weight
+    /* .attention_masked = */ cuda_attention_masked,
 };
 
 // ---- creation -----------------------------------------------------------------------------

@@ -368,6 +368,84 @@ cudaError_t sd_cuda_attention(cudaStream_t stream, const float *q, const float *
     return cudaSuccess;
 }
 
+// ---- masked (tree) attention ----------------------------------------------------------------
+//
+// One warp per (head, query): query i sees slots [0, base) then base + j where mask row i is
+// set (the same key order as the CPU). Two passes like the CPU kernel: the max of the scores,
+// then expf(s - max)-weighted sums; the lanes split head_dim and a shuffle tree forms each dot
+// product, broadcast from lane 0. Trees are small (n rows) and a step runs one, so this simple
+// kernel is not split over the context like the plain op (docs/design-notes.md, "Token trees").
+enum { ATTN_MASKED_THREADS = 32, ATTN_MASKED_PER_LANE = ATTN_MAX_HEAD_DIM / 32 };
+
+typedef struct attn_masked_args {
+    const float *q, *k, *v;
+    const uint8_t *mask; // [n, m]
+    float *out;
+    int base, m, n_head, n_head_kv, heads_per_kv, head_dim;
+    float scale;
+} attn_masked_args_t;
+
+// (k[slot, kvh] . q) * scale in every lane.
+__device__ static inline float attention_masked_score(const attn_masked_args_t &a, const float *qh,
+                                                      int kvh, int slot)
+{
+    const int lane = threadIdx.x, hd = a.head_dim;
+    const float *kj = a.k + ((size_t)slot * (size_t)a.n_head_kv + (size_t)kvh) * (size_t)hd;
+    float dot = 0.0f;
+    for (int d = lane; d < hd; d += 32) dot += kj[d] * qh[d];
+    for (int off = 16; off > 0; off >>= 1) dot += __shfl_down_sync(0xffffffffu, dot, off);
+    return __shfl_sync(0xffffffffu, dot, 0) * a.scale;
+}
+
+static __global__ __launch_bounds__(ATTN_MASKED_THREADS) void attention_masked_kernel(attn_masked_args_t a)
+{
+    const int h = blockIdx.x, i = blockIdx.y, lane = threadIdx.x, hd = a.head_dim;
+    const int kvh = h / a.heads_per_kv;
+    const float *qh = a.q + ((size_t)i * (size_t)a.n_head + (size_t)h) * (size_t)hd;
+    const uint8_t *row = a.mask + (size_t)i * (size_t)a.m;
+    float *oh = a.out + ((size_t)i * (size_t)a.n_head + (size_t)h) * (size_t)hd;
+    float m = -INFINITY;
+    int n_keys = a.base;
+    for (int t = 0; t < a.base; t++) m = fmaxf(m, attention_masked_score(a, qh, kvh, t));
+    for (int j = 0; j < a.m; j++)
+        if (row[j]) {
+            m = fmaxf(m, attention_masked_score(a, qh, kvh, a.base + j));
+            n_keys++;
+        }
+    if (n_keys == 0) { // a row that sees nothing: NaN, as the CPU backend
+        for (int d = lane; d < hd; d += 32) oh[d] = __int_as_float(0x7fc00000);
+        return;
+    }
+    float acc[ATTN_MASKED_PER_LANE] = {0.0f}, sum = 0.0f;
+    for (int t = 0; t < a.base + a.m; t++) {
+        const int slot = t; // slots [0, base) then the masked ones
+        if (t >= a.base && !row[t - a.base]) continue;
+        const float e = expf(attention_masked_score(a, qh, kvh, slot) - m);
+        sum += e;
+        const float *vj = a.v + ((size_t)slot * (size_t)a.n_head_kv + (size_t)kvh) * (size_t)hd;
+        for (int d = lane, c = 0; d < hd; d += 32, c++) acc[c] += e * vj[d];
+    }
+    const float inv = 1.0f / sum;
+    for (int d = lane, c = 0; d < hd; d += 32, c++) oh[d] = acc[c] * inv;
+}
+
+cudaError_t sd_cuda_attention_masked(cudaStream_t stream, const float *q, const float *k_cache,
+                                     const float *v_cache, int base, const uint8_t *mask, int n,
+                                     int m, int n_ctx, int n_head, int n_head_kv, int head_dim,
+                                     float *out)
+{
+    if (n < 0 || n_ctx < 1 || base < 0 || m < 0 || m > SD_ATTN_MASK_MAX_COLS || base > n_ctx - m)
+        return cudaErrorInvalidValue;
+    if (n_head < 1 || n_head > ATTN_MAX_HEADS || n_head_kv < 1 || n_head % n_head_kv != 0 ||
+        head_dim < 1 || head_dim > ATTN_MAX_HEAD_DIM || n > ATTN_MAX_GROUP)
+        return cudaErrorInvalidValue;
+    if (n == 0) return cudaSuccess;
+    if (!q || !k_cache || !v_cache || !out || (m > 0 && !mask)) return cudaErrorInvalidValue;
+    attn_masked_args_t a = {q, k_cache, v_cache, mask, out, base, m, n_head, n_head_kv,
+                            n_head / n_head_kv, head_dim, 1.0f / sqrtf((float)head_dim)};
+    return SD_LAUNCH(attention_masked_kernel, dim3(n_head, n), ATTN_MASKED_THREADS, 0, stream, a);
+}
+
 // ---- kv_store -----------------------------------------------------------------------------
 
 // One block per row i: cache[pos[i], :] = rows[i, :], a plain copy (exact). A position

@@ -3,7 +3,8 @@
 
 Target-only decoding, the built-in chain drafters (layer-skip; a draft model with the
 target's vocabulary, --draft-model; one with another vocabulary, --xvocab), n-gram prompt
-lookup, and a toy drafter written here in Python, each greedy on every prompt of
+lookup, token trees (n-gram and layer-skip with --tree SHAPE, layer-skip with a dynamic
+tree of the same node budget), and a toy drafter written here in Python, each greedy on every prompt of
 bench/prompts (rendered with the model's chat template). Every speculative output is
 checked against target-only output (greedy: it must be the same tokens). Per drafter:
 decode tokens/s, speedup over target-only, acceptance rate, tokens per target forward.
@@ -22,7 +23,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import specdec
 
@@ -42,6 +43,15 @@ class PyLookup(specdec.Drafter):
                 if context[j:j + n] == tail:
                     return specdec.Proposal(context[j + n:j + n + k], evidence=n)
         return specdec.Proposal([], 0)
+
+
+def tree_nodes(shape: str) -> int:
+    """Nodes of a static shape "WxWx...": w1 + w1*w2 + ..."""
+    total, level = 0, 1
+    for w in shape.split("x"):
+        level *= int(w)
+        total += level
+    return total
 
 
 def read_prompts(folder: Path, limit: int) -> List[Tuple[str, str]]:
@@ -68,22 +78,32 @@ def main(argv: Sequence[str]) -> int:
     ap.add_argument("--xvocab", help="a draft model with another vocabulary")
     ap.add_argument("--trace", help="write every step of every run here (JSON lines)")
     ap.add_argument("--json", help="write the table here as JSON")
+
+    ap.add_argument("--tree", default="2x2x1",
+                    help="static token-tree shape of the tree rows (dynamic rows: the same "
+                         "node budget); 'none' drops the tree rows")
     args = ap.parse_args(argv)
 
-    drafters: List[Tuple[str, specdec.drafter.DrafterSource]] = [
-        ("target-only", None), ("ngram", "ngram"), ("layerskip", "layerskip"),
-        ("python lookup", PyLookup)]
+    # (label, drafter, tree shape or None for a chain)
+    drafters: List[Tuple[str, specdec.drafter.DrafterSource, Optional[str]]] = [
+        ("target-only", None, None), ("ngram", "ngram", None), ("layerskip", "layerskip", None),
+        ("python lookup", PyLookup, None)]
+    if args.tree != "none":
+        budget = tree_nodes(args.tree)
+        drafters += [("ngram tree", "ngram", args.tree),
+                     ("layerskip tree", "layerskip", args.tree),
+                     (f"ls dynamic:{budget}", "layerskip", f"dynamic:{budget}")]
     if args.draft_model:
-        drafters.append(("model", f"model:{args.draft_model}"))
+        drafters.append(("model", f"model:{args.draft_model}", None))
     if args.xvocab:
-        drafters.append(("xvocab", f"xvocab:{args.xvocab}"))
+        drafters.append(("xvocab", f"xvocab:{args.xvocab}", None))
 
     prompts = read_prompts(Path(args.prompts), args.limit)
     trace = open(args.trace, "w", encoding="utf-8") if args.trace else None
     rows: Dict[str, Dict[str, float]] = {}
     with specdec.Model(args.model, n_threads=args.threads) as model:
         reference: Dict[str, List[int]] = {}
-        for label, drafter in drafters:
+        for label, drafter, tree in drafters:
             tokens = seconds = drafted = accepted = steps = 0
             exact = True
             for name, text in prompts:
@@ -91,7 +111,7 @@ def main(argv: Sequence[str]) -> int:
                 t0 = time.perf_counter()
                 r = model.generate(prompt, parse_special=True, max_tokens=args.max_tokens,
                                    temperature=0, drafter=drafter, k=args.k,
-                                   record_steps=trace is not None)
+                                   record_steps=trace is not None, tree=tree)
                 elapsed = time.perf_counter() - t0
                 if drafter is None:
                     reference[name] = r.tokens
@@ -113,12 +133,12 @@ def main(argv: Sequence[str]) -> int:
         trace.close()
 
     base = rows["target-only"]["tok_s"]
-    print(f"{len(prompts)} prompts, {args.max_tokens} tokens each, greedy, k {args.k}, "
+    print(f"{len(prompts)} prompts, {args.max_tokens} tokens each, greedy, k {args.k}, tree {args.tree}, "
           f"model {Path(args.model).name}")
-    print(f"{'drafter':<16}{'tok/s':>8}{'speedup':>9}{'accept':>8}{'tok/step':>10}  exact")
+    print(f"{'drafter':<18}{'tok/s':>8}{'speedup':>9}{'accept':>8}{'tok/step':>10}  exact")
     for label, row in rows.items():
         exact = "-" if label == "target-only" else ("yes" if row["exact"] else "NO")
-        print(f"{label:<16}{row['tok_s']:>8.1f}{row['tok_s'] / base if base else 0:>8.2f}x"
+        print(f"{label:<18}{row['tok_s']:>8.1f}{row['tok_s'] / base if base else 0:>8.2f}x"
               f"{row['acceptance']:>8.2f}{row['tokens_per_step']:>10.2f}  {exact}")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))

@@ -87,11 +87,12 @@ class DraftQuery(Structure):
 
 class DraftProposal(Structure):
     _fields_ = [("tokens", POINTER(c_int32)), ("capacity", c_int), ("n", c_int),
-                ("evidence", c_int)]
+                ("evidence", c_int), ("parent", POINTER(c_int32)), ("is_tree", c_int)]
 
 
 class DraftOutcome(Structure):
-    _fields_ = [("n_accepted", c_int), ("next_token", c_int32)]
+    _fields_ = [("n_accepted", c_int), ("next_token", c_int32),
+                ("accepted", POINTER(c_int32)), ("from_tree", c_int)]
 
 
 CREATE_FN = CFUNCTYPE(status_t, c_void_p, POINTER(c_void_p))
@@ -124,7 +125,8 @@ class SpecConfig(Structure):
                 ("ngram_max", c_int), ("layerskip_layers", c_int), ("k", c_int),
                 ("adaptive", c_int), ("min_confidence", c_float), ("draft_ranks", c_int),
                 ("callback", POINTER(CallbackDrafter)), ("on_step", STEP_FN),
-                ("on_step_user", c_void_p)]
+                ("on_step_user", c_void_p), ("tree_levels", c_int),
+                ("tree_width", c_int * SD_SPEC_MAX_K), ("tree_budget", c_int)]
 
 
 class EngineParams(Structure):
@@ -182,6 +184,7 @@ _PROTOTYPES = {
     "sd_gen_result_free": (None, [POINTER(GenResult)]),
     "sd_spec_config_default": (None, [POINTER(SpecConfig)]),
     "sd_spec_parse_drafter": (status_t, [c_char_p, POINTER(SpecConfig), POINTER(c_char_p)]),
+    "sd_spec_parse_tree": (status_t, [c_char_p, POINTER(SpecConfig)]),
     "sd_spec_drafter_text": (status_t, [POINTER(SpecConfig), P, c_void_p, c_size_t]),
     "sd_generate_speculative": (status_t, [P, POINTER(c_int32), c_size_t, POINTER(GenConfig),
                                            POINTER(SpecConfig), TOKEN_FN, c_void_p,

@@ -37,10 +37,13 @@ if TYPE_CHECKING:
 class Proposal:
     """What ``Drafter.propose`` may return instead of a plain token list: the tokens and an
     evidence class (0..7) — the adaptive draft length keeps one acceptance estimate per
-    class and cuts each proposal to what its class earns."""
+    class and cuts each proposal to what its class earns. With ``parents`` (one per token:
+    -1 below the last context token, else an earlier token's index) the proposal is a token
+    tree, for a generation that drafts trees (``tree=``); its depth is at most k."""
 
     tokens: Sequence[int]
     evidence: int = 0
+    parents: Optional[Sequence[int]] = None
 
 
 class Drafter:
@@ -63,6 +66,11 @@ class Drafter:
 
     def accept(self, n_accepted: int, next_token: int) -> None:
         """The target kept the first n_accepted proposed tokens, then next_token."""
+
+    def accept_path(self, tokens: List[int], next_token: int) -> None:
+        """After a tree proposal: the target kept these tokens (a path of the tree), then
+        next_token. By default ``accept(len(tokens), next_token)``."""
+        self.accept(len(tokens), next_token)
 
     def rollback(self, n_context: int) -> None:
         """The context was cut to its first n_context tokens."""
@@ -133,11 +141,21 @@ class _CallbackBridge:
             context = q.context[:q.n_context] if q.n_context else []
             got = self.states[state or 0].propose(context, q.k)
             tokens, evidence = (got.tokens, got.evidence) if isinstance(got, Proposal) else (got, 0)
+            parents = got.parents if isinstance(got, Proposal) else None
             tokens = [int(t) for t in tokens]
             for i, t in enumerate(tokens[:o.capacity]):
                 if not -2**31 <= t < 2**31:
                     raise ValueError(f"proposed token {t} is not a token id")
                 o.tokens[i] = t
+            if parents is not None:
+                if not o.parent:
+                    raise ValueError("proposed a tree (parents), but this generation drafts "
+                                     "chains: pass tree= to generate")
+                if len(parents) != len(tokens):
+                    raise ValueError(f"{len(parents)} parents for {len(tokens)} tokens")
+                for i, p in enumerate(parents[:o.capacity]):
+                    o.parent[i] = max(-2**31, min(int(p), 2**31 - 1))  # checked by the library
+                o.is_tree = 1
             o.n = len(tokens)  # more than capacity: the library refuses it, naming the count
             o.evidence = int(evidence)
             return 0
@@ -146,6 +164,9 @@ class _CallbackBridge:
 
     def _accept(self, state: Optional[int], outcome: Any) -> int:
         o = outcome.contents
+        if o.from_tree and hasattr(self.states.get(state or 0), "accept_path"):
+            path = o.accepted[:o.n_accepted] if o.n_accepted else []
+            return self._call(state, "accept_path", path, o.next_token)
         return self._call(state, "accept", o.n_accepted, o.next_token)
 
     def _rollback(self, state: Optional[int], n: int) -> int:
@@ -165,7 +186,8 @@ class Speculation:
                  draft_model: Optional["Model"] = None, k: int = 4, adaptive: bool = True,
                  min_confidence: float = 0.3,
                  on_step: Optional[Callable[[StepRecord], None]] = None,
-                 record_steps: bool = False, engine: bool = False) -> None:
+                 record_steps: bool = False, engine: bool = False,
+                 tree: Optional[str] = None) -> None:
         self.c = _lib.SpecConfig()
         lib.sd_spec_config_default(ctypes.byref(self.c))
         self.errors: List[BaseException] = []
@@ -180,6 +202,8 @@ class Speculation:
             self.c.callback = ctypes.pointer(self.bridge.table)
         elif draft_model is not None:
             raise ValueError("draft_model needs drafter='model' or drafter='xvocab'")
+        if tree is not None:
+            check(lib.sd_spec_parse_tree(tree.encode(), ctypes.byref(self.c)), "tree")
         self.c.k = k
         self.c.adaptive = 1 if adaptive else 0
         self.c.min_confidence = min_confidence

@@ -17,6 +17,7 @@ def test_compare_drafters_prints_an_exact_table(target: specdec.Model, tmp_path:
         check=True, capture_output=True, text=True).stdout
     rows = {line.split()[0] for line in out.splitlines()[2:]}
     assert {"target-only", "ngram", "layerskip", "python"} <= rows, out
-    assert "NO" not in out and out.count("yes") == 3, out
+    assert "NO" not in out and out.count("yes") == 6, out
     records = specdec.read_trace(tmp_path / "t.jsonl")
-    assert {r.drafter for r in records} == {"target-only", "ngram", "layerskip", "python lookup"}
+    assert {r.drafter for r in records} == {"target-only", "ngram", "layerskip", "python lookup",
+                                            "ngram tree", "layerskip tree", "ls dynamic:10"}

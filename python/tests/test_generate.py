@@ -51,6 +51,54 @@ def test_greedy_is_the_targets_for_every_drafter(target: specdec.Model,
     assert r.stats.mean_accepted_len > 2
 
 
+def test_token_trees_are_the_targets(target: specdec.Model) -> None:
+    ref = target.generate(PROMPT, max_tokens=30, temperature=0, ignore_eos=True)
+    for drafter, tree in [("layerskip", "3x2x1"), ("layerskip", "dynamic:8"), ("ngram", "4x2x1")]:
+        r = target.generate(PROMPT, max_tokens=30, temperature=0, ignore_eos=True,
+                            drafter=drafter, tree=tree)
+        assert r.tokens == ref.tokens, (drafter, tree)
+        assert r.stats.drafted > 0, (drafter, tree)
+    with pytest.raises(specdec.SpecdecError) as e:
+        target.generate(PROMPT, max_tokens=4, drafter="layerskip", tree="0x2")
+    assert "width '0' at level 1" in str(e.value)
+
+
+class TreeOracle(specdec.Drafter):
+    """Proposes a tree: a wrong first token, then the target's next k tokens as its sibling
+    chain; records the paths the target kept."""
+
+    future: List[int] = []
+
+    def __init__(self) -> None:
+        self.paths: List[List[int]] = []
+
+    def propose(self, context: List[int], k: int) -> specdec.Proposal:
+        at = len(context) - len(PROMPT)
+        good = list(self.future[at:at + k])
+        if not good:
+            return specdec.Proposal([])
+        tokens = [(good[0] + 1) % 320] + good
+        parents = [-1, -1] + list(range(1, len(good)))
+        return specdec.Proposal(tokens, parents=parents)
+
+    def accept_path(self, tokens: List[int], next_token: int) -> None:
+        self.paths.append(tokens)
+
+
+def test_a_python_drafter_proposes_trees(target: specdec.Model) -> None:
+    ref = target.generate(PROMPT, max_tokens=30, temperature=0, ignore_eos=True)
+    TreeOracle.future = ref.tokens
+    d = TreeOracle()
+    r = target.generate(PROMPT, max_tokens=30, temperature=0, ignore_eos=True, drafter=d,
+                        tree="dynamic:8", k=3)
+    assert r.tokens == ref.tokens
+    assert r.stats.mean_accepted_len > 3.0, r.stats.mean_accepted_len  # the sibling chain wins
+    assert d.paths and all(len(p) == 3 for p in d.paths[:-1]), d.paths
+    with pytest.raises(specdec.DrafterError) as e:  # a tree where chains are drafted
+        target.generate(PROMPT, max_tokens=4, drafter=TreeOracle)
+    assert "pass tree=" in str(e.value.__cause__), e.value.__cause__
+
+
 def test_sampling_is_reproducible_and_drafter_independent(target: specdec.Model) -> None:
     a = target.generate(PROMPT, max_tokens=32, temperature=0.9, seed=3, ignore_eos=True)
     b = target.generate(PROMPT, max_tokens=32, temperature=0.9, seed=3, ignore_eos=True,

@@ -501,6 +501,50 @@ ParameterizedTest(attn_param_t *p, cuda_ops, attention, .timeout = 300)
     sd_backend_destroy(be);
 }
 
+/* The masked (tree) attention op against the CPU's (which tests/test_kernels_tree_attention.c
+ * checks against a C reference): a tree of 7 rows after 40 context slots; a row that sees
+ * nothing is NaN on both; each row alone gives the same bits. */
+Test(cuda_ops, attention_masked_matches_the_cpu, .timeout = 300)
+{
+    sd_backend_t *be = cuda_or_skip(0.5), *cpu = cpu_backend();
+    enum { N = 7, BASE = 40 };
+    static const int32_t parent[N] = {-1, 0, 0, 1, 2, 3, 0};
+    attn_case_t c = attn_case_make(be, (attn_param_t){9, 3, 64, BASE, N, 0}); /* n_ctx BASE + N */
+    uint8_t mask[N * N] = {0};
+    for (int i = 0; i < N; i++)
+        for (int a = i; a >= 0; a = parent[a]) mask[i * N + a] = 1;
+    uint8_t *dmask = to_device(be, mask, sizeof mask);
+    float *got = alloc_floats(c.q_len), *want = alloc_floats(c.q_len), *alone = alloc_floats(c.row);
+    cpu->ops->attention_masked(cpu, c.q, c.k, c.v, BASE, mask, N, N, c.n_ctx, 9, 3, 64, want);
+    be->ops->attention_masked(be, c.dq, c.dk, c.dv, BASE, dmask, N, N, c.n_ctx, 9, 3, 64, c.dout);
+    from_device(be, got, c.dout, sizeof(float) * c.q_len);
+    cr_assert_eq(be->ops->sync(be), SD_OK, "%s", sd_last_error());
+    for (int i = 0; i < N; i++) {
+        char what[64];
+        snprintf(what, sizeof what, "masked attention row %d", i);
+        assert_close(got + (size_t)i * c.row, want + (size_t)i * c.row, c.row, 2e-4, what);
+        be->ops->attention_masked(be, c.dq + (size_t)i * c.row, c.dk, c.dv, BASE, dmask + i * N, 1,
+                                  N, c.n_ctx, 9, 3, 64, c.dout);
+        from_device(be, alone, c.dout, sizeof(float) * c.row);
+        cr_assert(memcmp(alone, got + (size_t)i * c.row, sizeof(float) * c.row) == 0,
+                  "masked row %d alone differs from the batch", i);
+    }
+    uint8_t none[N] = {0};
+    be->ops->upload(be, dmask, none, sizeof none);
+    be->ops->attention_masked(be, c.dq, c.dk, c.dv, 0, dmask, 1, N, c.n_ctx, 9, 3, 64, c.dout);
+    from_device(be, alone, c.dout, sizeof(float) * c.row);
+    cr_assert(isnan(alone[0]) && isnan(alone[c.row - 1]), "a row that sees nothing is NaN");
+    /* bad geometry (base + m > n_ctx) is an error for the next sync */
+    be->ops->attention_masked(be, c.dq, c.dk, c.dv, c.n_ctx, dmask, 1, N, c.n_ctx, 9, 3, 64, c.dout);
+    cr_assert_eq(be->ops->sync(be), SD_ERR_DEVICE);
+    cr_assert(strstr(sd_last_error(), "attention_masked") != NULL, "%s", sd_last_error());
+    be->ops->release(be, dmask);
+    attn_case_free(be, &c);
+    free(got), free(want), free(alone);
+    sd_backend_destroy(cpu);
+    sd_backend_destroy(be);
+}
+
 /* Positions in any order, repeated, with gaps and a much longer cache (the grid is sized for
  * n_ctx; blocks past a query's chunks exit): against the CPU, and each query alone bit for
  * bit. A position outside the cache gives a NaN row, as on the CPU. */

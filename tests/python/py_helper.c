@@ -54,9 +54,10 @@ static void abi(void)
     BEGIN(sd_draft_query_t), F(sd_draft_query_t, context), F(sd_draft_query_t, n_context),
         F(sd_draft_query_t, k), F(sd_draft_query_t, temperature), F(sd_draft_query_t, seed), END();
     BEGIN(sd_draft_proposal_t), F(sd_draft_proposal_t, tokens), F(sd_draft_proposal_t, capacity),
-        F(sd_draft_proposal_t, n), F(sd_draft_proposal_t, evidence), END();
+        F(sd_draft_proposal_t, n), F(sd_draft_proposal_t, evidence), F(sd_draft_proposal_t, parent),
+        F(sd_draft_proposal_t, is_tree), END();
     BEGIN(sd_draft_outcome_t), F(sd_draft_outcome_t, n_accepted), F(sd_draft_outcome_t, next_token),
-        END();
+        F(sd_draft_outcome_t, accepted), F(sd_draft_outcome_t, from_tree), END();
     BEGIN(sd_callback_drafter_t), F(sd_callback_drafter_t, user), F(sd_callback_drafter_t, create),
         F(sd_callback_drafter_t, begin), F(sd_callback_drafter_t, propose),
         F(sd_callback_drafter_t, accept), F(sd_callback_drafter_t, rollback),
@@ -71,7 +72,8 @@ static void abi(void)
         F(sd_spec_config_t, layerskip_layers), F(sd_spec_config_t, k), F(sd_spec_config_t, adaptive),
         F(sd_spec_config_t, min_confidence), F(sd_spec_config_t, draft_ranks),
         F(sd_spec_config_t, callback), F(sd_spec_config_t, on_step),
-        F(sd_spec_config_t, on_step_user), END();
+        F(sd_spec_config_t, on_step_user), F(sd_spec_config_t, tree_levels),
+        F(sd_spec_config_t, tree_width), F(sd_spec_config_t, tree_budget), END();
     BEGIN(sd_engine_params_t), F(sd_engine_params_t, model), F(sd_engine_params_t, spec),
         F(sd_engine_params_t, max_active), F(sd_engine_params_t, max_queued),
         F(sd_engine_params_t, max_batch_rows), F(sd_engine_params_t, load_aware_drafts),
