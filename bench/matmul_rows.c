@@ -3,16 +3,17 @@
  * of one call per activation row and the cost of the call relative to one single-row call,
  * so "n rows cost x single rows" can be read directly.
  *
- *   matmul_rows [-t THREADS] [-r REPS] [--cold] [--max-n N] [SHAPE ...]
+ *   matmul_rows [-t THREADS] [-r REPS] [--cold] [--max-n N | --n N,N,..] [SHAPE ...]
  *   SHAPE = ROWSxCOLS:TYPE, e.g. 576x576:Q4_1 (default: SmolLM2-135M's Q4_1 matrices and its
  *   Q8_0 output head)
  *
  * --cold rotates over copies of the weight totalling >= 256 MiB, so every call streams its
  * weights from memory as a decode step does (the model is larger than the caches); without
  * it the weight stays in cache. Each figure is the minimum over REPS calls (robust to other
- * load on a shared machine). With one thread the call runs on the calling thread and, where
- * perf events are allowed, user-space instructions and cycles per call are reported too
- * (repeatable whatever the load). */
+ * load on a shared machine). --n lists the row counts instead of 1..N (up to 1024: prefill
+ * sizes, e.g. --n 1,64,512; "x 1-row" counts in the first one's time per row). With one
+ * thread the call runs on the calling thread and, where perf events are allowed, user-space
+ * instructions and cycles per row are reported too (repeatable whatever the load). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,7 +22,7 @@
 #include "bench/perf_counter.h"
 #include "kernels/backend.h"
 
-enum { MAX_N = 16, COLD_BYTES = 256 << 20 };
+enum { MAX_N = 1024, MAX_NS = 32, COLD_BYTES = 256 << 20 };
 
 typedef struct {
     int64_t rows, cols;
@@ -102,7 +103,7 @@ static cost_t measure(sd_backend_t *be, const sd_weight_t *w, int ncopy, const f
     return best;
 }
 
-static void bench_shape(sd_backend_t *be, const shape_t *sh, int cold, int reps, int max_n,
+static void bench_shape(sd_backend_t *be, const shape_t *sh, int cold, int reps, const int *ns, int nn,
                         const int fd[2])
 {
     sd_weight_t *w;
@@ -112,18 +113,21 @@ static void bench_shape(sd_backend_t *be, const shape_t *sh, int cold, int reps,
                 (long long)sh->rows, (long long)sh->cols, sd_dtype_name(sh->type));
         return;
     }
-    float *x = malloc(sizeof(float) * (size_t)(MAX_N * sh->cols));
-    float *y = malloc(sizeof(float) * (size_t)(MAX_N * sh->rows));
+    int max_n = 0;
+    for (int i = 0; i < nn; i++) max_n = ns[i] > max_n ? ns[i] : max_n;
+    float *x = malloc(sizeof(float) * (size_t)max_n * (size_t)sh->cols);
+    float *y = malloc(sizeof(float) * (size_t)max_n * (size_t)sh->rows);
     uint32_t seed = 777;
-    for (int64_t i = 0; i < MAX_N * sh->cols; i++) x[i] = rand_unit(&seed);
+    for (int64_t i = 0; i < max_n * sh->cols; i++) x[i] = rand_unit(&seed);
     printf("%lldx%lld %s (%s)\n", (long long)sh->rows, (long long)sh->cols, sd_dtype_name(sh->type),
            cold ? "cold" : "hot");
     printf("   n   us/call   ns/row  x 1-row  instr/row  cycles/row\n");
     double t1 = 0.0;
-    for (int n = 1; n <= max_n; n++) {
+    for (int i = 0; i < nn; i++) {
+        int n = ns[i];
         measure(be, w, ncopy, x, n, y, ncopy < 3 ? 3 : ncopy, fd); /* warm-up */
         cost_t c = measure(be, w, ncopy, x, n, y, reps, fd);
-        if (n == 1) t1 = c.ns;
+        if (i == 0) t1 = c.ns / n;
         printf("  %2d  %8.1f  %7.0f  %7.2f", n, c.ns / 1e3, c.ns / n, c.ns / t1);
         if (fd[0] >= 0) printf("  %9.0f  %10.0f", (double)c.instr / n, (double)c.cycles / n);
         printf("\n");
@@ -136,13 +140,23 @@ static void bench_shape(sd_backend_t *be, const shape_t *sh, int cold, int reps,
 
 int main(int argc, char **argv)
 {
-    int threads = 1, reps = 200, cold = 0, max_n = 9, nshape = 0;
+    int threads = 1, reps = 200, cold = 0, max_n = 9, nshape = 0, ns[MAX_NS], nn = 0;
     shape_t shapes[32];
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "-t") == 0 && i + 1 < argc) threads = atoi(argv[++i]);
         else if (strcmp(argv[i], "-r") == 0 && i + 1 < argc) reps = atoi(argv[++i]);
         else if (strcmp(argv[i], "--max-n") == 0 && i + 1 < argc) max_n = atoi(argv[++i]);
         else if (strcmp(argv[i], "--cold") == 0) cold = 1;
+        else if (strcmp(argv[i], "--n") == 0 && i + 1 < argc) {
+            for (char *p = argv[++i], *end; *p && nn < MAX_NS; p = *end == ',' ? end + 1 : end) {
+                long v = strtol(p, &end, 10);
+                if (end == p || v < 1 || v > MAX_N) {
+                    fprintf(stderr, "matmul_rows: --n '%s': each count must be 1..%d\n", argv[i], MAX_N);
+                    return 2;
+                }
+                ns[nn++] = (int)v;
+            }
+        }
         else {
             long long r, c;
             char type[16];
@@ -159,6 +173,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "matmul_rows: --max-n must be 1..%d and -r >= 1\n", MAX_N);
         return 2;
     }
+    if (nn == 0)
+        for (int n = 1; n <= max_n; n++) ns[nn++] = n;
     if (nshape == 0) {
         nshape = (int)(sizeof default_shapes / sizeof default_shapes[0]);
         memcpy(shapes, default_shapes, sizeof default_shapes);
@@ -173,7 +189,7 @@ int main(int argc, char **argv)
     if (threads == 1) fd[0] = bench_counter_open(PERF_COUNT_HW_INSTRUCTIONS), fd[1] = bench_counter_open(PERF_COUNT_HW_CPU_CYCLES);
     printf("matmul_rows: %d thread(s), min of %d calls%s\n", threads, reps,
            fd[0] >= 0 ? ", user-space instructions and cycles of this thread" : "");
-    for (int s = 0; s < nshape; s++) bench_shape(be, &shapes[s], cold, reps, max_n, fd);
+    for (int s = 0; s < nshape; s++) bench_shape(be, &shapes[s], cold, reps, ns, nn, fd);
     sd_backend_destroy(be);
     return 0;
 }

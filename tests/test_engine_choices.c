@@ -143,11 +143,12 @@ Test(engine_choices, seeds_are_a_fixed_function, .timeout = 10)
     }
 }
 
-static atomic_int release_hold;
+static atomic_int release_hold, holding;
 
 /* Blocks the scheduler at the request's first token until the test lets it go. */
 static int hold_token(void *user, int32_t token, const char *text, size_t len)
 {
+    atomic_store(&holding, 1);
     while (!atomic_load(&release_hold)) usleep(1000);
     return 0;
 }
@@ -173,6 +174,12 @@ Test(engine_choices, bad_n_and_a_full_queue, .timeout = 120)
     /* a request held at its first token keeps the slot; 2 more fit the queue, 3 do not */
     sd_request_t *hold;
     cr_assert_eq(sd_engine_submit(e, prompt, N_PROMPT, &c, hold_token, NULL, &hold), SD_OK);
+    /* admitted and held (the queue's count would change if it were admitted between the
+     * two snapshots below) */
+    for (int ms = 0; !atomic_load(&holding); ms++) {
+        cr_assert_lt(ms, 60000, "the held request never reached its first token");
+        usleep(1000);
+    }
     sd_engine_metrics_t before, after;
     sd_engine_get_metrics(e, &before);
     cr_assert_eq(sd_engine_submit_choices(e, prompt, N_PROMPT, &c, 3, NULL, NULL, rq), SD_ERR_BUSY);

@@ -18,8 +18,8 @@
 static const sd_dtype_t types[] = {SD_DTYPE_Q5_0, SD_DTYPE_Q5_1, SD_DTYPE_IQ4_NL, SD_DTYPE_Q2_K, SD_DTYPE_Q3_K,
                                    SD_DTYPE_Q4_K, SD_DTYPE_Q5_K, SD_DTYPE_Q6_K, SD_DTYPE_IQ4_XS};
 static const int nws[] = {1, 3, 7, 8, 9, 17, 40};
-static const int nxs[] = {1, 2, 3, 4, 5, 8, 9};
-enum { MAX_NW = 40, MAX_NX = 9, MAX_COLS = 1536, PAD = 3 };
+static const int nxs[] = {1, 2, 3, 4, 5, 8, 9, 16, 17, 32, 70}; /* 16 (K-quants 32) on: the wide kernel */
+enum { MAX_NW = 40, MAX_NX = 70, MAX_COLS = 1536, PAD = 3 };
 
 #define N_OF(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -288,8 +288,9 @@ Test(kernels_q8, scalar_kernel_follows_the_contract, .timeout = 300) { check_isa
 Test(kernels_q8, avx2_kernel_follows_the_contract, .timeout = 300) { check_isa(SD_I16_ISA_AVX2); }
 Test(kernels_q8, avx512_kernel_follows_the_contract, .timeout = 300) { check_isa(SD_I16_ISA_AVX512); }
 
-/* Batch invariance of the chosen kernel: 9 activation rows split into calls of every size and
- * 21 weight rows taken from every offset 0..9 give the bits of the single full call. */
+/* Batch invariance of the chosen kernel: 70 activation rows split into calls of many sizes
+ * (those of verification and prefill) and 21 weight rows taken from every offset 0..9 give
+ * the bits of the single full call. */
 Test(kernels_q8, rows_independent_of_batch_and_tiling, .timeout = 300)
 {
     enum { NW = 21 };
@@ -301,8 +302,9 @@ Test(kernels_q8, rows_independent_of_batch_and_tiling, .timeout = 300)
         sd_i16_isa_t isa = sd_i16_isa();
         size_t ldf = NW + PAD;
         float *full = run_isa(isa, &w, 0, NW, &a, 0, MAX_NX);
-        for (int size = 1; size <= MAX_NX; size++)
-            for (int c0 = 0; c0 < MAX_NX; c0 += size) {
+        static const int sizes[] = {1, 2, 3, 4, 5, 8, 9, 15, 16, 17, 31, 32, 35, 64, MAX_NX};
+        for (size_t si = 0; si < N_OF(sizes); si++)
+            for (int c0 = 0, size = sizes[si]; c0 < MAX_NX; c0 += size) {
                 int nx = MAX_NX - c0 < size ? MAX_NX - c0 : size;
                 for (int r0 = 0; r0 < 10; r0++) {
                     int nw = NW - r0;

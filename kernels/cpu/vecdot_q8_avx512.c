@@ -52,10 +52,248 @@ KERNEL void k_block_avx512(sd_dtype_t type, const char *blk, const xblock_t *xb,
     k_offsets_mins(type, &ks, xb, NX, s, m);
 }
 
+/* ---- the wide kernel (many activation rows: prefill) ----------------------------------------
+ *
+ * WW = 16 weight rows are decoded once per chunk of blocks into a transposed buffer (group of
+ * 4 elements x weight row, unsigned bytes), then every activation row runs vpdpbusd against
+ * its broadcast dwords: lane r is weight row r's exact integer sum, with no horizontal sums.
+ * Super-block types sum each 16-element sub-block apart and multiply it by the row's scale
+ * (vpmulld); offsets and mins come from the activations' sums of 16 (vpdpwssd with scale /
+ * min pairs). The float stage is the contract's, lane r for weight row r. */
+/* From WIDE_MIN_ROWS activation rows on (super-block types: WIDE_MIN_ROWS_K, their decode and
+ * transpose cost more) the wide kernel beats q8_rows (matmul_rows, this machine). */
+enum { WW = 16, WB = 32, WBK = 2, WX = 64, WIDE_MIN_ROWS = 16, WIDE_MIN_ROWS_K = 32 };
+
+typedef struct {
+    uint32_t u[WB][8][WW]; /* block, group of 4 elements, weight row: the 4 unsigned weights */
+    float dw[WB][WW], dmw[WB][WW];
+} wide_tile_t;
+
+typedef struct {
+    uint32_t u[WBK][64][WW];                   /* as wide_tile_t's, 64 groups per block */
+    int32_t sc[WBK][16][WW];                   /* sub-block of 16 elements, row: its scale */
+    uint32_t scp[WBK][8][WW], mnp[WBK][8][WW]; /* scales / mins of sub-blocks 2k, 2k + 1 as int16 pairs */
+    float dw[WBK][WW], dmw[WBK][WW];
+} wide_k_tile_t;
+
+/* The unsigned weights' offset of a super-block type (IQ4_XS: value + 128). */
+KERNEL int wide_k_offset(sd_dtype_t t)
+{
+    return t == SD_DTYPE_Q3_K ? 4 : t == SD_DTYPE_Q6_K ? 32 : t == SD_DTYPE_IQ4_XS ? 128 : 0;
+}
+
+/* The 8 dwords of v into u[g0 + g][r]. */
+KERNEL void wide_put(uint32_t (*u)[WW], int g0, int r, __m256i v)
+{
+    uint32_t a[8];
+    _mm256_storeu_si256((__m256i *)a, v);
+    for (int g = 0; g < 8; g++) u[g0 + g][r] = a[g];
+}
+
+/* f16 d (and dmw: the min's f16, negated for super-block types) of a block. */
+KERNEL void wide_scales_f(sd_dtype_t type, const char *blk, float *dw, float *dmw)
+{
+    *dw = sd_f16_to_f32(load_u16(blk + q8_d_offset(type)));
+    if (q8_has_min(type)) {
+        float m = sd_f16_to_f32(load_u16(blk + q8_dmin_offset(type)));
+        *dmw = q8_small(type) ? m : -m;
+    }
+}
+
+/* Blocks b0 .. b0 + nb - 1 of the tile's rows into t. */
+KERNEL void wide_decode(sd_dtype_t type, const char *const rows[WW], int64_t b0, int nb, wide_tile_t *t)
+{
+    const size_t bb = sd_dtype_block_bytes(type);
+    for (int b = 0; b < nb; b++)
+        for (int r = 0; r < WW; r++) {
+            const char *blk = rows[r] + (size_t)(b0 + b) * bb;
+            wide_put(t->u[b], 0, r, small_decode(type, blk));
+            wide_scales_f(type, blk, &t->dw[b][r], &t->dmw[b][r]);
+        }
+}
+
+KERNEL void wide_k_decode(sd_dtype_t type, const char *const rows[WW], int64_t b0, int nb, wide_k_tile_t *t)
+{
+    const size_t bb = sd_dtype_block_bytes(type);
+    for (int b = 0; b < nb; b++)
+        for (int r = 0; r < WW; r++) {
+            const char *blk = rows[r] + (size_t)(b0 + b) * bb;
+            kscales_t ks = k_scales(type, blk);
+            int8_t sc[16], mn[16];
+            _mm_storeu_si128((__m128i *)sc, ks.sc);
+            _mm_storeu_si128((__m128i *)mn, ks.mn);
+            for (int j = 0; j < 16; j++) t->sc[b][j][r] = sc[j];
+            for (int k = 0; k < 8; k++) {
+                t->scp[b][k][r] = (uint16_t)sc[2 * k] | (uint32_t)(uint16_t)sc[2 * k + 1] << 16;
+                t->mnp[b][k][r] = (uint16_t)mn[2 * k] | (uint32_t)(uint16_t)mn[2 * k + 1] << 16;
+            }
+            for (int c = 0; c < 4; c++) {
+                __m256i u[2];
+                k_decode64(type, blk, c, u);
+                for (int k = 0; k < 2; k++) {
+                    if (type == SD_DTYPE_IQ4_XS) u[k] = _mm256_xor_si256(u[k], _mm256_set1_epi8((char)0x80));
+                    wide_put(t->u[b], 16 * c + 8 * k, r, u[k]);
+                }
+            }
+            wide_scales_f(type, blk, &t->dw[b][r], &t->dmw[b][r]);
+        }
+}
+
+/* The contract's float stage of one block for one activation row (lane r: weight row r). */
+KERNEL __m512 wide_fma(sd_dtype_t type, __m512i sv, __m512i mv, const float *dw, const float *dmw, float dx, __m512 acc)
+{
+    __m512 dxv = _mm512_set1_ps(dx);
+    acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sv), _mm512_mul_ps(_mm512_loadu_ps(dw), dxv), acc);
+    if (q8_has_min(type)) acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(mv), _mm512_mul_ps(_mm512_loadu_ps(dmw), dxv), acc);
+    return acc;
+}
+
+/* NX activation rows (row x: q + x n, d + x nb_all, bsum + x n / 16, acc[x]) against nb
+ * decoded blocks. */
+KERNEL void wide_run(sd_dtype_t type, const wide_tile_t *t, int nb, const int8_t *q, const float *d,
+                     const int16_t *bsum, int64_t n, int64_t nb_all, int NX, __m512 *acc)
+{
+    const int off = small_offset(type);
+    for (int b = 0; b < nb; b++) {
+        __m512i s0[4], s1[4];
+        UNROLL
+        for (int x = 0; x < NX; x++) s0[x] = s1[x] = _mm512_setzero_si512();
+        UNROLL
+        for (int g = 0; g < 8; g += 2) {
+            __m512i w0 = _mm512_loadu_si512((const void *)t->u[b][g]), w1 = _mm512_loadu_si512((const void *)t->u[b][g + 1]);
+            UNROLL
+            for (int x = 0; x < NX; x++) {
+                const int8_t *xq = q + (size_t)x * (size_t)n + 32 * b + 4 * g;
+                s0[x] = _mm512_dpbusd_epi32(s0[x], w0, _mm512_set1_epi32((int)load_u32(xq)));
+                s1[x] = _mm512_dpbusd_epi32(s1[x], w1, _mm512_set1_epi32((int)load_u32(xq + 4)));
+            }
+        }
+        UNROLL
+        for (int x = 0; x < NX; x++) {
+            const int16_t *bs = bsum + (size_t)x * (size_t)(n / 16) + 2 * b;
+            int xsum = bs[0] + bs[1];
+            __m512i sv = _mm512_add_epi32(s0[x], s1[x]);
+            if (off) sv = _mm512_sub_epi32(sv, _mm512_set1_epi32(off * xsum));
+            acc[x] = wide_fma(type, sv, _mm512_set1_epi32(xsum), t->dw[b], t->dmw[b], d[(size_t)x * (size_t)nb_all + (size_t)b],
+                              acc[x]);
+        }
+    }
+}
+
+KERNEL void wide_k_run(sd_dtype_t type, const wide_k_tile_t *t, int nb, const int8_t *q, const float *d,
+                       const int16_t *bsum, int64_t n, int64_t nb_all, int NX, __m512 *acc)
+{
+    const int off = wide_k_offset(type), shift = off == 4 ? 2 : off == 32 ? 5 : 7;
+    for (int b = 0; b < nb; b++) {
+        __m512i s[4], m[4];
+        UNROLL
+        for (int x = 0; x < NX; x++) s[x] = m[x] = _mm512_setzero_si512();
+        for (int j = 0; j < 16; j++) { /* sub-block j: elements 16 j .. 16 j + 15 */
+            __m512i p[4];
+            UNROLL
+            for (int x = 0; x < NX; x++) p[x] = _mm512_setzero_si512();
+            UNROLL
+            for (int g = 0; g < 4; g++) {
+                __m512i wv = _mm512_loadu_si512((const void *)t->u[b][4 * j + g]);
+                UNROLL
+                for (int x = 0; x < NX; x++) {
+                    const int8_t *xq = q + (size_t)x * (size_t)n + 256 * b + 16 * j + 4 * g;
+                    p[x] = _mm512_dpbusd_epi32(p[x], wv, _mm512_set1_epi32((int)load_u32(xq)));
+                }
+            }
+            __m512i scv = _mm512_loadu_si512((const void *)t->sc[b][j]);
+            UNROLL
+            for (int x = 0; x < NX; x++) s[x] = _mm512_add_epi32(s[x], _mm512_mullo_epi32(p[x], scv));
+        }
+        UNROLL
+        for (int x = 0; x < NX; x++) {
+            const int16_t *bs = bsum + (size_t)x * (size_t)(n / 16) + 16 * b;
+            if (off) {
+                __m512i o = _mm512_setzero_si512();
+                for (int k = 0; k < 8; k++)
+                    o = _mm512_dpwssd_epi32(o, _mm512_loadu_si512((const void *)t->scp[b][k]),
+                                            _mm512_set1_epi32((int)load_u32(bs + 2 * k)));
+                s[x] = _mm512_sub_epi32(s[x], _mm512_slli_epi32(o, (unsigned)shift));
+            }
+            if (q8_has_min(type))
+                for (int k = 0; k < 8; k++)
+                    m[x] = _mm512_dpwssd_epi32(m[x], _mm512_loadu_si512((const void *)t->mnp[b][k]),
+                                               _mm512_set1_epi32((int)load_u32(bs + 2 * k)));
+            acc[x] = wide_fma(type, s[x], m[x], t->dw[b], t->dmw[b], d[(size_t)x * (size_t)nb_all + (size_t)b], acc[x]);
+        }
+    }
+}
+
+/* One wide tile's chunk of blocks against activation rows x0 .. x0 + nxg - 1, 4 at a time. */
+#define WIDE_CHUNK(RUN, T)                                                                                        \
+    for (int x = 0; x < nxg; x += 4) {                                                                            \
+        size_t xo = (size_t)(x0 + x);                                                                             \
+        const int8_t *qx = q + xo * (size_t)n + (size_t)(b0 * blk);                                              \
+        const float *dx = d + xo * (size_t)nb_all + (size_t)b0;                                                   \
+        const int16_t *bx = bsum + xo * (size_t)(n / 16) + (size_t)(b0 * blk / 16);                              \
+        switch (nxg - x) {                                                                                        \
+        case 1: RUN(type, T, nb, qx, dx, bx, n, nb_all, 1, acc + x); break;                                       \
+        case 2: RUN(type, T, nb, qx, dx, bx, n, nb_all, 2, acc + x); break;                                       \
+        case 3: RUN(type, T, nb, qx, dx, bx, n, nb_all, 3, acc + x); break;                                       \
+        default: RUN(type, T, nb, qx, dx, bx, n, nb_all, 4, acc + x); break;                                      \
+        }                                                                                                         \
+    }
+
+/* Every wide tile of the weight range against every activation row. */
+KERNEL void wide_rows_type(sd_dtype_t type, const char *w, size_t row_bytes, int64_t nw, const int8_t *q,
+                           const float *d, const int16_t *bsum, int nx, int64_t n, float *y, size_t ldy)
+{
+    const int64_t blk = q8_blk(type), nb_all = n / blk, chunk = q8_small(type) ? WB : WBK;
+    union {
+        wide_tile_t s;
+        wide_k_tile_t k;
+    } t;
+    __m512 acc[WX];
+    for (int64_t r0 = 0; r0 < nw; r0 += WW) {
+        int tw = nw - r0 < WW ? (int)(nw - r0) : WW;
+        const char *rows[WW];
+        for (int r = 0; r < WW; r++) rows[r] = w + (size_t)(r0 + (r < tw ? r : tw - 1)) * row_bytes;
+        for (int x0 = 0; x0 < nx; x0 += WX) {
+            int nxg = nx - x0 < WX ? nx - x0 : WX;
+            for (int x = 0; x < nxg; x++) acc[x] = _mm512_setzero_ps();
+            for (int64_t b0 = 0; b0 < nb_all; b0 += chunk) {
+                int nb = nb_all - b0 < chunk ? (int)(nb_all - b0) : (int)chunk;
+                if (q8_small(type)) {
+                    wide_decode(type, rows, b0, nb, &t.s);
+                    WIDE_CHUNK(wide_run, &t.s)
+                } else {
+                    wide_k_decode(type, rows, b0, nb, &t.k);
+                    WIDE_CHUNK(wide_k_run, &t.k)
+                }
+            }
+            for (int x = 0; x < nxg; x++)
+                _mm512_mask_storeu_ps(y + (size_t)(x0 + x) * ldy + (size_t)r0, (__mmask16)((1u << tw) - 1), acc[x]);
+        }
+    }
+}
+#undef WIDE_CHUNK
+
 void sd_vec_dot_rows_q8_avx512(sd_dtype_t type, const void *w, size_t row_bytes, int64_t nw,
                                const int8_t *q, const float *d, const int16_t *bsum, int nx,
                                int64_t n, float *y, size_t ldy)
 {
+    if (nx >= (q8_small(type) ? WIDE_MIN_ROWS : WIDE_MIN_ROWS_K)) {
+#define WIDE_CASE(T) \
+    case T: wide_rows_type(T, w, row_bytes, nw, q, d, bsum, nx, n, y, ldy); return;
+        switch (type) {
+            WIDE_CASE(SD_DTYPE_Q5_0)
+            WIDE_CASE(SD_DTYPE_Q5_1)
+            WIDE_CASE(SD_DTYPE_IQ4_NL)
+            WIDE_CASE(SD_DTYPE_Q2_K)
+            WIDE_CASE(SD_DTYPE_Q3_K)
+            WIDE_CASE(SD_DTYPE_Q4_K)
+            WIDE_CASE(SD_DTYPE_Q5_K)
+            WIDE_CASE(SD_DTYPE_Q6_K)
+            WIDE_CASE(SD_DTYPE_IQ4_XS)
+        default: break;
+        }
+#undef WIDE_CASE
+    }
     q8_rows(type, w, row_bytes, nw, q, d, bsum, nx, n, y, ldy);
 }
 #else
