@@ -459,6 +459,7 @@ sd_status_t sd_comm_init_device(sd_comm_t **world, const char *device)
         sd_comm_free(c);
         return st;
     }
+    if (w.size > 1) sd_log(SD_LOG_INFO, "comm: %s for %d ranks", name, w.size);
     *world = c;
     return SD_OK;
 }

@@ -48,7 +48,7 @@ if [ "${SPECDEC_SKIP_CUDA_SIM:-0}" != 1 ]; then
   cmake -S . -B build-cudasim -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSPECDEC_CUDA_SIM=ON >/dev/null
   # shellcheck disable=SC2086
   cmake --build build-cudasim -j "$jobs" --target $kernel_tests test_cuda_engine test_cuda_serving \
-    test_comm_cuda_intra test_comm_nccl test_cuda_tp specdec_cli
+    test_comm_cuda_intra test_comm_nccl test_cuda_tp test_cuda_serve_tp specdec_cli
   (cd build-cudasim && ctest --output-on-failure -j "$jobs" -L cuda -LE slow)
   # what executed there (a skipped test does not count as tested): one line per test binary
   awk '/ Testing: /{t=$3} /Synthesis/{sub(/.*Synthesis: /, ""); print "  " t ": " $0}' \

@@ -59,6 +59,9 @@ void cli_fprint_usage(FILE *f, const char *usage); /* the same to f */
 int cli_fail(const char *what, sd_status_t s);
 /* Parse argv[first..] into opts; prints a one-line error and returns 0 on bad input. */
 int cli_parse_gen_opts(int argc, char **argv, int first, cli_gen_opts_t *opts);
+/* Under `specdec launch` / mpirun, join the world (opts->world, its backend chosen for
+ * opts->device) unless joined already; NULL for a single rank. Prints the error line. */
+sd_status_t cli_join_world(cli_gen_opts_t *opts);
 /* Load opts->model_path or the default model (fetched by scripts/fetch-model.sh); under
  * `specdec launch` / mpirun first joins the world (opts->world) and loads this rank's
  * shard. Prints the error line itself on failure. */

@@ -174,8 +174,7 @@ int cli_parse_gen_opts(int argc, char **argv, int first, cli_gen_opts_t *o)
     return 1;
 }
 
-/* Join the world when launched as one of several ranks (specdec launch / mpirun). */
-static sd_status_t join_world(cli_gen_opts_t *o)
+sd_status_t cli_join_world(cli_gen_opts_t *o)
 {
     const char *ws = getenv("SPECDEC_WORLD_SIZE");
     int launched = (ws && strcmp(ws, "1") != 0) || getenv("OMPI_COMM_WORLD_SIZE") ||
@@ -192,7 +191,7 @@ static sd_status_t join_world(cli_gen_opts_t *o)
 
 sd_status_t cli_load_model(cli_gen_opts_t *o, sd_model_t **out)
 {
-    SD_CLI_CHECK(join_world(o));
+    SD_CLI_CHECK(cli_join_world(o));
     char path[4096];
     if (o->model_path) {
         snprintf(path, sizeof path, "%s", o->model_path);

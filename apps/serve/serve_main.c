@@ -247,19 +247,6 @@ static sd_status_t load(serve_t *s, serve_options_t *o)
     return SD_OK;
 }
 
-/* Under `specdec launch` or mpirun, join the world before anything else, so that only rank 0
- * listens (cli_load_model then loads this rank's shard into it). */
-static sd_status_t join_world(cli_gen_opts_t *g)
-{
-    sd_status_t st = sd_comm_init(&g->world);
-    if (st != SD_OK) return cli_fail("join the ranks", st), st;
-    if (sd_comm_size(g->world) == 1) {
-        sd_comm_free(g->world);
-        g->world = NULL;
-    }
-    return SD_OK;
-}
-
 /* Ranks > 0 of a tensor-parallel server: no HTTP; load this rank's shard, create the
  * engine, step with rank 0 until it stops (or the group fails), free. */
 static int follow_rank0(serve_t *s, serve_options_t *o)
@@ -320,7 +307,8 @@ static int serve(serve_options_t *o)
     raise_fd_limit(o);
     serve_t s;
     serve_init(&s, o);
-    sd_status_t st = join_world(&o->gen);
+    /* join first, so that only rank 0 listens (the world's backend fits --device) */
+    sd_status_t st = cli_join_world(&o->gen);
     if (st != SD_OK) return cli_exit_code(st);
     if (sd_comm_rank(o->gen.world) > 0) return follow_rank0(&s, o);
     st = serve_http_start(&s);

@@ -5,15 +5,12 @@
 # CUDA, on a machine without a device, or without the model. Usage: test_cli_cuda.sh PATH/TO/specdec
 set -u
 bin="$1"
-model="${SPECDEC_MODEL:-${XDG_CACHE_HOME:-$HOME/.cache}/specdec/SmolLM2-135M-Instruct.Q4_1.gguf}"
-[ -r "$model" ] || { echo "SKIP: model $model not present"; exit 77; }
 . "$(dirname "$0")/lib.sh"
+need_model
 
 p="The capital of France is"
 "$bin" run -m "$model" -p "$p" -n 10 --temp 0 --device cuda >"$tmp/cuda" 2>"$tmp/e"; rc=$?
-if [ "$rc" -ne 0 ] && grep -Eq 'not built|does not exist \(0 devices\)' "$tmp/e"; then
-  echo "SKIP: no CUDA here: $(cat "$tmp/e")"; exit 77
-fi
+skip_without_cuda "$rc" "$tmp/e"
 "$bin" run -m "$model" -p "$p" -n 10 --temp 0 --device cpu -t 2 >"$tmp/cpu" 2>/dev/null
 check "cuda run exits 0 ($(head -c 300 "$tmp/e"))" [ "$rc" -eq 0 ]
 check "cuda greedy text is non-empty" [ -s "$tmp/cuda" ]

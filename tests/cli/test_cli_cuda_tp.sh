@@ -8,16 +8,13 @@
 # without CUDA, a device or the model. Usage: test_cli_cuda_tp.sh PATH/TO/specdec
 set -u
 bin="$1"
-model="${SPECDEC_MODEL:-${XDG_CACHE_HOME:-$HOME/.cache}/specdec/SmolLM2-135M-Instruct.Q4_1.gguf}"
-[ -r "$model" ] || { echo "SKIP: model $model not present"; exit 77; }
 . "$(dirname "$0")/lib.sh"
+need_model
 
 p="The capital of France is"
 run() { "$bin" run -m "$model" -p "$p" -n 3 --temp 0 --device cuda "$@"; }
 run >"$tmp/one" 2>"$tmp/e"; rc=$?
-if [ "$rc" -ne 0 ] && grep -Eq 'not built|does not exist \(0 devices\)' "$tmp/e"; then
-  echo "SKIP: no CUDA here: $(cat "$tmp/e")"; exit 77
-fi
+skip_without_cuda "$rc" "$tmp/e"
 check "single-rank cuda run exits 0 ($(head -c 300 "$tmp/e"))" [ "$rc" -eq 0 ]
 
 export ENABLE_INTRA_NODE_COMM=1 SPECDEC_LOG=info

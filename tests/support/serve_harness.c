@@ -121,7 +121,7 @@ void sh_start_ranks(sh_server_t *s, int ranks, const char *model, const char *co
     }
     if (!line) dump_log(s);
     cr_assert(line, "no 'serving' line from the server");
-    s->port = atoi(strrchr(line, ':') + 1);
+    s->port = atoi(strchr(line + strlen("specdec: serving synth on http://"), ':') + 1);
     cr_assert_gt(s->port, 0);
     for (;;) {
         sh_reply_t r = sh_http(s->port, NULL, "GET", "/health", NULL, NULL);
