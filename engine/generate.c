@@ -65,8 +65,9 @@ typedef struct gen_draft {
     sd_draft_request_t req;
     sd_draft_out_t out;
     double t_begin;             /* when the rounds began */
-    /* token trees (docs/design-notes.md, "Token trees"): tree = 1 when steps draft trees */
-    int tree;
+    /* token trees (docs/design-notes.md, "Token trees"): tree = 1 when steps draft trees of
+     * at most tree_nodes nodes */
+    int tree, tree_nodes;
     sd_tree_shape_t shape;
     sd_draft_tree_t proposal;
     sd_spec_scratch_t tscratch; /* sd_tree_verify's */
@@ -131,21 +132,17 @@ static int tree_rows(const gen_t *g)
     return g->draft.tree ? SD_SPEC_TREE_MAX_NODES + 1 : 0;
 }
 
-/* Trees when spec asks for them: the drafter must propose trees; the serving engine's
- * batched steps draft chains (a warning says so). */
+/* Trees when spec asks for them: the drafter must propose trees. */
 static sd_status_t tree_init(gen_t *g, const sd_spec_config_t *spec)
 {
-    if (g->draft.drafter == NULL || sd_spec_tree_nodes(spec) == 0) return SD_OK;
+    int nodes = sd_spec_tree_nodes(spec);
+    if (g->draft.drafter == NULL || nodes == 0) return SD_OK;
     if (!sd_drafter_has_trees(g->draft.drafter))
         return sd_set_error(SD_ERR_INVALID_ARG, "--tree: the %s drafter proposes no trees (the "
                             "model, layerskip, ngram and callback drafters do)",
                             sd_drafter_name(g->draft.drafter));
-    if (g->batched) {
-        sd_log(SD_LOG_WARN, "token trees are not in the serving engine's batched step yet; "
-                            "drafting chains of k = %d", spec->k);
-        return SD_OK;
-    }
     g->draft.tree = 1;
+    g->draft.tree_nodes = nodes < SD_SPEC_TREE_MAX_NODES ? nodes : SD_SPEC_TREE_MAX_NODES;
     g->draft.shape = (sd_tree_shape_t){.levels = spec->tree_levels, .budget = spec->tree_budget,
                                        .max_depth = spec->k};
     memcpy(g->draft.shape.width, spec->tree_width, sizeof spec->tree_width);
@@ -742,8 +739,8 @@ sd_status_t sd_gen_advance(sd_gen_t *g, int *done)
 
 int sd_gen_drafts_in_rounds(const sd_gen_t *g)
 {
-    return !sd_gen_prefilling(g) && g->draft.active && !g->draft.ready &&
-           sd_drafter_has_rounds(g->draft.drafter);
+    return !sd_gen_prefilling(g) && g->draft.active && !g->draft.ready && !g->draft.tree &&
+           sd_drafter_has_rounds(g->draft.drafter); /* trees: grown in propose_tree */
 }
 
 /* The rounds ended (status st): the proposal becomes the step's draft. */
@@ -786,7 +783,10 @@ size_t sd_gen_n_tokens(const sd_gen_t *g) { return g->out.n_tokens; }
 
 int sd_gen_prefilling(const sd_gen_t *g) { return !g->plan.decoding && g->plan.prefilled + 1 < g->n_prompt; }
 
-int sd_gen_max_step_rows(const sd_gen_t *g) { return g->draft.kc.k_max + 1; }
+int sd_gen_max_step_rows(const sd_gen_t *g)
+{
+    return (g->draft.tree ? g->draft.tree_nodes : g->draft.kc.k_max) + 1;
+}
 
 const sd_gen_stats_t *sd_gen_stats(const sd_gen_t *g) { return &g->stats; }
 

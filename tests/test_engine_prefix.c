@@ -2,7 +2,8 @@
  * concurrent multi-turn conversations give each conversation's tokens and log-probabilities
  * exactly as run alone without the cache; a cap small enough to force evictions changes
  * nothing; every block is given back when the requests end; a cap too small for one request
- * is refused with a message naming it. */
+ * is refused with a message naming it. Token trees in the batched step (static, dynamic and
+ * n-gram trees, cache on and off) give each conversation's target-only tokens and logprobs. */
 #include <criterion/criterion.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -17,7 +18,7 @@
 #define N_TURNS 3
 #define N_SYSTEM 40 /* shared by every conversation: 2.5 blocks */
 #define N_USER 9
-#define MAX_TOKENS 10
+#define MAX_TOKENS 32
 #define MAX_CTX (N_SYSTEM + N_TURNS * (N_USER + MAX_TOKENS))
 
 /* The target (seed 0), or a draft model with its vocabulary and other weights. */
@@ -35,6 +36,7 @@ static sd_model_t *load_synth_seeded(uint64_t seed, int n_layer)
 static sd_model_t *load_synth(void) { return load_synth_seeded(0, 0); }
 
 static sd_model_t *draft_model; /* for spec_of(SD_DRAFTER_MODEL) */
+static const char *tree_shape;   /* spec_of's --tree, NULL: chains */
 
 static sd_spec_config_t spec_of(sd_drafter_kind_t kind)
 {
@@ -44,6 +46,8 @@ static sd_spec_config_t spec_of(sd_drafter_kind_t kind)
     sp.k = 4;
     sp.layerskip_layers = kind == SD_DRAFTER_LAYERSKIP ? 1 : 0;
     sp.draft_model = kind == SD_DRAFTER_MODEL ? draft_model : NULL;
+    if (tree_shape != NULL && kind != SD_DRAFTER_NONE)
+        cr_assert_eq(sd_spec_parse_tree(tree_shape, &sp), SD_OK, "%s", sd_last_error());
     return sp;
 }
 
@@ -320,6 +324,66 @@ Test(engine_prefix, model_drafters_equal_alone_without_cache, .timeout = 600)
         assert_no_leak(e, sd_drafter_kind_name(kinds[k]));
         finish_run(e, got, ref);
     }
+    sd_model_free(draft_model);
+    sd_model_free(m);
+}
+
+/* Per-request statistics against the engine's counters: drafted and accepted add up, and
+ * the accepted-length histogram has one entry per step. */
+static void assert_stats_add_up(sd_engine_t *e, const conv_t *convs, const char *what)
+{
+    uint64_t drafted = 0, accepted = 0, steps = 0;
+    for (int i = 0; i < N_CONV; i++)
+        for (int t = 0; t < N_TURNS; t++) {
+            const sd_gen_stats_t *s = &convs[i].turns[t].stats;
+            cr_assert_leq(s->accepted, s->drafted, "%s: conversation %d turn %d", what, i, t);
+            drafted += s->drafted;
+            accepted += s->accepted;
+            steps += s->steps;
+        }
+    sd_engine_metrics_t mt;
+    cr_assert_eq(sd_engine_get_metrics(e, &mt), SD_OK);
+    cr_assert_eq(mt.drafted, drafted, "%s: engine %llu drafted, requests %llu", what,
+                 (unsigned long long)mt.drafted, (unsigned long long)drafted);
+    cr_assert_eq(mt.accepted, accepted, "%s: engine %llu accepted, requests %llu", what,
+                 (unsigned long long)mt.accepted, (unsigned long long)accepted);
+    cr_assert_eq(mt.accepted_len.count, steps, "%s: %llu steps observed, requests %llu", what,
+                 (unsigned long long)mt.accepted_len.count, (unsigned long long)steps);
+    cr_assert_gt(drafted, 0, "%s: no tree was drafted", what);
+}
+
+/* Trees in the serving engine's batched step: 16 conversations at once (half greedy, half
+ * sampled, logprobs on) with static, dynamic and n-gram trees, the prefix cache on and off,
+ * give each conversation's tokens and logprobs exactly as target-only alone (deterministic
+ * guesses keep sampled output target-only's); statistics add up, no block stays held. */
+Test(engine_prefix, batched_trees_equal_target_only_alone, .timeout = 900)
+{
+    sd_model_t *m = load_synth();
+    draft_model = load_synth_seeded(77, 1);
+    conv_t *ref = reference_with(m, SD_DRAFTER_NONE);
+    struct { sd_drafter_kind_t kind; const char *shape; int cache; } cases[] = {
+        {SD_DRAFTER_NGRAM, "4x2x2x1", 1},     {SD_DRAFTER_NGRAM, "dynamic:12", 0},
+        {SD_DRAFTER_LAYERSKIP, "4x2x2x1", 0}, {SD_DRAFTER_LAYERSKIP, "dynamic:16", 1},
+        {SD_DRAFTER_MODEL, "2x2x2", 1},
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        char what[96];
+        snprintf(what, sizeof what, "%s tree %s, cache %s", sd_drafter_kind_name(cases[k].kind),
+                 cases[k].shape, cases[k].cache ? "on" : "off");
+        tree_shape = cases[k].shape;
+        conv_t *got = calloc(N_CONV, sizeof *got);
+        sd_engine_t *e = engine_spec(m, cases[k].kind, cases[k].cache, 0);
+        run_conversations(e, got, 1);
+        assert_same(got, ref);
+        assert_stats_add_up(e, got, what);
+        if (cases[k].cache) assert_no_leak(e, what);
+        sd_engine_free(e);
+        free_convs(got);
+        free(got);
+    }
+    tree_shape = NULL;
+    free_convs(ref);
+    free(ref);
     sd_model_free(draft_model);
     sd_model_free(m);
 }
