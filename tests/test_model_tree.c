@@ -186,3 +186,44 @@ Test(model_tree, pooled_tree_over_a_cached_prefix_equals_a_plain_forward, .timeo
     sd_kv_pool_free(&pool);
     sd_model_free(m);
 }
+
+/* A batched forward mixing a chain part and a tree part (in a shared pool): each part's
+ * logits and KV rows are its forward alone's, bit for bit. */
+Test(model_tree, batch_mixes_trees_and_chains_bit_for_bit, .timeout = 120)
+{
+    sd_model_t *m = small_model();
+    sd_kv_pool_t pool;
+    cr_assert_eq(sd_kv_pool_init(&pool, m, 16, 1), SD_OK, "%s", sd_last_error());
+    sd_seq_t s[4]; /* chain and tree in the batch, then each alone */
+    for (int i = 0; i < 4; i++) {
+        cr_assert_eq(sd_seq_init_pooled(&s[i], m, &pool, 64, 16), SD_OK, "%s", sd_last_error());
+        cr_assert_eq(sd_forward(&s[i], prompt, 5, 0), SD_OK, "%s", sd_last_error());
+    }
+    const int32_t chain[] = {7, 8, 9};
+    sd_batch_t b;
+    cr_assert_eq(sd_batch_init(&b, m, 32, 4), SD_OK, "%s", sd_last_error());
+    sd_batch_part_t parts[] = {{&s[0], chain, 3, 1, NULL}, {&s[1], rows, NR, 1, parent}};
+    cr_assert_eq(sd_forward_batch(&b, parts, 2), SD_OK, "%s", sd_last_error());
+    cr_assert_eq(sd_forward(&s[2], chain, 3, 0), SD_OK, "%s", sd_last_error());
+    cr_assert_eq(sd_forward_tree(&s[3], rows, NR, 5, parent, 0), SD_OK, "%s", sd_last_error());
+    size_t V = (size_t)m->hp.n_vocab;
+    cr_assert(memcmp(s[0].logits, s[2].logits, sizeof(float) * 3 * V) == 0, "chain logits");
+    cr_assert(memcmp(s[1].logits, s[3].logits, sizeof(float) * NR * V) == 0, "tree logits");
+    for (int i = 0; i < 2; i++) {
+        int n = s[i].kv.len;
+        float *got = kv_snapshot(&s[i].kv, m->hp.n_layer, n);
+        float *want = kv_snapshot(&s[i + 2].kv, m->hp.n_layer, n);
+        size_t row = (size_t)s[i].kv.n_head_kv * s[i].kv.head_dim;
+        cr_assert(memcmp(got, want, sizeof(float) * row * 2 * m->hp.n_layer * (size_t)n) == 0,
+                  "%s KV rows differ", i ? "tree" : "chain");
+        free(got), free(want);
+    }
+    const int32_t bad[] = {-1, 0, 2};
+    sd_batch_part_t bad_part[] = {{&s[0], rows, 3, 1, bad}};
+    cr_assert_eq(sd_forward_batch(&b, bad_part, 1), SD_ERR_INVALID_ARG);
+    cr_assert(strstr(sd_last_error(), "node 2 has parent 2") != NULL, "%s", sd_last_error());
+    sd_batch_free(&b);
+    for (int i = 0; i < 4; i++) sd_seq_free(&s[i]);
+    sd_kv_pool_free(&pool);
+    sd_model_free(m);
+}
