@@ -5,7 +5,7 @@
  *
  *   engine_throughput -m MODEL [-t THREADS] [-n MAX_TOKENS] [-c 1,4,16,64]
  *                     [--draft none|ngram|layerskip:L] [--k K] [--tree SHAPE] [--rows N]
- *                     [--requests R]
+ *                     [--requests R] [--no-load-aware]
  *
  * Each level runs R requests (default: 2 x the level, at least 8) over the chat, code and
  * summarize prompts of bench/prompts (rendered with the chat template), greedy, ignore_eos,
@@ -99,7 +99,13 @@ static int parse_levels(const char *v, int *levels)
 int main(int argc, char **argv)
 {
     const char *path = NULL, *draft = "ngram", *levels_arg = "1,4,16,64", *tree = NULL;
-    int threads = 2, max_tokens = 64, k = 4, requests = 0, rows = 0;
+    int threads = 2, max_tokens = 64, k = 4, requests = 0, rows = 0, load_aware = 1;
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "--no-load-aware")) { /* the only flag without a value */
+            load_aware = 0;
+            memmove(&argv[i], &argv[i + 1], (size_t)(argc - i) * sizeof *argv);
+            argc--;
+        }
     for (int i = 1; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "-m")) path = argv[i + 1];
         else if (!strcmp(argv[i], "-t")) threads = atoi(argv[i + 1]);
@@ -115,7 +121,7 @@ int main(int argc, char **argv)
     if (path == NULL || n_levels == 0) {
         fprintf(stderr, "usage: engine_throughput -m MODEL [-t T] [-n N] [-c 1,4,16,64] "
                         "[--draft none|ngram|layerskip:L] [--k K] [--tree SHAPE] [--rows N] "
-                        "[--requests R]\n");
+                        "[--requests R] [--no-load-aware]\n");
         return 2;
     }
     sd_model_params_t mp;
@@ -140,7 +146,8 @@ int main(int argc, char **argv)
             return fail("target-only reference");
 
     printf("# engine_throughput %s, %d threads, %d tokens per request, drafter %s, k %d, "
-           "tree %s\n", path, threads, max_tokens, draft, k, tree ? tree : "none (chains)");
+           "tree %s, load-aware drafts %s\n", path, threads, max_tokens, draft, k,
+           tree ? tree : "none (chains)", load_aware ? "on" : "off");
     printf("%-11s %8s %10s %9s %12s %9s %9s %6s\n", "concurrency", "requests", "tokens/s",
            "speedup", "rows/forward", "accepted", "mean len", "exact");
     double base = 0.0;
@@ -158,6 +165,7 @@ int main(int argc, char **argv)
         ep.spec.k = k;
         if (tree != NULL && sd_spec_parse_tree(tree, &ep.spec) != SD_OK) return fail("--tree");
         if (rows > 0) ep.max_batch_rows = rows;
+        ep.load_aware_drafts = load_aware;
         sd_engine_t *e = NULL;
         if (sd_engine_create(&ep, &e) != SD_OK) return fail("engine");
         job_t *jobs = calloc((size_t)n_req, sizeof *jobs);

@@ -68,6 +68,7 @@ typedef struct gen_draft {
     /* token trees (docs/design-notes.md, "Token trees"): tree = 1 when steps draft trees of
      * at most tree_nodes nodes */
     int tree, tree_nodes;
+    sd_spec_tree_reach_t reach; /* for the load-aware cut */
     sd_tree_shape_t shape;
     sd_draft_tree_t proposal;
     sd_spec_scratch_t tscratch; /* sd_tree_verify's */
@@ -142,6 +143,7 @@ static sd_status_t tree_init(gen_t *g, const sd_spec_config_t *spec)
                             "model, layerskip, ngram and callback drafters do)",
                             sd_drafter_name(g->draft.drafter));
     g->draft.tree = 1;
+    sd_spec_tree_reach_init(&g->draft.reach);
     g->draft.tree_nodes = nodes < SD_SPEC_TREE_MAX_NODES ? nodes : SD_SPEC_TREE_MAX_NODES;
     g->draft.shape = (sd_tree_shape_t){.levels = spec->tree_levels, .budget = spec->tree_budget,
                                        .max_depth = spec->k};
@@ -404,9 +406,24 @@ static int tree_cut(gen_t *g, const sd_draft_tree_t *t, int max_depth, int max_n
     return n;
 }
 
+/* In a loaded batch (plan.row_cost > 0), the depth whose levels of t pay at that cost
+ * (docs/design-notes.md, "Token trees", Serving); else no limit. */
+static int tree_load_cap(const gen_t *g, const sd_draft_tree_t *t)
+{
+    if (g->plan.row_cost <= 0.0) return SD_TREE_MAX_DEPTH;
+    int width[SD_TREE_MAX_DEPTH + 1] = {0}, depth[SD_SPEC_TREE_MAX_NODES], max_depth = 0;
+    for (int i = 0; i < t->n; i++) {
+        depth[i] = t->parent[i] >= 0 ? depth[t->parent[i]] + 1 : 1;
+        if (depth[i] > SD_TREE_MAX_DEPTH) continue;
+        width[depth[i]]++;
+        max_depth = depth[i] > max_depth ? depth[i] : max_depth;
+    }
+    return sd_spec_tree_depth_at_cost(&g->draft.reach, width, max_depth, g->plan.row_cost);
+}
+
 /* Propose the step's tree at position len (plan.n nodes, 0: a plain decode): cut to what
  * max_tokens and the context hold (a step emits up to depth + 1 tokens; its forward fills
- * cache rows len - 1 .. len - 1 + nodes). */
+ * cache rows len - 1 .. len - 1 + nodes) and to what a loaded batch pays for. */
 static sd_status_t draft_tree(gen_t *g, size_t len, int max_rows)
 {
     g->plan.n = g->plan.has_q = g->plan.evidence = g->plan.k = 0;
@@ -426,7 +443,8 @@ static sd_status_t draft_tree(gen_t *g, size_t len, int max_rows)
     if (t->n > SD_SPEC_TREE_MAX_NODES || sd_tree_check(&tree, g->n_vocab, NULL) != SD_OK)
         return sd_set_error(SD_ERR_INTERNAL, "drafter %s proposed a bad tree of %d nodes: %s",
                             sd_drafter_name(g->draft.drafter), t->n, sd_last_error());
-    g->plan.n = tree_cut(g, t, (int)room_tokens, (int)room_ctx);
+    int depth = tree_load_cap(g, t);
+    g->plan.n = tree_cut(g, t, room_tokens < depth ? (int)room_tokens : depth, (int)room_ctx);
     g->plan.is_tree = g->plan.n > 0;
     for (int i = 0; i < g->plan.n; i++) {
         int d = 1;
@@ -631,7 +649,10 @@ static sd_status_t step_advance(gen_t *g, int *stop)
     if (r.n_accepted > 0 && sd_comm_fault_corrupt_draft(g->comm, g->n_steps))
         g->plan.tokens[1] = (g->plan.tokens[1] + 1) % g->n_vocab;
     report_step(g, len, &r);
-    if (report_tree) SD_CHECK(tree_step_apply(g, len));
+    if (report_tree) {
+        SD_CHECK(tree_step_apply(g, len));
+        sd_spec_tree_reach_update(&g->draft.reach, g->plan.k, r.n_accepted);
+    }
     sd_gen_stats_step(&g->stats, n, r.n_accepted);
     if (!report_tree) sd_spec_k_update_for(&g->draft.kc, evidence, n, r.n_accepted);
     sd_status_t emitted = emit_block(g, &r, stop);

@@ -303,7 +303,7 @@ static void run_draft_round(sd_engine_t *e, int n)
         int m = 0, rows = 0;
         while (first + m < n && rows + e->drafting[first + m]->dfwd.n <= e->draft_batch.max_rows) {
             sd_draft_forward_t *f = &e->drafting[first + m]->dfwd;
-            e->draft_parts[m++] = (sd_batch_part_t){f->seq, f->tokens, f->n, 1};
+            e->draft_parts[m++] = (sd_batch_part_t){f->seq, f->tokens, f->n, 1, NULL};
             rows += f->n;
         }
         if (m == 0) { /* one forward larger than the whole draft batch: refuse, never spin */

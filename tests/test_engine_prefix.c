@@ -37,6 +37,7 @@ static sd_model_t *load_synth(void) { return load_synth_seeded(0, 0); }
 
 static sd_model_t *draft_model; /* for spec_of(SD_DRAFTER_MODEL) */
 static const char *tree_shape;   /* spec_of's --tree, NULL: chains */
+static int no_load_aware;        /* engine_spec: load_aware_drafts = 0 */
 
 static sd_spec_config_t spec_of(sd_drafter_kind_t kind)
 {
@@ -95,6 +96,7 @@ static sd_engine_t *engine_spec(sd_model_t *m, sd_drafter_kind_t kind, int prefi
     p.max_active = N_CONV;
     p.prefix_cache = prefix_cache;
     p.max_kv_positions = max_kv_positions;
+    p.load_aware_drafts = !no_load_aware;
     sd_engine_t *e = NULL;
     cr_assert_eq(sd_engine_create(&p, &e), SD_OK, "engine: %s", sd_last_error());
     return e;
@@ -329,8 +331,8 @@ Test(engine_prefix, model_drafters_equal_alone_without_cache, .timeout = 600)
 }
 
 /* Per-request statistics against the engine's counters: drafted and accepted add up, and
- * the accepted-length histogram has one entry per step. */
-static void assert_stats_add_up(sd_engine_t *e, const conv_t *convs, const char *what)
+ * the accepted-length histogram has one entry per step; returns the drafted nodes. */
+static uint64_t assert_stats_add_up(sd_engine_t *e, const conv_t *convs, const char *what)
 {
     uint64_t drafted = 0, accepted = 0, steps = 0;
     for (int i = 0; i < N_CONV; i++)
@@ -349,39 +351,50 @@ static void assert_stats_add_up(sd_engine_t *e, const conv_t *convs, const char 
                  (unsigned long long)mt.accepted, (unsigned long long)accepted);
     cr_assert_eq(mt.accepted_len.count, steps, "%s: %llu steps observed, requests %llu", what,
                  (unsigned long long)mt.accepted_len.count, (unsigned long long)steps);
-    cr_assert_gt(drafted, 0, "%s: no tree was drafted", what);
+    return drafted;
 }
 
 /* Trees in the serving engine's batched step: 16 conversations at once (half greedy, half
  * sampled, logprobs on) with static, dynamic and n-gram trees, the prefix cache on and off,
  * give each conversation's tokens and logprobs exactly as target-only alone (deterministic
- * guesses keep sampled output target-only's); statistics add up, no block stays held. */
+ * guesses keep sampled output target-only's); statistics add up, no block stays held.
+ * Whole trees (load-aware drafts off), and trees cut to what the load pays for (on: fewer
+ * nodes, the same tokens). */
 Test(engine_prefix, batched_trees_equal_target_only_alone, .timeout = 900)
 {
     sd_model_t *m = load_synth();
     draft_model = load_synth_seeded(77, 1);
     conv_t *ref = reference_with(m, SD_DRAFTER_NONE);
-    struct { sd_drafter_kind_t kind; const char *shape; int cache; } cases[] = {
-        {SD_DRAFTER_NGRAM, "4x2x2x1", 1},     {SD_DRAFTER_NGRAM, "dynamic:12", 0},
-        {SD_DRAFTER_LAYERSKIP, "4x2x2x1", 0}, {SD_DRAFTER_LAYERSKIP, "dynamic:16", 1},
-        {SD_DRAFTER_MODEL, "2x2x2", 1},
+    struct { sd_drafter_kind_t kind; const char *shape; int cache, load_aware; } cases[] = {
+        {SD_DRAFTER_NGRAM, "4x2x2x1", 1, 0},     {SD_DRAFTER_NGRAM, "dynamic:12", 0, 0},
+        {SD_DRAFTER_LAYERSKIP, "4x2x2x1", 0, 0}, {SD_DRAFTER_LAYERSKIP, "dynamic:16", 1, 0},
+        {SD_DRAFTER_MODEL, "2x2x2", 1, 0},       {SD_DRAFTER_LAYERSKIP, "4x2x2x1", 1, 1},
     };
+    uint64_t whole = 0;
     for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
         char what[96];
-        snprintf(what, sizeof what, "%s tree %s, cache %s", sd_drafter_kind_name(cases[k].kind),
-                 cases[k].shape, cases[k].cache ? "on" : "off");
+        snprintf(what, sizeof what, "%s tree %s, cache %s, load-aware %s",
+                 sd_drafter_kind_name(cases[k].kind), cases[k].shape,
+                 cases[k].cache ? "on" : "off", cases[k].load_aware ? "on" : "off");
         tree_shape = cases[k].shape;
+        no_load_aware = !cases[k].load_aware;
         conv_t *got = calloc(N_CONV, sizeof *got);
         sd_engine_t *e = engine_spec(m, cases[k].kind, cases[k].cache, 0);
         run_conversations(e, got, 1);
         assert_same(got, ref);
-        assert_stats_add_up(e, got, what);
+        uint64_t drafted = assert_stats_add_up(e, got, what);
+        if (!cases[k].load_aware) cr_assert_gt(drafted, 0, "%s: no tree was drafted", what);
+        if (k == 2) whole = drafted; /* layer-skip 4x2x2x1, whole trees */
+        if (cases[k].load_aware)
+            cr_assert_lt(drafted, whole, "%s: %llu nodes, whole trees %llu", what,
+                         (unsigned long long)drafted, (unsigned long long)whole);
         if (cases[k].cache) assert_no_leak(e, what);
         sd_engine_free(e);
         free_convs(got);
         free(got);
     }
     tree_shape = NULL;
+    no_load_aware = 0;
     free_convs(ref);
     free(ref);
     sd_model_free(draft_model);
