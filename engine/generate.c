@@ -407,12 +407,17 @@ static int tree_cut(gen_t *g, const sd_draft_tree_t *t, int max_depth, int max_n
 }
 
 /* In a loaded batch (plan.row_cost > 0), the depth whose levels of t pay at that cost
- * (docs/design-notes.md, "Token trees", Serving); else no limit. */
+ * (docs/design-notes.md, "Token trees", Serving; t NULL: before proposing, levels of one
+ * node, the most any level may keep); else no limit. */
 static int tree_load_cap(const gen_t *g, const sd_draft_tree_t *t)
 {
     if (g->plan.row_cost <= 0.0) return SD_TREE_MAX_DEPTH;
     int width[SD_TREE_MAX_DEPTH + 1] = {0}, depth[SD_SPEC_TREE_MAX_NODES], max_depth = 0;
-    for (int i = 0; i < t->n; i++) {
+    if (t == NULL) {
+        for (int d = 1; d <= SD_TREE_MAX_DEPTH; d++) width[d] = 1;
+        max_depth = SD_TREE_MAX_DEPTH;
+    }
+    for (int i = 0; t != NULL && i < t->n; i++) {
         depth[i] = t->parent[i] >= 0 ? depth[t->parent[i]] + 1 : 1;
         if (depth[i] > SD_TREE_MAX_DEPTH) continue;
         width[depth[i]]++;
@@ -432,10 +437,14 @@ static sd_status_t draft_tree(gen_t *g, size_t len, int max_rows)
     long room_ctx = (long)g->n_ctx - (long)len - 1;
     long room_rows = (long)max_rows - 1;
     room_ctx = room_ctx < room_rows ? room_ctx : room_rows;
-    if (!g->draft.active || room_tokens < 1 || room_ctx < 1) return SD_OK;
+    int levels = tree_load_cap(g, NULL); /* a loaded batch: no deeper than could pay */
+    if (!g->draft.active || room_tokens < 1 || room_ctx < 1 || levels < 1) return SD_OK;
+    sd_tree_shape_t shape = g->draft.shape;
+    if (shape.levels > levels) shape.levels = levels;
+    if (shape.max_depth > levels) shape.max_depth = levels;
     sd_draft_request_t req = {1, &g->sp, g->cfg->seed, (int64_t)len, 0.0f};
     sd_draft_tree_t *t = &g->draft.proposal;
-    sd_status_t st = sd_drafter_propose_tree(g->draft.drafter, &req, &g->draft.shape, t);
+    sd_status_t st = sd_drafter_propose_tree(g->draft.drafter, &req, &shape, t);
     sd_draft_out_t none = {.n = 0};
     int unused;
     if (st != SD_OK) return draft_conclude(g, st, len, 0, &none, &g->plan.n, &unused, &unused);
