@@ -705,8 +705,9 @@ Test(serve_http, sixteen_concurrent_clients_equal_alone)
     stop_server(&main_server);
 }
 
-/* `--draft ngram --tree 4x2x2x1` with the prefix cache on and off: 16 concurrent seeded
- * sampling clients get the target-only server's text for the same request sent alone. A
+/* `--draft ngram --tree 4x2x2x1` (whole trees: load-aware drafts off) with the prefix cache
+ * on and off: 16 concurrent seeded sampling clients get the target-only server's text for
+ * the same request sent alone. A
  * batch too small for one tree is refused naming both. */
 Test(serve_http, sixteen_concurrent_tree_clients_equal_target_only)
 {
@@ -724,6 +725,7 @@ Test(serve_http, sixteen_concurrent_tree_clients_equal_target_only)
     for (int cache = 0; cache < 2; cache++) {
         server_t trees;
         start_server(&trees, (const char *const[]){"--draft", "ngram", "--tree", "4x2x2x1",
+                                                   "--no-load-aware-drafts", /* whole trees */
                                                    cache ? NULL : "--no-prefix-cache", NULL});
         run_together(together, trees.port, 2000, 5);
         for (int i = 0; i < N_CLIENTS; i++) {
