@@ -62,6 +62,7 @@ sd_status_t sd_drafter_propose_tree(sd_drafter_t *d, const sd_draft_request_t *r
         return sd_set_error(SD_ERR_INVALID_ARG, "drafter %s: propose_tree with a NULL argument",
                             d->ops->name);
     out->n = 0;
+    out->has_q = 0;
     return d->ops->propose_tree(d, req, shape, out);
 }
 

@@ -42,6 +42,8 @@ static const char usage[] =
     "  --k K              draft length (the maximum when adaptive; default 4, at most 16)\n"
     "  --tree SHAPE       token tree: WxWx... candidates per level (e.g. 4x2x2x1), dynamic:N\n"
     "                     (N nodes), or chain (default); model, layerskip and ngram drafters\n"
+    "  --tree-sample M    sampled static trees of model/layerskip: q (default; children drawn\n"
+    "                     from the drafter's distribution) or top (its top guesses)\n"
     "  --no-adaptive      draft exactly K tokens each step (default: adapt K to acceptance)\n"
     "  --stats            print acceptance rate, accepted-length histogram and timings\n"
     "  --trace FILE       every speculative step as a JSON line (drafts, accepted, k, timings)\n"

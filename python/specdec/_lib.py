@@ -126,7 +126,8 @@ class SpecConfig(Structure):
                 ("adaptive", c_int), ("min_confidence", c_float), ("draft_ranks", c_int),
                 ("callback", POINTER(CallbackDrafter)), ("on_step", STEP_FN),
                 ("on_step_user", c_void_p), ("tree_levels", c_int),
-                ("tree_width", c_int * SD_SPEC_MAX_K), ("tree_budget", c_int)]
+                ("tree_width", c_int * SD_SPEC_MAX_K), ("tree_budget", c_int),
+                ("tree_sample", c_int)]
 
 
 class EngineParams(Structure):
