@@ -104,6 +104,7 @@ static sd_spec_config_t tree_spec(sd_model_t *draft, const char *shape)
     s.draft_model = draft;
     s.k = 3;
     s.adaptive = 0;
+    s.tree_sample = SD_TREE_SAMPLE_Q;
     cr_assert_eq(sd_spec_parse_tree(shape, &s), SD_OK, "%s", sd_last_error());
     return s;
 }

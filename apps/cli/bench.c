@@ -93,7 +93,7 @@ static const char bench_usage[] =
     "  --prompts DIR        prompt set (default: bench/prompts)\n"
     "  --repeats R          timed runs per configuration, median kept (default 1)\n"
     "  --temp T, --seed S   sampling (default greedy; outputs are compared only when greedy)\n"
-    "  --tree-sample M      sampled trees: q (default) or top (as for run)\n"
+    "  --tree-sample M      sampled trees: top (default) or q (as for run)\n"
     "  --json FILE          machine-readable results to FILE ('-': stdout, table to stderr)\n"
     "  --trace FILE         every step of every timed run as a JSON line (prompt, drafter,\n"
     "                       k, repeat; drafts, accepted, timings)\n";

@@ -44,7 +44,7 @@ done
 
 # sampled q-trees from the draft rank: the same seed gives the same text
 qtree=(launch -n 3 -- "$bin" run -m "$model" -p "$p" -n 24 --temp 0.8 --seed 7 -t 1 \
-  --draft "$model" --draft-ranks 1 --tree 3x2x1)
+  --draft "$model" --draft-ranks 1 --tree 3x2x1 --tree-sample q)
 "$bin" "${qtree[@]}" >"$tmp/s1" 2>"$tmp/err"; rc1=$?
 "$bin" "${qtree[@]}" >"$tmp/s2" 2>"$tmp/err"; rc2=$?
 check "sampled q-tree TP runs (rc $rc1, $rc2)" [ "$((rc1 + rc2))" -eq 0 ]
