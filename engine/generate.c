@@ -138,7 +138,7 @@ static sd_status_t tree_init(gen_t *g, const sd_spec_config_t *spec)
     if (g->draft.drafter == NULL || sd_spec_tree_nodes(spec) == 0) return SD_OK;
     if (!sd_drafter_has_trees(g->draft.drafter))
         return sd_set_error(SD_ERR_INVALID_ARG, "--tree: the %s drafter proposes no trees (the "
-                            "model, layerskip, ngram and callback drafters do)",
+                            "model, layerskip, xvocab, ngram and callback drafters do)",
                             sd_drafter_name(g->draft.drafter));
     if (g->batched) {
         sd_log(SD_LOG_WARN, "token trees are not in the serving engine's batched step yet; "
