@@ -68,7 +68,7 @@ typedef struct gen_draft {
     /* token trees (docs/design-notes.md, "Token trees"): tree = 1 when steps draft trees */
     int tree;
     sd_tree_shape_t shape;
-    sd_draft_tree_t proposal;   /* .q: [SD_SPEC_TREE_MAX_NODES + 1, n_vocab] when sampling */
+    sd_draft_tree_t proposal;   /* .q: [SD_SPEC_TREE_MAX_NODES + 1, n_vocab] for q-trees */
     sd_spec_scratch_t tscratch; /* sd_tree_verify's */
     int tscratch_ready;
 } gen_draft_t;
@@ -156,7 +156,7 @@ static sd_status_t tree_init(gen_t *g, const sd_spec_config_t *spec)
     g->plan.node_parent = g->plan.parent + n;
     SD_CHECK(sd_spec_scratch_init(&g->draft.tscratch, g->n_vocab));
     g->draft.tscratch_ready = 1;
-    if (g->sp.temperature > 0.0f) { /* room for a sampled tree's q rows */
+    if (g->sp.temperature > 0.0f && g->draft.shape.sample_q) { /* a q-tree's rows */
         size_t bytes = n * (size_t)g->n_vocab * sizeof *g->draft.proposal.q;
         g->draft.proposal.q = malloc(bytes);
         SD_ALLOC_CHECK(g->draft.proposal.q, bytes, "tree draft distributions");
