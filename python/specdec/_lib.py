@@ -33,6 +33,7 @@ SD_TOKENIZE_PARSE_SPECIAL = 1 << 1
 SD_SPEC_MAX_K = 16
 SD_HIST_MAX_BOUNDS = 20
 
+TREE_SAMPLES = ("top", "q")  # sd_tree_sample_t, in order
 STOP_REASONS = ("none", "max_tokens", "eos", "stop_token", "stop_string", "callback", "error",
                 "cancelled", "context_full")
 
