@@ -420,10 +420,12 @@ static int tree_cut(gen_t *g, sd_draft_tree_t *t, int max_depth, int max_nodes)
 
 /* In a loaded batch (plan.row_cost > 0), the depth whose levels of t pay at that cost
  * (docs/design-notes.md, "Token trees", Serving; t NULL: before proposing, levels of one
- * node, the most any level may keep); else no limit. */
+ * node, the most any level may keep); else, or for a sampled q-tree (whose shape decides
+ * the tokens), no limit. */
 static int tree_load_cap(const gen_t *g, const sd_draft_tree_t *t)
 {
-    if (g->plan.row_cost <= 0.0) return SD_TREE_MAX_DEPTH;
+    if (g->plan.row_cost <= 0.0 || (g->sp.temperature > 0.0f && g->draft.shape.sample_q))
+        return SD_TREE_MAX_DEPTH;
     int width[SD_TREE_MAX_DEPTH + 1] = {0}, depth[SD_SPEC_TREE_MAX_NODES], max_depth = 0;
     if (t == NULL) {
         for (int d = 1; d <= SD_TREE_MAX_DEPTH; d++) width[d] = 1;

@@ -38,6 +38,7 @@ static sd_model_t *load_synth(void) { return load_synth_seeded(0, 0); }
 static sd_model_t *draft_model; /* for spec_of(SD_DRAFTER_MODEL) */
 static const char *tree_shape;   /* spec_of's --tree, NULL: chains */
 static int no_load_aware;        /* engine_spec: load_aware_drafts = 0 */
+static int tree_sample_q;        /* spec_of's trees drawn from the drafter's q */
 
 static sd_spec_config_t spec_of(sd_drafter_kind_t kind)
 {
@@ -49,6 +50,7 @@ static sd_spec_config_t spec_of(sd_drafter_kind_t kind)
     sp.draft_model = kind == SD_DRAFTER_MODEL ? draft_model : NULL;
     if (tree_shape != NULL && kind != SD_DRAFTER_NONE)
         cr_assert_eq(sd_spec_parse_tree(tree_shape, &sp), SD_OK, "%s", sd_last_error());
+    sp.tree_sample = tree_sample_q ? SD_TREE_SAMPLE_Q : SD_TREE_SAMPLE_TOP;
     return sp;
 }
 
@@ -399,4 +401,23 @@ Test(engine_prefix, batched_trees_equal_target_only_alone, .timeout = 900)
     free(ref);
     sd_model_free(draft_model);
     sd_model_free(m);
+}
+
+/* Sampled q-trees (children drawn from the drafter's q): their shape decides the sampled
+ * tokens, so the load-aware cut leaves them whole; 16 conversations at once (load-aware
+ * drafts on) give each conversation's tokens and logprobs as it alone with the same spec. */
+Test(engine_prefix, batched_q_trees_equal_alone, .timeout = 900)
+{
+    sd_model_t *m = load_synth();
+    tree_shape = "3x2x1";
+    tree_sample_q = 1;
+    conv_t *ref = reference_with(m, SD_DRAFTER_LAYERSKIP), *got = calloc(N_CONV, sizeof *got);
+    sd_engine_t *e = engine_spec(m, SD_DRAFTER_LAYERSKIP, 1, 0);
+    run_conversations(e, got, 1);
+    assert_same(got, ref);
+    cr_assert_gt(assert_stats_add_up(e, got, "q-trees"), 0, "no q-tree was drafted");
+    assert_no_leak(e, "q-trees");
+    tree_shape = NULL;
+    tree_sample_q = 0;
+    finish(e, m, got, ref);
 }
