@@ -17,6 +17,7 @@
 #define MATMUL_X_TILE 64      /* activation rows per pass over a weight-row chunk */
 #define ATTN_SCORE_CACHE 2048 /* scores kept on the stack; beyond, q.k is recomputed */
 #define ELEMWISE_CHUNK 16384  /* elements per swiglu task */
+#define ROPE_FREQ_CACHE 256   /* rotated pairs whose frequency is computed once per call */
 
 typedef struct cpu_ctx {
     sd_threadpool_t *pool;
@@ -264,10 +265,13 @@ static void cpu_rope(sd_backend_t *be, float *x, const int32_t *pos, int n, int 
     int half = p->rot_dim / 2;
     /* NORM rotates (2i, 2i+1); NEOX rotates (i, i + rot_dim/2) */
     int stride = p->style == SD_ROPE_NEOX ? 1 : 2, partner = p->style == SD_ROPE_NEOX ? half : 1;
+    double freq[ROPE_FREQ_CACHE]; /* the per-token pow of each pair, computed once per call */
+    for (int i = 0; i < half && i < ROPE_FREQ_CACHE; i++) freq[i] = pow((double)p->freq_base, -2.0 * i / p->rot_dim);
     for (int t = 0; t < n; t++) {
         float *xt = x + (size_t)t * (size_t)n_head * (size_t)head_dim; /* x[t, n_head, head_dim] */
         for (int i = 0; i < half; i++) {
-            double theta = (double)pos[t] * pow((double)p->freq_base, -2.0 * i / p->rot_dim);
+            double f = i < ROPE_FREQ_CACHE ? freq[i] : pow((double)p->freq_base, -2.0 * i / p->rot_dim);
+            double theta = (double)pos[t] * f;
             float c = (float)cos(theta), s = (float)sin(theta);
             for (int h = 0; h < n_head; h++) {
                 float *a = xt + (size_t)h * (size_t)head_dim + i * stride, *b = a + partner;
@@ -324,6 +328,9 @@ static void attn_scores(const float *const *k, const float *qh, int hd, float sc
 {
     int t = 0;
 #if defined(__AVX2__) && defined(__FMA__)
+    if (hd == 64) /* SmolLM2's heads: the constant length keeps q in registers */
+        for (; t + 8 <= n; t += 8)
+            _mm256_storeu_ps(s + t, _mm256_mul_ps(sd_dot8_f32(k + t, qh, 64), _mm256_set1_ps(scale)));
     for (; t + 8 <= n; t += 8)
         _mm256_storeu_ps(s + t, _mm256_mul_ps(sd_dot8_f32(k + t, qh, hd), _mm256_set1_ps(scale)));
 #endif
