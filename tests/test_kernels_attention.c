@@ -109,22 +109,25 @@ static void attn_order(const float *qh, const float *k, const float *v, int n_ke
 }
 
 /* Every query row of a prefill equals the order above bit for bit: head dims with and without
- * the 64-column register passes and tails, key counts across the 2048-key score chunks. */
+ * the 64-column register passes and tails, key counts across the 2048-key score chunks, groups
+ * of 2 and of 10 query heads per KV head, and a decode row alone equal to its prefill row. */
 Test(kernels_attention, prefill_rows_follow_the_documented_order, .timeout = 120)
 {
     static const int hds[] = {64, 128, 20, 72};
     static const int32_t positions[] = {0, 6, 7, 8, 15, 100, 2047, 2048, 2049, 4200};
-    enum { N = sizeof positions / sizeof positions[0], H = 4, HKV = 2, N_CTX = 4201 };
+    enum { N = sizeof positions / sizeof positions[0], N_CTX = 4201 };
     sd_backend_t *be = make_backend(2);
-    for (size_t hi = 0; hi < sizeof hds / sizeof hds[0]; hi++) {
-        int hd = hds[hi];
+    for (size_t hi = 0; hi < 2 * sizeof hds / sizeof hds[0]; hi++) {
+        int hd = hds[hi % 4], H = hi < 4 ? 4 : 10, HKV = hi < 4 ? 2 : 1;
         size_t row = (size_t)H * (size_t)hd, kvn = (size_t)N_CTX * HKV * (size_t)hd;
         float *q = malloc(sizeof(float) * N * row), *out = malloc(sizeof(float) * N * row);
-        float *k = malloc(sizeof(float) * kvn), *v = malloc(sizeof(float) * kvn), *want = malloc(sizeof(float) * (size_t)hd);
+        float *k = malloc(sizeof(float) * kvn), *v = malloc(sizeof(float) * kvn), *want = malloc(sizeof(float) * row);
         sd_test_fill_random(q, N * row, 7 + (uint32_t)hi, 2.0f);
         sd_test_fill_random(k, kvn, 8, 2.0f);
         sd_test_fill_random(v, kvn, 9, 1.0f);
         be->ops->attention(be, q, k, v, NULL, 0, positions, N, N_CTX, H, HKV, hd, out);
+        be->ops->attention(be, q + 5 * row, k, v, NULL, 0, positions + 5, 1, N_CTX, H, HKV, hd, want);
+        cr_assert(memcmp(out + 5 * row, want, sizeof(float) * row) == 0, "a decode row differs");
         for (int i = 0; i < N; i++)
             for (int h = 0; h < H; h++) {
                 size_t off = (size_t)i * row + (size_t)h * (size_t)hd;

@@ -105,7 +105,7 @@ static inline __m256 sd_hsum8x8_f32(const __m256 v[8])
 }
 
 /* Lane k = sd_dot_f32(a[k], b, n), bit for bit. */
-static inline __m256 sd_dot8_f32(const float *const a[8], const float *b, int n)
+__attribute__((always_inline)) static inline __m256 sd_dot8_f32(const float *const a[8], const float *b, int n)
 {
     __m256 v[8];
     int n16 = n / 16 * 16;
