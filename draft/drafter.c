@@ -57,11 +57,12 @@ sd_status_t sd_drafter_propose_tree(sd_drafter_t *d, const sd_draft_request_t *r
 {
     if (d->ops->propose_tree == NULL)
         return sd_set_error(SD_ERR_INVALID_ARG, "drafter %s proposes no trees (the model, "
-                            "layerskip, ngram and callback drafters do)", d->ops->name);
+                            "layerskip, xvocab, ngram and callback drafters do)", d->ops->name);
     if (req == NULL || shape == NULL || out == NULL)
         return sd_set_error(SD_ERR_INVALID_ARG, "drafter %s: propose_tree with a NULL argument",
                             d->ops->name);
     out->n = 0;
+    out->has_q = 0;
     return d->ops->propose_tree(d, req, shape, out);
 }
 

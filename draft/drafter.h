@@ -50,20 +50,27 @@ typedef struct sd_draft_forward {
 
 /* A token tree's shape as asked (sd_spec_config_t's tree fields): levels > 0: width[d]
  * candidates below every node of depth d; else budget > 0: a dynamic tree of up to budget
- * nodes, depth <= max_depth. */
+ * nodes, depth <= max_depth. sample_q: when sampling, a drafter that can draws a static
+ * tree's children from its q (sd_draft_tree_t.has_q) instead of its top guesses. */
 typedef struct sd_tree_shape {
     int levels;
     int width[SD_SPEC_MAX_K];
     int budget;
     int max_depth;
+    int sample_q;
 } sd_tree_shape_t;
 
 /* A proposed tree (verify/tree.h's order: parents first, parent -1 = the last context
- * token); deterministic guesses (verified with q = NULL). */
+ * token). has_q 0: deterministic guesses (verified with q = NULL); 1: every node's children
+ * were drawn independently from q row (1 + node) (row 0: the root's), SpecInfer's sampled
+ * tree (docs/design-notes.md, "Token trees"). */
 typedef struct sd_draft_tree {
     int n;
     int32_t tokens[SD_SPEC_TREE_MAX_NODES];
     int32_t parent[SD_SPEC_TREE_MAX_NODES];
+    float *q;    /* [SD_SPEC_TREE_MAX_NODES + 1, n_vocab] caller-owned, or NULL (no q trees) */
+    int n_vocab; /* row length of q */
+    int has_q;   /* set by propose_tree (0 unless q is set and the request samples) */
 } sd_draft_tree_t;
 
 /* The implementation's name: "ngram", "model", "layerskip", "group". */

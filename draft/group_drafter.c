@@ -121,6 +121,35 @@ static sd_status_t group_propose(sd_drafter_t *d, const sd_draft_request_t *req,
     return SD_OK;
 }
 
+/* Ranks < D build the tree; rank 0's (tokens, parents, and q rows 0..n when has_q) reaches
+ * all, as a chain's proposal does. */
+static sd_status_t group_propose_tree(sd_drafter_t *d, const sd_draft_request_t *req,
+                                      const sd_tree_shape_t *shape, sd_draft_tree_t *out)
+{
+    group_drafter_t *g = as_group(d);
+    sd_status_t st = g->inner ? sd_drafter_propose_tree(g->inner, req, shape, out) : SD_OK;
+    draft_header_t h = {.n = out->n, .has_q = out->has_q};
+    SD_CHECK(share_header(g, st, &h));
+    if (h.n < 0 || h.n > SD_SPEC_TREE_MAX_NODES || (h.has_q && out->q == NULL))
+        return sd_set_error(SD_ERR_INTERNAL, "group drafter: rank 0 proposed a tree of %d nodes%s",
+                            h.n, h.has_q && out->q == NULL ? " with q while greedy" : "");
+    out->n = h.n;
+    out->has_q = h.has_q;
+    if (h.n == 0) return SD_OK;
+    SD_CHECK(sd_comm_broadcast(g->world, out->tokens, (size_t)h.n * sizeof *out->tokens, 0));
+    SD_CHECK(sd_comm_broadcast(g->world, out->parent, (size_t)h.n * sizeof *out->parent, 0));
+    if (h.has_q)
+        SD_CHECK(sd_comm_broadcast(g->world, out->q,
+                                   (size_t)(h.n + 1) * (size_t)g->n_vocab * sizeof *out->q, 0));
+    return SD_OK;
+}
+
+static sd_status_t group_accept_path(sd_drafter_t *d, const int32_t *tokens, int n, int32_t next)
+{
+    group_drafter_t *g = as_group(d);
+    return g->inner ? sd_drafter_accept_path(g->inner, tokens, n, next) : SD_OK;
+}
+
 static sd_status_t group_accept(sd_drafter_t *d, int n_accepted, int32_t next_token)
 {
     group_drafter_t *g = as_group(d);
@@ -161,4 +190,6 @@ static const sd_drafter_ops_t group_ops = {
     .reset = group_reset,
     .destroy = group_destroy,
     .forwards = group_forwards,
+    .propose_tree = group_propose_tree,
+    .accept_path = group_accept_path,
 };

@@ -285,7 +285,8 @@ static sd_status_t seq_propose(sd_drafter_t *dr, const sd_draft_request_t *req, 
 }
 
 /* ---- trees ------------------------------------------------------------------------------ */
-/* Static: every node of depth d < levels gets the drafter's top width[d] tokens as children.
+/* Static: every node of depth d < levels gets the drafter's top width[d] tokens as children,
+ * or, sampled (shape->sample_q while sampling), width[d] independent draws from its q row.
  * Dynamic (EAGLE-2 style): every level keeps the TREE_BEAM best of its nodes' top
  * TREE_CHILDREN children by cumulative log-probability, down to max_depth; the proposal is
  * then the budget best nodes of all (a child never scores above its parent, so the set is a
@@ -415,7 +416,47 @@ static void tree_emit(const tree_build_t *t, int budget, sd_draft_tree_t *out)
     }
 }
 
-static sd_status_t tree_grow(sd_seq_drafter_t *g, const sd_tree_shape_t *shape, tree_build_t *t)
+/* A sampled static tree's growth: the draws of the level's parents (docs/design-notes.md,
+ * "Token trees"). */
+typedef struct grow_q {
+    const sd_draft_request_t *req;
+    float *q;    /* [SD_SPEC_TREE_MAX_NODES + 1, n_vocab] the tree's q rows, 1 + node */
+    int w, a;    /* children per parent; the parents' level starts at node a (root: -1) */
+    int64_t pos; /* the children's position */
+} grow_q_t;
+
+/* 1 when node p repeats the token of an earlier sibling. */
+static int repeats_sibling(const tree_build_t *t, int p)
+{
+    for (int c = 0; c < p; c++)
+        if (t->par[c] == t->par[p] && t->tok[c] == t->tok[p]) return 1;
+    return 0;
+}
+
+/* Node p's (-1: the root) q row from its logits, then its w children drawn from it
+ * independently: draw j of the level's parent number o uses key o * 64 + j (key 0:
+ * SD_RNG_DRAFT, so a width-1 tree is the chain's draws). A repeated sibling gets no
+ * children: once its twin is rejected the token has no residual mass, it is never kept. */
+static void grow_sampled(sd_seq_drafter_t *g, tree_build_t *t, int p, const float *logits, void *arg)
+{
+    const grow_q_t *s = arg;
+    if (p >= 0 && repeats_sibling(t, p)) return;
+    float *q = s->q + (size_t)(p + 1) * g->n_vocab;
+    sd_sampler_probs(s->req->params, logits, g->n_vocab, &g->scratch, q);
+    int o = p - s->a;
+    for (int j = 0; j < s->w && t->n < TREE_CAP; j++) {
+        int key = o * SD_SPEC_TREE_MAX_NODES + j;
+        float u = sd_rng_uniform(s->req->seed, (uint64_t)s->pos,
+                                 key == 0 ? SD_RNG_DRAFT : (sd_rng_purpose_t)(SD_RNG_DRAFT_TREE + key - 1));
+        t->tok[t->n] = sd_sample_from_probs(q, g->n_vocab, u);
+        t->par[t->n] = p;
+        t->score[t->n++] = 0.0;
+    }
+}
+
+/* Grow the tree level by level; sq: sampled (static shapes only), NULL: top guesses. */
+static sd_status_t tree_grow(sd_seq_drafter_t *g, const sd_tree_shape_t *shape, grow_q_t *sq,
+                             tree_build_t *t)
 {
     int dynamic = shape->levels <= 0;
     int depth = dynamic ? shape->max_depth : shape->levels, room = n_ctx_of(g) - g->len;
@@ -423,13 +464,23 @@ static sd_status_t tree_grow(sd_seq_drafter_t *g, const sd_tree_shape_t *shape, 
     int w0 = dynamic ? TREE_CHILDREN : shape->width[0];
     int32_t tok[SD_SPEC_TREE_MAX_NODES];
     double logp[SD_SPEC_TREE_MAX_NODES];
-    add_children(t, -1, tok, logp, top_tokens(g->last, g->n_vocab, w0, tok, logp));
+    if (sq != NULL) {
+        sq->w = w0, sq->a = -1, sq->pos = sq->req->pos0;
+        grow_sampled(g, t, -1, g->last, sq);
+    } else {
+        add_children(t, -1, tok, logp, top_tokens(g->last, g->n_vocab, w0, tok, logp));
+    }
     if (dynamic) prune_level(t, 0);
     for (int d = 1, a = 0; d < depth; d++) {
         int b = t->n; /* level d's nodes are [a, b) */
         if (b > room) break; /* their rows would not fit the cache */
         int w = dynamic ? TREE_CHILDREN : shape->width[d];
-        SD_CHECK(tree_forward(g, t, a, b, dynamic ? grow_dynamic : grow_static, &w));
+        if (sq != NULL) {
+            sq->w = w, sq->a = a, sq->pos = sq->req->pos0 + d;
+            SD_CHECK(tree_forward(g, t, a, b, grow_sampled, sq));
+        } else {
+            SD_CHECK(tree_forward(g, t, a, b, dynamic ? grow_dynamic : grow_static, &w));
+        }
         if (dynamic) prune_level(t, b);
         a = b;
     }
@@ -440,10 +491,12 @@ static sd_status_t seq_propose_tree(sd_drafter_t *dr, const sd_draft_request_t *
                                     const sd_tree_shape_t *shape, sd_draft_tree_t *out)
 {
     sd_seq_drafter_t *g = (sd_seq_drafter_t *)dr;
-    sd_draft_out_t none = {0};
+    int sampled = shape->sample_q && shape->levels > 0 && out->q != NULL && req->params != NULL &&
+                  req->params->temperature > 0.0f;
+    sd_draft_out_t qs = {.q = out->q, .n_vocab = out->n_vocab};
     g->prop_n = 0;
     drop_unfed_tail(g);
-    SD_CHECK(check_request(g, req, &none, 0));
+    SD_CHECK(check_request(g, req, &qs, sampled));
     if (g->len == 0) return SD_OK;
     if (g->shared != NULL)
         g->seq.kv.len = g->shared->kv.len < g->len - 1 ? g->shared->kv.len : g->len - 1;
@@ -452,10 +505,12 @@ static sd_status_t seq_propose_tree(sd_drafter_t *dr, const sd_draft_request_t *
     tree_build_t *t = malloc(sizeof *t);
     SD_ALLOC_CHECK(t, sizeof *t, "a draft tree");
     t->n = 0;
-    sd_status_t st = tree_grow(g, shape, t);
-    if (st == SD_OK) {
+    grow_q_t sq = {.req = req, .q = out->q};
+    sd_status_t st = tree_grow(g, shape, sampled ? &sq : NULL, t);
+    if (st == SD_OK) { /* a static tree keeps its node order, so its q rows stay put */
         int budget = shape->levels > 0 ? SD_SPEC_TREE_MAX_NODES : shape->budget;
         tree_emit(t, budget < SD_SPEC_TREE_MAX_NODES ? budget : SD_SPEC_TREE_MAX_NODES, out);
+        out->has_q = sampled;
     }
     free(t);
     g->seq.kv.len = g->len; /* the tree's rows go; the context stays fed */

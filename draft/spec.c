@@ -25,6 +25,7 @@ void sd_spec_config_default(sd_spec_config_t *config)
     config->k = 4;
     config->adaptive = 1;
     config->min_confidence = 0.3f;
+    config->tree_sample = SD_TREE_SAMPLE_TOP;
 }
 
 int sd_spec_tree_nodes(const sd_spec_config_t *spec)

@@ -16,6 +16,7 @@
 #include "draft/seq_drafter.h"
 #include "draft/xvocab.h"
 #include "tokenizer/tokenizer.h"
+#include "verify/tree.h"
 
 #define XV_WINDOW 64    /* target tokens at least re-encoded at each proposal (the tail) */
 #define XV_LOOKAHEAD 3  /* draft tokens asked beyond k: the translation drops the last word */
@@ -45,6 +46,7 @@ typedef struct xv_drafter {
     ivec_t spec;                   /* scratch: special-token encodings */
     bvec_t text, dtext;            /* scratch: text */
     ivec_t prop;                   /* the last proposal, in target tokens */
+    sd_draft_tree_t itree;         /* the inner drafter's last tree, in draft tokens */
     int full;                      /* the translated prompt did not fit the draft model */
     /* the proposal in flight */
     sd_sampler_params_t greedy;
@@ -445,6 +447,17 @@ static sd_status_t xv_propose_resume(sd_drafter_t *d, sd_draft_forward_t *fwd)
     return fwd->n > 0 ? SD_OK : finish_proposal(g);
 }
 
+/* The context grows by tokens[n], then next. */
+static sd_status_t commit(xv_drafter_t *g, const int32_t *tokens, int n, int32_t next)
+{
+    SD_CHECK(check_token(g, next, "next"));
+    SD_CHECK(ivec_reserve(&g->ctx, g->ctx.n + (size_t)n + 1));
+    SD_CHECK(ivec_append(&g->ctx, tokens, (size_t)n));
+    SD_CHECK(ivec_append(&g->ctx, &next, 1));
+    g->prop.n = 0;
+    return SD_OK;
+}
+
 static sd_status_t xv_accept(sd_drafter_t *d, int n_accepted, int32_t next_token)
 {
     xv_drafter_t *g = (xv_drafter_t *)d;
@@ -452,12 +465,100 @@ static sd_status_t xv_accept(sd_drafter_t *d, int n_accepted, int32_t next_token
         return sd_set_error(SD_ERR_INVALID_ARG,
                             "xvocab drafter: %d tokens accepted of a proposal of %zu",
                             n_accepted, g->prop.n);
-    SD_CHECK(check_token(g, next_token, "next"));
-    SD_CHECK(ivec_reserve(&g->ctx, g->ctx.n + (size_t)n_accepted + 1));
-    SD_CHECK(ivec_append(&g->ctx, g->prop.v, (size_t)n_accepted));
-    SD_CHECK(ivec_append(&g->ctx, &next_token, 1));
+    return commit(g, g->prop.v, n_accepted, next_token);
+}
+
+/* ---- trees ------------------------------------------------------------------------------ */
+/* The draft model proposes a tree in its vocabulary, XV_LOOKAHEAD levels deeper than asked;
+ * each root-to-leaf path is translated as a chain proposal is (translate: its text up to
+ * the last whole word or a special token) and the translations are merged into one trie of
+ * target tokens, shared prefixes once, up to the shape's depth and node count. Deepest
+ * paths first, in node order (the inner drafter's best path comes first). */
+
+/* The inner tree's shape: shape's, XV_LOOKAHEAD levels of width 1 (static) or of depth
+ * (dynamic) deeper; top guesses. */
+static sd_tree_shape_t inner_shape(const sd_tree_shape_t *shape)
+{
+    sd_tree_shape_t in = *shape;
+    in.sample_q = 0;
+    for (int i = 0; i < XV_LOOKAHEAD && in.levels > 0 && in.levels < SD_SPEC_MAX_K; i++)
+        in.width[in.levels++] = 1;
+    in.max_depth = in.max_depth + XV_LOOKAHEAD < SD_SPEC_MAX_K ? in.max_depth + XV_LOOKAHEAD
+                                                               : SD_SPEC_MAX_K;
+    return in;
+}
+
+/* Add path[n] below the root of t (max_nodes nodes at most), sharing its existing prefix. */
+static void trie_add(sd_draft_tree_t *t, const int32_t *path, int n, int max_nodes)
+{
+    for (int i = 0, node = -1; i < n; i++) {
+        int c = node + 1;
+        while (c < t->n && !(t->parent[c] == node && t->tokens[c] == path[i])) c++;
+        if (c == t->n) {
+            if (t->n >= max_nodes) return;
+            t->tokens[t->n] = path[i];
+            t->parent[t->n++] = node;
+        }
+        node = c;
+    }
+}
+
+/* Target nodes the shape asks for: a static shape's count, a dynamic one's budget. */
+static int shape_nodes(const sd_tree_shape_t *s)
+{
+    if (s->levels <= 0) return s->budget;
+    int total = 0;
+    for (int d = 0, level = 1; d < s->levels && total <= SD_SPEC_TREE_MAX_NODES; d++)
+        total += level *= s->width[d];
+    return total;
+}
+
+/* Translate the inner tree's root-to-leaf paths into out. */
+static sd_status_t merge_paths(xv_drafter_t *g, const sd_tree_shape_t *shape, sd_draft_tree_t *out)
+{
+    const sd_draft_tree_t *it = &g->itree;
+    int depth[SD_SPEC_TREE_MAX_NODES], leaf[SD_SPEC_TREE_MAX_NODES], max_d = 0;
+    for (int i = 0; i < it->n; i++) {
+        depth[i] = it->parent[i] >= 0 ? depth[it->parent[i]] + 1 : 1;
+        leaf[i] = 1;
+        if (it->parent[i] >= 0) leaf[it->parent[i]] = 0;
+        max_d = depth[i] > max_d ? depth[i] : max_d;
+    }
+    int k = shape->levels > 0 ? shape->levels : shape->max_depth;
+    int nodes = shape_nodes(shape) < SD_SPEC_TREE_MAX_NODES ? shape_nodes(shape) : SD_SPEC_TREE_MAX_NODES;
+    int32_t path[SD_SPEC_MAX_K];
+    for (int d = max_d; d >= 1; d--)
+        for (int i = 0; i < it->n; i++) {
+            if (!leaf[i] || depth[i] != d) continue;
+            for (int a = i, j = d - 1; a >= 0; a = it->parent[a]) path[j--] = it->tokens[a];
+            SD_CHECK(translate(g, path, d, k));
+            trie_add(out, g->prop.v, (int)g->prop.n, nodes);
+        }
     g->prop.n = 0;
     return SD_OK;
+}
+
+static sd_status_t xv_propose_tree(sd_drafter_t *d, const sd_draft_request_t *req,
+                                   const sd_tree_shape_t *shape, sd_draft_tree_t *out)
+{
+    xv_drafter_t *g = (xv_drafter_t *)d;
+    sd_draft_out_t none = {0};
+    SD_CHECK(start_proposal(g, req, &none));
+    g->itree.n = 0;
+    g->itree.q = NULL;
+    sd_tree_shape_t in = inner_shape(shape);
+    SD_CHECK(sd_drafter_propose_tree(g->inner, &g->ireq, &in, &g->itree));
+    sd_token_tree_t check = {g->itree.n, g->itree.tokens, g->itree.parent};
+    SD_CHECK(sd_tree_check(&check, g->d_vocab, NULL));
+    out->n = 0;
+    return merge_paths(g, shape, out);
+}
+
+static sd_status_t xv_accept_path(sd_drafter_t *d, const int32_t *tokens, int n, int32_t next)
+{
+    xv_drafter_t *g = (xv_drafter_t *)d;
+    SD_CHECK(sd_drafter_check_tokens(d, tokens, n, g->t_vocab, "path"));
+    return commit(g, tokens, n, next);
 }
 
 static sd_status_t xv_rollback(sd_drafter_t *d, int n)
@@ -506,6 +607,8 @@ static const sd_drafter_ops_t xvocab_ops = {
     .propose_begin = xv_propose_begin,
     .propose_resume = xv_propose_resume,
     .forwards = xv_forwards,
+    .propose_tree = xv_propose_tree,
+    .accept_path = xv_accept_path,
 };
 
 sd_status_t sd_drafter_xvocab_wrap(sd_drafter_t *inner, const sd_model_t *draft,

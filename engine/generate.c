@@ -68,7 +68,7 @@ typedef struct gen_draft {
     /* token trees (docs/design-notes.md, "Token trees"): tree = 1 when steps draft trees */
     int tree;
     sd_tree_shape_t shape;
-    sd_draft_tree_t proposal;
+    sd_draft_tree_t proposal;   /* .q: [SD_SPEC_TREE_MAX_NODES + 1, n_vocab] for q-trees */
     sd_spec_scratch_t tscratch; /* sd_tree_verify's */
     int tscratch_ready;
 } gen_draft_t;
@@ -138,7 +138,7 @@ static sd_status_t tree_init(gen_t *g, const sd_spec_config_t *spec)
     if (g->draft.drafter == NULL || sd_spec_tree_nodes(spec) == 0) return SD_OK;
     if (!sd_drafter_has_trees(g->draft.drafter))
         return sd_set_error(SD_ERR_INVALID_ARG, "--tree: the %s drafter proposes no trees (the "
-                            "model, layerskip, ngram and callback drafters do)",
+                            "model, layerskip, xvocab, ngram and callback drafters do)",
                             sd_drafter_name(g->draft.drafter));
     if (g->batched) {
         sd_log(SD_LOG_WARN, "token trees are not in the serving engine's batched step yet; "
@@ -147,7 +147,8 @@ static sd_status_t tree_init(gen_t *g, const sd_spec_config_t *spec)
     }
     g->draft.tree = 1;
     g->draft.shape = (sd_tree_shape_t){.levels = spec->tree_levels, .budget = spec->tree_budget,
-                                       .max_depth = spec->k};
+                                       .max_depth = spec->k,
+                                       .sample_q = spec->tree_sample == SD_TREE_SAMPLE_Q};
     memcpy(g->draft.shape.width, spec->tree_width, sizeof spec->tree_width);
     size_t n = SD_SPEC_TREE_MAX_NODES + 1;
     g->plan.parent = malloc(2 * n * sizeof *g->plan.parent);
@@ -155,6 +156,12 @@ static sd_status_t tree_init(gen_t *g, const sd_spec_config_t *spec)
     g->plan.node_parent = g->plan.parent + n;
     SD_CHECK(sd_spec_scratch_init(&g->draft.tscratch, g->n_vocab));
     g->draft.tscratch_ready = 1;
+    if (g->sp.temperature > 0.0f && g->draft.shape.sample_q) { /* a q-tree's rows */
+        size_t bytes = n * (size_t)g->n_vocab * sizeof *g->draft.proposal.q;
+        g->draft.proposal.q = malloc(bytes);
+        SD_ALLOC_CHECK(g->draft.proposal.q, bytes, "tree draft distributions");
+        g->draft.proposal.n_vocab = g->n_vocab;
+    }
     return SD_OK;
 }
 
@@ -229,6 +236,7 @@ static void gen_release(gen_t *g)
     free(g->plan.tokens);
     free(g->plan.parent);
     free(g->draft.q);
+    free(g->draft.proposal.q);
     if (g->draft.tscratch_ready)
         sd_spec_scratch_free(&g->draft.tscratch);
 }
@@ -387,9 +395,11 @@ static sd_status_t draft(gen_t *g, size_t len, int max_rows, int *n, int *has_q,
 
 /* The proposal's nodes that fit: depth <= max_depth and at most max_nodes, a node kept only
  * with its parent; into plan.tokens[1 ..], plan.node_parent and the forward's plan.parent
- * (row 0 the root). Returns the nodes kept. */
-static int tree_cut(gen_t *g, const sd_draft_tree_t *t, int max_depth, int max_nodes)
+ * (row 0 the root), and q rows (has_q) moved to the kept nodes' indices. Returns the nodes
+ * kept. */
+static int tree_cut(gen_t *g, sd_draft_tree_t *t, int max_depth, int max_nodes)
 {
+    size_t V = (size_t)g->n_vocab;
     int32_t index[SD_SPEC_TREE_MAX_NODES], depth[SD_SPEC_TREE_MAX_NODES];
     int n = 0;
     g->plan.parent[0] = -1;
@@ -402,6 +412,8 @@ static int tree_cut(gen_t *g, const sd_draft_tree_t *t, int max_depth, int max_n
         g->plan.tokens[1 + n] = t->tokens[i];
         g->plan.node_parent[n] = p >= 0 ? index[p] : -1;
         g->plan.parent[1 + n] = g->plan.node_parent[n] + 1;
+        if (t->has_q && n != i) /* kept nodes only move down */
+            memcpy(t->q + (1 + (size_t)n) * V, t->q + (1 + (size_t)i) * V, V * sizeof *t->q);
         n++;
     }
     return n;
@@ -431,6 +443,7 @@ static sd_status_t draft_tree(gen_t *g, size_t len, int max_rows)
                             sd_drafter_name(g->draft.drafter), t->n, sd_last_error());
     g->plan.n = tree_cut(g, t, (int)room_tokens, (int)room_ctx);
     g->plan.is_tree = g->plan.n > 0;
+    g->plan.has_q = t->has_q;
     for (int i = 0; i < g->plan.n; i++) {
         int d = 1;
         for (int a = g->plan.node_parent[i]; a >= 0; a = g->plan.node_parent[a]) d++;
@@ -449,7 +462,8 @@ static sd_status_t tree_step_verify(gen_t *g, size_t len, sd_spec_result_t *r)
         SD_CHECK(sd_backend_sync(g->model->backend));
     }
     sd_token_tree_t tree = {g->plan.n, g->plan.tokens + 1, g->plan.node_parent};
-    SD_CHECK(sd_tree_verify(&g->sp, g->cfg->seed, (uint64_t)len, &tree, NULL, g->seq.logits,
+    const float *q = g->plan.has_q ? g->draft.proposal.q : NULL;
+    SD_CHECK(sd_tree_verify(&g->sp, g->cfg->seed, (uint64_t)len, &tree, q, g->seq.logits,
                             g->n_vocab, &g->draft.tscratch, &g->plan.verdict));
     r->n_accepted = g->plan.verdict.n_accepted;
     r->next_token = g->plan.verdict.next_token;

@@ -18,6 +18,7 @@
 #include "model/model.h"
 #include "support/test_util.h"
 #include "tokenizer/tokenizer.h"
+#include "verify/tree.h"
 
 #define MAX_CTX 8192
 
@@ -153,6 +154,41 @@ static sd_status_t o_rollback(sd_drafter_t *d, int n)
     return SD_OK;
 }
 
+#define ALT " zebra crossing the river"
+
+/* A tree of two paths (shape->levels deep): the oracle's chain proposal and the draft
+ * encoding of ALT continuing the context. */
+static sd_status_t o_propose_tree(sd_drafter_t *d, const sd_draft_request_t *req,
+                                  const sd_tree_shape_t *shape, sd_draft_tree_t *out)
+{
+    oracle_t *o = (oracle_t *)d;
+    sd_draft_request_t r = *req;
+    r.k = shape->levels;
+    int32_t chain[64], alt[64];
+    sd_draft_out_t c = {.tokens = chain};
+    o_propose(d, &r, &c);
+    int cont = o->len > 0 && !sd_tokenizer_is_special(o->m->tokenizer, o->ctx[o->len - 1]);
+    int na = (int)encode(o->m, ALT, strlen(ALT), cont ? SD_TOKENIZE_CONTINUATION : 0, alt, 64);
+    out->n = 0;
+    for (int i = 0; i < c.n; i++, out->n++) {
+        out->tokens[out->n] = chain[i];
+        out->parent[out->n] = i > 0 ? out->n - 1 : -1;
+    }
+    for (int i = 0; i < na && i < shape->levels; i++, out->n++) {
+        out->tokens[out->n] = alt[i];
+        out->parent[out->n] = i > 0 ? out->n - 1 : -1;
+    }
+    o->prop_n = 0;
+    return SD_OK;
+}
+
+static sd_status_t o_accept_path(sd_drafter_t *d, const int32_t *t, int n, int32_t next)
+{
+    (void)d, (void)t, (void)n, (void)next;
+    cr_assert_fail("the xvocab drafter translates its context again instead");
+    return SD_OK;
+}
+
 static void o_reset(sd_drafter_t *d) { ((oracle_t *)d)->len = 0; }
 static void o_destroy(sd_drafter_t *d) { free(d); }
 
@@ -164,6 +200,8 @@ static const sd_drafter_ops_t oracle_ops = {
     .rollback = o_rollback,
     .reset = o_reset,
     .destroy = o_destroy,
+    .propose_tree = o_propose_tree,
+    .accept_path = o_accept_path,
 };
 
 /* The xvocab drafter over an oracle of draft's vocabulary (*oracle: to inspect it). */
@@ -276,6 +314,57 @@ Test(draft_xvocab, proposals_with_a_real_tokenizer, .timeout = 120)
     sd_model_free(bpe);
     sd_model_free(spm);
     sd_model_free(real);
+}
+
+/* Trees: the oracle's two paths (the text to come, and ALT) come back merged into one trie
+ * of target tokens, within the shape's depth and nodes: the first path exactly the chain
+ * proposal's target tokens, ALT a second branch. */
+Test(draft_xvocab, tree_paths_merge_into_a_target_trie, .timeout = 120)
+{
+    sd_tree_shape_t shape = {.levels = 4, .width = {2, 1, 1, 1}};
+    for (size_t p = 0; p < N_PAIRS; p++) {
+        sd_model_t *target = synth(PAIRS[p].target, PAIRS[p].target_vocab);
+        sd_model_t *draft = synth(PAIRS[p].draft, PAIRS[p].draft_vocab);
+        for (size_t t = 0; t < N_TEXTS; t++) {
+            int32_t ref[512];
+            size_t n = encode(target, TEXTS[t], strlen(TEXTS[t]), SD_TOKENIZE_ADD_BOS, ref, 512);
+            size_t branched = 0, tried = 0;
+            for (size_t m = 1; m + 1 < n; m++) {
+                sd_drafter_t *d = xvocab_over_oracle(draft, target, TEXTS[t], NULL);
+                cr_assert_eq(sd_drafter_begin(d, ref, (int)m), SD_OK, "%s", sd_last_error());
+                int32_t chain[8];
+                int got = propose(d, (int64_t)m, 4, chain);
+                sd_drafter_reset(d);
+                cr_assert_eq(sd_drafter_begin(d, ref, (int)m), SD_OK, "%s", sd_last_error());
+                sd_sampler_params_t greedy = {.temperature = 0.0f, .top_p = 1.0f};
+                sd_draft_request_t req = {.k = 1, .params = &greedy, .pos0 = (int64_t)m};
+                sd_draft_tree_t tree = {0};
+                cr_assert_eq(sd_drafter_propose_tree(d, &req, &shape, &tree), SD_OK, "%s",
+                             sd_last_error());
+                sd_token_tree_t tt = {tree.n, tree.tokens, tree.parent};
+                int32_t depth[SD_SPEC_TREE_MAX_NODES];
+                cr_assert_eq(sd_tree_check(&tt, target->hp.n_vocab, depth), SD_OK, "%s",
+                             sd_last_error());
+                cr_assert_leq(tree.n, 8, "pair %zu, text %zu at %zu: %d nodes", p, t, m, tree.n);
+                int node = -1, matched = 0, roots = 0;
+                for (int i = 0; i < tree.n; i++) {
+                    cr_assert_leq(depth[i], 4);
+                    roots += tree.parent[i] == -1;
+                    if (matched < got && tree.parent[i] == node && tree.tokens[i] == chain[matched])
+                        node = i, matched++;
+                }
+                cr_assert_eq(matched, got, "pair %zu, text %zu at %zu: the chain's %d tokens are "
+                             "not a path of the tree (%d are)", p, t, m, got, matched);
+                branched += roots > 1;
+                tried++;
+                sd_drafter_free(d);
+            }
+            cr_assert_geq(branched * 2, tried, "pair %zu, text %zu: ALT branched off at the root "
+                          "in only %zu of %zu trees", p, t, branched, tried);
+        }
+        sd_model_free(draft);
+        sd_model_free(target);
+    }
 }
 
 /* A long generation with the oracle: the context passes the fixed/re-encoded boundary

@@ -20,6 +20,7 @@
 #include "specdec/specdec.h"
 #include "support/chi2.h"
 #include "support/test_util.h"
+#include "support/tiny_models.h"
 #include "verify/sampler.h"
 
 /* ---- helpers --------------------------------------------------------------------- */
@@ -636,62 +637,12 @@ Test(engine_speculative, draft_context_full_continues_target_only, .timeout = 60
 /* ---- lossless sampling with real (tiny) models -------------------------------------- */
 
 
-#define LV 16                 /* vocabulary of the tiny models */
-#define LCELLS (LV * LV * LV) /* joint outcomes of the first three tokens */
+#define LV SD_TINY_VOCAB
+#define LCELLS SD_TINY_CELLS /* joint outcomes of the first three tokens */
 #define LSEEDS 20000
 
 static const int32_t k_lossless_prompt[] = {3, 1, 4, 1, 5};
 #define LPROMPT_N 5
-
-static sd_model_t *tiny_model(uint64_t seed, float scale)
-{
-    sd_synth_spec_t s;
-    sd_synth_spec_default(&s);
-    s.tokenizer = SD_SYNTH_TOKENIZER_NONE;
-    s.n_vocab = LV;
-    s.n_layer = 1;
-    s.n_embd = 32;
-    s.n_ff = 64;
-    s.seed = seed;
-    s.weight_scale = scale;
-    return synth_load(&s, 1, 16);
-}
-
-/* probs[LV] of the token after the sequence's current context. */
-static void next_probs(sd_seq_t *s, int32_t token, const sd_sampler_params_t *sp,
-                       sd_sampler_scratch_t *scr, double *out)
-{
-    float probs[LV];
-    cr_assert_eq(sd_forward(s, &token, 1, 0), SD_OK, "%s", sd_last_error());
-    sd_sampler_probs(sp, s->logits, LV, scr, probs);
-    for (int i = 0; i < LV; i++)
-        out[i] = probs[i];
-}
-
-/* Exact target-only joint distribution of the first three generated tokens. */
-static void exact_joint(sd_model_t *m, const sd_gen_config_t *c, double *joint)
-{
-    sd_sampler_params_t sp = {c->temperature, c->top_k, c->top_p, c->min_p};
-    sd_sampler_scratch_t scr;
-    cr_assert_eq(sd_sampler_scratch_init(&scr, LV), SD_OK);
-    sd_seq_t s;
-    cr_assert_eq(sd_seq_init(&s, m, 16, LPROMPT_N), SD_OK);
-    cr_assert_eq(sd_forward(&s, k_lossless_prompt, LPROMPT_N - 1, 0), SD_OK);
-    double p1[LV], p2[LV], p3[LV];
-    next_probs(&s, k_lossless_prompt[LPROMPT_N - 1], &sp, &scr, p1);
-    for (int a = 0; a < LV; a++) {
-        next_probs(&s, a, &sp, &scr, p2);
-        for (int b = 0; b < LV; b++) {
-            next_probs(&s, b, &sp, &scr, p3);
-            for (int d = 0; d < LV; d++)
-                joint[(a * LV + b) * LV + d] = p1[a] * p2[b] * p3[d];
-            cr_assert_eq(sd_kv_cache_truncate(&s.kv, LPROMPT_N + 1), SD_OK);
-        }
-        cr_assert_eq(sd_kv_cache_truncate(&s.kv, LPROMPT_N), SD_OK);
-    }
-    sd_seq_free(&s);
-    sd_sampler_scratch_free(&scr);
-}
 
 typedef struct lossless_case {
     float temperature, top_p;
@@ -712,12 +663,12 @@ ParameterizedTestParameters(engine_speculative, lossless_sampling)
  * double underflows) at all three settings, against p = 0.99 / 0.04 / 0.78 when correct. */
 ParameterizedTest(lossless_case_t *lc, engine_speculative, lossless_sampling, .timeout = 240)
 {
-    sd_model_t *target = tiny_model(11, 0.6f), *draft = tiny_model(11, 0.35f);
+    sd_model_t *target = sd_tiny_model(11, 0.6f, 1), *draft = sd_tiny_model(11, 0.35f, 1);
     sd_gen_config_t c = config(lc->temperature, 3, 0);
     c.top_p = lc->top_p;
     static double joint[LCELLS];
     static long counts[LCELLS];
-    exact_joint(target, &c, joint);
+    sd_tiny_joint(target, &c, k_lossless_prompt, LPROMPT_N, joint);
     memset(counts, 0, sizeof counts);
     sd_spec_config_t s = spec_of(SD_DRAFTER_MODEL, 2, 0, draft);
     uint64_t drafted = 0, accepted = 0;

@@ -103,7 +103,7 @@ Test(engine_tree, greedy_trees_equal_target_only, .timeout = 600)
     sd_model_free(m);
 }
 
-/* Deterministic guesses: the target's own draw picks the child, so sampled output (and the
+/* Deterministic guesses (--tree-sample top): the target's own draw picks the child, so sampled output (and the
  * logprobs, the target's rows of the kept path) are target-only's exactly. */
 Test(engine_tree, sampled_trees_equal_target_only_sampling, .timeout = 600)
 {
@@ -124,6 +124,7 @@ Test(engine_tree, sampled_trees_equal_target_only_sampling, .timeout = 600)
         for (int i = 0; i < 2; i++) {
             sd_spec_config_t s;
             tree_spec(&s, SD_DRAFTER_LAYERSKIP, shapes[i]);
+            s.tree_sample = SD_TREE_SAMPLE_TOP; /* q-trees: tests/test_engine_tree_sampled.c */
             sd_gen_result_t r = run(m, ids, n, &c, &s);
             assert_same(&base, &r, shapes[i]);
             for (size_t t = 0; t < r.n_tokens; t++)

@@ -87,8 +87,10 @@ static const char *const PROMPTS[] = {
     "the quick brown fox jumps over the lazy dog. the quick brown fox",
 };
 
-/* greedy and sampled, several k, adaptive or fixed: token for token the target alone */
-static void check_pair(sd_model_t *target, sd_model_t *draft, const char *what)
+/* greedy and sampled, several k, adaptive or fixed (or token trees of these shapes; NULL:
+ * chains): token for token the target alone */
+static void check_pair_shapes(sd_model_t *target, sd_model_t *draft, const char *what,
+                              const char *const *shapes)
 {
     static const int ks[] = {1, 3, 6};
     uint64_t drafted = 0;
@@ -102,12 +104,15 @@ static void check_pair(sd_model_t *target, sd_model_t *draft, const char *what)
                          sd_last_error());
             for (size_t i = 0; i < sizeof ks / sizeof ks[0]; i++) {
                 sd_spec_config_t s = xvocab(draft, ks[i], (int)(i % 2));
+                if (shapes != NULL)
+                    cr_assert_eq(sd_spec_parse_tree(shapes[i], &s), SD_OK, "%s", sd_last_error());
                 sd_gen_result_t r;
                 cr_assert_eq(sd_generate_speculative(target, prompt, n, &c, &s, NULL, NULL, &r),
                              SD_OK, "%s: %s", what, sd_last_error());
                 char label[160];
-                snprintf(label, sizeof label, "%s, prompt %zu, %s, k %d", what, p,
-                         temp ? "sampled" : "greedy", ks[i]);
+                snprintf(label, sizeof label, "%s, prompt %zu, %s, k %d%s%s", what, p,
+                         temp ? "sampled" : "greedy", ks[i], shapes ? ", tree " : "",
+                         shapes ? shapes[i] : "");
                 assert_same(&r, &ref, label);
                 cr_assert_gt(r.stats.draft_forwards, 0, "%s: the draft model ran", label);
                 drafted += r.stats.drafted;
@@ -119,6 +124,11 @@ static void check_pair(sd_model_t *target, sd_model_t *draft, const char *what)
     cr_assert_gt(drafted, 0, "%s: the translation proposed tokens", what);
 }
 
+static void check_pair(sd_model_t *target, sd_model_t *draft, const char *what)
+{
+    check_pair_shapes(target, draft, what, NULL);
+}
+
 Test(engine_xvocab, output_is_the_targets_across_tokenizers, .timeout = 300)
 {
     sd_model_t *bpe = synth(SD_SYNTH_TOKENIZER_GPT2, 320, 7, 256);
@@ -127,6 +137,49 @@ Test(engine_xvocab, output_is_the_targets_across_tokenizers, .timeout = 300)
     check_pair(spm, bpe, "SentencePiece target, BPE draft");
     sd_model_free(spm);
     sd_model_free(bpe);
+}
+
+/* Token trees across vocabularies (the draft model's tree, each path translated, merged into
+ * a trie of target tokens): the same. */
+Test(engine_xvocab, trees_are_the_targets_across_tokenizers, .timeout = 300)
+{
+    static const char *const shapes[] = {"3x2x1", "dynamic:8", "2x2x2x1x1x1"};
+    sd_model_t *bpe = synth(SD_SYNTH_TOKENIZER_GPT2, 320, 7, 256);
+    sd_model_t *spm = synth(SD_SYNTH_TOKENIZER_LLAMA, 400, 8, 256);
+    check_pair_shapes(bpe, spm, "BPE target, SentencePiece draft", shapes);
+    check_pair_shapes(spm, bpe, "SentencePiece target, BPE draft", shapes);
+    sd_model_free(spm);
+    sd_model_free(bpe);
+}
+
+/* SmolLM2 drafting for itself through text, with trees: exactly its greedy output. */
+Test(engine_xvocab, real_tree_is_the_targets, .timeout = 300)
+{
+    const char *path = sd_test_real_model();
+    if (path == NULL) cr_skip_test("SmolLM2 is not cached (scripts/fetch-model.sh fetches it)");
+    sd_model_t *real = load(path, 256), *draft = load(path, 256);
+    int32_t prompt[256];
+    size_t n = prompt_of(real, "The capital of France is Paris. The capital of Germany is", prompt, 256);
+    sd_gen_config_t c = config(0.0f, 32, 1);
+    sd_gen_result_t ref, chain, tree;
+    cr_assert_eq(sd_generate(real, prompt, n, &c, NULL, NULL, &ref), SD_OK, "%s", sd_last_error());
+    sd_spec_config_t s = xvocab(draft, 4, 0);
+    cr_assert_eq(sd_generate_speculative(real, prompt, n, &c, &s, NULL, NULL, &chain), SD_OK, "%s",
+                 sd_last_error());
+    cr_assert_eq(sd_spec_parse_tree("4x2x2x1", &s), SD_OK);
+    cr_assert_eq(sd_generate_speculative(real, prompt, n, &c, &s, NULL, NULL, &tree), SD_OK, "%s",
+                 sd_last_error());
+    assert_same(&chain, &ref, "SmolLM2 through text, chain");
+    assert_same(&tree, &ref, "SmolLM2 through text, tree 4x2x2x1");
+    double per_chain = (double)chain.n_tokens / (double)chain.stats.target_forwards;
+    double per_tree = (double)tree.n_tokens / (double)tree.stats.target_forwards;
+    cr_log_info("tokens per target forward: chain %.2f, tree %.2f", per_chain, per_tree);
+    cr_assert_gt(tree.stats.accepted, 0, "the translated tree's paths were kept");
+    sd_gen_result_free(&tree);
+    sd_gen_result_free(&chain);
+    sd_gen_result_free(&ref);
+    sd_model_free(draft);
+    sd_model_free(real);
 }
 
 Test(engine_xvocab, output_is_the_targets_with_a_real_tokenizer, .timeout = 300)

@@ -29,6 +29,9 @@ typedef enum sd_rng_purpose {
                                 purpose SD_RNG_TREE_SIBLING + j - 1 (sibling 0: SD_RNG_ACCEPT) */
     SD_RNG_PURPOSE_COUNT
 } sd_rng_purpose_t;
+/* A sampled draft tree's draw i >= 1 at a position (draw 0: SD_RNG_DRAFT): purpose
+ * SD_RNG_DRAFT_TREE + i - 1, past the siblings' purposes (i < 64 * 64). */
+#define SD_RNG_DRAFT_TREE (SD_RNG_TREE_SIBLING + 64)
 
 /* The uniform for (request seed, absolute position, purpose):
  * curand_init(seed, subsequence = position, offset = 4 * purpose) then curand_uniform.

@@ -35,6 +35,7 @@ typedef struct bench_drafter {
 typedef struct bench_opts {
     const char *model_path, *prompts_dir, *json_path, *device, *trace_path;
     int n_threads, n_ctx, repeats, adaptive;
+    sd_tree_sample_t tree_sample; /* --tree-sample, for every drafter */
     sd_gen_config_t gen;
     int ks[MAX_KS], n_ks;
     bench_drafter_t drafters[MAX_DRAFTERS];
@@ -92,6 +93,7 @@ static const char bench_usage[] =
     "  --prompts DIR        prompt set (default: bench/prompts)\n"
     "  --repeats R          timed runs per configuration, median kept (default 1)\n"
     "  --temp T, --seed S   sampling (default greedy; outputs are compared only when greedy)\n"
+    "  --tree-sample M      sampled trees: top (default) or q (as for run)\n"
     "  --json FILE          machine-readable results to FILE ('-': stdout, table to stderr)\n"
     "  --trace FILE         every step of every timed run as a JSON line (prompt, drafter,\n"
     "                       k, repeat; drafts, accepted, timings)\n";
@@ -175,6 +177,7 @@ static int parse_one(const char *flag, const char *v, bench_opts_t *o)
     if (!strcmp(flag, "--repeats")) return cli_parse_int(flag, v, 1, MAX_REPEATS, &o->repeats);
     if (!strcmp(flag, "--temp")) return cli_parse_float(flag, v, 0.0f, 100.0f, &o->gen.temperature);
     if (!strcmp(flag, "--seed")) return cli_parse_seed(v, &o->gen.seed);
+    if (!strcmp(flag, "--tree-sample")) return cli_parse_tree_sample(v, &o->tree_sample);
     fprintf(stderr, "specdec: error: unknown bench option '%s' (see specdec bench --help)\n", flag);
     return 0;
 }
@@ -216,6 +219,7 @@ static int parse_opts(int argc, char **argv, bench_opts_t *o)
         parse_draft("ngram", o);
         parse_draft("layerskip", o);
     }
+    for (int i = 0; i < o->n_drafters; i++) o->drafters[i].spec.tree_sample = o->tree_sample;
     return 1;
 }
 

@@ -51,6 +51,8 @@ int cli_parse_seed(const char *v, uint64_t *out);
 int cli_parse_draft(const char *v, sd_spec_config_t *spec, const char **model_path);
 /* --tree V (sd_spec_parse_tree); 0 with the error printed. */
 int cli_parse_tree(const char *v, sd_spec_config_t *spec);
+/* --tree-sample q|top into *out; 0 after printing the error line. */
+int cli_parse_tree_sample(const char *v, sd_tree_sample_t *out);
 /* printf(usage, the --draft forms of every drafter): usage has one %s and no other %. */
 void cli_print_usage(const char *usage);
 void cli_fprint_usage(FILE *f, const char *usage); /* the same to f */

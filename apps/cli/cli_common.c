@@ -99,6 +99,13 @@ int cli_parse_tree(const char *v, sd_spec_config_t *spec)
     return 0;
 }
 
+int cli_parse_tree_sample(const char *v, sd_tree_sample_t *out)
+{
+    if (!strcmp(v, "q") || !strcmp(v, "top")) return *out = v[0] == 'q' ? SD_TREE_SAMPLE_Q : SD_TREE_SAMPLE_TOP, 1;
+    fprintf(stderr, "specdec: error: --tree-sample expects q or top, got '%s'\n", v);
+    return 0;
+}
+
 void cli_fprint_usage(FILE *f, const char *usage)
 {
     char forms[256];
@@ -128,6 +135,7 @@ static int parse_one(const char *flag, const char *v, cli_gen_opts_t *o)
     if (!strcmp(flag, "--draft")) return cli_parse_draft(v, &o->spec, &o->draft_path);
     if (!strcmp(flag, "--k")) return cli_parse_int(flag, v, 1, SD_SPEC_MAX_K, &o->spec.k);
     if (!strcmp(flag, "--tree")) return cli_parse_tree(v, &o->spec);
+    if (!strcmp(flag, "--tree-sample")) return cli_parse_tree_sample(v, &o->spec.tree_sample);
     if (!strcmp(flag, "--logprobs")) {
         g->logprobs = 1;
         return cli_parse_int(flag, v, 0, SD_MAX_TOP_LOGPROBS, &g->top_logprobs);

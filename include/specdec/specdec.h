@@ -342,6 +342,12 @@ typedef struct sd_step_info {
  * scheduler), on every rank; it must not block or call back into the library. */
 typedef void (*sd_step_callback)(void *user, const sd_step_info_t *step);
 
+/* Sampled token trees (--tree-sample): TOP, the drafter's top guesses, verified against the
+ * target's own draw; Q, each node's children drawn independently from the drafter's
+ * distribution q, verified by recursive rejection sampling (docs/design-notes.md, "Token
+ * trees": TOP accepted more in bench/results/2026-12-07-cpu-trees-2.md, so it is the default). */
+typedef enum sd_tree_sample { SD_TREE_SAMPLE_TOP = 0, SD_TREE_SAMPLE_Q = 1 } sd_tree_sample_t;
+
 typedef struct sd_spec_config {
     sd_drafter_kind_t drafter;
     sd_model_t *draft_model; /* SD_DRAFTER_MODEL: SD_ERR_VOCAB_MISMATCH if its vocabulary
@@ -373,6 +379,8 @@ typedef struct sd_spec_config {
     int tree_levels;
     int tree_width[SD_SPEC_MAX_K];
     int tree_budget;
+    sd_tree_sample_t tree_sample; /* how sampled (temperature > 0) static trees of the model
+                                     and layer-skip drafters are drawn (default TOP) */
 } sd_spec_config_t;
 
 #define SD_SPEC_TREE_MAX_NODES 64

@@ -33,6 +33,7 @@ SD_TOKENIZE_PARSE_SPECIAL = 1 << 1
 SD_SPEC_MAX_K = 16
 SD_HIST_MAX_BOUNDS = 20
 
+TREE_SAMPLES = ("top", "q")  # sd_tree_sample_t, in order
 STOP_REASONS = ("none", "max_tokens", "eos", "stop_token", "stop_string", "callback", "error",
                 "cancelled", "context_full")
 
@@ -126,7 +127,8 @@ class SpecConfig(Structure):
                 ("adaptive", c_int), ("min_confidence", c_float), ("draft_ranks", c_int),
                 ("callback", POINTER(CallbackDrafter)), ("on_step", STEP_FN),
                 ("on_step_user", c_void_p), ("tree_levels", c_int),
-                ("tree_width", c_int * SD_SPEC_MAX_K), ("tree_budget", c_int)]
+                ("tree_width", c_int * SD_SPEC_MAX_K), ("tree_budget", c_int),
+                ("tree_sample", c_int)]
 
 
 class EngineParams(Structure):

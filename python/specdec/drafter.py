@@ -187,7 +187,7 @@ class Speculation:
                  min_confidence: float = 0.3,
                  on_step: Optional[Callable[[StepRecord], None]] = None,
                  record_steps: bool = False, engine: bool = False,
-                 tree: Optional[str] = None) -> None:
+                 tree: Optional[str] = None, tree_sample: str = "top") -> None:
         self.c = _lib.SpecConfig()
         lib.sd_spec_config_default(ctypes.byref(self.c))
         self.errors: List[BaseException] = []
@@ -204,6 +204,9 @@ class Speculation:
             raise ValueError("draft_model needs drafter='model' or drafter='xvocab'")
         if tree is not None:
             check(lib.sd_spec_parse_tree(tree.encode(), ctypes.byref(self.c)), "tree")
+        if tree_sample not in _lib.TREE_SAMPLES:
+            raise ValueError(f"tree_sample must be one of {_lib.TREE_SAMPLES}, got {tree_sample!r}")
+        self.c.tree_sample = _lib.TREE_SAMPLES.index(tree_sample)
         self.c.k = k
         self.c.adaptive = 1 if adaptive else 0
         self.c.min_confidence = min_confidence

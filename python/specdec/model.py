@@ -179,7 +179,8 @@ class Model(Owner):
                  min_confidence: float = 0.3,
                  on_token: Optional[Callable[[int, str], Any]] = None,
                  on_step: Optional[Callable[[StepRecord], None]] = None,
-                 record_steps: bool = False, tree: Optional[str] = None) -> Result:
+                 record_steps: bool = False, tree: Optional[str] = None,
+                 tree_sample: str = "top") -> Result:
         """Generate from prompt (text, or token ids) and return the Result.
 
         Sampling: the library's defaults unless given (``temperature=0`` is greedy; a seed
@@ -190,12 +191,14 @@ class Model(Owner):
         ``adaptive``). Greedy output is the target's whatever the drafter. ``on_token(token,
         text)`` sees every kept token (a true return stops); ``on_step(record)`` every step;
         ``record_steps`` keeps the records in ``Result.steps``; ``tree`` ("4x2x2x1",
-        "dynamic:16") drafts token trees (model, layer-skip and n-gram drafters). Raises SpecdecError (with
+        "dynamic:16") drafts token trees (model, layer-skip, xvocab and n-gram drafters);
+        when sampling, ``tree_sample="q"`` draws a static tree's children from the drafter's
+        distribution (SpecInfer) instead of its top guesses ("top"). Raises SpecdecError (with
         ``.result`` holding what was made when generation had started) or DrafterError."""
         cfg, keep = gen_config(max_tokens, temperature, top_k, top_p, min_p, seed, stop,
                                stop_tokens, ignore_eos)
         spec = Speculation(self, drafter, draft_model, k, adaptive, min_confidence, on_step,
-                           record_steps, tree=tree)
+                           record_steps, tree=tree, tree_sample=tree_sample)
         ids = self.prompt_tokens(prompt, parse_special)
         arr = token_array(ids)
         cb = token_callback(on_token, spec.errors)

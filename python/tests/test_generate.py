@@ -107,6 +107,15 @@ def test_sampling_is_reproducible_and_drafter_independent(target: specdec.Model)
     assert a.tokens == b.tokens and a.tokens != c.tokens
 
 
+def test_sampled_q_trees_are_reproducible(target: specdec.Model) -> None:
+    kw = dict(max_tokens=24, temperature=0.9, ignore_eos=True, drafter="layerskip", tree="3x2x1",
+              tree_sample="q")
+    a, b = target.generate(PROMPT, seed=5, **kw), target.generate(PROMPT, seed=5, **kw)
+    assert a.tokens == b.tokens and a.stats.drafted > 0
+    with pytest.raises(ValueError):
+        target.generate(PROMPT, max_tokens=4, drafter="layerskip", tree="2x1", tree_sample="best")
+
+
 def test_steps_add_up_to_the_statistics(target: specdec.Model) -> None:
     seen: List[specdec.StepRecord] = []
     ref = target.generate(PROMPT, max_tokens=40, temperature=0, ignore_eos=True)

@@ -129,6 +129,9 @@ head -c 100 /dev/urandom > "$tmp/bad.gguf"
 "$bin" run -m "$tmp/bad.gguf" -p hi >"$tmp/o" 2>"$tmp/e"; rc=$?
 check "corrupt model: SD_ERR_BAD_MODEL" grep -q SD_ERR_BAD_MODEL "$tmp/e"
 check "corrupt model: one line" one_error_line "$tmp/e"
+"$bin" run -m "$model" -p hi --draft layerskip --tree 2x1 --tree-sample qq >"$tmp/o" 2>"$tmp/e"; rc=$?
+check "bad --tree-sample: exit 2, one line naming the value" \
+  bash -c "[ $rc -eq 2 ] && grep -q \"'qq'\" '$tmp/e'" && check "bad --tree-sample: one line" one_error_line "$tmp/e"
 "$bin" run -m "$model" -p hi --temp -1 >"$tmp/o" 2>"$tmp/e"; rc=$?
 check "bad --temp: exit 2 and one line" bash -c "[ $rc -eq 2 ] && [ \$(wc -l < '$tmp/e') -eq 1 ]"
 check "bad --temp: nothing on stdout" [ ! -s "$tmp/o" ]

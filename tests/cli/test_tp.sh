@@ -2,8 +2,10 @@
 # Tensor parallelism end to end on the real SmolLM2 (9 heads, 3 KV heads: splits over 3
 # ranks): greedy text under `specdec launch -n 3` (intra backend) and `mpirun -n 3` (mpi)
 # is byte-identical to the single-rank run, target-only and with the n-gram, layer-skip and
-# draft-model drafters (the draft model on rank 0 only: --draft-ranks 1); a seeded sampled
-# TP run is reproducible; 2 ranks are refused with SD_ERR_TP_PLAN naming the numbers on
+# draft-model drafters (the draft model on rank 0 only: --draft-ranks 1), token trees
+# included (the draft rank's, and a TP target's with a local drafter); seeded sampled TP runs
+# (a q-tree among them) are reproducible; a stalled or killed draft rank ends a tree run
+# naming it; 2 ranks are refused with SD_ERR_TP_PLAN naming the numbers on
 # every rank; under mpirun, ranks given different contexts (-c) are refused at once on every
 # rank. Usage: test_tp.sh PATH/TO/specdec
 set -u
@@ -32,6 +34,39 @@ same_as_single "launch -n 3 ngram" "$bin" launch -n 3 -- "$bin" "${run[@]}" --dr
 same_as_single "launch -n 3 layerskip" "$bin" launch -n 3 -- "$bin" "${run[@]}" --draft layerskip:20
 same_as_single "launch -n 3 draft model on rank 0" \
   "$bin" launch -n 3 -- "$bin" "${run[@]}" --draft "$model" --draft-ranks 1 --k 3
+# token trees: the draft rank's (static, dynamic), a TP target's with a local drafter
+for tree in "--draft $model --draft-ranks 1 --tree 4x2x2x1" "--draft $model --draft-ranks 1 --tree dynamic:12" \
+            "--draft layerskip:20 --tree 3x2x1"; do
+  # shellcheck disable=SC2086
+  same_as_single "launch -n 3 $tree" "$bin" launch -n 3 -- "$bin" "${run[@]}" --stats $tree
+  check "launch -n 3 $tree: drafted" grep -q "drafted [1-9]" "$tmp/err"
+done
+
+# sampled q-trees from the draft rank: the same seed gives the same text
+qtree=(launch -n 3 -- "$bin" run -m "$model" -p "$p" -n 24 --temp 0.8 --seed 7 -t 1 \
+  --draft "$model" --draft-ranks 1 --tree 3x2x1 --tree-sample q)
+"$bin" "${qtree[@]}" >"$tmp/s1" 2>"$tmp/err"; rc1=$?
+"$bin" "${qtree[@]}" >"$tmp/s2" 2>"$tmp/err"; rc2=$?
+check "sampled q-tree TP runs (rc $rc1, $rc2)" [ "$((rc1 + rc2))" -eq 0 ]
+check "sampled q-tree TP run is reproducible" cmp -s "$tmp/s1" "$tmp/s2"
+
+# the draft rank stalls, then dies, mid-run (collective 131: the first tree step's broadcast
+# of the tree's tokens when this was written): the target ranks' wait ends naming rank 0
+start=$SECONDS
+SPECDEC_FAULT=stall:rank=0:op=131 SPECDEC_COMM_TIMEOUT_MS=3000 "$bin" launch -n 3 -- \
+  "$bin" "${run[@]}" --draft "$model" --draft-ranks 1 --tree 4x2x2x1 >/dev/null 2>"$tmp/es"; rc=$?
+check "stalled draft rank: exit 3 (got $rc)" [ "$rc" -eq 3 ]
+check "stalled draft rank: SD_ERR_COMM_TIMEOUT naming rank 0" \
+  grep -q "SD_ERR_COMM_TIMEOUT.*rank(s) 0 had not arrived" "$tmp/es"
+check "stalled draft rank: bounded ($((SECONDS - start)) s)" [ $((SECONDS - start)) -lt 60 ]
+start=$SECONDS
+SPECDEC_FAULT=crash:rank=0:op=131 SPECDEC_COMM_TIMEOUT_MS=3000 "$bin" launch -n 3 -- \
+  "$bin" "${run[@]}" --draft "$model" --draft-ranks 1 --tree 4x2x2x1 >/dev/null 2>"$tmp/ek"; rc=$?
+check "killed draft rank: fails (got $rc)" [ "$rc" -ne 0 ]
+check "killed draft rank: the others name rank 0" \
+  grep -Eq "(SD_ERR_COMM_TIMEOUT|SD_ERR_PEER_LOST).*rank 0" "$tmp/ek"
+check "killed draft rank: bounded ($((SECONDS - start)) s)" [ $((SECONDS - start)) -lt 90 ]
+
 if command -v mpirun >/dev/null && "$bin" hangtest --ranks 1 --steps 1 --comm mpi >/dev/null 2>&1; then
   # Open MPI gives ranks a pty for stdout, so `run` ends its text with the newline it
   # prints on terminals: compare without it.

@@ -74,7 +74,8 @@ static void abi(void)
         F(sd_spec_config_t, min_confidence), F(sd_spec_config_t, draft_ranks),
         F(sd_spec_config_t, callback), F(sd_spec_config_t, on_step),
         F(sd_spec_config_t, on_step_user), F(sd_spec_config_t, tree_levels),
-        F(sd_spec_config_t, tree_width), F(sd_spec_config_t, tree_budget), END();
+        F(sd_spec_config_t, tree_width), F(sd_spec_config_t, tree_budget),
+        F(sd_spec_config_t, tree_sample), END();
     BEGIN(sd_engine_params_t), F(sd_engine_params_t, model), F(sd_engine_params_t, spec),
         F(sd_engine_params_t, max_active), F(sd_engine_params_t, max_queued),
         F(sd_engine_params_t, max_batch_rows), F(sd_engine_params_t, load_aware_drafts),
