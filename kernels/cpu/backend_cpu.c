@@ -17,6 +17,7 @@
 #define MATMUL_X_TILE 64      /* activation rows per pass over a weight-row chunk */
 #define ATTN_SCORE_CACHE 2048 /* scores kept on the stack; beyond, q.k is recomputed */
 #define ELEMWISE_CHUNK 16384  /* elements per swiglu task */
+#define ROPE_FREQ_CACHE 256   /* rotated pairs whose frequency is computed once per call */
 
 typedef struct cpu_ctx {
     sd_threadpool_t *pool;
@@ -264,10 +265,13 @@ static void cpu_rope(sd_backend_t *be, float *x, const int32_t *pos, int n, int 
     int half = p->rot_dim / 2;
     /* NORM rotates (2i, 2i+1); NEOX rotates (i, i + rot_dim/2) */
     int stride = p->style == SD_ROPE_NEOX ? 1 : 2, partner = p->style == SD_ROPE_NEOX ? half : 1;
+    double freq[ROPE_FREQ_CACHE]; /* the per-token pow of each pair, computed once per call */
+    for (int i = 0; i < half && i < ROPE_FREQ_CACHE; i++) freq[i] = pow((double)p->freq_base, -2.0 * i / p->rot_dim);
     for (int t = 0; t < n; t++) {
         float *xt = x + (size_t)t * (size_t)n_head * (size_t)head_dim; /* x[t, n_head, head_dim] */
         for (int i = 0; i < half; i++) {
-            double theta = (double)pos[t] * pow((double)p->freq_base, -2.0 * i / p->rot_dim);
+            double f = i < ROPE_FREQ_CACHE ? freq[i] : pow((double)p->freq_base, -2.0 * i / p->rot_dim);
+            double theta = (double)pos[t] * f;
             float c = (float)cos(theta), s = (float)sin(theta);
             for (int h = 0; h < n_head; h++) {
                 float *a = xt + (size_t)h * (size_t)head_dim + i * stride, *b = a + partner;
@@ -297,37 +301,131 @@ typedef struct {
     int n_ctx, n_head, n_head_kv, head_dim;
 } attn_job_t;
 
-static float attn_score(const attn_job_t *job, const float *qh, int kvh, int j, float scale)
+/* The cache rows of keys t0 .. t0 + n - 1 of a row: slots 0 .. n_base - 1, then extra[]. */
+static void attn_rows(const attn_job_t *job, int kvh, int n_base, const int32_t *extra, int t0,
+                      int n, const float **k, const float **v)
 {
-    size_t r = kv_row_of(job->blocks, job->block_size, j);
-    const float *kj = job->k + (r * (size_t)job->n_head_kv + (size_t)kvh) * (size_t)job->head_dim;
-    return sd_dot_f32(kj, qh, job->head_dim) * scale;
+    size_t hd = (size_t)job->head_dim, stride = (size_t)job->n_head_kv * hd, first = (size_t)kvh * hd;
+    int t = t0, bs = job->blocks ? job->block_size : n_base + 1;
+    while (t < t0 + n && t < n_base) { /* slots: a run of consecutive rows per cache block */
+        size_t r = kv_row_of(job->blocks, job->block_size, t);
+        int run = bs - t % bs, end = t + run < t0 + n ? t + run : t0 + n;
+        end = end < n_base ? end : n_base;
+        for (; t < end; t++, r++) {
+            k[t - t0] = job->k + r * stride + first;
+            v[t - t0] = job->v + r * stride + first;
+        }
+    }
+    for (; t < t0 + n; t++) {
+        size_t r = kv_row_of(job->blocks, job->block_size, extra[t - n_base]);
+        k[t - t0] = job->k + r * stride + first;
+        v[t - t0] = job->v + r * stride + first;
+    }
 }
 
-/* One (query, head) row: two passes (max, then exp-weighted sum of v) over the keys, slots
- * 0 .. n_base - 1 then extra[0 .. n_extra) in that order (the plain and the masked op share
- * this arithmetic, so a tree node's row equals a chain's bit for bit). */
+/* s[t] = (k_t . q) * scale for n keys (sd_dot8_f32 gives sd_dot_f32's bits 8 keys at once). */
+static void attn_scores(const float *const *k, const float *qh, int hd, float scale, int n, float *s)
+{
+    int t = 0;
+#if defined(__AVX2__) && defined(__FMA__)
+    if (hd == 64) /* SmolLM2's heads: the constant length keeps q in registers */
+        for (; t + 8 <= n; t += 8)
+            _mm256_storeu_ps(s + t, _mm256_mul_ps(sd_dot8_f32(k + t, qh, 64), _mm256_set1_ps(scale)));
+    for (; t + 8 <= n; t += 8)
+        _mm256_storeu_ps(s + t, _mm256_mul_ps(sd_dot8_f32(k + t, qh, hd), _mm256_set1_ps(scale)));
+#endif
+    for (; t < n; t++) s[t] = sd_dot_f32(k[t], qh, hd) * scale;
+}
+
+/* The largest of max and s[0 .. n) (a NaN score is skipped). */
+static float attn_max(const float *s, int n, float max)
+{
+    int t = 0;
+#if defined(__AVX2__) && defined(__FMA__)
+    __m256 m = _mm256_set1_ps(max);
+    for (; t + 8 <= n; t += 8) m = _mm256_max_ps(_mm256_loadu_ps(s + t), m); /* NaN: keeps m */
+    float l[8];
+    _mm256_storeu_ps(l, m);
+    for (int i = 0; i < 8; i++) max = l[i] > max ? l[i] : max;
+#endif
+    for (; t < n; t++) max = s[t] > max ? s[t] : max;
+    return max;
+}
+
+/* s[t] = sd_exp_f32(s[t] - max) for n keys (a chunk of the row: n % 8 != 0 in its last chunk
+ * only); lane[t % 8] += s[t] over whole groups of 8 keys, *tail += s[t] over the rest, in order. */
+static void attn_exp(float *s, int n, float max, float lane[8], float *tail)
+{
+    int t = 0;
+#if defined(__AVX2__) && defined(__FMA__)
+    __m256 acc = _mm256_loadu_ps(lane), m = _mm256_set1_ps(max);
+    for (; t + 8 <= n; t += 8) {
+        __m256 e = sd_exp8_f32(_mm256_sub_ps(_mm256_loadu_ps(s + t), m));
+        _mm256_storeu_ps(s + t, e);
+        acc = _mm256_add_ps(acc, e);
+    }
+    _mm256_storeu_ps(lane, acc);
+#else
+    for (; t + 8 <= n; t += 8)
+        for (int l = 0; l < 8; l++) lane[l] += s[t + l] = sd_exp_f32(s[t + l] - max);
+#endif
+    for (; t < n; t++) *tail += s[t] = sd_exp_f32(s[t] - max);
+}
+
+/* oh[d] = fma(e[t], v_t[d], oh[d]) over t in order (sd_axpy_f32's bits; 64 columns per pass
+ * kept in registers). */
+static void attn_accumulate(float *oh, const float *const *v, const float *e, int n, int hd)
+{
+    int d0 = 0;
+#if defined(__AVX2__) && defined(__FMA__)
+    for (; d0 + 64 <= hd; d0 += 64) {
+        __m256 o[8];
+        for (int c = 0; c < 8; c++) o[c] = _mm256_loadu_ps(oh + d0 + 8 * c);
+        for (int t = 0; t < n; t++) {
+            __m256 et = _mm256_set1_ps(e[t]);
+#pragma GCC unroll 8
+            for (int c = 0; c < 8; c++) o[c] = _mm256_fmadd_ps(et, _mm256_loadu_ps(v[t] + d0 + 8 * c), o[c]);
+        }
+        for (int c = 0; c < 8; c++) _mm256_storeu_ps(oh + d0 + 8 * c, o[c]);
+    }
+#endif
+    if (d0 < hd)
+        for (int t = 0; t < n; t++) sd_axpy_f32(oh + d0, e[t], v[t] + d0, hd - d0);
+}
+
+/* One (query, head) row over the keys slots 0 .. n_base - 1 then extra[0 .. n_extra) in that
+ * order (the plain and the masked op share this arithmetic, so a tree node's row equals a
+ * chain's bit for bit). Two passes in chunks of ATTN_SCORE_CACHE keys (the first chunk's
+ * scores kept, the others recomputed): the max of the scores, then e_t = sd_exp_f32(s_t - max),
+ * sum = the 8 lane sums of whole groups of 8 keys reduced as sd_dot_f32 reduces, plus the
+ * remaining keys in order, and out = (sum_t e_t v_t, fma in key order) * (1 / sum). The
+ * result depends only on the row's query and keys, never on the other rows of the call. */
 static void attn_row(const attn_job_t *job, const float *qh, float *oh, int kvh, int n_base,
                      const int32_t *extra, int n_extra)
 {
     int hd = job->head_dim, n_keys = n_base + n_extra;
-    float scale = 1.0f / sqrtf((float)hd), scores[ATTN_SCORE_CACHE], max = -INFINITY;
-    for (int t = 0; t < n_keys; t++) {
-        int j = t < n_base ? t : extra[t - n_base];
-        float s = attn_score(job, qh, kvh, j, scale);
-        if (t < ATTN_SCORE_CACHE) scores[t] = s;
-        max = s > max ? s : max;
+    float scale = 1.0f / sqrtf((float)hd), s[ATTN_SCORE_CACHE], max = -INFINITY;
+    const float *k[ATTN_SCORE_CACHE], *v[ATTN_SCORE_CACHE];
+    int last = (n_keys - 1) / ATTN_SCORE_CACHE * ATTN_SCORE_CACHE; /* chunk 0 scored last: kept */
+    for (int t0 = last; t0 >= 0; t0 -= ATTN_SCORE_CACHE) {
+        int n = n_keys - t0 < ATTN_SCORE_CACHE ? n_keys - t0 : ATTN_SCORE_CACHE;
+        attn_rows(job, kvh, n_base, extra, t0, n, k, v);
+        attn_scores(k, qh, hd, scale, n, s);
+        max = attn_max(s, n, max);
     }
     memset(oh, 0, (size_t)hd * sizeof(float));
-    float sum = 0.0f;
-    for (int t = 0; t < n_keys; t++) {
-        int j = t < n_base ? t : extra[t - n_base];
-        float s = t < ATTN_SCORE_CACHE ? scores[t] : attn_score(job, qh, kvh, j, scale);
-        float e = expf(s - max);
-        sum += e;
-        size_t r = kv_row_of(job->blocks, job->block_size, j);
-        sd_axpy_f32(oh, e, job->v + (r * (size_t)job->n_head_kv + (size_t)kvh) * (size_t)hd, hd);
+    float lane[8] = {0}, tail = 0.0f;
+    for (int t0 = 0; t0 < n_keys; t0 += ATTN_SCORE_CACHE) {
+        int n = n_keys - t0 < ATTN_SCORE_CACHE ? n_keys - t0 : ATTN_SCORE_CACHE;
+        if (t0 > 0) { /* chunk 0's rows and scores are those of the first pass's end */
+            attn_rows(job, kvh, n_base, extra, t0, n, k, v);
+            attn_scores(k, qh, hd, scale, n, s);
+        }
+        attn_exp(s, n, max, lane, &tail);
+        attn_accumulate(oh, v, s, n, hd);
     }
+    float sum = ((lane[0] + lane[4]) + (lane[2] + lane[6])) + ((lane[1] + lane[5]) + (lane[3] + lane[7]));
+    sum += tail;
     float inv = 1.0f / sum;
     for (int d = 0; d < hd; d++) oh[d] *= inv;
 }
@@ -432,9 +530,19 @@ static void swiglu_task(void *arg, int task)
     const swiglu_job_t *job = arg;
     size_t i0 = (size_t)task * ELEMWISE_CHUNK;
     size_t i1 = i0 + ELEMWISE_CHUNK < job->len ? i0 + ELEMWISE_CHUNK : job->len;
-    for (size_t i = i0; i < i1; i++) {
+    size_t i = i0;
+#if defined(__AVX2__) && defined(__FMA__)
+    __m256 one = _mm256_set1_ps(1.0f), sign = _mm256_set1_ps(-0.0f);
+    for (; i + 8 <= i1; i += 8) { /* the scalar loop's operations, 8 lanes */
+        __m256 g = _mm256_loadu_ps(job->gate + i);
+        __m256 e = sd_exp8_f32(_mm256_xor_ps(g, sign));
+        __m256 r = _mm256_mul_ps(_mm256_div_ps(g, _mm256_add_ps(one, e)), _mm256_loadu_ps(job->up + i));
+        _mm256_storeu_ps(job->out + i, r);
+    }
+#endif
+    for (; i < i1; i++) {
         float g = job->gate[i];
-        job->out[i] = g / (1.0f + expf(-g)) * job->up[i];
+        job->out[i] = g / (1.0f + sd_exp_f32(-g)) * job->up[i];
     }
 }
 

@@ -239,6 +239,17 @@ KERNEL void wide_k_run(sd_dtype_t type, const wide_k_tile_t *t, int nb, const in
         }                                                                                                         \
     }
 
+/* Blocks b0 .. b0 + nb - 1 of 16 rows (from row r0 of w, the last repeated) towards L2: the
+ * chunk decoded next, fetched while the current one runs (16 strided streams, which the
+ * hardware prefetcher does not follow far enough). */
+KERNEL void wide_prefetch(const char *w, size_t row_bytes, int64_t nw, int64_t r0, size_t bb, int64_t b0, int nb)
+{
+    for (int64_t r = r0; r < r0 + WW; r++) {
+        const char *p = w + (size_t)(r < nw ? r : nw - 1) * row_bytes + (size_t)b0 * bb;
+        for (size_t o = 0; o < (size_t)nb * bb; o += 64) _mm_prefetch(p + o, _MM_HINT_T1);
+    }
+}
+
 /* Every wide tile of the weight range against every activation row. */
 KERNEL void wide_rows_type(sd_dtype_t type, const char *w, size_t row_bytes, int64_t nw, const int8_t *q,
                            const float *d, const int16_t *bsum, int nx, int64_t n, float *y, size_t ldy)
@@ -258,6 +269,12 @@ KERNEL void wide_rows_type(sd_dtype_t type, const char *w, size_t row_bytes, int
             for (int x = 0; x < nxg; x++) acc[x] = _mm512_setzero_ps();
             for (int64_t b0 = 0; b0 < nb_all; b0 += chunk) {
                 int nb = nb_all - b0 < chunk ? (int)(nb_all - b0) : (int)chunk;
+                if (b0 + chunk < nb_all) /* the next chunk of these rows, or the next rows' first */
+                    wide_prefetch(w, row_bytes, nw, r0, sd_dtype_block_bytes(type), b0 + chunk,
+                                  (int)(nb_all - b0 - chunk < chunk ? nb_all - b0 - chunk : chunk));
+                else if (r0 + WW < nw && x0 + WX >= nx)
+                    wide_prefetch(w, row_bytes, nw, r0 + WW, sd_dtype_block_bytes(type), 0,
+                                  (int)(nb_all < chunk ? nb_all : chunk));
                 if (q8_small(type)) {
                     wide_decode(type, rows, b0, nb, &t.s);
                     WIDE_CHUNK(wide_run, &t.s)

@@ -225,10 +225,15 @@ KERNEL kscales_t k_scales(sd_dtype_t type, const char *blk)
         return k;
     }
     default: { /* IQ4_XS */
+        /* sd_iq4_xs_scale(j) - 32 for j = 0..7: nibble j % 2 of scales_l[j / 2], bits 2j, 2j + 1
+         * of scales_h (word j << (14 - 2j), then >> 14) as bits 4, 5 */
         const sd_block_iq4_xs *x = (const sd_block_iq4_xs *)blk;
-        int8_t s[8];
-        for (int j = 0; j < 8; j++) s[j] = (int8_t)(sd_iq4_xs_scale(j, x) - 32);
-        k.sc = dup_pairs(_mm_loadl_epi64((const __m128i *)s));
+        __m128i l = _mm_cvtsi32_si128((int)load_u32(x->scales_l)), m4 = _mm_set1_epi8(0x0F);
+        __m128i low = _mm_unpacklo_epi8(_mm_and_si128(l, m4), _mm_and_si128(_mm_srli_epi16(l, 4), m4));
+        __m128i h = _mm_mullo_epi16(_mm_set1_epi16((short)x->scales_h),
+                                    _mm_setr_epi16(1 << 14, 1 << 12, 1 << 10, 1 << 8, 1 << 6, 1 << 4, 1 << 2, 1));
+        h = _mm_slli_epi16(_mm_packus_epi16(_mm_srli_epi16(h, 14), _mm_setzero_si128()), 4);
+        k.sc = dup_pairs(_mm_sub_epi8(_mm_or_si128(low, h), _mm_set1_epi8(32)));
         return k;
     }
     }
