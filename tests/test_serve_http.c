@@ -742,6 +742,32 @@ Test(serve_http, sixteen_concurrent_tree_clients_equal_target_only)
     stop_server(&main_server);
 }
 
+/* The same under `specdec launch -n 2`: a 2-rank tree server (whole n-gram trees, every
+ * rank verifying the same tree in its shard of the batched forward) gives 16 concurrent
+ * seeded clients the single-rank target-only text. */
+Test(serve_http, tensor_parallel_tree_server_equals_target_only)
+{
+    client_t alone[N_CLIENTS], together[N_CLIENTS];
+    for (int i = 0; i < N_CLIENTS; i++) {
+        alone[i] = (client_t){.port = main_server.port, .seed = 3000 + 7 * i};
+        run_client(&alone[i]);
+    }
+    server_t tp = {0};
+    start_server_ranks(&tp, 2, (const char *const[]){"--draft", "ngram", "--tree", "4x2x2x1",
+                                                     "--no-load-aware-drafts", NULL});
+    run_together(together, tp.port, 3000, 7);
+    for (int i = 0; i < N_CLIENTS; i++) {
+        cr_assert(together[i].text, "client %d got no text", i);
+        cr_expect_str_eq(together[i].text, alone[i].text, "client %d (seed %llu)", i,
+                         (unsigned long long)alone[i].seed);
+        free(together[i].text), free(alone[i].text);
+    }
+    cr_expect_gt(sh_metric(tp.port, "specdec_draft_tokens_total", NULL), 0,
+                 "the 2-rank tree server drafted nothing");
+    stop_server_expect(&tp, 128 + SIGTERM);
+    stop_server(&main_server);
+}
+
 /* ---- bad input ---------------------------------------------------------------------------------------- */
 
 typedef struct bad_row {
