@@ -688,20 +688,33 @@ static void run_together(client_t *together, int port, uint64_t seed0, uint64_t 
     for (int i = 0; i < N_CLIENTS; i++) pthread_join(th[i], NULL);
 }
 
+/* Each of N_CLIENTS alone requests, sent one by one to port, from seed0 + step * i. */
+static void run_alone(client_t *alone, int port, uint64_t seed0, uint64_t step)
+{
+    for (int i = 0; i < N_CLIENTS; i++) {
+        alone[i] = (client_t){.port = port, .seed = seed0 + step * i};
+        run_client(&alone[i]);
+    }
+}
+
+/* Every together client got its alone twin's text; frees the together texts. */
+static void expect_same_texts(client_t *together, const client_t *alone, const char *what)
+{
+    for (int i = 0; i < N_CLIENTS; i++) {
+        cr_assert(together[i].text, "%s: client %d got no text", what, i);
+        cr_expect_str_eq(together[i].text, alone[i].text, "%s: client %d (seed %llu)", what, i,
+                         (unsigned long long)alone[i].seed);
+        free(together[i].text);
+    }
+}
+
 Test(serve_http, sixteen_concurrent_clients_equal_alone)
 {
     client_t alone[N_CLIENTS], together[N_CLIENTS];
-    for (int i = 0; i < N_CLIENTS; i++) {
-        alone[i] = (client_t){.port = main_server.port, .seed = 1000 + 7 * i};
-        run_client(&alone[i]);
-    }
+    run_alone(alone, main_server.port, 1000, 7);
     run_together(together, main_server.port, 1000, 7);
-    for (int i = 0; i < N_CLIENTS; i++) {
-        cr_assert(together[i].text, "client %d got no text", i);
-        cr_expect_str_eq(together[i].text, alone[i].text, "client %d (seed %llu)", i,
-                         (unsigned long long)alone[i].seed);
-        free(alone[i].text), free(together[i].text);
-    }
+    expect_same_texts(together, alone, "one rank");
+    for (int i = 0; i < N_CLIENTS; i++) free(alone[i].text);
     stop_server(&main_server);
 }
 
@@ -718,22 +731,14 @@ Test(serve_http, sixteen_concurrent_tree_clients_equal_target_only)
     cr_expect(strstr(log, "max_batch_rows = 32 outside [45 (one step of a tree of 44)") != NULL,
               "%s", log);
     client_t alone[N_CLIENTS], together[N_CLIENTS];
-    for (int i = 0; i < N_CLIENTS; i++) {
-        alone[i] = (client_t){.port = main_server.port, .seed = 2000 + 5 * i};
-        run_client(&alone[i]);
-    }
+    run_alone(alone, main_server.port, 2000, 5);
     for (int cache = 0; cache < 2; cache++) {
         server_t trees;
         start_server(&trees, (const char *const[]){"--draft", "ngram", "--tree", "4x2x2x1",
                                                    "--no-load-aware-drafts", /* whole trees */
                                                    cache ? NULL : "--no-prefix-cache", NULL});
         run_together(together, trees.port, 2000, 5);
-        for (int i = 0; i < N_CLIENTS; i++) {
-            cr_assert(together[i].text, "client %d got no text", i);
-            cr_expect_str_eq(together[i].text, alone[i].text, "cache %d, client %d (seed %llu)",
-                             cache, i, (unsigned long long)alone[i].seed);
-            free(together[i].text);
-        }
+        expect_same_texts(together, alone, cache ? "trees, prefix cache on" : "trees, cache off");
         cr_expect_gt(sh_metric(trees.port, "specdec_draft_tokens_total", NULL), 0,
                      "the tree server drafted nothing");
         stop_server(&trees);
@@ -748,20 +753,13 @@ Test(serve_http, sixteen_concurrent_tree_clients_equal_target_only)
 Test(serve_http, tensor_parallel_tree_server_equals_target_only)
 {
     client_t alone[N_CLIENTS], together[N_CLIENTS];
-    for (int i = 0; i < N_CLIENTS; i++) {
-        alone[i] = (client_t){.port = main_server.port, .seed = 3000 + 7 * i};
-        run_client(&alone[i]);
-    }
+    run_alone(alone, main_server.port, 3000, 7);
     server_t tp = {0};
     start_server_ranks(&tp, 2, (const char *const[]){"--draft", "ngram", "--tree", "4x2x2x1",
                                                      "--no-load-aware-drafts", NULL});
     run_together(together, tp.port, 3000, 7);
-    for (int i = 0; i < N_CLIENTS; i++) {
-        cr_assert(together[i].text, "client %d got no text", i);
-        cr_expect_str_eq(together[i].text, alone[i].text, "client %d (seed %llu)", i,
-                         (unsigned long long)alone[i].seed);
-        free(together[i].text), free(alone[i].text);
-    }
+    expect_same_texts(together, alone, "2 ranks, trees");
+    for (int i = 0; i < N_CLIENTS; i++) free(alone[i].text);
     cr_expect_gt(sh_metric(tp.port, "specdec_draft_tokens_total", NULL), 0,
                  "the 2-rank tree server drafted nothing");
     stop_server_expect(&tp, 128 + SIGTERM);
