@@ -60,7 +60,7 @@ KERNEL void k_block_avx512(sd_dtype_t type, const char *blk, const xblock_t *xb,
  * order, whose low / high nibbles are elements 4k .. 4k + 3 / 16 + 4k .. 16 + 4k + 3. The
  * table (values + 128) is applied with vpshufb and each activation row runs 8 vpdpbusd with
  * its broadcast dwords: lane r is weight row r's exact sum, no horizontal sums. */
-enum { NL16 = 16, NL16_X = 4 };
+enum { NL16 = 16, NL16_X = 8 };
 
 /* The IQ4_NL values + 128 (unsigned) in every 128-bit lane. */
 KERNEL __m512i nl16_table(void)
@@ -163,7 +163,11 @@ static void nl16_rows(const char *w, size_t row_bytes, int64_t nw, const int8_t 
             case 1: nl16_tile(rows, row_bytes, tw, qc, dc, bc, n, 1, yc, ldy); break;
             case 2: nl16_tile(rows, row_bytes, tw, qc, dc, bc, n, 2, yc, ldy); break;
             case 3: nl16_tile(rows, row_bytes, tw, qc, dc, bc, n, 3, yc, ldy); break;
-            default: nl16_tile(rows, row_bytes, tw, qc, dc, bc, n, 4, yc, ldy); break;
+            case 4: nl16_tile(rows, row_bytes, tw, qc, dc, bc, n, 4, yc, ldy); break;
+            case 5: nl16_tile(rows, row_bytes, tw, qc, dc, bc, n, 5, yc, ldy); break;
+            case 6: nl16_tile(rows, row_bytes, tw, qc, dc, bc, n, 6, yc, ldy); break;
+            case 7: nl16_tile(rows, row_bytes, tw, qc, dc, bc, n, 7, yc, ldy); break;
+            default: nl16_tile(rows, row_bytes, tw, qc, dc, bc, n, 8, yc, ldy); break;
             }
         }
         c0 += ng;
