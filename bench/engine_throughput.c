@@ -4,11 +4,14 @@
  * concurrency 1. Shows whether continuous batching raises throughput with concurrency.
  *
  *   engine_throughput -m MODEL [-t THREADS] [-n MAX_TOKENS] [-c 1,4,16,64]
- *                     [--draft none|ngram|layerskip:L] [--k K] [--requests R]
+ *                     [--draft none|ngram|layerskip:L] [--k K] [--tree SHAPE] [--rows N]
+ *                     [--requests R] [--no-load-aware]
  *
  * Each level runs R requests (default: 2 x the level, at least 8) over the chat, code and
  * summarize prompts of bench/prompts (rendered with the chat template), greedy, ignore_eos,
- * so every level generates the same tokens. Built with -DSPECDEC_BENCH=ON. */
+ * so every level generates the same tokens: each request's tokens are checked against the
+ * prompt's target-only generation (a mismatch fails the run). Mean accepted length: tokens
+ * per request step. Built with -DSPECDEC_BENCH=ON. */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -37,7 +40,10 @@ typedef struct job {
     const int32_t *prompt;
     size_t n_prompt;
     sd_gen_config_t config;
+    const sd_gen_result_t *want; /* the prompt's target-only generation */
     size_t n_tokens;
+    uint64_t steps, accepted;
+    int same;                    /* the tokens are the target-only ones */
     sd_status_t status;
 } job_t;
 
@@ -48,8 +54,14 @@ static void *run_job(void *arg)
     sd_gen_result_t res;
     j->status = sd_engine_submit(j->engine, j->prompt, j->n_prompt, &j->config, NULL, NULL, &r);
     if (j->status == SD_OK) j->status = sd_request_wait(r, -1, &res);
-    if (j->status == SD_OK) j->n_tokens = res.n_tokens;
-    sd_gen_result_free(&res);
+    if (j->status == SD_OK) {
+        j->n_tokens = res.n_tokens;
+        j->steps = res.stats.steps;
+        j->accepted = res.stats.accepted;
+        j->same = res.n_tokens == j->want->n_tokens &&
+                  memcmp(res.tokens, j->want->tokens, res.n_tokens * sizeof *res.tokens) == 0;
+        sd_gen_result_free(&res);
+    }
     sd_request_free(r);
     return NULL;
 }
@@ -86,8 +98,14 @@ static int parse_levels(const char *v, int *levels)
 
 int main(int argc, char **argv)
 {
-    const char *path = NULL, *draft = "ngram", *levels_arg = "1,4,16,64";
-    int threads = 2, max_tokens = 64, k = 4, requests = 0;
+    const char *path = NULL, *draft = "ngram", *levels_arg = "1,4,16,64", *tree = NULL;
+    int threads = 2, max_tokens = 64, k = 4, requests = 0, rows = 0, load_aware = 1;
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "--no-load-aware")) { /* the only flag without a value */
+            load_aware = 0;
+            memmove(&argv[i], &argv[i + 1], (size_t)(argc - i) * sizeof *argv);
+            argc--;
+        }
     for (int i = 1; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "-m")) path = argv[i + 1];
         else if (!strcmp(argv[i], "-t")) threads = atoi(argv[i + 1]);
@@ -96,11 +114,14 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--draft")) draft = argv[i + 1];
         else if (!strcmp(argv[i], "--k")) k = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--requests")) requests = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--tree")) tree = argv[i + 1];
+        else if (!strcmp(argv[i], "--rows")) rows = atoi(argv[i + 1]);
     }
     int levels[MAX_LEVELS], n_levels = parse_levels(levels_arg, levels);
     if (path == NULL || n_levels == 0) {
         fprintf(stderr, "usage: engine_throughput -m MODEL [-t T] [-n N] [-c 1,4,16,64] "
-                        "[--draft none|ngram|layerskip:L] [--k K] [--requests R]\n");
+                        "[--draft none|ngram|layerskip:L] [--k K] [--tree SHAPE] [--rows N] "
+                        "[--requests R] [--no-load-aware]\n");
         return 2;
     }
     sd_model_params_t mp;
@@ -114,11 +135,21 @@ int main(int argc, char **argv)
     size_t n_toks[N_PROMPTS];
     for (int i = 0; i < N_PROMPTS; i++)
         if (!tokenize_prompt(m, i, toks[i], 1024, &n_toks[i])) return fail("tokenize");
+    sd_gen_config_t gc;
+    sd_gen_config_default(&gc);
+    gc.max_tokens = max_tokens;
+    gc.temperature = 0.0f;
+    gc.ignore_eos = 1;
+    static sd_gen_result_t want[N_PROMPTS]; /* target-only, alone */
+    for (int i = 0; i < N_PROMPTS; i++)
+        if (sd_generate(m, toks[i], n_toks[i], &gc, NULL, NULL, &want[i]) != SD_OK)
+            return fail("target-only reference");
 
-    printf("# engine_throughput %s, %d threads, %d tokens per request, drafter %s, k %d\n",
-           path, threads, max_tokens, draft, k);
-    printf("%-11s %8s %10s %9s %12s %9s\n", "concurrency", "requests", "tokens/s", "speedup",
-           "rows/forward", "accepted");
+    printf("# engine_throughput %s, %d threads, %d tokens per request, drafter %s, k %d, "
+           "tree %s, load-aware drafts %s\n", path, threads, max_tokens, draft, k,
+           tree ? tree : "none (chains)", load_aware ? "on" : "off");
+    printf("%-11s %8s %10s %9s %12s %9s %9s %6s\n", "concurrency", "requests", "tokens/s",
+           "speedup", "rows/forward", "accepted", "mean len", "exact");
     double base = 0.0;
     for (int li = 0; li < n_levels; li++) {
         int c = levels[li], n_req = requests > 0 ? requests : (2 * c < 8 ? 8 : 2 * c);
@@ -132,6 +163,9 @@ int main(int argc, char **argv)
             (sd_spec_parse_drafter(draft, &ep.spec, &draft_path) != SD_OK || draft_path != NULL))
             return fail("--draft (a draft model file is not supported here)");
         ep.spec.k = k;
+        if (tree != NULL && sd_spec_parse_tree(tree, &ep.spec) != SD_OK) return fail("--tree");
+        if (rows > 0) ep.max_batch_rows = rows;
+        ep.load_aware_drafts = load_aware;
         sd_engine_t *e = NULL;
         if (sd_engine_create(&ep, &e) != SD_OK) return fail("engine");
         job_t *jobs = calloc((size_t)n_req, sizeof *jobs);
@@ -139,31 +173,39 @@ int main(int argc, char **argv)
         double t0 = sd_now();
         for (int r = 0; r < n_req; r++) {
             jobs[r] = (job_t){.engine = e, .prompt = toks[r % N_PROMPTS],
-                              .n_prompt = n_toks[r % N_PROMPTS]};
-            sd_gen_config_default(&jobs[r].config);
-            jobs[r].config.max_tokens = max_tokens;
-            jobs[r].config.temperature = 0.0f;
-            jobs[r].config.ignore_eos = 1;
+                              .n_prompt = n_toks[r % N_PROMPTS], .config = gc,
+                              .want = &want[r % N_PROMPTS]};
             pthread_create(&th[r], NULL, run_job, &jobs[r]);
         }
         size_t tokens = 0;
+        uint64_t steps = 0, accepted = 0;
+        int same = 1;
         for (int r = 0; r < n_req; r++) {
             pthread_join(th[r], NULL);
             if (jobs[r].status != SD_OK) return fail("request");
             tokens += jobs[r].n_tokens;
+            steps += jobs[r].steps;
+            accepted += jobs[r].accepted;
+            same &= jobs[r].same;
         }
         double secs = sd_now() - t0, tps = (double)tokens / secs;
         if (li == 0) base = tps;
         sd_engine_metrics_t mt;
         sd_engine_get_metrics(e, &mt);
-        printf("%-11d %8d %10.1f %8.2fx %12.2f %8.1f%%\n", c, n_req, tps, tps / base,
+        printf("%-11d %8d %10.1f %8.2fx %12.2f %8.1f%% %9.2f %6s\n", c, n_req, tps, tps / base,
                mt.steps ? (double)mt.batch_rows / (double)mt.steps : 0.0,
-               mt.drafted ? 100.0 * (double)mt.accepted / (double)mt.drafted : 0.0);
+               mt.drafted ? 100.0 * (double)mt.accepted / (double)mt.drafted : 0.0,
+               steps ? (double)(accepted + steps) / (double)steps : 0.0, same ? "yes" : "NO");
         fflush(stdout);
+        if (!same) {
+            fprintf(stderr, "engine_throughput: an output differs from target-only\n");
+            return 1;
+        }
         sd_engine_free(e);
         free(jobs);
         free(th);
     }
+    for (int i = 0; i < N_PROMPTS; i++) sd_gen_result_free(&want[i]);
     sd_model_free(m);
     return 0;
 }

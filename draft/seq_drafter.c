@@ -513,7 +513,8 @@ static sd_status_t seq_propose_tree(sd_drafter_t *dr, const sd_draft_request_t *
         out->has_q = sampled;
     }
     free(t);
-    g->seq.kv.len = g->len; /* the tree's rows go; the context stays fed */
+    if (g->seq.kv.len > g->len) /* the tree's rows (a pool's blocks of them) go; the context stays fed */
+        (void)sd_kv_cache_truncate(&g->seq.kv, g->len);
     if (st != SD_OK) drop_unfed_tail(g);
     return st;
 }

@@ -54,7 +54,8 @@ sd_status_t sd_gen_new(sd_model_t *model, const int32_t *prompt, size_t n_prompt
 sd_status_t sd_gen_plan(sd_gen_t *g, int max_rows, double row_cost, sd_gen_plan_t *plan);
 
 /* Drafting in rounds, so a caller can batch many drafters' forwards: drafts_in_rounds is 1
- * when the next step's drafter proposes in rounds (it runs a model). draft_begin starts the
+ * when the next step's drafter proposes in rounds (it runs a model; not with trees, which
+ * sd_gen_plan grows). draft_begin starts the
  * proposal (capped as sd_gen_plan's) and fills *fwd with its first forward; after the caller
  * ran it, draft_resume goes on. fwd->n == 0: the draft is ready for the next sd_gen_plan. */
 int sd_gen_drafts_in_rounds(const sd_gen_t *g);
@@ -71,7 +72,7 @@ sd_status_t sd_gen_advance(sd_gen_t *g, int *done);
 size_t sd_gen_n_tokens(const sd_gen_t *g);
 /* 1 while prompt tokens remain to be forwarded (the next plan is a prompt chunk). */
 int sd_gen_prefilling(const sd_gen_t *g);
-/* The rows a step's plan may need at most: 1 + the longest draft. */
+/* The rows a step's plan may need at most: 1 + the longest draft (a tree: its nodes). */
 int sd_gen_max_step_rows(const sd_gen_t *g);
 /* Statistics so far (steps, drafted, accepted; rates only after sd_gen_finish). */
 const sd_gen_stats_t *sd_gen_stats(const sd_gen_t *g);

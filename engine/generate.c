@@ -65,8 +65,10 @@ typedef struct gen_draft {
     sd_draft_request_t req;
     sd_draft_out_t out;
     double t_begin;             /* when the rounds began */
-    /* token trees (docs/design-notes.md, "Token trees"): tree = 1 when steps draft trees */
-    int tree;
+    /* token trees (docs/design-notes.md, "Token trees"): tree = 1 when steps draft trees of
+     * at most tree_nodes nodes */
+    int tree, tree_nodes;
+    sd_spec_tree_reach_t reach; /* for the load-aware cut */
     sd_tree_shape_t shape;
     sd_draft_tree_t proposal;   /* .q: [SD_SPEC_TREE_MAX_NODES + 1, n_vocab] for q-trees */
     sd_spec_scratch_t tscratch; /* sd_tree_verify's */
@@ -131,21 +133,18 @@ static int tree_rows(const gen_t *g)
     return g->draft.tree ? SD_SPEC_TREE_MAX_NODES + 1 : 0;
 }
 
-/* Trees when spec asks for them: the drafter must propose trees; the serving engine's
- * batched steps draft chains (a warning says so). */
+/* Trees when spec asks for them: the drafter must propose trees. */
 static sd_status_t tree_init(gen_t *g, const sd_spec_config_t *spec)
 {
-    if (g->draft.drafter == NULL || sd_spec_tree_nodes(spec) == 0) return SD_OK;
+    int nodes = sd_spec_tree_nodes(spec);
+    if (g->draft.drafter == NULL || nodes == 0) return SD_OK;
     if (!sd_drafter_has_trees(g->draft.drafter))
         return sd_set_error(SD_ERR_INVALID_ARG, "--tree: the %s drafter proposes no trees (the "
                             "model, layerskip, xvocab, ngram and callback drafters do)",
                             sd_drafter_name(g->draft.drafter));
-    if (g->batched) {
-        sd_log(SD_LOG_WARN, "token trees are not in the serving engine's batched step yet; "
-                            "drafting chains of k = %d", spec->k);
-        return SD_OK;
-    }
     g->draft.tree = 1;
+    sd_spec_tree_reach_init(&g->draft.reach);
+    g->draft.tree_nodes = nodes < SD_SPEC_TREE_MAX_NODES ? nodes : SD_SPEC_TREE_MAX_NODES;
     g->draft.shape = (sd_tree_shape_t){.levels = spec->tree_levels, .budget = spec->tree_budget,
                                        .max_depth = spec->k,
                                        .sample_q = spec->tree_sample == SD_TREE_SAMPLE_Q};
@@ -419,9 +418,31 @@ static int tree_cut(gen_t *g, sd_draft_tree_t *t, int max_depth, int max_nodes)
     return n;
 }
 
+/* In a loaded batch (plan.row_cost > 0), the depth whose levels of t pay at that cost
+ * (docs/design-notes.md, "Token trees", Serving; t NULL: before proposing, levels of one
+ * node, the most any level may keep); else, or for a sampled q-tree (whose shape decides
+ * the tokens), no limit. */
+static int tree_load_cap(const gen_t *g, const sd_draft_tree_t *t)
+{
+    if (g->plan.row_cost <= 0.0 || (g->sp.temperature > 0.0f && g->draft.shape.sample_q))
+        return SD_TREE_MAX_DEPTH;
+    int width[SD_TREE_MAX_DEPTH + 1] = {0}, depth[SD_SPEC_TREE_MAX_NODES], max_depth = 0;
+    if (t == NULL) {
+        for (int d = 1; d <= SD_TREE_MAX_DEPTH; d++) width[d] = 1;
+        max_depth = SD_TREE_MAX_DEPTH;
+    }
+    for (int i = 0; t != NULL && i < t->n; i++) {
+        depth[i] = t->parent[i] >= 0 ? depth[t->parent[i]] + 1 : 1;
+        if (depth[i] > SD_TREE_MAX_DEPTH) continue;
+        width[depth[i]]++;
+        max_depth = depth[i] > max_depth ? depth[i] : max_depth;
+    }
+    return sd_spec_tree_depth_at_cost(&g->draft.reach, width, max_depth, g->plan.row_cost);
+}
+
 /* Propose the step's tree at position len (plan.n nodes, 0: a plain decode): cut to what
  * max_tokens and the context hold (a step emits up to depth + 1 tokens; its forward fills
- * cache rows len - 1 .. len - 1 + nodes). */
+ * cache rows len - 1 .. len - 1 + nodes) and to what a loaded batch pays for. */
 static sd_status_t draft_tree(gen_t *g, size_t len, int max_rows)
 {
     g->plan.n = g->plan.has_q = g->plan.evidence = g->plan.k = 0;
@@ -430,10 +451,14 @@ static sd_status_t draft_tree(gen_t *g, size_t len, int max_rows)
     long room_ctx = (long)g->n_ctx - (long)len - 1;
     long room_rows = (long)max_rows - 1;
     room_ctx = room_ctx < room_rows ? room_ctx : room_rows;
-    if (!g->draft.active || room_tokens < 1 || room_ctx < 1) return SD_OK;
+    int levels = tree_load_cap(g, NULL); /* a loaded batch: no deeper than could pay */
+    if (!g->draft.active || room_tokens < 1 || room_ctx < 1 || levels < 1) return SD_OK;
+    sd_tree_shape_t shape = g->draft.shape;
+    if (shape.levels > levels) shape.levels = levels;
+    if (shape.max_depth > levels) shape.max_depth = levels;
     sd_draft_request_t req = {1, &g->sp, g->cfg->seed, (int64_t)len, 0.0f};
     sd_draft_tree_t *t = &g->draft.proposal;
-    sd_status_t st = sd_drafter_propose_tree(g->draft.drafter, &req, &g->draft.shape, t);
+    sd_status_t st = sd_drafter_propose_tree(g->draft.drafter, &req, &shape, t);
     sd_draft_out_t none = {.n = 0};
     int unused;
     if (st != SD_OK) return draft_conclude(g, st, len, 0, &none, &g->plan.n, &unused, &unused);
@@ -441,7 +466,8 @@ static sd_status_t draft_tree(gen_t *g, size_t len, int max_rows)
     if (t->n > SD_SPEC_TREE_MAX_NODES || sd_tree_check(&tree, g->n_vocab, NULL) != SD_OK)
         return sd_set_error(SD_ERR_INTERNAL, "drafter %s proposed a bad tree of %d nodes: %s",
                             sd_drafter_name(g->draft.drafter), t->n, sd_last_error());
-    g->plan.n = tree_cut(g, t, (int)room_tokens, (int)room_ctx);
+    int depth = tree_load_cap(g, t);
+    g->plan.n = tree_cut(g, t, room_tokens < depth ? (int)room_tokens : depth, (int)room_ctx);
     g->plan.is_tree = g->plan.n > 0;
     g->plan.has_q = t->has_q;
     for (int i = 0; i < g->plan.n; i++) {
@@ -648,7 +674,10 @@ static sd_status_t step_advance(gen_t *g, int *stop)
     if (r.n_accepted > 0 && sd_comm_fault_corrupt_draft(g->comm, g->n_steps))
         g->plan.tokens[1] = (g->plan.tokens[1] + 1) % g->n_vocab;
     report_step(g, len, &r);
-    if (report_tree) SD_CHECK(tree_step_apply(g, len));
+    if (report_tree) {
+        SD_CHECK(tree_step_apply(g, len));
+        sd_spec_tree_reach_update(&g->draft.reach, g->plan.k, r.n_accepted);
+    }
     sd_gen_stats_step(&g->stats, n, r.n_accepted);
     if (!report_tree) sd_spec_k_update_for(&g->draft.kc, evidence, n, r.n_accepted);
     sd_status_t emitted = emit_block(g, &r, stop);
@@ -756,8 +785,8 @@ sd_status_t sd_gen_advance(sd_gen_t *g, int *done)
 
 int sd_gen_drafts_in_rounds(const sd_gen_t *g)
 {
-    return !sd_gen_prefilling(g) && g->draft.active && !g->draft.ready &&
-           sd_drafter_has_rounds(g->draft.drafter);
+    return !sd_gen_prefilling(g) && g->draft.active && !g->draft.ready && !g->draft.tree &&
+           sd_drafter_has_rounds(g->draft.drafter); /* trees: grown in propose_tree */
 }
 
 /* The rounds ended (status st): the proposal becomes the step's draft. */
@@ -800,7 +829,10 @@ size_t sd_gen_n_tokens(const sd_gen_t *g) { return g->out.n_tokens; }
 
 int sd_gen_prefilling(const sd_gen_t *g) { return !g->plan.decoding && g->plan.prefilled + 1 < g->n_prompt; }
 
-int sd_gen_max_step_rows(const sd_gen_t *g) { return g->draft.kc.k_max + 1; }
+int sd_gen_max_step_rows(const sd_gen_t *g)
+{
+    return (g->draft.tree ? g->draft.tree_nodes : g->draft.kc.k_max) + 1;
+}
 
 const sd_gen_stats_t *sd_gen_stats(const sd_gen_t *g) { return &g->stats; }
 

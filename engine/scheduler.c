@@ -303,7 +303,7 @@ static void run_draft_round(sd_engine_t *e, int n)
         int m = 0, rows = 0;
         while (first + m < n && rows + e->drafting[first + m]->dfwd.n <= e->draft_batch.max_rows) {
             sd_draft_forward_t *f = &e->drafting[first + m]->dfwd;
-            e->draft_parts[m++] = (sd_batch_part_t){f->seq, f->tokens, f->n, 1};
+            e->draft_parts[m++] = (sd_batch_part_t){f->seq, f->tokens, f->n, 1, NULL};
             rows += f->n;
         }
         if (m == 0) { /* one forward larger than the whole draft batch: refuse, never spin */
@@ -373,7 +373,8 @@ static int plan_step(sd_engine_t *e)
                 r->plan_status = st; /* ended before the forward: see run_step */
                 continue;
             }
-            e->parts[n_parts] = (sd_batch_part_t){plan.seq, plan.tokens, plan.n, plan.want_logits};
+            e->parts[n_parts] = (sd_batch_part_t){plan.seq, plan.tokens, plan.n, plan.want_logits,
+                                                  plan.parent}; /* a tree, or a chain */
             e->planned[n_parts++] = r;
             rows_left -= plan.n;
         }
@@ -575,12 +576,14 @@ static sd_status_t check_params(const sd_engine_params_t *p)
     if (p->max_queued < 0)
         return sd_set_error(SD_ERR_INVALID_ARG, "engine: max_queued = %d must be >= 0",
                             p->max_queued);
-    int k_rows = p->spec.drafter != SD_DRAFTER_NONE ? p->spec.k + 1 : 1;
+    SD_CHECK(sd_spec_check(&p->spec, 0));
+    int nodes = sd_spec_tree_nodes(&p->spec);
+    int k_rows = p->spec.drafter == SD_DRAFTER_NONE ? 1 : (nodes > 0 ? nodes : p->spec.k) + 1;
     if (p->max_batch_rows < k_rows || p->max_batch_rows > (1 << 16))
         return sd_set_error(SD_ERR_INVALID_ARG,
-                            "engine: max_batch_rows = %d outside [%d (one step of k = %d), 65536]",
-                            p->max_batch_rows, k_rows, p->spec.k);
-    SD_CHECK(sd_spec_check(&p->spec, 0));
+                            "engine: max_batch_rows = %d outside [%d (one step of %s %d), 65536]",
+                            p->max_batch_rows, k_rows, nodes > 0 ? "a tree of" : "k =",
+                            k_rows - 1);
     /* the drafter every request will build, built once now: a bad layer count or a draft
      * model with another vocabulary is refused here, not at every submit (collective under
      * TP, like engine creation itself) */
@@ -620,12 +623,16 @@ static sd_status_t kv_pool_init(sd_engine_t *e)
     SD_CHECK(sd_kv_pool_init(&e->kv_pool, e->model, (int)blocks, 1));
     e->has_pool = 1;
     pool_metrics(e);
-    /* a draft model's context runs k positions past the target's: two blocks more a slot */
+    /* a draft model's context runs k positions past the target's: two blocks more a slot;
+     * a draft tree's scratch rows (draft/seq_drafter.c: at most 8 a level and the proposal's
+     * nodes) are one proposal's at a time, given back after it */
     const sd_spec_config_t *sp = &e->p.spec;
     if (sp->drafter != SD_DRAFTER_MODEL || sp->draft_model == NULL || e->comm != NULL)
         return SD_OK;
+    int tree_blocks = sd_spec_tree_nodes(sp) > 0
+                          ? (8 * SD_SPEC_MAX_K + SD_SPEC_TREE_MAX_NODES) / SD_KV_BLOCK + 1 : 0;
     SD_CHECK(sd_kv_pool_init(&e->draft_kv_pool, sp->draft_model,
-                             (int)blocks + 2 * e->p.max_active, 1));
+                             (int)blocks + 2 * e->p.max_active + tree_blocks, 1));
     e->has_draft_pool = 1;
     return SD_OK;
 }

@@ -152,6 +152,33 @@ double sd_spec_batch_row_cost(int n_decoding)
     return (double)n_decoding / (1.0 + (double)n_decoding);
 }
 
+void sd_spec_tree_reach_init(sd_spec_tree_reach_t *t)
+{
+    double alpha = SPEC_PRIOR_HITS / (SPEC_PRIOR_HITS + SPEC_PRIOR_MISSES), p = 1.0;
+    for (int d = 0; d <= SD_SPEC_MAX_K; d++, p *= alpha) { /* as the chain's 3 : 1 */
+        t->tried[d] = SPEC_PRIOR_HITS + SPEC_PRIOR_MISSES;
+        t->reached[d] = t->tried[d] * p;
+    }
+}
+
+void sd_spec_tree_reach_update(sd_spec_tree_reach_t *t, int depth, int n_accepted)
+{
+    for (int d = 1; d <= depth && d <= SD_SPEC_MAX_K; d++) {
+        t->tried[d] = SPEC_DECAY * t->tried[d] + 1.0;
+        t->reached[d] = SPEC_DECAY * t->reached[d] + (n_accepted >= d);
+    }
+}
+
+int sd_spec_tree_depth_at_cost(const sd_spec_tree_reach_t *t, const int *width, int max_depth,
+                               double row_cost)
+{
+    int d = 0;
+    while (d < max_depth && d < SD_SPEC_MAX_K &&
+           t->reached[d + 1] >= (double)width[d + 1] * row_cost * t->tried[d + 1])
+        d++;
+    return d;
+}
+
 void sd_spec_k_update(sd_spec_k_t *c, int n_drafted, int n_accepted)
 {
     sd_spec_k_update_for(c, 0, n_drafted, n_accepted);

@@ -74,6 +74,20 @@ void sd_spec_k_update_for(sd_spec_k_t *c, int evidence, int n_drafted, int n_acc
 double sd_spec_batch_row_cost(int n_decoding);
 int sd_spec_k_at_cost(const sd_spec_k_t *c, int evidence, double row_cost);
 
+/* Load-aware token trees: per depth d, decayed counts of the tree steps that reached depth d
+ * and of those that accepted d or more nodes; init sets the prior (0.75^d, the chain's). */
+typedef struct sd_spec_tree_reach {
+    double tried[SD_SPEC_MAX_K + 1], reached[SD_SPEC_MAX_K + 1];
+} sd_spec_tree_reach_t;
+void sd_spec_tree_reach_init(sd_spec_tree_reach_t *t);
+/* After a tree step of depth `depth` that accepted n_accepted nodes. */
+void sd_spec_tree_reach_update(sd_spec_tree_reach_t *t, int depth, int n_accepted);
+/* The depth (0 .. max_depth) up to which every level pays at row_cost: level d, of width[d]
+ * nodes (width[1 .. max_depth]), while the estimated P(accepting >= d) >= width[d] *
+ * row_cost. Only for trees whose shape cannot change the tokens (deterministic guesses). */
+int sd_spec_tree_depth_at_cost(const sd_spec_tree_reach_t *t, const int *width, int max_depth,
+                               double row_cost);
+
 /* Statistics: one step drafted n tokens of which a were accepted; finish derives the
  * rates once generation is over. */
 void sd_gen_stats_step(sd_gen_stats_t *s, int n_drafted, int n_accepted);

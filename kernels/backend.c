@@ -67,12 +67,13 @@ int sd_backend_has_attention_masked(const sd_backend_t *be)
 }
 
 void sd_backend_attention_masked(sd_backend_t *be, const float *q, const float *k_cache,
-                                 const float *v_cache, int base, const uint8_t *mask, int n, int m,
-                                 int n_ctx, int n_head, int n_head_kv, int head_dim, float *out)
+                                 const float *v_cache, const int32_t *blocks, int block_size,
+                                 int base, const uint8_t *mask, int n, int m, int n_ctx,
+                                 int n_head, int n_head_kv, int head_dim, float *out)
 {
     if (be->ops->attention_masked != NULL)
-        be->ops->attention_masked(be, q, k_cache, v_cache, base, mask, n, m, n_ctx, n_head,
-                                  n_head_kv, head_dim, out);
+        be->ops->attention_masked(be, q, k_cache, v_cache, blocks, block_size, base, mask, n, m,
+                                  n_ctx, n_head, n_head_kv, head_dim, out);
 }
 
 void sd_backend_kv_store(sd_backend_t *be, float *cache, const float *rows, const int32_t *blocks,

@@ -69,16 +69,17 @@ void sd_backend_attention(sd_backend_t *be, const float *q, const float *k_cache
                           const float *v_cache, const int32_t *blocks, int block_size,
                           const int32_t *pos, int n, int n_ctx, int n_head, int n_head_kv,
                           int head_dim, float *out);
-/* Tree attention: as sd_backend_attention over the identity layout (blocks NULL: a
- * sequence's private cache), but query i attends to cache slots [0, base) and then to slots
- * base + j (j < m, in order) where mask[i * m + j] != 0 (mask [n, m] uint8, backend memory;
- * m <= SD_ATTN_MASK_MAX_COLS). A NaN row where base < 0, base + m > n_ctx or the row sees no
+/* Tree attention: as sd_backend_attention (cache slots are positions of the same paged
+ * layout), but query i attends to slots [0, base) and then to slots base + j (j < m, in
+ * order) where mask[i * m + j] != 0 (mask [n, m] uint8, backend memory; m <=
+ * SD_ATTN_MASK_MAX_COLS). A NaN row where base < 0, base + m > n_ctx or the row sees no
  * slot. Same arithmetic as sd_backend_attention over the same keys. */
 #define SD_ATTN_MASK_MAX_COLS 256
 int sd_backend_has_attention_masked(const sd_backend_t *be);
 void sd_backend_attention_masked(sd_backend_t *be, const float *q, const float *k_cache,
-                                 const float *v_cache, int base, const uint8_t *mask, int n, int m,
-                                 int n_ctx, int n_head, int n_head_kv, int head_dim, float *out);
+                                 const float *v_cache, const int32_t *blocks, int block_size,
+                                 int base, const uint8_t *mask, int n, int m, int n_ctx,
+                                 int n_head, int n_head_kv, int head_dim, float *out);
 void sd_backend_kv_store(sd_backend_t *be, float *cache, const float *rows, const int32_t *blocks,
                          int block_size, const int32_t *pos, int n, int n_ctx, size_t row);
 void sd_backend_swiglu(sd_backend_t *be, const float *gate, const float *up, size_t len,

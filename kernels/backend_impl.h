@@ -83,8 +83,9 @@ typedef struct sd_backend_ops {
     /* As sd_backend_attention_masked (kernels/backend.h); optional, NULL: the wrapper records
      * nothing and the forward refuses trees on this backend. */
     void (*attention_masked)(sd_backend_t *be, const float *q, const float *k_cache,
-                             const float *v_cache, int base, const uint8_t *mask, int n, int m,
-                             int n_ctx, int n_head, int n_head_kv, int head_dim, float *out);
+                             const float *v_cache, const int32_t *blocks, int block_size,
+                             int base, const uint8_t *mask, int n, int m, int n_ctx, int n_head,
+                             int n_head_kv, int head_dim, float *out);
     /* As sd_backend_stream (optional: NULL without a device stream). */
     void *(*stream)(sd_backend_t *be);
 } sd_backend_ops_t;

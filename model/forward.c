@@ -154,10 +154,15 @@ static sd_status_t check_forward_args(const sd_seq_t *s, const int32_t *tokens, 
 /* What one forward computes with: scratch for its n rows and the sequences the rows belong
  * to (rows [row0, row0 + n) of part i attend to and extend kv of part i). A single
  * sequence's forward is one part over its own scratch; a batched forward has one part per
- * sequence over the batch's scratch. */
+ * sequence over the batch's scratch. A tree part (mask non-NULL): its rows go to cache slots
+ * slots[n] and attend by mask[n, mask_m] after the slots [0, mask_base); else rows at their
+ * positions, causal. */
 typedef struct fwd_part {
     sd_kv_cache_t *kv;
     int row0, n;
+    const int32_t *slots;
+    const uint8_t *mask;
+    int mask_base, mask_m;
 } fwd_part_t;
 
 typedef struct fwd {
@@ -167,11 +172,6 @@ typedef struct fwd {
     int n_head_rows;        /* the head computes logits for rows [0, n_head_rows) */
     const fwd_part_t *parts;
     int n_parts;
-    /* a tree forward (one part): rows go to cache slots[n] and attend by mask[n, mask_m]
-     * after the slots [0, mask_base); NULL mask: rows at their positions, causal */
-    const int32_t *slots;
-    const uint8_t *mask;
-    int mask_base, mask_m;
 } fwd_t;
 
 /* Sum the ranks' partial outputs xb[n, n_embd] of a row-parallel Wo or down (rank order:
@@ -205,15 +205,16 @@ static void attend_part(const fwd_t *f, const fwd_part_t *p, int il, const int32
     size_t layer_off = (size_t)il * (size_t)kv->pool->n_blocks * SD_KV_BLOCK * kvd;
     float *k_cache = kv->k + layer_off, *v_cache = kv->v + layer_off; /* the layer's pool rows */
     const int32_t *ppos = pos + p->row0, *blocks = kv->table_dev;     /* [n], the block table */
-    const int32_t *slot = f->mask ? f->slots : ppos; /* a tree's rows: their own slots */
+    const int32_t *slot = p->mask ? p->slots : ppos; /* a tree's rows: their own slots */
 
     sd_backend_kv_store(be, k_cache, f->sc.kn + r0 * kvd, blocks, SD_KV_BLOCK, slot, p->n, n_ctx,
                         kvd); /* the rows of positions slot[i] */
     sd_backend_kv_store(be, v_cache, f->sc.vn + r0 * kvd, blocks, SD_KV_BLOCK, slot, p->n, n_ctx,
                         kvd);
-    if (f->mask) /* an identity table (check_tree_args): slots are rows */
-        sd_backend_attention_masked(be, f->sc.q + r0 * qd, k_cache, v_cache, f->mask_base, f->mask,
-                                    p->n, f->mask_m, n_ctx, nh, nkv, hd, f->sc.att + r0 * qd);
+    if (p->mask) /* slots are cache positions, through the same block table */
+        sd_backend_attention_masked(be, f->sc.q + r0 * qd, k_cache, v_cache, blocks, SD_KV_BLOCK,
+                                    p->mask_base, p->mask, p->n, p->mask_m, n_ctx, nh, nkv, hd,
+                                    f->sc.att + r0 * qd);
     else
         sd_backend_attention(be, f->sc.q + r0 * qd, k_cache, v_cache, blocks, SD_KV_BLOCK, ppos,
                              p->n, n_ctx, nh, nkv, hd, f->sc.att + r0 * qd); /* att[n, qd] */
@@ -307,7 +308,7 @@ static sd_status_t forward_graph(sd_seq_t *s, int n, int n_layers)
 {
     sd_backend_t *be = s->model->backend;
     sd_seq_graph_t *g = &s->graphs[n];
-    fwd_part_t part = {&s->kv, 0, n};
+    fwd_part_t part = {.kv = &s->kv, .row0 = 0, .n = n};
     fwd_t f = seq_fwd(s, n, &part);
     if (g->failed) return forward_ops(&f, n_layers);
     if (g->graph != NULL && !graph_is_current(g, s, n_layers)) {
@@ -350,7 +351,7 @@ static sd_status_t forward_locked(sd_seq_t *s, const int32_t *tokens, int n, int
     for (int i = 0; i < n; i++) s->ids[n + i] = s->kv.len + i;
     sd_backend_upload(be, s->sc.ids_dev, s->ids, 2 * (size_t)n * sizeof(int32_t)); /* ids, positions */
 
-    fwd_part_t part = {&s->kv, 0, n};
+    fwd_part_t part = {.kv = &s->kv, .row0 = 0, .n = n};
     fwd_t f = seq_fwd(s, n, &part);
     if (s->use_graphs && n <= SD_GRAPH_MAX_N)
         SD_CHECK(forward_graph(s, n, n_layers)); /* kv.len moves only on success */
@@ -378,18 +379,14 @@ sd_status_t sd_forward(sd_seq_t *s, const int32_t *tokens, int n, int n_layers_u
 
 /* ---- token trees ------------------------------------------------------------------------ */
 
-/* Bytes of a sequence's tree buffer: slots [T] int32, then the mask [T, SD_ATTN_MASK_MAX_COLS]. */
-static size_t tree_dev_bytes(const sd_seq_t *s)
+/* Bytes of a tree buffer for T rows: slots [T] int32, then masks [T, SD_ATTN_MASK_MAX_COLS]. */
+static size_t tree_buf_bytes(size_t T)
 {
-    return (size_t)s->max_tokens * (sizeof(int32_t) + SD_ATTN_MASK_MAX_COLS);
+    return T * (sizeof(int32_t) + SD_ATTN_MASK_MAX_COLS);
 }
 
 static sd_status_t check_tree_args(const sd_seq_t *s, int n, int tree_base, const int32_t *parent)
 {
-    const sd_kv_cache_t *own = s->kv.owner != NULL ? s->kv.owner : &s->kv;
-    if (!own->own_pool) /* the masked op reads slots as rows: a private, identity table */
-        return sd_set_error(SD_ERR_INVALID_ARG, "sd_forward_tree: a sequence whose KV blocks "
-                            "come from a shared pool (the prefix cache) runs no trees yet");
     if (!sd_backend_has_attention_masked(s->model->backend))
         return sd_set_error(SD_ERR_INVALID_ARG, "sd_forward_tree: the %s backend has no masked "
                             "attention", sd_backend_name(s->model->backend));
@@ -409,6 +406,26 @@ static sd_status_t check_tree_args(const sd_seq_t *s, int n, int tree_base, cons
     return SD_OK;
 }
 
+/* The host side of a tree part of n rows over kv (nodes from slot tree_base): the rows'
+ * positions pos[n], cache slots slot[n] (kv.len + i) and mask[n, cols] (cols = kv.len + n -
+ * tree_base); returns cols. */
+static int tree_stage(const sd_kv_cache_t *kv, int n, int tree_base, const int32_t *parent,
+                      int32_t *pos, int32_t *slot, uint8_t *mask)
+{
+    int first = kv->len - tree_base, cols = first + n; /* node of row 0; tree nodes */
+    memset(mask, 0, (size_t)n * (size_t)cols);
+    for (int i = 0; i < n; i++) {
+        int depth = 0;
+        for (int a = first + i; a >= 0; a = parent[a]) {
+            mask[(size_t)i * cols + a] = 1;
+            depth += parent[a] >= 0;
+        }
+        pos[i] = tree_base + depth;
+        slot[i] = kv->len + i;
+    }
+    return cols;
+}
+
 /* sd_forward_tree after its checks, with the backend's lock held: host staging of ids,
  * positions, slots and mask. */
 static sd_status_t tree_locked(sd_seq_t *s, const int32_t *tokens, int n, int tree_base,
@@ -417,27 +434,19 @@ static sd_status_t tree_locked(sd_seq_t *s, const int32_t *tokens, int n, int tr
     const sd_model_t *m = s->model;
     sd_backend_t *be = m->backend;
     SD_CHECK(sd_kv_cache_prepare(&s->kv, s->kv.len + n)); /* its slots' blocks and table */
-    int first = s->kv.len - tree_base, cols = first + n; /* node of row 0; tree nodes */
+    size_t buf = tree_buf_bytes((size_t)s->max_tokens);
     if (s->tree_dev == NULL) {
-        s->tree_dev = sd_backend_alloc(be, tree_dev_bytes(s));
+        s->tree_dev = sd_backend_alloc(be, buf);
         if (s->tree_dev == NULL)
             return sd_set_error(SD_ERR_OUT_OF_MEMORY, "out of memory allocating %zu bytes for "
-                                "tree attention", tree_dev_bytes(s));
+                                "tree attention", buf);
     }
+    int cols = s->kv.len - tree_base + n;
     int32_t *slot_host = malloc((size_t)n * (sizeof(int32_t) + (size_t)cols)); /* [n], mask [n, cols] */
     SD_ALLOC_CHECK(slot_host, (size_t)n * (sizeof(int32_t) + (size_t)cols), "a tree mask");
     uint8_t *mask = (uint8_t *)(slot_host + n);
     memcpy(s->ids, tokens, (size_t)n * sizeof(int32_t));
-    memset(mask, 0, (size_t)n * (size_t)cols);
-    for (int i = 0; i < n; i++) {
-        int depth = 0;
-        for (int a = first + i; a >= 0; a = parent[a]) {
-            mask[(size_t)i * cols + a] = 1;
-            depth += parent[a] >= 0;
-        }
-        s->ids[n + i] = tree_base + depth;
-        slot_host[i] = s->kv.len + i;
-    }
+    tree_stage(&s->kv, n, tree_base, parent, s->ids + n, slot_host, mask);
     int32_t *slots_dev = s->tree_dev;
     uint8_t *mask_dev = (uint8_t *)(slots_dev + s->max_tokens);
     sd_backend_upload(be, s->sc.ids_dev, s->ids, 2 * (size_t)n * sizeof(int32_t));
@@ -447,12 +456,9 @@ static sd_status_t tree_locked(sd_seq_t *s, const int32_t *tokens, int n, int tr
     free(slot_host);
     SD_CHECK(st);
 
-    fwd_part_t part = {&s->kv, 0, n};
+    fwd_part_t part = {.kv = &s->kv, .row0 = 0, .n = n, .slots = slots_dev, .mask = mask_dev,
+                       .mask_base = tree_base, .mask_m = cols};
     fwd_t f = seq_fwd(s, n, &part);
-    f.slots = slots_dev;
-    f.mask = mask_dev;
-    f.mask_base = tree_base;
-    f.mask_m = cols;
     SD_CHECK(forward_ops(&f, n_layers));
     if (!s->keep_logits_on_device)
         sd_backend_download(be, s->logits, s->sc.logits_dev, (size_t)n * m->hp.n_vocab * sizeof(float));
@@ -502,6 +508,8 @@ void sd_batch_free(sd_batch_t *b)
 {
     if (b == NULL || b->model == NULL) return;
     scratch_release(b->model, &b->sc);
+    if (b->tree_dev) sd_backend_release(b->model->backend, b->tree_dev);
+    free(b->tree_host);
     free(b->ids);
     free(b->parts);
     memset(b, 0, sizeof *b);
@@ -540,7 +548,7 @@ static sd_status_t check_part(const sd_batch_t *b, const sd_batch_part_t *p, int
         return sd_set_error(SD_ERR_CONTEXT_FULL,
                             "context full: part %d has %d cached + %d new tokens over n_ctx = %d",
                             i, s->kv.len, p->n, s->kv.n_ctx);
-    return SD_OK;
+    return p->parent != NULL ? check_tree_args(s, p->n, s->kv.len, p->parent) : SD_OK;
 }
 
 /* Every part checked, distinct sequences, rows and parts within the batch; *rows and
@@ -575,6 +583,32 @@ sd_status_t sd_forward_batch(sd_batch_t *b, const sd_batch_part_t *parts, int n_
     return sd_forward_batch_layers(b, parts, n_parts, 0);
 }
 
+/* Stage tree part p (fp: its rows from fp->row0, positions in b->ids[n + row]) into the
+ * batch's tree buffers: its slots at row0, its mask after *mask_bytes (which grows). */
+static sd_status_t batch_tree_part(sd_batch_t *b, const sd_batch_part_t *p, fwd_part_t *fp, int n,
+                                   size_t *mask_bytes)
+{
+    size_t buf = tree_buf_bytes((size_t)b->max_rows);
+    if (b->tree_dev == NULL) {
+        b->tree_dev = sd_backend_alloc(b->model->backend, buf);
+        b->tree_host = malloc(buf);
+        if (b->tree_dev == NULL || b->tree_host == NULL)
+            return sd_set_error(SD_ERR_OUT_OF_MEMORY, "out of memory allocating 2 x %zu bytes "
+                                "for a batch's tree attention", buf);
+    }
+    int32_t *slots = b->tree_host;
+    uint8_t *mask = (uint8_t *)(slots + b->max_rows) + *mask_bytes;
+    int cols = tree_stage(&p->seq->kv, p->n, p->seq->kv.len, p->parent, b->ids + n + fp->row0,
+                          slots + fp->row0, mask);
+    int32_t *slots_dev = b->tree_dev;
+    fp->slots = slots_dev + fp->row0;
+    fp->mask = (uint8_t *)(slots_dev + b->max_rows) + *mask_bytes;
+    fp->mask_base = p->seq->kv.len;
+    fp->mask_m = cols;
+    *mask_bytes += (size_t)p->n * (size_t)cols;
+    return SD_OK;
+}
+
 /* sd_forward_batch_layers after its checks (n rows, n_logits of them with logits), with the
  * backend's lock held. */
 static sd_status_t batch_locked(sd_batch_t *b, const sd_batch_part_t *parts, int n_parts,
@@ -587,13 +621,18 @@ static sd_status_t batch_locked(sd_batch_t *b, const sd_batch_part_t *parts, int
 
     for (int i = 0; i < n_parts; i++)
         SD_CHECK(sd_kv_cache_prepare(&parts[i].seq->kv, parts[i].seq->kv.len + parts[i].n));
+    size_t mask_bytes = 0;
     for (int i = 0, row = 0; i < n_parts; row += parts[i].n, i++) {
         sd_kv_cache_t *kv = &parts[i].seq->kv;
-        fp[i] = (fwd_part_t){kv, row, parts[i].n};
+        fp[i] = (fwd_part_t){.kv = kv, .row0 = row, .n = parts[i].n};
         memcpy(b->ids + row, parts[i].tokens, (size_t)parts[i].n * sizeof(int32_t)); /* ids[n] */
         for (int t = 0; t < parts[i].n; t++) b->ids[n + row + t] = kv->len + t; /* then pos[n] */
+        if (parts[i].parent != NULL) SD_CHECK(batch_tree_part(b, &parts[i], &fp[i], n, &mask_bytes));
     }
     sd_backend_upload(be, b->sc.ids_dev, b->ids, 2 * (size_t)n * sizeof(int32_t));
+    if (mask_bytes > 0) /* slots of every row (a chain part's unused), then the masks */
+        sd_backend_upload(be, b->tree_dev, b->tree_host,
+                          (size_t)b->max_rows * sizeof(int32_t) + mask_bytes);
     fwd_t f = {.m = m, .sc = b->sc, .n = n, .n_head_rows = n_logits, .parts = fp,
                .n_parts = n_parts};
     SD_CHECK(forward_ops(&f, n_layers > 0 ? n_layers : m->hp.n_layer));

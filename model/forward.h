@@ -97,16 +97,20 @@ typedef struct sd_batch {
     sd_fwd_scratch_t sc; /* T = max_rows, backend memory */
     int32_t *ids;        /* [2, max_rows] host staging of sc.ids_dev */
     void *parts;         /* [max_seqs] internal */
+    void *tree_dev;      /* tree parts' slots [max_rows] and masks, backend memory, on first use */
+    void *tree_host;     /* their host staging */
 } sd_batch_t;
 
 /* One sequence's part of a batched forward: tokens[n] at positions kv.len .. kv.len+n-1.
  * want_logits: its rows' logits land in seq->logits [n, n_vocab] (host; n must then be
- * <= seq->max_tokens, the rows that buffer holds). */
+ * <= seq->max_tokens, the rows that buffer holds). parent non-NULL: the rows are a token
+ * tree, as sd_forward_tree(seq, tokens, n, seq->kv.len, parent, 0). */
 typedef struct sd_batch_part {
     sd_seq_t *seq;
     const int32_t *tokens;
     int n;
     int want_logits;
+    const int32_t *parent;
 } sd_batch_part_t;
 
 /* max_rows >= 1 rows over at most max_seqs sequences per forward. */
@@ -117,7 +121,8 @@ void sd_batch_free(sd_batch_t *b);
  * want_logits come first. Every part is checked before anything runs, no cache changing on
  * failure: SD_ERR_INVALID_ARG (a NULL, foreign or repeated sequence, logits kept on the
  * device, a bad token, parts > max_seqs), SD_ERR_CONTEXT_FULL, SD_ERR_BATCH_TOO_LARGE (rows >
- * max_rows). On success each kv.len grows by its n. Under TP every rank runs the same batch. */
+ * max_rows), a tree part's errors as sd_forward_tree's. On success each kv.len grows by its
+ * n. Under TP every rank runs the same batch. */
 sd_status_t sd_forward_batch(sd_batch_t *b, const sd_batch_part_t *parts, int n_parts);
 /* The same through the first n_layers layers (0: all), then norm and head: the layer-skip
  * drafter. A part's sequence may then belong to a layer-skip view of the batch's model (the

@@ -298,13 +298,16 @@ void sd_kv_cache_view(sd_kv_cache_t *kv, sd_kv_cache_t *owner, int n_layer)
     kv->owner = owner;
 }
 
-/* Release a pooled cache's blocks, last first (parents stay more recent in the LRU list). */
-static void release_blocks(sd_kv_cache_t *kv)
+/* Release a pooled cache's blocks from table index `keep` on, last first (parents stay more
+ * recent in the LRU list). */
+static void release_blocks_from(sd_kv_cache_t *kv, int keep)
 {
     if (kv->owner != NULL || kv->own_pool || kv->pool == NULL) return;
-    for (int i = kv->n_held - 1; i >= 0; i--) release(kv->pool->meta, kv->table[i]);
-    kv->n_held = 0;
+    for (int i = kv->n_held - 1; i >= keep; i--) release(kv->pool->meta, kv->table[i]);
+    if (kv->n_held > keep) kv->n_held = keep;
 }
+
+static void release_blocks(sd_kv_cache_t *kv) { release_blocks_from(kv, 0); }
 
 void sd_kv_cache_reset(sd_kv_cache_t *kv)
 {
@@ -336,6 +339,7 @@ sd_status_t sd_kv_cache_truncate(sd_kv_cache_t *kv, int len)
         return sd_set_error(SD_ERR_INVALID_ARG, "cannot truncate a KV cache of %d positions to %d",
                             kv->len, len);
     kv->len = len;
+    release_blocks_from(kv, (len + BS - 1) / BS); /* a tree's scratch, rejected drafts */
     return SD_OK;
 }
 

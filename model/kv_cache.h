@@ -60,7 +60,8 @@ void sd_kv_cache_view(sd_kv_cache_t *kv, sd_kv_cache_t *owner, int n_layer);
 void sd_kv_cache_free(sd_kv_cache_t *kv, const sd_model_t *m);
 /* Empty: len 0, a pooled cache's blocks released (full registered ones stay cached). */
 void sd_kv_cache_reset(sd_kv_cache_t *kv);
-/* Roll back to `len` positions (len <= kv->len); SD_ERR_INVALID_ARG otherwise. */
+/* Roll back to `len` positions (len <= kv->len; SD_ERR_INVALID_ARG otherwise); a pooled
+ * cache's blocks past them go back to the pool. */
 sd_status_t sd_kv_cache_truncate(sd_kv_cache_t *kv, int len);
 /* Make positions [len, new_len) writable: blocks taken (evicting cached ones), a shared block
  * they fall in copied first; the table uploaded (a view prepares its owner's blocks). SD_ERR_OUT_OF_MEMORY when the pool has no

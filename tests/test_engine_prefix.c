@@ -2,7 +2,8 @@
  * concurrent multi-turn conversations give each conversation's tokens and log-probabilities
  * exactly as run alone without the cache; a cap small enough to force evictions changes
  * nothing; every block is given back when the requests end; a cap too small for one request
- * is refused with a message naming it. */
+ * is refused with a message naming it. Token trees in the batched step (static, dynamic and
+ * n-gram trees, cache on and off) give each conversation's target-only tokens and logprobs. */
 #include <criterion/criterion.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -17,7 +18,7 @@
 #define N_TURNS 3
 #define N_SYSTEM 40 /* shared by every conversation: 2.5 blocks */
 #define N_USER 9
-#define MAX_TOKENS 10
+#define MAX_TOKENS 32
 #define MAX_CTX (N_SYSTEM + N_TURNS * (N_USER + MAX_TOKENS))
 
 /* The target (seed 0), or a draft model with its vocabulary and other weights. */
@@ -35,6 +36,9 @@ static sd_model_t *load_synth_seeded(uint64_t seed, int n_layer)
 static sd_model_t *load_synth(void) { return load_synth_seeded(0, 0); }
 
 static sd_model_t *draft_model; /* for spec_of(SD_DRAFTER_MODEL) */
+static const char *tree_shape;   /* spec_of's --tree, NULL: chains */
+static int no_load_aware;        /* engine_spec: load_aware_drafts = 0 */
+static int tree_sample_q;        /* spec_of's trees drawn from the drafter's q */
 
 static sd_spec_config_t spec_of(sd_drafter_kind_t kind)
 {
@@ -44,6 +48,9 @@ static sd_spec_config_t spec_of(sd_drafter_kind_t kind)
     sp.k = 4;
     sp.layerskip_layers = kind == SD_DRAFTER_LAYERSKIP ? 1 : 0;
     sp.draft_model = kind == SD_DRAFTER_MODEL ? draft_model : NULL;
+    if (tree_shape != NULL && kind != SD_DRAFTER_NONE)
+        cr_assert_eq(sd_spec_parse_tree(tree_shape, &sp), SD_OK, "%s", sd_last_error());
+    sp.tree_sample = tree_sample_q ? SD_TREE_SAMPLE_Q : SD_TREE_SAMPLE_TOP;
     return sp;
 }
 
@@ -91,6 +98,7 @@ static sd_engine_t *engine_spec(sd_model_t *m, sd_drafter_kind_t kind, int prefi
     p.max_active = N_CONV;
     p.prefix_cache = prefix_cache;
     p.max_kv_positions = max_kv_positions;
+    p.load_aware_drafts = !no_load_aware;
     sd_engine_t *e = NULL;
     cr_assert_eq(sd_engine_create(&p, &e), SD_OK, "engine: %s", sd_last_error());
     return e;
@@ -322,4 +330,94 @@ Test(engine_prefix, model_drafters_equal_alone_without_cache, .timeout = 600)
     }
     sd_model_free(draft_model);
     sd_model_free(m);
+}
+
+/* Per-request statistics against the engine's counters: drafted and accepted add up, and
+ * the accepted-length histogram has one entry per step; returns the drafted nodes. */
+static uint64_t assert_stats_add_up(sd_engine_t *e, const conv_t *convs, const char *what)
+{
+    uint64_t drafted = 0, accepted = 0, steps = 0;
+    for (int i = 0; i < N_CONV; i++)
+        for (int t = 0; t < N_TURNS; t++) {
+            const sd_gen_stats_t *s = &convs[i].turns[t].stats;
+            cr_assert_leq(s->accepted, s->drafted, "%s: conversation %d turn %d", what, i, t);
+            drafted += s->drafted;
+            accepted += s->accepted;
+            steps += s->steps;
+        }
+    sd_engine_metrics_t mt;
+    cr_assert_eq(sd_engine_get_metrics(e, &mt), SD_OK);
+    cr_assert_eq(mt.drafted, drafted, "%s: engine %llu drafted, requests %llu", what,
+                 (unsigned long long)mt.drafted, (unsigned long long)drafted);
+    cr_assert_eq(mt.accepted, accepted, "%s: engine %llu accepted, requests %llu", what,
+                 (unsigned long long)mt.accepted, (unsigned long long)accepted);
+    cr_assert_eq(mt.accepted_len.count, steps, "%s: %llu steps observed, requests %llu", what,
+                 (unsigned long long)mt.accepted_len.count, (unsigned long long)steps);
+    return drafted;
+}
+
+/* Trees in the serving engine's batched step: 16 conversations at once (half greedy, half
+ * sampled, logprobs on) with static, dynamic and n-gram trees, the prefix cache on and off,
+ * give each conversation's tokens and logprobs exactly as target-only alone (deterministic
+ * guesses keep sampled output target-only's); statistics add up, no block stays held.
+ * Whole trees (load-aware drafts off), and trees cut to what the load pays for (on: fewer
+ * nodes, the same tokens). */
+Test(engine_prefix, batched_trees_equal_target_only_alone, .timeout = 900)
+{
+    sd_model_t *m = load_synth();
+    draft_model = load_synth_seeded(77, 1);
+    conv_t *ref = reference_with(m, SD_DRAFTER_NONE);
+    struct { sd_drafter_kind_t kind; const char *shape; int cache, load_aware; } cases[] = {
+        {SD_DRAFTER_NGRAM, "4x2x2x1", 1, 0},     {SD_DRAFTER_NGRAM, "dynamic:12", 0, 0},
+        {SD_DRAFTER_LAYERSKIP, "4x2x2x1", 0, 0}, {SD_DRAFTER_LAYERSKIP, "dynamic:16", 1, 0},
+        {SD_DRAFTER_MODEL, "2x2x2", 1, 0},       {SD_DRAFTER_LAYERSKIP, "4x2x2x1", 1, 1},
+    };
+    uint64_t whole = 0;
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        char what[96];
+        snprintf(what, sizeof what, "%s tree %s, cache %s, load-aware %s",
+                 sd_drafter_kind_name(cases[k].kind), cases[k].shape,
+                 cases[k].cache ? "on" : "off", cases[k].load_aware ? "on" : "off");
+        tree_shape = cases[k].shape;
+        no_load_aware = !cases[k].load_aware;
+        conv_t *got = calloc(N_CONV, sizeof *got);
+        sd_engine_t *e = engine_spec(m, cases[k].kind, cases[k].cache, 0);
+        run_conversations(e, got, 1);
+        assert_same(got, ref);
+        uint64_t drafted = assert_stats_add_up(e, got, what);
+        if (!cases[k].load_aware) cr_assert_gt(drafted, 0, "%s: no tree was drafted", what);
+        if (k == 2) whole = drafted; /* layer-skip 4x2x2x1, whole trees */
+        if (cases[k].load_aware)
+            cr_assert_lt(drafted, whole, "%s: %llu nodes, whole trees %llu", what,
+                         (unsigned long long)drafted, (unsigned long long)whole);
+        if (cases[k].cache) assert_no_leak(e, what);
+        sd_engine_free(e);
+        free_convs(got);
+        free(got);
+    }
+    tree_shape = NULL;
+    no_load_aware = 0;
+    free_convs(ref);
+    free(ref);
+    sd_model_free(draft_model);
+    sd_model_free(m);
+}
+
+/* Sampled q-trees (children drawn from the drafter's q): their shape decides the sampled
+ * tokens, so the load-aware cut leaves them whole; 16 conversations at once (load-aware
+ * drafts on) give each conversation's tokens and logprobs as it alone with the same spec. */
+Test(engine_prefix, batched_q_trees_equal_alone, .timeout = 900)
+{
+    sd_model_t *m = load_synth();
+    tree_shape = "3x2x1";
+    tree_sample_q = 1;
+    conv_t *ref = reference_with(m, SD_DRAFTER_LAYERSKIP), *got = calloc(N_CONV, sizeof *got);
+    sd_engine_t *e = engine_spec(m, SD_DRAFTER_LAYERSKIP, 1, 0);
+    run_conversations(e, got, 1);
+    assert_same(got, ref);
+    cr_assert_gt(assert_stats_add_up(e, got, "q-trees"), 0, "no q-tree was drafted");
+    assert_no_leak(e, "q-trees");
+    tree_shape = NULL;
+    tree_sample_q = 0;
+    finish(e, m, got, ref);
 }

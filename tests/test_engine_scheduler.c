@@ -272,6 +272,25 @@ Test(engine_scheduler, batch_row_cost_grows_with_load)
     cr_assert_eq(sd_spec_k_at_cost(&c, 0, 0.99), 5, "fixed k is never cut");
 }
 
+/* Load-aware trees: a level is kept while the estimated chance of accepting that deep pays
+ * for its nodes at the batch's row cost; evidence moves the cut both ways. */
+Test(engine_scheduler, tree_depth_at_cost_follows_the_evidence)
+{
+    sd_spec_tree_reach_t t;
+    sd_spec_tree_reach_init(&t);
+    const int width[] = {0, 1, 2, 4, 4}; /* levels 1 .. 4 */
+    double alone = sd_spec_batch_row_cost(1), busy = sd_spec_batch_row_cost(16);
+    /* prior 0.75^d: level 1 (0.75 >= 0.5), not level 2 (0.56 < 2 x 0.5) */
+    cr_assert_eq(sd_spec_tree_depth_at_cost(&t, width, 4, alone), 1);
+    cr_assert_eq(sd_spec_tree_depth_at_cost(&t, width, 4, busy), 0, "0.75 < 0.94");
+    cr_assert_eq(sd_spec_tree_depth_at_cost(&t, width, 0, alone), 0, "an empty tree");
+    for (int i = 0; i < 40; i++) sd_spec_tree_reach_update(&t, 4, 4); /* always all of it */
+    cr_assert_eq(sd_spec_tree_depth_at_cost(&t, width, 4, 0.2), 4);
+    cr_assert_eq(sd_spec_tree_depth_at_cost(&t, width, 4, busy), 1, "one node pays at 16");
+    for (int i = 0; i < 40; i++) sd_spec_tree_reach_update(&t, 4, 0); /* never */
+    cr_assert_eq(sd_spec_tree_depth_at_cost(&t, width, 4, alone), 0);
+}
+
 /* ---- cancellation, limits, shutdown ---------------------------------------------------- */
 
 typedef struct counter {

@@ -1,6 +1,7 @@
 /* The masked (tree) attention op on the CPU against a double-precision C reference that
  * takes the ancestor mask, and bit for bit against the plain op where a node's keys are a
- * chain's (the property the KV rollback of token trees rests on). Bad geometry: NaN rows. */
+ * chain's (the property the KV rollback of token trees rests on), and against itself over a
+ * paged layout. Bad geometry: NaN rows. */
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdlib.h>
@@ -68,7 +69,7 @@ Test(kernels_tree_attention, matches_the_reference_and_the_chain_bit_for_bit, .t
     sd_test_fill_random(k, kvn, 12, 2.0f);
     sd_test_fill_random(v, kvn, 13, 1.0f);
     sd_backend_t *be = cpu(3);
-    be->ops->attention_masked(be, q, k, v, BASE, mask, NT, NT, n_ctx, NH, NKV, HD, out);
+    be->ops->attention_masked(be, q, k, v, NULL, 0, BASE, mask, NT, NT, n_ctx, NH, NKV, HD, out);
     double ref[HD];
     for (int i = 0; i < NT; i++)
         for (int h = 0; h < NH; h++) {
@@ -106,13 +107,45 @@ Test(kernels_tree_attention, bad_geometry_gives_nan_rows, .timeout = 30)
     sd_test_fill_random(k, sizeof k / sizeof k[0], 2, 1.0f);
     sd_test_fill_random(v, sizeof v / sizeof v[0], 3, 1.0f);
     sd_backend_t *be = cpu(1);
-    be->ops->attention_masked(be, q, k, v, 6, one, 1, 4, n_ctx, NH, NKV, HD, out); /* 6 + 4 > 8 */
+    be->ops->attention_masked(be, q, k, v, NULL, 0, 6, one, 1, 4, n_ctx, NH, NKV, HD, out); /* 6 + 4 > 8 */
     cr_assert(isnan(out[0]) && isnan(out[NH * HD - 1]));
-    be->ops->attention_masked(be, q, k, v, 0, none, 1, 4, n_ctx, NH, NKV, HD, out); /* no keys */
+    be->ops->attention_masked(be, q, k, v, NULL, 0, 0, none, 1, 4, n_ctx, NH, NKV, HD, out); /* no keys */
     cr_assert(isnan(out[0]));
-    be->ops->attention_masked(be, q, k, v, 0, one, 1, 4, n_ctx, NH, NKV, HD, out); /* slot 0 only */
+    be->ops->attention_masked(be, q, k, v, NULL, 0, 0, one, 1, 4, n_ctx, NH, NKV, HD, out); /* slot 0 only */
     for (int h = 0; h < NH; h++)
         for (int d = 0; d < HD; d++)
             cr_assert_float_eq(out[h * HD + d], v[(h / (NH / NKV)) * HD + d], 1e-6);
     sd_backend_destroy(be);
+}
+
+/* The same cache scattered over blocks of 4 rows in a shuffled order: every row the same
+ * bits as over the identity layout (slots are positions of the block table). */
+Test(kernels_tree_attention, paged_layout_gives_the_same_bits, .timeout = 60)
+{
+    enum { BS = 4, NB = 5 };
+    int n_ctx = NB * BS; /* BASE + NT = 16 slots used */
+    static const int32_t blocks[NB] = {3, 0, 4, 2, 1};
+    size_t row = (size_t)NH * HD, kvrow = (size_t)NKV * HD, kvn = (size_t)n_ctx * kvrow;
+    float *q = malloc(sizeof(float) * NT * row), *k = malloc(sizeof(float) * kvn);
+    float *v = malloc(sizeof(float) * kvn), *kp = malloc(sizeof(float) * kvn);
+    float *vp = malloc(sizeof(float) * kvn), *flat = malloc(sizeof(float) * NT * row);
+    float *paged = malloc(sizeof(float) * NT * row);
+    uint8_t mask[NT * NT];
+    ancestor_mask(mask);
+    sd_test_fill_random(q, NT * row, 21, 2.0f);
+    sd_test_fill_random(k, kvn, 22, 2.0f);
+    sd_test_fill_random(v, kvn, 23, 1.0f);
+    for (int j = 0; j < n_ctx; j++) { /* position j to row blocks[j / BS] * BS + j % BS */
+        size_t r = (size_t)blocks[j / BS] * BS + (size_t)(j % BS);
+        memcpy(kp + r * kvrow, k + (size_t)j * kvrow, sizeof(float) * kvrow);
+        memcpy(vp + r * kvrow, v + (size_t)j * kvrow, sizeof(float) * kvrow);
+    }
+    sd_backend_t *be = cpu(2);
+    be->ops->attention_masked(be, q, k, v, NULL, 0, BASE, mask, NT, NT, n_ctx, NH, NKV, HD, flat);
+    be->ops->attention_masked(be, q, kp, vp, blocks, BS, BASE, mask, NT, NT, n_ctx, NH, NKV, HD,
+                              paged);
+    cr_assert(memcmp(flat, paged, sizeof(float) * NT * row) == 0,
+              "the paged layout changed a tree row");
+    sd_backend_destroy(be);
+    free(q); free(k); free(v); free(kp); free(vp); free(flat); free(paged);
 }

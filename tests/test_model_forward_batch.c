@@ -110,8 +110,8 @@ ParameterizedTest(batch_case_t *c, engine_forward_batch, parts_equal_their_own_f
     for (int step = 0; step < 2; step++) {
         int n[3] = {5, 1, 12};
         const int32_t *tok[3] = {t[0] + bs[0].kv.len, t[1] + bs[1].kv.len, t[2] + bs[2].kv.len};
-        sd_batch_part_t parts[3] = {{&bs[0], tok[0], n[0], 1}, {&bs[1], tok[1], n[1], 1},
-                                    {&bs[2], tok[2], n[2], 0}};
+        sd_batch_part_t parts[3] = {{&bs[0], tok[0], n[0], 1, NULL}, {&bs[1], tok[1], n[1], 1, NULL},
+                                    {&bs[2], tok[2], n[2], 0, NULL}};
         sd_status_t st = sd_forward_batch(&b, parts, 3);
         cr_assert_eq(st, SD_OK, "step %d: %s", step, sd_last_error());
         for (int i = 0; i < 3; i++) {
@@ -141,12 +141,12 @@ Test(engine_forward_batch, bad_batches_change_nothing, .timeout = 60)
     cr_assert_eq(sd_batch_init(&b, m, 6, 2), SD_OK);
     int32_t ok[6] = {1, 2, 3, 4, 5, 6}, bad[2] = {1, 96};
     struct { sd_batch_part_t parts[2]; int n; sd_status_t want; const char *what; } rows[] = {
-        {{{&a, ok, 2, 1}, {&a, ok, 1, 1}}, 2, SD_ERR_INVALID_ARG, "share a sequence"},
-        {{{&a, bad, 2, 1}}, 1, SD_ERR_INVALID_ARG, "outside the vocabulary"},
-        {{{&a, ok, 4, 0}, {&b2, ok, 1, 1}}, 2, SD_ERR_INVALID_ARG, "after a part that wants none"},
-        {{{&a, ok, 5, 1}}, 1, SD_ERR_INVALID_ARG, "max_tokens"},
-        {{{&a, ok, 4, 1}, {&b2, ok, 3, 1}}, 2, SD_ERR_BATCH_TOO_LARGE, "max_rows"},
-        {{{&a, ok, 1, 1}, {NULL, ok, 1, 1}}, 2, SD_ERR_INVALID_ARG, "no sequence"},
+        {{{&a, ok, 2, 1, NULL}, {&a, ok, 1, 1, NULL}}, 2, SD_ERR_INVALID_ARG, "share a sequence"},
+        {{{&a, bad, 2, 1, NULL}}, 1, SD_ERR_INVALID_ARG, "outside the vocabulary"},
+        {{{&a, ok, 4, 0, NULL}, {&b2, ok, 1, 1, NULL}}, 2, SD_ERR_INVALID_ARG, "after a part that wants none"},
+        {{{&a, ok, 5, 1, NULL}}, 1, SD_ERR_INVALID_ARG, "max_tokens"},
+        {{{&a, ok, 4, 1, NULL}, {&b2, ok, 3, 1, NULL}}, 2, SD_ERR_BATCH_TOO_LARGE, "max_rows"},
+        {{{&a, ok, 1, 1, NULL}, {NULL, ok, 1, 1, NULL}}, 2, SD_ERR_INVALID_ARG, "no sequence"},
     };
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
         sd_status_t st = sd_forward_batch(&b, rows[i].parts, rows[i].n);
@@ -157,9 +157,9 @@ Test(engine_forward_batch, bad_batches_change_nothing, .timeout = 60)
         cr_assert_eq(b2.kv.len, 0);
     }
     /* context full: 6 + 4 positions in a context of 8 */
-    sd_batch_part_t fill = {&a, ok, 6, 0};
+    sd_batch_part_t fill = {&a, ok, 6, 0, NULL};
     cr_assert_eq(sd_forward_batch(&b, &fill, 1), SD_OK);
-    sd_batch_part_t over = {&a, ok, 4, 1};
+    sd_batch_part_t over = {&a, ok, 4, 1, NULL};
     cr_assert_eq(sd_forward_batch(&b, &over, 1), SD_ERR_CONTEXT_FULL);
     cr_assert_eq(a.kv.len, 6);
     sd_batch_free(&b);

@@ -2,7 +2,7 @@
  * (--port 0; the port comes from its "serving" line), talks to it with libcurl, and ends it
  * with SIGTERM expecting exit status 0. Covers the endpoints, streaming against
  * non-streaming, stop strings, seeds, 16 concurrent clients against the same requests sent
- * alone, the bad-input table, 429 on a full queue, a client disconnecting mid-stream
+ * alone (and, on a server drafting n-gram token trees, against target-only), the bad-input table, 429 on a full queue, a client disconnecting mid-stream
  * (cancelled, slot freed: seen in /metrics), oversized bodies and graceful shutdown. */
 #include <cjson/cJSON.h>
 #include <criterion/criterion.h>
@@ -677,6 +677,17 @@ static void *run_client(void *arg)
     return NULL;
 }
 
+/* N_CLIENTS clients on port at once, client i seeded seed0 + step * i (odd ones stream). */
+static void run_together(client_t *together, int port, uint64_t seed0, uint64_t step)
+{
+    pthread_t th[N_CLIENTS];
+    for (int i = 0; i < N_CLIENTS; i++) {
+        together[i] = (client_t){.port = port, .seed = seed0 + step * (uint64_t)i, .stream = i % 2};
+        cr_assert_eq(pthread_create(&th[i], NULL, run_client, &together[i]), 0);
+    }
+    for (int i = 0; i < N_CLIENTS; i++) pthread_join(th[i], NULL);
+}
+
 Test(serve_http, sixteen_concurrent_clients_equal_alone)
 {
     client_t alone[N_CLIENTS], together[N_CLIENTS];
@@ -684,18 +695,50 @@ Test(serve_http, sixteen_concurrent_clients_equal_alone)
         alone[i] = (client_t){.port = main_server.port, .seed = 1000 + 7 * i};
         run_client(&alone[i]);
     }
-    pthread_t th[N_CLIENTS];
-    for (int i = 0; i < N_CLIENTS; i++) {
-        together[i] = (client_t){.port = main_server.port, .seed = 1000 + 7 * i, .stream = i % 2};
-        cr_assert_eq(pthread_create(&th[i], NULL, run_client, &together[i]), 0);
-    }
-    for (int i = 0; i < N_CLIENTS; i++) pthread_join(th[i], NULL);
+    run_together(together, main_server.port, 1000, 7);
     for (int i = 0; i < N_CLIENTS; i++) {
         cr_assert(together[i].text, "client %d got no text", i);
         cr_expect_str_eq(together[i].text, alone[i].text, "client %d (seed %llu)", i,
                          (unsigned long long)alone[i].seed);
         free(alone[i].text), free(together[i].text);
     }
+    stop_server(&main_server);
+}
+
+/* `--draft ngram --tree 4x2x2x1` (whole trees: load-aware drafts off) with the prefix cache
+ * on and off: 16 concurrent seeded sampling clients get the target-only server's text for
+ * the same request sent alone. A
+ * batch too small for one tree is refused naming both. */
+Test(serve_http, sixteen_concurrent_tree_clients_equal_target_only)
+{
+    char log[8192];
+    sh_run_expect_exit(model_path, (const char *const[]){"--draft", "ngram", "--tree", "4x2x2x1",
+                                                         "--max-batch-rows", "32", NULL},
+                       NULL, 1, log);
+    cr_expect(strstr(log, "max_batch_rows = 32 outside [45 (one step of a tree of 44)") != NULL,
+              "%s", log);
+    client_t alone[N_CLIENTS], together[N_CLIENTS];
+    for (int i = 0; i < N_CLIENTS; i++) {
+        alone[i] = (client_t){.port = main_server.port, .seed = 2000 + 5 * i};
+        run_client(&alone[i]);
+    }
+    for (int cache = 0; cache < 2; cache++) {
+        server_t trees;
+        start_server(&trees, (const char *const[]){"--draft", "ngram", "--tree", "4x2x2x1",
+                                                   "--no-load-aware-drafts", /* whole trees */
+                                                   cache ? NULL : "--no-prefix-cache", NULL});
+        run_together(together, trees.port, 2000, 5);
+        for (int i = 0; i < N_CLIENTS; i++) {
+            cr_assert(together[i].text, "client %d got no text", i);
+            cr_expect_str_eq(together[i].text, alone[i].text, "cache %d, client %d (seed %llu)",
+                             cache, i, (unsigned long long)alone[i].seed);
+            free(together[i].text);
+        }
+        cr_expect_gt(sh_metric(trees.port, "specdec_draft_tokens_total", NULL), 0,
+                     "the tree server drafted nothing");
+        stop_server(&trees);
+    }
+    for (int i = 0; i < N_CLIENTS; i++) free(alone[i].text);
     stop_server(&main_server);
 }
 

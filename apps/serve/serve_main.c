@@ -22,6 +22,8 @@ static const char serve_usage[] =
     "  -m, --model PATH       the target model (GGUF)\n"
     "  --draft %s, --k K, --no-adaptive\n"
     "                         speculative decoding\n"
+    "  --tree SHAPE           token trees: WxWx... candidates per level (e.g. 4x2x2x1) or\n"
+    "                         dynamic:N (N nodes), for every request (docs/serve.md)\n"
     "  -t, --threads N, -c, --ctx N, --device D   as for `specdec run`\n"
     "  --host ADDR            address to listen on (default 127.0.0.1)\n"
     "  --port P               port (default 8080; 0 = any free port)\n"
@@ -94,7 +96,7 @@ static int is_gen_flag(const char *flag, int *takes_value)
 {
     static const char *const with_value[] = {"-m", "--model", "--draft", "--k", "-t",
                                              "--threads", "-c", "--ctx", "--device",
-                                             "--draft-ranks"};
+                                             "--draft-ranks", "--tree"};
     *takes_value = 1;
     for (size_t i = 0; i < sizeof with_value / sizeof with_value[0]; i++)
         if (!strcmp(flag, with_value[i])) return 1;

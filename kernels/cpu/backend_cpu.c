@@ -493,10 +493,13 @@ static void attn_masked_task(void *arg, int task)
 }
 
 static void cpu_attention_masked(sd_backend_t *be, const float *q, const float *k_cache,
-                                 const float *v_cache, int base, const uint8_t *mask, int n, int m,
-                                 int n_ctx, int n_head, int n_head_kv, int head_dim, float *out)
+                                 const float *v_cache, const int32_t *blocks, int block_size,
+                                 int base, const uint8_t *mask, int n, int m, int n_ctx,
+                                 int n_head, int n_head_kv, int head_dim, float *out)
 {
-    attn_masked_job_t job = {{.q = q, .k = k_cache, .v = v_cache, .out = out, .n_ctx = n_ctx,
+    if (blocks != NULL && block_size < 1) return; /* a bad layout: nothing read */
+    attn_masked_job_t job = {{.q = q, .k = k_cache, .v = v_cache, .blocks = blocks,
+                              .block_size = block_size, .out = out, .n_ctx = n_ctx,
                               .n_head = n_head, .n_head_kv = n_head_kv, .head_dim = head_dim},
                              mask, base, m};
     sd_threadpool_run(pool_of(be), n * n_head, attn_masked_task, &job);

@@ -247,15 +247,16 @@ static void cuda_attention(sd_backend_t *be, const float *q, const float *k_cach
 }
 
 static void cuda_attention_masked(sd_backend_t *be, const float *q, const float *k_cache,
-                                  const float *v_cache, int base, const uint8_t *mask, int n, int m,
-                                  int n_ctx, int n_head, int n_head_kv, int head_dim, float *out)
+                                  const float *v_cache, const int32_t *blocks, int block_size,
+                                  int base, const uint8_t *mask, int n, int m, int n_ctx,
+                                  int n_head, int n_head_kv, int head_dim, float *out)
 {
     held h(be);
     cuda_ctx_t *ctx = h.ctx;
     cudaError_t e = enter(ctx);
     if (e == cudaSuccess)
-        e = sd_cuda_attention_masked(ctx->stream, q, k_cache, v_cache, base, mask, n, m, n_ctx,
-                                     n_head, n_head_kv, head_dim, out);
+        e = sd_cuda_attention_masked(ctx->stream, q, k_cache, v_cache, blocks, block_size, base,
+                                     mask, n, m, n_ctx, n_head, n_head_kv, head_dim, out);
     note_error(ctx, "attention_masked", e, "base=%d n=%d m=%d n_ctx=%d n_head=%d n_head_kv=%d "
                "head_dim=%d", base, n, m, n_ctx, n_head, n_head_kv, head_dim);
 }

@@ -45,9 +45,9 @@ cudaError_t sd_cuda_attention(cudaStream_t stream, const float *q, const float *
 // Tree attention (kernels/backend.h, sd_backend_attention_masked): mask device [n, m]; one
 // warp per (head, query). cudaErrorInvalidValue for bad geometry.
 cudaError_t sd_cuda_attention_masked(cudaStream_t stream, const float *q, const float *k_cache,
-                                     const float *v_cache, int base, const uint8_t *mask, int n,
-                                     int m, int n_ctx, int n_head, int n_head_kv, int head_dim,
-                                     float *out);
+                                     const float *v_cache, const int32_t *blocks, int block_size,
+                                     int base, const uint8_t *mask, int n, int m, int n_ctx,
+                                     int n_head, int n_head_kv, int head_dim, float *out);
 // Workspace one query needs for a cache of n_ctx positions.
 size_t sd_cuda_attention_workspace_bytes(int n_ctx, int n_head, int head_dim);
 // The row of pos[i] (paged layout as attention's) = rows[i, :] for i < n: rows [n, row], pos

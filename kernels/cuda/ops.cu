@@ -390,6 +390,8 @@ enum { ATTN_MASKED_THREADS = 32, ATTN_MASKED_PER_LANE = ATTN_MAX_HEAD_DIM / 32 }
 
 typedef struct attn_masked_args {
     const float *q, *k, *v;
+    const int32_t *blocks; // the paged layout, or NULL
+    int block_size;
     const uint8_t *mask; // [n, m]
     float *out;
     int base, m, n_head, n_head_kv, heads_per_kv, head_dim;
@@ -401,7 +403,8 @@ __device__ static inline float attention_masked_score(const attn_masked_args_t &
                                                       int kvh, int slot)
 {
     const int lane = threadIdx.x, hd = a.head_dim;
-    const float *kj = a.k + ((size_t)slot * (size_t)a.n_head_kv + (size_t)kvh) * (size_t)hd;
+    const float *kj = a.k + (kv_row_of(a.blocks, a.block_size, slot) * (size_t)a.n_head_kv +
+                             (size_t)kvh) * (size_t)hd;
     float dot = 0.0f;
     for (int d = lane; d < hd; d += 32) dot += kj[d] * qh[d];
     for (int off = 16; off > 0; off >>= 1) dot += __shfl_down_sync(0xffffffffu, dot, off);
@@ -433,7 +436,8 @@ static __global__ __launch_bounds__(ATTN_MASKED_THREADS) void attention_masked_k
         if (t >= a.base && !row[t - a.base]) continue;
         const float e = expf(attention_masked_score(a, qh, kvh, slot) - m);
         sum += e;
-        const float *vj = a.v + ((size_t)slot * (size_t)a.n_head_kv + (size_t)kvh) * (size_t)hd;
+        const float *vj = a.v + (kv_row_of(a.blocks, a.block_size, slot) * (size_t)a.n_head_kv +
+                                 (size_t)kvh) * (size_t)hd;
         for (int d = lane, c = 0; d < hd; d += 32, c++) acc[c] += e * vj[d];
     }
     const float inv = 1.0f / sum;
@@ -441,19 +445,20 @@ static __global__ __launch_bounds__(ATTN_MASKED_THREADS) void attention_masked_k
 }
 
 cudaError_t sd_cuda_attention_masked(cudaStream_t stream, const float *q, const float *k_cache,
-                                     const float *v_cache, int base, const uint8_t *mask, int n,
-                                     int m, int n_ctx, int n_head, int n_head_kv, int head_dim,
-                                     float *out)
+                                     const float *v_cache, const int32_t *blocks, int block_size,
+                                     int base, const uint8_t *mask, int n, int m, int n_ctx,
+                                     int n_head, int n_head_kv, int head_dim, float *out)
 {
-    if (n < 0 || n_ctx < 1 || base < 0 || m < 0 || m > SD_ATTN_MASK_MAX_COLS || base > n_ctx - m)
+    if (n < 0 || n_ctx < 1 || base < 0 || m < 0 || m > SD_ATTN_MASK_MAX_COLS || base > n_ctx - m ||
+        (blocks != NULL && block_size < 1))
         return cudaErrorInvalidValue;
     if (n_head < 1 || n_head > ATTN_MAX_HEADS || n_head_kv < 1 || n_head % n_head_kv != 0 ||
         head_dim < 1 || head_dim > ATTN_MAX_HEAD_DIM || n > ATTN_MAX_GROUP)
         return cudaErrorInvalidValue;
     if (n == 0) return cudaSuccess;
     if (!q || !k_cache || !v_cache || !out || (m > 0 && !mask)) return cudaErrorInvalidValue;
-    attn_masked_args_t a = {q, k_cache, v_cache, mask, out, base, m, n_head, n_head_kv,
-                            n_head / n_head_kv, head_dim, 1.0f / sqrtf((float)head_dim)};
+    attn_masked_args_t a = {q, k_cache, v_cache, blocks, block_size, mask, out, base, m, n_head,
+                            n_head_kv, n_head / n_head_kv, head_dim, 1.0f / sqrtf((float)head_dim)};
     return SD_LAUNCH(attention_masked_kernel, dim3(n_head, n), ATTN_MASKED_THREADS, 0, stream, a);
 }
 

@@ -503,7 +503,8 @@ ParameterizedTest(attn_param_t *p, cuda_ops, attention, .timeout = 300)
 
 /* The masked (tree) attention op against the CPU's (which tests/test_kernels_tree_attention.c
  * checks against a C reference): a tree of 7 rows after 40 context slots; a row that sees
- * nothing is NaN on both; each row alone gives the same bits. */
+ * nothing is NaN on both; each row alone gives the same bits; over a paged layout (the cache
+ * scattered by a block table) the same bits as over the slab. */
 Test(cuda_ops, attention_masked_matches_the_cpu, .timeout = 300)
 {
     sd_backend_t *be = cuda_or_skip(0.5), *cpu = cpu_backend();
@@ -515,27 +516,41 @@ Test(cuda_ops, attention_masked_matches_the_cpu, .timeout = 300)
         for (int a = i; a >= 0; a = parent[a]) mask[i * N + a] = 1;
     uint8_t *dmask = to_device(be, mask, sizeof mask);
     float *got = alloc_floats(c.q_len), *want = alloc_floats(c.q_len), *alone = alloc_floats(c.row);
-    cpu->ops->attention_masked(cpu, c.q, c.k, c.v, BASE, mask, N, N, c.n_ctx, 9, 3, 64, want);
-    be->ops->attention_masked(be, c.dq, c.dk, c.dv, BASE, dmask, N, N, c.n_ctx, 9, 3, 64, c.dout);
+    cpu->ops->attention_masked(cpu, c.q, c.k, c.v, NULL, 0, BASE, mask, N, N, c.n_ctx, 9, 3, 64, want);
+    be->ops->attention_masked(be, c.dq, c.dk, c.dv, NULL, 0, BASE, dmask, N, N, c.n_ctx, 9, 3, 64, c.dout);
     from_device(be, got, c.dout, sizeof(float) * c.q_len);
     cr_assert_eq(be->ops->sync(be), SD_OK, "%s", sd_last_error());
     for (int i = 0; i < N; i++) {
         char what[64];
         snprintf(what, sizeof what, "masked attention row %d", i);
         assert_close(got + (size_t)i * c.row, want + (size_t)i * c.row, c.row, 2e-4, what);
-        be->ops->attention_masked(be, c.dq + (size_t)i * c.row, c.dk, c.dv, BASE, dmask + i * N, 1,
+        be->ops->attention_masked(be, c.dq + (size_t)i * c.row, c.dk, c.dv, NULL, 0, BASE, dmask + i * N, 1,
                                   N, c.n_ctx, 9, 3, 64, c.dout);
         from_device(be, alone, c.dout, sizeof(float) * c.row);
         cr_assert(memcmp(alone, got + (size_t)i * c.row, sizeof(float) * c.row) == 0,
                   "masked row %d alone differs from the batch", i);
     }
+    enum { BS = 8, POOL = 8 };
+    static const int32_t table[6] = {5, 2, 7, 0, 3, 6}; /* n_ctx 47: 6 blocks */
+    size_t kvrow = 3 * 64, pool_len = (size_t)POOL * BS * kvrow;
+    float *kp = sd_test_page_kv(c.k, c.n_ctx, kvrow, table, BS, POOL);
+    float *vp = sd_test_page_kv(c.v, c.n_ctx, kvrow, table, BS, POOL);
+    float *dkp = to_device(be, kp, sizeof(float) * pool_len), *dvp = to_device(be, vp, sizeof(float) * pool_len);
+    int32_t *dtable = to_device(be, table, sizeof table);
+    be->ops->attention_masked(be, c.dq, dkp, dvp, dtable, BS, BASE, dmask, N, N, c.n_ctx, 9, 3, 64,
+                              c.dout);
+    float *paged = alloc_floats(c.q_len);
+    from_device(be, paged, c.dout, sizeof(float) * c.q_len);
+    cr_assert(memcmp(paged, got, sizeof(float) * c.q_len) == 0, "paged masked attention differs");
+    be->ops->release(be, dkp), be->ops->release(be, dvp), be->ops->release(be, dtable);
+    free(kp), free(vp), free(paged);
     uint8_t none[N] = {0};
     be->ops->upload(be, dmask, none, sizeof none);
-    be->ops->attention_masked(be, c.dq, c.dk, c.dv, 0, dmask, 1, N, c.n_ctx, 9, 3, 64, c.dout);
+    be->ops->attention_masked(be, c.dq, c.dk, c.dv, NULL, 0, 0, dmask, 1, N, c.n_ctx, 9, 3, 64, c.dout);
     from_device(be, alone, c.dout, sizeof(float) * c.row);
     cr_assert(isnan(alone[0]) && isnan(alone[c.row - 1]), "a row that sees nothing is NaN");
     /* bad geometry (base + m > n_ctx) is an error for the next sync */
-    be->ops->attention_masked(be, c.dq, c.dk, c.dv, c.n_ctx, dmask, 1, N, c.n_ctx, 9, 3, 64, c.dout);
+    be->ops->attention_masked(be, c.dq, c.dk, c.dv, NULL, 0, c.n_ctx, dmask, 1, N, c.n_ctx, 9, 3, 64, c.dout);
     cr_assert_eq(be->ops->sync(be), SD_ERR_DEVICE);
     cr_assert(strstr(sd_last_error(), "attention_masked") != NULL, "%s", sd_last_error());
     be->ops->release(be, dmask);

@@ -72,8 +72,8 @@ Test(cuda_serving, batched_forward_equals_each_sequence_alone, .timeout = 300)
     sd_batch_t b;
     cr_assert_eq(sd_batch_init(&b, m, 32, 4), SD_OK, "%s", sd_last_error());
     int n[3] = {5, 1, 12};
-    sd_batch_part_t parts[3] = {{&bs[0], t[0], n[0], 1}, {&bs[1], t[1], n[1], 1},
-                                {&bs[2], t[2], n[2], 0}};
+    sd_batch_part_t parts[3] = {{&bs[0], t[0], n[0], 1, NULL}, {&bs[1], t[1], n[1], 1, NULL},
+                                {&bs[2], t[2], n[2], 0, NULL}};
     cr_assert_eq(sd_forward_batch(&b, parts, 3), SD_OK, "%s", sd_last_error());
     for (int i = 0; i < 2; i++) {
         cr_assert_eq(sd_forward(&alone[i], t[i], n[i], 0), SD_OK, "%s", sd_last_error());
