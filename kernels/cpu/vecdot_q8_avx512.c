@@ -52,6 +52,128 @@ KERNEL void k_block_avx512(sd_dtype_t type, const char *blk, const xblock_t *xb,
     k_offsets_mins(type, &ks, xb, NX, s, m);
 }
 
+/* ---- IQ4_NL, few activation rows (decode, verification) ------------------------------------
+ *
+ * NL16 = 16 weight rows per step, transposed in registers per block instead of through the
+ * wide kernel's buffer: zmm A_j holds rows j, j + 4, j + 8, j + 12 (a block's 16 nibble bytes
+ * per 128-bit lane), a 4x4 dword transpose per lane gives T_k = dword k of rows 0..15 in
+ * order, whose low / high nibbles are elements 4k .. 4k + 3 / 16 + 4k .. 16 + 4k + 3. The
+ * table (values + 128) is applied with vpshufb and each activation row runs 8 vpdpbusd with
+ * its broadcast dwords: lane r is weight row r's exact sum, no horizontal sums. */
+enum { NL16 = 16, NL16_X = 8 };
+
+/* The IQ4_NL values + 128 (unsigned) in every 128-bit lane. */
+KERNEL __m512i nl16_table(void)
+{
+    return _mm512_broadcast_i32x4(_mm_xor_si128(_mm_loadu_si128((const __m128i *)sd_iq4_values), _mm_set1_epi8((char)0x80)));
+}
+
+/* The 16 rows' blocks at byte offset off: u[g] = elements 4g .. 4g + 3 (values + 128) of
+ * rows 0..15, one dword per row; dw = their f16 scales. */
+KERNEL void nl16_decode(const char *const rows[NL16], size_t off, __m512i table, __m512i u[8], __m512 *dw)
+{
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    __m512i a[4];
+    UNROLL
+    for (int j = 0; j < 4; j++) {
+        __m512i v = _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)(rows[j] + off + 2)));
+        v = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)(rows[j + 4] + off + 2)), 1);
+        v = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)(rows[j + 8] + off + 2)), 2);
+        a[j] = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)(rows[j + 12] + off + 2)), 3);
+    }
+    __m512i t0 = _mm512_unpacklo_epi32(a[0], a[1]), t1 = _mm512_unpackhi_epi32(a[0], a[1]);
+    __m512i t2 = _mm512_unpacklo_epi32(a[2], a[3]), t3 = _mm512_unpackhi_epi32(a[2], a[3]);
+    __m512i tk[4] = {_mm512_unpacklo_epi64(t0, t2), _mm512_unpackhi_epi64(t0, t2), _mm512_unpacklo_epi64(t1, t3),
+                     _mm512_unpackhi_epi64(t1, t3)};
+    UNROLL
+    for (int k = 0; k < 4; k++) {
+        u[k] = _mm512_shuffle_epi8(table, _mm512_and_si512(tk[k], m4));
+        u[4 + k] = _mm512_shuffle_epi8(table, _mm512_and_si512(_mm512_srli_epi16(tk[k], 4), m4));
+    }
+    __m256i h = _mm256_setr_epi16((short)load_u16(rows[0] + off), (short)load_u16(rows[1] + off),
+                                  (short)load_u16(rows[2] + off), (short)load_u16(rows[3] + off),
+                                  (short)load_u16(rows[4] + off), (short)load_u16(rows[5] + off),
+                                  (short)load_u16(rows[6] + off), (short)load_u16(rows[7] + off),
+                                  (short)load_u16(rows[8] + off), (short)load_u16(rows[9] + off),
+                                  (short)load_u16(rows[10] + off), (short)load_u16(rows[11] + off),
+                                  (short)load_u16(rows[12] + off), (short)load_u16(rows[13] + off),
+                                  (short)load_u16(rows[14] + off), (short)load_u16(rows[15] + off));
+    *dw = _mm512_cvtph_ps(h);
+}
+
+/* Block b of 16 rows against NX activation rows (x: q + x n, d + x nb, bsum + x n / 16). */
+KERNEL void nl16_block(const char *const rows[NL16], int64_t b, __m512i table, const int8_t *q, const float *d,
+                       const int16_t *bsum, int64_t n, int NX, __m512 *acc)
+{
+    __m512i u[8];
+    __m512 dw;
+    nl16_decode(rows, (size_t)b * sizeof(sd_block_iq4_nl), table, u, &dw);
+    __m512i s[NL16_X];
+    UNROLL
+    for (int x = 0; x < NX; x++) s[x] = _mm512_setzero_si512();
+    UNROLL
+    for (int g = 0; g < 8; g++) {
+        UNROLL
+        for (int x = 0; x < NX; x++)
+            s[x] = _mm512_dpbusd_epi32(s[x], u[g], _mm512_set1_epi32((int)load_u32(q + (size_t)x * (size_t)n + 32 * b + 4 * g)));
+    }
+    const int64_t nb = n / SD_QK;
+    UNROLL
+    for (int x = 0; x < NX; x++) {
+        const int16_t *bs = bsum + (size_t)x * (size_t)(n / 16) + 2 * b;
+        __m512i sv = _mm512_sub_epi32(s[x], _mm512_set1_epi32(128 * (bs[0] + bs[1])));
+        __m512 dx = _mm512_set1_ps(d[(size_t)x * (size_t)nb + (size_t)b]);
+        acc[x] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sv), _mm512_mul_ps(dw, dx), acc[x]);
+    }
+}
+
+/* 16 rows (rows past tw repeat the last; never stored) against NX <= NL16_X activation rows. */
+KERNEL void nl16_tile(const char *const rows[NL16], size_t row_bytes, int tw, const int8_t *q, const float *d,
+                      const int16_t *bsum, int64_t n, int NX, float *y, size_t ldy)
+{
+    const __m512i table = nl16_table();
+    const size_t bb = sizeof(sd_block_iq4_nl);
+    __m512 acc[NL16_X];
+    UNROLL
+    for (int x = 0; x < NX; x++) acc[x] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < n / SD_QK; b++) {
+        if (b % 4 == 0) prefetch_tile_part(rows[0], NL16, row_bytes, 4 * bb, b / 4); /* 4 blocks at once */
+        nl16_block(rows, b, table, q, d, bsum, n, NX, acc);
+    }
+    for (int x = 0; x < NX; x++) _mm512_mask_storeu_ps(y + (size_t)x * ldy, (__mmask16)((1u << tw) - 1), acc[x]);
+}
+
+/* IQ4_NL against nx activation rows, in passes of at most NL16_X rows of balanced sizes. */
+static void nl16_rows(const char *w, size_t row_bytes, int64_t nw, const int8_t *q, const float *d,
+                      const int16_t *bsum, int nx, int64_t n, float *y, size_t ldy)
+{
+    const int64_t nb = n / SD_QK;
+    int passes = (nx + NL16_X - 1) / NL16_X;
+    for (int p = 0, c0 = 0; p < passes; p++) {
+        int ng = (nx - c0) / (passes - p);
+        const int8_t *qc = q + (size_t)c0 * (size_t)n;
+        const float *dc = d + (size_t)c0 * (size_t)nb;
+        const int16_t *bc = bsum + (size_t)c0 * (size_t)(n / 16);
+        for (int64_t r0 = 0; r0 < nw; r0 += NL16) {
+            int tw = nw - r0 < NL16 ? (int)(nw - r0) : NL16;
+            const char *rows[NL16];
+            for (int r = 0; r < NL16; r++) rows[r] = w + (size_t)(r0 + (r < tw ? r : tw - 1)) * row_bytes;
+            float *yc = y + (size_t)c0 * ldy + (size_t)r0;
+            switch (ng) {
+            case 1: nl16_tile(rows, row_bytes, tw, qc, dc, bc, n, 1, yc, ldy); break;
+            case 2: nl16_tile(rows, row_bytes, tw, qc, dc, bc, n, 2, yc, ldy); break;
+            case 3: nl16_tile(rows, row_bytes, tw, qc, dc, bc, n, 3, yc, ldy); break;
+            case 4: nl16_tile(rows, row_bytes, tw, qc, dc, bc, n, 4, yc, ldy); break;
+            case 5: nl16_tile(rows, row_bytes, tw, qc, dc, bc, n, 5, yc, ldy); break;
+            case 6: nl16_tile(rows, row_bytes, tw, qc, dc, bc, n, 6, yc, ldy); break;
+            case 7: nl16_tile(rows, row_bytes, tw, qc, dc, bc, n, 7, yc, ldy); break;
+            default: nl16_tile(rows, row_bytes, tw, qc, dc, bc, n, 8, yc, ldy); break;
+            }
+        }
+        c0 += ng;
+    }
+}
+
 /* ---- the wide kernel (many activation rows: prefill) ----------------------------------------
  *
  * WW = 16 weight rows are decoded once per chunk of blocks into a transposed buffer (group of
@@ -63,6 +185,7 @@ KERNEL void k_block_avx512(sd_dtype_t type, const char *blk, const xblock_t *xb,
 /* From WIDE_MIN_ROWS activation rows on (super-block types: WIDE_MIN_ROWS_K, their decode and
  * transpose cost more) the wide kernel beats q8_rows (matmul_rows, this machine). */
 enum { WW = 16, WB = 32, WBK = 2, WX = 64, WIDE_MIN_ROWS = 16, WIDE_MIN_ROWS_K = 32 };
+_Static_assert((int)WW == (int)NL16, "wide_decode hands its 16 rows to nl16_decode");
 
 typedef struct {
     uint32_t u[WB][8][WW]; /* block, group of 4 elements, weight row: the 4 unsigned weights */
@@ -104,6 +227,17 @@ KERNEL void wide_scales_f(sd_dtype_t type, const char *blk, float *dw, float *dm
 KERNEL void wide_decode(sd_dtype_t type, const char *const rows[WW], int64_t b0, int nb, wide_tile_t *t)
 {
     const size_t bb = sd_dtype_block_bytes(type);
+    if (type == SD_DTYPE_IQ4_NL) { /* transposed in registers (nl16_decode) */
+        const __m512i table = nl16_table();
+        for (int b = 0; b < nb; b++) {
+            __m512i u[8];
+            __m512 dw;
+            nl16_decode(rows, (size_t)(b0 + b) * bb, table, u, &dw);
+            for (int g = 0; g < 8; g++) _mm512_storeu_si512((void *)t->u[b][g], u[g]);
+            _mm512_storeu_ps(t->dw[b], dw);
+        }
+        return;
+    }
     for (int b = 0; b < nb; b++)
         for (int r = 0; r < WW; r++) {
             const char *blk = rows[r] + (size_t)(b0 + b) * bb;
@@ -310,6 +444,10 @@ void sd_vec_dot_rows_q8_avx512(sd_dtype_t type, const void *w, size_t row_bytes,
         default: break;
         }
 #undef WIDE_CASE
+    }
+    if (type == SD_DTYPE_IQ4_NL) {
+        nl16_rows(w, row_bytes, nw, q, d, bsum, nx, n, y, ldy);
+        return;
     }
     q8_rows(type, w, row_bytes, nw, q, d, bsum, nx, n, y, ldy);
 }
