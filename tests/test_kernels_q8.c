@@ -18,7 +18,7 @@
 static const sd_dtype_t types[] = {SD_DTYPE_Q5_0, SD_DTYPE_Q5_1, SD_DTYPE_IQ4_NL, SD_DTYPE_Q2_K, SD_DTYPE_Q3_K,
                                    SD_DTYPE_Q4_K, SD_DTYPE_Q5_K, SD_DTYPE_Q6_K, SD_DTYPE_IQ4_XS};
 static const int nws[] = {1, 3, 7, 8, 9, 17, 40};
-static const int nxs[] = {1, 2, 3, 4, 5, 8, 9, 16, 17, 32, 70}; /* 16 (K-quants 32) on: the wide kernel */
+static const int nxs[] = {1, 2, 3, 4, 5, 8, 9, 16, 17, 32, 70}; /* 16 (K-quants 32) on: the wide kernels (AVX2: 32-element types) */
 enum { MAX_NW = 40, MAX_NX = 70, MAX_COLS = 1536, PAD = 3 };
 
 #define N_OF(a) (sizeof(a) / sizeof((a)[0]))

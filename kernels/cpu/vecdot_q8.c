@@ -207,10 +207,135 @@ static void rows_q8_scalar(sd_dtype_t type, const void *w, size_t row_bytes, int
 /* ---- the AVX2 kernel ---------------------------------------------------------------------- */
 
 #if Q8_AVX2
+/* The AVX2 wide kernel (32-element types, prefill): A2W = 8 weight rows are decoded once per
+ * chunk of A2B blocks into a transposed buffer (group of 4 elements x weight row), then every
+ * activation row runs against it with its 4 bytes broadcast: lane r is weight row r's exact
+ * integer sum, no horizontal sums. Q5_0/Q5_1 (0..31) take maddubs directly and sum 4 groups in
+ * int16 (at most 8 * 31 * 128 < 2^15); IQ4_NL (signed, |v| <= 127) takes abs / sign per group. */
+enum { A2W = 8, A2B = 32, A2X = 4, A2_MIN_ROWS = 16 };
+
+typedef struct {
+    uint32_t u[A2B][8][A2W]; /* block, group of 4 elements, weight row: the 4 weights */
+    float dw[A2B][A2W], dmw[A2B][A2W];
+} a2_tile_t;
+
+KERNEL void a2_decode(sd_dtype_t type, const char *const rows[A2W], int64_t b0, int nb, a2_tile_t *t)
+{
+    const size_t bb = sd_dtype_block_bytes(type);
+    for (int b = 0; b < nb; b++)
+        for (int r = 0; r < A2W; r++) {
+            const char *blk = rows[r] + (size_t)(b0 + b) * bb;
+            uint32_t a[8];
+            _mm256_storeu_si256((__m256i *)a, small_decode(type, blk));
+            for (int g = 0; g < 8; g++) t->u[b][g][r] = a[g];
+        }
+    for (int b = 0; b < nb; b++) {
+        __m256 dw = gather_f16(rows, (size_t)(b0 + b) * bb + q8_d_offset(type));
+        _mm256_storeu_ps(t->dw[b], dw);
+        if (q8_has_min(type)) _mm256_storeu_ps(t->dmw[b], gather_f16(rows, (size_t)(b0 + b) * bb + q8_dmin_offset(type)));
+    }
+}
+
+/* NX activation rows (row x: q + x n, d + x nb_all, bsum + x n / 16, acc[x]) against nb
+ * decoded blocks; the float stage is q8_tile's. */
+KERNEL void a2_run(sd_dtype_t type, const a2_tile_t *t, int nb, const int8_t *q, const float *d,
+                   const int16_t *bsum, int64_t n, int64_t nb_all, int NX, __m256 *acc)
+{
+    const __m256i ones = _mm256_set1_epi16(1);
+    for (int b = 0; b < nb; b++) {
+        __m256i s[A2X];
+        UNROLL
+        for (int x = 0; x < NX; x++) s[x] = _mm256_setzero_si256();
+        UNROLL
+        for (int h = 0; h < 2; h++) { /* groups 4h .. 4h + 3 */
+            __m256i p[A2X];
+            UNROLL
+            for (int g = 4 * h; g < 4 * h + 4; g++) {
+                __m256i wv = _mm256_loadu_si256((const __m256i *)t->u[b][g]);
+                __m256i wa = type == SD_DTYPE_IQ4_NL ? _mm256_abs_epi8(wv) : wv;
+                UNROLL
+                for (int x = 0; x < NX; x++) {
+                    __m256i xv = _mm256_set1_epi32((int)load_u32(q + (size_t)x * (size_t)n + 32 * b + 4 * g));
+                    if (type == SD_DTYPE_IQ4_NL) {
+                        s[x] = _mm256_add_epi32(s[x], _mm256_madd_epi16(_mm256_maddubs_epi16(wa, _mm256_sign_epi8(xv, wv)), ones));
+                    } else {
+                        __m256i pg = _mm256_maddubs_epi16(wa, xv);
+                        p[x] = g == 4 * h ? pg : _mm256_add_epi16(p[x], pg);
+                    }
+                }
+            }
+            if (type != SD_DTYPE_IQ4_NL) {
+                UNROLL
+                for (int x = 0; x < NX; x++) s[x] = _mm256_add_epi32(s[x], _mm256_madd_epi16(p[x], ones));
+            }
+        }
+        __m256 dw = _mm256_loadu_ps(t->dw[b]), dmw = q8_has_min(type) ? _mm256_loadu_ps(t->dmw[b]) : _mm256_setzero_ps();
+        UNROLL
+        for (int x = 0; x < NX; x++) {
+            const int16_t *bs = bsum + (size_t)x * (size_t)(n / 16) + 2 * b;
+            int xsum = bs[0] + bs[1];
+            __m256i sv = s[x];
+            if (small_offset(type)) sv = _mm256_sub_epi32(sv, _mm256_set1_epi32(small_offset(type) * xsum));
+            __m256 dx = _mm256_set1_ps(d[(size_t)x * (size_t)nb_all + (size_t)b]);
+            acc[x] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sv), _mm256_mul_ps(dw, dx), acc[x]);
+            if (q8_has_min(type))
+                acc[x] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_set1_epi32(xsum)), _mm256_mul_ps(dmw, dx), acc[x]);
+        }
+    }
+}
+
+/* Every 8-row tile of the weight range against every activation row (64 at a time). */
+KERNEL void a2_rows_type(sd_dtype_t type, const char *w, size_t row_bytes, int64_t nw, const int8_t *q,
+                         const float *d, const int16_t *bsum, int nx, int64_t n, float *y, size_t ldy)
+{
+    enum { AX = 64 };
+    const int64_t nb_all = n / SD_QK;
+    a2_tile_t t;
+    __m256 acc[AX];
+    for (int64_t r0 = 0; r0 < nw; r0 += A2W) {
+        int tw = nw - r0 < A2W ? (int)(nw - r0) : A2W;
+        const char *rows[A2W];
+        for (int r = 0; r < A2W; r++) rows[r] = w + (size_t)(r0 + (r < tw ? r : tw - 1)) * row_bytes;
+        for (int x0 = 0; x0 < nx; x0 += AX) {
+            int nxg = nx - x0 < AX ? nx - x0 : AX;
+            for (int x = 0; x < nxg; x++) acc[x] = _mm256_setzero_ps();
+            for (int64_t b0 = 0; b0 < nb_all; b0 += A2B) {
+                int nb = nb_all - b0 < A2B ? (int)(nb_all - b0) : A2B;
+                a2_decode(type, rows, b0, nb, &t);
+                for (int x = 0; x < nxg; x += A2X) {
+                    size_t xo = (size_t)(x0 + x);
+                    const int8_t *qx = q + xo * (size_t)n + (size_t)(b0 * SD_QK);
+                    const float *dx = d + xo * (size_t)nb_all + (size_t)b0;
+                    const int16_t *bx = bsum + xo * (size_t)(n / 16) + (size_t)(b0 * SD_QK / 16);
+                    switch (nxg - x) {
+                    case 1: a2_run(type, &t, nb, qx, dx, bx, n, nb_all, 1, acc + x); break;
+                    case 2: a2_run(type, &t, nb, qx, dx, bx, n, nb_all, 2, acc + x); break;
+                    case 3: a2_run(type, &t, nb, qx, dx, bx, n, nb_all, 3, acc + x); break;
+                    default: a2_run(type, &t, nb, qx, dx, bx, n, nb_all, 4, acc + x); break;
+                    }
+                }
+            }
+            for (int x = 0; x < nxg; x++) {
+                float a[A2W];
+                _mm256_storeu_ps(a, acc[x]);
+                memcpy(y + (size_t)(x0 + x) * ldy + (size_t)r0, a, sizeof(float) * (size_t)tw);
+            }
+        }
+    }
+}
+
 void sd_vec_dot_rows_q8_avx2(sd_dtype_t type, const void *w, size_t row_bytes, int64_t nw,
                              const int8_t *q, const float *d, const int16_t *bsum, int nx,
                              int64_t n, float *y, size_t ldy)
 {
+    if (nx >= A2_MIN_ROWS) {
+        switch (type) {
+        case SD_DTYPE_Q5_0: a2_rows_type(SD_DTYPE_Q5_0, w, row_bytes, nw, q, d, bsum, nx, n, y, ldy); return;
+        case SD_DTYPE_Q5_1: a2_rows_type(SD_DTYPE_Q5_1, w, row_bytes, nw, q, d, bsum, nx, n, y, ldy); return;
+        case SD_DTYPE_IQ4_NL: a2_rows_type(SD_DTYPE_IQ4_NL, w, row_bytes, nw, q, d, bsum, nx, n, y, ldy); return;
+        default: break;
+        }
+    }
     q8_rows(type, w, row_bytes, nw, q, d, bsum, nx, n, y, ldy);
 }
 #endif
